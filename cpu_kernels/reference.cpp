@@ -1,0 +1,1 @@
+// scalar reference kernels (being written)

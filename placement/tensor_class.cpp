@@ -1,0 +1,1 @@
+// tensor classes (being written)
