@@ -76,3 +76,17 @@ class [[nodiscard]] Expected<void> {
 using Status = Expected<void>;
 
 }  // namespace hetmoe
+
+// Propagation helpers for functions returning Expected<...>/Status.
+#define HETMOE_CONCAT_INNER(a, b) a##b
+#define HETMOE_CONCAT(a, b) HETMOE_CONCAT_INNER(a, b)
+/// Evaluates `expr` (an Expected<T>); on error returns the error, else assigns the value to `lhs`.
+#define HETMOE_ASSIGN_OR_RETURN(lhs, expr)                                  \
+  auto HETMOE_CONCAT(hetmoe_tmp_, __LINE__) = (expr);                       \
+  if (!HETMOE_CONCAT(hetmoe_tmp_, __LINE__)) return HETMOE_CONCAT(hetmoe_tmp_, __LINE__).error(); \
+  lhs = std::move(*HETMOE_CONCAT(hetmoe_tmp_, __LINE__))
+/// Evaluates `expr` (a Status); on error returns it.
+#define HETMOE_RETURN_IF_ERROR(expr)                                              \
+  do {                                                                            \
+    if (auto hetmoe_status_ = (expr); !hetmoe_status_) return hetmoe_status_.error(); \
+  } while (0)

@@ -1,9 +1,11 @@
 #pragma once
 // GGML tensor types that hetmoe reads, with their block layouts (gpt-oss-spec.md §2, §4;
-// ggml/src/ggml-common.h).
+// ggml/src/ggml-common.h). Header-only so kernels can use it without linking the runtime.
 
+#include <array>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 
 namespace hetmoe {
@@ -24,17 +26,42 @@ struct TensorTypeTraits {
   uint32_t block_bytes;
 };
 
-/// Traits for a raw GGML type id, or nullopt if hetmoe does not support that type.
-std::optional<TensorTypeTraits> tensor_type_traits(uint32_t type_id);
-
-/// Traits for a supported type (never fails).
-const TensorTypeTraits& tensor_type_traits(TensorType type);
-
-/// "F32", "Q8_0", ... for a supported type; "type<id>" otherwise.
-std::string tensor_type_name(uint32_t type_id);
-
 inline constexpr uint32_t kQ8_0BlockBytes = 34;
 inline constexpr uint32_t kMXFP4BlockBytes = 17;
 inline constexpr uint32_t kQuantBlockElems = 32;
+
+inline constexpr std::array<TensorTypeTraits, 5> kTensorTypeTraits = {{
+    {TensorType::kF32, "F32", 1, 4},
+    {TensorType::kF16, "F16", 1, 2},
+    {TensorType::kQ8_0, "Q8_0", kQuantBlockElems, kQ8_0BlockBytes},
+    {TensorType::kBF16, "BF16", 1, 2},
+    {TensorType::kMXFP4, "MXFP4", kQuantBlockElems, kMXFP4BlockBytes},
+}};
+
+/// Traits for a raw GGML type id, or nullopt if hetmoe does not support that type.
+inline std::optional<TensorTypeTraits> tensor_type_traits(uint32_t type_id) {
+  for (const auto& t : kTensorTypeTraits)
+    if (static_cast<uint32_t>(t.type) == type_id) return t;
+  return std::nullopt;
+}
+
+/// Traits for a supported type.
+inline const TensorTypeTraits& tensor_type_traits(TensorType type) {
+  for (const auto& t : kTensorTypeTraits)
+    if (t.type == type) return t;
+  return kTensorTypeTraits[0];  // unreachable for a valid enum value
+}
+
+/// "F32", "Q8_0", ... for a supported type; "type<id>" otherwise.
+inline std::string tensor_type_name(uint32_t type_id) {
+  if (auto t = tensor_type_traits(type_id)) return std::string(t->name);
+  return "type" + std::to_string(type_id);
+}
+
+/// Bytes of one row of num_elements values (num_elements a multiple of the block size).
+inline uint64_t tensor_row_bytes(TensorType type, uint64_t num_elements) {
+  const auto& t = tensor_type_traits(type);
+  return num_elements / t.block_elems * t.block_bytes;
+}
 
 }  // namespace hetmoe

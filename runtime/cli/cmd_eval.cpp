@@ -1,0 +1,100 @@
+// hetmoe eval -m MODEL --ids FILE --logits-out OUT.f32: teacher-forced logits with the reference forward pass.
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "profiler/memory.h"
+#include "runtime/cli/cli_util.h"
+#include "runtime/cli/commands.h"
+#include "runtime/forward_reference.h"
+#include "runtime/model.h"
+#include "runtime/token_ids.h"
+
+namespace hetmoe::cli {
+namespace {
+
+struct EvalArgs {
+  std::string model_path;
+  std::string ids_path;
+  std::string logits_path;
+  int num_threads = default_num_threads();
+  uint32_t context_length = 0;  // 0: the number of ids, at least 8192 (capped at the model's context)
+  std::string kv_type = "f16";
+};
+
+int run_eval(const EvalArgs& args) {
+  const double t_start = profiler::now_seconds();
+  auto kv_type = parse_kv_cache_type(args.kv_type);
+  if (!kv_type) return report_error("eval", kv_type.error());
+  auto model = Model::load(args.model_path);
+  if (!model) return report_error("eval", model.error());
+  const ModelHparams& hp = model->hparams;
+  auto ids = read_token_ids(args.ids_path, hp.vocab_size);
+  if (!ids) return report_error("eval", ids.error());
+  const auto num_tokens = static_cast<uint32_t>(ids->size());
+  uint32_t ctx = args.context_length;
+  if (ctx == 0) ctx = std::min(std::max<uint32_t>(num_tokens, 8192), hp.context_length);
+  if (num_tokens > ctx)
+    return report_error("eval", make_error(ErrorCode::kInvalidArgument,
+                                           fmt::format("{} has {} tokens but the context is {} (--ctx)",
+                                                       args.ids_path, num_tokens, ctx)));
+  auto forward = ReferenceForward::create(*model, ctx, *kv_type, args.num_threads);
+  if (!forward) return report_error("eval", forward.error());
+  const double t_loaded = profiler::now_seconds();
+
+  // Logits stream to OUT.tmp row by row; renamed when complete so a failed run leaves no partial file.
+  const std::string tmp_path = args.logits_path + ".tmp";
+  std::FILE* out = std::fopen(tmp_path.c_str(), "wb");
+  if (!out)
+    return report_error("eval", make_error(ErrorCode::kIo, fmt::format("{}: cannot create: {}", tmp_path,
+                                                                       std::strerror(errno))));
+  std::vector<float> logits(hp.vocab_size);  // (vocab_size) one row
+  int rc = 0;
+  for (uint32_t i = 0; i < num_tokens && rc == 0; ++i) {
+    if (auto s = forward->forward((*ids)[i], logits); !s) {
+      rc = report_error("eval", s.error());
+    } else if (std::fwrite(logits.data(), sizeof(float), logits.size(), out) != logits.size()) {
+      rc = report_error("eval", make_error(ErrorCode::kIo, fmt::format("{}: write failed: {}", tmp_path,
+                                                                       std::strerror(errno))));
+    }
+  }
+  if (std::fclose(out) != 0 && rc == 0)
+    rc = report_error("eval", make_error(ErrorCode::kIo, fmt::format("{}: close failed", tmp_path)));
+  std::error_code ec;
+  if (rc != 0) {
+    std::filesystem::remove(tmp_path, ec);
+    return rc;
+  }
+  std::filesystem::rename(tmp_path, args.logits_path, ec);
+  if (ec)
+    return report_error("eval", make_error(ErrorCode::kIo, fmt::format("{}: rename failed: {}", args.logits_path,
+                                                                       ec.message())));
+  const double t_end = profiler::now_seconds();
+  fmt::print(stderr,
+             "eval: {} tokens x {} logits -> {} | load {:.2f} s | eval {:.2f} s ({:.2f} tok/s, {} threads, reference "
+             "path) | peak RSS {}\n",
+             num_tokens, hp.vocab_size, args.logits_path, t_loaded - t_start, t_end - t_loaded,
+             num_tokens / std::max(t_end - t_loaded, 1e-9), args.num_threads, format_bytes(profiler::peak_rss_bytes()));
+  return 0;
+}
+
+}  // namespace
+
+void add_eval_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("eval", "Teacher-forced logits for a token-id file, written as float32 row-major "
+                                         "[n_tokens][n_vocab], little-endian");
+  auto args = std::make_shared<EvalArgs>();
+  cmd->add_option("-m,--model", args->model_path, "GGUF model file")->required();
+  cmd->add_option("--ids", args->ids_path, "Whitespace-separated token ids")->required();
+  cmd->add_option("--logits-out", args->logits_path, "Output file (float32 [n_tokens][n_vocab])")->required();
+  cmd->add_option("-t,--threads", args->num_threads, "CPU threads")->check(CLI::Range(1, 4096))->capture_default_str();
+  cmd->add_option("-c,--ctx", args->context_length, "Context length (default: max(8192, n_tokens))")
+      ->check(CLI::Range(1u, 1u << 24));
+  cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  cmd->callback([args, &exit_code] { exit_code = run_eval(*args); });
+}
+
+}  // namespace hetmoe::cli
