@@ -1,0 +1,162 @@
+// hetmoe generate [-m MODEL] -p TEXT -n N: raw completion, streamed to stdout; timings on stderr.
+// With no model given, the synthetic tiny model (hetmoe synth --preset tiny) is written to the cache directory
+// once and used, so a fresh clone can run end to end without a download.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <random>
+
+#include "profiler/memory.h"
+#include "runtime/cli/cli_util.h"
+#include "runtime/cli/commands.h"
+#include "runtime/forward_reference.h"
+#include "runtime/model.h"
+#include "runtime/sampler.h"
+#include "runtime/synth.h"
+#include "runtime/tokenizer.h"
+
+namespace hetmoe::cli {
+namespace {
+
+struct GenerateArgs {
+  std::string model_path;
+  std::string prompt = "Once upon a time";
+  int num_predict = 64;
+  float temperature = 0.8f;
+  std::optional<uint64_t> seed;
+  int num_threads = default_num_threads();
+  uint32_t context_length = 8192;
+  std::string kv_type = "f16";
+  bool parse_special = false;
+};
+
+/// $HETMOE_CACHE_DIR, else $XDG_CACHE_HOME/hetmoe, else $HOME/.cache/hetmoe, else ./.hetmoe-cache.
+std::filesystem::path cache_dir() {
+  if (const char* d = std::getenv("HETMOE_CACHE_DIR"); d && *d) return d;
+  if (const char* d = std::getenv("XDG_CACHE_HOME"); d && *d) return std::filesystem::path(d) / "hetmoe";
+  if (const char* d = std::getenv("HOME"); d && *d) return std::filesystem::path(d) / ".cache" / "hetmoe";
+  return ".hetmoe-cache";
+}
+
+/// The embedded default model: the synthetic tiny preset (seed 0), written once to the cache directory.
+Expected<std::string> default_model() {
+  const std::filesystem::path dir = cache_dir();
+  const std::filesystem::path path = dir / "synth-tiny-seed0.gguf";
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec)) return path.string();
+  std::filesystem::create_directories(dir, ec);
+  if (ec)
+    return make_error(ErrorCode::kIo, fmt::format("{}: cannot create the cache directory: {}", dir.string(),
+                                                  ec.message()));
+  fmt::print(stderr, "no model given (-m): writing the synthetic tiny model (random weights) to {}\n", path.string());
+  SynthOptions options;
+  options.preset = "tiny";
+  options.seed = 0;
+  options.router_skew = 1.0f;
+  if (auto s = synth_write(options, path.string()); !s) return s.error();
+  return path.string();
+}
+
+int run_generate(const GenerateArgs& args) {
+  const double t_start = profiler::now_seconds();
+  auto kv_type = parse_kv_cache_type(args.kv_type);
+  if (!kv_type) return report_error("generate", kv_type.error());
+  std::string model_path = args.model_path;
+  if (model_path.empty()) {
+    auto p = default_model();
+    if (!p) return report_error("generate", p.error());
+    model_path = *p;
+  }
+  auto model = Model::load(model_path);
+  if (!model) return report_error("generate", model.error());
+  auto tokenizer = Tokenizer::from_gguf(*model->file);
+  if (!tokenizer) return report_error("generate", tokenizer.error());
+
+  const std::vector<int32_t> prompt_ids = tokenizer->encode(args.prompt, args.parse_special);
+  if (prompt_ids.empty())
+    return report_error("generate", make_error(ErrorCode::kInvalidArgument, "the prompt is empty (-p)"));
+  const uint64_t needed = prompt_ids.size() + static_cast<uint64_t>(args.num_predict);
+  if (needed > args.context_length)
+    return report_error("generate",
+                        make_error(ErrorCode::kInvalidArgument,
+                                   fmt::format("the prompt ({} tokens) plus {} generated tokens needs {} positions but "
+                                               "the context is {} (--ctx)",
+                                               prompt_ids.size(), args.num_predict, needed, args.context_length)));
+  auto forward = ReferenceForward::create(*model, args.context_length, *kv_type, args.num_threads);
+  if (!forward) return report_error("generate", forward.error());
+  const double t_loaded = profiler::now_seconds();
+
+  const uint64_t seed = args.seed ? *args.seed : std::random_device{}();
+  Sampler sampler(SamplerParams{args.temperature, seed});
+  const std::vector<int32_t> end_ids = tokenizer->end_of_generation_ids();
+  std::vector<float> logits(model->hparams.vocab_size);  // (vocab_size)
+
+  fmt::print("{}", args.prompt);
+  std::fflush(stdout);
+  // Prefill: only the last prompt token needs logits.
+  for (size_t i = 0; i < prompt_ids.size(); ++i) {
+    const bool last = i + 1 == prompt_ids.size();
+    if (auto s = forward->forward(prompt_ids[i], last ? std::span<float>(logits) : std::span<float>()); !s)
+      return report_error("generate", s.error());
+  }
+  const double t_prefilled = profiler::now_seconds();
+
+  StreamDecoder stream(*tokenizer);
+  int num_generated = 0;
+  for (; num_generated < args.num_predict; ++num_generated) {
+    const int32_t token = sampler.sample(logits);
+    if (std::find(end_ids.begin(), end_ids.end(), token) != end_ids.end()) break;
+    auto piece = stream.push(token);
+    if (!piece) return report_error("generate", piece.error());
+    fmt::print("{}", *piece);
+    std::fflush(stdout);
+    if (num_generated + 1 < args.num_predict) {
+      if (auto s = forward->forward(token, logits); !s) return report_error("generate", s.error());
+    }
+  }
+  fmt::print("{}\n", stream.flush());
+  const double t_end = profiler::now_seconds();
+
+  const double prefill_s = t_prefilled - t_loaded, decode_s = t_end - t_prefilled;
+  fmt::print(stderr,
+             "\nmodel {} | load {:.2f} s | prefill {} tokens in {:.2f} s ({:.2f} tok/s) | decode {} tokens in {:.2f} s "
+             "({:.2f} tok/s) | {} threads, reference path, seed {} | peak RSS {}\n",
+             model_path, t_loaded - t_start, prompt_ids.size(), prefill_s,
+             static_cast<double>(prompt_ids.size()) / std::max(prefill_s, 1e-9), num_generated, decode_s,
+             num_generated / std::max(decode_s, 1e-9), args.num_threads, seed,
+             format_bytes(profiler::peak_rss_bytes()));
+  return 0;
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("generate", "Raw text completion, streamed to stdout (load time, prefill and decode "
+                                             "tok/s on stderr). Without -m, uses a synthetic tiny model.");
+  auto args = std::make_shared<GenerateArgs>();
+  auto seed = std::make_shared<uint64_t>(0);
+  cmd->add_option("-m,--model", args->model_path, "GGUF model file (default: the synthetic tiny model, made once)");
+  cmd->add_option("-p,--prompt", args->prompt, "Prompt text")->capture_default_str();
+  cmd->add_option("-n,--n-predict", args->num_predict, "Tokens to generate")
+      ->check(CLI::Range(0, 1 << 24))
+      ->capture_default_str();
+  cmd->add_option("--temp", args->temperature, "Sampling temperature (0 = greedy)")
+      ->check(CLI::Range(0.0f, 100.0f))
+      ->capture_default_str();
+  auto* seed_opt = cmd->add_option("-s,--seed", *seed, "Sampling seed (default: random, printed on stderr)");
+  cmd->add_option("-t,--threads", args->num_threads, "CPU threads")->check(CLI::Range(1, 4096))->capture_default_str();
+  cmd->add_option("-c,--ctx", args->context_length, "Context length in tokens")
+      ->check(CLI::Range(1u, 1u << 24))
+      ->capture_default_str();
+  cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  cmd->add_flag("--parse-special", args->parse_special, "Turn special-token text like <|start|> into its token");
+  cmd->callback([args, seed, seed_opt, &exit_code] {
+    if (seed_opt->count() > 0) args->seed = *seed;
+    exit_code = run_generate(*args);
+  });
+}
+
+}  // namespace hetmoe::cli
