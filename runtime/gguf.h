@@ -14,6 +14,9 @@
 // sizes inside the data section, overlaps, alignment. A failure is an Error with code kFormat or
 // kUnsupported (kIo for open/mmap failures), the file offset where it was found, and a message naming
 // the file, the key/tensor and what was expected. No allocation is sized by an unchecked field.
+// Choices where the format is silent: BOOL values (and BOOL array elements) must be 0 or 1; a dimension may be 0
+// (a tensor with no bytes, which overlaps nothing); a file without tensors may end before the padding that follows
+// its tensor infos (data_offset() is then the file size). Tensor data is never read by the parser.
 
 #include <cstddef>
 #include <cstdint>

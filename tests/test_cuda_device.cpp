@@ -14,7 +14,9 @@ TEST(CudaDevice, ListDevicesAnswersWithoutCrashingOnAnyMachine) {
     return;
   }
   // With CUDA built: either a list (possibly empty: no GPU or no driver) or a driver error with a message.
-  if (!devices) EXPECT_FALSE(devices.error().message.empty());
+  if (!devices) {
+    EXPECT_FALSE(devices.error().message.empty());
+  }
 }
 
 TEST(CudaDevice, GpuReportsNameMemoryAndComputeCapability) {

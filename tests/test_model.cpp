@@ -46,7 +46,11 @@ TEST(Model, UneditedCopyLoads) {
 
 TEST(Model, MissingTensorIsNamed) {
   test::GgufEdits e;
-  e.edit_tensor = [](const gguf::TensorInfo& t) { return test::TensorEdit{.drop = t.name == "blk.2.attn_sinks.weight"}; };
+  e.edit_tensor = [](const gguf::TensorInfo& t) {
+    test::TensorEdit edit;
+    edit.drop = t.name == "blk.2.attn_sinks.weight";
+    return edit;
+  };
   expect_load_error(e, ErrorCode::kMissing, "tensor 'blk.2.attn_sinks.weight' is missing");
 }
 
