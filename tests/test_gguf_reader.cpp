@@ -34,6 +34,7 @@ class RawGguf {
  public:
   /// Magic, version, n_tensors, n_kv.
   RawGguf(uint64_t n_tensors, uint64_t n_kv, uint32_t version = 3) {
+    bytes_.reserve(256);  // also keeps GCC 12's -Wstringop-overflow false positive on an empty vector's insert away
     raw("GGUF");
     u32(version);
     u64(n_tensors);
