@@ -1,6 +1,7 @@
 // Tokenizer tests: load-time validation, byte mapping, BPE ids against a plain tiktoken-style reference encoder over
 // tests/data/o200k_base.tiktoken, round trips, special-token parsing, streaming decode, and a throughput print.
 
+#include "runtime/tiktoken_vocab.h"
 #include "runtime/tokenizer.h"
 
 #include <gtest/gtest.h>
@@ -58,31 +59,6 @@ std::string mapped_text(std::string_view bytes) {
   return s;
 }
 
-std::string base64_decode(std::string_view in) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-  };
-  std::string out;
-  uint32_t acc = 0;
-  int num_bits = 0;
-  for (char c : in) {
-    const int v = value(c);
-    if (v < 0) continue;  // '=' padding
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    num_bits += 6;
-    if (num_bits >= 8) {
-      num_bits -= 8;
-      out += static_cast<char>((acc >> num_bits) & 0xFF);
-    }
-  }
-  return out;
-}
-
 // o200k_base.tiktoken: "base64(token) rank" per line.
 struct TiktokenRanks {
   std::unordered_map<std::string, int32_t> rank_by_bytes;
@@ -90,17 +66,12 @@ struct TiktokenRanks {
 };
 
 std::unique_ptr<TiktokenRanks> load_tiktoken(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return nullptr;
+  auto by_rank = tiktoken::load_ranks(path);  // runtime/tiktoken_vocab.h: strict parser, rank == index
+  if (!by_rank) return nullptr;
   auto ranks = std::make_unique<TiktokenRanks>();
-  std::string b64;
-  int32_t rank = 0;
-  while (in >> b64 >> rank) {
-    std::string bytes = base64_decode(b64);
-    if (rank >= static_cast<int32_t>(ranks->bytes_by_rank.size())) ranks->bytes_by_rank.resize(rank + 1);
-    ranks->bytes_by_rank[rank] = bytes;
-    ranks->rank_by_bytes.emplace(std::move(bytes), rank);
-  }
+  ranks->bytes_by_rank = std::move(*by_rank);
+  for (size_t rank = 0; rank < ranks->bytes_by_rank.size(); ++rank)
+    ranks->rank_by_bytes.emplace(ranks->bytes_by_rank[rank], static_cast<int32_t>(rank));
   return ranks;
 }
 
