@@ -14,6 +14,7 @@
 #include <tbb/task_arena.h>
 
 #include "runtime/expected.h"
+#include "runtime/forward_pass.h"
 #include "runtime/kv_cache.h"
 #include "runtime/model.h"
 
@@ -25,7 +26,7 @@ struct ExpertChoice {
   std::vector<float> weight;        // (num_experts_used) softmax over the selected logits
 };
 
-class ReferenceForward {
+class ReferenceForward final : public ForwardPass {
  public:
   /// Plans buffers and the KV cache for `context_length` positions. num_threads ≥ 1 (0 = all cores).
   /// Errors: KvCache::create's (context out of range).
@@ -39,13 +40,14 @@ class ReferenceForward {
   /// log-probabilities). Pass an empty span to skip the output layer (prefill tokens whose logits are unused).
   /// Errors: kInvalidArgument if token_id is not in [0, vocab_size), the context is full, or logits_out has
   /// the wrong size.
-  Status forward(int32_t token_id, std::span<float> logits_out);
+  Status forward(int32_t token_id, std::span<float> logits_out) override;
 
   /// Tokens processed so far = the position of the next token.
-  uint32_t num_positions() const { return num_positions_; }
-  uint32_t context_length() const { return kv_.context_length(); }
+  uint32_t num_positions() const override { return num_positions_; }
+  uint32_t context_length() const override { return kv_.context_length(); }
+  uint32_t vocab_size() const override { return model_->hparams.vocab_size; }
   /// Forgets all positions (the KV cache is overwritten from position 0).
-  void reset() { num_positions_ = 0; }
+  void reset() override { num_positions_ = 0; }
   /// Router decisions of the last token, per layer (num_layers).
   const std::vector<ExpertChoice>& last_expert_choices() const { return last_choices_; }
   const KvCache& kv_cache() const { return kv_; }

@@ -13,6 +13,7 @@
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/forward_reference.h"
+#include "runtime/generation.h"
 #include "runtime/model.h"
 #include "runtime/sampler.h"
 #include "runtime/synth.h"
@@ -76,58 +77,39 @@ int run_generate(const GenerateArgs& args) {
   if (!tokenizer) return report_error("generate", tokenizer.error());
 
   const std::vector<int32_t> prompt_ids = tokenizer->encode(args.prompt, args.parse_special);
-  if (prompt_ids.empty())
-    return report_error("generate", make_error(ErrorCode::kInvalidArgument, "the prompt is empty (-p)"));
-  const uint64_t needed = prompt_ids.size() + static_cast<uint64_t>(args.num_predict);
-  if (needed > args.context_length)
-    return report_error("generate",
-                        make_error(ErrorCode::kInvalidArgument,
-                                   fmt::format("the prompt ({} tokens) plus {} generated tokens needs {} positions but "
-                                               "the context is {} (--ctx)",
-                                               prompt_ids.size(), args.num_predict, needed, args.context_length)));
   auto forward = ReferenceForward::create(*model, args.context_length, *kv_type, args.num_threads);
   if (!forward) return report_error("generate", forward.error());
   const double t_loaded = profiler::now_seconds();
 
   const uint64_t seed = args.seed ? *args.seed : std::random_device{}();
   Sampler sampler(SamplerParams{args.temperature, seed});
-  const std::vector<int32_t> end_ids = tokenizer->end_of_generation_ids();
+  const std::vector<int32_t> stop_ids = tokenizer->end_of_generation_ids();
   std::vector<float> logits(model->hparams.vocab_size);  // (vocab_size)
+  StreamDecoder stream(*tokenizer);
+  Status stream_error;
 
   fmt::print("{}", args.prompt);
   std::fflush(stdout);
-  // Prefill: only the last prompt token needs logits.
-  for (size_t i = 0; i < prompt_ids.size(); ++i) {
-    const bool last = i + 1 == prompt_ids.size();
-    if (auto s = forward->forward(prompt_ids[i], last ? std::span<float>(logits) : std::span<float>()); !s)
-      return report_error("generate", s.error());
-  }
-  const double t_prefilled = profiler::now_seconds();
-
-  StreamDecoder stream(*tokenizer);
-  int num_generated = 0;
-  for (; num_generated < args.num_predict; ++num_generated) {
-    const int32_t token = sampler.sample(logits);
-    if (std::find(end_ids.begin(), end_ids.end(), token) != end_ids.end()) break;
+  auto stats = generate_tokens(*forward, sampler, prompt_ids, args.num_predict, stop_ids, logits, [&](int32_t token) {
     auto piece = stream.push(token);
-    if (!piece) return report_error("generate", piece.error());
+    if (!piece) {
+      stream_error = piece.error();
+      return false;
+    }
     fmt::print("{}", *piece);
     std::fflush(stdout);
-    if (num_generated + 1 < args.num_predict) {
-      if (auto s = forward->forward(token, logits); !s) return report_error("generate", s.error());
-    }
-  }
+    return true;
+  });
+  if (!stats) return report_error("generate", stats.error());
+  if (!stream_error) return report_error("generate", stream_error.error());
   fmt::print("{}\n", stream.flush());
-  const double t_end = profiler::now_seconds();
 
-  const double prefill_s = t_prefilled - t_loaded, decode_s = t_end - t_prefilled;
   fmt::print(stderr,
              "\nmodel {} | load {:.2f} s | prefill {} tokens in {:.2f} s ({:.2f} tok/s) | decode {} tokens in {:.2f} s "
              "({:.2f} tok/s) | {} threads, reference path, seed {} | peak RSS {}\n",
-             model_path, t_loaded - t_start, prompt_ids.size(), prefill_s,
-             static_cast<double>(prompt_ids.size()) / std::max(prefill_s, 1e-9), num_generated, decode_s,
-             num_generated / std::max(decode_s, 1e-9), args.num_threads, seed,
-             format_bytes(profiler::peak_rss_bytes()));
+             model_path, t_loaded - t_start, stats->num_prompt_tokens, stats->prefill_seconds,
+             stats->prefill_tok_per_s(), stats->num_generated, stats->decode_seconds, stats->decode_tok_per_s(),
+             args.num_threads, seed, format_bytes(profiler::peak_rss_bytes()));
   return 0;
 }
 
