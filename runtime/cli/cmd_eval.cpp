@@ -41,7 +41,7 @@ int run_eval(const EvalArgs& args) {
     return report_error("eval", make_error(ErrorCode::kInvalidArgument,
                                            fmt::format("{} has {} tokens but the context is {} (--ctx)",
                                                        args.ids_path, num_tokens, ctx)));
-  auto forward = ReferenceForward::create(*model, ctx, *kv_type, args.num_threads);
+  auto forward = ReferenceForward::create(*model, ctx, *kv_type, args.num_threads);  // eval: always the oracle for now
   if (!forward) return report_error("eval", forward.error());
   const double t_loaded = profiler::now_seconds();
 

@@ -12,7 +12,7 @@
 #include "profiler/memory.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
-#include "runtime/forward_reference.h"
+#include "runtime/forward_factory.h"
 #include "runtime/generation.h"
 #include "runtime/model.h"
 #include "runtime/sampler.h"
@@ -32,6 +32,7 @@ struct GenerateArgs {
   uint32_t context_length = 8192;
   std::string kv_type = "f16";
   bool parse_special = false;
+  bool use_reference = false;
 };
 
 /// $HETMOE_CACHE_DIR, else $XDG_CACHE_HOME/hetmoe, else $HOME/.cache/hetmoe, else ./.hetmoe-cache.
@@ -77,7 +78,12 @@ int run_generate(const GenerateArgs& args) {
   if (!tokenizer) return report_error("generate", tokenizer.error());
 
   const std::vector<int32_t> prompt_ids = tokenizer->encode(args.prompt, args.parse_special);
-  auto forward = ReferenceForward::create(*model, args.context_length, *kv_type, args.num_threads);
+  ForwardOptions forward_options;
+  forward_options.context_length = args.context_length;
+  forward_options.kv_type = *kv_type;
+  forward_options.num_threads = args.num_threads;
+  forward_options.use_reference = args.use_reference;
+  auto forward = create_forward(*model, forward_options);
   if (!forward) return report_error("generate", forward.error());
   const double t_loaded = profiler::now_seconds();
 
@@ -90,7 +96,7 @@ int run_generate(const GenerateArgs& args) {
 
   fmt::print("{}", args.prompt);
   std::fflush(stdout);
-  auto stats = generate_tokens(*forward, sampler, prompt_ids, args.num_predict, stop_ids, logits, [&](int32_t token) {
+  auto stats = generate_tokens(**forward, sampler, prompt_ids, args.num_predict, stop_ids, logits, [&](int32_t token) {
     auto piece = stream.push(token);
     if (!piece) {
       stream_error = piece.error();
@@ -106,10 +112,10 @@ int run_generate(const GenerateArgs& args) {
 
   fmt::print(stderr,
              "\nmodel {} | load {:.2f} s | prefill {} tokens in {:.2f} s ({:.2f} tok/s) | decode {} tokens in {:.2f} s "
-             "({:.2f} tok/s) | {} threads, reference path, seed {} | peak RSS {}\n",
+             "({:.2f} tok/s) | {} threads, {} path, seed {} | peak RSS {}\n",
              model_path, t_loaded - t_start, stats->num_prompt_tokens, stats->prefill_seconds,
              stats->prefill_tok_per_s(), stats->num_generated, stats->decode_seconds, stats->decode_tok_per_s(),
-             args.num_threads, seed, format_bytes(profiler::peak_rss_bytes()));
+             args.num_threads, forward_path_name(forward_options), seed, format_bytes(profiler::peak_rss_bytes()));
   return 0;
 }
 
@@ -135,6 +141,7 @@ void add_generate_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
   cmd->add_flag("--parse-special", args->parse_special, "Turn special-token text like <|start|> into its token");
+  cmd->add_flag("--reference", args->use_reference, "Run the scalar reference forward pass (the correctness oracle)");
   cmd->callback([args, seed, seed_opt, &exit_code] {
     if (seed_opt->count() > 0) args->seed = *seed;
     exit_code = run_generate(*args);
