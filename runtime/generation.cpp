@@ -31,6 +31,7 @@ Expected<GenerationStats> generate_tokens(ForwardPass& forward, Sampler& sampler
   stats.num_prompt_tokens = static_cast<uint32_t>(prompt_ids.size());
   const double t0 = profiler::now_seconds();
   HETMOE_RETURN_IF_ERROR(forward.forward_batch(prompt_ids, logits));
+  for (int32_t id : prompt_ids) sampler.accept(id);
   const double t1 = profiler::now_seconds();
   stats.prefill_seconds = t1 - t0;
 
@@ -41,6 +42,7 @@ Expected<GenerationStats> generate_tokens(ForwardPass& forward, Sampler& sampler
       break;
     }
     ++stats.num_generated;
+    sampler.accept(token);
     if (!on_token(token)) {
       stats.stopped_by_caller = true;
       break;
