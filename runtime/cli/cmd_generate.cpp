@@ -88,7 +88,10 @@ int run_generate(const GenerateArgs& args) {
   const double t_loaded = profiler::now_seconds();
 
   const uint64_t seed = args.seed ? *args.seed : std::random_device{}();
-  Sampler sampler(SamplerParams{args.temperature, seed});
+  SamplerParams sampler_params;
+  sampler_params.temperature = args.temperature;
+  sampler_params.seed = seed;
+  Sampler sampler(sampler_params);
   const std::vector<int32_t> stop_ids = tokenizer->end_of_generation_ids();
   std::vector<float> logits(model->hparams.vocab_size);  // (vocab_size)
   StreamDecoder stream(*tokenizer);
