@@ -114,9 +114,9 @@ void ReferenceForward::attention_block(uint32_t l, uint32_t pos) {
     ref::rope_neox_apply(&k_[g * hp.head_dim], rope.num_rot_dims, rope_cos_.data(), rope_sin_.data());
   kv_.store(l, pos, k_.data(), v_.data());
 
-  // 4. Attention with sinks over the held positions [first, pos]; the sliding window is the KV ring's size,
-  //    so on sliding layers each query sees at most sliding_window keys including itself.
-  const uint32_t first = kv_.first_held_position(l, pos);
+  // 4. Attention with sinks over the visible positions [first, pos]: on sliding layers each query sees at most
+  //    sliding_window keys including itself; on full layers every earlier position.
+  const uint32_t first = kv_.first_visible_position(l, pos);
   const uint32_t num_keys = pos - first + 1;
   const uint32_t group = hp.num_heads / hp.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hp.head_dim));

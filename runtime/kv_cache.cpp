@@ -21,7 +21,8 @@ uint64_t KvCache::bytes_per_position(const ModelHparams& hp, KvCacheType type) {
   return 2ull * hp.kv_dim() * (type == KvCacheType::kF16 ? 2 : 4);
 }
 
-Expected<KvCache> KvCache::create(const ModelHparams& hp, uint32_t context_length, KvCacheType type) {
+Expected<KvCache> KvCache::create(const ModelHparams& hp, uint32_t context_length, KvCacheType type,
+                                  uint32_t extra_sliding_slots) {
   if (context_length == 0 || context_length > hp.context_length)
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("context length {} is out of range (expected 1..{}, the model's context_length)",
@@ -33,9 +34,12 @@ Expected<KvCache> KvCache::create(const ModelHparams& hp, uint32_t context_lengt
   c.element_bytes_ = type == KvCacheType::kF16 ? 2 : 4;
   const uint64_t layer_stride = static_cast<uint64_t>(hp.kv_dim()) * c.element_bytes_;  // bytes per slot
   c.capacity_.resize(hp.num_layers);
+  c.window_.resize(hp.num_layers);
   c.layer_offset_.resize(hp.num_layers);
   for (uint32_t l = 0; l < hp.num_layers; ++l) {
-    c.capacity_[l] = hp.is_sliding(l) ? std::min(hp.sliding_window, context_length) : context_length;
+    const uint64_t ring = static_cast<uint64_t>(hp.sliding_window) + extra_sliding_slots;
+    c.capacity_[l] = hp.is_sliding(l) ? static_cast<uint32_t>(std::min<uint64_t>(ring, context_length)) : context_length;
+    c.window_[l] = hp.is_sliding(l) ? hp.sliding_window : context_length;
     c.layer_offset_[l] = c.total_bytes_ / 2;
     c.total_bytes_ += 2 * layer_stride * c.capacity_[l];
   }
@@ -49,9 +53,9 @@ Expected<KvCache> KvCache::create(const ModelHparams& hp, uint32_t context_lengt
   return c;
 }
 
-uint32_t KvCache::first_held_position(uint32_t layer_idx, uint32_t newest_pos) const {
-  const uint32_t cap = capacity_[layer_idx];
-  return newest_pos + 1 > cap ? newest_pos + 1 - cap : 0;
+uint32_t KvCache::first_visible_position(uint32_t layer_idx, uint32_t query_pos) const {
+  const uint32_t window = window_[layer_idx];
+  return query_pos + 1 > window ? query_pos + 1 - window : 0;
 }
 
 uint64_t KvCache::slot_offset(uint32_t layer_idx, uint32_t pos, uint32_t kv_head_idx) const {

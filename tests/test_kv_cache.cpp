@@ -43,9 +43,9 @@ TEST(KvCache, SlidingLayerKeepsExactlyTheLastWindowAcrossTheRingEdge) {
     const auto k = row_for(pos, hp.kv_dim(), 1), v = row_for(pos, hp.kv_dim(), -1);
     cache->store(0, pos, k.data(), v.data());
     cache->store(1, pos, k.data(), v.data());
-    const uint32_t first = cache->first_held_position(0, pos);
+    const uint32_t first = cache->first_visible_position(0, pos);
     EXPECT_EQ(first, pos >= 127 ? pos - 127 : 0u) << pos;  // window 128 includes the newest position
-    EXPECT_EQ(cache->first_held_position(1, pos), 0u);
+    EXPECT_EQ(cache->first_visible_position(1, pos), 0u);
     // Every held position of the sliding layer still reads back its own values (positions 127, 128, 129 cross
     // the ring's wrap).
     for (uint32_t p : {first, (first + pos) / 2, pos}) {
@@ -62,6 +62,27 @@ TEST(KvCache, SlidingLayerKeepsExactlyTheLastWindowAcrossTheRingEdge) {
   cache->load_k(1, 0, 1, out.data());
   const auto want = row_for(0, hp.kv_dim(), 1);
   for (uint32_t i = 0; i < hp.head_dim; ++i) EXPECT_EQ(out[i], want[hp.head_dim + i]);
+}
+
+// A prefill batch stores all its keys before attention: with extra slots, the keys the batch's first token sees
+// survive the batch's writes.
+TEST(KvCache, ExtraSlidingSlotsKeepTheWindowOfABatchsFirstToken) {
+  const ModelHparams hp = small_hparams();
+  const uint32_t batch = 64;
+  auto cache = KvCache::create(hp, 1024, KvCacheType::kF32, batch - 1);
+  ASSERT_TRUE(cache.has_value());
+  EXPECT_EQ(cache->capacity(0), 128u + 63u);
+  std::vector<float> out(hp.head_dim);
+  for (uint32_t pos = 0; pos < 300 + batch; ++pos) {
+    const auto k = row_for(pos, hp.kv_dim(), 1);
+    cache->store(0, pos, k.data(), k.data());
+  }
+  // The batch was positions 300..363; token 300 sees 173..300, all still intact.
+  for (uint32_t p = cache->first_visible_position(0, 300); p <= 300; ++p) {
+    cache->load_k(0, p, 0, out.data());
+    ASSERT_EQ(out[0], row_for(p, hp.kv_dim(), 1)[0]) << p;
+  }
+  EXPECT_EQ(cache->first_visible_position(0, 300), 173u);
 }
 
 TEST(KvCache, F16StorageRoundsToHalfPrecision) {
