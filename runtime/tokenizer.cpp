@@ -1,9 +1,14 @@
 #include "runtime/tokenizer.h"
 
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
 #include <algorithm>
 #include <bit>
+#include <cstring>
 #include <functional>
 #include <limits>
+#include <mutex>
 #include <utility>
 
 namespace hetmoe {
@@ -20,6 +25,31 @@ constexpr std::string_view kKeyPad = "tokenizer.ggml.padding_token_id";
 
 constexpr int32_t kMaxTokenType = static_cast<int32_t>(TokenType::kByte);
 constexpr uint32_t kNumMappedCodePoints = 0x144;  // GPT-2's mapping uses U+0000..U+0143
+
+// The o200k pre-tokenizer (gpt-oss-spec.md §5) in PCRE2 syntax, with JavaScript's meaning of \s spelled out as the
+// class S below (ECMAScript WhiteSpace + LineTerminator: it has U+FEFF and lacks U+0085), as in the reference
+// encoder gpt-tokenizer. Alternatives, tried in order at each position:
+//   1. an optional non-letter/non-digit/non-newline, then upper/title/modifier/other letters or marks, then at least
+//      one lower/modifier/other letter or mark, then an optional contraction ('s 't 're 've 'm 'll 'd, any case);
+//   2. the same with the upper-case run required and the lower-case run optional (ALL-CAPS words);
+//   3. one to three digits;
+//   4. an optional space, a run of characters that are not S, letters or digits, then any \r, \n or '/';
+//   5. white space ending in a run of newlines;  6. white space not followed by a non-space;  7. any white space.
+std::string pre_split_pattern() {
+  const std::string space =
+      "\\t\\n\\x0B\\f\\r \\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}\\x{FEFF}";
+  const std::string contraction = "(?:'(?:[sS]|[dD]|[mM]|[tT]|[lL][lL]|[vV][eE]|[rR][eE]))?";
+  const std::string upper = "[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]";
+  const std::string lower = "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]";
+  const std::string lead = "[^\\r\\n\\p{L}\\p{N}]?";
+  return lead + upper + "*" + lower + "+" + contraction +        // 1
+         "|" + lead + upper + "+" + lower + "*" + contraction +  // 2
+         "|\\p{N}{1,3}" +                                        // 3
+         "| ?[^" + space + "\\p{L}\\p{N}]+[\\r\\n/]*" +          // 4
+         "|[" + space + "]*[\\r\\n]+" +                          // 5
+         "|[" + space + "]+(?![^" + space + "])" +               // 6
+         "|[" + space + "]+";                                    // 7
+}
 
 // GPT-2 bytes_to_unicode() inverted: code point (< 0x144) -> byte, or -1 where the code point is not an image.
 struct ByteMapping {
@@ -145,29 +175,83 @@ size_t pair_hash(uint64_t key, size_t mask) {
   return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> 32) & mask;
 }
 
+// 64-bit hash of a byte string, 8 bytes per step (multiply-xorshift mixing).
+uint64_t bytes_hash(std::string_view bytes) {
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ bytes.size();
+  size_t i = 0;
+  for (; i + 8 <= bytes.size(); i += 8) {
+    uint64_t word;
+    std::memcpy(&word, bytes.data() + i, 8);
+    h = (h ^ word) * 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 31;
+  }
+  if (i < bytes.size()) {
+    uint64_t word = 0;
+    std::memcpy(&word, bytes.data() + i, bytes.size() - i);
+    h = (h ^ word) * 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 31;
+  }
+  h *= 0x94D049BB133111EBull;
+  return h ^ (h >> 29);
+}
+
 }  // namespace
+
+struct Tokenizer::PieceCache {
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view bytes) const { return static_cast<size_t>(bytes_hash(bytes)); }
+  };
+  std::mutex mutex;
+  std::unordered_map<std::string, std::vector<int32_t>, Hash, std::equal_to<>> ids_by_piece;
+  size_t num_bytes = 0;  // sum of the cached pieces' lengths
+  size_t capacity_bytes = kDefaultPieceCacheBytes;
+};
+
+void Tokenizer::PieceCacheDeleter::operator()(PieceCache* cache) const { delete cache; }
+
+struct Tokenizer::PreSplitRegex {
+  pcre2_code* code = nullptr;
+  bool jit = false;  // JIT-compiled (pcre2_jit_match may be used)
+};
+
+void Tokenizer::PreSplitRegexDeleter::operator()(PreSplitRegex* regex) const {
+  if (regex == nullptr) return;
+  pcre2_code_free(regex->code);
+  delete regex;
+}
 
 // Reused buffers of one encode() call.
 struct Tokenizer::BpeScratch {
   struct Symbol {
-    int32_t id;    // current token; -1 once merged into its left neighbour
-    int32_t prev;  // index of the previous live symbol, -1 at the start
-    int32_t next;  // index of the next live symbol, -1 at the end
+    int32_t id;         // current token; -1 once merged into its left neighbour
+    int32_t prev;       // index of the previous live symbol, -1 at the start
+    int32_t next;       // index of the next live symbol, -1 at the end
+    uint32_t rank;      // merge rank of (this, next), kNoMerge if none: a queued entry with another rank is stale
+    int32_t merged_id;  // the token (this, next) merges into
   };
-  struct Candidate {
-    uint32_t rank;
-    int32_t left_idx;  // symbol index of the pair's left side (its byte position in the piece)
-    int32_t left_id;   // the pair as it was when queued; stale entries are skipped
-    int32_t right_id;
-    int32_t merged_id;
-  };
-  // Heap order: lowest rank first, then leftmost.
-  static bool later(const Candidate& a, const Candidate& b) {
-    return a.rank != b.rank ? a.rank > b.rank : a.left_idx > b.left_idx;
+  static constexpr uint32_t kNoMerge = std::numeric_limits<uint32_t>::max();
+  // Queue entry: (rank << 32) | left symbol index, so the smallest key is the lowest rank, leftmost on ties.
+  static uint64_t entry(uint32_t rank, int32_t left_idx) {
+    return (static_cast<uint64_t>(rank) << 32) | static_cast<uint32_t>(left_idx);
   }
 
-  std::vector<Symbol> symbols;   // (piece length)
-  std::vector<Candidate> heap;
+  std::vector<Symbol> symbols;  // (piece length)
+  std::vector<uint64_t> heap;   // min-heap of entries
+
+  // PCRE2 match state of this call (one ovector pair); the JIT stack only if the default one was too small.
+  pcre2_match_data* match_data = nullptr;
+  pcre2_match_context* match_context = nullptr;
+  pcre2_jit_stack* jit_stack = nullptr;
+
+  BpeScratch() = default;
+  BpeScratch(const BpeScratch&) = delete;
+  BpeScratch& operator=(const BpeScratch&) = delete;
+  ~BpeScratch() {
+    pcre2_match_data_free(match_data);
+    pcre2_match_context_free(match_context);
+    pcre2_jit_stack_free(jit_stack);
+  }
 };
 
 Expected<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
@@ -179,10 +263,27 @@ Expected<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
   }
 
   Tokenizer tok;
+  tok.piece_cache_.reset(new PieceCache);
   if (file.find(kKeyPre) != nullptr) {
     Expected<std::string_view> pre = file.get_string(kKeyPre);
     if (!pre) return pre.error();
     tok.pre_name_ = std::string(*pre);
+  }
+
+  {
+    const std::string pattern = pre_split_pattern();
+    int error_code = 0;
+    PCRE2_SIZE error_offset = 0;
+    pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                     PCRE2_UTF | PCRE2_MATCH_INVALID_UTF, &error_code, &error_offset, nullptr);
+    if (code == nullptr) {
+      std::array<PCRE2_UCHAR, 256> message{};
+      pcre2_get_error_message(error_code, message.data(), message.size());
+      return make_error(ErrorCode::kUnsupported, "the o200k pre-tokenizer regex does not compile with this PCRE2 (" +
+                                                     std::string(reinterpret_cast<const char*>(message.data())) +
+                                                     " at offset " + std::to_string(error_offset) + ")");
+    }
+    tok.regex_.reset(new PreSplitRegex{code, pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0});
   }
 
   Expected<std::span<const std::string_view>> tokens = file.get_string_array(kKeyTokens);
@@ -244,6 +345,17 @@ Expected<Tokenizer> Tokenizer::from_gguf(const gguf::File& file) {
     }
   }
   std::sort(tok.special_lengths_.begin(), tok.special_lengths_.end(), std::greater<>());
+  tok.ordinary_table_.assign(std::bit_ceil(2 * num_tokens), OrdinarySlot{});
+  for (size_t i = 0; i < num_tokens; ++i) {
+    const auto id = static_cast<int32_t>(i);
+    const std::string_view b = tok.token_bytes(id);
+    if (tok.token_types_[i] == TokenType::kControl || b.size() < 2 || tok.find_ordinary_token(b) >= 0) continue;
+    const uint64_t hash = bytes_hash(b);
+    const size_t mask = tok.ordinary_table_.size() - 1;
+    size_t slot_idx = static_cast<size_t>(hash) & mask;
+    while (tok.ordinary_table_[slot_idx].id >= 0) slot_idx = (slot_idx + 1) & mask;
+    tok.ordinary_table_[slot_idx] = OrdinarySlot{static_cast<uint32_t>(hash >> 32), id};
+  }
   for (uint32_t b = 0; b < 256; ++b) {
     if (tok.byte_token_[b] < 0) {
       return key_error(file, ErrorCode::kFormat, kKeyTokens,
@@ -334,20 +446,53 @@ const Tokenizer::MergeSlot* Tokenizer::find_merge(int32_t left_id, int32_t right
   }
 }
 
+int32_t Tokenizer::find_ordinary_token(std::string_view bytes) const {
+  const uint64_t hash = bytes_hash(bytes);
+  const auto tag = static_cast<uint32_t>(hash >> 32);
+  const size_t mask = ordinary_table_.size() - 1;
+  for (size_t slot_idx = static_cast<size_t>(hash) & mask;; slot_idx = (slot_idx + 1) & mask) {
+    const OrdinarySlot& slot = ordinary_table_[slot_idx];
+    if (slot.id < 0) return -1;
+    if (slot.tag == tag && token_bytes(slot.id) == bytes) return slot.id;
+  }
+}
+
+template <typename PieceFn>
+void Tokenizer::for_each_piece(std::string_view text, BpeScratch* scratch, PieceFn&& on_piece) const {
+  if (text.empty()) return;
+  if (scratch->match_data == nullptr) scratch->match_data = pcre2_match_data_create(1, nullptr);
+  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
+  size_t pos = 0;  // everything before pos has been passed to on_piece
+  while (pos < text.size()) {
+    int rc = regex_->jit ? pcre2_jit_match(regex_->code, subject, text.size(), pos, 0, scratch->match_data,
+                                           scratch->match_context)
+                         : pcre2_match(regex_->code, subject, text.size(), pos, 0, scratch->match_data,
+                                       scratch->match_context);
+    if (rc == PCRE2_ERROR_JIT_STACKLIMIT && scratch->jit_stack == nullptr) {
+      // A pathological subject outgrew the default 32 KiB JIT stack: retry once with a 64 MiB one.
+      scratch->jit_stack = pcre2_jit_stack_create(32 * 1024, 64 * 1024 * 1024, nullptr);
+      scratch->match_context = pcre2_match_context_create(nullptr);
+      pcre2_jit_stack_assign(scratch->match_context, nullptr, scratch->jit_stack);
+      continue;
+    }
+    size_t match_begin = text.size();
+    size_t match_end = text.size();
+    if (rc > 0) {
+      const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(scratch->match_data);
+      match_begin = ovector[0];
+      match_end = ovector[1];
+    }
+    // Bytes the regex skipped (invalid UTF-8, or the rest after a matching error): one piece per byte.
+    for (; pos < match_begin; ++pos) on_piece(text.substr(pos, 1));
+    if (match_end > match_begin) on_piece(text.substr(match_begin, match_end - match_begin));
+    pos = std::max(match_end, match_begin);
+  }
+}
+
 std::vector<std::string_view> Tokenizer::pre_split(std::string_view text) const {
   std::vector<std::string_view> pieces;
-  size_t start = 0;
-  for (size_t i = 1; i < text.size(); ++i) {
-    const char prev = text[i - 1];
-    const char cur = text[i];
-    const bool prev_newline = prev == '\n' || prev == '\r';
-    const bool cur_newline = cur == '\n' || cur == '\r';
-    if ((cur == ' ' && prev != ' ') || (prev_newline && !cur_newline)) {
-      pieces.push_back(text.substr(start, i - start));
-      start = i;
-    }
-  }
-  if (start < text.size()) pieces.push_back(text.substr(start));
+  BpeScratch scratch;
+  for_each_piece(text, &scratch, [&](std::string_view piece) { pieces.push_back(piece); });
   return pieces;
 }
 
@@ -358,45 +503,138 @@ void Tokenizer::encode_piece(std::string_view piece, BpeScratch* scratch, std::v
     out->push_back(byte_token_[static_cast<uint8_t>(piece[0])]);
     return;
   }
-  using Candidate = BpeScratch::Candidate;
+  if (n <= kMaxLinearPiece) {
+    encode_short_piece(piece, out);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(piece_cache_->mutex);
+    const auto it = piece_cache_->ids_by_piece.find(piece);
+    if (it != piece_cache_->ids_by_piece.end()) {
+      out->insert(out->end(), it->second.begin(), it->second.end());
+      return;
+    }
+  }
+  const size_t num_before = out->size();
+  encode_long_piece(piece, scratch, out);
+  std::lock_guard<std::mutex> lock(piece_cache_->mutex);
+  PieceCache& cache = *piece_cache_;
+  if (n > cache.capacity_bytes) return;
+  if (cache.num_bytes + n > cache.capacity_bytes) {
+    cache.ids_by_piece.clear();
+    cache.num_bytes = 0;
+  }
+  if (cache.ids_by_piece.try_emplace(std::string(piece), out->begin() + static_cast<std::ptrdiff_t>(num_before),
+                                     out->end()).second) {
+    cache.num_bytes += n;
+  }
+}
+
+void Tokenizer::set_piece_cache_capacity(size_t num_bytes) {
+  std::lock_guard<std::mutex> lock(piece_cache_->mutex);
+  piece_cache_->capacity_bytes = num_bytes;
+  piece_cache_->ids_by_piece.clear();
+  piece_cache_->num_bytes = 0;
+}
+
+void Tokenizer::encode_long_piece(std::string_view piece, BpeScratch* scratch, std::vector<int32_t>* out) const {
+  const size_t n = piece.size();
+  // Heap-based BPE over a linked list of symbols. A pair's (rank, position) is queued whenever it appears; each
+  // symbol remembers the rank of its current pair, so an entry whose rank no longer matches is stale and skipped
+  // (a pair never reappears at the same position: both sides only grow).
+  using Symbol = BpeScratch::Symbol;
   auto& symbols = scratch->symbols;
   auto& heap = scratch->heap;
   symbols.resize(n);
   heap.clear();
   for (size_t i = 0; i < n; ++i) {
-    symbols[i] = {byte_token_[static_cast<uint8_t>(piece[i])], static_cast<int32_t>(i) - 1,
-                  i + 1 < n ? static_cast<int32_t>(i + 1) : -1};
+    symbols[i] = Symbol{byte_token_[static_cast<uint8_t>(piece[i])], static_cast<int32_t>(i) - 1,
+                        i + 1 < n ? static_cast<int32_t>(i + 1) : -1, BpeScratch::kNoMerge, -1};
   }
-  auto queue_pair = [&](int32_t left_idx) {
-    if (left_idx < 0) return;
-    const int32_t right_idx = symbols[left_idx].next;
-    if (right_idx < 0) return;
-    const MergeSlot* merge = find_merge(symbols[left_idx].id, symbols[right_idx].id);
-    if (merge == nullptr) return;
-    heap.push_back(Candidate{merge->rank, left_idx, symbols[left_idx].id, symbols[right_idx].id, merge->merged_id});
-    std::push_heap(heap.begin(), heap.end(), BpeScratch::later);
+  auto update = [&](int32_t left_idx) -> bool {  // recomputes the pair at left_idx; true if it can merge
+    Symbol& left = symbols[left_idx];
+    const MergeSlot* merge = left.next >= 0 ? find_merge(left.id, symbols[left.next].id) : nullptr;
+    left.rank = merge != nullptr ? merge->rank : BpeScratch::kNoMerge;
+    left.merged_id = merge != nullptr ? merge->merged_id : -1;
+    return merge != nullptr;
   };
-  for (size_t i = 0; i + 1 < n; ++i) queue_pair(static_cast<int32_t>(i));
-
+  for (size_t i = 0; i + 1 < n; ++i) {
+    const auto idx = static_cast<int32_t>(i);
+    if (update(idx)) heap.push_back(BpeScratch::entry(symbols[idx].rank, idx));
+  }
+  std::make_heap(heap.begin(), heap.end(), std::greater<>());
+  auto requeue = [&](int32_t left_idx) {
+    if (left_idx < 0 || !update(left_idx)) return;
+    heap.push_back(BpeScratch::entry(symbols[left_idx].rank, left_idx));
+    std::push_heap(heap.begin(), heap.end(), std::greater<>());
+  };
   while (!heap.empty()) {
-    std::pop_heap(heap.begin(), heap.end(), BpeScratch::later);
-    const Candidate c = heap.back();
+    std::pop_heap(heap.begin(), heap.end(), std::greater<>());
+    const uint64_t top = heap.back();
     heap.pop_back();
-    BpeScratch::Symbol& left = symbols[c.left_idx];
-    if (left.id != c.left_id || left.next < 0 || symbols[left.next].id != c.right_id) continue;  // stale
-    BpeScratch::Symbol& right = symbols[left.next];
-    left.id = c.merged_id;
+    const auto left_idx = static_cast<int32_t>(top & 0xFFFFFFFFu);
+    Symbol& left = symbols[left_idx];
+    if (left.id < 0 || left.rank != static_cast<uint32_t>(top >> 32)) continue;  // stale
+    Symbol& right = symbols[left.next];
+    left.id = left.merged_id;
     left.next = right.next;
-    if (right.next >= 0) symbols[right.next].prev = c.left_idx;
+    if (right.next >= 0) symbols[right.next].prev = left_idx;
     right.id = -1;
-    queue_pair(left.prev);
-    queue_pair(c.left_idx);
+    requeue(left.prev);
+    requeue(left_idx);
   }
   for (int32_t idx = 0; idx >= 0; idx = symbols[idx].next) out->push_back(symbols[idx].id);
 }
 
+void Tokenizer::encode_short_piece(std::string_view piece, std::vector<int32_t>* out) const {
+  // tiktoken's loop on arrays: rank[i] is the merge rank of parts i and i+1 (kNoMerge if none); merge the lowest
+  // (leftmost on ties), then recompute the two ranks around it. O(n^2) for n <= kMaxLinearPiece, no allocation.
+  constexpr uint32_t kNoMerge = std::numeric_limits<uint32_t>::max();
+  std::array<int32_t, kMaxLinearPiece> ids;
+  std::array<int32_t, kMaxLinearPiece> merged;  // merged[i]: the token that parts i and i+1 merge into
+  std::array<uint32_t, kMaxLinearPiece> ranks;
+  size_t num_parts = piece.size();
+  for (size_t i = 0; i < num_parts; ++i) ids[i] = byte_token_[static_cast<uint8_t>(piece[i])];
+  auto update = [&](size_t i) {
+    const MergeSlot* merge = find_merge(ids[i], ids[i + 1]);
+    ranks[i] = merge != nullptr ? merge->rank : kNoMerge;
+    merged[i] = merge != nullptr ? merge->merged_id : -1;
+  };
+  for (size_t i = 0; i + 1 < num_parts; ++i) update(i);
+  while (num_parts > 1) {
+    size_t best_idx = 0;
+    for (size_t i = 1; i + 1 < num_parts; ++i) {
+      if (ranks[i] < ranks[best_idx]) best_idx = i;
+    }
+    if (ranks[best_idx] == kNoMerge) break;
+    ids[best_idx] = merged[best_idx];
+    for (size_t i = best_idx + 1; i + 1 < num_parts; ++i) {
+      ids[i] = ids[i + 1];
+      ranks[i] = ranks[i + 1];
+      merged[i] = merged[i + 1];
+    }
+    --num_parts;
+    if (best_idx > 0) update(best_idx - 1);
+    if (best_idx + 1 < num_parts) {
+      update(best_idx);
+    } else {
+      ranks[best_idx] = kNoMerge;
+    }
+  }
+  out->insert(out->end(), ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(num_parts));
+}
+
 void Tokenizer::encode_ordinary(std::string_view text, BpeScratch* scratch, std::vector<int32_t>* out) const {
-  for (std::string_view piece : pre_split(text)) encode_piece(piece, scratch, out);
+  for_each_piece(text, scratch, [&](std::string_view piece) {
+    if (piece.size() > 1) {
+      const int32_t id = find_ordinary_token(piece);
+      if (id >= 0) {
+        out->push_back(id);
+        return;
+      }
+    }
+    encode_piece(piece, scratch, out);
+  });
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool parse_special) const {

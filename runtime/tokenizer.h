@@ -15,15 +15,23 @@
 // text is decoded back to raw bytes at load time. CONTROL and USER_DEFINED tokens, and any token whose text is not
 // valid UTF-8 made only of mapped code points, keep their literal text as their bytes (for `<|start|>` both agree).
 //
-// Encoding pipeline (encode()):
+// Encoding pipeline (encode()), equal to tiktoken's o200k encoder (checked against the npm package gpt-tokenizer on
+// a golden corpus, tests/data/tokenizer-golden/):
 //   1. special-token split (parse_special only): CONTROL tokens matched by their literal text, longest first;
-//   2. pre-split of the ordinary text into pieces (pre_split(); the o200k regex will replace this step);
-//   3. byte-level BPE of each piece: one token per byte, then repeatedly merge the adjacent pair with the lowest
-//      merge rank (leftmost first among equal ranks), O(n log n) in the piece length.
+//   2. pre-split of the ordinary text into pieces with the o200k regex (pre_split(); PCRE2, UTF-8, JIT);
+//   3. a piece that is itself an ordinary token becomes that token (as tiktoken does); any other piece goes through
+//      byte-level BPE: one token per byte, then repeatedly merge the adjacent pair with the lowest merge rank
+//      (leftmost first among equal ranks), O(n log n) in the piece length.
+//
+// Invalid UTF-8 (this tokenizer's definition; tiktoken takes only valid text): the regex matches valid UTF-8 only
+// (PCRE2_MATCH_INVALID_UTF), so every byte that is not part of a valid UTF-8 character is a piece of its own and
+// becomes its single-byte token; the valid text between such bytes is split as if they were not there, except that
+// no piece crosses them. encode() never fails and decode(encode(s)) == s for every byte string.
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -60,6 +68,7 @@ class Tokenizer {
   /// afterwards: everything needed is copied. Errors:
   ///   kUnsupported  tokenizer.ggml.model is not "gpt2" (the message names the value);
   ///   kMissing      tokens or token_type or model absent;
+  ///   kUnsupported  also when the pre-tokenizer regex does not compile (a PCRE2 built without Unicode support);
   ///   kFormat       wrong value types, token_type length != tokens length, a token_type outside 0..6, fewer than
   ///                 256 or 2^31 or more tokens, a byte 0x00..0xFF with no single-byte non-control token, a merge
   ///                 that is not "A B" with A, B and AB all tokens and bytes(A)+bytes(B) == bytes(AB) (the message
@@ -71,15 +80,13 @@ class Tokenizer {
   /// ordinary text. No BOS is added. decode(encode(s, false)) == s for every byte string s.
   std::vector<int32_t> encode(std::string_view text, bool parse_special) const;
 
-  /// The pre-tokenizer step: splits ordinary text (no special tokens) into pieces that BPE encodes independently;
-  /// the pieces are views into `text` and concatenate to it.
-  ///
-  /// APPROXIMATION of the o200k pre-tokenizer regex (gpt-oss-spec.md §5), which a later version replaces:
-  /// a piece starts before every ' ' that follows a byte other than ' ' (so "hello world" -> "hello", " world",
-  /// GPT-2-style " word" pieces, and a run of spaces stays with the word after it), and after every run of
-  /// '\r'/'\n' (before the first byte that is not '\r' or '\n'). Nothing else is split, so letters, digits,
-  /// punctuation and non-ASCII text inside a piece may merge differently from tiktoken; ids may therefore differ
-  /// from the reference encoder on such text, while decode(encode(s)) == s always holds.
+  /// The pre-tokenizer step: splits ordinary text (no special tokens) into the pieces that BPE encodes
+  /// independently; the pieces are views into `text` and concatenate to it. The o200k pattern
+  /// (gpt-oss-spec.md §5) with the semantics of the JavaScript reference (gpt-tokenizer): `\s` is JavaScript's white
+  /// space set (it includes U+FEFF and excludes U+0085, unlike Rust tiktoken's White_Space), and the contraction
+  /// suffixes match ASCII letters of either case only ('s, 'S, 'Ll, ...; not U+017F). Unicode properties come from
+  /// PCRE2's tables (Unicode 14 for PCRE2 10.42); letters added to Unicode later are punctuation here. Bytes that
+  /// are not valid UTF-8 are one piece each. Used by encode(); exposed for tests and tools.
   std::vector<std::string_view> pre_split(std::string_view text) const;
 
   /// Concatenated raw bytes of `ids` (special tokens give their literal text). Errors: kInvalidArgument naming the
@@ -95,15 +102,23 @@ class Tokenizer {
   /// True for CONTROL tokens (the ones parse_special matches); false for out-of-range ids.
   bool is_special(int32_t id) const { return token_type(id) == TokenType::kControl; }
   /// The id of the token whose raw bytes are `bytes` (lowest id if several), or nullopt.
+  /// For harmony's special tokens: find_token("<|start|>") is its id in any vocabulary.
   std::optional<int32_t> find_token(std::string_view bytes) const;
 
   std::optional<int32_t> bos_id() const { return bos_id_; }
   std::optional<int32_t> eos_id() const { return eos_id_; }
   std::optional<int32_t> pad_id() const { return pad_id_; }
-  /// tokenizer.ggml.pre ("gpt-4o" for gpt-oss; empty if absent). Not interpreted yet (see pre_split()).
+  /// tokenizer.ggml.pre ("gpt-4o" for gpt-oss; empty if absent). For information only: every vocabulary is split
+  /// with the o200k pattern (pre_split()), the only one gpt-oss uses.
   const std::string& pre_tokenizer_name() const { return pre_name_; }
   /// Number of merges (rank = index in tokenizer.ggml.merges).
   size_t num_merges() const { return num_merges_; }
+
+  /// Default capacity of the cache of long-piece BPE results (set_piece_cache_capacity()).
+  static constexpr size_t kDefaultPieceCacheBytes = size_t{8} << 20;
+  /// Bounds the cache that keeps the BPE result of every piece longer than 48 bytes (in bytes of cached pieces;
+  /// 0 turns it off) and empties it. The ids never depend on it. Thread-safe.
+  void set_piece_cache_capacity(size_t num_bytes);
 
   /// Ids that end a generated turn: the CONTROL tokens `<|return|>`, `<|call|>`, `<|endoftext|>` present in the
   /// vocabulary, in that order, then eos_id() if set and not already listed. `<|end|>` is not one (it ends a
@@ -124,13 +139,28 @@ class Tokenizer {
   void insert_merge(int32_t left_id, int32_t right_id, uint32_t rank, int32_t merged_id);
 
   struct BpeScratch;
+  template <typename PieceFn>
+  void for_each_piece(std::string_view text, BpeScratch* scratch, PieceFn&& on_piece) const;
   void encode_ordinary(std::string_view text, BpeScratch* scratch, std::vector<int32_t>* out) const;
   void encode_piece(std::string_view piece, BpeScratch* scratch, std::vector<int32_t>* out) const;
+  // Pieces up to this many bytes take the array-based BPE (no heap); longer ones the O(n log n) heap-based one.
+  static constexpr size_t kMaxLinearPiece = 48;
+  void encode_short_piece(std::string_view piece, std::vector<int32_t>* out) const;
+  void encode_long_piece(std::string_view piece, BpeScratch* scratch, std::vector<int32_t>* out) const;
+  // The non-CONTROL token of two or more bytes whose bytes are `bytes`, or -1.
+  int32_t find_ordinary_token(std::string_view bytes) const;
 
   std::vector<char> token_blob_;          // (sum of token byte lengths) raw bytes of all tokens, back to back
   std::vector<uint32_t> token_offsets_;   // (vocab_size + 1) token i is blob[offsets[i], offsets[i + 1])
   std::vector<TokenType> token_types_;    // (vocab_size)
   std::unordered_map<std::string_view, int32_t> id_by_bytes_;  // views into token_blob_; lowest id per bytes
+  // Open-addressing table (linear probing) of the non-CONTROL tokens of two or more bytes, lowest id per bytes: a
+  // piece found here is encoded as that one token.
+  struct OrdinarySlot {
+    uint32_t tag = 0;  // high 32 bits of the bytes' hash
+    int32_t id = -1;   // -1: empty
+  };
+  std::vector<OrdinarySlot> ordinary_table_;  // capacity: power of two >= 2 * vocab_size
   std::array<int32_t, 256> byte_token_{};  // single-byte token id for each byte value
 
   std::vector<MergeSlot> merge_table_;  // capacity: power of two >= 2 * num_merges_ (at least 1)
@@ -140,6 +170,22 @@ class Tokenizer {
   std::unordered_map<std::string_view, int32_t> special_by_text_;  // views into token_blob_
   std::vector<size_t> special_lengths_;   // distinct lengths of CONTROL token texts, longest first
   std::array<bool, 256> special_first_byte_{};  // whether some CONTROL token starts with this byte
+
+  // The o200k pre-tokenizer pattern, compiled (and JIT-compiled where PCRE2 supports it) once; shared read-only by
+  // all encode() calls. Opaque here so that users of this header need no PCRE2.
+  struct PreSplitRegex;
+  struct PreSplitRegexDeleter {
+    void operator()(PreSplitRegex* regex) const;
+  };
+  std::unique_ptr<PreSplitRegex, PreSplitRegexDeleter> regex_;
+
+  // BPE results of pieces longer than kMaxLinearPiece (long white space runs, long words), shared by all calls
+  // under a mutex; cleared when full.
+  struct PieceCache;
+  struct PieceCacheDeleter {
+    void operator()(PieceCache* cache) const;
+  };
+  std::unique_ptr<PieceCache, PieceCacheDeleter> piece_cache_;
 
   std::optional<int32_t> bos_id_;
   std::optional<int32_t> eos_id_;

@@ -8,7 +8,7 @@ packages=(
   libtbb-dev libhwloc-dev libnuma-dev libxsimd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
-  libfmt-dev libspdlog-dev libpcre2-dev
+  libfmt-dev libspdlog-dev libpcre2-dev libedit-dev
 )
 
 missing=()

@@ -1,5 +1,7 @@
-// Tokenizer tests: load-time validation, byte mapping, BPE ids against a plain tiktoken-style reference encoder over
-// tests/data/o200k_base.tiktoken, round trips, special-token parsing, streaming decode, and a throughput print.
+// Tokenizer tests: load-time validation, byte mapping, the o200k pre-split, BPE ids against a plain tiktoken-style
+// reference encoder over tests/data/o200k_base.tiktoken, invalid UTF-8, round trips, special-token parsing,
+// streaming decode, and a throughput print. The full comparison with the reference encoder on a 3,588-string corpus
+// is test_tokenizer_golden.cpp.
 
 #include "runtime/tiktoken_vocab.h"
 #include "runtime/tokenizer.h"
@@ -7,6 +9,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -15,6 +18,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -155,8 +159,8 @@ Loaded load_vocab(const std::string& name) {
   return loaded;
 }
 
-const Loaded& o200k() {
-  static const Loaded loaded = load_vocab("o200k-harmony-vocab.gguf");
+Loaded& o200k() {
+  static Loaded loaded = load_vocab("o200k-harmony-vocab.gguf");
   return loaded;
 }
 const Loaded& tiny() {
@@ -271,8 +275,8 @@ TEST(TokenizerO200k, KnownIds) {
   EXPECT_EQ(tok.encode("hello world", false), (std::vector<int32_t>{hello, world}));
 }
 
-// On pieces where the whitespace pre-split equals the o200k regex split (letter runs with an optional leading space),
-// plain BPE over the GGUF merges gives tiktoken's ids.
+// On single regex pieces (letter runs with an optional leading space), the BPE over the GGUF merges gives the ids of
+// tiktoken's algorithm run directly on the ranks file.
 TEST(TokenizerO200k, MatchesReferenceBpeOnWordPieces) {
   REQUIRE_LOADED(o200k());
   const TiktokenRanks* ranks = tiktoken();
@@ -464,7 +468,7 @@ TEST(StreamDecoder, InvalidSequencesAreEmittedAsIs) {
 
 // Streaming every sample token by token reproduces decode() and never splits a valid character.
 TEST(StreamDecoder, MatchesDecodeAndKeepsCharactersWhole) {
-  for (const Loaded* loaded : {&o200k(), &tiny()}) {
+  for (const Loaded* loaded : {static_cast<const Loaded*>(&o200k()), &tiny()}) {
     REQUIRE_LOADED(*loaded);
     const Tokenizer& tok = *loaded->tokenizer;
     for (const std::string& s : round_trip_samples()) {
@@ -579,6 +583,7 @@ TEST(TokenizerSynthetic, BasicVocabulary) {
   expect_round_trips(tok);
 }
 
+// The o200k split; expected pieces from the reference regex (gpt-tokenizer's O200K_TOKEN_SPLIT_REGEX in node).
 TEST(TokenizerSynthetic, PreSplitPieces) {
   Expected<Tokenizer> tok = build_tokenizer(VocabSpec::basic());
   ASSERT_TRUE(tok) << tok.error().to_string();
@@ -587,19 +592,117 @@ TEST(TokenizerSynthetic, PreSplitPieces) {
     for (std::string_view p : tok->pre_split(text)) out.emplace_back(p);
     return out;
   };
-  EXPECT_EQ(pieces(""), std::vector<std::string>{});
-  EXPECT_EQ(pieces("hello world"), (std::vector<std::string>{"hello", " world"}));
-  EXPECT_EQ(pieces("a   b "), (std::vector<std::string>{"a", "   b", " "}));
-  EXPECT_EQ(pieces("  x"), (std::vector<std::string>{"  x"}));
-  EXPECT_EQ(pieces("one\n\ntwo\r\n three"), (std::vector<std::string>{"one\n\n", "two\r\n", " three"}));
+  using Pieces = std::vector<std::string>;
+  EXPECT_EQ(pieces(""), Pieces{});
+  EXPECT_EQ(pieces("hello world"), (Pieces{"hello", " world"}));
+  EXPECT_EQ(pieces("a   b "), (Pieces{"a", "  ", " b", " "}));
+  EXPECT_EQ(pieces("  x"), (Pieces{" ", " x"}));
+  EXPECT_EQ(pieces("one\n\ntwo\r\n three"), (Pieces{"one", "\n\n", "two", "\r\n", " three"}));
+  EXPECT_EQ(pieces("I'M don'T we'Ll"), (Pieces{"I'M", " don'T", " we'Ll"}));
+  EXPECT_EQ(pieces("12345 3.14"), (Pieces{"123", "45", " ", "3", ".", "14"}));
+  EXPECT_EQ(pieces("foo(bar) // x\n\t\ty"), (Pieces{"foo", "(bar", ")", " //", " x", "\n", "\t", "\ty"}));
+  EXPECT_EQ(pieces("\xC3\x9C" "berCamelCase HTTPServer"), (Pieces{"\xC3\x9C" "ber", "Camel", "Case", " HTTPServer"}));
+  EXPECT_EQ(pieces("  \n  \n x"), (Pieces{"  \n  \n", " x"}));
 }
 
+// Invalid UTF-8 (our definition, see tokenizer.h): each byte that is not part of a valid character is a piece of its
+// own; the valid text around it is split as usual, no piece crosses it.
+TEST(TokenizerSynthetic, InvalidUtf8BytesArePiecesOfTheirOwn) {
+  Expected<Tokenizer> tok = build_tokenizer(VocabSpec::basic());
+  ASSERT_TRUE(tok) << tok.error().to_string();
+  auto pieces = [&](std::string_view text) {
+    std::vector<std::string> out;
+    for (std::string_view p : tok->pre_split(text)) out.emplace_back(p);
+    return out;
+  };
+  using Pieces = std::vector<std::string>;
+  EXPECT_EQ(pieces("ab\xFF" "cd"), (Pieces{"ab", "\xFF", "cd"}));
+  EXPECT_EQ(pieces("x \xC3 y"), (Pieces{"x", " ", "\xC3", " y"}));
+  EXPECT_EQ(pieces("\xE2\x82" "A"), (Pieces{"\xE2", "\x82", "A"}));           // truncated 3-byte sequence
+  EXPECT_EQ(pieces("\xED\xA0\x80"), (Pieces{"\xED", "\xA0", "\x80"}));        // a surrogate
+  EXPECT_EQ(pieces("\xC0\xAF"), (Pieces{"\xC0", "\xAF"}));                    // overlong '/'
+  EXPECT_EQ(pieces("ok\xF0\x9F\x98"), (Pieces{"ok", "\xF0", "\x9F", "\x98"}));  // emoji cut short at the end
+  EXPECT_EQ(tok->encode("\xFF", false), std::vector<int32_t>{0xFF});
+}
+
+TEST(TokenizerO200k, InvalidUtf8NeverFailsAndRoundTrips) {
+  REQUIRE_LOADED(o200k());
+  const Tokenizer& tok = *o200k().tokenizer;
+  std::mt19937 rng(99);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::string bytes;
+    const size_t length = rng() % 300;
+    for (size_t i = 0; i < length; ++i) {
+      // Mostly ASCII and UTF-8 lead/continuation bytes, so valid and invalid runs interleave.
+      const uint32_t r = rng() % 4;
+      bytes += static_cast<char>(r == 0 ? 0x20 + rng() % 0x5F : r == 1 ? 0x80 + rng() % 0x40 : rng() & 0xFF);
+    }
+    for (bool parse_special : {false, true}) {
+      const std::vector<int32_t> ids = tok.encode(bytes, parse_special);
+      EXPECT_EQ(*tok.decode(ids), bytes);
+    }
+    size_t total = 0;
+    for (std::string_view piece : tok.pre_split(bytes)) total += piece.size();
+    EXPECT_EQ(total, bytes.size());
+  }
+  // An invalid byte between two words: the words encode as they would alone.
+  const std::vector<int32_t> left = tok.encode("hello", false);
+  const std::vector<int32_t> right = tok.encode("world", false);
+  std::vector<int32_t> expected = left;
+  expected.push_back(*tok.find_token("\xFF"));
+  expected.insert(expected.end(), right.begin(), right.end());
+  EXPECT_EQ(tok.encode("hello\xFFworld", false), expected);
+}
+
+// Very long pieces (a megabyte of spaces, of one letter) go through the heap BPE and the PCRE2 JIT stack fallback.
+TEST(TokenizerO200k, VeryLongPieces) {
+  REQUIRE_LOADED(o200k());
+  const Tokenizer& tok = *o200k().tokenizer;
+  for (const std::string& text : {std::string(1 << 20, ' '), std::string(1 << 20, 'a'), std::string(1 << 18, '\n') +
+                                                                                             std::string(1 << 18, '\t')}) {
+    const std::vector<int32_t> ids = tok.encode(text, false);
+    EXPECT_LT(ids.size(), text.size() / 2);
+    EXPECT_EQ(*tok.decode(ids), text);
+  }
+}
+
+// The cache of long-piece results never changes the ids, and encode() is safe from several threads at once.
+TEST(TokenizerO200k, PieceCacheAndThreadsDoNotChangeIds) {
+  REQUIRE_LOADED(o200k());
+  Tokenizer& tok = *o200k().tokenizer;
+  std::vector<std::string> texts;
+  for (int i = 0; i < 40; ++i) {
+    texts.push_back(std::string(60 + i * 7, ' ') + "word" + std::string(100 + i, '\n') + "x" +
+                    std::string(50 + i, 'z') + " antidisestablishmentarianismantidisestablishmentarianism");
+  }
+  tok.set_piece_cache_capacity(0);
+  std::vector<std::vector<int32_t>> uncached;
+  for (const std::string& t : texts) uncached.push_back(tok.encode(t, false));
+  tok.set_piece_cache_capacity(Tokenizer::kDefaultPieceCacheBytes);
+  std::vector<std::thread> threads;
+  std::atomic<int> num_differences{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int pass = 0; pass < 3; ++pass) {
+        for (size_t i = 0; i < texts.size(); ++i) num_differences += tok.encode(texts[i], false) != uncached[i];
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(num_differences.load(), 0);
+  tok.set_piece_cache_capacity(1000);  // smaller than most pieces: nothing cached, same ids
+  for (size_t i = 0; i < texts.size(); ++i) EXPECT_EQ(tok.encode(texts[i], false), uncached[i]);
+  tok.set_piece_cache_capacity(Tokenizer::kDefaultPieceCacheBytes);
+}
+
+// Without merges, BPE leaves bytes; a piece that is itself a token still becomes that token (as in tiktoken).
 TEST(TokenizerSynthetic, EmptyOrAbsentMergesGiveByteTokens) {
   VocabSpec spec = VocabSpec::basic();
   spec.merges = std::vector<std::string>{};
   Expected<Tokenizer> tok = build_tokenizer(spec);
   ASSERT_TRUE(tok) << tok.error().to_string();
-  EXPECT_EQ(tok->encode("abc", false), (std::vector<int32_t>{'a', 'b', 'c'}));
+  EXPECT_EQ(tok->encode("abcab", false), (std::vector<int32_t>{'a', 'b', 'c', 'a', 'b'}));
+  EXPECT_EQ(tok->encode("abc", false), std::vector<int32_t>{257});
   spec.merges.reset();
   Expected<Tokenizer> no_merges = build_tokenizer(spec);
   ASSERT_TRUE(no_merges) << no_merges.error().to_string();
