@@ -1,0 +1,115 @@
+#pragma once
+// CPU GEMV/GEMM and attention kernels with runtime ISA dispatch.
+//
+// One generic SIMD source (kernels_simd.h) is compiled once per ISA in its own translation unit with its own -m
+// flags (kernels_avx2.cpp, kernels_avx512.cpp); kernels_scalar.cpp implements the same quantized math in plain
+// C++ and is what the SIMD variants are tested against (it is itself tested against ref::dot_row). dispatch.cpp
+// (no ISA flags) reads cpuid/xgetbv and picks a variant; HETMOE_ISA can force one.
+//
+// Quantized weights (MXFP4, Q8_0; gpt-oss-spec.md §4, ggml-common.h) are multiplied with activations quantized
+// per 32 values to int8 (ActQ8Block), as llama.cpp's CPU backend does (spec §6): each weight block contributes
+// d_w · d_x · Σ_j w_q[j] · x_q[j], the sum taken exactly in integers.
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/expected.h"
+
+namespace hetmoe::cpu {
+
+/// Values per activation block (= the MXFP4 and Q8_0 weight block size).
+inline constexpr uint32_t kActBlockElems = 32;
+
+/// Activations quantized per 32 values for integer dot products (llama.cpp's Q8_0 CPU path does the same, but with
+/// an f16 d): value ≈ d · q[j], d = amax / 127 (f32, amax = max_j |x[j]|), q[j] = round-to-nearest-even(x[j] · (1/d))
+/// (q = 0 where d = 0). Every q lies in [-127, 127]; the kernels rely on that (-128 is never produced).
+struct ActQ8Block {
+  float d;
+  int8_t q[kActBlockElems];
+};
+static_assert(sizeof(ActQ8Block) == 36);
+
+/// Kernel variants. kScalar runs everywhere; kAvx2 needs AVX2+FMA+F16C; kAvx512 needs AVX-512 F/BW/VL/DQ and VNNI.
+enum class Isa { kScalar, kAvx2, kAvx512 };
+
+/// "scalar", "avx2", "avx512" (the spelling HETMOE_ISA accepts).
+const char* isa_name(Isa isa);
+
+/// The kernels of one ISA variant. Shapes are given with dimension order; "row r" of a weight matrix W starts at
+/// w + r · row_bytes and holds num_cols values of the weight type (MXFP4/Q8_0: num_cols / 32 blocks of 17/34 bytes;
+/// F16/BF16: 2 bytes per value; F32: 4). All float buffers are f32. Preconditions (not checked): num_cols is a
+/// multiple of 32 for the quantized kernels (any value ≥ 0 for the float ones), 0 ≤ row_begin ≤ row_end, outputs do
+/// not alias inputs. Every function is thread-safe (no state); callers split work by row range. Results of the SIMD
+/// variants equal the scalar variant's up to the order of float additions (NMSE ~1e-13, tests/test_cpu_kernels.cpp).
+struct KernelTable {
+  Isa isa;
+
+  /// x[n] (f32, n a multiple of 32) → out[n / 32]. A [num_tokens][num_cols] activation matrix (num_cols a multiple of
+  /// 32) quantizes in one call to [num_tokens][num_cols / 32] blocks.
+  void (*quantize_act_q8)(const float* x, ActQ8Block* out, int64_t n);
+
+  /// Decode GEMV over a row range: y[r - row_begin] = Σ_k W[r, k] · x[k] for r in [row_begin, row_end).
+  /// x: [num_cols / 32] blocks from quantize_act_q8; y: [row_end - row_begin].
+  void (*gemv_mxfp4)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
+                     int64_t num_cols, float* y);
+  void (*gemv_q8_0)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
+                    int64_t num_cols, float* y);
+  /// The same for float weights and f32 x[num_cols].
+  void (*gemv_f32)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const float* x,
+                   int64_t num_cols, float* y);
+  void (*gemv_f16)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const float* x,
+                   int64_t num_cols, float* y);
+  void (*gemv_bf16)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const float* x,
+                    int64_t num_cols, float* y);
+
+  /// Prefill GEMM over a row range for num_tokens tokens:
+  /// y[t · y_stride + (r - row_begin)] = Σ_k W[r, k] · x_t[k] for t in [0, num_tokens), r in [row_begin, row_end).
+  /// x: [num_tokens][num_cols / 32] blocks (token-major); y_stride ≥ row_end - row_begin. Inside: tiles of rows ×
+  /// tokens (each weight block decoded once per tile and used for all its tokens), over chunks of tokens whose
+  /// activations fit in L2 (512 KiB: 160 tokens of 2880 quantized values, 44 of f32); W streams from memory once
+  /// per chunk.
+  void (*gemm_mxfp4)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
+                     int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride);
+  void (*gemm_q8_0)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
+                    int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride);
+  /// The same for float weights; x: [num_tokens][num_cols] f32.
+  void (*gemm_f32)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const float* x,
+                   int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride);
+  void (*gemm_f16)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const float* x,
+                   int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride);
+  void (*gemm_bf16)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const float* x,
+                    int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride);
+
+  /// Attention helpers over one f16 KV-cache row of n values (head_dim): Σ_i q[i] · k[i] (q f32, k f16 bits) ...
+  float (*dot_f32_f16)(const float* q, const uint16_t* k, int64_t n);
+  /// ... and out[i] += a · v[i] (v f16 bits, out f32).
+  void (*axpy_f16)(float a, const uint16_t* v, float* out, int64_t n);
+  /// Σ_i a[i] · b[i] and out[i] += a · v[i], all f32.
+  float (*dot_f32)(const float* a, const float* b, int64_t n);
+  void (*axpy_f32)(float a, const float* v, float* out, int64_t n);
+};
+
+/// The table of `isa`. Every ISA name exists; kScalar is always compiled, the others only on x86-64 builds
+/// (isa_compiled). For an ISA that is not compiled the scalar table is returned (its .isa says kScalar).
+/// Calling kernels of an ISA this CPU cannot run (not in supported_isas()) raises SIGILL.
+const KernelTable& kernel_table(Isa isa);
+
+/// Whether this build contains the variant.
+bool isa_compiled(Isa isa);
+
+/// The variants this CPU and OS can run and this build contains (cpuid feature bits, and xgetbv for the OS saving
+/// the YMM/ZMM state), kScalar first, in increasing order.
+std::vector<Isa> supported_isas();
+
+/// The highest-scoring supported variant (ggml-cpu's feature score: a missing required feature scores 0).
+Isa best_isa();
+
+/// Parses a HETMOE_ISA value against a list of supported variants: nullptr or "" → the last (best) entry of
+/// `supported`; a name from isa_name() that is in `supported` → that ISA. Errors (kInvalidArgument): an unknown
+/// name, or one not in `supported`; the message names the value and the supported variants.
+Expected<Isa> select_isa(const char* env_value, const std::vector<Isa>& supported);
+
+/// select_isa(getenv("HETMOE_ISA"), supported_isas()).
+Expected<Isa> selected_isa();
+
+}  // namespace hetmoe::cpu

@@ -1,0 +1,395 @@
+// Generic SIMD kernels, compiled once per ISA (Highway's skeleton.cc pattern; xsimd's dispatching.rst): a per-ISA
+// translation unit (kernels_avx2.cpp, kernels_avx512.cpp) built with its own -m flags defines HETMOE_SIMD_NS (an
+// ISA-unique namespace, so that no inline helper is shared between TUs built with different flags — ODR), puts the
+// ISA-specific pieces in hetmoe::cpu::HETMOE_SIMD_NS, and then includes this file, which adds the kernels and
+// make_kernel_table() to the same namespace. No file without ISA flags may include this header.
+//
+// What the per-ISA TU provides before the include (in hetmoe::cpu::HETMOE_SIMD_NS):
+//   DenseArch                      xsimd arch of the float kernels (f32/f16/bf16 weights, attention helpers)
+//   kDenseGemmRows, kDenseGemmTokens  register tiling of the float-weight GEMM (rows × tokens)
+//   float reduce_max(xsimd::batch<float, DenseArch>)
+//   void store_q8(const xsimd::batch<int32_t, DenseArch>* q, int8_t* out)   32 / lanes vectors → out[32], each value
+//                                                                            already in [-127, 127]
+//   struct F16Weights, BF16Weights  weight loaders (see F32Weights below for the members)
+//   struct Mxfp4Ops, Q8Ops          quantized block operations:
+//     using Arch;                           xsimd arch of the float accumulators
+//     static constexpr int64_t kBlockBytes; bytes of one weight block (32 values)
+//     static constexpr int kGemvRows, kGemmRows, kGemmTokens;   register tiling
+//     struct Act;  static Act prepare(const ActQ8Block&);        per activation block, shared by all rows
+//     using Weights; static Weights decode(const uint8_t* block); per weight block, shared by all tokens
+//     static batch<float, Arch> dot(const Weights&, const Act&);  the block's integer dot Σ_j w_q[j]·x_q[j],
+//                                                                 exact, split over the lanes, converted to float
+//     static batch<float, Arch> scale(const uint8_t* block);       the weight block's scale d_w, broadcast
+// A block adds (float(Σ_j w_q·x_q) · d_x) · d_w to the accumulator, the association of the scalar variant.
+// No SIMD value may live at namespace scope or in a static initializer: those run before dispatch (SIGILL on a CPU
+// without the ISA). Constants are built inside the functions. Standard-library templates are avoided here too: an
+// out-of-line copy instantiated in a TU with ISA flags could be the one the linker keeps for every TU.
+
+#pragma once
+
+#if !defined(HETMOE_SIMD_NS)
+#error "define HETMOE_SIMD_NS (an ISA-unique namespace) before including kernels_simd.h"
+#endif
+
+#include <xsimd/xsimd.hpp>
+
+#include <cstdint>
+#include <cstring>
+
+#include "cpu_kernels/kernels_variants.h"
+
+namespace hetmoe::cpu::HETMOE_SIMD_NS {
+
+inline constexpr int64_t kBlock = 32;
+
+// ---- activation quantization ------------------------------------------------------------------------------------
+
+/// x[n] → out[n / 32]: d = amax / 127, q = round-to-nearest-even(x · (1/d)), the same float operations as the scalar
+/// variant (so the blocks are bit-identical).
+inline void quantize_act_q8(const float* x, ActQ8Block* out, int64_t n) {
+  using fb = xsimd::batch<float, DenseArch>;
+  using ib = xsimd::batch<int32_t, DenseArch>;
+  constexpr int kVecs = kBlock / fb::size;
+  for (int64_t b = 0; b < n / kBlock; ++b) {
+    fb v[kVecs];
+    fb amax(0.0f);
+    for (int i = 0; i < kVecs; ++i) {
+      v[i] = fb::load_unaligned(x + b * kBlock + i * fb::size);
+      amax = xsimd::max(amax, xsimd::abs(v[i]));
+    }
+    const float d = reduce_max(amax) / 127.0f;
+    const fb inv_d(d != 0.0f ? 1.0f / d : 0.0f);
+    ib q[kVecs];
+    for (int i = 0; i < kVecs; ++i) q[i] = xsimd::nearbyint_as_int(v[i] * inv_d);
+    out[b].d = d;
+    store_q8(q, out[b].q);
+  }
+}
+
+// ---- quantized GEMV / GEMM --------------------------------------------------------------------------------------
+
+/// Software prefetch of the bytes [p, p + num_bytes) into L1 (prefetches never fault, so p may point past the data).
+template <int64_t kNumBytes>
+inline void prefetch_span(const uint8_t* p) {
+  for (int64_t off = 0; off < kNumBytes; off += 64) __builtin_prefetch(p + off, 0, 3);
+  __builtin_prefetch(p + kNumBytes - 1, 0, 3);
+}
+
+/// R consecutive rows starting at w: y[i] = Σ_b (Σ_j w_q[i,b,j] · x_q[b,j] · d_x[b]) · d_w[i,b]. Each activation block
+/// is prepared once for the R rows; every row keeps its own float vector accumulator, reduced at the end.
+/// R rows advancing side by side are R interleaved streams that the hardware prefetchers follow poorly (about 6 of
+/// 15 GB/s on one core), so the loop also streams the R rows at `prefetch` (a row group further on, contiguous
+/// R · row_bytes bytes) into L1 at the same pace: R · kBlockBytes bytes per block step.
+template <class Q, int R>
+inline void gemv_quant_rows(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_blocks, float* y,
+                            const uint8_t* prefetch) {
+  using fb = xsimd::batch<float, typename Q::Arch>;
+  fb acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = fb(0.0f);
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    prefetch_span<R * Q::kBlockBytes>(prefetch + b * (R * Q::kBlockBytes));
+    const typename Q::Act act = Q::prepare(x[b]);
+    const fb dx(x[b].d);
+    for (int i = 0; i < R; ++i) {
+      const uint8_t* block = w + i * row_bytes + b * Q::kBlockBytes;
+      acc[i] = xsimd::fma(Q::dot(Q::decode(block), act) * dx, Q::scale(block), acc[i]);
+    }
+  }
+  for (int i = 0; i < R; ++i) y[i] = xsimd::hadd(acc[i]);
+}
+
+/// How far ahead gemv_quant_rows prefetches, in bytes, rounded down to whole row groups (at least one): 12 KB = 2
+/// groups of 4 (or 1 of 8) MXFP4 rows of 2880, 1 group of 4 Q8_0 rows; ~0.8 µs of DRAM time at 15 GB/s, several
+/// memory latencies.
+/// Swept on one core from 6 to 72 KB (best of runs interleaved in time; this machine's DRAM is shared, ±10 % noise):
+/// 12–24 KB were best for both types, 36 KB and more slower. Rows are assumed packed (row_bytes = the row's size, as in
+/// GGUF); with padding the prefetch still helps, less.
+inline constexpr uint64_t kPrefetchBytes = 12288;
+
+/// kPrefetchBytes in whole row groups of group_bytes, at least 1.
+inline int64_t prefetch_groups_ahead(uint64_t group_bytes) {
+  return group_bytes == 0 || group_bytes > kPrefetchBytes ? 1 : static_cast<int64_t>(kPrefetchBytes / group_bytes);
+}
+
+template <class Q>
+void gemv_quant(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
+                int64_t num_cols, float* y) {
+  constexpr int kR = Q::kGemvRows;
+  const int64_t num_blocks = num_cols / kBlock;
+  const int64_t groups_ahead = prefetch_groups_ahead(kR * row_bytes);
+  int64_t r = row_begin;
+  for (; r + kR <= row_end; r += kR) {
+    // Rows past row_end are not ours to read: prefetch the last group of the range instead (already in cache).
+    const int64_t prefetch_row = r + groups_ahead * kR <= row_end - kR ? r + groups_ahead * kR : row_end - kR;
+    gemv_quant_rows<Q, kR>(w + r * row_bytes, row_bytes, x, num_blocks, y + (r - row_begin),
+                           w + prefetch_row * row_bytes);
+  }
+  for (; r < row_end; ++r)
+    gemv_quant_rows<Q, 1>(w + r * row_bytes, row_bytes, x, num_blocks, y + (r - row_begin), w + r * row_bytes);
+}
+
+/// A tile of R rows × T tokens: each weight block is decoded once and multiplied with T activation blocks; each
+/// activation block is prepared once for the R rows. x: [T][num_blocks] (token stride num_blocks); y[t · y_stride + i].
+template <class Q, int R, int T>
+inline void gemm_quant_tile(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_blocks, float* y,
+                            int64_t y_stride) {
+  using fb = xsimd::batch<float, typename Q::Arch>;
+  fb acc[R][T];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < T; ++t) acc[i][t] = fb(0.0f);
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    typename Q::Act act[T];
+    fb dx[T];
+    for (int t = 0; t < T; ++t) {
+      act[t] = Q::prepare(x[t * num_blocks + b]);
+      dx[t] = fb(x[t * num_blocks + b].d);
+    }
+    for (int i = 0; i < R; ++i) {
+      const uint8_t* block = w + i * row_bytes + b * Q::kBlockBytes;
+      const typename Q::Weights wq = Q::decode(block);
+      const fb dw = Q::scale(block);
+      for (int t = 0; t < T; ++t) acc[i][t] = xsimd::fma(Q::dot(wq, act[t]) * dx[t], dw, acc[i][t]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < T; ++t) y[t * y_stride + i] = xsimd::hadd(acc[i][t]);
+}
+
+/// The last num_tokens < Q::kGemmTokens tokens of a row tile, with a tile of exactly that many tokens.
+template <class Q, int R, int T = 1>
+inline void gemm_quant_token_tail(int64_t num_tokens, const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x,
+                                  int64_t num_blocks, float* y, int64_t y_stride) {
+  if constexpr (T < Q::kGemmTokens) {
+    if (num_tokens == T) return gemm_quant_tile<Q, R, T>(w, row_bytes, x, num_blocks, y, y_stride);
+    gemm_quant_token_tail<Q, R, T + 1>(num_tokens, w, row_bytes, x, num_blocks, y, y_stride);
+  }
+}
+
+/// R rows for num_tokens tokens: the R weight rows stay in L1 while the token tiles pass over them.
+template <class Q, int R>
+inline void gemm_quant_rows(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_tokens,
+                            int64_t num_blocks, float* y, int64_t y_stride) {
+  constexpr int kT = Q::kGemmTokens;
+  int64_t t = 0;
+  for (; t + kT <= num_tokens; t += kT)
+    gemm_quant_tile<Q, R, kT>(w, row_bytes, x + t * num_blocks, num_blocks, y + t * y_stride, y_stride);
+  if (t < num_tokens)
+    gemm_quant_token_tail<Q, R>(num_tokens - t, w, row_bytes, x + t * num_blocks, num_blocks, y + t * y_stride,
+                                y_stride);
+}
+
+/// Activation bytes per token chunk of the GEMMs: the chunk's activations (re-read for every row tile) stay in L2
+/// (2 MiB per core here, 1 MiB on older server cores); weights are re-read once per chunk, which costs little: a
+/// chunk of ≥ 100 tokens does ≥ 100 multiply-adds per weight loaded.
+inline constexpr int64_t kGemmChunkBytes = 512 * 1024;
+
+/// Tokens per GEMM chunk for a token of token_bytes activation bytes: a multiple of the token tile, at least one tile.
+template <int kTokenTile>
+inline int64_t gemm_chunk_tokens(int64_t token_bytes) {
+  const int64_t tokens = token_bytes > 0 ? kGemmChunkBytes / token_bytes : kGemmChunkBytes;
+  return tokens < kTokenTile ? kTokenTile : tokens - tokens % kTokenTile;
+}
+
+template <class Q>
+void gemm_quant(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
+                int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride) {
+  const int64_t num_blocks = num_cols / kBlock;
+  const int64_t chunk = gemm_chunk_tokens<Q::kGemmTokens>(num_blocks * static_cast<int64_t>(sizeof(ActQ8Block)));
+  for (int64_t t0 = 0; t0 < num_tokens; t0 += chunk) {
+    const int64_t n = num_tokens - t0 < chunk ? num_tokens - t0 : chunk;
+    const ActQ8Block* xc = x + t0 * num_blocks;
+    float* yc = y + t0 * y_stride;
+    int64_t r = row_begin;
+    for (; r + Q::kGemmRows <= row_end; r += Q::kGemmRows)
+      gemm_quant_rows<Q, Q::kGemmRows>(w + r * row_bytes, row_bytes, xc, n, num_blocks, yc + (r - row_begin), y_stride);
+    for (; r < row_end; ++r)
+      gemm_quant_rows<Q, 1>(w + r * row_bytes, row_bytes, xc, n, num_blocks, yc + (r - row_begin), y_stride);
+  }
+}
+
+// ---- float-weight GEMV / GEMM -----------------------------------------------------------------------------------
+
+/// F32 weights; F16Weights and BF16Weights (per ISA) have the same members.
+struct F32Weights {
+  using Arch = DenseArch;
+  static constexpr int64_t kBytes = 4;  // bytes per weight
+  static xsimd::batch<float, Arch> load(const uint8_t* p) {
+    return xsimd::batch<float, Arch>::load_unaligned(reinterpret_cast<const float*>(p));
+  }
+  static float value(const uint8_t* p) {
+    float v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+};
+
+/// R consecutive rows: y[i] = Σ_k W[i, k] · x[k]; vector body, scalar tail for num_cols % lanes. Prefetches the row
+/// group at `prefetch` at the pace of the loop, as gemv_quant_rows does.
+template <class L, int R>
+inline void gemv_dense_rows(const uint8_t* w, uint64_t row_bytes, const float* x, int64_t num_cols, float* y,
+                            const uint8_t* prefetch) {
+  using fb = xsimd::batch<float, typename L::Arch>;
+  constexpr int64_t kLanes = fb::size;
+  fb acc[R];
+  for (int i = 0; i < R; ++i) acc[i] = fb(0.0f);
+  int64_t k = 0;
+  for (; k + kLanes <= num_cols; k += kLanes) {
+    prefetch_span<R * kLanes * L::kBytes>(prefetch + k * (R * L::kBytes));
+    const fb xv = fb::load_unaligned(x + k);
+    for (int i = 0; i < R; ++i) acc[i] = xsimd::fma(L::load(w + i * row_bytes + k * L::kBytes), xv, acc[i]);
+  }
+  for (int i = 0; i < R; ++i) {
+    float sum = xsimd::hadd(acc[i]);
+    for (int64_t kk = k; kk < num_cols; ++kk) sum += L::value(w + i * row_bytes + kk * L::kBytes) * x[kk];
+    y[i] = sum;
+  }
+}
+
+template <class L>
+void gemv_dense(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const float* x,
+                int64_t num_cols, float* y) {
+  constexpr int kR = 4;
+  const int64_t groups_ahead = prefetch_groups_ahead(kR * row_bytes);
+  int64_t r = row_begin;
+  for (; r + kR <= row_end; r += kR) {
+    const int64_t prefetch_row = r + groups_ahead * kR <= row_end - kR ? r + groups_ahead * kR : row_end - kR;
+    gemv_dense_rows<L, kR>(w + r * row_bytes, row_bytes, x, num_cols, y + (r - row_begin),
+                           w + prefetch_row * row_bytes);
+  }
+  for (; r < row_end; ++r)
+    gemv_dense_rows<L, 1>(w + r * row_bytes, row_bytes, x, num_cols, y + (r - row_begin), w + r * row_bytes);
+}
+
+/// A tile of R rows × T tokens of float weights; x: [T][num_cols] (token stride num_cols).
+template <class L, int R, int T>
+inline void gemm_dense_tile(const uint8_t* w, uint64_t row_bytes, const float* x, int64_t num_cols, float* y,
+                            int64_t y_stride) {
+  using fb = xsimd::batch<float, typename L::Arch>;
+  constexpr int64_t kLanes = fb::size;
+  fb acc[R][T];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < T; ++t) acc[i][t] = fb(0.0f);
+  int64_t k = 0;
+  for (; k + kLanes <= num_cols; k += kLanes) {
+    fb wv[R];
+    for (int i = 0; i < R; ++i) wv[i] = L::load(w + i * row_bytes + k * L::kBytes);
+    for (int t = 0; t < T; ++t) {
+      const fb xv = fb::load_unaligned(x + t * num_cols + k);
+      for (int i = 0; i < R; ++i) acc[i][t] = xsimd::fma(wv[i], xv, acc[i][t]);
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    for (int t = 0; t < T; ++t) {
+      float sum = xsimd::hadd(acc[i][t]);
+      for (int64_t kk = k; kk < num_cols; ++kk)
+        sum += L::value(w + i * row_bytes + kk * L::kBytes) * x[t * num_cols + kk];
+      y[t * y_stride + i] = sum;
+    }
+  }
+}
+
+template <class L, int R, int T = 1>
+inline void gemm_dense_token_tail(int64_t num_tokens, const uint8_t* w, uint64_t row_bytes, const float* x,
+                                  int64_t num_cols, float* y, int64_t y_stride) {
+  if constexpr (T < kDenseGemmTokens) {
+    if (num_tokens == T) return gemm_dense_tile<L, R, T>(w, row_bytes, x, num_cols, y, y_stride);
+    gemm_dense_token_tail<L, R, T + 1>(num_tokens, w, row_bytes, x, num_cols, y, y_stride);
+  }
+}
+
+template <class L, int R>
+inline void gemm_dense_rows(const uint8_t* w, uint64_t row_bytes, const float* x, int64_t num_tokens,
+                            int64_t num_cols, float* y, int64_t y_stride) {
+  constexpr int kT = kDenseGemmTokens;
+  int64_t t = 0;
+  for (; t + kT <= num_tokens; t += kT)
+    gemm_dense_tile<L, R, kT>(w, row_bytes, x + t * num_cols, num_cols, y + t * y_stride, y_stride);
+  if (t < num_tokens)
+    gemm_dense_token_tail<L, R>(num_tokens - t, w, row_bytes, x + t * num_cols, num_cols, y + t * y_stride, y_stride);
+}
+
+template <class L>
+void gemm_dense(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const float* x,
+                int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride) {
+  const int64_t chunk = gemm_chunk_tokens<kDenseGemmTokens>(num_cols * static_cast<int64_t>(sizeof(float)));
+  for (int64_t t0 = 0; t0 < num_tokens; t0 += chunk) {
+    const int64_t n = num_tokens - t0 < chunk ? num_tokens - t0 : chunk;
+    const float* xc = x + t0 * num_cols;
+    float* yc = y + t0 * y_stride;
+    int64_t r = row_begin;
+    for (; r + kDenseGemmRows <= row_end; r += kDenseGemmRows)
+      gemm_dense_rows<L, kDenseGemmRows>(w + r * row_bytes, row_bytes, xc, n, num_cols, yc + (r - row_begin),
+                                         y_stride);
+    for (; r < row_end; ++r)
+      gemm_dense_rows<L, 1>(w + r * row_bytes, row_bytes, xc, n, num_cols, yc + (r - row_begin), y_stride);
+  }
+}
+
+// ---- attention helpers ------------------------------------------------------------------------------------------
+
+/// Σ_i a[i] · v[i] with a f32 and v of the loader's type; two accumulators, scalar tail.
+template <class L>
+inline float dot_f32_weights(const float* a, const uint8_t* v, int64_t n) {
+  using fb = xsimd::batch<float, typename L::Arch>;
+  constexpr int64_t kLanes = fb::size;
+  fb acc0(0.0f), acc1(0.0f);
+  int64_t i = 0;
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    acc0 = xsimd::fma(fb::load_unaligned(a + i), L::load(v + i * L::kBytes), acc0);
+    acc1 = xsimd::fma(fb::load_unaligned(a + i + kLanes), L::load(v + (i + kLanes) * L::kBytes), acc1);
+  }
+  for (; i + kLanes <= n; i += kLanes) acc0 = xsimd::fma(fb::load_unaligned(a + i), L::load(v + i * L::kBytes), acc0);
+  float sum = xsimd::hadd(acc0 + acc1);
+  for (; i < n; ++i) sum += a[i] * L::value(v + i * L::kBytes);
+  return sum;
+}
+
+/// out[i] += a · v[i] with v of the loader's type.
+template <class L>
+inline void axpy_weights(float a, const uint8_t* v, float* out, int64_t n) {
+  using fb = xsimd::batch<float, typename L::Arch>;
+  constexpr int64_t kLanes = fb::size;
+  const fb av(a);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    xsimd::fma(av, L::load(v + i * L::kBytes), fb::load_unaligned(out + i)).store_unaligned(out + i);
+  for (; i < n; ++i) out[i] += a * L::value(v + i * L::kBytes);
+}
+
+inline float dot_f32_f16(const float* q, const uint16_t* k, int64_t n) {
+  return dot_f32_weights<F16Weights>(q, reinterpret_cast<const uint8_t*>(k), n);
+}
+inline void axpy_f16(float a, const uint16_t* v, float* out, int64_t n) {
+  axpy_weights<F16Weights>(a, reinterpret_cast<const uint8_t*>(v), out, n);
+}
+inline float dot_f32(const float* a, const float* b, int64_t n) {
+  return dot_f32_weights<F32Weights>(a, reinterpret_cast<const uint8_t*>(b), n);
+}
+inline void axpy_f32(float a, const float* v, float* out, int64_t n) {
+  axpy_weights<F32Weights>(a, reinterpret_cast<const uint8_t*>(v), out, n);
+}
+
+// ---- the table ----------------------------------------------------------------------------------------------------
+
+constexpr KernelTable make_kernel_table(Isa isa) {
+  return KernelTable{
+      .isa = isa,
+      .quantize_act_q8 = quantize_act_q8,
+      .gemv_mxfp4 = gemv_quant<Mxfp4Ops>,
+      .gemv_q8_0 = gemv_quant<Q8Ops>,
+      .gemv_f32 = gemv_dense<F32Weights>,
+      .gemv_f16 = gemv_dense<F16Weights>,
+      .gemv_bf16 = gemv_dense<BF16Weights>,
+      .gemm_mxfp4 = gemm_quant<Mxfp4Ops>,
+      .gemm_q8_0 = gemm_quant<Q8Ops>,
+      .gemm_f32 = gemm_dense<F32Weights>,
+      .gemm_f16 = gemm_dense<F16Weights>,
+      .gemm_bf16 = gemm_dense<BF16Weights>,
+      .dot_f32_f16 = dot_f32_f16,
+      .axpy_f16 = axpy_f16,
+      .dot_f32 = dot_f32,
+      .axpy_f32 = axpy_f32,
+  };
+}
+
+}  // namespace hetmoe::cpu::HETMOE_SIMD_NS

@@ -1,0 +1,48 @@
+#pragma once
+// Internal to cpu_kernels/: the per-variant tables that dispatch.cpp chooses from, and constant data shared by the
+// variants. Plain data and declarations only — nothing here may run SIMD code (it is included by TUs built without
+// ISA flags and by ones built with them).
+
+#include <bit>
+#include <cstdint>
+
+#include "cpu_kernels/kernels.h"
+#include "cpu_kernels/reference.h"
+
+namespace hetmoe::cpu::detail {
+
+const KernelTable& kernel_table_scalar();
+#if defined(HETMOE_CPU_KERNELS_X86)
+const KernelTable& kernel_table_avx2();
+const KernelTable& kernel_table_avx512();
+#endif
+
+/// MXFP4 block scale 2^(e-128) for every exponent byte e (gpt-oss-spec.md §4; equals ref::mxfp4_scale(e)), built at
+/// compile time from the IEEE bit patterns: e ≥ 2 is the normal float with biased exponent e-1; e = 1 and e = 0 are
+/// the subnormals 2^-127 and 2^-128.
+struct Mxfp4ScaleTable {
+  float v[256];
+};
+consteval Mxfp4ScaleTable make_mxfp4_scale_table() {
+  Mxfp4ScaleTable t{};
+  t.v[0] = std::bit_cast<float>(uint32_t{0x00200000});
+  t.v[1] = std::bit_cast<float>(uint32_t{0x00400000});
+  for (uint32_t e = 2; e < 256; ++e) t.v[e] = std::bit_cast<float>((e - 1) << 23);
+  return t;
+}
+inline constexpr Mxfp4ScaleTable kMxfp4Scale = make_mxfp4_scale_table();
+
+/// The MXFP4 value table plus 12 (0..24), so that decoded weights are unsigned bytes for u8×s8 dot instructions
+/// (maddubs, vpdpbusd); the kernels subtract 12 · Σ x_q per block to undo the offset.
+inline constexpr int kMxfp4Offset = 12;
+struct Mxfp4OffsetTable {
+  uint8_t v[16];
+};
+consteval Mxfp4OffsetTable make_mxfp4_offset_table() {
+  Mxfp4OffsetTable t{};
+  for (int i = 0; i < 16; ++i) t.v[i] = static_cast<uint8_t>(ref::kMxfp4Values[i] + kMxfp4Offset);
+  return t;
+}
+inline constexpr Mxfp4OffsetTable kMxfp4OffsetValues = make_mxfp4_offset_table();
+
+}  // namespace hetmoe::cpu::detail
