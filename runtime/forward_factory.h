@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "runtime/expected.h"
 #include "runtime/forward_pass.h"
@@ -17,13 +18,16 @@ struct ForwardOptions {
   KvCacheType kv_type = KvCacheType::kF16;
   int num_threads = 0;                       // 0 = all cores
   bool use_reference = false;                // the scalar oracle (runtime/forward_reference.h)
+  uint32_t max_batch_tokens = 64;            // CPU path: prefill tokens per batch
+  uint32_t rollback_slots = 0;               // CPU path: how far truncate() may go back
 };
 
-/// The forward pass for `model` (which must outlive it). Errors: the implementation's (context out of range,
-/// allocation failure).
+/// The forward pass for `model` (which must outlive it): the CPU path with the kernels of cpu::selected_isa()
+/// (HETMOE_ISA may force scalar|avx2|avx512), or the reference. Errors: the implementation's (context out of range,
+/// allocation failure) and selected_isa()'s (a bad HETMOE_ISA value).
 Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options);
 
-/// "reference" or the fast path's name with its ISA, e.g. "cpu avx512" (for the figures commands print).
-const char* forward_path_name(const ForwardOptions& options);
+/// "reference" or the CPU path with its ISA, e.g. "cpu avx512" (for the figures commands print).
+std::string forward_path_name(const ForwardOptions& options);
 
 }  // namespace hetmoe

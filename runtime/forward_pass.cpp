@@ -21,4 +21,12 @@ Status ForwardPass::forward_batch(std::span<const int32_t> token_ids, std::span<
   return {};
 }
 
+Status ForwardPass::truncate(uint32_t target) {
+  if (target > num_positions())
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("cannot truncate to {} positions: only {} are processed", target, num_positions()));
+  if (target == num_positions()) return {};
+  return make_error(ErrorCode::kUnsupported, "this forward pass keeps no spare KV ring slots: it cannot truncate");
+}
+
 }  // namespace hetmoe

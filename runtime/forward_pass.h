@@ -29,6 +29,12 @@ class ForwardPass {
   virtual uint32_t vocab_size() const = 0;
   /// Forgets all positions; the next token is at position 0.
   virtual void reset() = 0;
+
+  /// Goes back to `num_positions` (≤ num_positions()), keeping the KV cache before it, so a benchmark can repeat a
+  /// step at the same depth or a chat can drop a rendered suffix. Errors: kInvalidArgument if num_positions is
+  /// ahead of num_positions(); kUnsupported if the sliding-window ring has already overwritten positions the next
+  /// token would need (the default: implementations that keep no spare ring slots support only a no-op).
+  virtual Status truncate(uint32_t num_positions);
 };
 
 }  // namespace hetmoe

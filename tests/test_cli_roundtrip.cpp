@@ -71,7 +71,7 @@ TEST_F(CliRoundTrip, SynthInfoEvalAgreeWithTheInProcessReference) {
   std::ofstream(ids) << "1 2 3 4000 17 99\n4096 5 250";
   const fs::path logits_path = dir_ / "logits.f32";
   r = run_hetmoe(dir_, "eval -m " + model.string() + " --ids " + ids.string() + " --logits-out " +
-                           logits_path.string() + " --threads 2");
+                           logits_path.string() + " --threads 2 --reference");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("tok/s"), std::string::npos);
   const std::vector<float> logits = test::read_f32_file(logits_path.string());
@@ -91,18 +91,20 @@ TEST_F(CliRoundTrip, SynthInfoEvalAgreeWithTheInProcessReference) {
   }
 }
 
-TEST_F(CliRoundTrip, EvalOnTheFixtureMeetsTheAgreementBar) {
-  const fs::path logits_path = dir_ / "fixture.f32";
-  RunResult r = run_hetmoe(dir_, "eval -m " + kData + "/gpt-oss-tiny.gguf --ids " + kData +
-                                     "/gpt-oss-tiny.ids.txt --logits-out " + logits_path.string());
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const auto ours = test::read_f32_file(logits_path.string());
+TEST_F(CliRoundTrip, EvalOnTheFixtureMeetsTheAgreementBarOnBothPaths) {
   const auto reference = test::read_f32_file(kData + "/gpt-oss-tiny.reference.logits.f32");
   const auto margin = test::read_numbers<double>(kData + "/gpt-oss-tiny.router-margin.txt");
-  ASSERT_EQ(ours.size(), reference.size());
-  const auto a = test::agreement(reference, ours, 4106, margin);
-  EXPECT_LE(a.p50_all, 1e-3);        // the bar
-  EXPECT_LE(a.p99_confident, 5e-3);  // the bar
+  for (const std::string path : {"", " --reference"}) {
+    const fs::path logits_path = dir_ / "fixture.f32";
+    RunResult r = run_hetmoe(dir_, "eval -m " + kData + "/gpt-oss-tiny.gguf --ids " + kData +
+                                       "/gpt-oss-tiny.ids.txt --logits-out " + logits_path.string() + path);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto ours = test::read_f32_file(logits_path.string());
+    ASSERT_EQ(ours.size(), reference.size());
+    const auto a = test::agreement(reference, ours, 4106, margin);
+    EXPECT_LE(a.p50_all, 1e-3) << path;        // the bar
+    EXPECT_LE(a.p99_confident, 5e-3) << path;  // the bar
+  }
 }
 
 TEST_F(CliRoundTrip, EvalReportsABadTokenIdWithFileAndIndex) {
@@ -139,14 +141,14 @@ TEST_F(CliRoundTrip, TruncatedModelIsAClearErrorNotACrash) {
 }
 
 TEST_F(CliRoundTrip, GenerateStreamsTextAndReportsTokPerSecond) {
-  RunResult r = run_hetmoe(dir_, "generate -m " + kData + "/gpt-oss-tiny.gguf -p \"Hello world\" -n 12 --seed 1");
+  RunResult r = run_hetmoe(dir_, "generate -m " + kData + "/gpt-oss-tiny.gguf -p \"Hello world\" -n 12 --seed 1 --raw");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out.rfind("Hello world", 0), 0u) << r.out;
   EXPECT_GT(r.out.size(), std::string("Hello world\n").size());
   EXPECT_NE(r.err.find("decode"), std::string::npos);
   EXPECT_NE(r.err.find("tok/s"), std::string::npos);
   // Same seed → same text.
-  RunResult again = run_hetmoe(dir_, "generate -m " + kData + "/gpt-oss-tiny.gguf -p \"Hello world\" -n 12 --seed 1");
+  RunResult again = run_hetmoe(dir_, "generate -m " + kData + "/gpt-oss-tiny.gguf -p \"Hello world\" -n 12 --seed 1 --raw");
   EXPECT_EQ(again.out, r.out);
 }
 

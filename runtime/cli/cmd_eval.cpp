@@ -1,4 +1,4 @@
-// hetmoe eval -m MODEL --ids FILE --logits-out OUT.f32: teacher-forced logits with the reference forward pass.
+// hetmoe eval -m MODEL --ids FILE --logits-out OUT.f32: teacher-forced logits (CPU path, or --reference).
 #include <fmt/format.h>
 
 #include <cerrno>
@@ -9,7 +9,7 @@
 #include "profiler/memory.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
-#include "runtime/forward_reference.h"
+#include "runtime/forward_factory.h"
 #include "runtime/model.h"
 #include "runtime/token_ids.h"
 
@@ -23,6 +23,7 @@ struct EvalArgs {
   int num_threads = default_num_threads();
   uint32_t context_length = 0;  // 0: the number of ids, at least 8192 (capped at the model's context)
   std::string kv_type = "f16";
+  bool use_reference = false;
 };
 
 int run_eval(const EvalArgs& args) {
@@ -41,7 +42,12 @@ int run_eval(const EvalArgs& args) {
     return report_error("eval", make_error(ErrorCode::kInvalidArgument,
                                            fmt::format("{} has {} tokens but the context is {} (--ctx)",
                                                        args.ids_path, num_tokens, ctx)));
-  auto forward = ReferenceForward::create(*model, ctx, *kv_type, args.num_threads);  // eval: always the oracle for now
+  ForwardOptions options;
+  options.context_length = ctx;
+  options.kv_type = *kv_type;
+  options.num_threads = args.num_threads;
+  options.use_reference = args.use_reference;
+  auto forward = create_forward(*model, options);
   if (!forward) return report_error("eval", forward.error());
   const double t_loaded = profiler::now_seconds();
 
@@ -54,7 +60,7 @@ int run_eval(const EvalArgs& args) {
   std::vector<float> logits(hp.vocab_size);  // (vocab_size) one row
   int rc = 0;
   for (uint32_t i = 0; i < num_tokens && rc == 0; ++i) {
-    if (auto s = forward->forward((*ids)[i], logits); !s) {
+    if (auto s = (*forward)->forward((*ids)[i], logits); !s) {
       rc = report_error("eval", s.error());
     } else if (std::fwrite(logits.data(), sizeof(float), logits.size(), out) != logits.size()) {
       rc = report_error("eval", make_error(ErrorCode::kIo, fmt::format("{}: write failed: {}", tmp_path,
@@ -74,10 +80,11 @@ int run_eval(const EvalArgs& args) {
                                                                        ec.message())));
   const double t_end = profiler::now_seconds();
   fmt::print(stderr,
-             "eval: {} tokens x {} logits -> {} | load {:.2f} s | eval {:.2f} s ({:.2f} tok/s, {} threads, reference "
-             "path) | peak RSS {}\n",
+             "eval: {} tokens x {} logits -> {} | load {:.2f} s | eval {:.2f} s ({:.2f} tok/s, {} threads, {} path) | "
+             "peak RSS {}\n",
              num_tokens, hp.vocab_size, args.logits_path, t_loaded - t_start, t_end - t_loaded,
-             num_tokens / std::max(t_end - t_loaded, 1e-9), args.num_threads, format_bytes(profiler::peak_rss_bytes()));
+             num_tokens / std::max(t_end - t_loaded, 1e-9), args.num_threads, forward_path_name(options),
+             format_bytes(profiler::peak_rss_bytes()));
   return 0;
 }
 
@@ -94,6 +101,7 @@ void add_eval_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-c,--ctx", args->context_length, "Context length (default: max(8192, n_tokens))")
       ->check(CLI::Range(1u, 1u << 24));
   cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  cmd->add_flag("--reference", args->use_reference, "Run the scalar reference forward pass (the correctness oracle)");
   cmd->callback([args, &exit_code] { exit_code = run_eval(*args); });
 }
 

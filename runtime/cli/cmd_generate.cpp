@@ -1,6 +1,8 @@
-// hetmoe generate [-m MODEL] -p TEXT -n N: raw completion, streamed to stdout; timings on stderr.
-// With no model given, the synthetic tiny model (hetmoe synth --preset tiny) is written to the cache directory
-// once and used, so a fresh clone can run end to end without a download.
+// hetmoe generate [-m MODEL] -p TEXT -n N: the answer to a one-turn harmony conversation (system message with the
+// reasoning effort, optional developer instructions from --system, the prompt as the user message), streamed to
+// stdout: only the final channel, unless --show-reasoning. --raw: plain completion of the prompt text instead.
+// Timings on stderr. With no model given, the synthetic tiny model (hetmoe synth --preset tiny) is written to the
+// cache directory once and used, so a fresh clone can run end to end without a download.
 #include <fmt/format.h>
 
 #include <cstdio>
@@ -8,12 +10,14 @@
 #include <filesystem>
 #include <optional>
 #include <random>
+#include <unistd.h>
 
 #include "profiler/memory.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/forward_factory.h"
 #include "runtime/generation.h"
+#include "runtime/harmony.h"
 #include "runtime/model.h"
 #include "runtime/sampler.h"
 #include "runtime/synth.h"
@@ -33,6 +37,11 @@ struct GenerateArgs {
   std::string kv_type = "f16";
   bool parse_special = false;
   bool use_reference = false;
+  bool raw = false;
+  std::string system;            // developer instructions (harmony)
+  std::string reasoning = "medium";
+  std::string date;              // current date in the system message (default: today)
+  bool show_reasoning = false;
 };
 
 /// $HETMOE_CACHE_DIR, else $XDG_CACHE_HOME/hetmoe, else $HOME/.cache/hetmoe, else ./.hetmoe-cache.
@@ -77,7 +86,25 @@ int run_generate(const GenerateArgs& args) {
   auto tokenizer = Tokenizer::from_gguf(*model->file);
   if (!tokenizer) return report_error("generate", tokenizer.error());
 
-  const std::vector<int32_t> prompt_ids = tokenizer->encode(args.prompt, args.parse_special);
+  auto reasoning = harmony::parse_reasoning_effort(args.reasoning);
+  if (!reasoning) {
+    return report_error("generate", make_error(ErrorCode::kInvalidArgument,
+                                               fmt::format("--reasoning {}: expected low, medium or high",
+                                                           args.reasoning)));
+  }
+  std::vector<int32_t> prompt_ids;
+  if (args.raw) {
+    prompt_ids = tokenizer->encode(args.prompt, args.parse_special);
+  } else {
+    harmony::Conversation conversation;
+    conversation.options.reasoning = *reasoning;
+    conversation.options.developer_instructions = args.system;
+    conversation.options.current_date = args.date;
+    conversation.messages.push_back(harmony::Message{"user", "", "", "", args.prompt});
+    auto rendered = harmony::render_for_completion(*tokenizer, conversation);
+    if (!rendered) return report_error("generate", rendered.error());
+    prompt_ids = std::move(*rendered);
+  }
   ForwardOptions forward_options;
   forward_options.context_length = args.context_length;
   forward_options.kv_type = *kv_type;
@@ -96,10 +123,30 @@ int run_generate(const GenerateArgs& args) {
   std::vector<float> logits(model->hparams.vocab_size);  // (vocab_size)
   StreamDecoder stream(*tokenizer);
   Status stream_error;
+  std::optional<harmony::Parser> parser;
+  if (!args.raw) {
+    auto created = harmony::Parser::create(*tokenizer);
+    if (!created) return report_error("generate", created.error());
+    parser.emplace(std::move(*created));
+  }
+  harmony::DisplayFormatter display(args.show_reasoning, isatty(STDOUT_FILENO) != 0);
+  std::vector<harmony::Event> events;
+  auto print_events = [&] {
+    for (const harmony::Event& event : events) fmt::print("{}", display.format(event));
+    std::fflush(stdout);
+    events.clear();
+  };
 
-  fmt::print("{}", args.prompt);
-  std::fflush(stdout);
+  if (args.raw) {
+    fmt::print("{}", args.prompt);
+    std::fflush(stdout);
+  }
   auto stats = generate_tokens(**forward, sampler, prompt_ids, args.num_predict, stop_ids, logits, [&](int32_t token) {
+    if (parser) {
+      parser->push(token, &events);
+      print_events();
+      return true;
+    }
     auto piece = stream.push(token);
     if (!piece) {
       stream_error = piece.error();
@@ -111,7 +158,14 @@ int run_generate(const GenerateArgs& args) {
   });
   if (!stats) return report_error("generate", stats.error());
   if (!stream_error) return report_error("generate", stream_error.error());
-  fmt::print("{}\n", stream.flush());
+  if (parser) {
+    if (stats->stop_token) parser->push(*stats->stop_token, &events);
+    parser->finish(&events);
+    print_events();
+    fmt::print("\n");
+  } else {
+    fmt::print("{}\n", stream.flush());
+  }
 
   fmt::print(stderr,
              "\nmodel {} | load {:.2f} s | prefill {} tokens in {:.2f} s ({:.2f} tok/s) | decode {} tokens in {:.2f} s "
@@ -125,8 +179,9 @@ int run_generate(const GenerateArgs& args) {
 }  // namespace
 
 void add_generate_command(CLI::App& app, int& exit_code) {
-  auto* cmd = app.add_subcommand("generate", "Raw text completion, streamed to stdout (load time, prefill and decode "
-                                             "tok/s on stderr). Without -m, uses a synthetic tiny model.");
+  auto* cmd = app.add_subcommand("generate", "Answer a prompt as a one-turn harmony chat (or --raw: plain completion), "
+                                             "streamed to stdout; load time, prefill and decode tok/s on stderr. "
+                                             "Without -m, uses a synthetic tiny model.");
   auto args = std::make_shared<GenerateArgs>();
   auto seed = std::make_shared<uint64_t>(0);
   cmd->add_option("-m,--model", args->model_path, "GGUF model file (default: the synthetic tiny model, made once)");
@@ -143,7 +198,16 @@ void add_generate_command(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(1u, 1u << 24))
       ->capture_default_str();
   cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
-  cmd->add_flag("--parse-special", args->parse_special, "Turn special-token text like <|start|> into its token");
+  cmd->add_flag("--raw", args->raw, "Plain completion of the prompt text (no harmony conversation)");
+  cmd->add_option("--system", args->system, "Instructions for the model (the harmony developer message)");
+  cmd->add_option("--reasoning", args->reasoning, "Reasoning effort in the system message: low, medium or high")
+      ->check(CLI::IsMember({"low", "medium", "high"}))
+      ->capture_default_str();
+  cmd->add_option("--date", args->date, "Current date in the system message, YYYY-MM-DD (default: today)");
+  cmd->add_flag("--show-reasoning", args->show_reasoning,
+                "Also print the analysis and commentary channels (dimmed on a terminal)");
+  cmd->add_flag("--parse-special", args->parse_special,
+                "With --raw: turn special-token text like <|start|> into its token");
   cmd->add_flag("--reference", args->use_reference, "Run the scalar reference forward pass (the correctness oracle)");
   cmd->callback([args, seed, seed_opt, &exit_code] {
     if (seed_opt->count() > 0) args->seed = *seed;

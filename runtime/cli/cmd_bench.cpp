@@ -1,0 +1,248 @@
+// hetmoe bench: prefill (pp N) and decode (tg N) throughput at context depths, like llama-bench, plus the measured
+// memory read bandwidth, bytes read per decoded token and the roofline fraction.
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <random>
+
+#include "placement/traffic.h"
+#include "profiler/bandwidth.h"
+#include "profiler/memory.h"
+#include "runtime/cli/cli_util.h"
+#include "runtime/cli/commands.h"
+#include "runtime/forward_factory.h"
+#include "runtime/model.h"
+
+namespace hetmoe::cli {
+namespace {
+
+struct BenchArgs {
+  std::string model_path;
+  std::vector<int> num_prompt = {512};
+  std::vector<int> num_gen = {128};
+  std::vector<int> depths = {0};
+  std::vector<int> threads = {default_num_threads()};
+  int num_reps = 5;
+  std::string output = "md";
+  std::string kv_type = "f16";
+  bool use_reference = false;
+};
+
+struct Row {
+  int n_prompt = 0, n_gen = 0, n_depth = 0, n_threads = 0;
+  std::vector<double> samples_ns;
+  double bandwidth = 0;        // bytes/s, measured in this run for n_threads
+  uint64_t bytes_per_token = 0;  // decode rows only
+  std::string path;
+
+  std::vector<double> samples_ts() const {
+    std::vector<double> ts;
+    const int n = n_gen > 0 ? n_gen : n_prompt;
+    for (double ns : samples_ns) ts.push_back(n / (ns * 1e-9));
+    return ts;
+  }
+};
+
+std::pair<double, double> mean_stddev(const std::vector<double>& v) {
+  if (v.empty()) return {0, 0};
+  double m = 0;
+  for (double x : v) m += x;
+  m /= static_cast<double>(v.size());
+  double ss = 0;
+  for (double x : v) ss += (x - m) * (x - m);
+  return {m, v.size() > 1 ? std::sqrt(ss / static_cast<double>(v.size() - 1)) : 0.0};
+}
+
+std::string test_name(const Row& r) {
+  std::string s = r.n_gen > 0 ? fmt::format("tg{}", r.n_gen) : fmt::format("pp{}", r.n_prompt);
+  if (r.n_depth > 0) s += fmt::format(" @ d{}", r.n_depth);
+  return s;
+}
+
+int run_bench(const BenchArgs& args) {
+  auto kv_type = parse_kv_cache_type(args.kv_type);
+  if (!kv_type) return report_error("bench", kv_type.error());
+  if (args.output != "md" && args.output != "csv" && args.output != "json")
+    return report_error("bench", make_error(ErrorCode::kInvalidArgument,
+                                            fmt::format("-o {}: expected md, csv or json", args.output)));
+  auto model = Model::load(args.model_path);
+  if (!model) return report_error("bench", model.error());
+  const ModelHparams& hp = model->hparams;
+
+  const uint64_t file_bytes = model->file->file_size();
+  const uint64_t available = profiler::mem_available_bytes();
+  if (available > 0 && file_bytes > available)
+    fmt::print(stderr,
+               "hetmoe bench: warning: the model ({}) does not fit in available memory ({}): weights are re-read from "
+               "disk every token (page-cache thrashing), so these figures measure the disk, not hetmoe\n",
+               format_bytes(file_bytes), format_bytes(available));
+
+  int max_p = 0, max_n = 0, max_d = 0;
+  for (int p : args.num_prompt) max_p = std::max(max_p, p);
+  for (int n : args.num_gen) max_n = std::max(max_n, n);
+  for (int d : args.depths) max_d = std::max(max_d, d);
+  const auto ctx = static_cast<uint32_t>(std::max(max_d + std::max(max_p, max_n) + 1, 16));
+  if (ctx > hp.context_length)
+    return report_error("bench", make_error(ErrorCode::kInvalidArgument,
+                                            fmt::format("depth {} + {} tokens exceed the model's context {}", max_d,
+                                                        std::max(max_p, max_n), hp.context_length)));
+
+  std::mt19937 rng(1234);
+  std::uniform_int_distribution<int32_t> token_dist(0, static_cast<int32_t>(hp.vocab_size) - 1);
+  std::vector<int32_t> tokens(static_cast<size_t>(max_d + max_p + max_n + 1));
+  for (auto& t : tokens) t = token_dist(rng);
+  std::vector<float> logits(hp.vocab_size);  // (vocab_size)
+
+  std::vector<Row> rows;
+  for (int num_threads : args.threads) {
+    ForwardOptions options;
+    options.context_length = ctx;
+    options.kv_type = *kv_type;
+    options.num_threads = num_threads;
+    options.use_reference = args.use_reference;
+    options.rollback_slots = static_cast<uint32_t>(std::max(max_p, max_n) + 1);
+    auto forward = create_forward(*model, options);
+    if (!forward) return report_error("bench", forward.error());
+    ForwardPass& fwd = **forward;
+    const double bandwidth = profiler::measure_read_bandwidth(1ull << 30, num_threads);
+    const std::string path = forward_path_name(options);
+    for (int depth : args.depths) {
+      // Fill the context to `depth` once (untimed); every repetition then truncates back to it.
+      fwd.reset();
+      const std::span<const int32_t> all(tokens);
+      if (depth > 0) {
+        const double t0 = profiler::now_seconds();
+        if (auto s = fwd.forward_batch(all.subspan(0, depth), {}); !s) return report_error("bench", s.error());
+        fmt::print(stderr, "hetmoe bench: filled depth {} in {:.1f} s\n", depth, profiler::now_seconds() - t0);
+      }
+      const auto measure = [&](Row row, const std::function<Status()>& body) -> Status {
+        for (int rep = -1; rep < args.num_reps; ++rep) {  // rep -1 is the warm-up
+          HETMOE_RETURN_IF_ERROR(fwd.truncate(static_cast<uint32_t>(depth)));
+          const auto t0 = std::chrono::steady_clock::now();
+          HETMOE_RETURN_IF_ERROR(body());
+          const auto ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+          if (rep >= 0) row.samples_ns.push_back(ns);
+        }
+        rows.push_back(std::move(row));
+        return {};
+      };
+      for (int p : args.num_prompt) {
+        if (p <= 0) continue;
+        Row row{p, 0, depth, num_threads, {}, bandwidth, 0, path};
+        auto s = measure(row, [&] { return fwd.forward_batch(all.subspan(depth, p), logits); });
+        if (!s) return report_error("bench", s.error());
+      }
+      for (int n : args.num_gen) {
+        if (n <= 0) continue;
+        Row row{0, n, depth, num_threads, {}, bandwidth, 0, path};
+        row.bytes_per_token = placement::decode_traffic(*model, static_cast<uint32_t>(depth + n / 2), *kv_type).total();
+        auto s = measure(row, [&]() -> Status {
+          for (int i = 0; i < n; ++i) HETMOE_RETURN_IF_ERROR(fwd.forward(tokens[depth + i], logits));
+          return {};
+        });
+        if (!s) return report_error("bench", s.error());
+      }
+    }
+  }
+
+  const uint64_t peak_rss = profiler::peak_rss_bytes();
+  const uint64_t anon_rss = profiler::rss_anon_bytes();
+  uint64_t num_params = 0;
+  for (const auto& t : model->file->tensors()) num_params += t.num_elements;
+  const std::string model_type = fmt::format("gpt-oss {}L {}x{}E", hp.num_layers, hp.num_experts,
+                                             hp.num_experts_used);
+  const auto roofline = [](const Row& r, double avg_ts) {
+    return r.bytes_per_token > 0 && r.bandwidth > 0 ? avg_ts / (r.bandwidth / static_cast<double>(r.bytes_per_token))
+                                                    : 0.0;
+  };
+
+  if (args.output == "json") {
+    nlohmann::json out = nlohmann::json::array();
+    for (const Row& r : rows) {
+      const auto ts = r.samples_ts();
+      const auto [avg_ts, sd_ts] = mean_stddev(ts);
+      const auto [avg_ns, sd_ns] = mean_stddev(r.samples_ns);
+      nlohmann::json j = {{"model_filename", args.model_path}, {"model_type", model_type},
+                          {"model_size", file_bytes}, {"model_n_params", num_params},
+                          {"backend", r.path}, {"n_threads", r.n_threads}, {"type_k", args.kv_type},
+                          {"type_v", args.kv_type}, {"n_prompt", r.n_prompt}, {"n_gen", r.n_gen},
+                          {"n_depth", r.n_depth}, {"avg_ns", avg_ns}, {"stddev_ns", sd_ns}, {"avg_ts", avg_ts},
+                          {"stddev_ts", sd_ts}, {"samples_ns", r.samples_ns}, {"samples_ts", ts},
+                          {"peak_rss_bytes", peak_rss}, {"rss_anon_bytes", anon_rss},
+                          {"mem_read_bw_gbs", r.bandwidth / 1e9}};
+      if (r.n_gen > 0) {
+        j["bytes_per_token"] = r.bytes_per_token;
+        j["roofline_fraction"] = roofline(r, avg_ts);
+      } else {
+        j["bytes_per_token"] = nullptr;
+        j["roofline_fraction"] = nullptr;
+      }
+      out.push_back(std::move(j));
+    }
+    fmt::print("{}\n", out.dump(2));
+  } else if (args.output == "csv") {
+    fmt::print("model_type,backend,n_threads,n_prompt,n_gen,n_depth,avg_ts,stddev_ts,bytes_per_token,mem_read_bw_gbs,"
+               "roofline_fraction,peak_rss_bytes\n");
+    for (const Row& r : rows) {
+      const auto [avg_ts, sd_ts] = mean_stddev(r.samples_ts());
+      fmt::print("\"{}\",\"{}\",{},{},{},{},{:.3f},{:.3f},{},{:.2f},{:.3f},{}\n", model_type, r.path, r.n_threads,
+                 r.n_prompt, r.n_gen, r.n_depth, avg_ts, sd_ts, r.bytes_per_token, r.bandwidth / 1e9,
+                 roofline(r, avg_ts), peak_rss);
+    }
+  } else {
+    fmt::print("| model | size | params | backend | threads | test | t/s | read GB/s | GB/token | roofline |\n");
+    fmt::print("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for (const Row& r : rows) {
+      const auto [avg_ts, sd_ts] = mean_stddev(r.samples_ts());
+      fmt::print("| {} | {} | {:.2f} B | {} | {} | {} | {:.2f} ± {:.2f} | {:.1f} | {} | {} |\n", model_type,
+                 format_bytes(file_bytes), static_cast<double>(num_params) / 1e9, r.path, r.n_threads, test_name(r),
+                 avg_ts, sd_ts, r.bandwidth / 1e9,
+                 r.n_gen > 0 ? fmt::format("{:.3f}", static_cast<double>(r.bytes_per_token) / 1e9) : "-",
+                 r.n_gen > 0 ? fmt::format("{:.0f} %", 100.0 * roofline(r, avg_ts)) : "-");
+    }
+    fmt::print("\npeak RSS {} (anonymous, i.e. beyond the mapped weights: {})\n", format_bytes(peak_rss),
+               format_bytes(anon_rss));
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("bench", "Prefill (pp N) and decode (tg N) tok/s at context depths, like llama-bench, "
+                                          "with memory bandwidth and roofline");
+  auto args = std::make_shared<BenchArgs>();
+  cmd->add_option("-m,--model", args->model_path, "GGUF model file")->required();
+  cmd->add_option("-p,--n-prompt", args->num_prompt, "Prompt lengths for pp tests (0 = none)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("-n,--n-gen", args->num_gen, "Generation lengths for tg tests (0 = none)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("-d,--n-depth", args->depths, "Context depths (tokens already in the KV cache)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("-r,--repetitions", args->num_reps, "Repetitions per test (after one warm-up)")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  cmd->add_option("-t,--threads", args->threads, "Thread counts")->delimiter(',')->capture_default_str();
+  cmd->add_option("-o,--output", args->output, "Output format: md, csv or json")->capture_default_str();
+  cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  cmd->add_flag("--reference", args->use_reference, "Benchmark the scalar reference path");
+  cmd->callback([args, &exit_code] {
+    for (int v : args->num_prompt) if (v < 0 || v > (1 << 20)) exit_code = 2;
+    for (int v : args->num_gen) if (v < 0 || v > (1 << 20)) exit_code = 2;
+    for (int v : args->depths) if (v < 0 || v > (1 << 24)) exit_code = 2;
+    for (int v : args->threads) if (v < 1 || v > 4096) exit_code = 2;
+    if (exit_code == 2) {
+      fmt::print(stderr, "hetmoe bench: -p/-n must be in 0..1048576, -d in 0..16777216, -t in 1..4096\n");
+      return;
+    }
+    exit_code = run_bench(*args);
+  });
+}
+
+}  // namespace hetmoe::cli
