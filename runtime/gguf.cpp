@@ -1,5 +1,7 @@
 #include "runtime/gguf.h"
 
+#include "profiler/bandwidth.h"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -9,6 +11,7 @@
 #include <bit>
 #include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -556,7 +559,28 @@ File::File(File&&) noexcept = default;
 File& File::operator=(File&&) noexcept = default;
 File::~File() = default;
 
-Expected<File> File::open(const std::string& path) {
+namespace {
+
+/// Reads the whole of `fd` (size bytes) into `dst`, dropping the page cache behind each chunk so the copy does not
+/// hold the file twice in memory.
+Status read_whole_file(int fd, const std::string& path, uint8_t* dst, uint64_t size) {
+  constexpr uint64_t kChunk = 64ull << 20;
+  for (uint64_t off = 0; off < size;) {
+    const uint64_t want = std::min(kChunk, size - off);
+    const ssize_t got = ::pread(fd, dst + off, static_cast<size_t>(want), static_cast<off_t>(off));
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0)
+      return make_error(ErrorCode::kIo, path + ": read failed at offset " + std::to_string(off) + ": " +
+                                            (got == 0 ? std::string("unexpected end of file") : std::strerror(errno)));
+    ::posix_fadvise(fd, static_cast<off_t>(off), got, POSIX_FADV_DONTNEED);
+    off += static_cast<uint64_t>(got);
+  }
+  return {};
+}
+
+}  // namespace
+
+Expected<File> File::open(const std::string& path, LoadMode mode) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return make_error(ErrorCode::kIo, path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
@@ -572,7 +596,30 @@ Expected<File> File::open(const std::string& path) {
   File file;
   file.path_ = path;
   file.size_ = static_cast<uint64_t>(st.st_size);
-  if (file.size_ > 0) {
+  if (mode == LoadMode::kAuto) {
+    const uint64_t available = profiler::mem_available_bytes();
+    mode = available > (2ull << 30) && file.size_ < available - (2ull << 30) ? LoadMode::kMemory : LoadMode::kMmap;
+  }
+  if (file.size_ > 0 && mode == LoadMode::kMemory) {
+    constexpr uint64_t kHugePage = 2ull << 20;
+    const auto bytes = static_cast<size_t>((file.size_ + kHugePage - 1) / kHugePage * kHugePage);
+    void* addr = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (addr == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      return make_error(ErrorCode::kIo, path + ": cannot allocate " + std::to_string(bytes) +
+                                            " bytes to load the file (try mmap): " + std::strerror(err));
+    }
+    file.mapping_ = std::make_unique<Mapping>(addr, bytes);
+    ::madvise(addr, bytes, MADV_HUGEPAGE);  // advice only: without THP the copy still works
+    if (Status s = read_whole_file(fd, path, static_cast<uint8_t*>(addr), file.size_); !s) {
+      ::close(fd);
+      return s.error();
+    }
+    ::mprotect(addr, bytes, PROT_READ);  // the weights are read-only from here on
+    file.base_ = static_cast<const uint8_t*>(addr);
+    file.in_memory_ = true;
+  } else if (file.size_ > 0) {
     void* addr = ::mmap(nullptr, static_cast<size_t>(file.size_), PROT_READ, MAP_PRIVATE, fd, 0);
     if (addr == MAP_FAILED) {
       const int err = errno;

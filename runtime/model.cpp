@@ -184,8 +184,8 @@ Expected<ModelHparams> read_hparams(const gguf::File& f) {
   return hp;
 }
 
-Expected<Model> Model::load(const std::string& path) {
-  auto file = gguf::File::open(path);
+Expected<Model> Model::load(const std::string& path, gguf::File::LoadMode mode) {
+  auto file = gguf::File::open(path, mode);
   if (!file) return file.error();
   return from_file(std::move(*file));
 }

@@ -91,7 +91,9 @@ struct Model {
   /// general.architecture is not "gpt-oss" or rope.scaling.type is neither absent, "none" nor "yarn";
   /// kMissing for a missing key or tensor (named); kShape for a tensor whose shape or type does not fit
   /// (names the tensor, the shape found and the shape expected); kFormat for out-of-range hparams.
-  static Expected<Model> load(const std::string& path);
+  /// `mode`: how the file's bytes are made addressable (gguf::File::LoadMode; kAuto copies the weights into
+  /// huge-page memory when they fit in RAM, else maps the file).
+  static Expected<Model> load(const std::string& path, gguf::File::LoadMode mode = gguf::File::LoadMode::kAuto);
   /// Same, from an already-opened file.
   static Expected<Model> from_file(gguf::File file);
 };

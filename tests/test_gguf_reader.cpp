@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <span>
 #include <string>
@@ -1004,6 +1005,43 @@ TEST(GgufReaderSweep, EveryByteFlippedParsesOrFailsCleanly) {
   }
   EXPECT_GT(failures, 0u);
   EXPECT_LT(failures, bytes.size());  // flips inside tensor data and padding still parse
+}
+
+}  // namespace
+}  // namespace hetmoe::gguf
+
+namespace hetmoe::gguf {
+namespace {
+
+TEST(GgufReaderLoadModes, MemoryAndMmapGiveTheSameTensorBytes) {
+  const std::string path = std::string(HETMOE_TEST_DATA_DIR) + "/gpt-oss-tiny.gguf";
+  auto mapped = File::open(path, File::LoadMode::kMmap);
+  auto loaded = File::open(path, File::LoadMode::kMemory);
+  auto automatic = File::open(path, File::LoadMode::kAuto);
+  ASSERT_TRUE(mapped.has_value() && loaded.has_value() && automatic.has_value());
+  EXPECT_FALSE(mapped->in_memory());
+  EXPECT_TRUE(loaded->in_memory());
+  EXPECT_TRUE(automatic->in_memory());  // 6.5 MB fits in any test machine's RAM
+  ASSERT_EQ(mapped->tensors().size(), loaded->tensors().size());
+  for (size_t i = 0; i < mapped->tensors().size(); ++i) {
+    const TensorInfo& a = mapped->tensors()[i];
+    const TensorInfo& b = loaded->tensors()[i];
+    ASSERT_EQ(a.num_bytes, b.num_bytes);
+    ASSERT_NE(a.data, b.data);
+    ASSERT_EQ(std::memcmp(a.data, b.data, a.num_bytes), 0) << a.name;
+  }
+}
+
+TEST(GgufReaderLoadModes, TruncatedFileLoadedIntoMemoryIsTheSameFormatError) {
+  const std::string path = std::string(HETMOE_TEST_DATA_DIR) + "/gpt-oss-tiny.gguf";
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string cut = ::testing::TempDir() + "/cut-memory.gguf";
+  std::ofstream(cut, std::ios::binary).write(bytes.data(), 1 << 20);
+  auto f = File::open(cut, File::LoadMode::kMemory);
+  ASSERT_FALSE(f.has_value());
+  EXPECT_EQ(f.error().code, ErrorCode::kFormat);
+  EXPECT_NE(f.error().message.find("token_embd.weight"), std::string::npos) << f.error().message;
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "runtime/expected.h"
+#include "runtime/gguf.h"
 
 namespace hetmoe::cli {
 
@@ -31,5 +32,17 @@ inline int default_num_threads() {
   const unsigned n = std::thread::hardware_concurrency();
   return n > 0 ? static_cast<int>(n) : 1;
 }
+
+/// --load: "auto" (weights copied into huge-page memory when they fit in RAM), "mmap" or "memory".
+inline Expected<gguf::File::LoadMode> parse_load_mode(std::string_view text) {
+  if (text == "auto") return gguf::File::LoadMode::kAuto;
+  if (text == "mmap") return gguf::File::LoadMode::kMmap;
+  if (text == "memory") return gguf::File::LoadMode::kMemory;
+  return make_error(ErrorCode::kInvalidArgument,
+                    fmt::format("--load {}: expected auto, mmap or memory", text));
+}
+
+inline constexpr const char* kLoadHelp =
+    "How weights are loaded: auto (copied into huge-page memory when they fit in RAM: faster decode), mmap, memory";
 
 }  // namespace hetmoe::cli

@@ -28,6 +28,7 @@ struct BenchArgs {
   int num_reps = 5;
   std::string output = "md";
   std::string kv_type = "f16";
+  std::string load = "auto";
   bool use_reference = false;
 };
 
@@ -68,7 +69,9 @@ int run_bench(const BenchArgs& args) {
   if (args.output != "md" && args.output != "csv" && args.output != "json")
     return report_error("bench", make_error(ErrorCode::kInvalidArgument,
                                             fmt::format("-o {}: expected md, csv or json", args.output)));
-  auto model = Model::load(args.model_path);
+  auto load_mode = parse_load_mode(args.load);
+  if (!load_mode) return report_error("bench", load_mode.error());
+  auto model = Model::load(args.model_path, *load_mode);
   if (!model) return report_error("bench", model.error());
   const ModelHparams& hp = model->hparams;
 
@@ -150,6 +153,10 @@ int run_bench(const BenchArgs& args) {
 
   const uint64_t peak_rss = profiler::peak_rss_bytes();
   const uint64_t anon_rss = profiler::rss_anon_bytes();
+  // Resident memory beyond the weights (and the KV cache, which is anonymous too): anonymous RSS minus the weights
+  // when they were loaded into memory (mapped weights are file-backed and not in the anonymous count).
+  const bool in_memory = model->file->in_memory();
+  const uint64_t beyond_weights = anon_rss - std::min(anon_rss, in_memory ? file_bytes : 0);
   uint64_t num_params = 0;
   for (const auto& t : model->file->tensors()) num_params += t.num_elements;
   const std::string model_type = fmt::format("gpt-oss {}L {}x{}E", hp.num_layers, hp.num_experts,
@@ -172,6 +179,8 @@ int run_bench(const BenchArgs& args) {
                           {"n_depth", r.n_depth}, {"avg_ns", avg_ns}, {"stddev_ns", sd_ns}, {"avg_ts", avg_ts},
                           {"stddev_ts", sd_ts}, {"samples_ns", r.samples_ns}, {"samples_ts", ts},
                           {"peak_rss_bytes", peak_rss}, {"rss_anon_bytes", anon_rss},
+                          {"rss_beyond_weights_bytes", beyond_weights},
+                          {"weights_load", in_memory ? "memory" : "mmap"},
                           {"mem_read_bw_gbs", r.bandwidth / 1e9}};
       if (r.n_gen > 0) {
         j["bytes_per_token"] = r.bytes_per_token;
@@ -203,8 +212,9 @@ int run_bench(const BenchArgs& args) {
                  r.n_gen > 0 ? fmt::format("{:.3f}", static_cast<double>(r.bytes_per_token) / 1e9) : "-",
                  r.n_gen > 0 ? fmt::format("{:.0f} %", 100.0 * roofline(r, avg_ts)) : "-");
     }
-    fmt::print("\npeak RSS {} (anonymous, i.e. beyond the mapped weights: {})\n", format_bytes(peak_rss),
-               format_bytes(anon_rss));
+    fmt::print("\nweights {} ({}); peak RSS {}; resident beyond the weights (KV cache and buffers included): {}\n",
+               format_bytes(file_bytes), in_memory ? "loaded into huge-page memory" : "memory-mapped",
+               format_bytes(peak_rss), format_bytes(beyond_weights));
   }
   return 0;
 }
@@ -231,6 +241,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-t,--threads", args->threads, "Thread counts")->delimiter(',')->capture_default_str();
   cmd->add_option("-o,--output", args->output, "Output format: md, csv or json")->capture_default_str();
   cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  cmd->add_option("--load", args->load, kLoadHelp)->capture_default_str();
   cmd->add_flag("--reference", args->use_reference, "Benchmark the scalar reference path");
   cmd->callback([args, &exit_code] {
     for (int v : args->num_prompt) if (v < 0 || v > (1 << 20)) exit_code = 2;

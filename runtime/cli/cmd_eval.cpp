@@ -23,6 +23,7 @@ struct EvalArgs {
   int num_threads = default_num_threads();
   uint32_t context_length = 0;  // 0: the number of ids, at least 8192 (capped at the model's context)
   std::string kv_type = "f16";
+  std::string load = "auto";
   bool use_reference = false;
 };
 
@@ -30,7 +31,9 @@ int run_eval(const EvalArgs& args) {
   const double t_start = profiler::now_seconds();
   auto kv_type = parse_kv_cache_type(args.kv_type);
   if (!kv_type) return report_error("eval", kv_type.error());
-  auto model = Model::load(args.model_path);
+  auto load_mode = parse_load_mode(args.load);
+  if (!load_mode) return report_error("eval", load_mode.error());
+  auto model = Model::load(args.model_path, *load_mode);
   if (!model) return report_error("eval", model.error());
   const ModelHparams& hp = model->hparams;
   auto ids = read_token_ids(args.ids_path, hp.vocab_size);
@@ -101,6 +104,7 @@ void add_eval_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-c,--ctx", args->context_length, "Context length (default: max(8192, n_tokens))")
       ->check(CLI::Range(1u, 1u << 24));
   cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  cmd->add_option("--load", args->load, kLoadHelp)->capture_default_str();
   cmd->add_flag("--reference", args->use_reference, "Run the scalar reference forward pass (the correctness oracle)");
   cmd->callback([args, &exit_code] { exit_code = run_eval(*args); });
 }

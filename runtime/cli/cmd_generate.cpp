@@ -35,6 +35,7 @@ struct GenerateArgs {
   int num_threads = default_num_threads();
   uint32_t context_length = 8192;
   std::string kv_type = "f16";
+  std::string load = "auto";
   bool parse_special = false;
   bool use_reference = false;
   bool raw = false;
@@ -81,7 +82,9 @@ int run_generate(const GenerateArgs& args) {
     if (!p) return report_error("generate", p.error());
     model_path = *p;
   }
-  auto model = Model::load(model_path);
+  auto load_mode = parse_load_mode(args.load);
+  if (!load_mode) return report_error("generate", load_mode.error());
+  auto model = Model::load(model_path, *load_mode);
   if (!model) return report_error("generate", model.error());
   auto tokenizer = Tokenizer::from_gguf(*model->file);
   if (!tokenizer) return report_error("generate", tokenizer.error());
@@ -168,9 +171,9 @@ int run_generate(const GenerateArgs& args) {
   }
 
   fmt::print(stderr,
-             "\nmodel {} | load {:.2f} s | prefill {} tokens in {:.2f} s ({:.2f} tok/s) | decode {} tokens in {:.2f} s "
+             "\nmodel {} | load {:.2f} s ({}) | prefill {} tokens in {:.2f} s ({:.2f} tok/s) | decode {} tokens in {:.2f} s "
              "({:.2f} tok/s) | {} threads, {} path, seed {} | peak RSS {}\n",
-             model_path, t_loaded - t_start, stats->num_prompt_tokens, stats->prefill_seconds,
+             model_path, t_loaded - t_start, model->file->in_memory() ? "into memory" : "mmap", stats->num_prompt_tokens, stats->prefill_seconds,
              stats->prefill_tok_per_s(), stats->num_generated, stats->decode_seconds, stats->decode_tok_per_s(),
              args.num_threads, forward_path_name(forward_options), seed, format_bytes(profiler::peak_rss_bytes()));
   return 0;
@@ -198,6 +201,7 @@ void add_generate_command(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(1u, 1u << 24))
       ->capture_default_str();
   cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  cmd->add_option("--load", args->load, kLoadHelp)->capture_default_str();
   cmd->add_flag("--raw", args->raw, "Plain completion of the prompt text (no harmony conversation)");
   cmd->add_option("--system", args->system, "Instructions for the model (the harmony developer message)");
   cmd->add_option("--reasoning", args->reasoning, "Reasoning effort in the system message: low, medium or high")
