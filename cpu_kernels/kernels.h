@@ -19,6 +19,8 @@ namespace hetmoe::cpu {
 
 /// Values per activation block (= the MXFP4 and Q8_0 weight block size).
 inline constexpr uint32_t kActBlockElems = 32;
+/// Largest head_dim the attention kernels accept.
+inline constexpr int64_t kMaxAttnHeadDim = 256;
 
 /// Activations quantized per 32 values for integer dot products (llama.cpp's Q8_0 CPU path does the same, but with
 /// an f16 d): value ≈ d · q[j], d = amax / 127 (f32, amax = max_j |x[j]|), q[j] = round-to-nearest-even(x[j] · (1/d))
@@ -87,6 +89,20 @@ struct KernelTable {
   /// Σ_i a[i] · b[i] and out[i] += a · v[i], all f32.
   float (*dot_f32)(const float* a, const float* b, int64_t n);
   void (*axpy_f32)(float a, const float* v, float* out, int64_t n);
+
+  /// Attention over num_keys consecutive KV-cache slots for one KV head and its group of query heads (GQA), K/V rows
+  /// of head_dim values (f16 or f32 as named) at `stride_bytes` from one slot to the next:
+  ///   scores[h * scores_stride + j] = scale · Σ_i q[h * head_dim + i] · K_j[i]     (attn_scores_*)
+  ///   out[h * head_dim + i] += Σ_j p[h * p_stride + j] · V_j[i]                     (attn_values_*)
+  /// for h in [0, group), j in [0, num_keys). head_dim ≤ 256. Each K/V row is converted once for the whole group.
+  void (*attn_scores_f16)(const float* q, int64_t group, const uint8_t* k, int64_t stride_bytes, int64_t num_keys,
+                          int64_t head_dim, float scale, float* scores, int64_t scores_stride);
+  void (*attn_values_f16)(const float* p, int64_t p_stride, int64_t group, const uint8_t* v, int64_t stride_bytes,
+                          int64_t num_keys, int64_t head_dim, float* out);
+  void (*attn_scores_f32)(const float* q, int64_t group, const uint8_t* k, int64_t stride_bytes, int64_t num_keys,
+                          int64_t head_dim, float scale, float* scores, int64_t scores_stride);
+  void (*attn_values_f32)(const float* p, int64_t p_stride, int64_t group, const uint8_t* v, int64_t stride_bytes,
+                          int64_t num_keys, int64_t head_dim, float* out);
 };
 
 /// The table of `isa`. Every ISA name exists; kScalar is always compiled, the others only on x86-64 builds

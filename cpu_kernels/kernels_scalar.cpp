@@ -119,6 +119,40 @@ void axpy_f16(float a, const uint16_t* v, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] += a * ref::f16_to_f32(v[i]);
 }
 
+/// K/V element i of a row: f16 (Half = true) or f32.
+template <bool Half>
+float kv_value(const uint8_t* row, int64_t i) {
+  if constexpr (Half) {
+    uint16_t h;
+    std::memcpy(&h, row + 2 * i, sizeof h);
+    return ref::f16_to_f32(h);
+  } else {
+    float f;
+    std::memcpy(&f, row + 4 * i, sizeof f);
+    return f;
+  }
+}
+
+template <bool Half>
+void attn_scores(const float* q, int64_t group, const uint8_t* k, int64_t stride_bytes, int64_t num_keys,
+                 int64_t head_dim, float scale, float* scores, int64_t scores_stride) {
+  for (int64_t j = 0; j < num_keys; ++j)
+    for (int64_t h = 0; h < group; ++h) {
+      float acc = 0.0f;
+      for (int64_t i = 0; i < head_dim; ++i) acc += q[h * head_dim + i] * kv_value<Half>(k + j * stride_bytes, i);
+      scores[h * scores_stride + j] = scale * acc;
+    }
+}
+
+template <bool Half>
+void attn_values(const float* p, int64_t p_stride, int64_t group, const uint8_t* v, int64_t stride_bytes,
+                 int64_t num_keys, int64_t head_dim, float* out) {
+  for (int64_t j = 0; j < num_keys; ++j)
+    for (int64_t h = 0; h < group; ++h)
+      for (int64_t i = 0; i < head_dim; ++i)
+        out[h * head_dim + i] += p[h * p_stride + j] * kv_value<Half>(v + j * stride_bytes, i);
+}
+
 float dot_f32(const float* a, const float* b, int64_t n) {
   float acc = 0.0f;
   for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
@@ -146,6 +180,10 @@ constexpr KernelTable kScalarTable{
     .axpy_f16 = axpy_f16,
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
+    .attn_scores_f16 = attn_scores<true>,
+    .attn_values_f16 = attn_values<true>,
+    .attn_scores_f32 = attn_scores<false>,
+    .attn_values_f32 = attn_values<false>,
 };
 
 }  // namespace

@@ -369,6 +369,40 @@ inline void axpy_f32(float a, const float* v, float* out, int64_t n) {
   axpy_weights<F32Weights>(a, reinterpret_cast<const uint8_t*>(v), out, n);
 }
 
+/// Converts one K/V row of the loader's type to f32 (head_dim values).
+template <class L>
+inline void load_row_f32(const uint8_t* src, int64_t n, float* dst) {
+  using fb = xsimd::batch<float, typename L::Arch>;
+  constexpr int64_t kLanes = fb::size;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) L::load(src + i * L::kBytes).store_unaligned(dst + i);
+  for (; i < n; ++i) dst[i] = L::value(src + i * L::kBytes);
+}
+
+template <class L>
+void attn_scores(const float* q, int64_t group, const uint8_t* k, int64_t stride_bytes, int64_t num_keys,
+                 int64_t head_dim, float scale, float* scores, int64_t scores_stride) {
+  alignas(64) float row[kMaxAttnHeadDim];  // (head_dim) K_j in f32
+  for (int64_t j = 0; j < num_keys; ++j) {
+    load_row_f32<L>(k + j * stride_bytes, head_dim, row);
+    for (int64_t h = 0; h < group; ++h)
+      scores[h * scores_stride + j] =
+          scale * dot_f32_weights<F32Weights>(q + h * head_dim, reinterpret_cast<const uint8_t*>(row), head_dim);
+  }
+}
+
+template <class L>
+void attn_values(const float* p, int64_t p_stride, int64_t group, const uint8_t* v, int64_t stride_bytes,
+                 int64_t num_keys, int64_t head_dim, float* out) {
+  alignas(64) float row[kMaxAttnHeadDim];  // (head_dim) V_j in f32
+  for (int64_t j = 0; j < num_keys; ++j) {
+    load_row_f32<L>(v + j * stride_bytes, head_dim, row);
+    for (int64_t h = 0; h < group; ++h)
+      axpy_weights<F32Weights>(p[h * p_stride + j], reinterpret_cast<const uint8_t*>(row), out + h * head_dim,
+                               head_dim);
+  }
+}
+
 // ---- the table ----------------------------------------------------------------------------------------------------
 
 constexpr KernelTable make_kernel_table(Isa isa) {
@@ -389,6 +423,10 @@ constexpr KernelTable make_kernel_table(Isa isa) {
       .axpy_f16 = axpy_f16,
       .dot_f32 = dot_f32,
       .axpy_f32 = axpy_f32,
+      .attn_scores_f16 = attn_scores<F16Weights>,
+      .attn_values_f16 = attn_values<F16Weights>,
+      .attn_scores_f32 = attn_scores<F32Weights>,
+      .attn_values_f32 = attn_values<F32Weights>,
   };
 }
 

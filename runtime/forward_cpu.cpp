@@ -78,11 +78,11 @@ Expected<std::unique_ptr<CpuForward>> CpuForward::create(const Model& model, con
                       fmt::format("max_batch_tokens {} is out of range (expected 1..4096)", options.max_batch_tokens));
   const ModelHparams& hp = model.hparams;
   if (hp.hidden_dim % cpu::kActBlockElems != 0 || hp.q_dim() % cpu::kActBlockElems != 0 ||
-      hp.expert_ffn_dim % cpu::kActBlockElems != 0)
+      hp.expert_ffn_dim % cpu::kActBlockElems != 0 || hp.head_dim > cpu::kMaxAttnHeadDim)
     return make_error(ErrorCode::kUnsupported,
                       fmt::format("the CPU path needs hidden ({}), q ({}) and expert FFN ({}) sizes that are multiples "
-                                  "of 32; use --reference",
-                                  hp.hidden_dim, hp.q_dim(), hp.expert_ffn_dim));
+                                  "of 32 and a head size ({}) of at most {}; use --reference",
+                                  hp.hidden_dim, hp.q_dim(), hp.expert_ffn_dim, hp.head_dim, cpu::kMaxAttnHeadDim));
   if (options.rollback_slots > (1u << 20))
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("rollback_slots {} is out of range (expected 0..{})", options.rollback_slots, 1u << 20));
@@ -288,15 +288,22 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
     const int slot = std::max(0, tbb::this_task_arena::current_thread_index());
     float* scores = &scores_[static_cast<size_t>(slot) * group * ctx];  // (group, num_keys)
     const float* q = &qkv_[static_cast<size_t>(t) * qkv_stride + static_cast<size_t>(g) * group * HD];
-    for (uint32_t j = 0; j < num_keys; ++j) {
-      const uint8_t* k = kv_.k_row(l, first + j, g);
-      for (uint32_t h = 0; h < group; ++h) {
-        const float dot = f16 ? kernels_->dot_f32_f16(q + h * HD, reinterpret_cast<const uint16_t*>(k), HD)
-                              : kernels_->dot_f32(q + h * HD, reinterpret_cast<const float*>(k), HD);
-        scores[static_cast<size_t>(h) * num_keys + j] = dot * scale;
-      }
-    }
     float* out = &attn_out_[static_cast<size_t>(t) * Q + static_cast<size_t>(g) * group * HD];
+    std::fill(out, out + group * HD, 0.0f);
+    // Positions [first, pos] lie in at most two runs of consecutive ring slots (the ring may wrap once).
+    const uint32_t capacity = kv_.capacity(l);
+    const auto stride = static_cast<int64_t>(kv_.slot_stride_bytes());
+    const auto for_each_run = [&](auto&& body) {
+      for (uint32_t j = 0; j < num_keys;) {
+        const uint32_t run = std::min(num_keys - j, capacity - (first + j) % capacity);
+        body(j, run);
+        j += run;
+      }
+    };
+    for_each_run([&](uint32_t j, uint32_t run) {
+      (f16 ? kernels_->attn_scores_f16 : kernels_->attn_scores_f32)(q, group, kv_.k_row(l, first + j, g), stride, run,
+                                                                     HD, scale, scores + j, num_keys);
+    });
     for (uint32_t h = 0; h < group; ++h) {
       float* s = &scores[static_cast<size_t>(h) * num_keys];
       const float sink = w.sinks[g * group + h];  // a raw logit, not scaled
@@ -309,19 +316,11 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
       }
       const auto inv_z = static_cast<float>(1.0 / z);
       for (uint32_t j = 0; j < num_keys; ++j) s[j] *= inv_z;
-      std::fill(out + h * HD, out + (h + 1) * HD, 0.0f);
     }
-    for (uint32_t j = 0; j < num_keys; ++j) {
-      const uint8_t* v = kv_.v_row(l, first + j, g);
-      for (uint32_t h = 0; h < group; ++h) {
-        const float p = scores[static_cast<size_t>(h) * num_keys + j];
-        if (f16) {
-          kernels_->axpy_f16(p, reinterpret_cast<const uint16_t*>(v), out + h * HD, HD);
-        } else {
-          kernels_->axpy_f32(p, reinterpret_cast<const float*>(v), out + h * HD, HD);
-        }
-      }
-    }
+    for_each_run([&](uint32_t j, uint32_t run) {
+      (f16 ? kernels_->attn_values_f16 : kernels_->attn_values_f32)(scores + j, num_keys, group,
+                                                                     kv_.v_row(l, first + j, g), stride, run, HD, out);
+    });
   });
 
   // 5. Output projection with bias, residual add.

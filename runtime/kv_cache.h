@@ -49,6 +49,8 @@ class KvCache {
     return v_.get() + slot_offset(layer_idx, pos, kv_head_idx);
   }
 
+  /// Bytes from one slot's row of a KV head to the next slot's (kv_dim · element size).
+  uint64_t slot_stride_bytes() const { return static_cast<uint64_t>(hp_.kv_dim()) * element_bytes_; }
   uint32_t context_length() const { return context_length_; }
   KvCacheType type() const { return type_; }
   /// Slots allocated for a layer: sliding_window + extra_sliding_slots (sliding layers, capped at the context) or

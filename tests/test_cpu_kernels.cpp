@@ -352,6 +352,41 @@ TEST_P(CpuKernelsTest, AttentionHelpersMatchDoubleSums) {
 }
 
 // The scalar variant against the oracle: proves the shared integer math (block layouts, nibble order, scales) right.
+// Group attention over a run of KV slots laid out like the cache (stride = kv_dim, the head's row inside it), on odd
+// shapes: 1..8 query heads per KV head, head sizes 32/64/72 (72: a tail past the vector width), 1..200 keys.
+TEST_P(CpuKernelsTest, GroupAttentionMatchesScalarVariant) {
+  for (int64_t group : {1, 3, 8}) {
+    for (int64_t head_dim : {32, 64, 72}) {
+      for (int64_t num_keys : {1, 7, 200}) {
+        const int64_t kv_heads = 2, kv_dim = kv_heads * head_dim;
+        const auto q = random_floats(group * head_dim, 31);
+        const auto kv = random_floats(num_keys * kv_dim, 32);
+        std::vector<uint16_t> kv16(kv.size());
+        for (size_t i = 0; i < kv.size(); ++i) kv16[i] = ref::f32_to_f16(kv[i]);
+        const auto p = random_floats(group * num_keys, 33);
+        for (bool half : {true, false}) {
+          // The second KV head's rows: offset head_dim elements into each slot.
+          const auto* base = half ? reinterpret_cast<const uint8_t*>(kv16.data() + head_dim)
+                                  : reinterpret_cast<const uint8_t*>(kv.data() + head_dim);
+          const int64_t stride = kv_dim * (half ? 2 : 4);
+          std::vector<float> want_s(group * num_keys), got_s(group * num_keys);
+          (half ? scalar().attn_scores_f16 : scalar().attn_scores_f32)(q.data(), group, base, stride, num_keys,
+                                                                       head_dim, 0.125f, want_s.data(), num_keys);
+          (half ? table().attn_scores_f16 : table().attn_scores_f32)(q.data(), group, base, stride, num_keys,
+                                                                     head_dim, 0.125f, got_s.data(), num_keys);
+          EXPECT_LE(nmse(want_s, got_s), kSimdVsScalarNmse) << group << " " << head_dim << " " << num_keys;
+          std::vector<float> want_o(group * head_dim, 0.5f), got_o(group * head_dim, 0.5f);
+          (half ? scalar().attn_values_f16 : scalar().attn_values_f32)(p.data(), num_keys, group, base, stride,
+                                                                       num_keys, head_dim, want_o.data());
+          (half ? table().attn_values_f16 : table().attn_values_f32)(p.data(), num_keys, group, base, stride,
+                                                                     num_keys, head_dim, got_o.data());
+          EXPECT_LE(nmse(want_o, got_o), kSimdVsScalarNmse) << group << " " << head_dim << " " << num_keys;
+        }
+      }
+    }
+  }
+}
+
 TEST(CpuKernelsScalar, GemvMatchesReferenceDotRow) {
   const KernelTable& scalar = kernel_table(Isa::kScalar);
   for (WType type : kAllTypes) {

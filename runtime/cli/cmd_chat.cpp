@@ -29,6 +29,7 @@
 
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/run_options.h"
 #include "runtime/forward_factory.h"
 #include "runtime/generation.h"
 #include "runtime/harmony.h"
@@ -46,12 +47,8 @@ struct ChatArgs {
   std::string date;
   bool hide_reasoning = false;
   int max_answer_tokens = 2048;
-  float temperature = 0.8f;
-  std::optional<uint64_t> seed;
-  int num_threads = default_num_threads();
-  uint32_t context_length = 8192;
-  std::string kv_type = "f16";
-  bool use_reference = false;
+  RunArgs run;
+  SamplingArgs sampling;
 };
 
 // Set by SIGINT; cleared by the chat loop once it has acted on it.
@@ -138,22 +135,15 @@ class LineReader {
   bool terminal_;
 };
 
-SamplerParams sampler_params(float temperature, uint64_t seed) {
-  SamplerParams params;
-  params.temperature = temperature;
-  params.seed = seed;
-  return params;
-}
-
 /// One chat session: the model, its forward pass, the conversation and the tokens the pass holds.
 class ChatSession {
  public:
   ChatSession(const ChatArgs& args, const Model& model, const Tokenizer& tokenizer, std::unique_ptr<ForwardPass> forward,
-              harmony::ConversationOptions options, uint64_t seed)
+              harmony::ConversationOptions options, const SamplerParams& params)
       : args_(args),
         tokenizer_(tokenizer),
         forward_(std::move(forward)),
-        sampler_(sampler_params(args.temperature, seed)),
+        sampler_(params),
         logits_(model.hparams.vocab_size),
         stop_ids_(tokenizer.end_of_generation_ids()),
         display_(!args.hide_reasoning, isatty(STDOUT_FILENO) != 0) {
@@ -263,38 +253,37 @@ void print_help() {
 }
 
 int run_chat(const ChatArgs& args) {
-  auto kv_type = parse_kv_cache_type(args.kv_type);
-  if (!kv_type) return report_error("chat", kv_type.error());
+  auto forward_options = cli::forward_options(args.run);
+  if (!forward_options) return report_error("chat", forward_options.error());
+  auto params = cli::sampler_params(args.sampling);
+  if (!params) return report_error("chat", params.error());
+  auto load_mode = cli::load_mode(args.run);
+  if (!load_mode) return report_error("chat", load_mode.error());
   auto reasoning = harmony::parse_reasoning_effort(args.reasoning);
   if (!reasoning) {
     return report_error("chat", make_error(ErrorCode::kInvalidArgument,
                                            fmt::format("--reasoning {}: expected low, medium or high", args.reasoning)));
   }
-  auto model = Model::load(args.model_path);
+  auto model = Model::load(args.model_path, *load_mode);
   if (!model) return report_error("chat", model.error());
   auto tokenizer = Tokenizer::from_gguf(*model->file);
   if (!tokenizer) return report_error("chat", tokenizer.error());
   if (auto special = harmony::SpecialTokens::find(*tokenizer); !special) return report_error("chat", special.error());
-  ForwardOptions forward_options;
-  forward_options.context_length = args.context_length;
-  forward_options.kv_type = *kv_type;
-  forward_options.num_threads = args.num_threads;
-  forward_options.use_reference = args.use_reference;
-  auto forward = create_forward(*model, forward_options);
+  auto forward = create_forward(*model, *forward_options);
   if (!forward) return report_error("chat", forward.error());
 
   harmony::ConversationOptions options;
   options.reasoning = *reasoning;
   options.developer_instructions = args.system;
   options.current_date = args.date;
-  const uint64_t seed = args.seed ? *args.seed : std::random_device{}();
-  ChatSession session(args, *model, *tokenizer, std::move(*forward), options, seed);
+  ChatSession session(args, *model, *tokenizer, std::move(*forward), options, *params);
 
   const bool terminal = isatty(STDIN_FILENO) != 0;
   install_sigint_handler();
   LineReader reader(terminal);
   fmt::print(stderr, "hetmoe chat: {} | {} path, {} threads | context {} | reasoning {} | seed {}\n", args.model_path,
-             forward_path_name(forward_options), args.num_threads, args.context_length, args.reasoning, seed);
+             forward_path_name(*forward_options), args.run.num_threads, args.run.context_length, args.reasoning,
+             params->seed);
   if (terminal) print_help();
 
   bool interrupted_at_prompt = false;
@@ -343,7 +332,6 @@ void add_chat_command(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("chat", "Interactive chat (harmony format): multi-turn, line editing, reasoning "
                                          "dimmed, tok/s after each answer; reads turns from stdin when it is a pipe.");
   auto args = std::make_shared<ChatArgs>();
-  auto seed = std::make_shared<uint64_t>(0);
   cmd->add_option("-m,--model", args->model_path, "GGUF model file")->required();
   cmd->add_option("--system", args->system, "Instructions for the model (the harmony developer message)");
   cmd->add_option("--reasoning", args->reasoning, "Reasoning effort: low, medium or high (/reasoning changes it)")
@@ -354,18 +342,9 @@ void add_chat_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-n,--n-predict", args->max_answer_tokens, "Most tokens per answer")
       ->check(CLI::Range(1, 1 << 24))
       ->capture_default_str();
-  cmd->add_option("--temp", args->temperature, "Sampling temperature (0 = greedy)")
-      ->check(CLI::Range(0.0f, 100.0f))
-      ->capture_default_str();
-  auto* seed_opt = cmd->add_option("-s,--seed", *seed, "Sampling seed (default: random, printed on stderr)");
-  cmd->add_option("-t,--threads", args->num_threads, "CPU threads")->check(CLI::Range(1, 4096))->capture_default_str();
-  cmd->add_option("-c,--ctx", args->context_length, "Context length in tokens")
-      ->check(CLI::Range(1u, 1u << 24))
-      ->capture_default_str();
-  cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
-  cmd->add_flag("--reference", args->use_reference, "Run the scalar reference forward pass (the correctness oracle)");
-  cmd->callback([args, seed, seed_opt, &exit_code] {
-    if (seed_opt->count() > 0) args->seed = *seed;
+  add_run_options(cmd, args->run);
+  add_sampling_options(cmd, args->sampling);
+  cmd->callback([args, &exit_code] {
     exit_code = run_chat(*args);
   });
 }

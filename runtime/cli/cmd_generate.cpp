@@ -15,6 +15,7 @@
 #include "profiler/memory.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/run_options.h"
 #include "runtime/forward_factory.h"
 #include "runtime/generation.h"
 #include "runtime/harmony.h"
@@ -30,14 +31,9 @@ struct GenerateArgs {
   std::string model_path;
   std::string prompt = "Once upon a time";
   int num_predict = 64;
-  float temperature = 0.8f;
-  std::optional<uint64_t> seed;
-  int num_threads = default_num_threads();
-  uint32_t context_length = 8192;
-  std::string kv_type = "f16";
-  std::string load = "auto";
+  RunArgs run;
+  SamplingArgs sampling;
   bool parse_special = false;
-  bool use_reference = false;
   bool raw = false;
   std::string system;            // developer instructions (harmony)
   std::string reasoning = "medium";
@@ -74,15 +70,17 @@ Expected<std::string> default_model() {
 
 int run_generate(const GenerateArgs& args) {
   const double t_start = profiler::now_seconds();
-  auto kv_type = parse_kv_cache_type(args.kv_type);
-  if (!kv_type) return report_error("generate", kv_type.error());
+  auto forward_options = cli::forward_options(args.run);
+  if (!forward_options) return report_error("generate", forward_options.error());
+  auto sampler_params = cli::sampler_params(args.sampling);
+  if (!sampler_params) return report_error("generate", sampler_params.error());
   std::string model_path = args.model_path;
   if (model_path.empty()) {
     auto p = default_model();
     if (!p) return report_error("generate", p.error());
     model_path = *p;
   }
-  auto load_mode = parse_load_mode(args.load);
+  auto load_mode = cli::load_mode(args.run);
   if (!load_mode) return report_error("generate", load_mode.error());
   auto model = Model::load(model_path, *load_mode);
   if (!model) return report_error("generate", model.error());
@@ -108,20 +106,12 @@ int run_generate(const GenerateArgs& args) {
     if (!rendered) return report_error("generate", rendered.error());
     prompt_ids = std::move(*rendered);
   }
-  ForwardOptions forward_options;
-  forward_options.context_length = args.context_length;
-  forward_options.kv_type = *kv_type;
-  forward_options.num_threads = args.num_threads;
-  forward_options.use_reference = args.use_reference;
-  auto forward = create_forward(*model, forward_options);
+  auto forward = create_forward(*model, *forward_options);
   if (!forward) return report_error("generate", forward.error());
   const double t_loaded = profiler::now_seconds();
 
-  const uint64_t seed = args.seed ? *args.seed : std::random_device{}();
-  SamplerParams sampler_params;
-  sampler_params.temperature = args.temperature;
-  sampler_params.seed = seed;
-  Sampler sampler(sampler_params);
+  const uint64_t seed = sampler_params->seed;
+  Sampler sampler(*sampler_params);
   const std::vector<int32_t> stop_ids = tokenizer->end_of_generation_ids();
   std::vector<float> logits(model->hparams.vocab_size);  // (vocab_size)
   StreamDecoder stream(*tokenizer);
@@ -175,7 +165,7 @@ int run_generate(const GenerateArgs& args) {
              "({:.2f} tok/s) | {} threads, {} path, seed {} | peak RSS {}\n",
              model_path, t_loaded - t_start, model->file->in_memory() ? "into memory" : "mmap", stats->num_prompt_tokens, stats->prefill_seconds,
              stats->prefill_tok_per_s(), stats->num_generated, stats->decode_seconds, stats->decode_tok_per_s(),
-             args.num_threads, forward_path_name(forward_options), seed, format_bytes(profiler::peak_rss_bytes()));
+             args.run.num_threads, forward_path_name(*forward_options), seed, format_bytes(profiler::peak_rss_bytes()));
   return 0;
 }
 
@@ -186,22 +176,13 @@ void add_generate_command(CLI::App& app, int& exit_code) {
                                              "streamed to stdout; load time, prefill and decode tok/s on stderr. "
                                              "Without -m, uses a synthetic tiny model.");
   auto args = std::make_shared<GenerateArgs>();
-  auto seed = std::make_shared<uint64_t>(0);
   cmd->add_option("-m,--model", args->model_path, "GGUF model file (default: the synthetic tiny model, made once)");
   cmd->add_option("-p,--prompt", args->prompt, "Prompt text")->capture_default_str();
   cmd->add_option("-n,--n-predict", args->num_predict, "Tokens to generate")
       ->check(CLI::Range(0, 1 << 24))
       ->capture_default_str();
-  cmd->add_option("--temp", args->temperature, "Sampling temperature (0 = greedy)")
-      ->check(CLI::Range(0.0f, 100.0f))
-      ->capture_default_str();
-  auto* seed_opt = cmd->add_option("-s,--seed", *seed, "Sampling seed (default: random, printed on stderr)");
-  cmd->add_option("-t,--threads", args->num_threads, "CPU threads")->check(CLI::Range(1, 4096))->capture_default_str();
-  cmd->add_option("-c,--ctx", args->context_length, "Context length in tokens")
-      ->check(CLI::Range(1u, 1u << 24))
-      ->capture_default_str();
-  cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
-  cmd->add_option("--load", args->load, kLoadHelp)->capture_default_str();
+  add_run_options(cmd, args->run);
+  add_sampling_options(cmd, args->sampling);
   cmd->add_flag("--raw", args->raw, "Plain completion of the prompt text (no harmony conversation)");
   cmd->add_option("--system", args->system, "Instructions for the model (the harmony developer message)");
   cmd->add_option("--reasoning", args->reasoning, "Reasoning effort in the system message: low, medium or high")
@@ -212,9 +193,7 @@ void add_generate_command(CLI::App& app, int& exit_code) {
                 "Also print the analysis and commentary channels (dimmed on a terminal)");
   cmd->add_flag("--parse-special", args->parse_special,
                 "With --raw: turn special-token text like <|start|> into its token");
-  cmd->add_flag("--reference", args->use_reference, "Run the scalar reference forward pass (the correctness oracle)");
-  cmd->callback([args, seed, seed_opt, &exit_code] {
-    if (seed_opt->count() > 0) args->seed = *seed;
+  cmd->callback([args, &exit_code] {
     exit_code = run_generate(*args);
   });
 }

@@ -1,0 +1,40 @@
+#pragma once
+// Option groups shared by the commands that run a model (generate, chat): how to load and run it, and how to
+// sample. One definition each, so the flags, defaults and checks are the same everywhere.
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <string>
+
+#include "runtime/expected.h"
+#include "runtime/forward_factory.h"
+#include "runtime/gguf.h"
+#include "runtime/sampler.h"
+
+namespace hetmoe::cli {
+
+/// -t, -c, --kv-type, --load, --reference.
+struct RunArgs {
+  int num_threads = 1;
+  uint32_t context_length = 8192;
+  std::string kv_type = "f16";
+  std::string load = "auto";
+  bool use_reference = false;
+};
+void add_run_options(CLI::App* cmd, RunArgs& args);
+/// Errors: kInvalidArgument for a bad --kv-type.
+Expected<ForwardOptions> forward_options(const RunArgs& args);
+/// Errors: kInvalidArgument for a bad --load.
+Expected<gguf::File::LoadMode> load_mode(const RunArgs& args);
+
+/// --temp, --top-k, --top-p, --min-p, --repeat-penalty, --repeat-last-n, -s/--seed.
+struct SamplingArgs {
+  SamplerParams params;              // defaults as in runtime/sampler.h (llama.cpp's)
+  CLI::Option* seed_option = nullptr;  // set by add_sampling_options; count() > 0 when --seed was given
+};
+void add_sampling_options(CLI::App* cmd, SamplingArgs& args);
+/// The parameters with the given seed, or a random one when --seed was not given. Errors: validate()'s.
+Expected<SamplerParams> sampler_params(const SamplingArgs& args);
+
+}  // namespace hetmoe::cli
