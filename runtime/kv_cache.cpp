@@ -61,7 +61,7 @@ uint32_t KvCache::first_visible_position(uint32_t layer_idx, uint32_t query_pos)
 uint64_t KvCache::slot_offset(uint32_t layer_idx, uint32_t pos, uint32_t kv_head_idx) const {
   const uint32_t slot = pos % capacity_[layer_idx];
   return layer_offset_[layer_idx] +
-         (static_cast<uint64_t>(slot) * hp_.num_kv_heads + kv_head_idx) * hp_.head_dim * element_bytes_;
+         (static_cast<uint64_t>(kv_head_idx) * capacity_[layer_idx] + slot) * hp_.head_dim * element_bytes_;
 }
 
 void KvCache::store(uint32_t layer_idx, uint32_t pos, const float* k, const float* v) {

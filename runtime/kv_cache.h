@@ -49,8 +49,9 @@ class KvCache {
     return v_.get() + slot_offset(layer_idx, pos, kv_head_idx);
   }
 
-  /// Bytes from one slot's row of a KV head to the next slot's (kv_dim · element size).
-  uint64_t slot_stride_bytes() const { return static_cast<uint64_t>(hp_.kv_dim()) * element_bytes_; }
+  /// Bytes from one slot's row of a KV head to the next slot's (head_dim · element size: a head's rows are
+  /// contiguous, so attention over consecutive positions streams through memory).
+  uint64_t slot_stride_bytes() const { return static_cast<uint64_t>(hp_.head_dim) * element_bytes_; }
   uint32_t context_length() const { return context_length_; }
   KvCacheType type() const { return type_; }
   /// Slots allocated for a layer: sliding_window + extra_sliding_slots (sliding layers, capped at the context) or
@@ -74,8 +75,8 @@ class KvCache {
   std::vector<uint32_t> window_;         // (num_layers) keys a query sees: sliding_window or context_length
   std::vector<uint64_t> layer_offset_;   // (num_layers) byte offset of each layer in k_/v_
   uint64_t total_bytes_ = 0;
-  std::unique_ptr<uint8_t[]> k_;  // (layer, slot, kv_head, head_dim) f16 or f32
-  std::unique_ptr<uint8_t[]> v_;  // (layer, slot, kv_head, head_dim) f16 or f32
+  std::unique_ptr<uint8_t[]> k_;  // (layer, kv_head, slot, head_dim) f16 or f32
+  std::unique_ptr<uint8_t[]> v_;  // (layer, kv_head, slot, head_dim) f16 or f32
 };
 
 }  // namespace hetmoe
