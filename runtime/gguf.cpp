@@ -561,8 +561,8 @@ File::~File() = default;
 
 namespace {
 
-/// Reads the whole of `fd` (size bytes) into `dst`, dropping the page cache behind each chunk so the copy does not
-/// hold the file twice in memory.
+/// Reads the whole of `fd` (size bytes) into `dst`. The page cache keeps the file (clean pages the kernel reclaims
+/// under memory pressure), so the next run loads from memory rather than disk.
 Status read_whole_file(int fd, const std::string& path, uint8_t* dst, uint64_t size) {
   constexpr uint64_t kChunk = 64ull << 20;
   for (uint64_t off = 0; off < size;) {
@@ -572,7 +572,6 @@ Status read_whole_file(int fd, const std::string& path, uint8_t* dst, uint64_t s
     if (got <= 0)
       return make_error(ErrorCode::kIo, path + ": read failed at offset " + std::to_string(off) + ": " +
                                             (got == 0 ? std::string("unexpected end of file") : std::strerror(errno)));
-    ::posix_fadvise(fd, static_cast<off_t>(off), got, POSIX_FADV_DONTNEED);
     off += static_cast<uint64_t>(got);
   }
   return {};

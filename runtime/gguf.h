@@ -84,7 +84,7 @@ class File {
   enum class LoadMode {
     kMmap,    // map the file read-only (pages come from the page cache on first touch; 4 KiB pages)
     kMemory,  // read it into anonymous memory advised for transparent huge pages (fewer TLB misses: the CPU
-              // kernels stream weights about 30 % faster than from 4 KiB file pages), dropping the page cache behind
+              // kernels stream weights about 30 % faster than from 4 KiB file pages)
     kAuto,    // kMemory when the file fits in MemAvailable with 2 GiB to spare, else kMmap
   };
 
