@@ -307,7 +307,8 @@ TEST_P(CpuKernelsTest, GemmMatchesScalarVariantAndItsOwnGemv) {
 // Long prompts: the GEMMs process tokens in chunks whose activations fit in L2 (160 tokens of 2880 quantized values,
 // 44 of f32); 333 tokens cross several chunk boundaries and end in a partial token tile.
 TEST_P(CpuKernelsTest, GemmOverManyTokensMatchesScalarVariant) {
-  constexpr int64_t kNumCols = 2880, kTokens = 333;
+  // 1000 tokens: several of the GEMM token chunks (about 160 tokens of 2880 quantized values each) and a tail.
+  constexpr int64_t kNumCols = 2880, kTokens = 1000;
   for (WType type : kAllTypes) {
     const uint64_t row_bytes = tensor_row_bytes(tensor_type(type), static_cast<uint64_t>(kNumCols));
     const auto w = random_weights(type, 8, kNumCols, 500);

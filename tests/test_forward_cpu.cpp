@@ -91,6 +91,25 @@ TEST_P(ForwardCpuPerIsa, BatchedPrefillMatchesTokenByToken) {
 INSTANTIATE_TEST_SUITE_P(SupportedIsas, ForwardCpuPerIsa, ::testing::ValuesIn(cpu::supported_isas()),
                          [](const auto& info) { return std::string(cpu::isa_name(info.param)); });
 
+// One 1000-token batch (positions far past the 128-token window, the sliding ring wrapping inside the batch) gives
+// the logits of decoding the same tokens one at a time.
+TEST(ForwardCpu, ThousandTokenBatchMatchesTokenByToken) {
+  CpuForwardOptions o;
+  o.context_length = 1024;
+  o.num_threads = 2;
+  o.max_batch_tokens = 1000;
+  auto batched = CpuForward::create(tiny(), o, cpu::kernel_table(cpu::best_isa()));
+  o.max_batch_tokens = 1;
+  auto stepped = CpuForward::create(tiny(), o, cpu::kernel_table(cpu::best_isa()));
+  ASSERT_TRUE(batched.has_value() && stepped.has_value());
+  std::vector<int32_t> ids(1000);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 2654435761u) % 4096);
+  std::vector<float> a(4106), b(4106);
+  ASSERT_TRUE((*batched)->forward_batch(ids, a).has_value());
+  for (int32_t id : ids) ASSERT_TRUE((*stepped)->forward(id, b).has_value());
+  EXPECT_LT(nmse(b, a), 1e-8);  // summation order only
+}
+
 TEST(ForwardCpu, TruncateRepeatsAStepExactly) {
   const auto& ids = fixture_ids();
   const size_t vocab = tiny().hparams.vocab_size;
