@@ -17,18 +17,6 @@ namespace {
 
 bool uses_q8_activations(TensorType type) { return type == TensorType::kMXFP4 || type == TensorType::kQ8_0; }
 
-ref::RopeYarnParams rope_params(const ModelHparams& hp) {
-  ref::RopeYarnParams rope;
-  rope.num_rot_dims = static_cast<int32_t>(hp.head_dim);
-  rope.freq_base = hp.rope_freq_base;
-  rope.freq_scale = 1.0f / hp.yarn_factor;
-  rope.original_context = static_cast<int32_t>(hp.yarn_original_context);
-  rope.beta_fast = hp.yarn_beta_fast;
-  rope.beta_slow = hp.yarn_beta_slow;
-  rope.ext_factor = hp.yarn_factor != 1.0f ? 1.0f : 0.0f;
-  return rope;
-}
-
 /// Runs rows [r0, r1) of one job (weights of any supported type; one token → GEMV, several → GEMM).
 void run_job_rows(const cpu::KernelTable& k, const CpuForward::MatJob& job, int64_t r0, int64_t r1) {
   const WeightView& w = *job.w;

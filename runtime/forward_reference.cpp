@@ -99,14 +99,7 @@ void ReferenceForward::attention_block(uint32_t l, uint32_t pos) {
   matvec(w.wv, 0, xb_.data(), w.bv.data(), v_.data());
 
   // 3. YaRN RoPE, NEOX pairs (i, i + head_dim/2), on every q and k head
-  ref::RopeYarnParams rope;
-  rope.num_rot_dims = static_cast<int32_t>(hp.head_dim);
-  rope.freq_base = hp.rope_freq_base;
-  rope.freq_scale = 1.0f / hp.yarn_factor;
-  rope.original_context = static_cast<int32_t>(hp.yarn_original_context);
-  rope.beta_fast = hp.yarn_beta_fast;
-  rope.beta_slow = hp.yarn_beta_slow;
-  rope.ext_factor = hp.yarn_factor != 1.0f ? 1.0f : 0.0f;
+  const ref::RopeYarnParams rope = rope_params(hp);
   ref::rope_yarn_cos_sin(rope, pos, rope_cos_.data(), rope_sin_.data());
   for (uint32_t h = 0; h < hp.num_heads; ++h)
     ref::rope_neox_apply(&q_[h * hp.head_dim], rope.num_rot_dims, rope_cos_.data(), rope_sin_.data());

@@ -109,6 +109,18 @@ Expected<std::vector<float>> bind_vector(const gguf::File& f, const std::string&
 
 }  // namespace
 
+ref::RopeYarnParams rope_params(const ModelHparams& hp) {
+  ref::RopeYarnParams rope;
+  rope.num_rot_dims = static_cast<int32_t>(hp.head_dim);
+  rope.freq_base = hp.rope_freq_base;
+  rope.freq_scale = 1.0f / hp.yarn_factor;
+  rope.original_context = static_cast<int32_t>(hp.yarn_original_context);
+  rope.beta_fast = hp.yarn_beta_fast;
+  rope.beta_slow = hp.yarn_beta_slow;
+  rope.ext_factor = hp.yarn_factor != 1.0f ? 1.0f : 0.0f;
+  return rope;
+}
+
 Expected<ModelHparams> read_hparams(const gguf::File& f) {
   auto arch = f.get_string("general.architecture");
   if (!arch) return arch.error();

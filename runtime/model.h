@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_kernels/reference.h"
 #include "runtime/expected.h"
 #include "runtime/ggml_types.h"
 #include "runtime/gguf.h"
@@ -97,6 +98,10 @@ struct Model {
   /// Same, from an already-opened file.
   static Expected<Model> from_file(gguf::File file);
 };
+
+/// The YaRN RoPE parameters of a model (gpt-oss-spec.md §3 step 3): rotated dims = head_dim, freq_scale =
+/// 1 / rope.scaling.factor, the ramp on (ext_factor 1) only when the factor is not 1.
+ref::RopeYarnParams rope_params(const ModelHparams& hp);
 
 /// Reads and validates the hyperparameters only (no tensors bound). Same errors as Model::load.
 Expected<ModelHparams> read_hparams(const gguf::File& file);
