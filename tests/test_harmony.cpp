@@ -33,34 +33,15 @@
 #include "runtime/gguf_writer.h"
 #include "runtime/tiktoken_vocab.h"
 #include "runtime/tokenizer.h"
+#include "tests/vocab_fixture.h"
 
 namespace hetmoe::harmony {
 namespace {
 
 const std::string kDataDir = HETMOE_TEST_DATA_DIR;
 
-struct Vocab {
-  std::unique_ptr<gguf::File> file;
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::string error;
-};
-
-Vocab load_vocab(const std::string& name) {
-  Vocab v;
-  Expected<gguf::File> file = gguf::File::open(kDataDir + "/" + name);
-  if (!file) {
-    v.error = file.error().to_string();
-    return v;
-  }
-  v.file = std::make_unique<gguf::File>(std::move(*file));
-  Expected<Tokenizer> tok = Tokenizer::from_gguf(*v.file);
-  if (!tok) {
-    v.error = tok.error().to_string();
-    return v;
-  }
-  v.tokenizer = std::make_unique<Tokenizer>(std::move(*tok));
-  return v;
-}
+using test::load_vocab;
+using test::Vocab;
 
 const Vocab& o200k() {
   static const Vocab v = load_vocab("o200k-harmony-vocab.gguf");

@@ -15,6 +15,7 @@
 
 #include "runtime/gguf.h"
 #include "runtime/tokenizer.h"
+#include "tests/vocab_fixture.h"
 
 namespace hetmoe {
 namespace {
@@ -43,29 +44,10 @@ std::vector<GoldenString> load_corpus(std::string* error) {
   return corpus;
 }
 
-struct Vocab {
-  std::unique_ptr<gguf::File> file;
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::string error;
-};
+using test::Vocab;
 
 const Vocab& o200k() {
-  static const Vocab vocab = [] {
-    Vocab v;
-    Expected<gguf::File> file = gguf::File::open(kDataDir + "/o200k-harmony-vocab.gguf");
-    if (!file) {
-      v.error = file.error().to_string();
-      return v;
-    }
-    v.file = std::make_unique<gguf::File>(std::move(*file));
-    Expected<Tokenizer> tok = Tokenizer::from_gguf(*v.file);
-    if (!tok) {
-      v.error = tok.error().to_string();
-      return v;
-    }
-    v.tokenizer = std::make_unique<Tokenizer>(std::move(*tok));
-    return v;
-  }();
+  static const Vocab vocab = test::load_vocab("o200k-harmony-vocab.gguf");
   return vocab;
 }
 
