@@ -103,6 +103,10 @@ struct KernelTable {
                           int64_t head_dim, float scale, float* scores, int64_t scores_stride);
   void (*attn_values_f32)(const float* p, int64_t p_stride, int64_t group, const uint8_t* v, int64_t stride_bytes,
                           int64_t num_keys, int64_t head_dim, float* out);
+  /// Softmax with an attention sink (gpt-oss-spec.md §3 step 4), in place over s[n]:
+  ///   M = max(max_j s_j, sink); Z = Σ_j exp(s_j − M) + exp(sink − M); s_j ← exp(s_j − M) / Z.
+  /// The sink is a raw logit that takes probability mass but has no value row.
+  void (*softmax_with_sink)(float* s, int64_t n, float sink);
 };
 
 /// The table of `isa`. Every ISA name exists; kScalar is always compiled, the others only on x86-64 builds

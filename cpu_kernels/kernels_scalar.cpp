@@ -3,6 +3,7 @@
 // acc += (float(dot) · d_x) · d_w) so that they can be compared with it at a tight tolerance; only the order of the
 // float additions differs. It is itself compared with ref::dot_row (f32 activations) in tests/test_cpu_kernels.cpp.
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -153,6 +154,17 @@ void attn_values(const float* p, int64_t p_stride, int64_t group, const uint8_t*
         out[h * head_dim + i] += p[h * p_stride + j] * kv_value<Half>(v + j * stride_bytes, i);
 }
 
+void softmax_with_sink(float* s, int64_t n, float sink) {
+  float m = sink;
+  for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
+  float z = std::exp(sink - m);
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = std::exp(s[j] - m);
+    z += s[j];
+  }
+  for (int64_t j = 0; j < n; ++j) s[j] *= 1.0f / z;
+}
+
 float dot_f32(const float* a, const float* b, int64_t n) {
   float acc = 0.0f;
   for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
@@ -184,6 +196,7 @@ constexpr KernelTable kScalarTable{
     .attn_values_f16 = attn_values<true>,
     .attn_scores_f32 = attn_scores<false>,
     .attn_values_f32 = attn_values<false>,
+    .softmax_with_sink = softmax_with_sink,
 };
 
 }  // namespace

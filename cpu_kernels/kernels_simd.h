@@ -33,6 +33,8 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -403,6 +405,37 @@ void attn_values(const float* p, int64_t p_stride, int64_t group, const uint8_t*
   }
 }
 
+inline void softmax_with_sink(float* s, int64_t n, float sink) {
+  using fb = xsimd::batch<float, DenseArch>;
+  constexpr int64_t kLanes = fb::size;
+  fb vmax(sink);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) vmax = xsimd::max(vmax, fb::load_unaligned(s + i));
+  // Lanes reduced through memory: GCC 12 warns (-Wuninitialized, a false positive inside its own header) when
+  // _mm512_reduce_max_ps is inlined here.
+  alignas(64) float lanes[kLanes];
+  vmax.store_aligned(lanes);
+  float m = *std::max_element(lanes, lanes + kLanes);
+  for (int64_t j = i; j < n; ++j) m = std::max(m, s[j]);
+  const fb vm(m);
+  fb vsum(0.0f);
+  i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const fb e = xsimd::exp(fb::load_unaligned(s + i) - vm);
+    e.store_unaligned(s + i);
+    vsum += e;
+  }
+  float z = xsimd::hadd(vsum) + std::exp(sink - m);
+  for (int64_t j = i; j < n; ++j) {
+    s[j] = std::exp(s[j] - m);
+    z += s[j];
+  }
+  const fb inv(1.0f / z);
+  i = 0;
+  for (; i + kLanes <= n; i += kLanes) (fb::load_unaligned(s + i) * inv).store_unaligned(s + i);
+  for (int64_t j = i; j < n; ++j) s[j] *= 1.0f / z;
+}
+
 // ---- the table ----------------------------------------------------------------------------------------------------
 
 constexpr KernelTable make_kernel_table(Isa isa) {
@@ -427,6 +460,7 @@ constexpr KernelTable make_kernel_table(Isa isa) {
       .attn_values_f16 = attn_values<F16Weights>,
       .attn_scores_f32 = attn_scores<F32Weights>,
       .attn_values_f32 = attn_values<F32Weights>,
+      .softmax_with_sink = softmax_with_sink,
   };
 }
 

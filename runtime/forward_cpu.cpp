@@ -292,19 +292,8 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
       (f16 ? kernels_->attn_scores_f16 : kernels_->attn_scores_f32)(q, group, kv_.k_row(l, first + j, g), stride, run,
                                                                      HD, scale, scores + j, num_keys);
     });
-    for (uint32_t h = 0; h < group; ++h) {
-      float* s = &scores[static_cast<size_t>(h) * num_keys];
-      const float sink = w.sinks[g * group + h];  // a raw logit, not scaled
-      float max_s = sink;
-      for (uint32_t j = 0; j < num_keys; ++j) max_s = std::max(max_s, s[j]);
-      double z = std::exp(static_cast<double>(sink - max_s));
-      for (uint32_t j = 0; j < num_keys; ++j) {
-        s[j] = std::exp(s[j] - max_s);
-        z += s[j];
-      }
-      const auto inv_z = static_cast<float>(1.0 / z);
-      for (uint32_t j = 0; j < num_keys; ++j) s[j] *= inv_z;
-    }
+    for (uint32_t h = 0; h < group; ++h)  // the sink is a raw logit, not scaled
+      kernels_->softmax_with_sink(&scores[static_cast<size_t>(h) * num_keys], num_keys, w.sinks[g * group + h]);
     for_each_run([&](uint32_t j, uint32_t run) {
       (f16 ? kernels_->attn_values_f16 : kernels_->attn_values_f32)(scores + j, num_keys, group,
                                                                      kv_.v_row(l, first + j, g), stride, run, HD, out);

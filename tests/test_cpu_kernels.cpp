@@ -388,6 +388,28 @@ TEST_P(CpuKernelsTest, GroupAttentionMatchesScalarVariant) {
   }
 }
 
+// Softmax with a sink on lengths around the vector width (1, 15, 17, 300, 4096), with a sink that dominates and one
+// that does not: against a double-precision computation. f32 exp (xsimd or libm) is within a few ulp, so the NMSE of
+// the probabilities is ~1e-14; 1e-10 leaves room for the summation order.
+TEST_P(CpuKernelsTest, SoftmaxWithSinkMatchesDouble) {
+  for (int64_t n : {1, 15, 17, 300, 4096}) {
+    for (float sink : {-2.0f, 8.0f}) {
+      auto s = random_floats(n, 41, 3.0f);
+      double m = sink;
+      for (float x : s) m = std::max(m, static_cast<double>(x));
+      double z = std::exp(sink - m);
+      for (float x : s) z += std::exp(x - m);
+      std::vector<float> want(s.size());
+      for (size_t j = 0; j < s.size(); ++j) want[j] = static_cast<float>(std::exp(s[j] - m) / z);
+      table().softmax_with_sink(s.data(), n, sink);
+      EXPECT_LE(nmse(want, s), 1e-10) << n << " " << sink;
+      double total = std::exp(sink - m) / z;
+      for (float p : s) total += p;
+      EXPECT_NEAR(total, 1.0, 1e-5) << n;  // with the sink's share, the probabilities sum to 1
+    }
+  }
+}
+
 TEST(CpuKernelsScalar, GemvMatchesReferenceDotRow) {
   const KernelTable& scalar = kernel_table(Isa::kScalar);
   for (WType type : kAllTypes) {
