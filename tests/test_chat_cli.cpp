@@ -11,52 +11,20 @@
 #include <string>
 #include <vector>
 
+#include "tests/cli_runner.h"
+
 namespace hetmoe {
 namespace {
 
 namespace fs = std::filesystem;
-const std::string kHetmoe = std::string(HETMOE_BINARY_DIR) + "/bin/hetmoe";
 const std::string kData = HETMOE_TEST_DATA_DIR;
 const std::string kTiny = kData + "/gpt-oss-tiny.gguf";
 const std::string kVocab = kData + "/o200k-harmony-vocab.gguf";
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-  std::string err;
-};
+using test::RunResult;
+using test::slurp;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-class ChatCli : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("hetmoe-chat-" + std::to_string(::getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  /// Runs `hetmoe ARGS` with `input` on stdin (a file, so stdin is not a terminal).
-  RunResult run(const std::string& args, const std::string& input = "") {
-    const fs::path in = dir_ / "stdin.txt", out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
-    std::ofstream(in, std::ios::binary) << input;
-    const std::string cmd = kHetmoe + " " + args + " <" + in.string() + " >" + out.string() + " 2>" + err.string();
-    const int status = std::system(cmd.c_str());
-    RunResult r;
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-    r.out = slurp(out);
-    r.err = slurp(err);
-    return r;
-  }
-
-  fs::path dir_;
-};
+class ChatCli : public test::CliTest {};
 
 // Lines of `text` that start with `prefix`.
 std::vector<std::string> lines_starting_with(const std::string& text, const std::string& prefix) {

@@ -10,57 +10,27 @@
 
 #include "runtime/forward_reference.h"
 #include "runtime/model.h"
+#include "tests/cli_runner.h"
 #include "tests/logit_metrics.h"
 
 namespace hetmoe {
 namespace {
 
 namespace fs = std::filesystem;
-const std::string kHetmoe = std::string(HETMOE_BINARY_DIR) + "/bin/hetmoe";
+const std::string kHetmoe = test::kHetmoeBinary;
 const std::string kData = HETMOE_TEST_DATA_DIR;
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;  // stdout
-  std::string err;  // stderr
-};
+using test::RunResult;
+using test::slurp;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-/// Runs `hetmoe ARGS` with stdout and stderr captured to files in `dir`.
-RunResult run_hetmoe(const fs::path& dir, const std::string& args) {
-  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string cmd = kHetmoe + " " + args + " >" + out.string() + " 2>" + err.string() + " </dev/null";
-  const int status = std::system(cmd.c_str());
-  RunResult r;
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
-  return r;
-}
-
-class CliRoundTrip : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("hetmoe-cli-" + std::to_string(::getpid()) + "-" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  fs::path dir_;
-};
+class CliRoundTrip : public test::CliTest {};
 
 TEST_F(CliRoundTrip, SynthInfoEvalAgreeWithTheInProcessReference) {
   const fs::path model = dir_ / "tiny.gguf";
-  RunResult r = run_hetmoe(dir_, "synth --preset tiny --seed 7 --router-skew 1 -o " + model.string());
+  RunResult r = run("synth --preset tiny --seed 7 --router-skew 1 -o " + model.string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
 
-  r = run_hetmoe(dir_, "info -m " + model.string());
+  r = run("info -m " + model.string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("general.architecture"), std::string::npos);
   EXPECT_NE(r.out.find("blk.3.ffn_down_exps.weight"), std::string::npos);
@@ -70,7 +40,7 @@ TEST_F(CliRoundTrip, SynthInfoEvalAgreeWithTheInProcessReference) {
   const fs::path ids = dir_ / "ids.txt";
   std::ofstream(ids) << "1 2 3 4000 17 99\n4096 5 250";
   const fs::path logits_path = dir_ / "logits.f32";
-  r = run_hetmoe(dir_, "eval -m " + model.string() + " --ids " + ids.string() + " --logits-out " +
+  r = run("eval -m " + model.string() + " --ids " + ids.string() + " --logits-out " +
                            logits_path.string() + " --threads 2 --reference");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("tok/s"), std::string::npos);
@@ -96,7 +66,7 @@ TEST_F(CliRoundTrip, EvalOnTheFixtureMeetsTheAgreementBarOnBothPaths) {
   const auto margin = test::read_numbers<double>(kData + "/gpt-oss-tiny.router-margin.txt");
   for (const std::string path : {"", " --reference"}) {
     const fs::path logits_path = dir_ / "fixture.f32";
-    RunResult r = run_hetmoe(dir_, "eval -m " + kData + "/gpt-oss-tiny.gguf --ids " + kData +
+    RunResult r = run("eval -m " + kData + "/gpt-oss-tiny.gguf --ids " + kData +
                                        "/gpt-oss-tiny.ids.txt --logits-out " + logits_path.string() + path);
     ASSERT_EQ(r.exit_code, 0) << r.err;
     const auto ours = test::read_f32_file(logits_path.string());
@@ -110,7 +80,7 @@ TEST_F(CliRoundTrip, EvalOnTheFixtureMeetsTheAgreementBarOnBothPaths) {
 TEST_F(CliRoundTrip, EvalReportsABadTokenIdWithFileAndIndex) {
   const fs::path ids = dir_ / "bad.txt";
   std::ofstream(ids) << "1 2 99999";
-  RunResult r = run_hetmoe(dir_, "eval -m " + kData + "/gpt-oss-tiny.gguf --ids " + ids.string() +
+  RunResult r = run("eval -m " + kData + "/gpt-oss-tiny.gguf --ids " + ids.string() +
                                      " --logits-out " + (dir_ / "x.f32").string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("entry 2 is '99999'"), std::string::npos) << r.err;
@@ -118,14 +88,14 @@ TEST_F(CliRoundTrip, EvalReportsABadTokenIdWithFileAndIndex) {
 }
 
 TEST_F(CliRoundTrip, EvalRejectsMoreTokensThanTheContextBeforeAnyWork) {
-  RunResult r = run_hetmoe(dir_, "eval -m " + kData + "/gpt-oss-tiny.gguf --ids " + kData +
+  RunResult r = run("eval -m " + kData + "/gpt-oss-tiny.gguf --ids " + kData +
                                      "/gpt-oss-tiny.ids.txt --ctx 100 --logits-out " + (dir_ / "x.f32").string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("200 tokens but the context is 100"), std::string::npos) << r.err;
 }
 
 TEST_F(CliRoundTrip, MissingModelFileIsAClearError) {
-  RunResult r = run_hetmoe(dir_, "info -m " + (dir_ / "nope.gguf").string());
+  RunResult r = run("info -m " + (dir_ / "nope.gguf").string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("nope.gguf"), std::string::npos) << r.err;
 }
@@ -134,26 +104,26 @@ TEST_F(CliRoundTrip, TruncatedModelIsAClearErrorNotACrash) {
   const std::string bytes = slurp(kData + "/gpt-oss-tiny.gguf");
   const fs::path cut = dir_ / "cut.gguf";
   std::ofstream(cut, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
-  RunResult r = run_hetmoe(dir_, "eval -m " + cut.string() + " --ids " + kData + "/gpt-oss-tiny.ids.txt --logits-out " +
+  RunResult r = run("eval -m " + cut.string() + " --ids " + kData + "/gpt-oss-tiny.ids.txt --logits-out " +
                                      (dir_ / "x.f32").string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("cut.gguf"), std::string::npos) << r.err;
 }
 
 TEST_F(CliRoundTrip, GenerateStreamsTextAndReportsTokPerSecond) {
-  RunResult r = run_hetmoe(dir_, "generate -m " + kData + "/gpt-oss-tiny.gguf -p \"Hello world\" -n 12 --seed 1 --raw");
+  RunResult r = run("generate -m " + kData + "/gpt-oss-tiny.gguf -p \"Hello world\" -n 12 --seed 1 --raw");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.out.rfind("Hello world", 0), 0u) << r.out;
   EXPECT_GT(r.out.size(), std::string("Hello world\n").size());
   EXPECT_NE(r.err.find("decode"), std::string::npos);
   EXPECT_NE(r.err.find("tok/s"), std::string::npos);
   // Same seed → same text.
-  RunResult again = run_hetmoe(dir_, "generate -m " + kData + "/gpt-oss-tiny.gguf -p \"Hello world\" -n 12 --seed 1 --raw");
+  RunResult again = run("generate -m " + kData + "/gpt-oss-tiny.gguf -p \"Hello world\" -n 12 --seed 1 --raw");
   EXPECT_EQ(again.out, r.out);
 }
 
 TEST_F(CliRoundTrip, GenerateRejectsAPromptThatDoesNotFitTheContext) {
-  RunResult r = run_hetmoe(dir_, "generate -m " + kData + "/gpt-oss-tiny.gguf -p \"Hello world\" -n 100 --ctx 50");
+  RunResult r = run("generate -m " + kData + "/gpt-oss-tiny.gguf -p \"Hello world\" -n 100 --ctx 50");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("the context is 50"), std::string::npos) << r.err;
 }
@@ -168,8 +138,8 @@ TEST_F(CliRoundTrip, GenerateWithoutAModelUsesTheSyntheticDefault) {
 }
 
 TEST_F(CliRoundTrip, UnknownSubcommandAndHelp) {
-  EXPECT_NE(run_hetmoe(dir_, "frobnicate").exit_code, 0);
-  RunResult r = run_hetmoe(dir_, "--help");
+  EXPECT_NE(run("frobnicate").exit_code, 0);
+  RunResult r = run("--help");
   EXPECT_EQ(r.exit_code, 0);
   for (const char* sub : {"info", "eval", "synth", "generate"}) EXPECT_NE(r.out.find(sub), std::string::npos) << sub;
 }
