@@ -1,25 +1,54 @@
-// Throughput of the CPU kernel variants (cpu_kernels/kernels.h) against the memory-read roofline.
+// Every entry of the CPU KernelTable (cpu_kernels/kernels.h), at every ISA variant this CPU supports, on the shapes of
+// gpt-oss-20b (gpt-oss-spec.md: hidden 2880, expert FFN 2880, q_dim 4096 = 64 heads × 64, kv_dim 512 = 8 KV heads
+// × 64, GQA group 8, attention over 128 keys (sliding-window layers) and 4096 keys, 201088 vocabulary rows), for
+// decode (one token) and a small prefill batch (8 and 64 tokens).
 //
-// Decode GEMV is memory bound: each iteration multiplies one "layer step" — kMatsPerStep expert-sized matrices
-// (2880 × 2880, as 4 experts × gate/up/down) — with one activation vector, and the steps rotate over a working set of
-// about 1 GiB (HETMOE_BENCH_WS_MB), beyond L2 (2 MiB/core) and L3 (480 MiB here), so the weights stream from DRAM.
-// SetBytesProcessed counts the weight bytes, so bytes_per_second is the weight-streaming rate. BM_ReadBandwidth/<type>
-// reads the same working set the same way with a plain SSE2 float sum (no ISA flags): that is the roofline.
+// Counters (printed per benchmark):
+//   bytes    — bytes the kernel must move (weights or KV rows read, activations read, outputs written), as a rate:
+//              GB/s. Compulsory traffic only: a softmax that reads its row twice counts it once.
+//   FLOP     — floating-point (or integer multiply-add) operations, as a rate: GFLOP/s. A multiply-add counts 2;
+//              the per-kernel definition is beside each benchmark.
+//   roofline — bytes/s ÷ the memory read bandwidth measured once at start-up (profiler::measure_read_bandwidth, with
+//              the benchmark's thread count). Meaningful where the data streams from DRAM (the weight and KV-cache
+//              benchmarks, see "Caches" below); above 1 means the data sat in a cache.
+//   nmse     — the kernel's output against the scalar reference (cpu_kernels/reference.h, or a double-precision
+//              loop where reference.h has no such function), checked before timing on the same data that is timed.
+//              Above the tolerance the benchmark fails with SkipWithError and is not timed.
+//
+// Caches: decode reads every weight once per token and the KV cache of a layer once per token, with ~1 GB of other
+// weights read in between, so in the real run that data comes from DRAM. Benchmarks of weights and KV rows therefore
+// rotate over copies in a working set of about twice the last-level cache (HETMOE_BENCH_WS_MB overrides it, in MiB):
+// each iteration reads the next copy, and a copy comes back only after the whole working set has been read, so it has
+// been evicted. The activations, scores and probabilities are hot in the real run (just written by the previous op),
+// and stay hot here: the quantizer and softmax benchmarks run on cache-resident buffers, without rotation or flushing.
+// One working set per weight type is held at a time (benchmarks are registered grouped by type); the first benchmark
+// of a type fills it.
+//
+// BM_ReadBandwidth/<type>/threads:N reads the same rotating working set as the GEMV with no compute (a plain SSE2
+// float sum, no ISA flags), the read roofline of that allocation (two large allocations can stream at rates up to
+// ~30 % apart here: host page placement).
+//
 // "threads:2" variants split the rows of every matrix between the calling thread and one persistent worker
 // (std::barrier), as a forward pass would.
 //
-// Run: build-*/bin/bench_cpu_kernels [--benchmark_filter=...]. On a shared machine (CPU and DRAM shared with other
-// work) take the best of interleaved repetitions: --benchmark_repetitions=5 --benchmark_enable_random_interleaving
-// --benchmark_out=FILE --benchmark_out_format=json, then the max of bytes_per_second per name; and check `uptime`.
+// Run: build/bin/bench_cpu_kernels [--benchmark_filter=...] [--benchmark_min_time=0.05s]. On a shared machine (CPU
+// and DRAM shared with other work) take the best of interleaved repetitions: --benchmark_repetitions=5
+// --benchmark_enable_random_interleaving --benchmark_out=FILE --benchmark_out_format=json, then the max of the bytes
+// rate per name; and check `uptime`.
 
 #include <benchmark/benchmark.h>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
+#include <unistd.h>
 
+#include <algorithm>
 #include <barrier>
+#include <chrono>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -30,6 +59,7 @@
 
 #include "cpu_kernels/kernels.h"
 #include "cpu_kernels/reference.h"
+#include "profiler/bandwidth.h"
 #include "runtime/ggml_types.h"
 
 namespace {
@@ -39,14 +69,53 @@ using hetmoe::cpu::ActQ8Block;
 using hetmoe::cpu::Isa;
 using hetmoe::cpu::KernelTable;
 
-constexpr int64_t kRows = 2880;
-constexpr int64_t kCols = 2880;
-constexpr int64_t kMatsPerStep = 12;
+// ---- gpt-oss-20b shapes (gpt-oss-spec.md §1) ---------------------------------------------------------------------
 
-/// Bytes of weights per type that the GEMV benchmarks rotate over: HETMOE_BENCH_WS_MB (MiB), default 1024.
-uint64_t working_set_bytes() {
-  const char* mb = std::getenv("HETMOE_BENCH_WS_MB");
-  return (mb ? std::strtoull(mb, nullptr, 10) : 1024) << 20;
+constexpr int64_t kHidden = 2880;
+constexpr int64_t kExpertFfn = 2880;
+constexpr int64_t kNumHeads = 64;
+constexpr int64_t kNumKvHeads = 8;
+constexpr int64_t kHeadDim = 64;
+constexpr int64_t kGroup = kNumHeads / kNumKvHeads;  // query heads per KV head (GQA)
+constexpr int64_t kQDim = kNumHeads * kHeadDim;      // 4096
+constexpr int64_t kKvDim = kNumKvHeads * kHeadDim;   // 512
+constexpr int64_t kNumExpertsUsed = 4;
+constexpr int64_t kNumRouterRows = 32;     // experts
+constexpr int64_t kVocabChunkRows = 8192;  // one chunk of the 201088 unembedding rows
+
+/// A GEMV/GEMM weight shape: `mats_per_step` matrices of [rows][cols] per iteration.
+struct MatShape {
+  const char* name;
+  int64_t rows, cols, mats_per_step;
+};
+// One layer's active experts: 4 experts × (gate, up, down), each [2880][2880].
+constexpr MatShape kExpertStep = {"expert_4x3", kExpertFfn, kHidden, 3 * kNumExpertsUsed};
+constexpr MatShape kAttnQ = {"attn_q", kQDim, kHidden, 1};
+constexpr MatShape kAttnKv = {"attn_k+v", kKvDim, kHidden, 2};
+constexpr MatShape kAttnOut = {"attn_out", kHidden, kQDim, 1};
+constexpr MatShape kRouter = {"router", kNumRouterRows, kHidden, 1};
+constexpr MatShape kVocabChunk = {"unembed_chunk", kVocabChunkRows, kHidden, 1};
+
+// ---- tolerances (NMSE = mse(ref, got) / mse(ref, 0)), as in tests/test_cpu_kernels.cpp ---------------------------
+
+// Quantized weights (int8 activations) vs ref::dot_row (f32 activations): the activation quantization error, ~1.5e-5
+// for activations uniform in ±1 (relative error variance (amax/σ/127)²/12, amax/σ = √3); a layout error gives ~1.
+constexpr double kQuantVsRefNmse = 1e-4;
+// Float weights: f32 vs double summation only (≤ 1e-12 observed in the tests).
+constexpr double kFloatVsRefNmse = 1e-10;
+// The quantizer: d·q against x, the rounding error itself (the same ~1.5e-5 as above).
+constexpr double kQuantizeNmse = 1e-4;
+// Attention, dot/axpy and softmax: f32 sums and f32 exp vs double, a few ulp per element (~1e-14 NMSE).
+constexpr double kAttnVsRefNmse = 1e-10;
+
+double nmse(const std::vector<double>& ref, const std::vector<float>& got) {
+  double err = 0.0, norm = 0.0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double d = static_cast<double>(got[i]) - ref[i];
+    err += d * d;
+    norm += ref[i] * ref[i];
+  }
+  return norm > 0.0 ? err / norm : err;
 }
 
 uint64_t splitmix64(uint64_t& state) {
@@ -56,48 +125,55 @@ uint64_t splitmix64(uint64_t& state) {
   return z ^ (z >> 31);
 }
 
-/// A working set of num_mats [kRows][kCols] matrices of one type with realistic values (no inf/NaN/subnormal
-/// products, which would time microcode assists instead of the kernel). One per type, kept for the whole run (so a
-/// run over all five types holds 5 working sets; filter, or lower HETMOE_BENCH_WS_MB, on a small machine).
-struct WorkingSet {
-  TensorType type = TensorType::kF32;
-  uint64_t mat_bytes = 0;
-  int64_t num_mats = 0;
-  std::vector<uint8_t> bytes;
+/// n floats uniform in [-scale, scale] (steps of scale/1000).
+std::vector<float> random_floats(int64_t n, uint64_t seed, float scale = 1.0f) {
+  std::vector<float> x(static_cast<size_t>(n));
+  for (auto& v : x) v = scale * static_cast<float>(static_cast<int64_t>(splitmix64(seed) % 2001) - 1000) / 1000.0f;
+  return x;
+}
 
-  const uint8_t* mat(int64_t idx) const { return bytes.data() + static_cast<uint64_t>(idx % num_mats) * mat_bytes; }
-  uint64_t row_bytes() const { return hetmoe::tensor_row_bytes(type, kCols); }
-};
+// ---- the rotating working set ------------------------------------------------------------------------------------
 
-const WorkingSet& working_set(TensorType type) {
-  static std::map<TensorType, WorkingSet> sets;
-  WorkingSet& ws = sets[type];
-  if (!ws.bytes.empty()) return ws;
-  ws.type = type;
-  ws.mat_bytes = hetmoe::tensor_row_bytes(type, kCols) * kRows;
-  ws.num_mats = static_cast<int64_t>(working_set_bytes() / ws.mat_bytes);
-  ws.num_mats -= ws.num_mats % kMatsPerStep;
-  ws.bytes.assign(ws.mat_bytes * static_cast<uint64_t>(ws.num_mats), 0);
-  uint64_t state = 1;
-  for (size_t i = 0; i + 8 <= ws.bytes.size(); i += 8) {
-    const uint64_t r = splitmix64(state);
-    std::memcpy(ws.bytes.data() + i, &r, 8);
+uint64_t last_level_cache_bytes() {
+  long bytes = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  if (bytes <= 0) bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  if (std::FILE* f = std::fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r")) {
+    unsigned long kib = 0;
+    char unit = 0;
+    if (std::fscanf(f, "%lu%c", &kib, &unit) >= 1)
+      bytes = std::max<long>(bytes, static_cast<long>(unit == 'M' ? kib << 20 : kib << 10));
+    std::fclose(f);
   }
-  uint8_t* p = ws.bytes.data();
-  const size_t n = ws.bytes.size();
+  return bytes > 0 ? static_cast<uint64_t>(bytes) : (32ull << 20);
+}
+
+/// Bytes of the rotating working set: HETMOE_BENCH_WS_MB (MiB), default twice the last-level cache, at least 256 MiB.
+uint64_t working_set_bytes() {
+  if (const char* mb = std::getenv("HETMOE_BENCH_WS_MB")) return std::strtoull(mb, nullptr, 10) << 20;
+  return std::max<uint64_t>(2 * last_level_cache_bytes(), 256ull << 20);
+}
+
+/// Fills p[n] with valid values of `type` (n a multiple of the block bytes): no inf/NaN/subnormal products, which
+/// would time microcode assists instead of the kernel. MXFP4: exponents 2^-8..2^1, random codes; Q8_0: d = 0.01,
+/// random int8 q; F16/BF16/F32: uniform in ±1 (steps of 1/128).
+void fill_values(TensorType type, uint8_t* p, uint64_t n, uint64_t seed) {
+  for (uint64_t i = 0; i + 8 <= n; i += 8) {
+    const uint64_t r = splitmix64(seed);
+    std::memcpy(p + i, &r, 8);
+  }
   switch (type) {
     case TensorType::kMXFP4:
-      for (size_t b = 0; b < n / hetmoe::kMXFP4BlockBytes; ++b) p[b * hetmoe::kMXFP4BlockBytes] = 120 + p[b * 17] % 10;
+      for (uint64_t b = 0; b < n / hetmoe::kMXFP4BlockBytes; ++b)
+        p[b * hetmoe::kMXFP4BlockBytes] = static_cast<uint8_t>(120 + p[b * hetmoe::kMXFP4BlockBytes] % 10);
       break;
-    case TensorType::kQ8_0:
-      for (size_t b = 0; b < n / hetmoe::kQ8_0BlockBytes; ++b) {
-        const uint16_t d = hetmoe::ref::f32_to_f16(0.01f);
-        std::memcpy(p + b * hetmoe::kQ8_0BlockBytes, &d, 2);
-      }
+    case TensorType::kQ8_0: {
+      const uint16_t d = hetmoe::ref::f32_to_f16(0.01f);
+      for (uint64_t b = 0; b < n / hetmoe::kQ8_0BlockBytes; ++b) std::memcpy(p + b * hetmoe::kQ8_0BlockBytes, &d, 2);
       break;
+    }
     case TensorType::kF16:
     case TensorType::kBF16:
-      for (size_t i = 0; i < n / 2; ++i) {
+      for (uint64_t i = 0; i < n / 2; ++i) {
         const float v = static_cast<float>(static_cast<int8_t>(p[2 * i])) / 128.0f;
         uint16_t h;
         if (type == TensorType::kF16) {
@@ -105,20 +181,106 @@ const WorkingSet& working_set(TensorType type) {
         } else {
           uint32_t bits;
           std::memcpy(&bits, &v, 4);
-          h = static_cast<uint16_t>(bits >> 16);
+          h = static_cast<uint16_t>(bits >> 16);  // exact: v has 8 significant bits
         }
         std::memcpy(p + 2 * i, &h, 2);
       }
       break;
     case TensorType::kF32:
-      for (size_t i = 0; i < n / 4; ++i) {
+      for (uint64_t i = 0; i < n / 4; ++i) {
         const float v = static_cast<float>(static_cast<int8_t>(p[4 * i])) / 128.0f;
         std::memcpy(p + 4 * i, &v, 4);
       }
       break;
   }
-  return ws;
 }
+
+/// The working set of one weight type: working_set_bytes(), or min_bytes if larger, of valid values. Only the last
+/// requested type is held.
+const std::vector<uint8_t>& working_set(TensorType type, uint64_t min_bytes) {
+  static TensorType held_type = TensorType::kF32;
+  static std::vector<uint8_t> bytes;
+  if (bytes.empty() || held_type != type || bytes.size() < min_bytes) {
+    std::vector<uint8_t>().swap(bytes);  // release the previous type first
+    const uint64_t block = hetmoe::tensor_type_traits(type).block_bytes;
+    bytes.resize(std::max(working_set_bytes(), min_bytes + block) / block * block);
+    fill_values(type, bytes.data(), bytes.size(), 1 + static_cast<uint64_t>(type));
+    held_type = type;
+  }
+  return bytes;
+}
+
+/// Copies of `copy_bytes` each, laid end to end in the working set; copy(i) wraps around.
+struct Rotation {
+  const uint8_t* base = nullptr;
+  uint64_t copy_bytes = 0;
+  int64_t num_copies = 0;
+  const uint8_t* copy(int64_t idx) const { return base + static_cast<uint64_t>(idx % num_copies) * copy_bytes; }
+};
+
+/// A rotation over the working set of `type`: a multiple of `group` copies (so a step of `group` never wraps mid-step),
+/// at least two steps.
+Rotation rotation(TensorType type, uint64_t copy_bytes, int64_t group = 1) {
+  const std::vector<uint8_t>& ws = working_set(type, 2 * static_cast<uint64_t>(group) * copy_bytes);
+  Rotation r{ws.data(), copy_bytes, static_cast<int64_t>(ws.size() / copy_bytes)};
+  r.num_copies -= r.num_copies % group;
+  return r;
+}
+
+// ---- counters ----------------------------------------------------------------------------------------------------
+
+/// Memory read bandwidth (bytes/s) for 1 and 2 threads, measured once in main() before any benchmark.
+double g_read_bandwidth[3] = {0.0, 0.0, 0.0};
+
+/// Validation results by kernel, ISA, type and size: Google Benchmark calls a benchmark function several times (to
+/// size the iteration count, and per repetition); the reference is computed on the first call only.
+std::map<std::string, double>& validated() {
+  static std::map<std::string, double> m;
+  return m;
+}
+
+std::string validation_key(const std::string& kernel, Isa isa, TensorType type, int64_t size) {
+  return kernel + "/" + hetmoe::cpu::isa_name(isa) + "/" + std::to_string(static_cast<uint32_t>(type)) + "/" +
+         std::to_string(size);
+}
+
+/// Runs `compute_nmse` once per key; false (and the benchmark is skipped with an error) above `tolerance`.
+bool validate(benchmark::State& state, const std::string& key, double tolerance,
+              const std::function<double()>& compute_nmse) {
+  auto [it, inserted] = validated().try_emplace(key, 0.0);
+  if (inserted) it->second = compute_nmse();
+  state.counters["nmse"] = it->second;
+  if (!(it->second <= tolerance)) {  // NaN fails too
+    char msg[160];
+    std::snprintf(msg, sizeof msg, "output does not match the scalar reference: NMSE %.3g > %.3g", it->second,
+                  tolerance);
+    state.SkipWithError(msg);
+    return false;
+  }
+  return true;
+}
+
+/// Times the benchmark loop in wall-clock seconds (the benchmarks use UseRealTime(), so this is the interval Google
+/// Benchmark measures too).
+class LoopTimer {
+ public:
+  LoopTimer() : t0_(std::chrono::steady_clock::now()) {}
+  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }
+
+ private:
+  std::chrono::steady_clock::time_point t0_;
+};
+
+void set_counters(benchmark::State& state, double bytes_per_iter, double flops_per_iter, double seconds,
+                  int num_threads) {
+  const auto iters = static_cast<double>(state.iterations());
+  state.counters["bytes"] = benchmark::Counter(bytes_per_iter * iters, benchmark::Counter::kIsRate);
+  state.counters["FLOP"] = benchmark::Counter(flops_per_iter * iters, benchmark::Counter::kIsRate);
+  const double bw = g_read_bandwidth[num_threads];
+  state.counters["roofline"] = seconds > 0.0 && bw > 0.0 ? bytes_per_iter * iters / seconds / bw : 0.0;
+}
+
+// ---- threads -----------------------------------------------------------------------------------------------------
 
 /// Runs `work(thread_idx)` on the calling thread (0) and, for num_threads = 2, on one persistent worker (1).
 class ThreadPair {
@@ -133,6 +295,8 @@ class ThreadPair {
       worker_.join();
     }
   }
+  ThreadPair(const ThreadPair&) = delete;
+  ThreadPair& operator=(const ThreadPair&) = delete;
   void run(const std::function<void(int)>& work) {
     work_ = &work;
     if (num_threads_ == 2) start_.arrive_and_wait();
@@ -157,45 +321,129 @@ class ThreadPair {
 };
 
 /// Rows [begin, end) of thread `thread_idx` out of num_threads.
-std::pair<int64_t, int64_t> thread_rows(int thread_idx, int num_threads) {
-  return {kRows * thread_idx / num_threads, kRows * (thread_idx + 1) / num_threads};
+std::pair<int64_t, int64_t> thread_rows(int64_t num_rows, int thread_idx, int num_threads) {
+  return {num_rows * thread_idx / num_threads, num_rows * (thread_idx + 1) / num_threads};
 }
 
-void BM_Gemv(benchmark::State& state, Isa isa, TensorType type, int num_threads) {
+// ---- GEMV and GEMM -----------------------------------------------------------------------------------------------
+
+bool is_quantized(TensorType type) { return type == TensorType::kMXFP4 || type == TensorType::kQ8_0; }
+
+void call_gemv(const KernelTable& k, TensorType type, const uint8_t* w, uint64_t row_bytes, int64_t r0, int64_t r1,
+               const float* x, const ActQ8Block* xq, int64_t num_cols, float* y) {
+  switch (type) {
+    case TensorType::kMXFP4: k.gemv_mxfp4(w, row_bytes, r0, r1, xq, num_cols, y); break;
+    case TensorType::kQ8_0: k.gemv_q8_0(w, row_bytes, r0, r1, xq, num_cols, y); break;
+    case TensorType::kF32: k.gemv_f32(w, row_bytes, r0, r1, x, num_cols, y); break;
+    case TensorType::kF16: k.gemv_f16(w, row_bytes, r0, r1, x, num_cols, y); break;
+    case TensorType::kBF16: k.gemv_bf16(w, row_bytes, r0, r1, x, num_cols, y); break;
+  }
+}
+
+void call_gemm(const KernelTable& k, TensorType type, const uint8_t* w, uint64_t row_bytes, int64_t num_rows,
+               const float* x, const ActQ8Block* xq, int64_t num_tokens, int64_t num_cols, float* y) {
+  switch (type) {
+    case TensorType::kMXFP4: k.gemm_mxfp4(w, row_bytes, 0, num_rows, xq, num_tokens, num_cols, y, num_rows); break;
+    case TensorType::kQ8_0: k.gemm_q8_0(w, row_bytes, 0, num_rows, xq, num_tokens, num_cols, y, num_rows); break;
+    case TensorType::kF32: k.gemm_f32(w, row_bytes, 0, num_rows, x, num_tokens, num_cols, y, num_rows); break;
+    case TensorType::kF16: k.gemm_f16(w, row_bytes, 0, num_rows, x, num_tokens, num_cols, y, num_rows); break;
+    case TensorType::kBF16: k.gemm_bf16(w, row_bytes, 0, num_rows, x, num_tokens, num_cols, y, num_rows); break;
+  }
+}
+
+/// Bytes of the activations a GEMV/GEMM of `type` reads per token: quantized blocks or f32 values.
+double activation_bytes(TensorType type, int64_t num_cols) {
+  return is_quantized(type) ? static_cast<double>(num_cols / 32 * sizeof(ActQ8Block)) : 4.0 * num_cols;
+}
+
+/// Decode GEMV: y[rows] = W[rows][cols] · x[cols], `mats_per_step` weight matrices per iteration, rotating.
+/// FLOP = 2 · rows · cols per matrix; bytes = weights + activations + outputs.
+void BM_Gemv(benchmark::State& state, Isa isa, TensorType type, MatShape shape, int num_threads) {
   const KernelTable& k = hetmoe::cpu::kernel_table(isa);
-  const WorkingSet& ws = working_set(type);
-  std::vector<float> x(kCols);
-  uint64_t seed = 7;
-  for (auto& v : x) v = static_cast<float>(static_cast<int64_t>(splitmix64(seed) % 2001) - 1000) / 1000.0f;
-  std::vector<ActQ8Block> xq(kCols / 32);
-  k.quantize_act_q8(x.data(), xq.data(), kCols);
-  std::vector<float> y(kRows * kMatsPerStep);
+  const uint64_t row_bytes = hetmoe::tensor_row_bytes(type, static_cast<uint64_t>(shape.cols));
+  const uint64_t mat_bytes = row_bytes * static_cast<uint64_t>(shape.rows);
+  const Rotation mats = rotation(type, mat_bytes, shape.mats_per_step);
+  const std::vector<float> x = random_floats(shape.cols, 7);         // (cols)
+  std::vector<ActQ8Block> xq(static_cast<size_t>(shape.cols / 32));  // (cols / 32)
+  k.quantize_act_q8(x.data(), xq.data(), shape.cols);
+  std::vector<float> y(static_cast<size_t>(shape.rows * shape.mats_per_step));  // (mats_per_step, rows)
+
+  if (!validate(state, validation_key(std::string("gemv/") + shape.name, isa, type, 0),
+                is_quantized(type) ? kQuantVsRefNmse : kFloatVsRefNmse, [&] {
+                  call_gemv(k, type, mats.copy(0), row_bytes, 0, shape.rows, x.data(), xq.data(), shape.cols, y.data());
+                  std::vector<double> want(static_cast<size_t>(shape.rows));
+                  for (int64_t r = 0; r < shape.rows; ++r)
+                    want[static_cast<size_t>(r)] =
+                        hetmoe::ref::dot_row(type, mats.copy(0) + r * row_bytes, x.data(), shape.cols);
+                  return nmse(want, std::vector<float>(y.begin(), y.begin() + shape.rows));
+                }))
+    return;
+
   ThreadPair threads(num_threads);
   int64_t step = 0;
-  const uint64_t row_bytes = ws.row_bytes();
+  const int64_t num_steps = mats.num_copies / shape.mats_per_step;
+  const LoopTimer timer;
   for (auto _ : state) {
-    const int64_t first = step * kMatsPerStep;
+    const int64_t first = step * shape.mats_per_step;
     threads.run([&](int thread_idx) {
-      const auto [r0, r1] = thread_rows(thread_idx, num_threads);
-      for (int64_t m = 0; m < kMatsPerStep; ++m) {
-        const uint8_t* w = ws.mat(first + m);
-        float* ym = y.data() + m * kRows + r0;
-        switch (type) {
-          case TensorType::kMXFP4: k.gemv_mxfp4(w, row_bytes, r0, r1, xq.data(), kCols, ym); break;
-          case TensorType::kQ8_0: k.gemv_q8_0(w, row_bytes, r0, r1, xq.data(), kCols, ym); break;
-          case TensorType::kF32: k.gemv_f32(w, row_bytes, r0, r1, x.data(), kCols, ym); break;
-          case TensorType::kF16: k.gemv_f16(w, row_bytes, r0, r1, x.data(), kCols, ym); break;
-          case TensorType::kBF16: k.gemv_bf16(w, row_bytes, r0, r1, x.data(), kCols, ym); break;
-        }
-      }
+      const auto [r0, r1] = thread_rows(shape.rows, thread_idx, num_threads);
+      for (int64_t m = 0; m < shape.mats_per_step; ++m)
+        call_gemv(k, type, mats.copy(first + m), row_bytes, r0, r1, x.data(), xq.data(), shape.cols,
+                  y.data() + m * shape.rows + r0);
     });
     benchmark::DoNotOptimize(y.data());
-    step = (step + 1) % (ws.num_mats / kMatsPerStep);
+    step = (step + 1) % num_steps;
   }
-  state.SetBytesProcessed(state.iterations() * kMatsPerStep * static_cast<int64_t>(ws.mat_bytes));
+  const double m = static_cast<double>(shape.mats_per_step);
+  set_counters(state, m * (static_cast<double>(mat_bytes) + activation_bytes(type, shape.cols) + 4.0 * shape.rows),
+               m * 2.0 * static_cast<double>(shape.rows * shape.cols), timer.seconds(), num_threads);
 }
 
-/// Sums n bytes (a multiple of 64) as floats, 4 independent chains of 16-byte loads. SSE2 is part of x86-64, so this
+/// Prefill GEMM: y[tokens][rows] = x[tokens][cols] · W[rows][cols]ᵀ for one expert matrix [2880][2880], rotating.
+/// FLOP = 2 · tokens · rows · cols; bytes = weights + activations + outputs. Compute bound from a few tokens on:
+/// each weight block is used `tokens` times.
+void BM_Gemm(benchmark::State& state, Isa isa, TensorType type) {
+  const KernelTable& k = hetmoe::cpu::kernel_table(isa);
+  const int64_t num_tokens = state.range(0);
+  constexpr int64_t kRows = kExpertFfn, kCols = kHidden;
+  const uint64_t row_bytes = hetmoe::tensor_row_bytes(type, kCols);
+  const uint64_t mat_bytes = row_bytes * kRows;
+  const Rotation mats = rotation(type, mat_bytes);
+  const std::vector<float> x = random_floats(num_tokens * kCols, 9);  // (tokens, cols)
+  std::vector<ActQ8Block> xq(x.size() / 32);                          // (tokens, cols / 32)
+  k.quantize_act_q8(x.data(), xq.data(), static_cast<int64_t>(x.size()));
+  std::vector<float> y(static_cast<size_t>(num_tokens * kRows));  // (tokens, rows)
+
+  // Every 45th row (64 rows) against the reference, for all tokens: the reference is a double loop, and the full
+  // matrix at 64 tokens would take seconds per benchmark.
+  if (!validate(state, validation_key("gemm", isa, type, num_tokens),
+                is_quantized(type) ? kQuantVsRefNmse : kFloatVsRefNmse, [&] {
+                  call_gemm(k, type, mats.copy(0), row_bytes, kRows, x.data(), xq.data(), num_tokens, kCols, y.data());
+                  std::vector<double> want;
+                  std::vector<float> got;
+                  for (int64_t t = 0; t < num_tokens; ++t)
+                    for (int64_t r = 0; r < kRows; r += 45) {
+                      want.push_back(
+                          hetmoe::ref::dot_row(type, mats.copy(0) + r * row_bytes, x.data() + t * kCols, kCols));
+                      got.push_back(y[static_cast<size_t>(t * kRows + r)]);
+                    }
+                  return nmse(want, got);
+                }))
+    return;
+
+  int64_t idx = 0;
+  const LoopTimer timer;
+  for (auto _ : state) {
+    call_gemm(k, type, mats.copy(idx), row_bytes, kRows, x.data(), xq.data(), num_tokens, kCols, y.data());
+    benchmark::DoNotOptimize(y.data());
+    idx = (idx + 1) % mats.num_copies;
+  }
+  const auto tokens = static_cast<double>(num_tokens);
+  set_counters(state, static_cast<double>(mat_bytes) + tokens * (activation_bytes(type, kCols) + 4.0 * kRows),
+               2.0 * tokens * kRows * kCols, timer.seconds(), 1);
+}
+
+/// Reads n bytes (a multiple of 64) as floats, 4 independent chains of 16-byte loads. SSE2 is part of x86-64, so this
 /// needs no ISA flags; one 16-byte load per 16 bytes keeps up with DRAM (measured: same rate as 64-byte AVX-512 loads).
 float read_sum(const uint8_t* p, uint64_t n) {
 #if defined(__SSE2__)
@@ -219,91 +467,394 @@ float read_sum(const uint8_t* p, uint64_t n) {
 #endif
 }
 
-/// The roofline: the same rotating reads of the same working set as BM_Gemv of `type` (same rows per thread), with no
-/// compute. Per working set, because two 1 GiB allocations can stream at different rates here (host page placement:
-/// up to ~30 % apart), so a GEMV is only compared with reads of its own memory.
+/// The same rotating reads of the same working set as BM_Gemv/<type>/expert_4x3 (same rows per thread), no compute.
 void BM_ReadBandwidth(benchmark::State& state, TensorType type, int num_threads) {
-  const WorkingSet& ws = working_set(type);
+  const MatShape shape = kExpertStep;
+  const uint64_t row_bytes = hetmoe::tensor_row_bytes(type, static_cast<uint64_t>(shape.cols));
+  const uint64_t mat_bytes = row_bytes * static_cast<uint64_t>(shape.rows);
+  const Rotation mats = rotation(type, mat_bytes, shape.mats_per_step);
   ThreadPair threads(num_threads);
   int64_t step = 0;
+  const int64_t num_steps = mats.num_copies / shape.mats_per_step;
   float sums[2] = {0.0f, 0.0f};
+  const LoopTimer timer;
   for (auto _ : state) {
-    const int64_t first = step * kMatsPerStep;
+    const int64_t first = step * shape.mats_per_step;
     threads.run([&](int thread_idx) {
-      const auto [r0, r1] = thread_rows(thread_idx, num_threads);
-      // Whole 64-byte chunks of the thread's rows (the matrix rows are 1530 bytes: r0 · 1530 is a multiple of 64
-      // only by chance, so the chunk grid starts at the rows' first byte).
-      for (int64_t m = 0; m < kMatsPerStep; ++m) {
-        const uint8_t* begin = ws.mat(first + m) + static_cast<uint64_t>(r0) * ws.row_bytes();
-        sums[thread_idx] += read_sum(begin, static_cast<uint64_t>(r1 - r0) * ws.row_bytes() / 64 * 64);
-      }
+      const auto [r0, r1] = thread_rows(shape.rows, thread_idx, num_threads);
+      // Whole 64-byte chunks of the thread's rows (the chunk grid starts at the rows' first byte).
+      for (int64_t m = 0; m < shape.mats_per_step; ++m)
+        sums[thread_idx] += read_sum(mats.copy(first + m) + static_cast<uint64_t>(r0) * row_bytes,
+                                     static_cast<uint64_t>(r1 - r0) * row_bytes / 64 * 64);
     });
     benchmark::DoNotOptimize(sums);
-    step = (step + 1) % (ws.num_mats / kMatsPerStep);
+    step = (step + 1) % num_steps;
   }
-  state.SetBytesProcessed(state.iterations() * kMatsPerStep * static_cast<int64_t>(ws.mat_bytes));
+  set_counters(state, static_cast<double>(shape.mats_per_step * mat_bytes), 0.0, timer.seconds(), num_threads);
 }
 
-/// Prefill: one expert matrix × num_tokens tokens (compute bound: each weight block is used num_tokens times);
-/// items = multiply-adds, so items_per_second = MAC/s.
-void BM_Gemm(benchmark::State& state, Isa isa, TensorType type) {
+// ---- activations -------------------------------------------------------------------------------------------------
+
+/// quantize_act_q8 of [tokens][n] f32 → [tokens][n / 32] blocks, cache-resident (the activations were just written).
+/// FLOP = 3 per value (|x| for the max, × 1/d, round); bytes = 4 per value read + 36 per block written.
+void BM_QuantizeActQ8(benchmark::State& state, Isa isa, int64_t n) {
   const KernelTable& k = hetmoe::cpu::kernel_table(isa);
-  const WorkingSet& ws = working_set(type);
   const int64_t num_tokens = state.range(0);
-  std::vector<float> x(static_cast<size_t>(num_tokens * kCols));
-  uint64_t seed = 9;
-  for (auto& v : x) v = static_cast<float>(static_cast<int64_t>(splitmix64(seed) % 2001) - 1000) / 1000.0f;
-  std::vector<ActQ8Block> xq(x.size() / 32);
-  k.quantize_act_q8(x.data(), xq.data(), static_cast<int64_t>(x.size()));
-  std::vector<float> y(static_cast<size_t>(num_tokens * kRows));
-  const uint8_t* w = ws.mat(0);
+  const int64_t total = num_tokens * n;
+  const std::vector<float> x = random_floats(total, 11, 3.0f);  // (tokens, n)
+  std::vector<ActQ8Block> xq(static_cast<size_t>(total / 32));  // (tokens, n / 32)
+
+  if (!validate(state, validation_key("quantize", isa, TensorType::kF32, total), kQuantizeNmse, [&] {
+        k.quantize_act_q8(x.data(), xq.data(), total);
+        std::vector<double> want(x.begin(), x.end());
+        std::vector<float> got(x.size());
+        for (size_t i = 0; i < got.size(); ++i) got[i] = xq[i / 32].d * static_cast<float>(xq[i / 32].q[i % 32]);
+        return nmse(want, got);
+      }))
+    return;
+
+  const LoopTimer timer;
   for (auto _ : state) {
-    if (type == TensorType::kMXFP4)
-      k.gemm_mxfp4(w, ws.row_bytes(), 0, kRows, xq.data(), num_tokens, kCols, y.data(), kRows);
-    if (type == TensorType::kQ8_0)
-      k.gemm_q8_0(w, ws.row_bytes(), 0, kRows, xq.data(), num_tokens, kCols, y.data(), kRows);
-    benchmark::DoNotOptimize(y.data());
+    k.quantize_act_q8(x.data(), xq.data(), total);
+    benchmark::DoNotOptimize(xq.data());
   }
-  state.SetItemsProcessed(state.iterations() * num_tokens * kRows * kCols);
+  set_counters(state, 4.0 * total + static_cast<double>(total / 32 * sizeof(ActQ8Block)), 3.0 * total, timer.seconds(),
+               1);
 }
 
-void register_benchmarks() {
-  const std::vector<Isa> isas = hetmoe::cpu::supported_isas();
-  // Grouped by weight type, so that each working set is generated once.
-  for (TensorType type :
-       {TensorType::kMXFP4, TensorType::kQ8_0, TensorType::kF16, TensorType::kBF16, TensorType::kF32}) {
-    const std::string type_name(hetmoe::tensor_type_traits(type).name);
-    for (int num_threads : {1, 2}) {
-      const std::string suffix = "/threads:" + std::to_string(num_threads);
-      benchmark::RegisterBenchmark(("BM_ReadBandwidth/" + type_name + suffix).c_str(), BM_ReadBandwidth, type,
-                                   num_threads)
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-      for (Isa isa : isas) {
-        const std::string name = "BM_Gemv/" + type_name + "/" + hetmoe::cpu::isa_name(isa) + suffix;
-        benchmark::RegisterBenchmark(name.c_str(), BM_Gemv, isa, type, num_threads)
-            ->UseRealTime()
-            ->Unit(benchmark::kMillisecond);
+// ---- attention ---------------------------------------------------------------------------------------------------
+
+/// Value of element `i` of a KV copy of `type` (f16 or f32).
+double kv_value(TensorType type, const uint8_t* base, int64_t i) {
+  if (type == TensorType::kF16) {
+    uint16_t h;
+    std::memcpy(&h, base + 2 * i, 2);
+    return hetmoe::ref::f16_to_f32(h);
+  }
+  float f;
+  std::memcpy(&f, base + 4 * i, 4);
+  return f;
+}
+
+/// One layer's K (or V) for one decode token: [kv_heads][num_keys][head_dim] of `type`, a head's rows contiguous
+/// (runtime/kv_cache.h: slot stride = head_dim · element size), rotating.
+struct LayerKv {
+  TensorType type;
+  int64_t num_keys;
+  uint64_t elem_bytes, stride_bytes, head_bytes;
+  Rotation copies;
+  LayerKv(TensorType t, int64_t keys)
+      : type(t),
+        num_keys(keys),
+        elem_bytes(t == TensorType::kF16 ? 2 : 4),
+        stride_bytes(kHeadDim * elem_bytes),
+        head_bytes(stride_bytes * static_cast<uint64_t>(keys)),
+        copies(rotation(t, head_bytes * kNumKvHeads)) {}
+  const uint8_t* head(int64_t copy_idx, int64_t kv_head_idx) const {
+    return copies.copy(copy_idx) + static_cast<uint64_t>(kv_head_idx) * head_bytes;
+  }
+};
+
+/// attn_scores_* for one layer and one query: all 8 KV heads, each with its group of 8 query heads,
+/// scores[64 heads][num_keys] = scale · q · Kᵀ. FLOP = 2 · heads · keys · head_dim; bytes = K + q + scores.
+void BM_AttnScores(benchmark::State& state, Isa isa, TensorType kv_type) {
+  const KernelTable& k = hetmoe::cpu::kernel_table(isa);
+  const auto scores_fn = kv_type == TensorType::kF16 ? k.attn_scores_f16 : k.attn_scores_f32;
+  const LayerKv kv(kv_type, state.range(0));
+  const int64_t num_keys = kv.num_keys;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+  const std::vector<float> q = random_floats(kQDim, 13);                 // (heads, head_dim)
+  std::vector<float> scores(static_cast<size_t>(kNumHeads * num_keys));  // (heads, keys)
+  const auto run_layer = [&](int64_t copy_idx) {
+    for (int64_t g = 0; g < kNumKvHeads; ++g)
+      scores_fn(q.data() + g * kGroup * kHeadDim, kGroup, kv.head(copy_idx, g), static_cast<int64_t>(kv.stride_bytes),
+                num_keys, kHeadDim, scale, scores.data() + g * kGroup * num_keys, num_keys);
+  };
+
+  if (!validate(state, validation_key("attn_scores", isa, kv_type, num_keys), kAttnVsRefNmse, [&] {
+        run_layer(0);
+        std::vector<double> want(scores.size());
+        for (int64_t h = 0; h < kNumHeads; ++h)
+          for (int64_t j = 0; j < num_keys; ++j) {
+            double s = 0.0;
+            for (int64_t i = 0; i < kHeadDim; ++i)
+              s += static_cast<double>(q[static_cast<size_t>(h * kHeadDim + i)]) *
+                   kv_value(kv_type, kv.head(0, h / kGroup), j * kHeadDim + i);
+            want[static_cast<size_t>(h * num_keys + j)] = scale * s;
+          }
+        return nmse(want, scores);
+      }))
+    return;
+
+  int64_t idx = 0;
+  const LoopTimer timer;
+  for (auto _ : state) {
+    run_layer(idx);
+    benchmark::DoNotOptimize(scores.data());
+    idx = (idx + 1) % kv.copies.num_copies;
+  }
+  set_counters(state, static_cast<double>(kNumKvHeads * kv.head_bytes) + 4.0 * kQDim + 4.0 * kNumHeads * num_keys,
+               2.0 * kNumHeads * num_keys * kHeadDim, timer.seconds(), 1);
+}
+
+/// Probabilities p[heads][keys]: positive, each row summing to 1.
+std::vector<float> random_probabilities(int64_t num_keys, uint64_t seed) {
+  std::vector<float> p = random_floats(kNumHeads * num_keys, seed);
+  for (int64_t h = 0; h < kNumHeads; ++h) {
+    float* row = p.data() + h * num_keys;
+    double sum = 0.0;
+    for (int64_t j = 0; j < num_keys; ++j) sum += (row[j] = std::fabs(row[j]) + 1e-3f);
+    for (int64_t j = 0; j < num_keys; ++j) row[j] = static_cast<float>(row[j] / sum);
+  }
+  return p;
+}
+
+/// attn_values_* for one layer and one query: out[64 heads][head_dim] += p[heads][keys] · V.
+/// FLOP = 2 · heads · keys · head_dim; bytes = V + p + out read and written.
+void BM_AttnValues(benchmark::State& state, Isa isa, TensorType kv_type) {
+  const KernelTable& k = hetmoe::cpu::kernel_table(isa);
+  const auto values_fn = kv_type == TensorType::kF16 ? k.attn_values_f16 : k.attn_values_f32;
+  const LayerKv kv(kv_type, state.range(0));
+  const int64_t num_keys = kv.num_keys;
+  const std::vector<float> p = random_probabilities(num_keys, 17);  // (heads, keys)
+  std::vector<float> out(static_cast<size_t>(kQDim));               // (heads, head_dim)
+  const auto run_layer = [&](int64_t copy_idx) {
+    for (int64_t g = 0; g < kNumKvHeads; ++g)
+      values_fn(p.data() + g * kGroup * num_keys, num_keys, kGroup, kv.head(copy_idx, g),
+                static_cast<int64_t>(kv.stride_bytes), num_keys, kHeadDim, out.data() + g * kGroup * kHeadDim);
+  };
+
+  if (!validate(state, validation_key("attn_values", isa, kv_type, num_keys), kAttnVsRefNmse, [&] {
+        std::fill(out.begin(), out.end(), 0.0f);
+        run_layer(0);
+        std::vector<double> want(out.size(), 0.0);
+        for (int64_t h = 0; h < kNumHeads; ++h)
+          for (int64_t j = 0; j < num_keys; ++j)
+            for (int64_t i = 0; i < kHeadDim; ++i)
+              want[static_cast<size_t>(h * kHeadDim + i)] +=
+                  static_cast<double>(p[static_cast<size_t>(h * num_keys + j)]) *
+                  kv_value(kv_type, kv.head(0, h / kGroup), j * kHeadDim + i);
+        return nmse(want, out);
+      }))
+    return;
+
+  // out keeps accumulating (each layer adds at most 1 in magnitude per element): finite for any iteration count.
+  int64_t idx = 0;
+  const LoopTimer timer;
+  for (auto _ : state) {
+    run_layer(idx);
+    benchmark::DoNotOptimize(out.data());
+    idx = (idx + 1) % kv.copies.num_copies;
+  }
+  set_counters(state, static_cast<double>(kNumKvHeads * kv.head_bytes) + 4.0 * kNumHeads * num_keys + 8.0 * kQDim,
+               2.0 * kNumHeads * num_keys * kHeadDim, timer.seconds(), 1);
+}
+
+/// The per-row helpers dot_f32_f16 / dot_f32 (scores) and axpy_f16 / axpy_f32 (values) as a naive attention would
+/// call them: one query head against the num_keys rows of one KV head (head_dim 64), rows rotating.
+/// FLOP = 2 · keys · head_dim; bytes = K or V rows + q or out (dot: + the keys' scores written; axpy: out read and
+/// written once, p read).
+enum class RowOp { kDot, kAxpy };
+
+void BM_RowHelper(benchmark::State& state, Isa isa, TensorType kv_type, RowOp op) {
+  const KernelTable& k = hetmoe::cpu::kernel_table(isa);
+  const int64_t num_keys = state.range(0);
+  const uint64_t elem_bytes = kv_type == TensorType::kF16 ? 2 : 4;
+  const uint64_t head_bytes = static_cast<uint64_t>(num_keys * kHeadDim) * elem_bytes;
+  const Rotation heads = rotation(kv_type, head_bytes);
+  const std::vector<float> q = random_floats(kHeadDim, 19);             // (head_dim)
+  const std::vector<float> p = random_floats(num_keys, 23, 1.0f / 64);  // (keys)
+  std::vector<float> scores(static_cast<size_t>(num_keys));             // (keys)
+  std::vector<float> out(static_cast<size_t>(kHeadDim));                // (head_dim)
+  const bool f16 = kv_type == TensorType::kF16;
+  const auto run_head = [&](const uint8_t* rows) {
+    if (op == RowOp::kDot) {
+      for (int64_t j = 0; j < num_keys; ++j) {
+        const uint8_t* row = rows + static_cast<uint64_t>(j * kHeadDim) * elem_bytes;
+        scores[static_cast<size_t>(j)] = f16 ? k.dot_f32_f16(q.data(), reinterpret_cast<const uint16_t*>(row), kHeadDim)
+                                             : k.dot_f32(q.data(), reinterpret_cast<const float*>(row), kHeadDim);
+      }
+    } else {
+      for (int64_t j = 0; j < num_keys; ++j) {
+        const uint8_t* row = rows + static_cast<uint64_t>(j * kHeadDim) * elem_bytes;
+        if (f16)
+          k.axpy_f16(p[static_cast<size_t>(j)], reinterpret_cast<const uint16_t*>(row), out.data(), kHeadDim);
+        else
+          k.axpy_f32(p[static_cast<size_t>(j)], reinterpret_cast<const float*>(row), out.data(), kHeadDim);
       }
     }
-    if (type != TensorType::kMXFP4 && type != TensorType::kQ8_0) continue;
-    for (Isa isa : isas) {
-      const std::string name = "BM_Gemm/" + type_name + "/" + hetmoe::cpu::isa_name(isa);
-      benchmark::RegisterBenchmark(name.c_str(), BM_Gemm, isa, type)
-          ->Arg(8)
-          ->Arg(64)
-          ->Arg(256)
-          ->Unit(benchmark::kMillisecond);
+  };
+
+  if (!validate(state, validation_key(op == RowOp::kDot ? "row_dot" : "row_axpy", isa, kv_type, num_keys),
+                kAttnVsRefNmse, [&] {
+                  std::fill(out.begin(), out.end(), 0.0f);
+                  run_head(heads.copy(0));
+                  if (op == RowOp::kDot) {
+                    std::vector<double> want(static_cast<size_t>(num_keys));
+                    for (int64_t j = 0; j < num_keys; ++j) {
+                      double s = 0.0;
+                      for (int64_t i = 0; i < kHeadDim; ++i)
+                        s += static_cast<double>(q[static_cast<size_t>(i)]) *
+                             kv_value(kv_type, heads.copy(0), j * kHeadDim + i);
+                      want[static_cast<size_t>(j)] = s;
+                    }
+                    return nmse(want, scores);
+                  }
+                  std::vector<double> want(static_cast<size_t>(kHeadDim), 0.0);
+                  for (int64_t j = 0; j < num_keys; ++j)
+                    for (int64_t i = 0; i < kHeadDim; ++i)
+                      want[static_cast<size_t>(i)] += static_cast<double>(p[static_cast<size_t>(j)]) *
+                                                      kv_value(kv_type, heads.copy(0), j * kHeadDim + i);
+                  return nmse(want, out);
+                }))
+    return;
+
+  int64_t idx = 0;
+  const LoopTimer timer;
+  for (auto _ : state) {
+    run_head(heads.copy(idx));
+    benchmark::DoNotOptimize(scores.data());
+    benchmark::DoNotOptimize(out.data());
+    idx = (idx + 1) % heads.num_copies;
+  }
+  const double other = op == RowOp::kDot ? 4.0 * kHeadDim + 4.0 * num_keys : 8.0 * kHeadDim + 4.0 * num_keys;
+  set_counters(state, static_cast<double>(head_bytes) + other, 2.0 * num_keys * kHeadDim, timer.seconds(), 1);
+}
+
+/// softmax_with_sink over the scores of one layer and one query, [64 heads][num_keys] in place, cache-resident
+/// (the scores were just written). Softmax of probabilities is again a valid input, so the rows are not refreshed.
+/// FLOP = 5 per value (max, subtract, exp counted as 1, sum, scale); bytes = 4 per value read + 4 written.
+void BM_SoftmaxWithSink(benchmark::State& state, Isa isa) {
+  const KernelTable& k = hetmoe::cpu::kernel_table(isa);
+  const int64_t num_keys = state.range(0);
+  std::vector<float> s = random_floats(kNumHeads * num_keys, 29, 8.0f);  // (heads, keys)
+  const std::vector<float> sinks = random_floats(kNumHeads, 31, 2.0f);   // (heads)
+
+  if (!validate(state, validation_key("softmax", isa, TensorType::kF32, num_keys), kAttnVsRefNmse, [&] {
+        std::vector<double> want(s.size());
+        for (int64_t h = 0; h < kNumHeads; ++h) {
+          const float* row = s.data() + h * num_keys;
+          const double sink = sinks[static_cast<size_t>(h)];
+          double m = sink;
+          for (int64_t j = 0; j < num_keys; ++j) m = std::max(m, static_cast<double>(row[j]));
+          double z = std::exp(sink - m);
+          for (int64_t j = 0; j < num_keys; ++j) z += std::exp(row[j] - m);
+          for (int64_t j = 0; j < num_keys; ++j) want[static_cast<size_t>(h * num_keys + j)] = std::exp(row[j] - m) / z;
+        }
+        for (int64_t h = 0; h < kNumHeads; ++h)
+          k.softmax_with_sink(s.data() + h * num_keys, num_keys, sinks[static_cast<size_t>(h)]);
+        return nmse(want, s);
+      }))
+    return;
+
+  const LoopTimer timer;
+  for (auto _ : state) {
+    for (int64_t h = 0; h < kNumHeads; ++h)
+      k.softmax_with_sink(s.data() + h * num_keys, num_keys, sinks[static_cast<size_t>(h)]);
+    benchmark::DoNotOptimize(s.data());
+  }
+  set_counters(state, 8.0 * kNumHeads * num_keys, 5.0 * kNumHeads * num_keys, timer.seconds(), 1);
+}
+
+// ---- registration ------------------------------------------------------------------------------------------------
+
+std::string type_name(TensorType type) {
+  std::string s(hetmoe::tensor_type_traits(type).name);
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+benchmark::internal::Benchmark* configure(benchmark::internal::Benchmark* b) {
+  return b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
+void register_benchmarks(const std::vector<Isa>& isas) {
+  // Grouped by the working set's type, so that each working set is filled once.
+  for (TensorType type :
+       {TensorType::kMXFP4, TensorType::kQ8_0, TensorType::kBF16, TensorType::kF16, TensorType::kF32}) {
+    const std::string tn = type_name(type);
+    std::vector<MatShape> shapes = {kExpertStep};
+    if (type == TensorType::kQ8_0) shapes.insert(shapes.end(), {kAttnQ, kAttnKv, kAttnOut, kVocabChunk});
+    if (type == TensorType::kBF16 || type == TensorType::kF16) shapes.insert(shapes.end(), {kAttnQ, kAttnKv, kAttnOut});
+    if (type == TensorType::kF32) shapes.push_back(kRouter);
+    for (int num_threads : {1, 2}) {
+      const std::string suffix = "/threads:" + std::to_string(num_threads);
+      configure(benchmark::RegisterBenchmark(("BM_ReadBandwidth/" + tn + suffix).c_str(), BM_ReadBandwidth, type,
+                                             num_threads));
+      for (const MatShape& shape : shapes) {
+        if (num_threads == 2 && shape.rows < 256) continue;  // too little work to split
+        for (Isa isa : isas)
+          configure(benchmark::RegisterBenchmark(
+              ("BM_Gemv/" + tn + "/" + shape.name + "/" + hetmoe::cpu::isa_name(isa) + suffix).c_str(), BM_Gemv, isa,
+              type, shape, num_threads));
+      }
     }
+    for (Isa isa : isas)
+      configure(benchmark::RegisterBenchmark(("BM_Gemm/" + tn + "/expert/" + hetmoe::cpu::isa_name(isa)).c_str(),
+                                             BM_Gemm, isa, type))
+          ->ArgName("tokens")
+          ->Arg(8)
+          ->Arg(64);
+    if (type != TensorType::kF16 && type != TensorType::kF32) continue;
+    // KV cache rows: f16 (the default) and f32 (--kv-type f32).
+    for (Isa isa : isas) {
+      const std::string sfx = "/" + tn + "/" + hetmoe::cpu::isa_name(isa);
+      configure(benchmark::RegisterBenchmark(("BM_AttnScores" + sfx).c_str(), BM_AttnScores, isa, type))
+          ->ArgName("keys")
+          ->Arg(128)
+          ->Arg(4096);
+      configure(benchmark::RegisterBenchmark(("BM_AttnValues" + sfx).c_str(), BM_AttnValues, isa, type))
+          ->ArgName("keys")
+          ->Arg(128)
+          ->Arg(4096);
+      configure(benchmark::RegisterBenchmark(("BM_RowDot" + sfx).c_str(), BM_RowHelper, isa, type, RowOp::kDot))
+          ->ArgName("keys")
+          ->Arg(128)
+          ->Arg(4096);
+      configure(benchmark::RegisterBenchmark(("BM_RowAxpy" + sfx).c_str(), BM_RowHelper, isa, type, RowOp::kAxpy))
+          ->ArgName("keys")
+          ->Arg(128)
+          ->Arg(4096);
+    }
+  }
+  // Cache-resident activations: no working set.
+  for (Isa isa : isas) {
+    const std::string sfx = std::string("/") + hetmoe::cpu::isa_name(isa);
+    configure(benchmark::RegisterBenchmark(("BM_QuantizeActQ8/hidden" + sfx).c_str(), BM_QuantizeActQ8, isa, kHidden))
+        ->ArgName("tokens")
+        ->Arg(1)
+        ->Arg(64);
+    configure(benchmark::RegisterBenchmark(("BM_QuantizeActQ8/q_dim" + sfx).c_str(), BM_QuantizeActQ8, isa, kQDim))
+        ->ArgName("tokens")
+        ->Arg(1);
+    configure(benchmark::RegisterBenchmark(("BM_SoftmaxWithSink" + sfx).c_str(), BM_SoftmaxWithSink, isa))
+        ->ArgName("keys")
+        ->Arg(128)
+        ->Arg(4096);
   }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  register_benchmarks();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  const std::vector<Isa> isas = hetmoe::cpu::supported_isas();
+  const uint64_t ws = working_set_bytes();
+  std::string isa_list;
+  for (Isa isa : isas) isa_list += std::string(isa_list.empty() ? "" : ",") + hetmoe::cpu::isa_name(isa);
+  for (int t : {1, 2}) g_read_bandwidth[t] = hetmoe::profiler::measure_read_bandwidth(ws, t);
+  std::fprintf(stderr,
+               "bench_cpu_kernels: ISAs %s; working set %.0f MiB (last-level cache %.0f MiB); read bandwidth "
+               "%.2f GB/s (1 thread), %.2f GB/s (2 threads)\n",
+               isa_list.c_str(), static_cast<double>(ws) / (1 << 20),
+               static_cast<double>(last_level_cache_bytes()) / (1 << 20), g_read_bandwidth[1] / 1e9,
+               g_read_bandwidth[2] / 1e9);
+  benchmark::AddCustomContext("isas", isa_list);
+  benchmark::AddCustomContext("working_set_mib", std::to_string(ws >> 20));
+  benchmark::AddCustomContext("read_bw_1t_gbs", std::to_string(g_read_bandwidth[1] / 1e9));
+  benchmark::AddCustomContext("read_bw_2t_gbs", std::to_string(g_read_bandwidth[2] / 1e9));
+  register_benchmarks(isas);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;
