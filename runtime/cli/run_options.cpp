@@ -9,16 +9,35 @@ namespace hetmoe::cli {
 
 void add_run_options(CLI::App* cmd, RunArgs& args) {
   args.num_threads = default_num_threads();
-  cmd->add_option("-t,--threads", args.num_threads, "CPU threads")->check(CLI::Range(1, 4096))->capture_default_str();
-  cmd->add_option("-c,--ctx", args.context_length, "Context length in tokens")
-      ->check(CLI::Range(1u, 1u << 24))
-      ->capture_default_str();
-  cmd->add_option("--kv-type", args.kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  auto* threads = cmd->add_option("-t,--threads", args.num_threads, "CPU threads")
+                      ->check(CLI::Range(1, 4096))
+                      ->capture_default_str();
+  auto* ctx = cmd->add_option("-c,--ctx", args.context_length, "Context length in tokens")
+                  ->check(CLI::Range(1u, 1u << 24))
+                  ->capture_default_str();
+  auto* kv_type = cmd->add_option("--kv-type", args.kv_type, "KV cache type: f16 or f32")->capture_default_str();
   cmd->add_option("--load", args.load, kLoadHelp)->capture_default_str();
   cmd->add_flag("--reference", args.use_reference, "Run the scalar reference forward pass (the correctness oracle)");
+  auto* config = cmd->add_option("--config", args.config_path,
+                                 "TOML configuration file (hetmoe config --print-default); flags override it");
+  // After the command line is parsed: file values for the flags that were not given (count() == 0).
+  cmd->parse_complete_callback([&args, threads, ctx, kv_type, config] {
+    if (config->count() == 0) return;
+    auto loaded = load_config(args.config_path);
+    if (!loaded) {
+      args.config_status = loaded.error();
+      return;
+    }
+    args.config = std::move(*loaded);
+    const RuntimeConfig& c = *args.config;
+    if (c.threads.count && threads->count() == 0) args.num_threads = *c.threads.count;
+    if (c.model.context_length && ctx->count() == 0) args.context_length = *c.model.context_length;
+    if (c.model.kv_type && kv_type->count() == 0) args.kv_type = *c.model.kv_type == KvCacheType::kF16 ? "f16" : "f32";
+  });
 }
 
 Expected<ForwardOptions> forward_options(const RunArgs& args) {
+  if (!args.config_status) return args.config_status.error();
   auto kv_type = parse_kv_cache_type(args.kv_type);
   if (!kv_type) return kv_type.error();
   ForwardOptions options;

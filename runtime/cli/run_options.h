@@ -5,8 +5,10 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
+#include "runtime/config.h"
 #include "runtime/expected.h"
 #include "runtime/forward_factory.h"
 #include "runtime/gguf.h"
@@ -14,16 +16,23 @@
 
 namespace hetmoe::cli {
 
-/// -t, -c, --kv-type, --load, --reference.
+/// -t, -c, --kv-type, --load, --reference, --config.
 struct RunArgs {
   int num_threads = 1;
   uint32_t context_length = 8192;
   std::string kv_type = "f16";
   std::string load = "auto";
   bool use_reference = false;
+  /// --config FILE: when given, the parsed file (all of it, for the keys other parts consume), and its values for
+  /// threads.count, model.context and model.kv_type are copied into the fields above unless the flag was given too
+  /// (command-line flags override the file). config_status holds the file's error, if any.
+  std::string config_path;
+  std::optional<RuntimeConfig> config;
+  Status config_status;
 };
+/// Registers the options; when the command line is parsed, applies --config as described above.
 void add_run_options(CLI::App* cmd, RunArgs& args);
-/// Errors: kInvalidArgument for a bad --kv-type.
+/// Errors: the --config file's (kIo, kFormat); kInvalidArgument for a bad --kv-type.
 Expected<ForwardOptions> forward_options(const RunArgs& args);
 /// Errors: kInvalidArgument for a bad --load.
 Expected<gguf::File::LoadMode> load_mode(const RunArgs& args);
