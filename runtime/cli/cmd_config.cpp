@@ -29,7 +29,8 @@ void add_config_command(CLI::App& app, int& exit_code) {
   auto print_default = std::make_shared<bool>(false);
   auto check_path = std::make_shared<std::string>();
   cmd->add_flag("--print-default", *print_default, "Print the default file, every key commented, to stdout");
-  cmd->add_option("--check", *check_path, "Validate FILE; print the keys it sets, or every error with its line");
+  cmd->add_option("--check", *check_path, "Validate FILE; print the keys it sets, or every error with its line")
+      ->option_text("FILE");
   cmd->require_option(1);
   cmd->callback([print_default, check_path, &exit_code] {
     if (*print_default) {

@@ -19,7 +19,8 @@ void add_run_options(CLI::App* cmd, RunArgs& args) {
   cmd->add_option("--load", args.load, kLoadHelp)->capture_default_str();
   cmd->add_flag("--reference", args.use_reference, "Run the scalar reference forward pass (the correctness oracle)");
   auto* config = cmd->add_option("--config", args.config_path,
-                                 "TOML configuration file (hetmoe config --print-default); flags override it");
+                                 "TOML configuration file (hetmoe config --print-default); flags override it")
+                    ->option_text("FILE");
   // After the command line is parsed: file values for the flags that were not given (count() == 0).
   cmd->parse_complete_callback([&args, threads, ctx, kv_type, config] {
     if (config->count() == 0) return;
