@@ -86,6 +86,7 @@ CpuForward::CpuForward(const Model& model, KvCache kv, const CpuForwardOptions& 
   const ModelHparams& hp = model.hparams;
   if (options.arena) {
     arena_ = options.arena;
+    arena_owner_ = options.arena_owner;
     num_threads_ = arena_->max_concurrency();
   } else {
     num_threads_ = options.num_threads > 0 ? options.num_threads

@@ -29,6 +29,8 @@ struct CpuForwardOptions {
   /// Hook for thread placement: an arena the caller configured (pinned workers, NUMA constraints; the placement
   /// issue attaches a task_scheduler_observer to it) and keeps alive. nullptr: an own arena of num_threads.
   tbb::task_arena* arena = nullptr;
+  /// Kept alive as long as the forward pass (e.g. the WorkerPool that owns `arena`, runtime/worker_pool.h).
+  std::shared_ptr<void> arena_owner;
 };
 
 class CpuForward final : public ForwardPass {
@@ -78,6 +80,7 @@ class CpuForward final : public ForwardPass {
   const cpu::KernelTable* kernels_;
   std::unique_ptr<tbb::task_arena> own_arena_;
   tbb::task_arena* arena_ = nullptr;
+  std::shared_ptr<void> arena_owner_;
   int num_threads_ = 1;
   uint32_t max_batch_ = 1;
   uint32_t rollback_slots_ = 0;

@@ -1,0 +1,133 @@
+#include "runtime/worker_pool.h"
+
+#include <hwloc.h>
+#include <pthread.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <tbb/info.h>
+#include <tbb/task_scheduler_observer.h>
+
+#include "placement/topology.h"
+
+namespace hetmoe {
+namespace {
+
+/// The PU this thread was last bound to by a pool (−1: never), so a thread re-entering an arena on the same PU
+/// costs no system call.
+thread_local int tls_bound_pu = -1;
+
+hwloc_topology_t as_hwloc(void* t) { return static_cast<hwloc_topology_t>(t); }
+
+}  // namespace
+
+class WorkerPool::PinningObserver final : public tbb::task_scheduler_observer {
+ public:
+  PinningObserver(tbb::task_arena& arena, std::vector<int> pus, int numa_node, hwloc_topology_t topo,
+                  std::atomic<uint64_t>& failures)
+      : tbb::task_scheduler_observer(arena), pus_(std::move(pus)), numa_node_(numa_node), topo_(topo),
+        failures_(failures) {
+    observe(true);
+  }
+  ~PinningObserver() override { observe(false); }
+
+  void on_scheduler_entry(bool is_worker) override {
+    const int slot = tbb::this_task_arena::current_thread_index();
+    if (slot < 0 || slot >= static_cast<int>(pus_.size())) {
+      failures_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    const int pu = pus_[static_cast<size_t>(slot)];
+    if (tls_bound_pu != pu) {
+      hwloc_bitmap_t set = hwloc_bitmap_alloc();
+      hwloc_bitmap_only(set, static_cast<unsigned>(pu));
+      if (hwloc_set_cpubind(topo_, set, HWLOC_CPUBIND_THREAD) == 0)
+        tls_bound_pu = pu;
+      else
+        failures_.fetch_add(1, std::memory_order_relaxed);
+      hwloc_bitmap_free(set);
+    }
+    if (is_worker) {
+      char name[32];
+      std::snprintf(name, sizeof name, "hetmoe-n%d-w%d", std::max(numa_node_, 0), slot);
+      name[15] = '\0';  // the kernel keeps 15 characters
+      pthread_setname_np(pthread_self(), name);
+    }
+  }
+
+ private:
+  std::vector<int> pus_;  // (max_concurrency) PU OS index of each arena slot
+  int numa_node_;
+  hwloc_topology_t topo_;
+  std::atomic<uint64_t>& failures_;
+};
+
+Expected<std::unique_ptr<WorkerPool>> WorkerPool::create(const placement::ThreadLayout& layout) {
+  if (layout.num_workers() == 0) return make_error(ErrorCode::kInvalidArgument, "worker pool: the layout has no workers");
+  std::unique_ptr<WorkerPool> pool(new WorkerPool());
+  pool->layout_ = layout;
+  hwloc_topology_t topo = nullptr;
+  if (hwloc_topology_init(&topo) != 0 || hwloc_topology_load(topo) != 0) {
+    if (topo) hwloc_topology_destroy(topo);
+    return make_error(ErrorCode::kIo, fmt::format("worker pool: hwloc cannot read this machine: {}",
+                                                  std::strerror(errno)));
+  }
+  pool->hwloc_topology_ = topo;
+  const hwloc_topology_support* support = hwloc_topology_get_support(topo);
+  if (!support->cpubind->set_thread_cpubind)
+    return make_error(ErrorCode::kIo, "worker pool: hwloc cannot bind threads to PUs on this system");
+  for (const auto& node : layout.nodes)
+    for (int pu : node.worker_pus) {
+      hwloc_obj_t obj = hwloc_get_pu_obj_by_os_index(topo, static_cast<unsigned>(pu));
+      if (!obj || !hwloc_bitmap_isset(hwloc_topology_get_allowed_cpuset(topo), static_cast<unsigned>(pu)))
+        return make_error(ErrorCode::kInvalidArgument,
+                          fmt::format("worker pool: PU {} (node {}) is not one this process may run on", pu,
+                                      node.numa_node));
+    }
+
+  const std::vector<tbb::numa_node_id> tbb_nodes = tbb::info::numa_nodes();
+  for (const auto& node : layout.nodes) {
+    tbb::task_arena::constraints c;
+    c.max_concurrency = static_cast<int>(node.worker_pus.size());
+    // oneTBB binds an arena to a node itself only through its hwloc plug-in (tbbbind) and numbers nodes by OS
+    // index; the observer then narrows each thread to one PU of the node.
+    if (layout.nodes.size() > 1 && node.numa_node >= 0 &&
+        std::find(tbb_nodes.begin(), tbb_nodes.end(), node.numa_node) != tbb_nodes.end())
+      c.numa_id = node.numa_node;
+    auto arena = std::make_unique<tbb::task_arena>(c);
+    arena->initialize();
+    pool->observers_.push_back(
+        std::make_unique<PinningObserver>(*arena, node.worker_pus, node.numa_node, topo, pool->pin_failures_));
+    pool->arenas_.push_back(std::move(arena));
+  }
+  return pool;
+}
+
+Expected<std::unique_ptr<WorkerPool>> WorkerPool::create_for_machine(int num_threads,
+                                                                     const placement::ThreadLayoutOptions& options,
+                                                                     bool one_arena) {
+  HETMOE_ASSIGN_OR_RETURN(const placement::Topology topology, placement::topology_from_machine());
+  placement::ThreadLayoutOptions o = options;
+  o.num_threads = num_threads;
+  HETMOE_ASSIGN_OR_RETURN(placement::ThreadLayout layout, placement::compute_thread_layout(topology, o));
+  if (one_arena && layout.nodes.size() > 1) {
+    placement::NodeWorkers all{-1, {}};
+    for (const auto& node : layout.nodes)
+      all.worker_pus.insert(all.worker_pus.end(), node.worker_pus.begin(), node.worker_pus.end());
+    layout.nodes = {all};
+  }
+  return create(layout);
+}
+
+WorkerPool::~WorkerPool() {
+  observers_.clear();  // stop observing before the arenas go
+  arenas_.clear();
+  if (hwloc_topology_) hwloc_topology_destroy(as_hwloc(hwloc_topology_));
+}
+
+}  // namespace hetmoe

@@ -1,0 +1,61 @@
+#pragma once
+// CPU worker threads pinned to the PUs a ThreadLayout names (placement/thread_layout.h): one oneTBB task_arena per
+// NUMA node (constraints: max_concurrency = the node's worker count, numa_id where oneTBB's hwloc binding knows the
+// node), and a task_scheduler_observer per arena that binds each thread entering the arena to the PU of its arena
+// slot (hwloc_set_cpubind) and names worker threads "hetmoe-n<node>-w<slot>".
+//
+// Slot 0 of an arena belongs to the thread that calls arena.execute() (oneTBB reserves one slot for it), so that
+// thread is pinned to the node's first worker PU while it works in the arena; it stays there afterwards (re-pinning
+// on every execute would cost two system calls per parallel region). Pool workers take slots 1..n-1.
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <tbb/task_arena.h>
+
+#include "placement/thread_layout.h"
+#include "runtime/expected.h"
+
+namespace hetmoe {
+
+class WorkerPool {
+ public:
+  /// One arena per entry of layout.nodes. An entry with numa_node −1 spans nodes (no NUMA constraint): used when
+  /// one arena must run on several nodes' PUs.
+  /// Errors: kInvalidArgument for a layout without workers or a PU this process may not run on (not in its
+  /// cpuset); kIo when hwloc cannot read the machine or cannot bind threads here.
+  static Expected<std::unique_ptr<WorkerPool>> create(const placement::ThreadLayout& layout);
+
+  /// The pool for `num_threads` workers (0 = one per core) on this machine, with `options` for everything else
+  /// (options.num_threads is replaced by num_threads). With more than one NUMA node in the layout and
+  /// `one_arena` set, all workers share a single spanning arena. Errors: topology_from_machine's,
+  /// compute_thread_layout's, create's.
+  static Expected<std::unique_ptr<WorkerPool>> create_for_machine(int num_threads,
+                                                                  const placement::ThreadLayoutOptions& options,
+                                                                  bool one_arena);
+
+  ~WorkerPool();
+  WorkerPool(const WorkerPool&) = delete;
+  WorkerPool& operator=(const WorkerPool&) = delete;
+
+  const placement::ThreadLayout& layout() const { return layout_; }
+  int num_arenas() const { return static_cast<int>(arenas_.size()); }
+  /// The arena of layout().nodes[node_slot].
+  tbb::task_arena& arena(int node_slot) { return *arenas_[static_cast<size_t>(node_slot)]; }
+  /// Threads whose binding failed since creation (0 when every thread runs where the layout says).
+  uint64_t num_pin_failures() const { return pin_failures_.load(std::memory_order_relaxed); }
+
+ private:
+  class PinningObserver;
+  WorkerPool() = default;
+
+  placement::ThreadLayout layout_;
+  void* hwloc_topology_ = nullptr;  // hwloc_topology_t, used for binding
+  std::vector<std::unique_ptr<tbb::task_arena>> arenas_;       // (nodes)
+  std::vector<std::unique_ptr<PinningObserver>> observers_;    // (nodes), destroyed before the arenas
+  std::atomic<uint64_t> pin_failures_{0};
+};
+
+}  // namespace hetmoe
