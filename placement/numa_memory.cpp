@@ -2,6 +2,7 @@
 
 #include <numa.h>
 #include <numaif.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -88,6 +89,37 @@ Expected<NumaBuffer> copy_to_numa_node(const void* src, uint64_t num_bytes, int 
     return make_error(ErrorCode::kIo, fmt::format("numa_alloc_onnode({} bytes, node {}) failed", num_bytes, numa_node));
   std::memcpy(p, src, num_bytes);
   return NumaBuffer(static_cast<uint8_t*>(p), NumaBufferDeleter{num_bytes});
+}
+
+Status run_on_numa_node(const std::vector<int>& pus, int numa_node, const std::function<void()>& body) {
+  HETMOE_RETURN_IF_ERROR(check_node(numa_node));
+  if (pus.empty()) return make_error(ErrorCode::kInvalidArgument, "run_on_numa_node: no PU given");
+  cpu_set_t old_cpus, cpus;
+  CPU_ZERO(&cpus);
+  for (int pu : pus) {
+    if (pu < 0 || pu >= CPU_SETSIZE)
+      return make_error(ErrorCode::kInvalidArgument, fmt::format("run_on_numa_node: PU {} out of range", pu));
+    CPU_SET(pu, &cpus);
+  }
+  if (::sched_getaffinity(0, sizeof old_cpus, &old_cpus) != 0 || ::sched_setaffinity(0, sizeof cpus, &cpus) != 0)
+    return make_error(ErrorCode::kIo, fmt::format("sched_setaffinity to the PUs of NUMA node {}: {}", numa_node,
+                                                  std::strerror(errno)));
+  // The previous policy: get_mempolicy fills mode and mask; a failure leaves the policy alone.
+  const bool numa = kernel_has_numa();
+  int old_mode = MPOL_DEFAULT;
+  const auto num_bits = static_cast<unsigned long>(numa ? numa_max_node() + 2 : 2);
+  const size_t words = (num_bits + 8 * sizeof(unsigned long) - 1) / (8 * sizeof(unsigned long));
+  std::vector<unsigned long> old_mask(words, 0), mask(words, 0);
+  bool policy_set = false;
+  if (numa && ::get_mempolicy(&old_mode, old_mask.data(), num_bits, nullptr, 0) == 0) {
+    mask[static_cast<size_t>(numa_node) / (8 * sizeof(unsigned long))] |=
+        1ul << (static_cast<unsigned>(numa_node) % (8 * sizeof(unsigned long)));
+    policy_set = ::set_mempolicy(MPOL_BIND, mask.data(), num_bits) == 0;
+  }
+  body();
+  if (policy_set) ::set_mempolicy(old_mode, old_mode == MPOL_DEFAULT ? nullptr : old_mask.data(), num_bits);
+  ::sched_setaffinity(0, sizeof old_cpus, &old_cpus);
+  return {};
 }
 
 }  // namespace hetmoe::placement

@@ -5,8 +5,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "runtime/expected.h"
 
@@ -51,5 +53,12 @@ using NumaBuffer = std::unique_ptr<uint8_t[], NumaBufferDeleter>;
 /// A copy of src[num_bytes] in memory allocated on `numa_node` (first touched by the copy, so its pages are there).
 /// Errors: kInvalidArgument for a node that does not exist or num_bytes 0; kIo when the allocation fails.
 Expected<NumaBuffer> copy_to_numa_node(const void* src, uint64_t num_bytes, int numa_node);
+
+/// Runs body() on the calling thread restricted to `pus` (OS indexes) with its memory policy bound to `numa_node`
+/// (MPOL_BIND; skipped where the kernel has no NUMA support), then restores the thread's previous CPU affinity and
+/// memory policy. Threads body() starts inherit both, so a measurement's threads run and allocate on the node.
+/// Errors: kInvalidArgument for an empty PU list or a node that does not exist; kIo when the affinity cannot be
+/// set (the message carries errno text).
+Status run_on_numa_node(const std::vector<int>& pus, int numa_node, const std::function<void()>& body);
 
 }  // namespace hetmoe::placement

@@ -146,8 +146,9 @@ Expected<ThreadLayout> compute_thread_layout(const Topology& t, const ThreadLayo
       std::accumulate(candidates.begin(), candidates.end(), 0, [](int s, const auto& v) { return s + int(v.size()); });
   const int total_cores = std::accumulate(num_cores.begin(), num_cores.end(), 0);
   const auto too_many = [&](int asked, const std::string& what) {
-    return invalid(fmt::format("{} {} threads but NUMA nodes {} have only {} {}{}", what, asked,
-                               fmt::join(nodes_os, ","), total_capacity,
+    return invalid(fmt::format("{} {} threads but NUMA node{} {} {} only {} {}{}", what, asked,
+                               nodes_os.size() == 1 ? "" : "s", fmt::join(nodes_os, ","),
+                               nodes_os.size() == 1 ? "has" : "have", total_capacity,
                                o.smt == SmtUse::kNo ? "cores (SMT use is off)" : "PUs",
                                o.reserve_gpu_feeder ? " besides the GPU feeder's core" : ""));
   };
