@@ -4,9 +4,12 @@
 // node), and a task_scheduler_observer per arena that binds each thread entering the arena to the PU of its arena
 // slot (hwloc_set_cpubind) and names worker threads "hetmoe-n<node>-w<slot>".
 //
-// Slot 0 of an arena belongs to the thread that calls arena.execute() (oneTBB reserves one slot for it), so that
-// thread is pinned to the node's first worker PU while it works in the arena; it stays there afterwards (re-pinning
-// on every execute would cost two system calls per parallel region). Pool workers take slots 1..n-1.
+// Slot 0 of the first arena belongs to the thread that calls arena.execute() (oneTBB reserves one slot for it), so
+// that thread is pinned to the first node's first worker PU while it works in the arena; it stays there afterwards
+// (re-pinning on every execute would cost two system calls per parallel region). Pool workers take slots 1..n-1.
+// The other nodes' arenas keep no slot for external threads: the thread running the forward pass hands them work
+// with a task_group (runtime/forward_cpu.h, node_arenas), their own workers take all n slots, and an external
+// thread that enters one to hand over or wait is not re-pinned.
 
 #include <atomic>
 #include <memory>
@@ -17,6 +20,7 @@
 
 #include "placement/thread_layout.h"
 #include "runtime/expected.h"
+#include "runtime/model.h"
 
 namespace hetmoe {
 
@@ -44,6 +48,8 @@ class WorkerPool {
   int num_arenas() const { return static_cast<int>(arenas_.size()); }
   /// The arena of layout().nodes[node_slot].
   tbb::task_arena& arena(int node_slot) { return *arenas_[static_cast<size_t>(node_slot)]; }
+  /// How often a thread entered the arena of layout().nodes[node_slot] (workers and external threads).
+  uint64_t num_thread_entries(int node_slot) const;
   /// Threads whose binding failed since creation (0 when every thread runs where the layout says).
   uint64_t num_pin_failures() const { return pin_failures_.load(std::memory_order_relaxed); }
 
@@ -57,5 +63,15 @@ class WorkerPool {
   std::vector<std::unique_ptr<PinningObserver>> observers_;    // (nodes), destroyed before the arenas
   std::atomic<uint64_t> pin_failures_{0};
 };
+
+/// Several NUMA nodes: the node slot (index into layout.nodes) of every expert, (num_layers, num_experts) row-major,
+/// balanced by bytes with placement::shard_experts; with bind_memory, each expert's gate, up and down rows are bound
+/// to their node's memory (placement::bind_to_numa_node, moving pages already there), so a node's workers read
+/// local memory only. `num_bound_bytes` (optional) receives the bytes the kernel accepted (0 where it refuses:
+/// the weights then stay where they are and the results are the same).
+/// Errors: kInvalidArgument for a layout with no nodes or more than 255, or a node without an OS index (−1);
+/// shard_experts' and bind_to_numa_node's errors.
+Expected<std::vector<uint8_t>> place_experts_on_nodes(const Model& model, const placement::ThreadLayout& layout,
+                                                      bool bind_memory, uint64_t* num_bound_bytes = nullptr);
 
 }  // namespace hetmoe

@@ -12,7 +12,10 @@
 
 #include <tbb/parallel_for.h>
 
+#include "cpu_kernels/kernels.h"
 #include "placement/topology.h"
+#include "runtime/forward_cpu.h"
+#include "runtime/model.h"
 #include "runtime/worker_pool.h"
 
 namespace hetmoe {
@@ -144,6 +147,97 @@ TEST(WorkerPool, RejectsAPuThatDoesNotExistAndAnEmptyLayout) {
   ASSERT_FALSE(pool.has_value());
   EXPECT_NE(pool.error().message.find(std::to_string(1 << 20)), std::string::npos);
   EXPECT_FALSE(WorkerPool::create(placement::ThreadLayout{}).has_value());
+}
+
+const Model& tiny() {
+  static const Model m = std::move(*Model::load(std::string(HETMOE_TEST_DATA_DIR) + "/gpt-oss-tiny.gguf"));
+  return m;
+}
+
+/// Teacher-forced logits of the first 40 fixture-like tokens, in one 24-token batch and then one at a time.
+std::vector<float> run_tokens(CpuForward& f) {
+  const size_t vocab = tiny().hparams.vocab_size;
+  std::vector<int32_t> ids(40);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 2654435761u) % vocab);
+  std::vector<float> out((1 + ids.size() - 24) * vocab);
+  EXPECT_TRUE(f.forward_batch(std::span<const int32_t>(ids).subspan(0, 24), {out.data(), vocab}).has_value());
+  for (size_t i = 24; i < ids.size(); ++i)
+    EXPECT_TRUE(f.forward(ids[i], {&out[(1 + i - 24) * vocab], vocab}).has_value());
+  return out;
+}
+
+// Two "nodes" of one PU each (both on this machine's node 0): expert jobs routed to the second node's arena give
+// exactly the logits of one arena (each output row is computed by the same kernel call either way).
+TEST(WorkerPool, ExpertJobsRoutedToNodeArenasGiveTheSameLogits) {
+  const std::vector<int> pus = live_pus();
+  if (pus.size() < 2) GTEST_SKIP() << "needs 2 PUs";
+  const Model& model = tiny();
+  const cpu::KernelTable& k = cpu::kernel_table(cpu::best_isa());
+  placement::ThreadLayout one;
+  one.nodes.push_back({0, {pus[0], pus[1]}});
+  auto single_pool = WorkerPool::create(one);
+  ASSERT_TRUE(single_pool.has_value()) << single_pool.error().to_string();
+  CpuForwardOptions o;
+  o.context_length = 64;
+  o.arena = &(*single_pool)->arena(0);
+  auto single = CpuForward::create(model, o, k);
+  ASSERT_TRUE(single.has_value()) << single.error().to_string();
+  const std::vector<float> expected = run_tokens(**single);
+
+  placement::ThreadLayout two;
+  two.nodes.push_back({0, {pus[0]}});
+  two.nodes.push_back({0, {pus[1]}});
+  auto pool = WorkerPool::create(two);
+  ASSERT_TRUE(pool.has_value()) << pool.error().to_string();
+  const ModelHparams& hp = model.hparams;
+  for (int pattern = 0; pattern < 3; ++pattern) {
+    CpuForwardOptions r = o;
+    r.arena = &(*pool)->arena(0);
+    r.node_arenas = {&(*pool)->arena(0), &(*pool)->arena(1)};
+    r.expert_node.resize(static_cast<size_t>(hp.num_layers) * hp.num_experts);
+    for (size_t i = 0; i < r.expert_node.size(); ++i)  // alternating, all on node 1, all on node 0
+      r.expert_node[i] = static_cast<uint8_t>(pattern == 0 ? i % 2 : pattern == 1 ? 1 : 0);
+    auto routed = CpuForward::create(model, r, k);
+    ASSERT_TRUE(routed.has_value()) << routed.error().to_string();
+    const uint64_t entries = (*pool)->num_thread_entries(1);
+    EXPECT_EQ(run_tokens(**routed), expected) << "pattern " << pattern;
+    if (pattern < 2) {  // (pattern 2 may still see a late worker of the previous one arrive)
+      EXPECT_GT((*pool)->num_thread_entries(1), entries) << "no expert job reached node 1's arena";
+    }
+  }
+  EXPECT_EQ((*pool)->num_pin_failures(), 0u);
+}
+
+TEST(WorkerPool, BadExpertNodeMapIsRefused) {
+  const Model& model = tiny();
+  placement::ThreadLayout one;
+  one.nodes.push_back({0, {live_pus()[0]}});
+  auto pool = WorkerPool::create(one);
+  ASSERT_TRUE(pool.has_value());
+  CpuForwardOptions o;
+  o.context_length = 64;
+  o.arena = &(*pool)->arena(0);
+  o.node_arenas = {o.arena, o.arena};
+  o.expert_node.assign(3, 0);  // too short
+  auto f = CpuForward::create(model, o, cpu::kernel_table(cpu::Isa::kScalar));
+  ASSERT_FALSE(f.has_value());
+  EXPECT_NE(f.error().message.find("expert_node has 3 entries"), std::string::npos);
+  o.expert_node.assign(static_cast<size_t>(model.hparams.num_layers) * model.hparams.num_experts, 2);
+  EXPECT_FALSE(CpuForward::create(model, o, cpu::kernel_table(cpu::Isa::kScalar)).has_value());
+}
+
+TEST(WorkerPool, ExpertsOfOneNodeAllGoThereAndBindOrSayNot) {
+  const Model& model = tiny();
+  placement::ThreadLayout one;
+  one.nodes.push_back({0, {live_pus()[0]}});
+  uint64_t bound = 0;
+  auto slots = place_experts_on_nodes(model, one, /*bind_memory=*/true, &bound);
+  ASSERT_TRUE(slots.has_value()) << slots.error().to_string();
+  ASSERT_EQ(slots->size(), static_cast<size_t>(model.hparams.num_layers) * model.hparams.num_experts);
+  for (uint8_t s : *slots) EXPECT_EQ(s, 0);
+  placement::ThreadLayout spanning;
+  spanning.nodes.push_back({-1, {live_pus()[0]}});
+  EXPECT_FALSE(place_experts_on_nodes(model, spanning, false).has_value());
 }
 
 }  // namespace
