@@ -2,6 +2,7 @@
 
 #include <hwloc.h>
 #include <pthread.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -19,9 +20,13 @@
 namespace hetmoe {
 namespace {
 
-/// The PU this thread was last bound to by a pool (−1: never), so a thread re-entering an arena on the same PU
-/// costs no system call.
+/// The PU this thread was last bound to by a pool (−1: never, or restored since), so a worker re-entering an arena
+/// on the same PU costs no system call.
 thread_local int tls_bound_pu = -1;
+/// An external thread's CPU affinity before it entered a pool's first arena, restored when it leaves, so threads it
+/// starts later (a bandwidth probe, a GPU feeder) are not confined to one PU.
+thread_local cpu_set_t tls_saved_affinity;
+thread_local bool tls_affinity_saved = false;
 
 hwloc_topology_t as_hwloc(void* t) { return static_cast<hwloc_topology_t>(t); }
 
@@ -43,6 +48,8 @@ class WorkerPool::PinningObserver final : public tbb::task_scheduler_observer {
     const int slot = tbb::this_task_arena::current_thread_index();
     // oneTBB may let a worker into a slot past the arena's concurrency while the external thread is away in another
     // arena (an arena with a reserved slot has at least two); such a thread runs on any of the node's PUs.
+    if (!is_worker && !tls_affinity_saved)
+      tls_affinity_saved = sched_getaffinity(0, sizeof tls_saved_affinity, &tls_saved_affinity) == 0;
     const bool own_pu = slot >= 0 && slot < static_cast<int>(pus_.size());
     const int pu = own_pu ? pus_[static_cast<size_t>(slot)] : -1;
     if (!own_pu || tls_bound_pu != pu) {
@@ -63,6 +70,13 @@ class WorkerPool::PinningObserver final : public tbb::task_scheduler_observer {
       name[15] = '\0';  // the kernel keeps 15 characters
       pthread_setname_np(pthread_self(), name);
     }
+  }
+
+  void on_scheduler_exit(bool is_worker) override {
+    if (is_worker || !pin_external_ || !tls_affinity_saved) return;
+    sched_setaffinity(0, sizeof tls_saved_affinity, &tls_saved_affinity);
+    tls_affinity_saved = false;
+    tls_bound_pu = -1;
   }
 
   uint64_t num_entries() const { return num_entries_.load(std::memory_order_relaxed); }

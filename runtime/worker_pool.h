@@ -5,8 +5,9 @@
 // slot (hwloc_set_cpubind) and names worker threads "hetmoe-n<node>-w<slot>".
 //
 // Slot 0 of the first arena belongs to the thread that calls arena.execute() (oneTBB reserves one slot for it), so
-// that thread is pinned to the first node's first worker PU while it works in the arena; it stays there afterwards
-// (re-pinning on every execute would cost two system calls per parallel region). Pool workers take slots 1..n-1.
+// that thread is pinned to the first node's first worker PU while it works in the arena, and gets its previous
+// affinity back when execute() returns (two system calls per execute; the CPU path calls it once per forward call).
+// Pool workers take slots 1..n-1 and stay on their PU.
 // The other nodes' arenas keep no slot for external threads: the thread running the forward pass hands them work
 // with a task_group (runtime/forward_cpu.h, node_arenas), their own workers take all n slots, and an external
 // thread that enters one to hand over or wait is not re-pinned.

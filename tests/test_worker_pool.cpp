@@ -73,7 +73,7 @@ std::vector<int> live_pus() {
   return pus;
 }
 
-TEST(WorkerPool, SingleSlotArenaRunsTheCallingThreadOnItsPu) {
+TEST(WorkerPool, SingleSlotArenaRunsTheCallingThreadOnItsPuAndGivesItBack) {
   const std::vector<int> pus = live_pus();
   ASSERT_FALSE(pus.empty());
   const int pu = pus.back();  // the last PU, so pinning is visible where the caller started on PU 0
@@ -81,7 +81,10 @@ TEST(WorkerPool, SingleSlotArenaRunsTheCallingThreadOnItsPu) {
   layout.nodes.push_back({0, {pu}});
   auto pool = WorkerPool::create(layout);
   ASSERT_TRUE(pool.has_value()) << pool.error().to_string();
+  const std::set<int> before = thread_affinity();
   const std::vector<SlotReport> reports = run_and_report((*pool)->arena(0));
+  // Pinned inside the arena only: back to its own affinity afterwards, so threads it starts are not confined.
+  EXPECT_EQ(thread_affinity(), before);
   ASSERT_EQ(reports.size(), 1u);
   EXPECT_EQ(reports[0].slot, 0);
   EXPECT_EQ(reports[0].cpu, pu);
