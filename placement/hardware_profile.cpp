@@ -112,7 +112,8 @@ Expected<GemvPoint> measure_node_expert_gemv(const Topology& t, int node_idx, in
     for (int64_t i = 0; i < kExpertDim; ++i) x[static_cast<size_t>(i)] = static_cast<float>((i % 13) - 6) * 0.1f;
     std::vector<cpu::ActQ8Block> xq(kExpertDim / 32);  // (90) quantized x
     k.quantize_act_q8(x.data(), xq.data(), kExpertDim);
-    std::vector<std::vector<float>> y(static_cast<size_t>(num_threads), std::vector<float>(kExpertDim));  // (threads, 2880)
+    // (threads, 2880) outputs, one row per thread
+    std::vector<std::vector<float>> y(static_cast<size_t>(num_threads), std::vector<float>(kExpertDim));
     double best = 0;
     for (int rep = -1; rep < kReps; ++rep) {  // rep -1: each thread first-touches its matrices (scale byte 0x77 = 2^-8)
       std::vector<std::thread> threads;
@@ -345,7 +346,8 @@ Expected<HardwareProfile> measure_profile(const Topology& t, const MachineKey& k
   if (gemv_node >= 0) {
     // One node stands for all: the GEMV is the same code on every node; bandwidth differences show above.
     p.gemv_numa_node = t.numa_nodes[static_cast<size_t>(gemv_node)].os_index;
-    for (int threads : probe_thread_counts(static_cast<int>(t.numa_nodes[static_cast<size_t>(gemv_node)].core_idxs.size()))) {
+    const auto num_cores = static_cast<int>(t.numa_nodes[static_cast<size_t>(gemv_node)].core_idxs.size());
+    for (int threads : probe_thread_counts(num_cores)) {
       HETMOE_ASSIGN_OR_RETURN(const GemvPoint g, m.expert_gemv(t, gemv_node, threads, &p.gemv_working_set_bytes));
       p.expert_gemv.push_back(g);
     }

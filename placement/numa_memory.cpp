@@ -19,8 +19,9 @@ bool kernel_has_numa() { return numa_available() >= 0; }
 /// kInvalidArgument unless `numa_node` is a node the kernel knows (node 0 only, without NUMA support).
 Status check_node(int numa_node) {
   const int max_node = kernel_has_numa() ? numa_max_node() : 0;
-  const bool exists = numa_node >= 0 && numa_node <= max_node &&
-                      (!kernel_has_numa() || numa_bitmask_isbitset(numa_all_nodes_ptr, static_cast<unsigned>(numa_node)));
+  const bool exists =
+      numa_node >= 0 && numa_node <= max_node &&
+      (!kernel_has_numa() || numa_bitmask_isbitset(numa_all_nodes_ptr, static_cast<unsigned>(numa_node)));
   if (!exists)
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("NUMA node {} does not exist (this machine has nodes 0..{})", numa_node, max_node));

@@ -27,9 +27,9 @@ struct ForwardOptions {
 
 /// The forward pass for `model` (which must outlive it): the CPU path with the kernels of cpu::selected_isa()
 /// (HETMOE_ISA may force scalar|avx2|avx512) on workers pinned as options.thread_layout says (runtime/worker_pool.h;
-/// with several NUMA nodes, experts are sharded over the nodes' memory and run on their node), or the reference. Errors: the implementation's (context out of range,
-/// allocation failure), selected_isa()'s (a bad HETMOE_ISA value) and WorkerPool::create_for_machine's (more
-/// threads than PUs, a PU or node that does not exist).
+/// with several NUMA nodes, experts are sharded over the nodes' memory and run on their node), or the reference.
+/// Errors: the implementation's (context out of range, allocation failure), selected_isa()'s (a bad HETMOE_ISA
+/// value) and WorkerPool::create_for_machine's (more threads than PUs, a PU or node that does not exist).
 Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options);
 
 /// "reference" or the CPU path with its ISA, e.g. "cpu avx512" (for the figures commands print).

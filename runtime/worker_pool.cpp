@@ -91,7 +91,8 @@ class WorkerPool::PinningObserver final : public tbb::task_scheduler_observer {
 };
 
 Expected<std::unique_ptr<WorkerPool>> WorkerPool::create(const placement::ThreadLayout& layout) {
-  if (layout.num_workers() == 0) return make_error(ErrorCode::kInvalidArgument, "worker pool: the layout has no workers");
+  if (layout.num_workers() == 0)
+    return make_error(ErrorCode::kInvalidArgument, "worker pool: the layout has no workers");
   std::unique_ptr<WorkerPool> pool(new WorkerPool());
   pool->layout_ = layout;
   hwloc_topology_t topo = nullptr;
@@ -179,8 +180,9 @@ Expected<std::vector<uint8_t>> place_experts_on_nodes(const Model& model, const 
     for (const WeightView* m : {&w.gate_exps, &w.up_exps, &w.down_exps}) {
       // The weights are read-only to hetmoe; binding changes where their pages live, not their bytes.
       auto* begin = const_cast<uint8_t*>(m->row(0, experts[i].expert_idx));
+      const int node = sharding.numa_node_of[i];
       HETMOE_ASSIGN_OR_RETURN(const placement::NumaBindResult r,
-                              placement::bind_to_numa_node(begin, m->num_rows * m->row_bytes, sharding.numa_node_of[i]));
+                              placement::bind_to_numa_node(begin, m->num_rows * m->row_bytes, node));
       if (num_bound_bytes && r.applied) *num_bound_bytes += r.num_bytes;
     }
   }

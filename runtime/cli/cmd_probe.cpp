@@ -85,7 +85,8 @@ void add_probe_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<ProbeArgs>();
   cmd->add_flag("--force", args->force, "Measure again even when the cached profile matches this machine");
   cmd->add_flag("--json", args->json, "Print the profile as JSON");
-  cmd->add_option("--cache-dir", args->cache_dir, "Cache directory (default: $XDG_CACHE_HOME/hetmoe or ~/.cache/hetmoe)");
+  cmd->add_option("--cache-dir", args->cache_dir,
+                  "Cache directory (default: $XDG_CACHE_HOME/hetmoe or ~/.cache/hetmoe)");
   cmd->callback([args, &exit_code] { exit_code = run_probe(*args); });
 }
 
