@@ -149,7 +149,9 @@ Expected<ThreadLayout> compute_thread_layout(const Topology& t, const ThreadLayo
     return invalid(fmt::format("{} {} threads but NUMA node{} {} {} only {} {}{}", what, asked,
                                nodes_os.size() == 1 ? "" : "s", fmt::join(nodes_os, ","),
                                nodes_os.size() == 1 ? "has" : "have", total_capacity,
-                               o.smt == SmtUse::kNo ? "cores (SMT use is off)" : "PUs",
+                               o.smt == SmtUse::kNo ? (total_capacity == 1 ? "core (SMT use is off)"
+                                                                           : "cores (SMT use is off)")
+                                                    : (total_capacity == 1 ? "PU" : "PUs"),
                                o.reserve_gpu_feeder ? " besides the GPU feeder's core" : ""));
   };
 

@@ -131,6 +131,11 @@ Expected<Topology> topology_from_machine() {
   TopologyHandle topo(raw);
   if (hwloc_topology_load(raw) != 0)
     return make_error(ErrorCode::kIo, fmt::format("hwloc_topology_load: {}", std::strerror(errno)));
+  // Only the PUs this process may run on (taskset, cgroup cpuset): oneTBB counts the same ones.
+  hwloc_bitmap_t allowed = hwloc_bitmap_alloc();
+  if (allowed && hwloc_get_cpubind(raw, allowed, HWLOC_CPUBIND_PROCESS) == 0 && !hwloc_bitmap_iszero(allowed))
+    hwloc_topology_restrict(raw, allowed, 0);
+  hwloc_bitmap_free(allowed);
   return read_topology(raw, "this machine");
 }
 

@@ -48,7 +48,8 @@ struct Topology {
   std::string summary() const;
 };
 
-/// The topology of the machine this process runs on, restricted to the PUs it may use (its cpuset).
+/// The topology of the machine this process runs on, restricted to the PUs it may use (its CPU affinity, e.g. from
+/// taskset, and its cgroup cpuset).
 /// Errors: kIo when hwloc cannot read the machine (the message carries errno text), kFormat when it finds no core.
 Expected<Topology> topology_from_machine();
 
