@@ -56,9 +56,13 @@ Expected<NumaBindResult> bind_to_numa_node(void* addr, uint64_t num_bytes, int n
   const int mode = policy == NumaPolicy::kBind ? MPOL_BIND : MPOL_PREFERRED;
   if (::mbind(reinterpret_cast<void*>(begin), end - begin, mode, mask.data(), num_bits, MPOL_MF_MOVE) != 0) {
     const int err = errno;
-    if (err == ENOSYS || err == EPERM || err == EIO) {
+    // The range and node were checked above, so EINVAL means the kernel will not apply a policy to this mapping.
+    if (err == ENOSYS || err == EPERM || err == EIO || err == EINVAL) {
       result.reason = fmt::format("mbind refused: {} ({})", std::strerror(err),
-                                  err == ENOSYS ? "ENOSYS" : err == EPERM ? "EPERM" : "EIO");
+                                  err == ENOSYS  ? "ENOSYS"
+                                  : err == EPERM ? "EPERM"
+                                  : err == EIO   ? "EIO"
+                                                 : "EINVAL");
       return result;
     }
     return make_error(ErrorCode::kIo, fmt::format("mbind of {} bytes at {} to NUMA node {}: {}", end - begin,

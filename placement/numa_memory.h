@@ -33,7 +33,8 @@ int numa_num_nodes();
 /// and moves pages already present there (MPOL_MF_MOVE: pages only this process maps). The partial pages at either
 /// end keep their policy, so neighbouring tensors bound to other nodes are not affected.
 /// Not applied (no error) where the kernel has no NUMA support (ENOSYS), refuses the move (EPERM, EIO: pages
-/// shared with another process or pinned), or the range holds no whole page.
+/// shared with another process or pinned) or the policy for this kind of mapping (EINVAL), or the range holds no
+/// whole page.
 /// Errors: kInvalidArgument for a node that does not exist (the message names it and the nodes there are) or a
 /// null address with num_bytes > 0; kIo for other mbind failures (errno text).
 Expected<NumaBindResult> bind_to_numa_node(void* addr, uint64_t num_bytes, int numa_node,

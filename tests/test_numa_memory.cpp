@@ -1,6 +1,7 @@
 // NUMA binding of weight ranges: what a one-node machine can show (binding to node 0 applies or is reported as not
 // applicable; a node that does not exist is an error) and, on machines with more nodes, that pages move.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -55,6 +56,24 @@ TEST(NumaMemory, UnalignedRangeBindsOnlyItsWholePages) {
   ASSERT_TRUE(small.has_value());
   EXPECT_FALSE(small->applied);
   EXPECT_FALSE(small->reason.empty());
+}
+
+TEST(NumaMemory, ReadOnlyFileMappingLikeTheModelIsBoundOrReportedNeverAnError) {
+  const std::string path = std::string(HETMOE_TEST_DATA_DIR) + "/gpt-oss-tiny.gguf";
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0) << path;
+  const size_t size = static_cast<size_t>(::lseek(fd, 0, SEEK_END));
+  void* p = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  ASSERT_NE(p, MAP_FAILED);
+  volatile uint8_t sink = 0;
+  for (size_t i = 0; i < size; i += 4096) sink = sink ^ static_cast<const uint8_t*>(p)[i];  // fault the pages in
+  auto r = bind_to_numa_node(p, size, 0);
+  ::munmap(p, size);
+  ASSERT_TRUE(r.has_value()) << r.error().to_string();
+  if (!r->applied) {
+    EXPECT_FALSE(r->reason.empty());
+  }
 }
 
 TEST(NumaMemory, NodeThatDoesNotExistIsAnError) {
