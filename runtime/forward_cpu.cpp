@@ -57,6 +57,35 @@ void run_job_rows(const cpu::KernelTable& k, const CpuForward::MatJob& job, int6
     }
 }
 
+/// Runs all jobs' rows in one parallel region of the current arena (num_threads threads); adds biases.
+/// row_begin: (jobs + 1) scratch for the row prefix sums.
+void run_jobs_in_arena(const cpu::KernelTable& kernels, std::span<const CpuForward::MatJob> jobs,
+                       int64_t* row_begin, int num_threads) {
+  row_begin[0] = 0;
+  for (size_t j = 0; j < jobs.size(); ++j)
+    row_begin[j + 1] = row_begin[j] + static_cast<int64_t>(jobs[j].w->num_rows);
+  const int64_t total = row_begin[jobs.size()];
+  // About 8 chunks per thread, in multiples of 16 rows so the kernels' row unrolling stays whole.
+  int64_t grain = total / (8 * static_cast<int64_t>(num_threads));
+  grain = std::max<int64_t>(16, grain / 16 * 16);
+  const int64_t* begin = row_begin;
+  const size_t num_jobs = jobs.size();
+  tbb::parallel_for(
+      tbb::blocked_range<int64_t>(0, total, static_cast<size_t>(grain)),
+      [&](const tbb::blocked_range<int64_t>& range) {
+        int64_t i = range.begin();
+        size_t j = static_cast<size_t>(std::upper_bound(begin, begin + num_jobs + 1, i) - begin) - 1;
+        while (i < range.end()) {
+          const int64_t r0 = i - begin[j];
+          const int64_t r1 = std::min(range.end(), begin[j + 1]) - begin[j];
+          run_job_rows(kernels, jobs[j], r0, r1);
+          i = begin[j] + r1;
+          ++j;
+        }
+      },
+      tbb::simple_partitioner());
+}
+
 }  // namespace
 
 Expected<std::unique_ptr<CpuForward>> CpuForward::create(const Model& model, const CpuForwardOptions& options,
@@ -74,6 +103,20 @@ Expected<std::unique_ptr<CpuForward>> CpuForward::create(const Model& model, con
   if (options.rollback_slots > (1u << 20))
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("rollback_slots {} is out of range (expected 0..{})", options.rollback_slots, 1u << 20));
+  if (!options.node_arenas.empty()) {
+    const size_t expected = static_cast<size_t>(hp.num_layers) * hp.num_experts;
+    if (options.node_arenas.size() > 255 || options.node_arenas[0] != options.arena ||
+        std::find(options.node_arenas.begin(), options.node_arenas.end(), nullptr) != options.node_arenas.end())
+      return make_error(ErrorCode::kInvalidArgument, "node_arenas: expected up to 255 arenas, the first being `arena`");
+    if (options.expert_node.size() != expected)
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("expert_node has {} entries, expected num_layers × num_experts = {}",
+                                    options.expert_node.size(), expected));
+    for (uint8_t n : options.expert_node)
+      if (n >= options.node_arenas.size())
+        return make_error(ErrorCode::kInvalidArgument,
+                          fmt::format("expert_node names arena {} of {}", n, options.node_arenas.size()));
+  }
   auto kv = KvCache::create(hp, options.context_length, options.kv_type,
                             options.max_batch_tokens - 1 + options.rollback_slots);
   if (!kv) return kv.error();
@@ -86,6 +129,7 @@ CpuForward::CpuForward(const Model& model, KvCache kv, const CpuForwardOptions& 
   const ModelHparams& hp = model.hparams;
   if (options.arena) {
     arena_ = options.arena;
+    arena_owner_ = options.arena_owner;
     num_threads_ = arena_->max_concurrency();
   } else {
     num_threads_ = options.num_threads > 0 ? options.num_threads
@@ -123,6 +167,15 @@ CpuForward::CpuForward(const Model& model, KvCache kv, const CpuForwardOptions& 
   down_.resize(B * K * D);
   jobs_.resize(3 * E + 3);
   job_row_begin_.resize(jobs_.size() + 1);
+  if (options.node_arenas.size() > 1) {
+    node_arenas_ = options.node_arenas;
+    expert_node_ = options.expert_node;
+    for (size_t n = 0; n < node_arenas_.size(); ++n) node_groups_.push_back(std::make_unique<tbb::task_group>());
+    node_jobs_.resize(jobs_.size());
+    node_job_begin_.resize(node_arenas_.size() + 1);
+    node_job_next_.resize(node_arenas_.size());
+    node_row_begin_.resize(node_arenas_.size() * (jobs_.size() + 1));
+  }
 }
 
 void CpuForward::quantize_rows(const float* src, cpu::ActQ8Block* dst, uint32_t num_tokens, uint32_t num_cols) {
@@ -132,29 +185,35 @@ void CpuForward::quantize_rows(const float* src, cpu::ActQ8Block* dst, uint32_t 
 }
 
 void CpuForward::run_jobs(std::span<const MatJob> jobs) {
-  job_row_begin_[0] = 0;
-  for (size_t j = 0; j < jobs.size(); ++j)
-    job_row_begin_[j + 1] = job_row_begin_[j] + static_cast<int64_t>(jobs[j].w->num_rows);
-  const int64_t total = job_row_begin_[jobs.size()];
-  // About 8 chunks per thread, in multiples of 16 rows so the kernels' row unrolling stays whole.
-  int64_t grain = total / (8 * static_cast<int64_t>(num_threads_));
-  grain = std::max<int64_t>(16, grain / 16 * 16);
-  const int64_t* begin = job_row_begin_.data();
-  const size_t num_jobs = jobs.size();
-  tbb::parallel_for(
-      tbb::blocked_range<int64_t>(0, total, static_cast<size_t>(grain)),
-      [&](const tbb::blocked_range<int64_t>& range) {
-        int64_t i = range.begin();
-        size_t j = static_cast<size_t>(std::upper_bound(begin, begin + num_jobs + 1, i) - begin) - 1;
-        while (i < range.end()) {
-          const int64_t r0 = i - begin[j];
-          const int64_t r1 = std::min(range.end(), begin[j + 1]) - begin[j];
-          run_job_rows(*kernels_, jobs[j], r0, r1);
-          i = begin[j] + r1;
-          ++j;
-        }
-      },
-      tbb::simple_partitioner());
+  run_jobs_in_arena(*kernels_, jobs, job_row_begin_.data(), num_threads_);
+}
+
+void CpuForward::run_expert_jobs(uint32_t l, std::span<const MatJob> jobs) {
+  const size_t num_nodes = node_arenas_.size();
+  if (num_nodes <= 1) return run_jobs(jobs);
+  // Group the jobs by node (counting sort into node_jobs_).
+  const size_t E = model_->hparams.num_experts;
+  const auto node_of = [&](const MatJob& job) { return expert_node_[l * E + job.expert_idx]; };
+  std::fill(node_job_begin_.begin(), node_job_begin_.end(), size_t{0});
+  for (const MatJob& job : jobs) ++node_job_begin_[node_of(job) + 1u];
+  for (size_t n = 0; n < num_nodes; ++n) node_job_begin_[n + 1] += node_job_begin_[n];
+  std::copy(node_job_begin_.begin(), node_job_begin_.end() - 1, node_job_next_.begin());
+  for (const MatJob& job : jobs) node_jobs_[node_job_next_[node_of(job)]++] = job;
+  const size_t stride = jobs_.size() + 1;
+  const auto run_node = [&](size_t n) {
+    const std::span<const MatJob> mine(node_jobs_.data() + node_job_begin_[n],
+                                       node_job_begin_[n + 1] - node_job_begin_[n]);
+    if (!mine.empty())
+      run_jobs_in_arena(*kernels_, mine, &node_row_begin_[n * stride], node_arenas_[n]->max_concurrency());
+  };
+  // Nodes 1.. get their jobs through a task_group in their arena (their workers pick them up); this thread runs
+  // node 0's in its own arena meanwhile, then waits for the others.
+  for (size_t n = 1; n < num_nodes; ++n)
+    if (node_job_begin_[n + 1] > node_job_begin_[n])
+      node_arenas_[n]->execute([&, n] { node_groups_[n]->run([&run_node, n] { run_node(n); }); });
+  run_node(0);  // this thread is in node 0's arena
+  for (size_t n = 1; n < num_nodes; ++n)
+    if (node_job_begin_[n + 1] > node_job_begin_[n]) node_arenas_[n]->execute([&, n] { node_groups_[n]->wait(); });
 }
 
 Status CpuForward::truncate(uint32_t target) {
@@ -398,7 +457,7 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
       job.bias = (which == 0 ? w.gate_bias.data() : w.up_bias.data()) + e * F;
     }
   }
-  run_jobs({jobs_.data(), num_jobs});
+  run_expert_jobs(l, {jobs_.data(), num_jobs});
 
   // 5. SwiGLU-OAI, quantize, down projections.
   const uint32_t num_rows = group_begin_[num_groups];
@@ -419,7 +478,7 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
     job.y_stride = D;
     job.bias = w.down_bias.data() + e * D;
   }
-  run_jobs({jobs_.data(), num_jobs});
+  run_expert_jobs(l, {jobs_.data(), num_jobs});
 
   // 6. Weighted sum into the residual stream.
   for (uint32_t row = 0; row < num_rows; ++row) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <tbb/task_arena.h>
+#include <tbb/task_group.h>
 
 #include "cpu_kernels/kernels.h"
 #include "runtime/expected.h"
@@ -29,6 +30,14 @@ struct CpuForwardOptions {
   /// Hook for thread placement: an arena the caller configured (pinned workers, NUMA constraints; the placement
   /// issue attaches a task_scheduler_observer to it) and keeps alive. nullptr: an own arena of num_threads.
   tbb::task_arena* arena = nullptr;
+  /// Kept alive as long as the forward pass (e.g. the WorkerPool that owns `arena`, runtime/worker_pool.h).
+  std::shared_ptr<void> arena_owner;
+  /// Several NUMA nodes: the arena of each node (node_arenas[0] is `arena`) and the node of every expert,
+  /// expert_node[layer * num_experts + expert] indexing node_arenas (placement::shard_experts). Expert jobs then run
+  /// in their node's arena, all nodes at once; everything else in `arena`. Arenas after the first must keep no slot
+  /// for external threads (WorkerPool's do not): their work is handed over with a task_group. Empty: one arena.
+  std::vector<tbb::task_arena*> node_arenas;
+  std::vector<uint8_t> expert_node;
 };
 
 class CpuForward final : public ForwardPass {
@@ -72,12 +81,22 @@ class CpuForward final : public ForwardPass {
   void quantize_rows(const float* src, cpu::ActQ8Block* dst, uint32_t num_tokens, uint32_t num_cols);
   /// Runs all jobs' rows in one parallel region; adds biases.
   void run_jobs(std::span<const MatJob> jobs);
+  /// run_jobs for expert jobs of layer layer_idx: with several node arenas, each node's jobs in its own arena.
+  void run_expert_jobs(uint32_t layer_idx, std::span<const MatJob> jobs);
 
   const Model* model_;
   KvCache kv_;
   const cpu::KernelTable* kernels_;
   std::unique_ptr<tbb::task_arena> own_arena_;
   tbb::task_arena* arena_ = nullptr;
+  std::shared_ptr<void> arena_owner_;
+  std::vector<tbb::task_arena*> node_arenas_;  // (nodes) empty or more than one
+  std::vector<uint8_t> expert_node_;           // (num_layers, num_experts) index into node_arenas_
+  std::vector<std::unique_ptr<tbb::task_group>> node_groups_;  // (nodes) expert work handed to nodes 1..
+  std::vector<MatJob> node_jobs_;              // (3 · num_experts + 3) a layer's expert jobs grouped by node
+  std::vector<size_t> node_job_begin_;         // (nodes + 1) first job of each node in node_jobs_
+  std::vector<size_t> node_job_next_;          // (nodes) fill cursor of each node while grouping
+  std::vector<int64_t> node_row_begin_;        // (nodes, jobs + 1) row prefix sums of each node's jobs
   int num_threads_ = 1;
   uint32_t max_batch_ = 1;
   uint32_t rollback_slots_ = 0;

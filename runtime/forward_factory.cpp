@@ -2,6 +2,7 @@
 
 #include "runtime/forward_cpu.h"
 #include "runtime/forward_reference.h"
+#include "runtime/worker_pool.h"
 
 namespace hetmoe {
 
@@ -19,6 +20,19 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
   cpu_options.num_threads = options.num_threads;
   cpu_options.max_batch_tokens = options.max_batch_tokens;
   cpu_options.rollback_slots = options.rollback_slots;
+  // Pinned workers, one arena per NUMA node; with several nodes, experts are sharded over the nodes' memory and run
+  // in their node's arena (runtime/worker_pool.h).
+  auto pool = WorkerPool::create_for_machine(options.num_threads, options.thread_layout, /*one_arena=*/false);
+  if (!pool) return pool.error();
+  std::shared_ptr<WorkerPool> shared_pool = std::move(*pool);
+  cpu_options.arena = &shared_pool->arena(0);
+  if (shared_pool->num_arenas() > 1) {
+    auto expert_node = place_experts_on_nodes(model, shared_pool->layout(), /*bind_memory=*/true);
+    if (!expert_node) return expert_node.error();
+    cpu_options.expert_node = std::move(*expert_node);
+    for (int n = 0; n < shared_pool->num_arenas(); ++n) cpu_options.node_arenas.push_back(&shared_pool->arena(n));
+  }
+  cpu_options.arena_owner = std::move(shared_pool);
   auto cpu_forward = CpuForward::create(model, cpu_options, cpu::kernel_table(*isa));
   if (!cpu_forward) return cpu_forward.error();
   return std::unique_ptr<ForwardPass>(std::move(*cpu_forward));

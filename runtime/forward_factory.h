@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "placement/thread_layout.h"
 #include "runtime/expected.h"
 #include "runtime/forward_pass.h"
 #include "runtime/kv_cache.h"
@@ -20,11 +21,15 @@ struct ForwardOptions {
   bool use_reference = false;                // the scalar oracle (runtime/forward_reference.h)
   uint32_t max_batch_tokens = 64;            // CPU path: prefill tokens per batch
   uint32_t rollback_slots = 0;               // CPU path: how far truncate() may go back
+  placement::ThreadLayoutOptions thread_layout;  // CPU path: pinned workers (NUMA nodes, SMT, PU list); the count
+                                                 // is num_threads
 };
 
 /// The forward pass for `model` (which must outlive it): the CPU path with the kernels of cpu::selected_isa()
-/// (HETMOE_ISA may force scalar|avx2|avx512), or the reference. Errors: the implementation's (context out of range,
-/// allocation failure) and selected_isa()'s (a bad HETMOE_ISA value).
+/// (HETMOE_ISA may force scalar|avx2|avx512) on workers pinned as options.thread_layout says (runtime/worker_pool.h;
+/// with several NUMA nodes, experts are sharded over the nodes' memory and run on their node), or the reference.
+/// Errors: the implementation's (context out of range, allocation failure), selected_isa()'s (a bad HETMOE_ISA
+/// value) and WorkerPool::create_for_machine's (more threads than PUs, a PU or node that does not exist).
 Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options);
 
 /// "reference" or the CPU path with its ISA, e.g. "cpu avx512" (for the figures commands print).

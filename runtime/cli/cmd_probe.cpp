@@ -1,0 +1,93 @@
+// hetmoe probe [--force] [--json] [--cache-dir D]: the hardware profile (placement/hardware_profile.h), from the
+// cache when it matches this machine, measured otherwise (and the reason said).
+#include <fmt/format.h>
+
+#include <memory>
+#include <string>
+
+#include "cpu_kernels/kernels.h"
+#include "placement/hardware_profile.h"
+#include "placement/thread_layout.h"
+#include "placement/topology.h"
+#include "runtime/cli/cli_util.h"
+#include "runtime/cli/commands.h"
+
+namespace hetmoe::cli {
+namespace {
+
+struct ProbeArgs {
+  bool force = false;
+  bool json = false;
+  std::string cache_dir;
+};
+
+std::string gbps(double bytes_per_s) { return fmt::format("{:.1f}", bytes_per_s / 1e9); }
+
+void print_summary(const placement::ProbeResult& r, const placement::Topology& topology) {
+  const placement::HardwareProfile& p = r.profile;
+  fmt::print("machine: {} | {} | {}\n", p.key.hostname, p.key.cpu_model, p.key.topology_summary);
+  if (auto layout = placement::compute_thread_layout(topology, {}))
+    fmt::print("default workers (one per core): {}\n", layout->describe());
+  if (r.from_cache)
+    fmt::print("profile: cached {} (measured in {:.1f} s), {}\n", p.measured_at, p.probe_seconds,
+               r.cache_path.string());
+  else
+    fmt::print("profile: measured now in {:.1f} s ({}), saved to {}\n", p.probe_seconds, r.reason,
+               r.cache_path.string());
+  fmt::print("memory read bandwidth, GB/s by threads:\n");
+  for (const auto& n : p.node_read_bandwidth) {
+    std::string line;
+    for (const auto& b : n.read) line += fmt::format("  {} → {}", b.num_threads, gbps(b.bytes_per_s));
+    fmt::print("  NUMA node {}:{}\n", n.numa_node, line);
+  }
+  fmt::print("MXFP4 expert GEMV 2880×2880 ({} kernels, node {}, {} working set), by threads:\n", p.key.cpu_isa,
+             p.gemv_numa_node, format_bytes(p.gemv_working_set_bytes));
+  for (const auto& g : p.expert_gemv)
+    fmt::print("  {} → {} GB/s of weights, {:.0f} experts/s\n", g.num_threads, gbps(g.weight_bytes_per_s),
+               g.experts_per_s);
+  if (p.gpu) {
+    const placement::GpuFigures& g = *p.gpu;
+    fmt::print("GPU {} ({}): memory read {} GB/s; PCIe H2D {} GB/s, {:.1f} µs; D2H {} GB/s, {:.1f} µs\n",
+               g.device_idx, g.name, gbps(g.memory_read_bytes_per_s), gbps(g.h2d_bytes_per_s),
+               g.h2d_latency_s * 1e6, gbps(g.d2h_bytes_per_s), g.d2h_latency_s * 1e6);
+    if (!p.gpu_note.empty()) fmt::print("  {}\n", p.gpu_note);
+  } else {
+    fmt::print("GPU: none measured ({})\n", p.gpu_note);
+  }
+}
+
+int run_probe(const ProbeArgs& args) {
+  auto topology = placement::topology_from_machine();
+  if (!topology) return report_error("probe", topology.error());
+  auto isa = cpu::selected_isa();
+  if (!isa) return report_error("probe", isa.error());
+  const placement::MachineKey key = placement::machine_key(*topology, cpu::isa_name(*isa));
+  placement::ProbeOptions options;
+  options.force = args.force;
+  options.cache_dir = args.cache_dir;
+  auto result = placement::probe_hardware(*topology, key, options, placement::default_measurers());
+  if (!result) return report_error("probe", result.error());
+  if (!result->from_cache && args.json) fmt::print(stderr, "hetmoe probe: measured ({})\n", result->reason);
+  if (!result->cache_write_error.empty())
+    fmt::print(stderr, "hetmoe probe: warning: profile not cached: {}\n", result->cache_write_error);
+  if (args.json)
+    fmt::print("{}", placement::profile_to_json(result->profile));
+  else
+    print_summary(*result, *topology);
+  return 0;
+}
+
+}  // namespace
+
+void add_probe_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("probe", "Measure this machine (topology, memory bandwidth per NUMA node, expert "
+                                          "GEMV throughput, GPU and PCIe) once and cache the profile");
+  auto args = std::make_shared<ProbeArgs>();
+  cmd->add_flag("--force", args->force, "Measure again even when the cached profile matches this machine");
+  cmd->add_flag("--json", args->json, "Print the profile as JSON");
+  cmd->add_option("--cache-dir", args->cache_dir,
+                  "Cache directory (default: $XDG_CACHE_HOME/hetmoe or ~/.cache/hetmoe)");
+  cmd->callback([args, &exit_code] { exit_code = run_probe(*args); });
+}
+
+}  // namespace hetmoe::cli
