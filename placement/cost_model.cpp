@@ -255,4 +255,29 @@ Status CostModel::evaluate(Plan& plan) const {
   return {};
 }
 
+Expected<CostInputs> cost_inputs_from_header(const gguf::File& file, const ExpertStats* stats, const DeviceRates& rates,
+                                             uint32_t context_length, uint32_t depth, KvCacheType kv_type) {
+  CostInputs in;
+  HETMOE_ASSIGN_OR_RETURN(in.hp, read_hparams(file));
+  if (context_length == 0 || context_length > in.hp.context_length)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("context length {} is out of range (expected 1..{})", context_length,
+                                  in.hp.context_length));
+  if (depth >= context_length)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("depth {} must be below the context length {}", depth, context_length));
+  HETMOE_ASSIGN_OR_RETURN(in.bytes, model_bytes(file, in.hp, kv_type));
+  if (stats) {
+    HETMOE_RETURN_IF_ERROR(stats->check_model(in.hp));
+    in.probabilities = stats->selection_probabilities();
+  } else {
+    HETMOE_ASSIGN_OR_RETURN(in.probabilities, router_bias_prior(file, in.hp));
+  }
+  in.rates = rates;
+  in.context_length = context_length;
+  in.depth = depth;
+  in.kv_type = kv_type;
+  return in;
+}
+
 }  // namespace hetmoe::placement

@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "placement/expert_stats.h"
 #include "placement/plan.h"
 #include "placement/traffic.h"
 #include "runtime/kv_cache.h"
@@ -135,5 +136,12 @@ class CostModel {
   void prefill(const Plan& plan, uint32_t batch, double* time_s, double* cpu_path_s, double* stream_path_s) const;
   CostInputs in_;
 };
+
+/// Cost inputs from a GGUF file's header: hparams, byte accounting (tensor infos only) and selection
+/// probabilities from `stats` (nullptr: the router-bias prior, which reads the num_layers × num_experts router
+/// bias values — the only tensor data planning touches). Errors: read_hparams's, model_bytes's, stats'
+/// check_model's; kInvalidArgument for a context length of 0 or above the model's, or a depth ≥ the context.
+Expected<CostInputs> cost_inputs_from_header(const gguf::File& file, const ExpertStats* stats, const DeviceRates& rates,
+                                             uint32_t context_length, uint32_t depth, KvCacheType kv_type);
 
 }  // namespace hetmoe::placement

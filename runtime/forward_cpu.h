@@ -29,6 +29,9 @@ struct CpuForwardOptions {
   /// Hook for thread placement: an arena the caller configured (pinned workers, NUMA constraints; the placement
   /// issue attaches a task_scheduler_observer to it) and keeps alive. nullptr: an own arena of num_threads.
   tbb::task_arena* arena = nullptr;
+  /// Expert selection counts (num_layers, num_experts), incremented for every expert the router chooses for every
+  /// token (placement/expert_stats.h); the caller owns the buffer and keeps it alive. nullptr: not counted.
+  uint64_t* expert_counts = nullptr;
 };
 
 class CpuForward final : public ForwardPass {
@@ -82,6 +85,7 @@ class CpuForward final : public ForwardPass {
   uint32_t max_batch_ = 1;
   uint32_t rollback_slots_ = 0;
   uint32_t num_positions_ = 0;
+  uint64_t* expert_counts_ = nullptr;  // (num_layers, num_experts) or nullptr
 
   // Buffers for up to max_batch_ tokens (B), planned in the constructor.
   std::vector<float> x_;             // (B, hidden_dim) residual stream

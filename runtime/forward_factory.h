@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "placement/plan.h"
 #include "runtime/expected.h"
 #include "runtime/forward_pass.h"
 #include "runtime/kv_cache.h"
@@ -20,11 +21,18 @@ struct ForwardOptions {
   bool use_reference = false;                // the scalar oracle (runtime/forward_reference.h)
   uint32_t max_batch_tokens = 64;            // CPU path: prefill tokens per batch
   uint32_t rollback_slots = 0;               // CPU path: how far truncate() may go back
+  /// The placement to execute (placement/plan.h); the caller keeps it alive. nullptr: the all-CPU plan (what the
+  /// optimizer returns without a GPU). The runtime runs from Plans and decides no placement itself.
+  const placement::Plan* plan = nullptr;
+  /// CPU path: expert selection counts (num_layers, num_experts) to increment (CpuForwardOptions::expert_counts).
+  uint64_t* expert_counts = nullptr;
 };
 
 /// The forward pass for `model` (which must outlive it): the CPU path with the kernels of cpu::selected_isa()
 /// (HETMOE_ISA may force scalar|avx2|avx512), or the reference. Errors: the implementation's (context out of range,
-/// allocation failure) and selected_isa()'s (a bad HETMOE_ISA value).
+/// allocation failure) and selected_isa()'s (a bad HETMOE_ISA value); kInvalidArgument for a plan of another
+/// model shape; kUnsupported for a plan that places anything on a GPU (no GPU forward path is built in yet), or
+/// for expert counting with the reference.
 Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options);
 
 /// "reference" or the CPU path with its ISA, e.g. "cpu avx512" (for the figures commands print).
