@@ -146,7 +146,7 @@ void CostModel::prefill(const Plan& plan, uint32_t batch, double* time_s, double
     const double cpu_x = std::max(used_cpu * s / cpu_bw(true), 2.0 * tokens_cpu * w / r.cpu_gemm_flops);
     double step_cpu_path = std::max(gpu_x, cpu_x);
     double step = step_cpu_path;
-    if (r.has_gpu && any_cpu) {
+    if (r.has_gpu && plan.uses_gpu() && any_cpu) {
       const double stream = std::max(used_cpu * (s / r.pcie_bytes_per_s + r.pcie_latency_s),
                                      2.0 * tokens_cpu * w / r.gpu_flops);
       total_stream_path += stream;
@@ -240,7 +240,7 @@ Status CostModel::evaluate(Plan& plan) const {
   prefill(plan, std::max(1u, in_.prefill_batch), &time_s, &cpu_path, &stream_path);
   pr.prefill_tok_s = time_s > 0 ? in_.prefill_batch / time_s : 0.0;
   pr.prefill_crossover_batch = 0;
-  if (in_.rates.has_gpu && t.num_cpu_experts > 0)
+  if (in_.rates.has_gpu && gpu_used && t.num_cpu_experts > 0)
     for (uint32_t b = 1; b <= 4096; b *= 2) {
       prefill(plan, b, &time_s, &cpu_path, &stream_path);
       if (stream_path < cpu_path) {

@@ -66,7 +66,7 @@ Expected<ExpertStats> expert_stats_from_json(const nlohmann::json& j, const std:
   if (!j.contains("version") || j["version"] != kVersion)
     return format_error(source, fmt::format("key 'version' must be {}", kVersion));
   auto get_uint = [&](const char* key, uint64_t max) -> Expected<uint64_t> {
-    if (!j.contains(key) || !j[key].is_number_unsigned() || j[key].get<uint64_t>() > max)
+    if (!j.contains(key) || !j[key].is_number_integer() || j[key].get<int64_t>() < 0 || j[key].get<uint64_t>() > max)
       return format_error(source, fmt::format("key '{}' must be an integer in 0..{}", key, max));
     return j[key].get<uint64_t>();
   };
@@ -90,7 +90,7 @@ Expected<ExpertStats> expert_stats_from_json(const nlohmann::json& j, const std:
                                               s.num_experts));
     uint64_t sum = 0;
     for (const auto& c : row) {
-      if (!c.is_number_unsigned()) return format_error(source, fmt::format("counts[{}] has a non-integer entry", l));
+      if (!c.is_number_integer() || c.get<int64_t>() < 0) return format_error(source, fmt::format("counts[{}] has a non-integer entry", l));
       const uint64_t n = c.get<uint64_t>();
       if (n > s.num_tokens)
         return format_error(source, fmt::format("counts[{}] has {} > num_tokens = {}", l, n, s.num_tokens));

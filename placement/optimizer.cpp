@@ -148,41 +148,111 @@ Expected<Plan> optimize_plan(const CostModel& cm, const PlanRequest& req, PlanSt
       }
     }
 
-    Solution sol = solve(groups, capacity, 0.0);
+    // The placement as (attention device, number of GPU experts) per block and the output's device.
+    struct State {
+      std::vector<Device> attention;
+      std::vector<uint32_t> num_gpu;
+      Device output = Device::kCpu;
+      uint64_t gpu_bytes = 0, cpu_bytes = 0;
+      double time_s = 0;
+    };
+    const auto state_of = [&](const Solution& sol) {
+      State st;
+      for (uint32_t l = 0; l < L; ++l) {
+        const Option& o = groups[l][sol.choice[l]];
+        st.attention.push_back(o.attention);
+        st.num_gpu.push_back(o.num_gpu);
+      }
+      st.output = groups[L][sol.choice[L]].attention;
+      for (uint32_t g = 0; g <= L; ++g) {
+        const Option& o = groups[g][sol.choice[g]];
+        st.gpu_bytes += o.gpu_bytes, st.cpu_bytes += o.cpu_bytes, st.time_s += o.time_s;
+      }
+      return st;
+    };
     const uint64_t fixed_cpu = in.bytes.embedding_bytes;
-    if (req.ram_budget_bytes > 0 && sol.cpu_bytes + fixed_cpu > req.ram_budget_bytes) {
-      // Lagrange penalty per RAM byte: find a λ that meets the RAM budget, then bisect towards the smallest.
+    const auto fits_ram = [&](const State& st) {
+      return req.ram_budget_bytes == 0 || st.cpu_bytes + fixed_cpu <= req.ram_budget_bytes;
+    };
+    State best = state_of(solve(groups, capacity, 0.0));
+    if (!fits_ram(best)) {
+      // (1) Fill the VRAM the fastest plan leaves free, moving what costs least predicted time per byte first.
+      State fill = best;
+      const auto block_time = [&](uint32_t l, Device a, uint32_t n) {
+        return cm.block_cost(l, a, prefix_mass[l][n], n).step_s;
+      };
+      while (!fits_ram(fill)) {
+        double best_ratio = std::numeric_limits<double>::infinity();
+        int best_group = -1;
+        bool best_attention = false;
+        uint64_t best_bytes = 0;
+        double best_delta = 0;
+        for (uint32_t l = 0; l <= L; ++l) {
+          for (bool attention_move : {false, true}) {
+            uint64_t bytes = 0;
+            double delta = 0;
+            if (l == L) {
+              if (attention_move || fill.output == Device::kGpu) continue;
+              bytes = in.bytes.output_bytes;
+              delta = cm.output_time_s(Device::kGpu) - cm.output_time_s(Device::kCpu);
+            } else if (attention_move) {
+              if (fill.attention[l] == Device::kGpu || strategy == PlanStrategy::kPerLayer) continue;
+              bytes = cm.attention_resident_bytes(l);
+              delta = block_time(l, Device::kGpu, fill.num_gpu[l]) - block_time(l, Device::kCpu, fill.num_gpu[l]);
+            } else {
+              const uint32_t n = fill.num_gpu[l];
+              const uint32_t to = strategy == PlanStrategy::kPerLayer ? E : n + 1;
+              if (n >= E) continue;
+              bytes = static_cast<uint64_t>(to - n) * in.bytes.layers[l].expert_bytes;
+              delta = block_time(l, fill.attention[l], to) - block_time(l, fill.attention[l], n);
+            }
+            if (fill.gpu_bytes + bytes > available) continue;
+            const double ratio = delta / static_cast<double>(bytes);
+            if (ratio < best_ratio) {
+              best_ratio = ratio, best_group = static_cast<int>(l), best_attention = attention_move;
+              best_bytes = bytes, best_delta = delta;
+            }
+          }
+        }
+        if (best_group < 0) break;
+        const auto g = static_cast<uint32_t>(best_group);
+        if (g == L) fill.output = Device::kGpu;
+        else if (best_attention) fill.attention[g] = Device::kGpu;
+        else fill.num_gpu[g] = strategy == PlanStrategy::kPerLayer ? E : fill.num_gpu[g] + 1;
+        fill.gpu_bytes += best_bytes, fill.cpu_bytes -= best_bytes, fill.time_s += best_delta;
+      }
+      // (2) A Lagrange penalty per RAM byte, raised until the DP's plan fits, then bisected towards the smallest.
       double lo = 0, hi = 1e-13;
-      Solution best = solve(groups, capacity, hi);
-      while (best.cpu_bytes + fixed_cpu > req.ram_budget_bytes && hi < 1.0) {
+      State lagrange = state_of(solve(groups, capacity, hi));
+      while (!fits_ram(lagrange) && hi < 1.0) {
         lo = hi;
         hi *= 8;
-        best = solve(groups, capacity, hi);
+        lagrange = state_of(solve(groups, capacity, hi));
       }
-      if (best.cpu_bytes + fixed_cpu > req.ram_budget_bytes)
+      if (fits_ram(lagrange))
+        for (int it = 0; it < 24; ++it) {
+          const double mid = 0.5 * (lo + hi);
+          State st = state_of(solve(groups, capacity, mid));
+          if (fits_ram(st)) {
+            hi = mid;
+            lagrange = std::move(st);
+          } else {
+            lo = mid;
+          }
+        }
+      if (!fits_ram(fill) && !fits_ram(lagrange))
         return make_error(ErrorCode::kInvalidArgument,
                           fmt::format("RAM budget {} cannot be met: even with {} of VRAM, {} must stay in RAM "
                                       "(embedding table {}, and what does not fit on the GPU)",
                                       gib(req.ram_budget_bytes), gib(req.vram_budget_bytes),
-                                      gib(best.cpu_bytes + fixed_cpu), gib(fixed_cpu)));
-      for (int it = 0; it < 24; ++it) {
-        const double mid = 0.5 * (lo + hi);
-        Solution s = solve(groups, capacity, mid);
-        if (s.cpu_bytes + fixed_cpu <= req.ram_budget_bytes) {
-          hi = mid;
-          best = std::move(s);
-        } else {
-          lo = mid;
-        }
-      }
-      sol = std::move(best);
+                                      gib(std::min(fill.cpu_bytes, lagrange.cpu_bytes) + fixed_cpu), gib(fixed_cpu)));
+      best = !fits_ram(lagrange) || (fits_ram(fill) && fill.time_s <= lagrange.time_s) ? fill : lagrange;
     }
     for (uint32_t l = 0; l < L; ++l) {
-      const Option& o = groups[l][sol.choice[l]];
-      plan.layers[l].attention = o.attention;
-      for (uint32_t i = 0; i < o.num_gpu; ++i) plan.layers[l].experts[order[l][i]] = Device::kGpu;
+      plan.layers[l].attention = best.attention[l];
+      for (uint32_t i = 0; i < best.num_gpu[l]; ++i) plan.layers[l].experts[order[l][i]] = Device::kGpu;
     }
-    plan.output = groups[L][sol.choice[L]].attention;
+    plan.output = best.output;
   }
 
   HETMOE_RETURN_IF_ERROR(cm.evaluate(plan));

@@ -31,7 +31,7 @@ struct Reader {
   Expected<uint64_t> u64(const char* key, uint64_t max = UINT64_MAX) const {
     const nlohmann::json* v = nullptr;
     HETMOE_ASSIGN_OR_RETURN(v, field(key));
-    if (!v->is_number_unsigned() || v->get<uint64_t>() > max)
+    if (!v->is_number_integer() || v->get<int64_t>() < 0 || v->get<uint64_t>() > max)
       return format_error(source, fmt::format("key '{}' must be an integer in 0..{}", where(key), max));
     return v->get<uint64_t>();
   }
@@ -92,10 +92,10 @@ nlohmann::json plan_to_json(const Plan& p) {
                          {"cpu_experts", cpu},
                          {"gpu_bytes", l.gpu_bytes},
                          {"cpu_bytes", l.cpu_bytes},
-                         {"gpu_ms", l.gpu_time_s * 1e3},
-                         {"cpu_ms", l.cpu_time_s * 1e3},
-                         {"sync_ms", l.sync_time_s * 1e3},
-                         {"step_ms", l.step_time_s * 1e3}};
+                         {"gpu_time_s", l.gpu_time_s},
+                         {"cpu_time_s", l.cpu_time_s},
+                         {"sync_time_s", l.sync_time_s},
+                         {"step_time_s", l.step_time_s}};
     if (!l.expert_numa_nodes.empty()) jl["numa_nodes"] = l.expert_numa_nodes;
     layers.push_back(std::move(jl));
   }
@@ -126,11 +126,11 @@ nlohmann::json plan_to_json(const Plan& p) {
         {"num_cpu_experts", t.num_cpu_experts}}},
       {"prediction",
        {{"depth", r.depth},
-        {"decode_ms", r.decode_time_s * 1e3},
+        {"decode_time_s", r.decode_time_s},
         {"decode_tok_s", r.decode_tok_s},
-        {"gpu_ms", r.gpu_time_s * 1e3},
-        {"cpu_ms", r.cpu_time_s * 1e3},
-        {"output_ms", r.output_time_s * 1e3},
+        {"gpu_time_s", r.gpu_time_s},
+        {"cpu_time_s", r.cpu_time_s},
+        {"output_time_s", r.output_time_s},
         {"prefill_batch", r.prefill_batch},
         {"prefill_tok_s", r.prefill_tok_s},
         {"prefill_crossover_batch", r.prefill_crossover_batch}}},
@@ -187,7 +187,7 @@ Expected<Plan> plan_from_json(const nlohmann::json& j, const std::string& source
       HETMOE_ASSIGN_OR_RETURN(ids, r.field(key));
       if (!ids->is_array()) return format_error(source, fmt::format("key '{}' must be an array", r.where(key)));
       for (const auto& id : *ids) {
-        if (!id.is_number_unsigned() || id.get<uint64_t>() >= p.num_experts)
+        if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<uint64_t>() >= p.num_experts)
           return format_error(source, fmt::format("key '{}' has an expert id that is not in 0..{}", r.where(key),
                                                   p.num_experts - 1));
         const auto e = id.get<uint32_t>();
@@ -212,15 +212,10 @@ Expected<Plan> plan_from_json(const nlohmann::json& j, const std::string& source
     }
     HETMOE_ASSIGN_OR_RETURN(lp.gpu_bytes, r.u64("gpu_bytes"));
     HETMOE_ASSIGN_OR_RETURN(lp.cpu_bytes, r.u64("cpu_bytes"));
-    double ms = 0;
-    HETMOE_ASSIGN_OR_RETURN(ms, r.number("gpu_ms"));
-    lp.gpu_time_s = ms * 1e-3;
-    HETMOE_ASSIGN_OR_RETURN(ms, r.number("cpu_ms"));
-    lp.cpu_time_s = ms * 1e-3;
-    HETMOE_ASSIGN_OR_RETURN(ms, r.number("sync_ms"));
-    lp.sync_time_s = ms * 1e-3;
-    HETMOE_ASSIGN_OR_RETURN(ms, r.number("step_ms"));
-    lp.step_time_s = ms * 1e-3;
+    HETMOE_ASSIGN_OR_RETURN(lp.gpu_time_s, r.number("gpu_time_s"));
+    HETMOE_ASSIGN_OR_RETURN(lp.cpu_time_s, r.number("cpu_time_s"));
+    HETMOE_ASSIGN_OR_RETURN(lp.sync_time_s, r.number("sync_time_s"));
+    HETMOE_ASSIGN_OR_RETURN(lp.step_time_s, r.number("step_time_s"));
   }
 
   HETMOE_ASSIGN_OR_RETURN(f, top.field("totals"));
@@ -238,18 +233,13 @@ Expected<Plan> plan_from_json(const nlohmann::json& j, const std::string& source
   HETMOE_ASSIGN_OR_RETURN(f, top.field("prediction"));
   Reader r{*f, "prediction", source};
   PlanPrediction& pr = p.prediction;
-  double ms = 0;
   HETMOE_ASSIGN_OR_RETURN(v, r.u64("depth", UINT32_MAX));
   pr.depth = static_cast<uint32_t>(v);
-  HETMOE_ASSIGN_OR_RETURN(ms, r.number("decode_ms"));
-  pr.decode_time_s = ms * 1e-3;
+  HETMOE_ASSIGN_OR_RETURN(pr.decode_time_s, r.number("decode_time_s"));
   HETMOE_ASSIGN_OR_RETURN(pr.decode_tok_s, r.number("decode_tok_s"));
-  HETMOE_ASSIGN_OR_RETURN(ms, r.number("gpu_ms"));
-  pr.gpu_time_s = ms * 1e-3;
-  HETMOE_ASSIGN_OR_RETURN(ms, r.number("cpu_ms"));
-  pr.cpu_time_s = ms * 1e-3;
-  HETMOE_ASSIGN_OR_RETURN(ms, r.number("output_ms"));
-  pr.output_time_s = ms * 1e-3;
+  HETMOE_ASSIGN_OR_RETURN(pr.gpu_time_s, r.number("gpu_time_s"));
+  HETMOE_ASSIGN_OR_RETURN(pr.cpu_time_s, r.number("cpu_time_s"));
+  HETMOE_ASSIGN_OR_RETURN(pr.output_time_s, r.number("output_time_s"));
   HETMOE_ASSIGN_OR_RETURN(v, r.u64("prefill_batch", UINT32_MAX));
   pr.prefill_batch = static_cast<uint32_t>(v);
   HETMOE_ASSIGN_OR_RETURN(pr.prefill_tok_s, r.number("prefill_tok_s"));

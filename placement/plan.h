@@ -7,8 +7,9 @@
 // JSON (top-level keys): "format" "hetmoe-plan", "version" 1, "model", "num_layers", "num_experts",
 // "num_experts_used", "context_length", "kv_type", "strategy", "embedding", "output", "num_cpu_threads",
 // "budgets" {"vram_bytes", "ram_bytes"}, "layers" [ {"attention": "cpu"|"gpu", "gpu_experts": [ids],
-// "cpu_experts": [ids], "numa_nodes": [node per expert] (optional), "gpu_bytes", "cpu_bytes", "gpu_ms", "cpu_ms",
-// "sync_ms", "step_ms"} ], "totals" {...}, "prediction" {...}, "notes" [strings].
+// "cpu_experts": [ids], "numa_nodes": [node per expert] (optional), "gpu_bytes", "cpu_bytes", "gpu_time_s",
+// "cpu_time_s", "sync_time_s", "step_time_s"} ], "totals" {...}, "prediction" {...}, "notes" [strings]. Field names
+// are those of the structs below; bytes are integers, times in seconds.
 // This header has no dependency beyond the standard library and nlohmann's forward declarations, so the runtime
 // can read a Plan without linking the optimizer.
 

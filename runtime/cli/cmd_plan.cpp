@@ -1,0 +1,213 @@
+// hetmoe plan -m MODEL --vram-budget 8GiB [--ram-budget 14GiB] [--ctx 32768] [--stats stats.json] [--json]:
+// the placement the optimizer chooses (placement/optimizer.h), per block, with bytes and predicted times per device,
+// and the best per-layer split (what --n-cpu-moe can do) at the same budget. Needs only the file header.
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <cctype>
+#include <optional>
+
+#include "placement/cost_model.h"
+#include "placement/expert_stats.h"
+#include "placement/optimizer.h"
+#include "profiler/bandwidth.h"
+#include "runtime/cli/cli_util.h"
+#include "runtime/cli/commands.h"
+#include "runtime/gguf.h"
+#include "runtime/kv_cache.h"
+#include "runtime/model.h"
+
+namespace hetmoe::cli {
+namespace {
+
+struct PlanArgs {
+  std::string model_path;
+  std::string vram_budget = "0";
+  std::string ram_budget = "0";
+  uint32_t context_length = 8192;
+  int64_t depth = -1;  // -1: context_length − 1
+  std::string kv_type = "f16";
+  std::string stats_path;
+  std::string output_path;
+  bool json = false;
+  int num_threads = default_num_threads();
+  double cpu_bw_gbs = 0, gpu_bw_gbs = 0, pcie_bw_gbs = 0;
+  bool measure_cpu_bw = false;
+  uint32_t prefill_batch = 512;
+};
+
+/// "8GiB", "8 GiB", "512MiB", "14G" (= GiB), "12GB" (10^9), "0"; a plain number is bytes.
+Expected<uint64_t> parse_byte_size(const std::string& flag, const std::string& text) {
+  size_t pos = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &pos);
+  } catch (...) {
+    pos = 0;
+  }
+  std::string unit = text.substr(pos);
+  unit.erase(std::remove_if(unit.begin(), unit.end(), [](unsigned char c) { return std::isspace(c); }), unit.end());
+  for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  double scale = -1;
+  if (unit.empty() || unit == "b") scale = 1;
+  else if (unit == "k" || unit == "kib") scale = 1024.0;
+  else if (unit == "m" || unit == "mib") scale = 1024.0 * 1024;
+  else if (unit == "g" || unit == "gib") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "t" || unit == "tib") scale = 1024.0 * 1024 * 1024 * 1024;
+  else if (unit == "kb") scale = 1e3;
+  else if (unit == "mb") scale = 1e6;
+  else if (unit == "gb") scale = 1e9;
+  else if (unit == "tb") scale = 1e12;
+  if (pos == 0 || scale < 0 || !(value >= 0) || value * scale > 1e18)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("{} '{}': expected a size such as 8GiB, 512MiB, 12GB or 0", flag, text));
+  return static_cast<uint64_t>(value * scale);
+}
+
+/// "0-5,7,9-11" for a sorted list of ids.
+std::string id_ranges(const std::vector<uint32_t>& ids) {
+  std::string s;
+  for (size_t i = 0; i < ids.size();) {
+    size_t j = i;
+    while (j + 1 < ids.size() && ids[j + 1] == ids[j] + 1) ++j;
+    s += (s.empty() ? "" : ",") + (j > i ? fmt::format("{}-{}", ids[i], ids[j]) : fmt::format("{}", ids[i]));
+    i = j + 1;
+  }
+  return s.empty() ? "-" : s;
+}
+
+std::string gib(uint64_t b) { return fmt::format("{:.2f} GiB", static_cast<double>(b) / (1ull << 30)); }
+
+void print_plan(const placement::Plan& plan, const placement::Plan& per_layer, const placement::CostInputs& in,
+                const std::string& stats_source) {
+  using placement::Device;
+  const placement::DeviceRates& r = in.rates;
+  fmt::print("model {} ({} blocks × {} experts, top-{}) | context {} ({} KV cache) | decode predicted at depth {}\n",
+             plan.model_name, plan.num_layers, plan.num_experts, plan.num_experts_used, plan.context_length,
+             plan.kv_type, plan.prediction.depth);
+  fmt::print("budgets: VRAM {}, RAM {} | rates: CPU {:.1f} GB/s{}{} | statistics: {}\n", gib(plan.vram_budget_bytes),
+             plan.ram_budget_bytes ? gib(plan.ram_budget_bytes) : "unlimited", r.cpu_read_bytes_per_s / 1e9,
+             r.has_gpu ? fmt::format(", GPU {:.1f} GB/s", r.gpu_read_bytes_per_s / 1e9) : ", no GPU",
+             r.has_gpu ? fmt::format(", PCIe {:.1f} GB/s", r.pcie_bytes_per_s / 1e9) : "", stats_source);
+  fmt::print("\n{:>5} {:>4} {:>4} {:>4} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}  {}\n", "block", "attn", "#gpu", "#cpu",
+             "GPU MB", "CPU MB", "GPU ms", "CPU ms", "sync ms", "step ms", "experts on the GPU | on the CPU");
+  for (uint32_t l = 0; l < plan.num_layers; ++l) {
+    const placement::LayerPlan& lp = plan.layers[l];
+    std::vector<uint32_t> gpu, cpu;
+    for (uint32_t e = 0; e < lp.experts.size(); ++e) (lp.experts[e] == Device::kGpu ? gpu : cpu).push_back(e);
+    fmt::print("{:>5} {:>4} {:>4} {:>4} {:>10.1f} {:>10.1f} {:>8.3f} {:>8.3f} {:>8.3f} {:>8.3f}  {} | {}\n", l,
+               placement::device_name(lp.attention), gpu.size(), cpu.size(), lp.gpu_bytes / 1e6, lp.cpu_bytes / 1e6,
+               lp.gpu_time_s * 1e3, lp.cpu_time_s * 1e3, lp.sync_time_s * 1e3, lp.step_time_s * 1e3, id_ranges(gpu),
+               id_ranges(cpu));
+  }
+  const placement::PlanTotals& t = plan.totals;
+  const placement::PlanPrediction& p = plan.prediction;
+  fmt::print("{:>5} {:>4} {:>49.3f}  unembedding ({}), embedding table in RAM\n", "out",
+             placement::device_name(plan.output), p.output_time_s * 1e3, gib(in.bytes.output_bytes));
+  fmt::print("\ntotals: GPU {} (KV cache {}, workspace {}) | RAM {} (KV cache {}) | experts: {} on the GPU, {} on the "
+             "CPU\n",
+             gib(t.gpu_bytes), gib(t.gpu_kv_bytes), gib(t.gpu_workspace_bytes), gib(t.cpu_bytes), gib(t.cpu_kv_bytes),
+             t.num_gpu_experts, t.num_cpu_experts);
+  fmt::print("prediction: decode {:.2f} ms/token = {:.2f} tok/s (GPU busy {:.2f} ms, CPU busy {:.2f} ms per token) | "
+             "prefill {:.1f} tok/s in batches of {}",
+             p.decode_time_s * 1e3, p.decode_tok_s, p.gpu_time_s * 1e3, p.cpu_time_s * 1e3, p.prefill_tok_s,
+             p.prefill_batch);
+  if (p.prefill_crossover_batch > 0)
+    fmt::print(" (streaming CPU experts to the GPU beats CPU compute from batch {})", p.prefill_crossover_batch);
+  fmt::print("\n");
+  const placement::PlanPrediction& q = per_layer.prediction;
+  fmt::print("best per-layer split (--n-cpu-moe {}: experts of {} blocks on the CPU): decode {:.2f} tok/s, GPU {} → "
+             "per-expert placement is {:.2f}× its decode speed\n",
+             placement::num_cpu_moe_layers(per_layer), placement::num_cpu_moe_layers(per_layer), q.decode_tok_s,
+             gib(per_layer.totals.gpu_bytes), q.decode_tok_s > 0 ? p.decode_tok_s / q.decode_tok_s : 0.0);
+  for (const std::string& n : plan.notes) fmt::print("note: {}\n", n);
+}
+
+int run_plan(const PlanArgs& args) {
+  uint64_t vram = 0, ram = 0;
+  if (auto v = parse_byte_size("--vram-budget", args.vram_budget); v) vram = *v;
+  else return report_error("plan", v.error());
+  if (auto v = parse_byte_size("--ram-budget", args.ram_budget); v) ram = *v;
+  else return report_error("plan", v.error());
+  auto kv_type = parse_kv_cache_type(args.kv_type);
+  if (!kv_type) return report_error("plan", kv_type.error());
+  auto file = gguf::File::open(args.model_path, gguf::File::LoadMode::kMmap);
+  if (!file) return report_error("plan", file.error());
+
+  std::optional<placement::ExpertStats> stats;
+  std::string stats_source = "router-bias prior (no --stats)";
+  if (!args.stats_path.empty()) {
+    auto loaded = placement::expert_stats_load(args.stats_path);
+    if (!loaded) return report_error("plan", loaded.error());
+    stats = std::move(*loaded);
+    stats_source = fmt::format("{} ({} tokens)", args.stats_path, stats->num_tokens);
+  }
+  placement::DeviceRates rates = placement::DeviceRates::laptop();
+  rates.has_gpu = vram > 0;
+  if (args.measure_cpu_bw)
+    rates.cpu_read_bytes_per_s = profiler::measure_read_bandwidth(512ull << 20, args.num_threads);
+  if (args.cpu_bw_gbs > 0) rates.cpu_read_bytes_per_s = args.cpu_bw_gbs * 1e9;
+  if (args.gpu_bw_gbs > 0) rates.gpu_read_bytes_per_s = args.gpu_bw_gbs * 1e9;
+  if (args.pcie_bw_gbs > 0) rates.pcie_bytes_per_s = args.pcie_bw_gbs * 1e9;
+  const uint32_t depth = args.depth < 0 ? args.context_length - 1 : static_cast<uint32_t>(args.depth);
+  auto inputs = placement::cost_inputs_from_header(*file, stats ? &*stats : nullptr, rates, args.context_length,
+                                                   depth, *kv_type);
+  if (!inputs) return report_error("plan", inputs.error());
+  inputs->prefill_batch = args.prefill_batch;
+  auto cost_model = placement::CostModel::create(*inputs);
+  if (!cost_model) return report_error("plan", cost_model.error());
+
+  placement::PlanRequest request;
+  request.vram_budget_bytes = vram;
+  request.ram_budget_bytes = ram;
+  request.num_cpu_threads = args.num_threads;
+  if (auto name = file->get_string("general.name"); name) request.model_name = std::string(*name);
+  auto plan = placement::optimize_plan(*cost_model, request);
+  if (!plan) return report_error("plan", plan.error());
+  auto per_layer = placement::best_per_layer_split(*cost_model, request);
+  if (!per_layer) return report_error("plan", per_layer.error());
+
+  if (!args.output_path.empty())
+    if (auto s = placement::plan_save(*plan, args.output_path); !s) return report_error("plan", s.error());
+  if (args.json) {
+    fmt::print("{}\n", placement::plan_to_json(*plan).dump(1));
+  } else {
+    print_plan(*plan, *per_layer, cost_model->inputs(), stats_source);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_plan_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("plan", "Choose where every weight goes (per expert) for a VRAM/RAM budget and print "
+                                         "the plan with predicted memory and tok/s per device (reads only the header)");
+  auto args = std::make_shared<PlanArgs>();
+  cmd->add_option("-m,--model", args->model_path, "GGUF model file")->required();
+  cmd->add_option("--vram-budget", args->vram_budget, "GPU memory hetmoe may use, e.g. 8GiB (0: no GPU)")
+      ->capture_default_str();
+  cmd->add_option("--ram-budget", args->ram_budget, "RAM hetmoe may use for weights and KV cache (0: no limit)")
+      ->capture_default_str();
+  cmd->add_option("-c,--ctx", args->context_length, "Context length the KV cache is sized for")
+      ->check(CLI::Range(1u, 1u << 24))
+      ->capture_default_str();
+  cmd->add_option("--depth", args->depth, "Context depth the decode prediction is for (default: ctx − 1)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  cmd->add_option("--stats", args->stats_path, "Expert statistics from `hetmoe profile` (default: router-bias prior)");
+  cmd->add_flag("--json", args->json, "Print the Plan as JSON");
+  cmd->add_option("-o,--output", args->output_path, "Also write the Plan as JSON to this file");
+  cmd->add_option("-t,--threads", args->num_threads, "CPU threads the plan is for")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  cmd->add_option("--cpu-bw", args->cpu_bw_gbs, "CPU read bandwidth in GB/s (default: 60, a DDR5 laptop)");
+  cmd->add_flag("--measure-cpu-bw", args->measure_cpu_bw, "Measure the CPU read bandwidth with -t threads first");
+  cmd->add_option("--gpu-bw", args->gpu_bw_gbs, "GPU memory bandwidth in GB/s (default: 256, an RTX 4060)");
+  cmd->add_option("--pcie-bw", args->pcie_bw_gbs, "Host-to-GPU copy bandwidth in GB/s (default: 12, PCIe 4.0 x8)");
+  cmd->add_option("--prefill-batch", args->prefill_batch, "Tokens per prefill batch for the prefill prediction")
+      ->check(CLI::Range(1u, 65536u))
+      ->capture_default_str();
+  cmd->callback([args, &exit_code] { exit_code = run_plan(*args); });
+}
+
+}  // namespace hetmoe::cli
