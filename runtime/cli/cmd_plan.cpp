@@ -9,10 +9,13 @@
 
 #include "placement/cost_model.h"
 #include "placement/expert_stats.h"
+#include "placement/kernel_rates.h"
 #include "placement/optimizer.h"
 #include "profiler/bandwidth.h"
+#include "profiler/memory.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
+#include "runtime/forward_factory.h"
 #include "runtime/gguf.h"
 #include "runtime/kv_cache.h"
 #include "runtime/model.h"
@@ -34,6 +37,8 @@ struct PlanArgs {
   double cpu_bw_gbs = 0, gpu_bw_gbs = 0, pcie_bw_gbs = 0;
   bool measure_cpu_bw = false;
   uint32_t prefill_batch = 512;
+  int check_decode_tokens = 0;
+  int check_rounds = 3;
 };
 
 /// "8GiB", "8 GiB", "512MiB", "14G" (= GiB), "12GB" (10^9), "0"; a plain number is bytes.
@@ -85,8 +90,10 @@ void print_plan(const placement::Plan& plan, const placement::Plan& per_layer, c
   fmt::print("model {} ({} blocks × {} experts, top-{}) | context {} ({} KV cache) | decode predicted at depth {}\n",
              plan.model_name, plan.num_layers, plan.num_experts, plan.num_experts_used, plan.context_length,
              plan.kv_type, plan.prediction.depth);
-  fmt::print("budgets: VRAM {}, RAM {} | rates: CPU {:.1f} GB/s{}{} | statistics: {}\n", gib(plan.vram_budget_bytes),
-             plan.ram_budget_bytes ? gib(plan.ram_budget_bytes) : "unlimited", r.cpu_read_bytes_per_s / 1e9,
+  fmt::print("budgets: VRAM {}, RAM {} | rates: CPU {:.1f} GB/s (GEMV efficiency: experts {:.0f} %, dense {:.0f} %){}{} "
+             "| statistics: {}\n",
+             gib(plan.vram_budget_bytes), plan.ram_budget_bytes ? gib(plan.ram_budget_bytes) : "unlimited",
+             r.cpu_read_bytes_per_s / 1e9, r.cpu_expert_efficiency * 100, r.cpu_dense_efficiency * 100,
              r.has_gpu ? fmt::format(", GPU {:.1f} GB/s", r.gpu_read_bytes_per_s / 1e9) : ", no GPU",
              r.has_gpu ? fmt::format(", PCIe {:.1f} GB/s", r.pcie_bytes_per_s / 1e9) : "", stats_source);
   fmt::print("\n{:>5} {:>4} {:>4} {:>4} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}  {}\n", "block", "attn", "#gpu", "#cpu",
@@ -123,6 +130,77 @@ void print_plan(const placement::Plan& plan, const placement::Plan& per_layer, c
   for (const std::string& n : plan.notes) fmt::print("note: {}\n", n);
 }
 
+/// Read bandwidth and the GEMV kernels' rates, so the CPU efficiencies are this machine's (placement/kernel_rates.h).
+Status measure_cpu_rates(int num_threads, placement::DeviceRates* rates) {
+  constexpr uint64_t kProbeBytes = 512ull << 20;
+  rates->cpu_read_bytes_per_s = profiler::measure_read_bandwidth(kProbeBytes, num_threads);
+  double expert_rate = 0, dense_rate = 0;
+  HETMOE_ASSIGN_OR_RETURN(expert_rate,
+                          placement::measure_cpu_gemv_bytes_per_s(TensorType::kMXFP4, kProbeBytes, num_threads));
+  HETMOE_ASSIGN_OR_RETURN(dense_rate,
+                          placement::measure_cpu_gemv_bytes_per_s(TensorType::kQ8_0, kProbeBytes, num_threads));
+  rates->cpu_expert_efficiency = expert_rate / rates->cpu_read_bytes_per_s;
+  rates->cpu_dense_efficiency = dense_rate / rates->cpu_read_bytes_per_s;
+  return {};
+}
+
+/// --check-decode N: runs the plan on this machine and compares predicted with measured decode speed, in rounds
+/// that each measure the rates right before decoding N tokens at the prediction's depth (so both see the same
+/// machine load). Only all-CPU plans run today.
+int check_decode(const PlanArgs& args, placement::Plan plan, placement::CostInputs inputs) {
+  if (plan.uses_gpu())
+    return report_error("plan", make_error(ErrorCode::kUnsupported,
+                                           "--check-decode runs the plan, and only the CPU path exists: use "
+                                           "--vram-budget 0"));
+  auto model = Model::load(args.model_path, gguf::File::LoadMode::kAuto);
+  if (!model) return report_error("plan", model.error());
+  const uint32_t n = static_cast<uint32_t>(args.check_decode_tokens);
+  ForwardOptions options;
+  options.context_length = args.context_length;
+  options.kv_type = inputs.kv_type;
+  options.num_threads = args.num_threads;
+  options.rollback_slots = n;
+  options.plan = &plan;
+  auto forward = create_forward(*model, options);
+  if (!forward) return report_error("plan", forward.error());
+  if (inputs.depth + n > (*forward)->context_length())
+    return report_error("plan", make_error(ErrorCode::kInvalidArgument,
+                                           fmt::format("--depth {} + --check-decode {} exceeds the context {}",
+                                                       inputs.depth, n, (*forward)->context_length())));
+  std::vector<float> logits(model->hparams.vocab_size);  // (vocab_size)
+  std::vector<int32_t> prompt(inputs.depth);
+  for (uint32_t i = 0; i < inputs.depth; ++i) prompt[i] = static_cast<int32_t>((i * 7919u + 13u) % 1000u);
+  if (!prompt.empty())
+    if (auto s = (*forward)->forward_batch(prompt, logits); !s) return report_error("plan", s.error());
+  std::vector<double> ratios;
+  for (int round = 0; round < args.check_rounds; ++round) {
+    if (auto s = measure_cpu_rates(args.num_threads, &inputs.rates); !s) return report_error("plan", s.error());
+    auto cost_model = placement::CostModel::create(inputs);
+    if (!cost_model) return report_error("plan", cost_model.error());
+    placement::Plan predicted = plan;
+    if (auto s = cost_model->evaluate(predicted); !s) return report_error("plan", s.error());
+    if (auto s = (*forward)->truncate(inputs.depth); !s) return report_error("plan", s.error());
+    int32_t token = 1;
+    const double t0 = profiler::now_seconds();
+    for (uint32_t i = 0; i < n; ++i) {
+      if (auto s = (*forward)->forward(token, logits); !s) return report_error("plan", s.error());
+      token = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    }
+    const double measured_tok_s = n / (profiler::now_seconds() - t0);
+    const double predicted_tok_s = predicted.prediction.decode_tok_s;
+    ratios.push_back(predicted_tok_s / measured_tok_s);
+    fmt::print("check round {}: CPU read {:.1f} GB/s, GEMV efficiency experts {:.0f} % dense {:.0f} % → predicted "
+               "{:.2f} tok/s; measured {:.2f} tok/s ({} tokens at depth {}); predicted/measured {:.3f}\n",
+               round + 1, inputs.rates.cpu_read_bytes_per_s / 1e9, inputs.rates.cpu_expert_efficiency * 100,
+               inputs.rates.cpu_dense_efficiency * 100, predicted_tok_s, measured_tok_s, n, inputs.depth,
+               ratios.back());
+  }
+  std::sort(ratios.begin(), ratios.end());
+  fmt::print("check: median predicted/measured decode speed {:.3f} over {} rounds\n", ratios[ratios.size() / 2],
+             ratios.size());
+  return 0;
+}
+
 int run_plan(const PlanArgs& args) {
   uint64_t vram = 0, ram = 0;
   if (auto v = parse_byte_size("--vram-budget", args.vram_budget); v) vram = *v;
@@ -144,8 +222,8 @@ int run_plan(const PlanArgs& args) {
   }
   placement::DeviceRates rates = placement::DeviceRates::laptop();
   rates.has_gpu = vram > 0;
-  if (args.measure_cpu_bw)
-    rates.cpu_read_bytes_per_s = profiler::measure_read_bandwidth(512ull << 20, args.num_threads);
+  if (args.measure_cpu_bw || args.check_decode_tokens > 0)
+    if (auto s = measure_cpu_rates(args.num_threads, &rates); !s) return report_error("plan", s.error());
   if (args.cpu_bw_gbs > 0) rates.cpu_read_bytes_per_s = args.cpu_bw_gbs * 1e9;
   if (args.gpu_bw_gbs > 0) rates.gpu_read_bytes_per_s = args.gpu_bw_gbs * 1e9;
   if (args.pcie_bw_gbs > 0) rates.pcie_bytes_per_s = args.pcie_bw_gbs * 1e9;
@@ -169,6 +247,10 @@ int run_plan(const PlanArgs& args) {
 
   if (!args.output_path.empty())
     if (auto s = placement::plan_save(*plan, args.output_path); !s) return report_error("plan", s.error());
+  if (args.check_decode_tokens > 0) {
+    print_plan(*plan, *per_layer, cost_model->inputs(), stats_source);
+    return check_decode(args, *plan, cost_model->inputs());
+  }
   if (args.json) {
     fmt::print("{}\n", placement::plan_to_json(*plan).dump(1));
   } else {
@@ -201,11 +283,19 @@ void add_plan_command(CLI::App& app, int& exit_code) {
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
   cmd->add_option("--cpu-bw", args->cpu_bw_gbs, "CPU read bandwidth in GB/s (default: 60, a DDR5 laptop)");
-  cmd->add_flag("--measure-cpu-bw", args->measure_cpu_bw, "Measure the CPU read bandwidth with -t threads first");
+  cmd->add_flag("--measure-cpu-bw", args->measure_cpu_bw,
+                "Measure the CPU read bandwidth and the GEMV kernels' rates with -t threads first (about a second)");
   cmd->add_option("--gpu-bw", args->gpu_bw_gbs, "GPU memory bandwidth in GB/s (default: 256, an RTX 4060)");
   cmd->add_option("--pcie-bw", args->pcie_bw_gbs, "Host-to-GPU copy bandwidth in GB/s (default: 12, PCIe 4.0 x8)");
   cmd->add_option("--prefill-batch", args->prefill_batch, "Tokens per prefill batch for the prefill prediction")
       ->check(CLI::Range(1u, 65536u))
+      ->capture_default_str();
+  cmd->add_option("--check-decode", args->check_decode_tokens,
+                  "Then run the plan: decode this many tokens at --depth per round and compare with the prediction "
+                  "(rates measured before each round; CPU plans only)")
+      ->check(CLI::Range(0, 1 << 16));
+  cmd->add_option("--check-rounds", args->check_rounds, "Rounds of --check-decode")
+      ->check(CLI::Range(1, 100))
       ->capture_default_str();
   cmd->callback([args, &exit_code] { exit_code = run_plan(*args); });
 }
