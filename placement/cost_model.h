@@ -51,7 +51,10 @@ namespace hetmoe::placement {
 struct DeviceRates {
   // CPU
   double cpu_read_bytes_per_s = 60e9;     // read bandwidth with the threads used (STREAM-like, profiler/bandwidth.h)
-  std::vector<double> numa_node_read_bytes_per_s;  // (num_nodes) per node; empty: one node at cpu_read_bytes_per_s
+  /// (num_nodes) read bandwidth of each NUMA node's cores from their own memory; empty: one node. When given,
+  /// cpu_read_bytes_per_s should be their sum: the optimizer plans with the sum, then spreads each block's CPU
+  /// experts over the nodes, and the prediction takes the slowest node.
+  std::vector<double> numa_node_read_bytes_per_s;
   double cpu_expert_efficiency = 0.80;    // MXFP4 expert GEMV bytes/s ÷ read bandwidth
   double cpu_dense_efficiency = 0.80;     // Q8_0 attention / output GEMV bytes/s ÷ read bandwidth
   double cpu_block_overhead_s = 30e-6;    // thread-pool fork/join and small ops of one block (≈ 6 parallel regions)

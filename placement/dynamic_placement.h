@@ -23,13 +23,8 @@
 
 namespace hetmoe::placement {
 
-struct DynamicPlacementOptions {
-  double half_life_tokens = 256;        // a selection counts half after this many tokens
-  uint32_t replan_interval_tokens = 32; // N: step() re-plans every N tokens
-  uint32_t max_migrations_per_step = 4; // experts loaded per re-plan (bounded copy traffic: 4 × 13 MB for 20b)
-  double hysteresis = 0.25;             // relative margin a candidate must beat the resident by
-  double min_score_gap = 1.0;           // absolute margin (decayed selections)
-};
+/// The policy's parameters are the plan's (placement/plan.h DynamicPolicy; `enabled` is the runtime's switch).
+using DynamicPlacementOptions = DynamicPolicy;
 
 struct Migration {
   uint32_t layer_idx = 0;

@@ -255,7 +255,26 @@ Expected<Plan> optimize_plan(const CostModel& cm, const PlanRequest& req, PlanSt
     plan.output = best.output;
   }
 
+  // NUMA: spread each block's CPU experts over the nodes, most probable first, each to the node whose expected
+  // expert time (selection mass / node bandwidth) stays lowest (nodes compute their experts in parallel).
+  const std::vector<double>& node_bw = in.rates.numa_node_read_bytes_per_s;
+  if (node_bw.size() > 1)
+    for (uint32_t l = 0; l < L; ++l) {
+      std::vector<double> node_mass(node_bw.size(), 0.0);
+      LayerPlan& lp = plan.layers[l];
+      lp.expert_numa_nodes.assign(E, -1);
+      for (uint32_t e : order[l]) {
+        if (lp.experts[e] != Device::kCpu) continue;
+        const double p = in.probabilities[static_cast<size_t>(l) * E + e];
+        size_t best = 0;
+        for (size_t n = 1; n < node_bw.size(); ++n)
+          if ((node_mass[n] + p) / node_bw[n] < (node_mass[best] + p) / node_bw[best]) best = n;
+        node_mass[best] += p;
+        lp.expert_numa_nodes[e] = static_cast<int32_t>(best);
+      }
+    }
   HETMOE_RETURN_IF_ERROR(cm.evaluate(plan));
+  plan.dynamic.enabled = req.dynamic_placement && plan.uses_gpu() && plan.totals.num_cpu_experts > 0;
   if (req.ram_budget_bytes > 0 && plan.totals.cpu_bytes > req.ram_budget_bytes)
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("RAM budget {} cannot be met: the plan keeps {} in RAM{}", gib(req.ram_budget_bytes),

@@ -28,6 +28,7 @@ struct PlanRequest {
   uint64_t ram_budget_bytes = 0;   // 0: no limit
   int num_cpu_threads = 0;         // recorded in the plan (0 = all cores)
   std::string model_name;          // recorded in the plan
+  bool dynamic_placement = true;   // enable the dynamic policy when the plan uses a GPU (--placement static: off)
 };
 
 enum class PlanStrategy { kPerExpert, kPerLayer };

@@ -62,7 +62,11 @@ struct Reader {
 bool Plan::same_placement(const Plan& o) const {
   if (num_layers != o.num_layers || num_experts != o.num_experts || num_experts_used != o.num_experts_used ||
       context_length != o.context_length || kv_type != o.kv_type || embedding != o.embedding ||
-      output != o.output || num_cpu_threads != o.num_cpu_threads || layers.size() != o.layers.size())
+      output != o.output || num_cpu_threads != o.num_cpu_threads || layers.size() != o.layers.size() ||
+      dynamic.enabled != o.dynamic.enabled || dynamic.half_life_tokens != o.dynamic.half_life_tokens ||
+      dynamic.replan_interval_tokens != o.dynamic.replan_interval_tokens ||
+      dynamic.max_migrations_per_step != o.dynamic.max_migrations_per_step ||
+      dynamic.hysteresis != o.dynamic.hysteresis || dynamic.min_score_gap != o.dynamic.min_score_gap)
     return false;
   for (size_t l = 0; l < layers.size(); ++l)
     if (layers[l].attention != o.layers[l].attention || layers[l].experts != o.layers[l].experts ||
@@ -115,6 +119,13 @@ nlohmann::json plan_to_json(const Plan& p) {
       {"output", device_name(p.output)},
       {"num_cpu_threads", p.num_cpu_threads},
       {"budgets", {{"vram_bytes", p.vram_budget_bytes}, {"ram_bytes", p.ram_budget_bytes}}},
+      {"dynamic_placement",
+       {{"enabled", p.dynamic.enabled},
+        {"half_life_tokens", p.dynamic.half_life_tokens},
+        {"replan_interval_tokens", p.dynamic.replan_interval_tokens},
+        {"max_migrations_per_step", p.dynamic.max_migrations_per_step},
+        {"hysteresis", p.dynamic.hysteresis},
+        {"min_score_gap", p.dynamic.min_score_gap}}},
       {"layers", std::move(layers)},
       {"totals",
        {{"gpu_bytes", t.gpu_bytes},
@@ -170,6 +181,21 @@ Expected<Plan> plan_from_json(const nlohmann::json& j, const std::string& source
   Reader budgets{*f, "budgets", source};
   HETMOE_ASSIGN_OR_RETURN(p.vram_budget_bytes, budgets.u64("vram_bytes"));
   HETMOE_ASSIGN_OR_RETURN(p.ram_budget_bytes, budgets.u64("ram_bytes"));
+  HETMOE_ASSIGN_OR_RETURN(f, top.field("dynamic_placement"));
+  Reader dyn{*f, "dynamic_placement", source};
+  const nlohmann::json* enabled = nullptr;
+  HETMOE_ASSIGN_OR_RETURN(enabled, dyn.field("enabled"));
+  if (!enabled->is_boolean()) return format_error(source, "key 'dynamic_placement.enabled' must be true or false");
+  p.dynamic.enabled = enabled->get<bool>();
+  HETMOE_ASSIGN_OR_RETURN(p.dynamic.half_life_tokens, dyn.number("half_life_tokens"));
+  HETMOE_ASSIGN_OR_RETURN(v, dyn.u64("replan_interval_tokens", UINT32_MAX));
+  p.dynamic.replan_interval_tokens = static_cast<uint32_t>(v);
+  HETMOE_ASSIGN_OR_RETURN(v, dyn.u64("max_migrations_per_step", UINT32_MAX));
+  p.dynamic.max_migrations_per_step = static_cast<uint32_t>(v);
+  HETMOE_ASSIGN_OR_RETURN(p.dynamic.hysteresis, dyn.number("hysteresis"));
+  HETMOE_ASSIGN_OR_RETURN(p.dynamic.min_score_gap, dyn.number("min_score_gap"));
+  if (!(p.dynamic.half_life_tokens > 0) || p.dynamic.replan_interval_tokens == 0)
+    return format_error(source, "dynamic_placement: half_life_tokens and replan_interval_tokens must be > 0");
 
   HETMOE_ASSIGN_OR_RETURN(f, top.field("layers"));
   if (!f->is_array() || f->size() != p.num_layers)

@@ -6,7 +6,7 @@
 //
 // JSON (top-level keys): "format" "hetmoe-plan", "version" 1, "model", "num_layers", "num_experts",
 // "num_experts_used", "context_length", "kv_type", "strategy", "embedding", "output", "num_cpu_threads",
-// "budgets" {"vram_bytes", "ram_bytes"}, "layers" [ {"attention": "cpu"|"gpu", "gpu_experts": [ids],
+// "budgets" {"vram_bytes", "ram_bytes"}, "dynamic_placement" {DynamicPolicy's fields}, "layers" [ {"attention": "cpu"|"gpu", "gpu_experts": [ids],
 // "cpu_experts": [ids], "numa_nodes": [node per expert] (optional), "gpu_bytes", "cpu_bytes", "gpu_time_s",
 // "cpu_time_s", "sync_time_s", "step_time_s"} ], "totals" {...}, "prediction" {...}, "notes" [strings]. Field names
 // are those of the structs below; bytes are integers, times in seconds.
@@ -64,6 +64,17 @@ struct PlanPrediction {
                                          // compute (0: never, or no GPU)
 };
 
+/// The dynamic placement policy the runtime applies on top of the plan's initial residency
+/// (placement/dynamic_placement.h has the algorithm). On by default when the plan uses a GPU.
+struct DynamicPolicy {
+  bool enabled = false;
+  double half_life_tokens = 256;         // decayed selection counts: a selection counts half after this many tokens
+  uint32_t replan_interval_tokens = 32;  // re-plan every N decoded tokens
+  uint32_t max_migrations_per_step = 4;  // experts loaded per re-plan (bounded copy traffic)
+  double hysteresis = 0.25;              // relative margin a candidate must beat the resident by
+  double min_score_gap = 1.0;            // absolute margin (decayed selections)
+};
+
 struct Plan {
   std::string model_name;           // general.name
   uint32_t num_layers = 0;
@@ -80,6 +91,7 @@ struct Plan {
   std::vector<LayerPlan> layers;    // (num_layers)
   PlanTotals totals;
   PlanPrediction prediction;
+  DynamicPolicy dynamic;            // "dynamic_placement" in JSON
   std::vector<std::string> notes;   // what did not fit, and why
 
   /// True when anything (a block, an expert, the output) is placed on the GPU.

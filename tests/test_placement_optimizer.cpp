@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cmath>
 
 #include "placement/optimizer.h"
 #include "placement/plan.h"
@@ -158,6 +159,44 @@ TEST(PlacementOptimizer, RamBudgetIsMetOrRefused) {
   auto refused = optimize_plan(*m, r);
   ASSERT_FALSE(refused);
   EXPECT_NE(refused.error().message.find("RAM budget"), std::string::npos) << refused.error().message;
+}
+
+TEST(PlacementOptimizer, DynamicPlacementOnWithAGpuUnlessStatic) {
+  const CostModel m = make_model(1.0);
+  EXPECT_TRUE(optimize(m, 5 * kGiB).dynamic.enabled);
+  EXPECT_FALSE(optimize(m, 0).dynamic.enabled);                 // no GPU: nothing to migrate
+  EXPECT_FALSE(optimize(m, m.all_gpu_bytes()).dynamic.enabled);  // everything already on the GPU
+  PlanRequest r;
+  r.vram_budget_bytes = 5 * kGiB;
+  r.dynamic_placement = false;  // --placement static
+  auto p = optimize_plan(m, r);
+  ASSERT_TRUE(p);
+  EXPECT_FALSE(p->dynamic.enabled);
+}
+
+TEST(PlacementOptimizer, NumaNodesShareEachBlocksCpuExperts) {
+  CostInputs in = test::gpt20b_inputs(1.0);
+  in.rates.numa_node_read_bytes_per_s = {in.rates.cpu_read_bytes_per_s / 2, in.rates.cpu_read_bytes_per_s / 2};
+  auto m = CostModel::create(in);
+  ASSERT_TRUE(m);
+  const Plan p = optimize(*m, 4 * kGiB);
+  const uint32_t E = in.hp.num_experts;
+  for (uint32_t l = 0; l < in.hp.num_layers; ++l) {
+    const LayerPlan& lp = p.layers[l];
+    ASSERT_EQ(lp.expert_numa_nodes.size(), E);
+    double mass[2] = {0, 0}, max_p = 0;
+    for (uint32_t e = 0; e < E; ++e) {
+      if (lp.experts[e] == Device::kGpu) {
+        EXPECT_EQ(lp.expert_numa_nodes[e], -1);
+        continue;
+      }
+      ASSERT_TRUE(lp.expert_numa_nodes[e] == 0 || lp.expert_numa_nodes[e] == 1);
+      const double pe = in.probabilities[l * E + e];
+      mass[lp.expert_numa_nodes[e]] += pe;
+      max_p = std::max(max_p, pe);
+    }
+    EXPECT_LE(std::abs(mass[0] - mass[1]), max_p + 1e-12) << "block " << l;
+  }
 }
 
 TEST(PlacementCostModel, AllCpuDecodeIsBytesOverBandwidthPlusOverheads) {

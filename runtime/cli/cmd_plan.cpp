@@ -37,6 +37,7 @@ struct PlanArgs {
   double cpu_bw_gbs = 0, gpu_bw_gbs = 0, pcie_bw_gbs = 0;
   bool measure_cpu_bw = false;
   uint32_t prefill_batch = 512;
+  std::string placement = "dynamic";
   int check_decode_tokens = 0;
   int check_rounds = 3;
 };
@@ -127,6 +128,10 @@ void print_plan(const placement::Plan& plan, const placement::Plan& per_layer, c
              "per-expert placement is {:.2f}× its decode speed\n",
              placement::num_cpu_moe_layers(per_layer), placement::num_cpu_moe_layers(per_layer), q.decode_tok_s,
              gib(per_layer.totals.gpu_bytes), q.decode_tok_s > 0 ? p.decode_tok_s / q.decode_tok_s : 0.0);
+  if (plan.dynamic.enabled)
+    fmt::print("dynamic placement: re-plan every {} tokens, at most {} expert migrations each, hysteresis {:.0f} % "
+               "(--placement static: off)\n",
+               plan.dynamic.replan_interval_tokens, plan.dynamic.max_migrations_per_step, plan.dynamic.hysteresis * 100);
   for (const std::string& n : plan.notes) fmt::print("note: {}\n", n);
 }
 
@@ -239,6 +244,10 @@ int run_plan(const PlanArgs& args) {
   request.vram_budget_bytes = vram;
   request.ram_budget_bytes = ram;
   request.num_cpu_threads = args.num_threads;
+  if (args.placement != "dynamic" && args.placement != "static")
+    return report_error("plan", make_error(ErrorCode::kInvalidArgument,
+                                           fmt::format("--placement {}: expected dynamic or static", args.placement)));
+  request.dynamic_placement = args.placement == "dynamic";
   if (auto name = file->get_string("general.name"); name) request.model_name = std::string(*name);
   auto plan = placement::optimize_plan(*cost_model, request);
   if (!plan) return report_error("plan", plan.error());
@@ -289,6 +298,9 @@ void add_plan_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--pcie-bw", args->pcie_bw_gbs, "Host-to-GPU copy bandwidth in GB/s (default: 12, PCIe 4.0 x8)");
   cmd->add_option("--prefill-batch", args->prefill_batch, "Tokens per prefill batch for the prefill prediction")
       ->check(CLI::Range(1u, 65536u))
+      ->capture_default_str();
+  cmd->add_option("--placement", args->placement,
+                  "dynamic: with a GPU, the runtime migrates experts to follow the conversation; static: never")
       ->capture_default_str();
   cmd->add_option("--check-decode", args->check_decode_tokens,
                   "Then run the plan: decode this many tokens at --depth per round and compare with the prediction "
