@@ -7,6 +7,7 @@
 #include <cctype>
 #include <optional>
 
+#include "gpu_kernels/cuda_device.h"
 #include "placement/cost_model.h"
 #include "placement/expert_stats.h"
 #include "placement/kernel_rates.h"
@@ -227,6 +228,12 @@ int run_plan(const PlanArgs& args) {
   }
   placement::DeviceRates rates = placement::DeviceRates::laptop();
   rates.has_gpu = vram > 0;
+  if (vram > 0) {
+    auto devices = gpu::list_devices();
+    if (!devices || devices->empty())
+      fmt::print(stderr, "hetmoe plan: no CUDA GPU is visible here; planning for one with --gpu-bw {:.0f} GB/s\n",
+                 (args.gpu_bw_gbs > 0 ? args.gpu_bw_gbs * 1e9 : rates.gpu_read_bytes_per_s) / 1e9);
+  }
   if (args.measure_cpu_bw || args.check_decode_tokens > 0)
     if (auto s = measure_cpu_rates(args.num_threads, &rates); !s) return report_error("plan", s.error());
   if (args.cpu_bw_gbs > 0) rates.cpu_read_bytes_per_s = args.cpu_bw_gbs * 1e9;
