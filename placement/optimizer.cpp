@@ -280,15 +280,29 @@ Expected<Plan> optimize_plan(const CostModel& cm, const PlanRequest& req, PlanSt
                       fmt::format("RAM budget {} cannot be met: the plan keeps {} in RAM{}", gib(req.ram_budget_bytes),
                                   gib(plan.totals.cpu_bytes), gpu ? "" : " (no GPU to hold the rest)"));
   if (plan.uses_gpu()) {
+    // Say whether the budget or the cost model kept something on the CPU.
+    const uint64_t free_vram = req.vram_budget_bytes - std::min(req.vram_budget_bytes, plan.totals.gpu_bytes);
     uint32_t cpu_attention = 0;
-    for (const LayerPlan& l : plan.layers) cpu_attention += l.attention == Device::kCpu;
+    uint64_t smallest_attention = UINT64_MAX, smallest_expert = UINT64_MAX;
+    for (uint32_t l = 0; l < L; ++l) {
+      if (plan.layers[l].attention == Device::kCpu) {
+        ++cpu_attention;
+        smallest_attention = std::min(smallest_attention, cm.attention_resident_bytes(l));
+      }
+      if (std::count(plan.layers[l].experts.begin(), plan.layers[l].experts.end(), Device::kCpu) > 0)
+        smallest_expert = std::min(smallest_expert, in.bytes.layers[l].expert_bytes);
+    }
+    const auto why = [free_vram](uint64_t bytes) {
+      return bytes <= free_vram ? "predicted faster there" : "VRAM budget";
+    };
     if (cpu_attention > 0)
-      plan.notes.push_back(fmt::format("attention and KV cache of {} of {} blocks stay on the CPU (VRAM budget)",
-                                       cpu_attention, L));
-    if (plan.output == Device::kCpu) plan.notes.push_back("the unembedding stays on the CPU (VRAM budget)");
+      plan.notes.push_back(fmt::format("attention and KV cache of {} of {} blocks stay on the CPU ({})",
+                                       cpu_attention, L, why(smallest_attention)));
+    if (plan.output == Device::kCpu)
+      plan.notes.push_back(fmt::format("the unembedding stays on the CPU ({})", why(in.bytes.output_bytes)));
     if (plan.totals.num_cpu_experts > 0)
-      plan.notes.push_back(fmt::format("{} of {} experts stay on the CPU (VRAM budget)", plan.totals.num_cpu_experts,
-                                       L * E));
+      plan.notes.push_back(fmt::format("{} of {} experts stay on the CPU ({})", plan.totals.num_cpu_experts, L * E,
+                                       why(smallest_expert)));
   } else if (gpu) {
     plan.notes.push_back(fmt::format("VRAM budget {} holds no block's attention and KV cache ({} each at this "
                                      "context) nor enough experts to beat the CPU: everything on the CPU",

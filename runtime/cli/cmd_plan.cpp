@@ -133,7 +133,8 @@ void print_plan(const placement::Plan& plan, const placement::Plan& per_layer, c
     fmt::print("dynamic placement: re-plan every {} tokens, at most {} expert migrations each, hysteresis {:.0f} % "
                "(--placement static: off)\n",
                plan.dynamic.replan_interval_tokens, plan.dynamic.max_migrations_per_step, plan.dynamic.hysteresis * 100);
-  for (const std::string& n : plan.notes) fmt::print("note: {}\n", n);
+  for (const std::string& n : plan.notes)
+    if (n.rfind("best per-layer split", 0) != 0) fmt::print("note: {}\n", n);
 }
 
 /// Read bandwidth and the GEMV kernels' rates, so the CPU efficiencies are this machine's (placement/kernel_rates.h).
@@ -261,6 +262,11 @@ int run_plan(const PlanArgs& args) {
   auto per_layer = placement::best_per_layer_split(*cost_model, request);
   if (!per_layer) return report_error("plan", per_layer.error());
 
+  if (per_layer->prediction.decode_tok_s > 0)
+    plan->notes.push_back(fmt::format("best per-layer split at the same budgets (--n-cpu-moe {}): {:.2f} tok/s "
+                                      "predicted; this plan: {:.2f} tok/s",
+                                      placement::num_cpu_moe_layers(*per_layer), per_layer->prediction.decode_tok_s,
+                                      plan->prediction.decode_tok_s));
   if (!args.output_path.empty())
     if (auto s = placement::plan_save(*plan, args.output_path); !s) return report_error("plan", s.error());
   if (args.check_decode_tokens > 0) {
