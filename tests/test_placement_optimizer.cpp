@@ -216,6 +216,44 @@ TEST(PlacementCostModel, AllCpuDecodeIsBytesOverBandwidthPlusOverheads) {
   EXPECT_NEAR(p.prediction.decode_tok_s * p.prediction.decode_time_s, 1.0, 1e-12);
 }
 
+TEST(PlacementCostModel, PrefillStreamingCrossoverDependsOnPcie) {
+  const CostModel m = make_model(1.0);
+  const Plan p = optimize(m, 5 * kGiB);
+  ASSERT_GT(p.totals.num_cpu_experts, 0u);
+  // Streaming a used expert costs its bytes over PCIe once per batch; CPU compute grows with the batch: streaming
+  // wins from some batch on.
+  EXPECT_GT(p.prediction.prefill_crossover_batch, 1u);
+  EXPECT_GT(p.prediction.prefill_tok_s, 0.0);
+  CostInputs slow = test::gpt20b_inputs(1.0);
+  slow.rates.pcie_bytes_per_s = 1e6;  // 1 MB/s: streaming never pays
+  auto ms = CostModel::create(slow);
+  ASSERT_TRUE(ms);
+  Plan q = p;
+  ASSERT_TRUE(ms->evaluate(q));
+  EXPECT_EQ(q.prediction.prefill_crossover_batch, 0u);
+  EXPECT_LE(q.prediction.prefill_tok_s, p.prediction.prefill_tok_s);
+}
+
+TEST(PlacementCostModel, NumaPredictionTakesTheSlowestNode) {
+  CostInputs in = test::gpt20b_inputs(0.0);
+  in.rates.has_gpu = false;
+  in.rates.numa_node_read_bytes_per_s = {in.rates.cpu_read_bytes_per_s / 2, in.rates.cpu_read_bytes_per_s / 2};
+  auto m = CostModel::create(in);
+  ASSERT_TRUE(m);
+  Plan balanced = all_cpu_plan(24, 32, 4, in.context_length), one_node = balanced, unknown = balanced;
+  for (LayerPlan& l : balanced.layers)
+    for (uint32_t e = 0; e < 32; ++e) l.expert_numa_nodes.push_back(static_cast<int32_t>(e % 2));
+  for (LayerPlan& l : one_node.layers) l.expert_numa_nodes.assign(32, 0);
+  ASSERT_TRUE(m->evaluate(balanced));
+  ASSERT_TRUE(m->evaluate(one_node));
+  ASSERT_TRUE(m->evaluate(unknown));
+  // Uniform probabilities split evenly over two half-bandwidth nodes = one node at the sum; all on one node of
+  // half the bandwidth takes twice the expert time.
+  EXPECT_NEAR(balanced.prediction.decode_time_s, unknown.prediction.decode_time_s, 1e-12);
+  EXPECT_LT(balanced.layers[0].cpu_time_s, one_node.layers[0].cpu_time_s);
+  EXPECT_GT(one_node.prediction.decode_time_s, balanced.prediction.decode_time_s);
+}
+
 TEST(PlacementCostModel, RejectsMismatchedShapesAndBadRates) {
   CostInputs in = test::gpt20b_inputs(0.0);
   in.probabilities.pop_back();
