@@ -24,7 +24,8 @@ struct LayerBytes {
 };
 
 /// The byte accounting of a whole model; built from the file header alone (model_bytes(file, hp)) or from a
-/// loaded Model (model_bytes(model)); both give the same figures for the same file.
+/// loaded Model (model_bytes(model), which counts the small vectors as the f32 it holds them in); both give the same
+/// figures for files whose norms, biases and sinks are F32, as gpt-oss's are.
 struct ModelBytes {
   std::vector<LayerBytes> layers;    // (num_layers)
   uint64_t embedding_row_bytes = 0;  // one row of token_embd (read once per token)
