@@ -139,6 +139,7 @@ CpuForward::CpuForward(const Model& model, KvCache kv, const CpuForwardOptions& 
   }
   max_batch_ = std::min(options.max_batch_tokens, kv_.context_length());
   rollback_slots_ = options.rollback_slots;
+  expert_counts_ = options.expert_counts;
   const size_t B = max_batch_, D = hp.hidden_dim, Q = hp.q_dim(), KV = hp.kv_dim(), F = hp.expert_ffn_dim;
   const size_t E = hp.num_experts, K = hp.num_experts_used, G = hp.num_heads / hp.num_kv_heads;
   const size_t blk = cpu::kActBlockElems;
@@ -408,6 +409,8 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
       cw[k] = r[best];
     }
     ref::softmax(cw, K);
+    if (expert_counts_)
+      for (uint32_t k = 0; k < K; ++k) ++expert_counts_[static_cast<size_t>(l) * E + static_cast<uint32_t>(c[k])];
   }
 
   // 3. Group the batch's (token, expert) pairs by expert and gather each group's inputs.

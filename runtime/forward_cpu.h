@@ -38,6 +38,9 @@ struct CpuForwardOptions {
   /// for external threads (WorkerPool's do not): their work is handed over with a task_group. Empty: one arena.
   std::vector<tbb::task_arena*> node_arenas;
   std::vector<uint8_t> expert_node;
+  /// Expert selection counts (num_layers, num_experts), incremented for every expert the router chooses for every
+  /// token (placement/expert_stats.h); the caller owns the buffer and keeps it alive. nullptr: not counted.
+  uint64_t* expert_counts = nullptr;
 };
 
 class CpuForward final : public ForwardPass {
@@ -101,6 +104,7 @@ class CpuForward final : public ForwardPass {
   uint32_t max_batch_ = 1;
   uint32_t rollback_slots_ = 0;
   uint32_t num_positions_ = 0;
+  uint64_t* expert_counts_ = nullptr;  // (num_layers, num_experts) or nullptr
 
   // Buffers for up to max_batch_ tokens (B), planned in the constructor.
   std::vector<float> x_;             // (B, hidden_dim) residual stream

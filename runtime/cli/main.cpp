@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   hetmoe::cli::add_bench_command(app, exit_code);
   hetmoe::cli::add_config_command(app, exit_code);
   hetmoe::cli::add_probe_command(app, exit_code);
+  hetmoe::cli::add_plan_command(app, exit_code);
+  hetmoe::cli::add_profile_command(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

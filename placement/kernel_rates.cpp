@@ -1,0 +1,72 @@
+#include "placement/kernel_rates.h"
+
+#include <fmt/format.h>
+#include <tbb/blocked_range.h>
+#include <tbb/parallel_for.h>
+#include <tbb/task_arena.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <new>
+#include <vector>
+
+#include "cpu_kernels/kernels.h"
+
+namespace hetmoe::placement {
+
+Expected<double> measure_cpu_gemv_bytes_per_s(TensorType type, uint64_t num_bytes, int num_threads, int num_reps) {
+  if (type != TensorType::kMXFP4 && type != TensorType::kQ8_0)
+    return make_error(ErrorCode::kInvalidArgument, "GEMV rate: only MXFP4 and Q8_0 are measured");
+  if (num_threads < 1 || num_reps < 1)
+    return make_error(ErrorCode::kInvalidArgument, "GEMV rate: num_threads and num_reps must be >= 1");
+  auto isa = cpu::selected_isa();
+  if (!isa) return isa.error();
+  const cpu::KernelTable& k = cpu::kernel_table(*isa);
+  constexpr int64_t kCols = 2880;
+  const uint64_t block_bytes = type == TensorType::kMXFP4 ? 17 : 34;  // per 32 values
+  const uint64_t row_bytes = kCols / 32 * block_bytes;
+  const auto num_rows = static_cast<int64_t>(std::max<uint64_t>(num_bytes / row_bytes, 64) / 16 * 16);
+  std::unique_ptr<uint8_t[]> w(new (std::nothrow) uint8_t[num_rows * row_bytes]);
+  if (!w) return make_error(ErrorCode::kIo, fmt::format("GEMV rate: cannot allocate {} bytes", num_rows * row_bytes));
+  // Valid blocks: MXFP4 scale byte 120 (2^-7) then nibbles; Q8_0 f16 scale 0x2000 then int8 values.
+  for (int64_t r = 0; r < num_rows; ++r) {
+    uint8_t* row = w.get() + r * row_bytes;
+    for (uint64_t b = 0; b < row_bytes; ++b) row[b] = static_cast<uint8_t>((r * 131 + b * 29) & 0x77);
+    for (uint64_t blk = 0; blk < kCols / 32; ++blk) {
+      if (type == TensorType::kMXFP4) {
+        row[blk * block_bytes] = 120;
+      } else {
+        row[blk * block_bytes] = 0x00;
+        row[blk * block_bytes + 1] = 0x20;
+      }
+    }
+  }
+  std::vector<float> x(kCols);       // (kCols)
+  for (int64_t i = 0; i < kCols; ++i) x[i] = static_cast<float>((i % 7) - 3) * 0.25f;
+  std::vector<cpu::ActQ8Block> xq(kCols / 32);  // (kCols / 32)
+  k.quantize_act_q8(x.data(), xq.data(), kCols);
+  std::vector<float> y(num_rows);    // (num_rows)
+  tbb::task_arena arena(num_threads);
+  const int64_t grain = std::max<int64_t>(16, num_rows / (8 * num_threads) / 16 * 16);
+  auto run = [&] {
+    arena.execute([&] {
+      tbb::parallel_for(tbb::blocked_range<int64_t>(0, num_rows, grain), [&](const tbb::blocked_range<int64_t>& r) {
+        if (type == TensorType::kMXFP4)
+          k.gemv_mxfp4(w.get(), row_bytes, r.begin(), r.end(), xq.data(), kCols, y.data() + r.begin());
+        else
+          k.gemv_q8_0(w.get(), row_bytes, r.begin(), r.end(), xq.data(), kCols, y.data() + r.begin());
+      });
+    });
+  };
+  run();  // warm-up: pages touched, threads started
+  double best_s = 1e30;
+  for (int rep = 0; rep < num_reps; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    best_s = std::min(best_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return static_cast<double>(num_rows * row_bytes) / best_s;
+}
+
+}  // namespace hetmoe::placement

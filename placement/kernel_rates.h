@@ -1,0 +1,20 @@
+#pragma once
+// Measured CPU kernel rates for the cost model (placement/cost_model.h): how many weight bytes per second the
+// selected GEMV kernels stream with a given thread count, so DeviceRates' CPU efficiencies are measured on this
+// machine rather than assumed (efficiency = GEMV bytes/s ÷ STREAM-like read bandwidth, profiler/bandwidth.h).
+
+#include <cstdint>
+
+#include "runtime/expected.h"
+#include "runtime/ggml_types.h"
+
+namespace hetmoe::placement {
+
+/// Runs the GEMV kernel of cpu::selected_isa() for `type` (kMXFP4 or kQ8_0) over a matrix of rows of 2880 values
+/// (gpt-oss's hidden size) totalling about `num_bytes` (make it several times the last-level cache), rows split
+/// over `num_threads` oneTBB workers as the CPU path splits them, `num_reps` times; returns the best weight bytes per
+/// second. Errors: kInvalidArgument for another type or num_threads < 1; selected_isa()'s; kIo if the buffer
+/// cannot be allocated.
+Expected<double> measure_cpu_gemv_bytes_per_s(TensorType type, uint64_t num_bytes, int num_threads, int num_reps = 3);
+
+}  // namespace hetmoe::placement

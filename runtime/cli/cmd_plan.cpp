@@ -1,0 +1,328 @@
+// hetmoe plan -m MODEL --vram-budget 8GiB [--ram-budget 14GiB] [--ctx 32768] [--stats stats.json] [--json]:
+// the placement the optimizer chooses (placement/optimizer.h), per block, with bytes and predicted times per device,
+// and the best per-layer split (what --n-cpu-moe can do) at the same budget. Needs only the file header.
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <cctype>
+#include <optional>
+
+#include "gpu_kernels/cuda_device.h"
+#include "placement/cost_model.h"
+#include "placement/expert_stats.h"
+#include "placement/kernel_rates.h"
+#include "placement/optimizer.h"
+#include "profiler/bandwidth.h"
+#include "profiler/memory.h"
+#include "runtime/cli/cli_util.h"
+#include "runtime/cli/commands.h"
+#include "runtime/forward_factory.h"
+#include "runtime/gguf.h"
+#include "runtime/kv_cache.h"
+#include "runtime/model.h"
+
+namespace hetmoe::cli {
+namespace {
+
+struct PlanArgs {
+  std::string model_path;
+  std::string vram_budget = "0";
+  std::string ram_budget = "0";
+  uint32_t context_length = 8192;
+  int64_t depth = -1;  // -1: context_length − 1
+  std::string kv_type = "f16";
+  std::string stats_path;
+  std::string output_path;
+  bool json = false;
+  int num_threads = default_num_threads();
+  double cpu_bw_gbs = 0, gpu_bw_gbs = 0, pcie_bw_gbs = 0;
+  bool measure_cpu_bw = false;
+  uint32_t prefill_batch = 512;
+  std::string placement = "dynamic";
+  int check_decode_tokens = 0;
+  int check_rounds = 3;
+};
+
+/// "8GiB", "8 GiB", "512MiB", "14G" (= GiB), "12GB" (10^9), "0"; a plain number is bytes.
+Expected<uint64_t> parse_byte_size(const std::string& flag, const std::string& text) {
+  size_t pos = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &pos);
+  } catch (...) {
+    pos = 0;
+  }
+  std::string unit = text.substr(pos);
+  unit.erase(std::remove_if(unit.begin(), unit.end(), [](unsigned char c) { return std::isspace(c); }), unit.end());
+  for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  double scale = -1;
+  if (unit.empty() || unit == "b") scale = 1;
+  else if (unit == "k" || unit == "kib") scale = 1024.0;
+  else if (unit == "m" || unit == "mib") scale = 1024.0 * 1024;
+  else if (unit == "g" || unit == "gib") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "t" || unit == "tib") scale = 1024.0 * 1024 * 1024 * 1024;
+  else if (unit == "kb") scale = 1e3;
+  else if (unit == "mb") scale = 1e6;
+  else if (unit == "gb") scale = 1e9;
+  else if (unit == "tb") scale = 1e12;
+  if (pos == 0 || scale < 0 || !(value >= 0) || value * scale > 1e18)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("{} '{}': expected a size such as 8GiB, 512MiB, 12GB or 0", flag, text));
+  return static_cast<uint64_t>(value * scale);
+}
+
+/// "0-5,7,9-11" for a sorted list of ids.
+std::string id_ranges(const std::vector<uint32_t>& ids) {
+  std::string s;
+  for (size_t i = 0; i < ids.size();) {
+    size_t j = i;
+    while (j + 1 < ids.size() && ids[j + 1] == ids[j] + 1) ++j;
+    s += (s.empty() ? "" : ",") + (j > i ? fmt::format("{}-{}", ids[i], ids[j]) : fmt::format("{}", ids[i]));
+    i = j + 1;
+  }
+  return s.empty() ? "-" : s;
+}
+
+std::string gib(uint64_t b) { return fmt::format("{:.2f} GiB", static_cast<double>(b) / (1ull << 30)); }
+
+void print_plan(const placement::Plan& plan, const placement::Plan& per_layer, const placement::CostInputs& in,
+                const std::string& stats_source) {
+  using placement::Device;
+  const placement::DeviceRates& r = in.rates;
+  fmt::print("model {} ({} blocks × {} experts, top-{}) | context {} ({} KV cache) | decode predicted at depth {}\n",
+             plan.model_name, plan.num_layers, plan.num_experts, plan.num_experts_used, plan.context_length,
+             plan.kv_type, plan.prediction.depth);
+  fmt::print("budgets: VRAM {}, RAM {} | rates: CPU {:.1f} GB/s (GEMV efficiency: experts {:.0f} %, dense {:.0f} %){}{} "
+             "| statistics: {}\n",
+             gib(plan.vram_budget_bytes), plan.ram_budget_bytes ? gib(plan.ram_budget_bytes) : "unlimited",
+             r.cpu_read_bytes_per_s / 1e9, r.cpu_expert_efficiency * 100, r.cpu_dense_efficiency * 100,
+             r.has_gpu ? fmt::format(", GPU {:.1f} GB/s", r.gpu_read_bytes_per_s / 1e9) : ", no GPU",
+             r.has_gpu ? fmt::format(", PCIe {:.1f} GB/s", r.pcie_bytes_per_s / 1e9) : "", stats_source);
+  fmt::print("\n{:>5} {:>4} {:>4} {:>4} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}  {}\n", "block", "attn", "#gpu", "#cpu",
+             "GPU MB", "CPU MB", "GPU ms", "CPU ms", "sync ms", "step ms", "experts on the GPU | on the CPU");
+  for (uint32_t l = 0; l < plan.num_layers; ++l) {
+    const placement::LayerPlan& lp = plan.layers[l];
+    std::vector<uint32_t> gpu, cpu;
+    for (uint32_t e = 0; e < lp.experts.size(); ++e) (lp.experts[e] == Device::kGpu ? gpu : cpu).push_back(e);
+    fmt::print("{:>5} {:>4} {:>4} {:>4} {:>10.1f} {:>10.1f} {:>8.3f} {:>8.3f} {:>8.3f} {:>8.3f}  {} | {}\n", l,
+               placement::device_name(lp.attention), gpu.size(), cpu.size(), lp.gpu_bytes / 1e6, lp.cpu_bytes / 1e6,
+               lp.gpu_time_s * 1e3, lp.cpu_time_s * 1e3, lp.sync_time_s * 1e3, lp.step_time_s * 1e3, id_ranges(gpu),
+               id_ranges(cpu));
+  }
+  const placement::PlanTotals& t = plan.totals;
+  const placement::PlanPrediction& p = plan.prediction;
+  fmt::print("{:>5} {:>4} {:>49.3f}  unembedding ({}), embedding table in RAM\n", "out",
+             placement::device_name(plan.output), p.output_time_s * 1e3, gib(in.bytes.output_bytes));
+  fmt::print("\ntotals: GPU {} (KV cache {}, workspace {}) | RAM {} (KV cache {}) | experts: {} on the GPU, {} on the "
+             "CPU\n",
+             gib(t.gpu_bytes), gib(t.gpu_kv_bytes), gib(t.gpu_workspace_bytes), gib(t.cpu_bytes), gib(t.cpu_kv_bytes),
+             t.num_gpu_experts, t.num_cpu_experts);
+  fmt::print("prediction: decode {:.2f} ms/token = {:.2f} tok/s (GPU busy {:.2f} ms, CPU busy {:.2f} ms per token) | "
+             "prefill {:.1f} tok/s in batches of {}",
+             p.decode_time_s * 1e3, p.decode_tok_s, p.gpu_time_s * 1e3, p.cpu_time_s * 1e3, p.prefill_tok_s,
+             p.prefill_batch);
+  if (p.prefill_crossover_batch > 0)
+    fmt::print(" (streaming CPU experts to the GPU beats CPU compute from batch {})", p.prefill_crossover_batch);
+  fmt::print("\n");
+  const placement::PlanPrediction& q = per_layer.prediction;
+  fmt::print("best per-layer split (--n-cpu-moe {}: experts of {} blocks on the CPU): decode {:.2f} tok/s, GPU {} → "
+             "per-expert placement is {:.2f}× its decode speed\n",
+             placement::num_cpu_moe_layers(per_layer), placement::num_cpu_moe_layers(per_layer), q.decode_tok_s,
+             gib(per_layer.totals.gpu_bytes), q.decode_tok_s > 0 ? p.decode_tok_s / q.decode_tok_s : 0.0);
+  if (plan.dynamic.enabled)
+    fmt::print("dynamic placement: re-plan every {} tokens, at most {} expert migrations each, hysteresis {:.0f} % "
+               "(--placement static: off)\n",
+               plan.dynamic.replan_interval_tokens, plan.dynamic.max_migrations_per_step, plan.dynamic.hysteresis * 100);
+  for (const std::string& n : plan.notes)
+    if (n.rfind("best per-layer split", 0) != 0) fmt::print("note: {}\n", n);
+}
+
+/// Read bandwidth and the GEMV kernels' rates, so the CPU efficiencies are this machine's (placement/kernel_rates.h).
+Status measure_cpu_rates(int num_threads, placement::DeviceRates* rates) {
+  constexpr uint64_t kProbeBytes = 512ull << 20;
+  rates->cpu_read_bytes_per_s = profiler::measure_read_bandwidth(kProbeBytes, num_threads);
+  double expert_rate = 0, dense_rate = 0;
+  HETMOE_ASSIGN_OR_RETURN(expert_rate,
+                          placement::measure_cpu_gemv_bytes_per_s(TensorType::kMXFP4, kProbeBytes, num_threads));
+  HETMOE_ASSIGN_OR_RETURN(dense_rate,
+                          placement::measure_cpu_gemv_bytes_per_s(TensorType::kQ8_0, kProbeBytes, num_threads));
+  rates->cpu_expert_efficiency = expert_rate / rates->cpu_read_bytes_per_s;
+  rates->cpu_dense_efficiency = dense_rate / rates->cpu_read_bytes_per_s;
+  return {};
+}
+
+/// --check-decode N: runs the plan on this machine and compares predicted with measured decode speed, in rounds
+/// that each measure the rates right before decoding N tokens at the prediction's depth (so both see the same
+/// machine load). Only all-CPU plans run today.
+int check_decode(const PlanArgs& args, placement::Plan plan, placement::CostInputs inputs) {
+  if (plan.uses_gpu())
+    return report_error("plan", make_error(ErrorCode::kUnsupported,
+                                           "--check-decode runs the plan, and only the CPU path exists: use "
+                                           "--vram-budget 0"));
+  auto model = Model::load(args.model_path, gguf::File::LoadMode::kAuto);
+  if (!model) return report_error("plan", model.error());
+  const uint32_t n = static_cast<uint32_t>(args.check_decode_tokens);
+  ForwardOptions options;
+  options.context_length = args.context_length;
+  options.kv_type = inputs.kv_type;
+  options.num_threads = args.num_threads;
+  options.rollback_slots = n;
+  options.plan = &plan;
+  auto forward = create_forward(*model, options);
+  if (!forward) return report_error("plan", forward.error());
+  if (inputs.depth + n > (*forward)->context_length())
+    return report_error("plan", make_error(ErrorCode::kInvalidArgument,
+                                           fmt::format("--depth {} + --check-decode {} exceeds the context {}",
+                                                       inputs.depth, n, (*forward)->context_length())));
+  std::vector<float> logits(model->hparams.vocab_size);  // (vocab_size)
+  std::vector<int32_t> prompt(inputs.depth);
+  for (uint32_t i = 0; i < inputs.depth; ++i) prompt[i] = static_cast<int32_t>((i * 7919u + 13u) % 1000u);
+  if (!prompt.empty())
+    if (auto s = (*forward)->forward_batch(prompt, logits); !s) return report_error("plan", s.error());
+  std::vector<double> ratios;
+  for (int round = 0; round < args.check_rounds; ++round) {
+    if (auto s = measure_cpu_rates(args.num_threads, &inputs.rates); !s) return report_error("plan", s.error());
+    auto cost_model = placement::CostModel::create(inputs);
+    if (!cost_model) return report_error("plan", cost_model.error());
+    placement::Plan predicted = plan;
+    if (auto s = cost_model->evaluate(predicted); !s) return report_error("plan", s.error());
+    if (auto s = (*forward)->truncate(inputs.depth); !s) return report_error("plan", s.error());
+    int32_t token = 1;
+    const double t0 = profiler::now_seconds();
+    for (uint32_t i = 0; i < n; ++i) {
+      if (auto s = (*forward)->forward(token, logits); !s) return report_error("plan", s.error());
+      token = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    }
+    const double measured_tok_s = n / (profiler::now_seconds() - t0);
+    const double predicted_tok_s = predicted.prediction.decode_tok_s;
+    ratios.push_back(predicted_tok_s / measured_tok_s);
+    fmt::print("check round {}: CPU read {:.1f} GB/s, GEMV efficiency experts {:.0f} % dense {:.0f} % → predicted "
+               "{:.2f} tok/s; measured {:.2f} tok/s ({} tokens at depth {}); predicted/measured {:.3f}\n",
+               round + 1, inputs.rates.cpu_read_bytes_per_s / 1e9, inputs.rates.cpu_expert_efficiency * 100,
+               inputs.rates.cpu_dense_efficiency * 100, predicted_tok_s, measured_tok_s, n, inputs.depth,
+               ratios.back());
+  }
+  std::sort(ratios.begin(), ratios.end());
+  fmt::print("check: median predicted/measured decode speed {:.3f} over {} rounds\n", ratios[ratios.size() / 2],
+             ratios.size());
+  return 0;
+}
+
+int run_plan(const PlanArgs& args) {
+  uint64_t vram = 0, ram = 0;
+  if (auto v = parse_byte_size("--vram-budget", args.vram_budget); v) vram = *v;
+  else return report_error("plan", v.error());
+  if (auto v = parse_byte_size("--ram-budget", args.ram_budget); v) ram = *v;
+  else return report_error("plan", v.error());
+  auto kv_type = parse_kv_cache_type(args.kv_type);
+  if (!kv_type) return report_error("plan", kv_type.error());
+  auto file = gguf::File::open(args.model_path, gguf::File::LoadMode::kMmap);
+  if (!file) return report_error("plan", file.error());
+
+  std::optional<placement::ExpertStats> stats;
+  std::string stats_source = "router-bias prior (no --stats)";
+  if (!args.stats_path.empty()) {
+    auto loaded = placement::expert_stats_load(args.stats_path);
+    if (!loaded) return report_error("plan", loaded.error());
+    stats = std::move(*loaded);
+    stats_source = fmt::format("{} ({} tokens)", args.stats_path, stats->num_tokens);
+  }
+  placement::DeviceRates rates = placement::DeviceRates::laptop();
+  rates.has_gpu = vram > 0;
+  if (vram > 0) {
+    auto devices = gpu::list_devices();
+    if (!devices || devices->empty())
+      fmt::print(stderr, "hetmoe plan: no CUDA GPU is visible here; planning for one with --gpu-bw {:.0f} GB/s\n",
+                 (args.gpu_bw_gbs > 0 ? args.gpu_bw_gbs * 1e9 : rates.gpu_read_bytes_per_s) / 1e9);
+  }
+  if (args.measure_cpu_bw || args.check_decode_tokens > 0)
+    if (auto s = measure_cpu_rates(args.num_threads, &rates); !s) return report_error("plan", s.error());
+  if (args.cpu_bw_gbs > 0) rates.cpu_read_bytes_per_s = args.cpu_bw_gbs * 1e9;
+  if (args.gpu_bw_gbs > 0) rates.gpu_read_bytes_per_s = args.gpu_bw_gbs * 1e9;
+  if (args.pcie_bw_gbs > 0) rates.pcie_bytes_per_s = args.pcie_bw_gbs * 1e9;
+  const uint32_t depth = args.depth < 0 ? args.context_length - 1 : static_cast<uint32_t>(args.depth);
+  auto inputs = placement::cost_inputs_from_header(*file, stats ? &*stats : nullptr, rates, args.context_length,
+                                                   depth, *kv_type);
+  if (!inputs) return report_error("plan", inputs.error());
+  inputs->prefill_batch = args.prefill_batch;
+  auto cost_model = placement::CostModel::create(*inputs);
+  if (!cost_model) return report_error("plan", cost_model.error());
+
+  placement::PlanRequest request;
+  request.vram_budget_bytes = vram;
+  request.ram_budget_bytes = ram;
+  request.num_cpu_threads = args.num_threads;
+  if (args.placement != "dynamic" && args.placement != "static")
+    return report_error("plan", make_error(ErrorCode::kInvalidArgument,
+                                           fmt::format("--placement {}: expected dynamic or static", args.placement)));
+  request.dynamic_placement = args.placement == "dynamic";
+  if (auto name = file->get_string("general.name"); name) request.model_name = std::string(*name);
+  auto plan = placement::optimize_plan(*cost_model, request);
+  if (!plan) return report_error("plan", plan.error());
+  auto per_layer = placement::best_per_layer_split(*cost_model, request);
+  if (!per_layer) return report_error("plan", per_layer.error());
+
+  if (per_layer->prediction.decode_tok_s > 0)
+    plan->notes.push_back(fmt::format("best per-layer split at the same budgets (--n-cpu-moe {}): {:.2f} tok/s "
+                                      "predicted; this plan: {:.2f} tok/s",
+                                      placement::num_cpu_moe_layers(*per_layer), per_layer->prediction.decode_tok_s,
+                                      plan->prediction.decode_tok_s));
+  if (!args.output_path.empty())
+    if (auto s = placement::plan_save(*plan, args.output_path); !s) return report_error("plan", s.error());
+  if (args.check_decode_tokens > 0) {
+    print_plan(*plan, *per_layer, cost_model->inputs(), stats_source);
+    return check_decode(args, *plan, cost_model->inputs());
+  }
+  if (args.json) {
+    fmt::print("{}\n", placement::plan_to_json(*plan).dump(1));
+  } else {
+    print_plan(*plan, *per_layer, cost_model->inputs(), stats_source);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_plan_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("plan", "Choose where every weight goes (per expert) for a VRAM/RAM budget and print "
+                                         "the plan with predicted memory and tok/s per device (reads only the header)");
+  auto args = std::make_shared<PlanArgs>();
+  cmd->add_option("-m,--model", args->model_path, "GGUF model file")->required();
+  cmd->add_option("--vram-budget", args->vram_budget, "GPU memory hetmoe may use, e.g. 8GiB (0: no GPU)")
+      ->capture_default_str();
+  cmd->add_option("--ram-budget", args->ram_budget, "RAM hetmoe may use for weights and KV cache (0: no limit)")
+      ->capture_default_str();
+  cmd->add_option("-c,--ctx", args->context_length, "Context length the KV cache is sized for")
+      ->check(CLI::Range(1u, 1u << 24))
+      ->capture_default_str();
+  cmd->add_option("--depth", args->depth, "Context depth the decode prediction is for (default: ctx − 1)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  cmd->add_option("--stats", args->stats_path, "Expert statistics from `hetmoe profile` (default: router-bias prior)");
+  cmd->add_flag("--json", args->json, "Print the Plan as JSON");
+  cmd->add_option("-o,--output", args->output_path, "Also write the Plan as JSON to this file");
+  cmd->add_option("-t,--threads", args->num_threads, "CPU threads the plan is for")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  cmd->add_option("--cpu-bw", args->cpu_bw_gbs, "CPU read bandwidth in GB/s (default: 60, a DDR5 laptop)");
+  cmd->add_flag("--measure-cpu-bw", args->measure_cpu_bw,
+                "Measure the CPU read bandwidth and the GEMV kernels' rates with -t threads first (about a second)");
+  cmd->add_option("--gpu-bw", args->gpu_bw_gbs, "GPU memory bandwidth in GB/s (default: 256, an RTX 4060)");
+  cmd->add_option("--pcie-bw", args->pcie_bw_gbs, "Host-to-GPU copy bandwidth in GB/s (default: 12, PCIe 4.0 x8)");
+  cmd->add_option("--prefill-batch", args->prefill_batch, "Tokens per prefill batch for the prefill prediction")
+      ->check(CLI::Range(1u, 65536u))
+      ->capture_default_str();
+  cmd->add_option("--placement", args->placement,
+                  "dynamic: with a GPU, the runtime migrates experts to follow the conversation; static: never")
+      ->capture_default_str();
+  cmd->add_option("--check-decode", args->check_decode_tokens,
+                  "Then run the plan: decode this many tokens at --depth per round and compare with the prediction "
+                  "(rates measured before each round; CPU plans only)")
+      ->check(CLI::Range(0, 1 << 16));
+  cmd->add_option("--check-rounds", args->check_rounds, "Rounds of --check-decode")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  cmd->callback([args, &exit_code] { exit_code = run_plan(*args); });
+}
+
+}  // namespace hetmoe::cli
