@@ -131,7 +131,7 @@ void CpuForward::quantize_rows(const float* src, cpu::ActQ8Block* dst, uint32_t 
                               num_cols);
 }
 
-void CpuForward::run_jobs(std::span<const MatJob> jobs) {
+void CpuForward::run_jobs(std::span<const MatJob> jobs, const profiler::TraceWorkInfo& trace) {
   job_row_begin_[0] = 0;
   for (size_t j = 0; j < jobs.size(); ++j)
     job_row_begin_[j + 1] = job_row_begin_[j] + static_cast<int64_t>(jobs[j].w->num_rows);
@@ -141,6 +141,9 @@ void CpuForward::run_jobs(std::span<const MatJob> jobs) {
   grain = std::max<int64_t>(16, grain / 16 * 16);
   const int64_t* begin = job_row_begin_.data();
   const size_t num_jobs = jobs.size();
+  const bool tracing = profiler::trace_enabled();
+  const uint64_t region = tracing ? profiler::trace_new_region() : 0;
+  const bool expert_jobs = trace.category == profiler::TraceCategory::kExpert;
   tbb::parallel_for(
       tbb::blocked_range<int64_t>(0, total, static_cast<size_t>(grain)),
       [&](const tbb::blocked_range<int64_t>& range) {
@@ -149,7 +152,12 @@ void CpuForward::run_jobs(std::span<const MatJob> jobs) {
         while (i < range.end()) {
           const int64_t r0 = i - begin[j];
           const int64_t r1 = std::min(range.end(), begin[j + 1]) - begin[j];
+          profiler::TraceWorkPiece piece =
+              tracing ? profiler::TraceWorkPiece(region, static_cast<uint32_t>(j), trace,
+                                                 expert_jobs ? static_cast<int64_t>(jobs[j].expert_idx) : -1)
+                      : profiler::TraceWorkPiece();
           run_job_rows(*kernels_, jobs[j], r0, r1);
+          if (tracing) piece.finish(r1 - r0, (r1 - r0) * static_cast<int64_t>(jobs[j].w->row_bytes));
           i = begin[j] + r1;
           ++j;
         }
@@ -204,6 +212,8 @@ Status CpuForward::forward_batch(std::span<const int32_t> token_ids, std::span<f
 
 void CpuForward::run_batch(uint32_t num_tokens, std::span<float> last_logits) {
   const ModelHparams& hp = model_->hparams;
+  profiler::TraceSpan step(profiler::TraceCategory::kStep, num_tokens == 1 ? "decode" : "prefill",
+                           {{"position", num_positions_}, {"num_tokens", num_tokens}});
   const ref::RopeYarnParams rope = rope_params(hp);
   for (uint32_t t = 0; t < num_tokens; ++t)
     ref::rope_yarn_cos_sin(rope, num_positions_ + t, &rope_cos_[t * hp.head_dim / 2], &rope_sin_[t * hp.head_dim / 2]);
@@ -212,6 +222,7 @@ void CpuForward::run_batch(uint32_t num_tokens, std::span<float> last_logits) {
     moe_layer(l, num_tokens);
   }
   if (!last_logits.empty()) {
+    profiler::TraceSpan op(profiler::TraceCategory::kOp, "output");
     const float* x_last = &x_[static_cast<size_t>(num_tokens - 1) * hp.hidden_dim];
     ref::rms_norm(x_last, model_->output_norm.data(), xb_.data(), hp.hidden_dim, hp.rms_eps);
     quantize_rows(xb_.data(), xq_.data(), 1, hp.hidden_dim);
@@ -220,8 +231,11 @@ void CpuForward::run_batch(uint32_t num_tokens, std::span<float> last_logits) {
     job.x_f32 = xb_.data();
     job.x_q8 = xq_.data();
     job.y = last_logits.data();
-    run_jobs({&job, 1});
+    run_jobs({&job, 1}, {.name = "output"});
   }
+  // Every selected expert runs on the CPU in this pass.
+  profiler::trace_counter(profiler::kTraceCounterExpertHitsCpu,
+                          static_cast<double>(num_tokens) * hp.num_experts_used * hp.num_layers);
   num_positions_ += num_tokens;
 }
 
@@ -230,6 +244,9 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
   const LayerWeights& w = model_->layers[l];
   const uint32_t D = hp.hidden_dim, Q = hp.q_dim(), KV = hp.kv_dim(), HD = hp.head_dim;
   const uint32_t qkv_stride = Q + 2 * KV;
+  const auto layer_arg = static_cast<int32_t>(l);
+  profiler::TraceSpan block(profiler::TraceCategory::kLayer, "attention block", {{"layer", l}});
+  profiler::TraceSpan op(profiler::TraceCategory::kOp, "qkv", {{"layer", l}});
 
   // 1. RMSNorm, quantize.
   for (uint32_t t = 0; t < num_tokens; ++t)
@@ -251,9 +268,10 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
   jobs_[0] = job_for(w.wq, w.bq, 0);
   jobs_[1] = job_for(w.wk, w.bk, Q);
   jobs_[2] = job_for(w.wv, w.bv, Q + KV);
-  run_jobs({jobs_.data(), 3});
+  run_jobs({jobs_.data(), 3}, {.name = "qkv", .layer_idx = layer_arg});
 
   // 3. RoPE on q and k, then store K and V of every token of the batch.
+  op.next("rope");
   for (uint32_t t = 0; t < num_tokens; ++t) {
     float* q = &qkv_[static_cast<size_t>(t) * qkv_stride];
     const float* c = &rope_cos_[t * HD / 2];
@@ -264,6 +282,10 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
   }
 
   // 4. Attention with sinks, one task per (token, KV head): the group's query heads share each K/V row read.
+  op.next("attention");
+  const bool tracing = profiler::trace_enabled();
+  const uint64_t region = tracing ? profiler::trace_new_region() : 0;
+  const profiler::TraceWorkInfo attention_trace{.name = "attention", .layer_idx = layer_arg};
   const uint32_t group = hp.num_heads / hp.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
   const bool f16 = kv_.type() == KvCacheType::kF16;
@@ -273,6 +295,8 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
     const uint32_t pos = num_positions_ + t;
     const uint32_t first = kv_.first_visible_position(l, pos);
     const uint32_t num_keys = pos - first + 1;
+    profiler::TraceWorkPiece piece =
+        tracing ? profiler::TraceWorkPiece(region, 0, attention_trace) : profiler::TraceWorkPiece();
     const int slot = std::max(0, tbb::this_task_arena::current_thread_index());
     float* scores = &scores_[static_cast<size_t>(slot) * group * ctx];  // (group, num_keys)
     const float* q = &qkv_[static_cast<size_t>(t) * qkv_stride + static_cast<size_t>(g) * group * HD];
@@ -298,9 +322,11 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
       (f16 ? kernels_->attn_values_f16 : kernels_->attn_values_f32)(scores + j, num_keys, group,
                                                                      kv_.v_row(l, first + j, g), stride, run, HD, out);
     });
+    if (tracing) piece.finish(1, static_cast<int64_t>(num_keys) * 2 * HD * (f16 ? 2 : 4));  // K and V rows read
   });
 
   // 5. Output projection with bias, residual add.
+  op.next("o_proj");
   quantize_rows(attn_out_.data(), attn_q8_.data(), num_tokens, Q);
   MatJob job;
   job.w = &w.wo;
@@ -310,7 +336,7 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
   job.y = proj_.data();
   job.y_stride = D;
   job.bias = w.bo.data();
-  run_jobs({&job, 1});
+  run_jobs({&job, 1}, {.name = "o_proj", .layer_idx = layer_arg});
   for (size_t i = 0; i < static_cast<size_t>(num_tokens) * D; ++i) x_[i] += proj_[i];
 }
 
@@ -319,6 +345,10 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
   const LayerWeights& w = model_->layers[l];
   const uint32_t D = hp.hidden_dim, F = hp.expert_ffn_dim, E = hp.num_experts, K = hp.num_experts_used;
   constexpr uint32_t blk = cpu::kActBlockElems;
+  const auto layer_arg = static_cast<int32_t>(l);
+  profiler::TraceFlowSet expert_flows;  // one flow per CPU expert span → the combine step that waits for them
+  profiler::TraceSpan block(profiler::TraceCategory::kLayer, "moe block", {{"layer", l}});
+  profiler::TraceSpan op(profiler::TraceCategory::kOp, "router", {{"layer", l}});
 
   // 1. Post-attention RMSNorm, quantize; router logits for every token.
   for (uint32_t t = 0; t < num_tokens; ++t)
@@ -332,7 +362,7 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
   router_job.y = router_.data();
   router_job.y_stride = E;
   router_job.bias = w.router_bias.data();
-  run_jobs({&router_job, 1});
+  run_jobs({&router_job, 1}, {.name = "router", .layer_idx = layer_arg});
 
   // 2. Top-k by raw logit (ties: lower expert index first), softmax over the k.
   for (uint32_t t = 0; t < num_tokens; ++t) {
@@ -352,6 +382,7 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
   }
 
   // 3. Group the batch's (token, expert) pairs by expert and gather each group's inputs.
+  op.next("gather");
   std::fill(group_begin_.begin(), group_begin_.end(), 0u);
   uint32_t num_groups = 0;
   for (uint32_t e = 0; e < E; ++e) {
@@ -381,6 +412,7 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
   }
 
   // 4. gate and up projections of every group, one parallel region.
+  op.next("experts");
   uint32_t num_jobs = 0;
   for (uint32_t gi = 0; gi < num_groups; ++gi) {
     const auto e = static_cast<uint64_t>(expert_of_group_[gi]);
@@ -398,7 +430,8 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
       job.bias = (which == 0 ? w.gate_bias.data() : w.up_bias.data()) + e * F;
     }
   }
-  run_jobs({jobs_.data(), num_jobs});
+  run_jobs({jobs_.data(), num_jobs},
+           {.category = profiler::TraceCategory::kExpert, .name = "expert gate_up", .layer_idx = layer_arg});
 
   // 5. SwiGLU-OAI, quantize, down projections.
   const uint32_t num_rows = group_begin_[num_groups];
@@ -419,9 +452,12 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
     job.y_stride = D;
     job.bias = w.down_bias.data() + e * D;
   }
-  run_jobs({jobs_.data(), num_jobs});
+  run_jobs({jobs_.data(), num_jobs}, {.category = profiler::TraceCategory::kExpert, .name = "expert down",
+                                      .layer_idx = layer_arg, .flows = &expert_flows});
 
   // 6. Weighted sum into the residual stream.
+  op.next("combine");
+  expert_flows.end_all();
   for (uint32_t row = 0; row < num_rows; ++row) {
     float* x = &x_[static_cast<size_t>(gathered_token_[row]) * D];
     const float* y = &down_[static_cast<size_t>(row) * D];

@@ -13,6 +13,7 @@
 #include <tbb/task_arena.h>
 
 #include "cpu_kernels/kernels.h"
+#include "profiler/trace.h"
 #include "runtime/expected.h"
 #include "runtime/forward_pass.h"
 #include "runtime/kv_cache.h"
@@ -70,8 +71,9 @@ class CpuForward final : public ForwardPass {
   void moe_layer(uint32_t layer_idx, uint32_t num_tokens);
   /// Quantizes rows [num_tokens][num_cols] of src into dst [num_tokens][num_cols / 32].
   void quantize_rows(const float* src, cpu::ActQ8Block* dst, uint32_t num_tokens, uint32_t num_cols);
-  /// Runs all jobs' rows in one parallel region; adds biases.
-  void run_jobs(std::span<const MatJob> jobs);
+  /// Runs all jobs' rows in one parallel region; adds biases. When tracing, each worker's rows are recorded as
+  /// `trace` says (profiler::TraceWorkPiece).
+  void run_jobs(std::span<const MatJob> jobs, const profiler::TraceWorkInfo& trace);
 
   const Model* model_;
   KvCache kv_;

@@ -13,5 +13,6 @@ void add_generate_command(CLI::App& app, int& exit_code);
 void add_tokenize_command(CLI::App& app, int& exit_code);
 void add_chat_command(CLI::App& app, int& exit_code);
 void add_bench_command(CLI::App& app, int& exit_code);
+void add_trace_summary_command(CLI::App& app, int& exit_code);
 
 }  // namespace hetmoe::cli

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   hetmoe::cli::add_tokenize_command(app, exit_code);
   hetmoe::cli::add_chat_command(app, exit_code);
   hetmoe::cli::add_bench_command(app, exit_code);
+  hetmoe::cli::add_trace_summary_command(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

@@ -3,6 +3,7 @@
 #include <random>
 
 #include "runtime/cli/cli_util.h"
+#include "runtime/cli/trace_options.h"
 #include "runtime/kv_cache.h"
 
 namespace hetmoe::cli {
@@ -16,6 +17,7 @@ void add_run_options(CLI::App* cmd, RunArgs& args) {
   cmd->add_option("--kv-type", args.kv_type, "KV cache type: f16 or f32")->capture_default_str();
   cmd->add_option("--load", args.load, kLoadHelp)->capture_default_str();
   cmd->add_flag("--reference", args.use_reference, "Run the scalar reference forward pass (the correctness oracle)");
+  add_trace_option(cmd, args.trace_path);
 }
 
 Expected<ForwardOptions> forward_options(const RunArgs& args) {

@@ -14,13 +14,14 @@
 
 namespace hetmoe::cli {
 
-/// -t, -c, --kv-type, --load, --reference.
+/// -t, -c, --kv-type, --load, --reference, --trace.
 struct RunArgs {
   int num_threads = 1;
   uint32_t context_length = 8192;
   std::string kv_type = "f16";
   std::string load = "auto";
   bool use_reference = false;
+  std::string trace_path;  // --trace FILE (runtime/cli/trace_options.h); empty: no trace
 };
 void add_run_options(CLI::App* cmd, RunArgs& args);
 /// Errors: kInvalidArgument for a bad --kv-type.
