@@ -230,13 +230,17 @@ bool grow(ThreadBuffer* b) {
   return true;
 }
 
-/// A zeroed event at the end of the calling thread's buffer, or nullptr when the trace is full.
+/// A new event at the end of the calling thread's buffer, or nullptr when the trace is full. Every field but name,
+/// category, kind, begin, end, value and the arguments is set to its default; the caller sets those it uses.
 Event* append(ThreadBuffer* b) {
   if (b->cur == b->end && !grow(b)) return nullptr;
   Event* e = b->cur++;
   detail::t_work_cursor.end = nullptr;  // a work piece merges only into the thread's latest event
-  std::memset(static_cast<void*>(e), 0, sizeof(Event));
+  e->flow_out = 0;
+  e->flow_in = 0;
   e->track = -1;
+  e->num_args = 0;
+  e->times_in_ns = false;
   return e;
 }
 
@@ -376,7 +380,7 @@ void trace_counter(const TraceCounterName& counter, double value) {
   e->name = counter.name;
   e->begin = detail::trace_ticks();
   e->value = value;
-  e->args[0].key = counter.series;
+  e->args[0] = TraceArg{counter.series, 0};
 }
 
 uint64_t trace_new_flow_id() {
@@ -445,7 +449,8 @@ Status trace_write_json(std::FILE* out, const std::string& path) {
       std::this_thread::sleep_for(std::chrono::nanoseconds(20'000'000 - (ns - r.origin_ns)));
       std::tie(ticks, ns) = clock_pair();
     }
-    if (ticks > r.origin_ticks) ns_per_tick = static_cast<double>(ns - r.origin_ns) / static_cast<double>(ticks - r.origin_ticks);
+    if (ticks > r.origin_ticks)
+      ns_per_tick = static_cast<double>(ns - r.origin_ns) / static_cast<double>(ticks - r.origin_ticks);
   }
   const auto to_ns = [&](const Event& e, uint64_t t) -> int64_t {
     if (e.times_in_ns) return static_cast<int64_t>(t) - r.origin_ns;

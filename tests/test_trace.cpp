@@ -304,7 +304,8 @@ TEST(Trace, GpuEventTimesMapOntoTheHostClock) {
 }
 
 // A hand-made trace with known answers: layer 0 steps [0,100] and [200,300] µs, layer 1 [100,200]; CPU work
-// [0,45] with [10,30] nested, [40,80] on another thread and [210,230]; GPU work [50,100] and [100,180]; a copy [150,160].
+// [0,45] with [10,30] nested, [40,80] on another thread and [210,230]; GPU work [50,100] and [100,180]; a copy
+// [150,160].
 TEST(TraceSummary, BusyTimesAndOverlapFollowTheDefinitions) {
   const std::string text = R"({"traceEvents":[
     {"ph":"M","pid":1,"tid":1,"name":"thread_name","args":{"name":"main"}},
