@@ -90,7 +90,6 @@ struct Recorder {
   uint64_t num_chunks = 0;  // allocated in total
   std::atomic<uint64_t> num_dropped{0};
   std::atomic<uint64_t> next_flow_id{1};
-  std::atomic<uint64_t> next_region{1};
   TraceTrack next_tid = 1;
   int num_workers = 0;
   uint64_t origin_ticks = 0;
@@ -198,7 +197,10 @@ Event* allocate_chunk(Recorder& r) {
   if ((r.num_chunks + 1) * kChunkBytes > kTraceMaxBytes) return nullptr;
   auto* chunk = static_cast<Event*>(std::malloc(kChunkBytes));
   if (!chunk) return nullptr;
-  std::memset(static_cast<void*>(chunk), 0, kChunkBytes);  // fault the pages in now, not while recording
+  // Fault the pages in now, not while recording (a volatile write per page: malloc + memset 0 may become calloc,
+  // which touches nothing).
+  auto* bytes = reinterpret_cast<volatile unsigned char*>(chunk);
+  for (size_t i = 0; i < kChunkBytes; i += 4096) bytes[i] = 1;
   ++r.num_chunks;
   return chunk;
 }
@@ -414,7 +416,11 @@ void TraceFlowSet::end_all() {
   count_.store(0, std::memory_order_relaxed);
 }
 
-uint64_t trace_new_region() { return recorder().next_region.fetch_add(1, std::memory_order_relaxed); }
+uint64_t trace_new_region() {
+  // Unique without a shared atomic: the thread's track id in the high bits, a per-thread count below.
+  static thread_local uint64_t num_regions = 0;
+  return (static_cast<uint64_t>(this_thread_buffer()->tid) << 40) | ++num_regions;
+}
 
 void TraceWorkPiece::begin(uint64_t region, uint32_t job_idx, const TraceWorkInfo& info, int64_t expert_idx) {
   Event* e = append(this_thread_buffer());
