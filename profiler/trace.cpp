@@ -46,8 +46,8 @@ struct Event {
   double value;           // counters
   const char* name;       // static string
   uint64_t flow_out;      // spans: flow started in the span (0: none)
-  uint64_t flow_in;       // spans and kFlowEnd: flow ended in the span / at this instant (0: none)
-  TraceArg args[kMaxTraceArgs];  // counters: args[0].key is the series
+  uint64_t flow_in;       // spans: flow ended in the span (0: none)
+  TraceArg args[kMaxTraceArgs];  // counters: args[0].key is the series; kFlowEnd: the values are the flow ids
   TraceTrack track;       // -1: the recording thread's own track
   TraceCategory category;
   EventKind kind;
@@ -390,15 +390,25 @@ uint64_t trace_new_flow_id() {
   return recorder().next_flow_id.fetch_add(1, std::memory_order_relaxed);
 }
 
-void trace_flow_end(uint64_t id) {
-  if (!trace_enabled() || id == 0) return;
+namespace {
+
+/// One event ending up to kMaxTraceArgs flows at the current instant.
+void record_flow_ends(const uint64_t* ids, int num_ids) {
   Event* e = append(this_thread_buffer());
   if (!e) return;
   e->kind = EventKind::kFlowEnd;
   e->category = TraceCategory::kFlow;
   e->name = kTraceFlowName;
   e->begin = detail::trace_ticks();
-  e->flow_in = id;
+  for (int i = 0; i < num_ids; ++i) e->args[i] = TraceArg{"id", static_cast<int64_t>(ids[i])};
+  e->num_args = static_cast<uint8_t>(num_ids);
+}
+
+}  // namespace
+
+void trace_flow_end(uint64_t id) {
+  if (!trace_enabled() || id == 0) return;
+  record_flow_ends(&id, 1);
 }
 
 uint64_t TraceFlowSet::add() {
@@ -412,7 +422,9 @@ uint64_t TraceFlowSet::add() {
 
 void TraceFlowSet::end_all() {
   const uint32_t n = std::min(count_.load(std::memory_order_acquire), kCapacity);
-  for (uint32_t i = 0; i < n; ++i) trace_flow_end(ids_[i]);
+  if (trace_enabled())
+    for (uint32_t i = 0; i < n; i += kMaxTraceArgs)
+      record_flow_ends(&ids_[i], static_cast<int>(std::min<uint32_t>(kMaxTraceArgs, n - i)));
   count_.store(0, std::memory_order_relaxed);
 }
 
@@ -422,7 +434,7 @@ uint64_t trace_new_region() {
   return (static_cast<uint64_t>(this_thread_buffer()->tid) << 40) | ++num_regions;
 }
 
-void TraceWorkPiece::begin(uint64_t region, uint32_t job_idx, const TraceWorkInfo& info, int64_t expert_idx) {
+void TraceWorkPiece::begin(uint64_t region, uint32_t job_key, const TraceWorkInfo& info, int64_t expert_idx) {
   Event* e = append(this_thread_buffer());
   if (!e) return;
   e->kind = EventKind::kSpan;
@@ -442,7 +454,7 @@ void TraceWorkPiece::begin(uint64_t region, uint32_t job_idx, const TraceWorkInf
   c.rows = &e->args[n - 2].value;
   c.bytes = &e->args[n - 1].value;
   c.region = region;
-  c.job = job_idx;
+  c.job = job_key;
 }
 
 Status trace_write_json(std::FILE* out, const std::string& path) {
@@ -585,7 +597,7 @@ Status trace_write_json(std::FILE* out, const std::string& path) {
           break;
         }
         case EventKind::kFlowEnd:
-          flow_point('f', track, e.flow_in, item.ts);
+          for (int i = 0; i < e.num_args; ++i) flow_point('f', track, static_cast<uint64_t>(e.args[i].value), item.ts);
           break;
       }
       flush(false);

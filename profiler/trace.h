@@ -61,9 +61,10 @@ extern thread_local constinit WorkCursor t_work_cursor;
 /// True while recording. One relaxed atomic load.
 inline bool trace_enabled() { return detail::g_trace_enabled.load(std::memory_order_relaxed); }
 
-/// Clears what an earlier trace recorded, sets the time origin, names the calling thread "main" (if no thread is
-/// yet) and enables recording. Threads that record later are named "cpu worker N (node X, core Y)" from their CPU
-/// affinity (libnuma for the node), unless they call trace_name_thread().
+/// Clears what an earlier trace recorded, sets the time origin, names the calling thread "main (node X, cores ...)"
+/// unless it has recorded before, and enables recording. Call while no other thread records. Threads that record
+/// later are named "cpu worker N (node X, core Y)" from their CPU affinity at their first event (libnuma for the
+/// node), unless they call trace_name_thread().
 void trace_start();
 /// Disables recording; events already recorded stay until the next trace_start().
 void trace_stop();
@@ -191,18 +192,19 @@ struct TraceWorkInfo {
 /// A new id for one parallel region (pieces of different regions never merge).
 uint64_t trace_new_region();
 
-/// One piece of a parallel region run by the calling thread (rows of job `job_idx`). Consecutive pieces of the same
-/// (region, job) on one thread merge into one span, from the start of the first to the end of the last, with rows
-/// and bytes summed — so a worker's many small chunks cost one clock read each and one event per job, not per chunk.
+/// One piece of a parallel region run by the calling thread: some rows of the region's job `job_key` (the caller
+/// chooses what counts as one job: a matrix, an expert, the whole region). Consecutive pieces with the same (region,
+/// job_key) on one thread merge into one span, from the start of the first to the end of the last, with rows and
+/// bytes summed — so a worker's many small chunks cost one clock read each and one event per job, not per chunk.
 /// Construct only when trace_enabled() (read once per region by the caller).
 class TraceWorkPiece {
  public:
   /// Records nothing (for `tracing ? TraceWorkPiece(...) : TraceWorkPiece()`).
   TraceWorkPiece() = default;
   /// expert_idx < 0: not an expert job (no expert argument).
-  TraceWorkPiece(uint64_t region, uint32_t job_idx, const TraceWorkInfo& info, int64_t expert_idx = -1) {
+  TraceWorkPiece(uint64_t region, uint32_t job_key, const TraceWorkInfo& info, int64_t expert_idx = -1) {
     const detail::WorkCursor& c = detail::t_work_cursor;
-    if (!(c.end && c.region == region && c.job == job_idx)) begin(region, job_idx, info, expert_idx);
+    if (!(c.end && c.region == region && c.job == job_key)) begin(region, job_key, info, expert_idx);
     cursor_ = c;
   }
   /// Ends the piece: `rows` rows done, `bytes` bytes of weights (or KV cache) read.
@@ -215,7 +217,7 @@ class TraceWorkPiece {
 
  private:
   /// Appends a new span for the piece and points detail::t_work_cursor at it (end stays nullptr when dropped).
-  static void begin(uint64_t region, uint32_t job_idx, const TraceWorkInfo& info, int64_t expert_idx);
+  static void begin(uint64_t region, uint32_t job_key, const TraceWorkInfo& info, int64_t expert_idx);
   detail::WorkCursor cursor_;  // the span this piece extends
 };
 

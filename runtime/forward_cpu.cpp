@@ -152,9 +152,10 @@ void CpuForward::run_jobs(std::span<const MatJob> jobs, const profiler::TraceWor
         while (i < range.end()) {
           const int64_t r0 = i - begin[j];
           const int64_t r1 = std::min(range.end(), begin[j + 1]) - begin[j];
+          // One span per worker and expert (gate and up together), or per worker for the other matrices.
+          const auto expert = expert_jobs ? static_cast<int64_t>(jobs[j].expert_idx) : -1;
           profiler::TraceWorkPiece piece =
-              tracing ? profiler::TraceWorkPiece(region, static_cast<uint32_t>(j), trace,
-                                                 expert_jobs ? static_cast<int64_t>(jobs[j].expert_idx) : -1)
+              tracing ? profiler::TraceWorkPiece(region, static_cast<uint32_t>(expert + 1), trace, expert)
                       : profiler::TraceWorkPiece();
           run_job_rows(*kernels_, jobs[j], r0, r1);
           if (tracing) piece.finish(r1 - r0, (r1 - r0) * static_cast<int64_t>(jobs[j].w->row_bytes));
