@@ -89,7 +89,6 @@ struct Recorder {
   std::vector<Event*> free_chunks;
   uint64_t num_chunks = 0;  // allocated in total
   std::atomic<uint64_t> num_dropped{0};
-  std::atomic<uint64_t> next_flow_id{1};
   TraceTrack next_tid = 1;
   int num_workers = 0;
   uint64_t origin_ticks = 0;
@@ -387,7 +386,8 @@ void trace_counter(const TraceCounterName& counter, double value) {
 
 uint64_t trace_new_flow_id() {
   if (!trace_enabled()) return 0;
-  return recorder().next_flow_id.fetch_add(1, std::memory_order_relaxed);
+  static thread_local uint64_t num_flows = 0;  // no shared counter: workers would bounce its cache line
+  return (static_cast<uint64_t>(this_thread_buffer()->tid) << 32) | ++num_flows;
 }
 
 namespace {
@@ -413,19 +413,22 @@ void trace_flow_end(uint64_t id) {
 
 uint64_t TraceFlowSet::add() {
   if (!trace_enabled()) return 0;
-  const uint32_t idx = count_.fetch_add(1, std::memory_order_relaxed);
-  if (idx >= kCapacity) return 0;
+  Slot& slot = slots_[static_cast<uint32_t>(this_thread_buffer()->tid) % kSlots];
+  const uint32_t idx = slot.count.fetch_add(1, std::memory_order_relaxed);
+  if (idx >= kPerSlot) return 0;
   const uint64_t id = trace_new_flow_id();
-  ids_[idx] = id;
+  slot.ids[idx] = id;
   return id;
 }
 
 void TraceFlowSet::end_all() {
-  const uint32_t n = std::min(count_.load(std::memory_order_acquire), kCapacity);
-  if (trace_enabled())
+  if (!trace_enabled()) return;  // add() remembered nothing while off
+  for (Slot& slot : slots_) {
+    const uint32_t n = std::min(slot.count.load(std::memory_order_acquire), kPerSlot);
     for (uint32_t i = 0; i < n; i += kMaxTraceArgs)
-      record_flow_ends(&ids_[i], static_cast<int>(std::min<uint32_t>(kMaxTraceArgs, n - i)));
-  count_.store(0, std::memory_order_relaxed);
+      record_flow_ends(&slot.ids[i], static_cast<int>(std::min<uint32_t>(kMaxTraceArgs, n - i)));
+    slot.count.store(0, std::memory_order_relaxed);
+  }
 }
 
 uint64_t trace_new_region() {

@@ -110,7 +110,8 @@ void trace_span(TraceTrack track, TraceCategory category, const char* name, int6
 /// non-finite values are dropped.
 void trace_counter(const TraceCounterName& counter, double value);
 
-/// A new flow id (never 0); 0 when tracing is off.
+/// A new flow id (never 0, unique in the process: the calling thread's track id and a per-thread count); 0 when
+/// tracing is off.
 uint64_t trace_new_flow_id();
 /// Ends flow `id` in the calling thread's innermost open span (the span that waits for the flow's source).
 void trace_flow_end(uint64_t id);
@@ -165,19 +166,23 @@ class TraceSpan {
 };
 
 /// Flow ids handed out to the spans of a parallel region, all ended together by the span that waits for them
-/// (e.g. each CPU expert job → the layer's combine step). Thread-safe add(); beyond kCapacity ids, add() returns 0
-/// (no flow). Constructing one costs one store.
+/// (e.g. each CPU expert job → the layer's combine step). Thread-safe add() without a shared counter: each thread
+/// fills the slot of its track id (one cache line each), so workers do not contend; beyond kPerSlot ids in a slot,
+/// add() returns 0 (no flow). Constructing one costs kSlots stores.
 class TraceFlowSet {
  public:
-  static constexpr uint32_t kCapacity = 256;
+  static constexpr uint32_t kSlots = 16, kPerSlot = 15;
   /// A new flow id, remembered for end_all(); 0 when off or full.
   uint64_t add();
   /// trace_flow_end() for every remembered id, on the calling thread, now; then forgets them.
   void end_all();
 
  private:
-  std::atomic<uint32_t> count_{0};
-  uint64_t ids_[kCapacity];  // (count_) remembered flow ids, uninitialized beyond count_
+  struct alignas(128) Slot {
+    std::atomic<uint32_t> count{0};
+    uint64_t ids[kPerSlot];  // (count) remembered flow ids, uninitialized beyond count
+  };
+  Slot slots_[kSlots];
 };
 
 /// What the pieces of one parallel region are: category, name, layer, and optionally a TraceFlowSet that receives
