@@ -57,35 +57,6 @@ void run_job_rows(const cpu::KernelTable& k, const CpuForward::MatJob& job, int6
     }
 }
 
-/// Runs all jobs' rows in one parallel region of the current arena (num_threads threads); adds biases.
-/// row_begin: (jobs + 1) scratch for the row prefix sums.
-void run_jobs_in_arena(const cpu::KernelTable& kernels, std::span<const CpuForward::MatJob> jobs,
-                       int64_t* row_begin, int num_threads) {
-  row_begin[0] = 0;
-  for (size_t j = 0; j < jobs.size(); ++j)
-    row_begin[j + 1] = row_begin[j] + static_cast<int64_t>(jobs[j].w->num_rows);
-  const int64_t total = row_begin[jobs.size()];
-  // About 8 chunks per thread, in multiples of 16 rows so the kernels' row unrolling stays whole.
-  int64_t grain = total / (8 * static_cast<int64_t>(num_threads));
-  grain = std::max<int64_t>(16, grain / 16 * 16);
-  const int64_t* begin = row_begin;
-  const size_t num_jobs = jobs.size();
-  tbb::parallel_for(
-      tbb::blocked_range<int64_t>(0, total, static_cast<size_t>(grain)),
-      [&](const tbb::blocked_range<int64_t>& range) {
-        int64_t i = range.begin();
-        size_t j = static_cast<size_t>(std::upper_bound(begin, begin + num_jobs + 1, i) - begin) - 1;
-        while (i < range.end()) {
-          const int64_t r0 = i - begin[j];
-          const int64_t r1 = std::min(range.end(), begin[j + 1]) - begin[j];
-          run_job_rows(kernels, jobs[j], r0, r1);
-          i = begin[j] + r1;
-          ++j;
-        }
-      },
-      tbb::simple_partitioner());
-}
-
 }  // namespace
 
 Expected<std::unique_ptr<CpuForward>> CpuForward::create(const Model& model, const CpuForwardOptions& options,
@@ -185,13 +156,49 @@ void CpuForward::quantize_rows(const float* src, cpu::ActQ8Block* dst, uint32_t 
                               num_cols);
 }
 
-void CpuForward::run_jobs(std::span<const MatJob> jobs) {
-  run_jobs_in_arena(*kernels_, jobs, job_row_begin_.data(), num_threads_);
+void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::MatJob> jobs, int num_threads,
+                  std::span<int64_t> row_begin, const profiler::TraceWorkInfo& trace) {
+  row_begin[0] = 0;
+  for (size_t j = 0; j < jobs.size(); ++j)
+    row_begin[j + 1] = row_begin[j] + static_cast<int64_t>(jobs[j].w->num_rows);
+  const int64_t total = row_begin[jobs.size()];
+  // About 8 chunks per thread, in multiples of 16 rows so the kernels' row unrolling stays whole.
+  int64_t grain = total / (8 * static_cast<int64_t>(num_threads));
+  grain = std::max<int64_t>(16, grain / 16 * 16);
+  const int64_t* begin = row_begin.data();
+  const size_t num_jobs = jobs.size();
+  const bool tracing = profiler::trace_enabled();
+  const uint64_t region = tracing ? profiler::trace_new_region() : 0;
+  const bool expert_jobs = trace.category == profiler::TraceCategory::kExpert;
+  tbb::parallel_for(
+      tbb::blocked_range<int64_t>(0, total, static_cast<size_t>(grain)),
+      [&](const tbb::blocked_range<int64_t>& range) {
+        int64_t i = range.begin();
+        size_t j = static_cast<size_t>(std::upper_bound(begin, begin + num_jobs + 1, i) - begin) - 1;
+        while (i < range.end()) {
+          const int64_t r0 = i - begin[j];
+          const int64_t r1 = std::min(range.end(), begin[j + 1]) - begin[j];
+          // One span per worker and expert (gate and up together), or per worker for the other matrices.
+          const auto expert = expert_jobs ? static_cast<int64_t>(jobs[j].expert_idx) : -1;
+          profiler::TraceWorkPiece piece =
+              tracing ? profiler::TraceWorkPiece(region, static_cast<uint32_t>(expert + 1), trace, expert)
+                      : profiler::TraceWorkPiece();
+          run_job_rows(kernels, jobs[j], r0, r1);
+          if (tracing) piece.finish(r1 - r0, (r1 - r0) * static_cast<int64_t>(jobs[j].w->row_bytes));
+          i = begin[j] + r1;
+          ++j;
+        }
+      },
+      tbb::simple_partitioner());
 }
 
-void CpuForward::run_expert_jobs(uint32_t l, std::span<const MatJob> jobs) {
+void CpuForward::run_jobs(std::span<const MatJob> jobs, const profiler::TraceWorkInfo& trace) {
+  run_mat_jobs(*kernels_, jobs, num_threads_, job_row_begin_, trace);
+}
+
+void CpuForward::run_expert_jobs(uint32_t l, std::span<const MatJob> jobs, const profiler::TraceWorkInfo& trace) {
   const size_t num_nodes = node_arenas_.size();
-  if (num_nodes <= 1) return run_jobs(jobs);
+  if (num_nodes <= 1) return run_jobs(jobs, trace);
   // Group the jobs by node (counting sort into node_jobs_).
   const size_t E = model_->hparams.num_experts;
   const auto node_of = [&](const MatJob& job) { return expert_node_[l * E + job.expert_idx]; };
@@ -205,7 +212,8 @@ void CpuForward::run_expert_jobs(uint32_t l, std::span<const MatJob> jobs) {
     const std::span<const MatJob> mine(node_jobs_.data() + node_job_begin_[n],
                                        node_job_begin_[n + 1] - node_job_begin_[n]);
     if (!mine.empty())
-      run_jobs_in_arena(*kernels_, mine, &node_row_begin_[n * stride], node_arenas_[n]->max_concurrency());
+      run_mat_jobs(*kernels_, mine, node_arenas_[n]->max_concurrency(),
+                   {&node_row_begin_[n * stride], mine.size() + 1}, trace);
   };
   // Nodes 1.. get their jobs through a task_group in their arena (their workers pick them up); this thread runs
   // node 0's in its own arena meanwhile, then waits for the others.
@@ -264,6 +272,8 @@ Status CpuForward::forward_batch(std::span<const int32_t> token_ids, std::span<f
 
 void CpuForward::run_batch(uint32_t num_tokens, std::span<float> last_logits) {
   const ModelHparams& hp = model_->hparams;
+  profiler::TraceSpan step(profiler::TraceCategory::kStep, num_tokens == 1 ? "decode" : "prefill",
+                           {{"position", num_positions_}, {"num_tokens", num_tokens}});
   const ref::RopeYarnParams rope = rope_params(hp);
   for (uint32_t t = 0; t < num_tokens; ++t)
     ref::rope_yarn_cos_sin(rope, num_positions_ + t, &rope_cos_[t * hp.head_dim / 2], &rope_sin_[t * hp.head_dim / 2]);
@@ -272,6 +282,7 @@ void CpuForward::run_batch(uint32_t num_tokens, std::span<float> last_logits) {
     moe_layer(l, num_tokens);
   }
   if (!last_logits.empty()) {
+    profiler::TraceSpan op(profiler::TraceCategory::kOp, "output");
     const float* x_last = &x_[static_cast<size_t>(num_tokens - 1) * hp.hidden_dim];
     ref::rms_norm(x_last, model_->output_norm.data(), xb_.data(), hp.hidden_dim, hp.rms_eps);
     quantize_rows(xb_.data(), xq_.data(), 1, hp.hidden_dim);
@@ -280,8 +291,11 @@ void CpuForward::run_batch(uint32_t num_tokens, std::span<float> last_logits) {
     job.x_f32 = xb_.data();
     job.x_q8 = xq_.data();
     job.y = last_logits.data();
-    run_jobs({&job, 1});
+    run_jobs({&job, 1}, {.name = "output"});
   }
+  // Every selected expert runs on the CPU in this pass.
+  profiler::trace_counter(profiler::kTraceCounterExpertHitsCpu,
+                          static_cast<double>(num_tokens) * hp.num_experts_used * hp.num_layers);
   num_positions_ += num_tokens;
 }
 
@@ -290,6 +304,9 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
   const LayerWeights& w = model_->layers[l];
   const uint32_t D = hp.hidden_dim, Q = hp.q_dim(), KV = hp.kv_dim(), HD = hp.head_dim;
   const uint32_t qkv_stride = Q + 2 * KV;
+  const auto layer_arg = static_cast<int32_t>(l);
+  profiler::TraceSpan block(profiler::TraceCategory::kLayer, "attention block", {{"layer", l}});
+  profiler::TraceSpan op(profiler::TraceCategory::kOp, "qkv", {{"layer", l}});
 
   // 1. RMSNorm, quantize.
   for (uint32_t t = 0; t < num_tokens; ++t)
@@ -311,9 +328,10 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
   jobs_[0] = job_for(w.wq, w.bq, 0);
   jobs_[1] = job_for(w.wk, w.bk, Q);
   jobs_[2] = job_for(w.wv, w.bv, Q + KV);
-  run_jobs({jobs_.data(), 3});
+  run_jobs({jobs_.data(), 3}, {.name = "qkv", .layer_idx = layer_arg});
 
   // 3. RoPE on q and k, then store K and V of every token of the batch.
+  op.next("rope");
   for (uint32_t t = 0; t < num_tokens; ++t) {
     float* q = &qkv_[static_cast<size_t>(t) * qkv_stride];
     const float* c = &rope_cos_[t * HD / 2];
@@ -324,6 +342,10 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
   }
 
   // 4. Attention with sinks, one task per (token, KV head): the group's query heads share each K/V row read.
+  op.next("attention");
+  const bool tracing = profiler::trace_enabled();
+  const uint64_t region = tracing ? profiler::trace_new_region() : 0;
+  const profiler::TraceWorkInfo attention_trace{.name = "attention", .layer_idx = layer_arg};
   const uint32_t group = hp.num_heads / hp.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
   const bool f16 = kv_.type() == KvCacheType::kF16;
@@ -333,6 +355,8 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
     const uint32_t pos = num_positions_ + t;
     const uint32_t first = kv_.first_visible_position(l, pos);
     const uint32_t num_keys = pos - first + 1;
+    profiler::TraceWorkPiece piece =
+        tracing ? profiler::TraceWorkPiece(region, 0, attention_trace) : profiler::TraceWorkPiece();
     const int slot = std::max(0, tbb::this_task_arena::current_thread_index());
     float* scores = &scores_[static_cast<size_t>(slot) * group * ctx];  // (group, num_keys)
     const float* q = &qkv_[static_cast<size_t>(t) * qkv_stride + static_cast<size_t>(g) * group * HD];
@@ -358,9 +382,11 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
       (f16 ? kernels_->attn_values_f16 : kernels_->attn_values_f32)(scores + j, num_keys, group,
                                                                      kv_.v_row(l, first + j, g), stride, run, HD, out);
     });
+    if (tracing) piece.finish(1, static_cast<int64_t>(num_keys) * 2 * HD * (f16 ? 2 : 4));  // K and V rows read
   });
 
   // 5. Output projection with bias, residual add.
+  op.next("o_proj");
   quantize_rows(attn_out_.data(), attn_q8_.data(), num_tokens, Q);
   MatJob job;
   job.w = &w.wo;
@@ -370,7 +396,7 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
   job.y = proj_.data();
   job.y_stride = D;
   job.bias = w.bo.data();
-  run_jobs({&job, 1});
+  run_jobs({&job, 1}, {.name = "o_proj", .layer_idx = layer_arg});
   for (size_t i = 0; i < static_cast<size_t>(num_tokens) * D; ++i) x_[i] += proj_[i];
 }
 
@@ -379,6 +405,10 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
   const LayerWeights& w = model_->layers[l];
   const uint32_t D = hp.hidden_dim, F = hp.expert_ffn_dim, E = hp.num_experts, K = hp.num_experts_used;
   constexpr uint32_t blk = cpu::kActBlockElems;
+  const auto layer_arg = static_cast<int32_t>(l);
+  profiler::TraceFlowSet expert_flows;  // one flow per CPU expert span → the combine step that waits for them
+  profiler::TraceSpan block(profiler::TraceCategory::kLayer, "moe block", {{"layer", l}});
+  profiler::TraceSpan op(profiler::TraceCategory::kOp, "router", {{"layer", l}});
 
   // 1. Post-attention RMSNorm, quantize; router logits for every token.
   for (uint32_t t = 0; t < num_tokens; ++t)
@@ -392,7 +422,7 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
   router_job.y = router_.data();
   router_job.y_stride = E;
   router_job.bias = w.router_bias.data();
-  run_jobs({&router_job, 1});
+  run_jobs({&router_job, 1}, {.name = "router", .layer_idx = layer_arg});
 
   // 2. Top-k by raw logit (ties: lower expert index first), softmax over the k.
   for (uint32_t t = 0; t < num_tokens; ++t) {
@@ -414,6 +444,7 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
   }
 
   // 3. Group the batch's (token, expert) pairs by expert and gather each group's inputs.
+  op.next("gather");
   std::fill(group_begin_.begin(), group_begin_.end(), 0u);
   uint32_t num_groups = 0;
   for (uint32_t e = 0; e < E; ++e) {
@@ -443,6 +474,7 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
   }
 
   // 4. gate and up projections of every group, one parallel region.
+  op.next("experts");
   uint32_t num_jobs = 0;
   for (uint32_t gi = 0; gi < num_groups; ++gi) {
     const auto e = static_cast<uint64_t>(expert_of_group_[gi]);
@@ -460,7 +492,8 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
       job.bias = (which == 0 ? w.gate_bias.data() : w.up_bias.data()) + e * F;
     }
   }
-  run_expert_jobs(l, {jobs_.data(), num_jobs});
+  run_expert_jobs(l, {jobs_.data(), num_jobs},
+           {.category = profiler::TraceCategory::kExpert, .name = "expert gate_up", .layer_idx = layer_arg});
 
   // 5. SwiGLU-OAI, quantize, down projections.
   const uint32_t num_rows = group_begin_[num_groups];
@@ -481,9 +514,12 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
     job.y_stride = D;
     job.bias = w.down_bias.data() + e * D;
   }
-  run_expert_jobs(l, {jobs_.data(), num_jobs});
+  run_expert_jobs(l, {jobs_.data(), num_jobs}, {.category = profiler::TraceCategory::kExpert, .name = "expert down",
+                                      .layer_idx = layer_arg, .flows = &expert_flows});
 
   // 6. Weighted sum into the residual stream.
+  op.next("combine");
+  expert_flows.end_all();
   for (uint32_t row = 0; row < num_rows; ++row) {
     float* x = &x_[static_cast<size_t>(gathered_token_[row]) * D];
     const float* y = &down_[static_cast<size_t>(row) * D];

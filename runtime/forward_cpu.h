@@ -14,6 +14,7 @@
 #include <tbb/task_group.h>
 
 #include "cpu_kernels/kernels.h"
+#include "profiler/trace.h"
 #include "runtime/expected.h"
 #include "runtime/forward_pass.h"
 #include "runtime/kv_cache.h"
@@ -82,10 +83,11 @@ class CpuForward final : public ForwardPass {
   void moe_layer(uint32_t layer_idx, uint32_t num_tokens);
   /// Quantizes rows [num_tokens][num_cols] of src into dst [num_tokens][num_cols / 32].
   void quantize_rows(const float* src, cpu::ActQ8Block* dst, uint32_t num_tokens, uint32_t num_cols);
-  /// Runs all jobs' rows in one parallel region; adds biases.
-  void run_jobs(std::span<const MatJob> jobs);
+  /// Runs all jobs' rows in one parallel region (run_mat_jobs); adds biases. When tracing, each worker's rows are
+  /// recorded as `trace` says (profiler::TraceWorkPiece).
+  void run_jobs(std::span<const MatJob> jobs, const profiler::TraceWorkInfo& trace);
   /// run_jobs for expert jobs of layer layer_idx: with several node arenas, each node's jobs in its own arena.
-  void run_expert_jobs(uint32_t layer_idx, std::span<const MatJob> jobs);
+  void run_expert_jobs(uint32_t layer_idx, std::span<const MatJob> jobs, const profiler::TraceWorkInfo& trace);
 
   const Model* model_;
   KvCache kv_;
@@ -134,5 +136,11 @@ class CpuForward final : public ForwardPass {
   std::vector<MatJob> jobs_;           // (3 · num_experts + 3) scratch job list
   std::vector<int64_t> job_row_begin_; // (jobs + 1) prefix sums of job rows
 };
+
+/// Runs all rows of `jobs` in one oneTBB parallel region of the calling arena (about 8 chunks per thread of
+/// num_threads) and adds the biases. row_begin: scratch of at least jobs.size() + 1 entries. When tracing, each
+/// worker's rows are recorded as `trace` says. Shared by CpuForward and the CPU experts of the hybrid step.
+void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::MatJob> jobs, int num_threads,
+                  std::span<int64_t> row_begin, const profiler::TraceWorkInfo& trace = {});
 
 }  // namespace hetmoe

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "profiler/memory.h"
+#include "profiler/trace.h"
 
 namespace hetmoe {
 
@@ -35,8 +36,11 @@ Expected<GenerationStats> generate_tokens(ForwardPass& forward, Sampler& sampler
   const double t1 = profiler::now_seconds();
   stats.prefill_seconds = t1 - t0;
 
+  int64_t step_start_ns = profiler::trace_enabled() ? profiler::trace_now_ns() : 0;
   for (int i = 0; i < max_new_tokens; ++i) {
+    profiler::TraceSpan sample_span(profiler::TraceCategory::kOp, "sample", {{"token", i}});
     const int32_t token = sampler.sample(logits);
+    sample_span.end();
     if (std::find(stop_ids.begin(), stop_ids.end(), token) != stop_ids.end()) {
       stats.stop_token = token;
       break;
@@ -48,6 +52,12 @@ Expected<GenerationStats> generate_tokens(ForwardPass& forward, Sampler& sampler
       break;
     }
     if (i + 1 < max_new_tokens) HETMOE_RETURN_IF_ERROR(forward.forward(token, logits));
+    if (profiler::trace_enabled()) {  // tok/s of this step: sample, stream out, forward
+      const int64_t now = profiler::trace_now_ns();
+      if (now > step_start_ns)
+        profiler::trace_counter(profiler::kTraceCounterDecode, 1e9 / static_cast<double>(now - step_start_ns));
+      step_start_ns = now;
+    }
   }
   stats.decode_seconds = profiler::now_seconds() - t1;
   return stats;

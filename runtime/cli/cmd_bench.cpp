@@ -13,6 +13,7 @@
 #include "profiler/memory.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/trace_options.h"
 #include "runtime/forward_factory.h"
 #include "runtime/model.h"
 
@@ -30,6 +31,7 @@ struct BenchArgs {
   std::string kv_type = "f16";
   std::string load = "auto";
   bool use_reference = false;
+  std::string trace_path;
 };
 
 struct Row {
@@ -71,6 +73,8 @@ int run_bench(const BenchArgs& args) {
                                             fmt::format("-o {}: expected md, csv or json", args.output)));
   auto load_mode = parse_load_mode(args.load);
   if (!load_mode) return report_error("bench", load_mode.error());
+  auto trace = start_trace(args.trace_path);
+  if (!trace) return report_error("bench", trace.error());
   auto model = Model::load(args.model_path, *load_mode);
   if (!model) return report_error("bench", model.error());
   const ModelHparams& hp = model->hparams;
@@ -128,6 +132,7 @@ int run_bench(const BenchArgs& args) {
           HETMOE_RETURN_IF_ERROR(body());
           const auto ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
           if (rep >= 0) row.samples_ns.push_back(ns);
+          if (row.n_gen > 0) profiler::trace_counter(profiler::kTraceCounterDecode, row.n_gen / (ns * 1e-9));
         }
         rows.push_back(std::move(row));
         return {};
@@ -216,6 +221,7 @@ int run_bench(const BenchArgs& args) {
                format_bytes(file_bytes), in_memory ? "loaded into huge-page memory" : "memory-mapped",
                format_bytes(peak_rss), format_bytes(beyond_weights));
   }
+  if (auto s = finish_trace(*trace); !s) return report_error("bench", s.error());
   return 0;
 }
 
@@ -243,6 +249,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
   cmd->add_option("--load", args->load, kLoadHelp)->capture_default_str();
   cmd->add_flag("--reference", args->use_reference, "Benchmark the scalar reference path");
+  add_trace_option(cmd, args->trace_path);
   cmd->callback([args, &exit_code] {
     for (int v : args->num_prompt) if (v < 0 || v > (1 << 20)) exit_code = 2;
     for (int v : args->num_gen) if (v < 0 || v > (1 << 20)) exit_code = 2;

@@ -30,6 +30,7 @@
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/cli/run_options.h"
+#include "runtime/cli/trace_options.h"
 #include "runtime/forward_factory.h"
 #include "runtime/generation.h"
 #include "runtime/harmony.h"
@@ -259,6 +260,8 @@ int run_chat(const ChatArgs& args) {
   if (!params) return report_error("chat", params.error());
   auto load_mode = cli::load_mode(args.run);
   if (!load_mode) return report_error("chat", load_mode.error());
+  auto trace = start_trace(args.run.trace_path);
+  if (!trace) return report_error("chat", trace.error());
   auto reasoning = harmony::parse_reasoning_effort(args.reasoning);
   if (!reasoning) {
     return report_error("chat", make_error(ErrorCode::kInvalidArgument,
@@ -323,6 +326,7 @@ int run_chat(const ChatArgs& args) {
     }
     if (Status s = session.turn(text); !s) report_error("chat", s.error());
   }
+  if (auto s = finish_trace(*trace); !s) return report_error("chat", s.error());
   return 0;
 }
 

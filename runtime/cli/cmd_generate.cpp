@@ -16,6 +16,7 @@
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/cli/run_options.h"
+#include "runtime/cli/trace_options.h"
 #include "runtime/forward_factory.h"
 #include "runtime/generation.h"
 #include "runtime/harmony.h"
@@ -74,6 +75,8 @@ int run_generate(const GenerateArgs& args) {
   if (!forward_options) return report_error("generate", forward_options.error());
   auto sampler_params = cli::sampler_params(args.sampling);
   if (!sampler_params) return report_error("generate", sampler_params.error());
+  auto trace = start_trace(args.run.trace_path);
+  if (!trace) return report_error("generate", trace.error());
   std::string model_path = args.model_path;
   if (model_path.empty()) {
     auto p = default_model();
@@ -166,6 +169,7 @@ int run_generate(const GenerateArgs& args) {
              model_path, t_loaded - t_start, model->file->in_memory() ? "into memory" : "mmap", stats->num_prompt_tokens, stats->prefill_seconds,
              stats->prefill_tok_per_s(), stats->num_generated, stats->decode_seconds, stats->decode_tok_per_s(),
              args.run.num_threads, forward_path_name(*forward_options), seed, format_bytes(profiler::peak_rss_bytes()));
+  if (auto s = finish_trace(*trace); !s) return report_error("generate", s.error());
   return 0;
 }
 

@@ -17,5 +17,6 @@ void add_config_command(CLI::App& app, int& exit_code);
 void add_probe_command(CLI::App& app, int& exit_code);
 void add_plan_command(CLI::App& app, int& exit_code);
 void add_profile_command(CLI::App& app, int& exit_code);
+void add_trace_summary_command(CLI::App& app, int& exit_code);
 
 }  // namespace hetmoe::cli

@@ -3,6 +3,7 @@
 #include <random>
 
 #include "runtime/cli/cli_util.h"
+#include "runtime/cli/trace_options.h"
 #include "runtime/kv_cache.h"
 
 namespace hetmoe::cli {
@@ -22,7 +23,9 @@ void add_run_options(CLI::App* cmd, RunArgs& args) {
                                  "TOML configuration file (hetmoe config --print-default); flags override it")
                     ->option_text("FILE");
   // After the command line is parsed: file values for the flags that were not given (count() == 0).
-  cmd->parse_complete_callback([&args, threads, ctx, kv_type, config] {
+  add_trace_option(cmd, args.trace_path);
+  auto* trace = cmd->get_option("--trace");
+  cmd->parse_complete_callback([&args, threads, ctx, kv_type, config, trace] {
     if (config->count() == 0) return;
     auto loaded = load_config(args.config_path);
     if (!loaded) {
@@ -34,6 +37,7 @@ void add_run_options(CLI::App* cmd, RunArgs& args) {
     if (c.threads.count && threads->count() == 0) args.num_threads = *c.threads.count;
     if (c.model.context_length && ctx->count() == 0) args.context_length = *c.model.context_length;
     if (c.model.kv_type && kv_type->count() == 0) args.kv_type = *c.model.kv_type == KvCacheType::kF16 ? "f16" : "f32";
+    if (c.trace.output && trace->count() == 0) args.trace_path = *c.trace.output;
   });
 }
 

@@ -16,7 +16,7 @@
 
 namespace hetmoe::cli {
 
-/// -t, -c, --kv-type, --load, --reference, --config.
+/// -t, -c, --kv-type, --load, --reference, --config, --trace.
 struct RunArgs {
   int num_threads = 1;
   uint32_t context_length = 8192;
@@ -29,6 +29,7 @@ struct RunArgs {
   std::string config_path;
   std::optional<RuntimeConfig> config;
   Status config_status;
+  std::string trace_path;  // --trace FILE (runtime/cli/trace_options.h); empty: no trace
 };
 /// Registers the options; when the command line is parsed, applies --config as described above.
 void add_run_options(CLI::App* cmd, RunArgs& args);
