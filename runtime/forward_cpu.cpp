@@ -131,15 +131,16 @@ void CpuForward::quantize_rows(const float* src, cpu::ActQ8Block* dst, uint32_t 
                               num_cols);
 }
 
-void CpuForward::run_jobs(std::span<const MatJob> jobs) {
-  job_row_begin_[0] = 0;
+void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::MatJob> jobs, int num_threads,
+                  std::span<int64_t> row_begin) {
+  row_begin[0] = 0;
   for (size_t j = 0; j < jobs.size(); ++j)
-    job_row_begin_[j + 1] = job_row_begin_[j] + static_cast<int64_t>(jobs[j].w->num_rows);
-  const int64_t total = job_row_begin_[jobs.size()];
+    row_begin[j + 1] = row_begin[j] + static_cast<int64_t>(jobs[j].w->num_rows);
+  const int64_t total = row_begin[jobs.size()];
   // About 8 chunks per thread, in multiples of 16 rows so the kernels' row unrolling stays whole.
-  int64_t grain = total / (8 * static_cast<int64_t>(num_threads_));
+  int64_t grain = total / (8 * static_cast<int64_t>(num_threads));
   grain = std::max<int64_t>(16, grain / 16 * 16);
-  const int64_t* begin = job_row_begin_.data();
+  const int64_t* begin = row_begin.data();
   const size_t num_jobs = jobs.size();
   tbb::parallel_for(
       tbb::blocked_range<int64_t>(0, total, static_cast<size_t>(grain)),
@@ -149,13 +150,15 @@ void CpuForward::run_jobs(std::span<const MatJob> jobs) {
         while (i < range.end()) {
           const int64_t r0 = i - begin[j];
           const int64_t r1 = std::min(range.end(), begin[j + 1]) - begin[j];
-          run_job_rows(*kernels_, jobs[j], r0, r1);
+          run_job_rows(kernels, jobs[j], r0, r1);
           i = begin[j] + r1;
           ++j;
         }
       },
       tbb::simple_partitioner());
 }
+
+void CpuForward::run_jobs(std::span<const MatJob> jobs) { run_mat_jobs(*kernels_, jobs, num_threads_, job_row_begin_); }
 
 Status CpuForward::truncate(uint32_t target) {
   if (target > num_positions_)

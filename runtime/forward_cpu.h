@@ -112,4 +112,10 @@ class CpuForward final : public ForwardPass {
   std::vector<int64_t> job_row_begin_; // (jobs + 1) prefix sums of job rows
 };
 
+/// Runs all rows of `jobs` in one oneTBB parallel region of the calling arena (about 8 chunks per thread of
+/// num_threads) and adds the biases. row_begin: scratch of at least jobs.size() + 1 entries. Shared by CpuForward and
+/// the CPU experts of the hybrid step (runtime/cpu_experts.h).
+void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::MatJob> jobs, int num_threads,
+                  std::span<int64_t> row_begin);
+
 }  // namespace hetmoe

@@ -1,0 +1,113 @@
+#include "runtime/hybrid_step.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "cpu_kernels/reference.h"
+
+namespace hetmoe {
+
+Expected<std::unique_ptr<HybridForward>> HybridForward::create(const Model& model,
+                                                               std::unique_ptr<GpuStepDevice> device,
+                                                               const HybridForwardOptions& options,
+                                                               const cpu::KernelTable& kernels) {
+  if (!device) return make_error(ErrorCode::kInvalidArgument, "hybrid forward pass: no device");
+  const int num_threads =
+      options.arena ? options.arena->max_concurrency()
+                    : (options.num_threads > 0 ? options.num_threads
+                                               : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
+  auto experts = CpuExperts::create(model, kernels, num_threads);
+  if (!experts) return experts.error();
+  return std::unique_ptr<HybridForward>(new HybridForward(model, std::move(device), std::move(*experts), options));
+}
+
+HybridForward::HybridForward(const Model& model, std::unique_ptr<GpuStepDevice> device, CpuExperts cpu_experts,
+                             const HybridForwardOptions& options)
+    : model_(&model), device_(std::move(device)), cpu_experts_(std::move(cpu_experts)), on_event_(options.on_event) {
+  if (options.arena) {
+    arena_ = options.arena;
+  } else {
+    const int n = options.num_threads > 0 ? options.num_threads
+                                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    own_arena_ = std::make_unique<tbb::task_arena>(n);
+    arena_ = own_arena_.get();
+  }
+  cpu_ids_.resize(model.hparams.num_experts_used);
+  cpu_weights_.resize(model.hparams.num_experts_used);
+}
+
+Status HybridForward::truncate(uint32_t target) {
+  if (target > num_positions_)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("cannot truncate to {} positions: only {} are processed", target, num_positions_));
+  if (num_positions_ - target > device_->rollback_slots())
+    return make_error(ErrorCode::kUnsupported,
+                      fmt::format("cannot go back {} positions: the device KV ring keeps {} spare slots",
+                                  num_positions_ - target, device_->rollback_slots()));
+  num_positions_ = target;
+  return {};
+}
+
+Status HybridForward::forward(int32_t token_id, std::span<float> logits_out) {
+  const ModelHparams& hp = model_->hparams;
+  if (token_id < 0 || static_cast<uint32_t>(token_id) >= hp.vocab_size)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("token id {} is out of range (vocabulary has {} tokens)", token_id, hp.vocab_size));
+  if (num_positions_ >= device_->context_length())
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("the context is full ({} positions)", device_->context_length()));
+  if (!logits_out.empty() && logits_out.size() != hp.vocab_size)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("logits buffer has {} floats, expected {}", logits_out.size(), hp.vocab_size));
+  Status status;
+  arena_->execute([&] { status = run_token(token_id, logits_out); });
+  if (status) ++num_positions_;
+  return status;
+}
+
+Status HybridForward::run_token(int32_t token_id, std::span<float> logits_out) {
+  const ModelHparams& hp = model_->hparams;
+  GpuStepDevice& dev = *device_;
+  ref::dequantize_row(model_->token_embd.type, model_->token_embd.row(static_cast<uint64_t>(token_id)),
+                      dev.embedding_staging(), hp.hidden_dim);
+  HETMOE_RETURN_IF_ERROR(dev.begin_token(num_positions_));
+  for (uint32_t l = 0; l < hp.num_layers; ++l) {
+    const bool all_on_device = dev.all_experts_resident(l);
+    HETMOE_RETURN_IF_ERROR(dev.enqueue_attention_router(l, !all_on_device));
+    if (all_on_device) {
+      HETMOE_RETURN_IF_ERROR(dev.enqueue_experts(l));
+      HETMOE_RETURN_IF_ERROR(dev.enqueue_combine(l, false));
+      continue;
+    }
+    HETMOE_ASSIGN_OR_RETURN(const RouterStaging routed, dev.wait_router(l));
+    emit(StepEvent::kRouterReady, l);
+    uint32_t num_cpu = 0;
+    for (uint32_t j = 0; j < hp.num_experts_used; ++j) {
+      const int32_t e = routed.expert_ids[j];
+      if (e < 0 || static_cast<uint32_t>(e) >= hp.num_experts)
+        return make_error(ErrorCode::kInvalidArgument,
+                          fmt::format("layer {}: the device router chose expert {} (the model has {})", l, e,
+                                      hp.num_experts));
+      if (dev.expert_resident(l, e)) continue;
+      cpu_ids_[num_cpu] = e;
+      cpu_weights_[num_cpu] = routed.weights[j];
+      ++num_cpu;
+    }
+    // The device computes its experts while this thread computes the CPU ones.
+    HETMOE_RETURN_IF_ERROR(dev.enqueue_experts(l));
+    emit(StepEvent::kDeviceExpertsEnqueued, l);
+    if (num_cpu > 0) {
+      emit(StepEvent::kCpuExpertsBegin, l);
+      cpu_experts_.compute(l, routed.hidden, {cpu_ids_.data(), num_cpu}, {cpu_weights_.data(), num_cpu},
+                           dev.cpu_partial_staging());
+      emit(StepEvent::kCpuExpertsEnd, l);
+    }
+    HETMOE_RETURN_IF_ERROR(dev.enqueue_combine(l, num_cpu > 0));
+    emit(StepEvent::kCombineEnqueued, l);
+  }
+  return dev.finish_token(logits_out);
+}
+
+}  // namespace hetmoe

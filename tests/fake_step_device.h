@@ -1,0 +1,217 @@
+#pragma once
+// A GpuStepDevice that runs on the host with the scalar reference kernels (f32 activations, f16 KV cache), for
+// testing the hybrid step's orchestration without a GPU. The expert part runs on its own thread, like work on a
+// CUDA stream: enqueue_experts() returns at once and enqueue_combine() waits for it. Tests only.
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+#include "cpu_kernels/reference.h"
+#include "runtime/device_plan.h"
+#include "runtime/hybrid_step.h"
+#include "runtime/kv_cache.h"
+#include "runtime/model.h"
+
+namespace hetmoe::test {
+
+class FakeStepDevice final : public GpuStepDevice {
+ public:
+  /// Resident experts from plan.slot_of_expert. KV cache f16 of `context` positions plus `rollback` ring slots.
+  FakeStepDevice(const Model& model, const DevicePlan& plan, uint32_t context, uint32_t rollback = 0)
+      : model_(&model), hp_(model.hparams), slot_of_expert_(plan.slot_of_expert), rollback_(rollback),
+        kv_(std::move(*KvCache::create(model.hparams, context, KvCacheType::kF16, rollback))) {
+    const size_t D = hp_.hidden_dim;
+    x_.resize(D);
+    xb_.resize(D);
+    q_.resize(hp_.q_dim());
+    k_.resize(hp_.kv_dim());
+    v_.resize(hp_.kv_dim());
+    attn_out_.resize(hp_.q_dim());
+    proj_.resize(D);
+    scores_.resize(context + rollback + 1);
+    kv_row_.resize(hp_.head_dim);
+    router_.resize(hp_.num_experts);
+    order_.resize(hp_.num_experts);
+    ids_.resize(hp_.num_experts_used);
+    weights_.resize(hp_.num_experts_used);
+    staged_hidden_.resize(D);
+    staged_ids_.resize(hp_.num_experts_used);
+    staged_weights_.resize(hp_.num_experts_used);
+    embedding_.resize(D);
+    cpu_partial_.resize(D);
+    device_partial_.resize(D);
+    gate_.resize(hp_.expert_ffn_dim);
+    up_.resize(hp_.expert_ffn_dim);
+  }
+  ~FakeStepDevice() override {
+    if (experts_thread_.joinable()) experts_thread_.join();
+  }
+
+  /// Called on the expert thread when the layer's device experts start and just before they end (with whether the
+  /// layer's selection has CPU experts); a test may block in before_experts_end to check that the CPU experts start
+  /// while the device's are still running.
+  std::function<void(uint32_t)> on_experts_begin;
+  std::function<void(uint32_t, bool)> before_experts_end;
+  int num_router_waits = 0;
+
+  bool expert_resident(uint32_t l, int32_t e) const override { return slot_of_expert_[l][static_cast<size_t>(e)] >= 0; }
+  bool all_experts_resident(uint32_t l) const override {
+    return std::all_of(slot_of_expert_[l].begin(), slot_of_expert_[l].end(), [](int32_t s) { return s >= 0; });
+  }
+  uint32_t context_length() const override { return kv_.context_length(); }
+  uint32_t rollback_slots() const override { return rollback_; }
+  float* embedding_staging() override { return embedding_.data(); }
+  float* cpu_partial_staging() override { return cpu_partial_.data(); }
+
+  Status begin_token(uint32_t pos) override {
+    pos_ = pos;
+    x_ = embedding_;
+    return {};
+  }
+
+  Status enqueue_attention_router(uint32_t l, bool stage_to_host) override {
+    attention(l);
+    const LayerWeights& w = model_->layers[l];
+    ref::rms_norm(x_.data(), w.post_attn_norm.data(), xb_.data(), hp_.hidden_dim, hp_.rms_eps);
+    matvec(w.router, 0, xb_.data(), w.router_bias.data(), router_.data());
+    std::iota(order_.begin(), order_.end(), 0);
+    std::stable_sort(order_.begin(), order_.end(), [&](int32_t a, int32_t b) { return router_[a] > router_[b]; });
+    for (uint32_t j = 0; j < hp_.num_experts_used; ++j) {
+      ids_[j] = order_[j];
+      weights_[j] = router_[static_cast<size_t>(order_[j])];
+    }
+    ref::softmax(weights_.data(), hp_.num_experts_used);
+    if (stage_to_host) {
+      staged_hidden_ = xb_;
+      staged_ids_ = ids_;
+      staged_weights_ = weights_;
+    }
+    return {};
+  }
+
+  Expected<RouterStaging> wait_router(uint32_t) override {
+    ++num_router_waits;
+    return RouterStaging{staged_hidden_.data(), staged_ids_.data(), staged_weights_.data()};
+  }
+
+  Status enqueue_experts(uint32_t l) override {
+    experts_thread_ = std::thread([this, l] {
+      if (on_experts_begin) on_experts_begin(l);
+      const LayerWeights& w = model_->layers[l];
+      std::fill(device_partial_.begin(), device_partial_.end(), 0.0f);
+      bool cpu_part = false;
+      for (uint32_t j = 0; j < hp_.num_experts_used; ++j) {
+        if (!expert_resident(l, ids_[j])) {
+          cpu_part = true;
+          continue;
+        }
+        const auto e = static_cast<uint64_t>(ids_[j]);
+        matvec(w.gate_exps, e, xb_.data(), &w.gate_bias[e * hp_.expert_ffn_dim], gate_.data());
+        matvec(w.up_exps, e, xb_.data(), &w.up_bias[e * hp_.expert_ffn_dim], up_.data());
+        ref::swiglu_oai(gate_.data(), up_.data(), gate_.data(), hp_.expert_ffn_dim);
+        matvec(w.down_exps, e, gate_.data(), &w.down_bias[e * hp_.hidden_dim], proj_.data());
+        for (uint32_t i = 0; i < hp_.hidden_dim; ++i) device_partial_[i] += weights_[j] * proj_[i];
+      }
+      if (before_experts_end) before_experts_end(l, cpu_part);
+    });
+    return {};
+  }
+
+  Status enqueue_combine(uint32_t, bool with_cpu_part) override {
+    experts_thread_.join();
+    for (uint32_t i = 0; i < hp_.hidden_dim; ++i)
+      x_[i] += device_partial_[i] + (with_cpu_part ? cpu_partial_[i] : 0.0f);
+    return {};
+  }
+
+  Status finish_token(std::span<float> logits_out) override {
+    if (logits_out.empty()) return {};
+    ref::rms_norm(x_.data(), model_->output_norm.data(), xb_.data(), hp_.hidden_dim, hp_.rms_eps);
+    matvec(model_->output, 0, xb_.data(), nullptr, logits_out.data());
+    return {};
+  }
+
+ private:
+  void matvec(const WeightView& w, uint64_t expert_idx, const float* x, const float* bias, float* y) {
+    for (uint64_t n = 0; n < w.num_rows; ++n) {
+      const float dot = ref::dot_row(w.type, w.row(n, expert_idx), x, static_cast<int64_t>(w.num_cols));
+      y[n] = bias ? dot + bias[n] : dot;
+    }
+  }
+
+  // gpt-oss-spec.md §3 steps 1–5, as runtime/forward_reference.cpp.
+  void attention(uint32_t l) {
+    const LayerWeights& w = model_->layers[l];
+    const uint32_t HD = hp_.head_dim;
+    ref::rms_norm(x_.data(), w.attn_norm.data(), xb_.data(), hp_.hidden_dim, hp_.rms_eps);
+    matvec(w.wq, 0, xb_.data(), w.bq.data(), q_.data());
+    matvec(w.wk, 0, xb_.data(), w.bk.data(), k_.data());
+    matvec(w.wv, 0, xb_.data(), w.bv.data(), v_.data());
+    const ref::RopeYarnParams rope = rope_params(hp_);
+    std::vector<float> cos_tab(HD / 2), sin_tab(HD / 2);
+    ref::rope_yarn_cos_sin(rope, pos_, cos_tab.data(), sin_tab.data());
+    for (uint32_t h = 0; h < hp_.num_heads; ++h) ref::rope_neox_apply(&q_[h * HD], rope.num_rot_dims, cos_tab.data(), sin_tab.data());
+    for (uint32_t g = 0; g < hp_.num_kv_heads; ++g) ref::rope_neox_apply(&k_[g * HD], rope.num_rot_dims, cos_tab.data(), sin_tab.data());
+    kv_.store(l, pos_, k_.data(), v_.data());
+    const uint32_t first = kv_.first_visible_position(l, pos_);
+    const uint32_t num_keys = pos_ - first + 1;
+    const uint32_t group = hp_.num_heads / hp_.num_kv_heads;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
+    for (uint32_t h = 0; h < hp_.num_heads; ++h) {
+      const float* qh = &q_[h * HD];
+      const float sink = w.sinks[h];
+      float max_s = sink;
+      for (uint32_t j = 0; j < num_keys; ++j) {
+        kv_.load_k(l, first + j, h / group, kv_row_.data());
+        double dot = 0.0;
+        for (uint32_t i = 0; i < HD; ++i) dot += static_cast<double>(qh[i]) * kv_row_[i];
+        scores_[j] = static_cast<float>(dot) * scale;
+        max_s = std::max(max_s, scores_[j]);
+      }
+      double z = std::exp(static_cast<double>(sink - max_s));
+      for (uint32_t j = 0; j < num_keys; ++j) {
+        scores_[j] = std::exp(scores_[j] - max_s);
+        z += scores_[j];
+      }
+      float* out = &attn_out_[h * HD];
+      std::fill(out, out + HD, 0.0f);
+      for (uint32_t j = 0; j < num_keys; ++j) {
+        kv_.load_v(l, first + j, h / group, kv_row_.data());
+        const auto p = static_cast<float>(scores_[j] / z);
+        for (uint32_t i = 0; i < HD; ++i) out[i] += p * kv_row_[i];
+      }
+    }
+    matvec(w.wo, 0, attn_out_.data(), w.bo.data(), proj_.data());
+    for (uint32_t i = 0; i < hp_.hidden_dim; ++i) x_[i] += proj_[i];
+  }
+
+  const Model* model_;
+  ModelHparams hp_;
+  std::vector<std::vector<int32_t>> slot_of_expert_;  // (num_layers, num_experts)
+  uint32_t rollback_ = 0;
+  KvCache kv_;
+  uint32_t pos_ = 0;
+  std::thread experts_thread_;
+  std::vector<float> x_, xb_;                 // (hidden_dim) residual stream, normed input
+  std::vector<float> q_, k_, v_, attn_out_;   // (q_dim), (kv_dim), (kv_dim), (q_dim)
+  std::vector<float> proj_;                   // (hidden_dim)
+  std::vector<float> scores_;                 // (keys)
+  std::vector<float> kv_row_;                 // (head_dim)
+  std::vector<float> router_;                 // (num_experts)
+  std::vector<int32_t> order_;                // (num_experts)
+  std::vector<int32_t> ids_;                  // (top_k)
+  std::vector<float> weights_;                // (top_k)
+  std::vector<float> staged_hidden_;          // (hidden_dim) "pinned" copies
+  std::vector<int32_t> staged_ids_;           // (top_k)
+  std::vector<float> staged_weights_;         // (top_k)
+  std::vector<float> embedding_;              // (hidden_dim)
+  std::vector<float> cpu_partial_;            // (hidden_dim)
+  std::vector<float> device_partial_;         // (hidden_dim)
+  std::vector<float> gate_, up_;              // (expert_ffn_dim)
+};
+
+}  // namespace hetmoe::test
