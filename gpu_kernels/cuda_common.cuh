@@ -93,10 +93,12 @@ __device__ __forceinline__ float mxfp4_scale(uint8_t e) {
   return e >= 2 ? __uint_as_float(static_cast<uint32_t>(e - 1) << 23) : __uint_as_float(0x00200000u << e);
 }
 
-/// Twice the E2M1 values (ref::kMxfp4Values), indexed by a 4-bit code.
+/// Twice the E2M1 values (ref::kMxfp4Values), indexed by a 4-bit code: magnitudes {0,1,2,3,4,6,8,12} of codes 0–7
+/// packed one per byte (no local-memory table), bit 3 the sign.
 __device__ __forceinline__ float mxfp4_value(uint32_t code) {
-  constexpr int8_t kValues[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-  return static_cast<float>(kValues[code & 15u]);
+  constexpr unsigned long long kMagnitudes = 0x0C08060403020100ull;
+  const auto magnitude = static_cast<float>((kMagnitudes >> (8u * (code & 7u))) & 0xFFu);
+  return (code & 8u) != 0 ? -magnitude : magnitude;
 }
 
 /// Loads 4 consecutive dequantized elements k .. k+3 (k a multiple of 4) of one row of `Type`.
