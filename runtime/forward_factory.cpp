@@ -1,11 +1,27 @@
 #include "runtime/forward_factory.h"
 
+#include <fmt/format.h>
+
+#include "gpu_kernels/gpu_forward.h"
 #include "runtime/forward_cpu.h"
 #include "runtime/forward_reference.h"
 
 namespace hetmoe {
 
-Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options) {
+Expected<ForwardOptions::Device> parse_device(std::string_view text) {
+  if (text == "cpu") return ForwardOptions::Device::kCpu;
+  if (text == "gpu") return ForwardOptions::Device::kGpu;
+  if (text == "auto") return ForwardOptions::Device::kAuto;
+  return make_error(ErrorCode::kInvalidArgument, fmt::format("--device {}: expected cpu, gpu or auto", text));
+}
+
+Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options,
+                                                      std::vector<std::string>* notes) {
+  if (!options.use_reference && options.device != ForwardOptions::Device::kCpu) {
+    auto gpu = gpu::create_gpu_forward(model, options, notes);
+    if (gpu || options.device == ForwardOptions::Device::kGpu) return gpu;
+    if (notes) notes->push_back(fmt::format("{}; running on the CPU", gpu.error().to_string()));
+  }
   if (options.use_reference) {
     auto ref = ReferenceForward::create(model, options.context_length, options.kv_type, options.num_threads);
     if (!ref) return ref.error();

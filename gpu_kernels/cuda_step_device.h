@@ -1,0 +1,122 @@
+#pragma once
+// GpuStepDevice (runtime/hybrid_step.h) on a CUDA GPU with the launchers of gpu_kernels/ops.h: weights uploaded once
+// into the planned arena (GGUF blocks unchanged), an f16 KV cache on the device, three streams — compute, host→device
+// and device→host — and events at every hand-off. Nothing is allocated after create(); the decode loop synchronizes
+// only where the step needs the host: the router output of a layer with CPU experts, and the logits.
+// CUDA builds only.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gpu_kernels/device_runtime.h"
+#include "gpu_kernels/ops.h"
+#include "runtime/device_plan.h"
+#include "runtime/hybrid_step.h"
+#include "runtime/model.h"
+
+namespace hetmoe::gpu {
+
+class CudaStepDevice final : public GpuStepDevice {
+ public:
+  /// Allocates the arena of `plan` on the current device, uploads the dense weights and the resident experts, and
+  /// creates streams, events and pinned staging (warnings about pageable fallbacks go to `notes`).
+  /// `plan` must come from plan_device_memory for this model with max_batch_tokens ≥ 1 and the scratch sizes of
+  /// ops.h. Errors: DeviceArena/PinnedBuffer/Stream/Event create's; kIo for a failed upload.
+  static Expected<std::unique_ptr<CudaStepDevice>> create(const Model& model, DevicePlan plan, uint32_t context_length,
+                                                          uint32_t rollback_slots, std::vector<std::string>* notes);
+  ~CudaStepDevice() override;
+
+  bool expert_resident(uint32_t layer_idx, int32_t expert_idx) const override {
+    return plan_.slot_of_expert[layer_idx][static_cast<size_t>(expert_idx)] >= 0;
+  }
+  bool all_experts_resident(uint32_t layer_idx) const override {
+    return plan_.gpu_experts[layer_idx].size() == model_->hparams.num_experts;
+  }
+  uint32_t context_length() const override { return context_length_; }
+  uint32_t rollback_slots() const override { return rollback_slots_; }
+  float* embedding_staging() override { return embedding_.as<float>(); }
+  float* cpu_partial_staging() override { return cpu_partial_.as<float>(); }
+
+  Status begin_token(uint32_t pos) override;
+  Status enqueue_attention_router(uint32_t layer_idx, bool stage_to_host) override;
+  Expected<RouterStaging> wait_router(uint32_t layer_idx) override;
+  Status enqueue_experts(uint32_t layer_idx) override;
+  Status enqueue_combine(uint32_t layer_idx, bool with_cpu_part) override;
+  Status finish_token(std::span<float> logits_out) override;
+
+ private:
+  struct LayerPtrs {
+    const float* attn_norm = nullptr;       // (D)
+    const void* wq = nullptr;               // (Q, D) attn_type
+    const float* bq = nullptr;              // (Q)
+    const void* wk = nullptr;               // (KV, D)
+    const float* bk = nullptr;              // (KV)
+    const void* wv = nullptr;               // (KV, D)
+    const float* bv = nullptr;              // (KV)
+    const void* wo = nullptr;               // (D, Q)
+    const float* bo = nullptr;              // (D)
+    const float* sinks = nullptr;           // (H)
+    const float* post_attn_norm = nullptr;  // (D)
+    const void* router = nullptr;           // (E, D)
+    const float* router_bias = nullptr;     // (E)
+    KvLayerView kv;
+    ExpertWeights experts;                  // resident slots; gate == nullptr when none
+  };
+
+  CudaStepDevice(const Model& model, DevicePlan plan, DeviceArena arena, uint32_t context_length,
+                 uint32_t rollback_slots);
+  Status upload(std::vector<std::string>* notes);
+  Status check(cudaError_t err, const char* what) const { return cuda_status(err, what); }
+  template <class T>
+  T* buffer(std::string_view name) const {
+    const DeviceBuffer* b = plan_.find(name);
+    return b ? static_cast<T*>(arena_.at(*b)) : nullptr;
+  }
+
+  const Model* model_;
+  DevicePlan plan_;
+  DeviceArena arena_;
+  uint32_t context_length_ = 0;
+  uint32_t rollback_slots_ = 0;
+  uint32_t pos_ = 0;
+  ref::RopeYarnParams rope_;
+  std::vector<LayerPtrs> layers_;  // (num_layers)
+  const float* output_norm_ = nullptr;  // (D)
+  const void* output_ = nullptr;        // (vocab, D) output_type
+
+  // Activations in the arena (one decode token).
+  float* x_ = nullptr;              // (D) residual stream
+  float* xb_ = nullptr;             // (D) normed block input
+  float* qkv_ = nullptr;            // (Q + 2 KV): q | k | v
+  float* attn_out_ = nullptr;       // (Q)
+  float* proj_ = nullptr;           // (D)
+  float* router_logits_ = nullptr;  // (E)
+  int32_t* expert_ids_ = nullptr;   // (K)
+  float* expert_weights_ = nullptr; // (K)
+  float* moe_gpu_ = nullptr;        // (D)
+  float* moe_cpu_ = nullptr;        // (D)
+  int32_t* positions_ = nullptr;    // (1)
+  float* logits_ = nullptr;         // (vocab)
+  float* attn_scratch_ = nullptr;   // (attention_scratch_floats)
+  float* moe_scratch_ = nullptr;    // (moe_scratch_floats)
+
+  // Pinned host staging.
+  PinnedBuffer embedding_;       // (D) f32
+  PinnedBuffer position_;        // (1) int32
+  PinnedBuffer hidden_;          // (D) f32 normed MoE input
+  PinnedBuffer ids_;             // (K) int32
+  PinnedBuffer weights_;         // (K) f32
+  PinnedBuffer cpu_partial_;     // (D) f32
+  PinnedBuffer logits_host_;     // (vocab) f32
+
+  std::unique_ptr<Stream> compute_, h2d_, d2h_;
+  std::unique_ptr<Event> inputs_ready_;    // h2d: embedding and position uploaded
+  std::unique_ptr<Event> routed_;          // compute: router output ready for the copy to the host
+  std::unique_ptr<Event> staged_;          // d2h: router output in host staging
+  std::unique_ptr<Event> cpu_uploaded_;    // h2d: CPU partial uploaded
+  std::unique_ptr<Event> logits_ready_;    // compute: logits computed
+  std::unique_ptr<Event> logits_copied_;   // d2h: logits in host staging
+};
+
+}  // namespace hetmoe::gpu

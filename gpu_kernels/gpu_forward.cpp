@@ -1,0 +1,71 @@
+#include "gpu_kernels/gpu_forward.h"
+
+#include <fmt/format.h>
+
+#include "cpu_kernels/kernels.h"
+#include "gpu_kernels/cuda_device.h"
+#include "gpu_kernels/cuda_step_device.h"
+#include "gpu_kernels/device_runtime.h"
+#include "gpu_kernels/ops.h"
+#include "runtime/device_plan.h"
+#include "runtime/hybrid_step.h"
+
+namespace hetmoe::gpu {
+
+Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, const ForwardOptions& options,
+                                                          std::vector<std::string>* notes) {
+  auto devices = list_devices();
+  if (!devices) return make_error(ErrorCode::kUnsupported, "no usable GPU (" + devices.error().message + ")");
+  if (devices->empty())
+    return make_error(ErrorCode::kUnsupported, "no GPU found (no CUDA device or no NVIDIA driver)");
+  if (options.gpu_idx < 0 || static_cast<size_t>(options.gpu_idx) >= devices->size())
+    return make_error(ErrorCode::kInvalidArgument, fmt::format("GPU {} does not exist ({} CUDA device(s) found)",
+                                                               options.gpu_idx, devices->size()));
+  const DeviceInfo& info = (*devices)[static_cast<size_t>(options.gpu_idx)];
+  if (info.compute_major * 10 + info.compute_minor < 75)
+    return make_error(ErrorCode::kUnsupported, fmt::format("GPU {} ({}) has compute capability {}.{}; hetmoe needs 7.5 "
+                                                           "or newer", info.device_idx, info.name, info.compute_major,
+                                                           info.compute_minor));
+  HETMOE_RETURN_IF_ERROR(cuda_status(cudaSetDevice(options.gpu_idx), "cudaSetDevice"));
+  uint64_t budget = options.vram_budget_bytes;
+  if (budget == 0) {
+    auto free_budget = default_vram_budget(options.gpu_idx, kDefaultVramReserveBytes);
+    if (!free_budget) return free_budget.error();
+    budget = *free_budget;
+  }
+
+  const ModelHparams& hp = model.hparams;
+  if (options.context_length == 0 || options.context_length > hp.context_length)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("context length {} is out of range (expected 1..{}, the model's context_length)",
+                                  options.context_length, hp.context_length));
+  DevicePlanOptions plan_options;
+  plan_options.vram_budget_bytes = budget;
+  plan_options.context_length = options.context_length;
+  plan_options.max_batch_tokens = 1;
+  plan_options.extra_sliding_slots = options.rollback_slots;
+  plan_options.expert_policy = options.expert_policy;
+  plan_options.num_gpu_experts = options.num_gpu_experts;
+  plan_options.attention_scratch_floats = attention_scratch_floats(1, hp.num_heads, hp.head_dim, options.context_length);
+  plan_options.moe_scratch_floats = moe_scratch_floats(1, hp.num_experts_used, hp.expert_ffn_dim, hp.hidden_dim);
+  auto plan = plan_device_memory(describe_for_device(model), plan_options);
+  if (!plan) return plan.error();
+  const bool gpu_only = plan->num_gpu_experts_total() == static_cast<uint64_t>(hp.num_layers) * hp.num_experts;
+  if (notes) {
+    notes->push_back(fmt::format("GPU {}: {} (compute {}.{}, {} free); {} pass: {}", info.device_idx, info.name,
+                                 info.compute_major, info.compute_minor, format_byte_size(info.free_bytes),
+                                 gpu_only ? "GPU-only" : "hybrid", plan->summary()));
+    for (const std::string& n : plan->notes) notes->push_back(n);
+  }
+  auto device = CudaStepDevice::create(model, std::move(*plan), options.context_length, options.rollback_slots, notes);
+  if (!device) return device.error();
+  auto isa = cpu::selected_isa();
+  if (!isa) return isa.error();
+  HybridForwardOptions hybrid;
+  hybrid.num_threads = options.num_threads;
+  auto forward = HybridForward::create(model, std::move(*device), hybrid, cpu::kernel_table(*isa));
+  if (!forward) return forward.error();
+  return std::unique_ptr<ForwardPass>(std::move(*forward));
+}
+
+}  // namespace hetmoe::gpu
