@@ -19,7 +19,9 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
                                                       std::vector<std::string>* notes) {
   if (!options.use_reference && options.device != ForwardOptions::Device::kCpu) {
     auto gpu = gpu::create_gpu_forward(model, options, notes);
-    if (gpu || options.device == ForwardOptions::Device::kGpu) return gpu;
+    if (gpu) return gpu;
+    if (options.device == ForwardOptions::Device::kGpu)
+      return make_error(gpu.error().code, "--device gpu: " + gpu.error().to_string());
     if (notes) notes->push_back(fmt::format("{}; running on the CPU", gpu.error().to_string()));
   }
   if (options.use_reference) {
@@ -43,7 +45,13 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
 std::string forward_path_name(const ForwardOptions& options) {
   if (options.use_reference) return "reference";
   auto isa = cpu::selected_isa();
-  return std::string("cpu ") + (isa ? cpu::isa_name(*isa) : "?");
+  const std::string cpu_name = std::string("cpu ") + (isa ? cpu::isa_name(*isa) : "?");
+  switch (options.device) {
+    case ForwardOptions::Device::kCpu: return cpu_name;
+    case ForwardOptions::Device::kGpu: return "gpu + " + cpu_name;
+    case ForwardOptions::Device::kAuto: return "auto (gpu when usable) + " + cpu_name;
+  }
+  return cpu_name;
 }
 
 }  // namespace hetmoe

@@ -46,7 +46,8 @@ Expected<ForwardOptions::Device> parse_device(std::string_view text);
 Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options,
                                                       std::vector<std::string>* notes = nullptr);
 
-/// "reference" or the CPU path with its ISA, e.g. "cpu avx512" (for the figures commands print).
+/// "reference", the CPU path with its ISA, e.g. "cpu avx512", or with --device gpu/auto "gpu + cpu avx512" /
+/// "auto (gpu when usable) + cpu avx512" (the notes of create_forward say which device was used).
 std::string forward_path_name(const ForwardOptions& options);
 
 }  // namespace hetmoe

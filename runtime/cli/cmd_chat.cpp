@@ -269,7 +269,9 @@ int run_chat(const ChatArgs& args) {
   auto tokenizer = Tokenizer::from_gguf(*model->file);
   if (!tokenizer) return report_error("chat", tokenizer.error());
   if (auto special = harmony::SpecialTokens::find(*tokenizer); !special) return report_error("chat", special.error());
-  auto forward = create_forward(*model, *forward_options);
+  std::vector<std::string> forward_notes;
+  auto forward = create_forward(*model, *forward_options, &forward_notes);
+  print_notes("chat", forward_notes);
   if (!forward) return report_error("chat", forward.error());
 
   harmony::ConversationOptions options;

@@ -106,7 +106,9 @@ int run_generate(const GenerateArgs& args) {
     if (!rendered) return report_error("generate", rendered.error());
     prompt_ids = std::move(*rendered);
   }
-  auto forward = create_forward(*model, *forward_options);
+  std::vector<std::string> forward_notes;
+  auto forward = create_forward(*model, *forward_options, &forward_notes);
+  print_notes("generate", forward_notes);
   if (!forward) return report_error("generate", forward.error());
   const double t_loaded = profiler::now_seconds();
 

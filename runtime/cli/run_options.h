@@ -6,6 +6,8 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "runtime/expected.h"
 #include "runtime/forward_factory.h"
@@ -14,17 +16,25 @@
 
 namespace hetmoe::cli {
 
-/// -t, -c, --kv-type, --load, --reference.
+/// -t, -c, --kv-type, --load, --reference; --device, --vram-budget, --n-gpu-experts, --cpu-moe.
 struct RunArgs {
   int num_threads = 1;
   uint32_t context_length = 8192;
   std::string kv_type = "f16";
   std::string load = "auto";
   bool use_reference = false;
+  // Device runtime (README "GPU and hybrid").
+  std::string device = "auto";
+  std::string vram_budget;   // empty: the GPU's free memory minus a reserve
+  int num_gpu_experts = -1;  // -1: not given
+  bool cpu_moe = false;
 };
 void add_run_options(CLI::App* cmd, RunArgs& args);
-/// Errors: kInvalidArgument for a bad --kv-type.
+/// Errors: kInvalidArgument for a bad --kv-type, --device or --vram-budget, --cpu-moe with --n-gpu-experts, or
+/// --reference with --device gpu.
 Expected<ForwardOptions> forward_options(const RunArgs& args);
+/// Prints create_forward's notes as "hetmoe <command>: <note>" lines on stderr.
+void print_notes(std::string_view command, const std::vector<std::string>& notes);
 /// Errors: kInvalidArgument for a bad --load.
 Expected<gguf::File::LoadMode> load_mode(const RunArgs& args);
 
