@@ -46,10 +46,22 @@ Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, co
   plan_options.extra_sliding_slots = options.rollback_slots;
   plan_options.expert_policy = options.expert_policy;
   plan_options.num_gpu_experts = options.num_gpu_experts;
-  plan_options.attention_scratch_floats = attention_scratch_floats(1, hp.num_heads, hp.head_dim, options.context_length);
+  plan_options.attention_scratch_floats =
+      attention_scratch_floats(1, hp.num_heads, hp.head_dim, options.context_length);
   plan_options.moe_scratch_floats = moe_scratch_floats(1, hp.num_experts_used, hp.expert_ffn_dim, hp.hidden_dim);
   auto plan = plan_device_memory(describe_for_device(model), plan_options);
   if (!plan) return plan.error();
+  // ops.h limits, checked before anything is allocated: an unsupported model is one clear error (and --device auto
+  // falls back to the CPU).
+  if (hp.head_dim != 64 && hp.head_dim != 128)
+    return make_error(ErrorCode::kUnsupported,
+                      fmt::format("the CUDA attention kernels support head sizes 64 and 128; this model has {}",
+                                  hp.head_dim));
+  if (hp.hidden_dim % 32 != 0 || hp.q_dim() % 32 != 0 || hp.expert_ffn_dim % 32 != 0 || hp.num_experts > 256)
+    return make_error(ErrorCode::kUnsupported,
+                      fmt::format("the CUDA kernels need hidden ({}), q ({}) and expert FFN ({}) sizes that are "
+                                  "multiples of 32 and at most 256 experts ({})",
+                                  hp.hidden_dim, hp.q_dim(), hp.expert_ffn_dim, hp.num_experts));
   const bool gpu_only = plan->num_gpu_experts_total() == static_cast<uint64_t>(hp.num_layers) * hp.num_experts;
   if (notes) {
     notes->push_back(fmt::format("GPU {}: {} (compute {}.{}, {} free); {} pass: {}", info.device_idx, info.name,
