@@ -20,9 +20,10 @@ Status op_status(cudaError_t err, const char* op, uint32_t layer_idx) {
 
 }  // namespace
 
-CudaStepDevice::CudaStepDevice(const Model& model, DevicePlan plan, DeviceArena arena, uint32_t context_length,
-                               uint32_t rollback_slots)
-    : model_(&model), plan_(std::move(plan)), arena_(std::move(arena)), context_length_(context_length),
+CudaStepDevice::CudaStepDevice(const Model& model, DevicePlan plan, DeviceArena arena, int device_idx,
+                               uint32_t context_length, uint32_t rollback_slots)
+    : model_(&model), plan_(std::move(plan)), arena_(std::move(arena)), device_idx_(device_idx),
+      context_length_(context_length),
       rollback_slots_(rollback_slots), rope_(rope_params(model.hparams)) {}
 
 CudaStepDevice::~CudaStepDevice() {
@@ -31,13 +32,14 @@ CudaStepDevice::~CudaStepDevice() {
   if (d2h_) cudaStreamSynchronize(d2h_->get());
 }
 
-Expected<std::unique_ptr<CudaStepDevice>> CudaStepDevice::create(const Model& model, DevicePlan plan,
+Expected<std::unique_ptr<CudaStepDevice>> CudaStepDevice::create(const Model& model, DevicePlan plan, int device_idx,
                                                                  uint32_t context_length, uint32_t rollback_slots,
                                                                  std::vector<std::string>* notes) {
+  HETMOE_RETURN_IF_ERROR(cuda_status(cudaSetDevice(device_idx), "cudaSetDevice"));
   auto arena = DeviceArena::create(plan.total_bytes);
   if (!arena) return arena.error();
   std::unique_ptr<CudaStepDevice> d(
-      new CudaStepDevice(model, std::move(plan), std::move(*arena), context_length, rollback_slots));
+      new CudaStepDevice(model, std::move(plan), std::move(*arena), device_idx, context_length, rollback_slots));
   HETMOE_RETURN_IF_ERROR(d->upload(notes));
   return d;
 }
@@ -198,6 +200,7 @@ Status CudaStepDevice::upload(std::vector<std::string>* notes) {
 
 Status CudaStepDevice::begin_token(uint32_t pos) {
   const ModelHparams& hp = model_->hparams;
+  HETMOE_RETURN_IF_ERROR(check(cudaSetDevice(device_idx_), "cudaSetDevice"));
   pos_ = pos;
   *position_.as<int32_t>() = static_cast<int32_t>(pos);
   cudaStream_t h2d = h2d_->get();

@@ -23,8 +23,10 @@ class CudaStepDevice final : public GpuStepDevice {
   /// creates streams, events and pinned staging (warnings about pageable fallbacks go to `notes`).
   /// `plan` must come from plan_device_memory for this model with max_batch_tokens ≥ 1 and the scratch sizes of
   /// ops.h. Errors: DeviceArena/PinnedBuffer/Stream/Event create's; kIo for a failed upload.
-  static Expected<std::unique_ptr<CudaStepDevice>> create(const Model& model, DevicePlan plan, uint32_t context_length,
-                                                          uint32_t rollback_slots, std::vector<std::string>* notes);
+  /// device_idx: the CUDA device, made current again at each token (the decode thread may differ from this one).
+  static Expected<std::unique_ptr<CudaStepDevice>> create(const Model& model, DevicePlan plan, int device_idx,
+                                                          uint32_t context_length, uint32_t rollback_slots,
+                                                          std::vector<std::string>* notes);
   ~CudaStepDevice() override;
 
   bool expert_resident(uint32_t layer_idx, int32_t expert_idx) const override {
@@ -64,7 +66,7 @@ class CudaStepDevice final : public GpuStepDevice {
     ExpertWeights experts;                  // resident slots; gate == nullptr when none
   };
 
-  CudaStepDevice(const Model& model, DevicePlan plan, DeviceArena arena, uint32_t context_length,
+  CudaStepDevice(const Model& model, DevicePlan plan, DeviceArena arena, int device_idx, uint32_t context_length,
                  uint32_t rollback_slots);
   Status upload(std::vector<std::string>* notes);
   Status check(cudaError_t err, const char* what) const { return cuda_status(err, what); }
@@ -77,6 +79,7 @@ class CudaStepDevice final : public GpuStepDevice {
   const Model* model_;
   DevicePlan plan_;
   DeviceArena arena_;
+  int device_idx_ = 0;
   uint32_t context_length_ = 0;
   uint32_t rollback_slots_ = 0;
   uint32_t pos_ = 0;

@@ -62,6 +62,17 @@ Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, co
                       fmt::format("the CUDA kernels need hidden ({}), q ({}) and expert FFN ({}) sizes that are "
                                   "multiples of 32 and at most 256 experts ({})",
                                   hp.hidden_dim, hp.q_dim(), hp.expert_ffn_dim, hp.num_experts));
+  for (uint32_t l = 0; l < hp.num_layers; ++l) {
+    const LayerWeights& w = model.layers[l];
+    if (w.up_exps.type != w.gate_exps.type || w.down_exps.type != w.gate_exps.type ||
+        w.gate_exps.type != model.layers[0].gate_exps.type)
+      return make_error(ErrorCode::kUnsupported,
+                        fmt::format("layer {}: the CUDA expert kernels need gate, up and down experts of one type in "
+                                    "every layer (found {}, {}, {})",
+                                    l, tensor_type_name(static_cast<uint32_t>(w.gate_exps.type)),
+                                    tensor_type_name(static_cast<uint32_t>(w.up_exps.type)),
+                                    tensor_type_name(static_cast<uint32_t>(w.down_exps.type))));
+  }
   const bool gpu_only = plan->num_gpu_experts_total() == static_cast<uint64_t>(hp.num_layers) * hp.num_experts;
   if (notes) {
     notes->push_back(fmt::format("GPU {}: {} (compute {}.{}, {} free); {} pass: {}", info.device_idx, info.name,
@@ -69,7 +80,8 @@ Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, co
                                  gpu_only ? "GPU-only" : "hybrid", plan->summary()));
     for (const std::string& n : plan->notes) notes->push_back(n);
   }
-  auto device = CudaStepDevice::create(model, std::move(*plan), options.context_length, options.rollback_slots, notes);
+  auto device = CudaStepDevice::create(model, std::move(*plan), options.gpu_idx, options.context_length,
+                                       options.rollback_slots, notes);
   if (!device) return device.error();
   auto isa = cpu::selected_isa();
   if (!isa) return isa.error();

@@ -94,8 +94,13 @@ DeviceModelDesc describe_for_device(const Model& model) {
     d.expert_type = l0.gate_exps.type;
   }
   d.output_type = model.output.type;
+  d.output_bytes = model.output.num_rows * model.output.row_bytes;
   d.router_bias.reserve(model.layers.size());
-  for (const LayerWeights& l : model.layers) d.router_bias.push_back(l.router_bias);
+  for (const LayerWeights& l : model.layers) {
+    d.router_bias.push_back(l.router_bias);
+    const auto bytes = [](const WeightView& w) { return w.num_rows * w.row_bytes; };
+    d.layer_matrix_bytes.push_back({bytes(l.wq), bytes(l.wk), bytes(l.wv), bytes(l.wo), bytes(l.router)});
+  }
   return d;
 }
 
@@ -130,6 +135,10 @@ Expected<DevicePlan> plan_device_memory(const DeviceModelDesc& desc, const Devic
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("--n-gpu-experts {} is out of range: the model has {} experts per layer",
                                   options.num_gpu_experts, hp.num_experts));
+  if (!desc.layer_matrix_bytes.empty() && desc.layer_matrix_bytes.size() != hp.num_layers)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("device plan: matrix sizes for {} layers, the model has {}",
+                                  desc.layer_matrix_bytes.size(), hp.num_layers));
   if (!desc.router_bias.empty() && desc.router_bias.size() != hp.num_layers)
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("device plan: router biases for {} layers, the model has {}",
@@ -152,22 +161,26 @@ Expected<DevicePlan> plan_device_memory(const DeviceModelDesc& desc, const Devic
   const auto W = DeviceBufferKind::kWeights;
   for (uint32_t l = 0; l < hp.num_layers; ++l) {
     const std::string p = fmt::format("blk.{}.", l);
+    DeviceModelDesc::LayerMatrixBytes m{matrix(desc.attn_type, Q, D), matrix(desc.attn_type, KVD, D),
+                                        matrix(desc.attn_type, KVD, D), matrix(desc.attn_type, D, Q),
+                                        matrix(desc.router_type, E, D)};
+    if (l < desc.layer_matrix_bytes.size()) m = desc.layer_matrix_bytes[l];
     arena.add(p + "attn_norm.weight", W, f32(D));
-    arena.add(p + "attn_q.weight", W, matrix(desc.attn_type, Q, D));
+    arena.add(p + "attn_q.weight", W, m.wq);
     arena.add(p + "attn_q.bias", W, f32(Q));
-    arena.add(p + "attn_k.weight", W, matrix(desc.attn_type, KVD, D));
+    arena.add(p + "attn_k.weight", W, m.wk);
     arena.add(p + "attn_k.bias", W, f32(KVD));
-    arena.add(p + "attn_v.weight", W, matrix(desc.attn_type, KVD, D));
+    arena.add(p + "attn_v.weight", W, m.wv);
     arena.add(p + "attn_v.bias", W, f32(KVD));
-    arena.add(p + "attn_output.weight", W, matrix(desc.attn_type, D, Q));
+    arena.add(p + "attn_output.weight", W, m.wo);
     arena.add(p + "attn_output.bias", W, f32(D));
     arena.add(p + "attn_sinks.weight", W, f32(hp.num_heads));
     arena.add(p + "post_attention_norm.weight", W, f32(D));
-    arena.add(p + "ffn_gate_inp.weight", W, matrix(desc.router_type, E, D));
+    arena.add(p + "ffn_gate_inp.weight", W, m.router);
     arena.add(p + "ffn_gate_inp.bias", W, f32(E));
   }
   arena.add("output_norm.weight", W, f32(D));
-  arena.add("output.weight", W, matrix(desc.output_type, hp.vocab_size, D));
+  arena.add("output.weight", W, desc.output_bytes ? desc.output_bytes : matrix(desc.output_type, hp.vocab_size, D));
   plan.dense_bytes = arena.end;
 
   // KV cache, f16, (kv_head, slot, head_dim) per layer as runtime/kv_cache.h.

@@ -36,6 +36,12 @@ struct DeviceModelDesc {
   TensorType expert_type = TensorType::kMXFP4; // gate, up, down experts
   TensorType output_type = TensorType::kQ8_0;  // output (unembedding)
   std::vector<std::vector<float>> router_bias;  // (num_layers, num_experts); empty rows: all zero
+  /// Bytes of each layer's dense matrices as stored (a file may mix types per tensor); empty: from the types above.
+  struct LayerMatrixBytes {
+    uint64_t wq = 0, wk = 0, wv = 0, wo = 0, router = 0;
+  };
+  std::vector<LayerMatrixBytes> layer_matrix_bytes;  // (num_layers) or empty
+  uint64_t output_bytes = 0;                         // output matrix as stored; 0: from output_type
 };
 
 /// The description of a loaded model.

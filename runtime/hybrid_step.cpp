@@ -76,8 +76,11 @@ Status HybridForward::run_token(int32_t token_id, std::span<float> logits_out) {
   for (uint32_t l = 0; l < hp.num_layers; ++l) {
     const bool all_on_device = dev.all_experts_resident(l);
     HETMOE_RETURN_IF_ERROR(dev.enqueue_attention_router(l, !all_on_device));
+    // The device's experts are enqueued before the host waits for the router output: they run during the copy to
+    // the host and while this thread computes the CPU experts.
+    HETMOE_RETURN_IF_ERROR(dev.enqueue_experts(l));
+    emit(StepEvent::kDeviceExpertsEnqueued, l);
     if (all_on_device) {
-      HETMOE_RETURN_IF_ERROR(dev.enqueue_experts(l));
       HETMOE_RETURN_IF_ERROR(dev.enqueue_combine(l, false));
       continue;
     }
@@ -95,9 +98,6 @@ Status HybridForward::run_token(int32_t token_id, std::span<float> logits_out) {
       cpu_weights_[num_cpu] = routed.weights[j];
       ++num_cpu;
     }
-    // The device computes its experts while this thread computes the CPU ones.
-    HETMOE_RETURN_IF_ERROR(dev.enqueue_experts(l));
-    emit(StepEvent::kDeviceExpertsEnqueued, l);
     if (num_cpu > 0) {
       emit(StepEvent::kCpuExpertsBegin, l);
       cpu_experts_.compute(l, routed.hidden, {cpu_ids_.data(), num_cpu}, {cpu_weights_.data(), num_cpu},

@@ -30,7 +30,7 @@ struct RouterStaging {
 };
 
 /// The device half of one decode token. Calls for a token come in this order:
-///   begin_token; per layer: enqueue_attention_router, [wait_router], enqueue_experts, enqueue_combine;
+///   begin_token; per layer: enqueue_attention_router, enqueue_experts, [wait_router], enqueue_combine;
 ///   finish_token.
 /// enqueue_* only enqueue work (asynchronous, no allocation); wait_router and finish_token block.
 /// Host staging reuse: the CPU partial of layer ℓ is read by the device before the router output of layer ℓ+1 is
@@ -71,8 +71,8 @@ class GpuStepDevice {
 
 /// Points of the step, reported to HybridForwardOptions::on_event (tests check the overlap; traces may use them).
 enum class StepEvent {
-  kRouterReady,        // wait_router returned
   kDeviceExpertsEnqueued,
+  kRouterReady,        // wait_router returned
   kCpuExpertsBegin,
   kCpuExpertsEnd,
   kCombineEnqueued,

@@ -213,6 +213,19 @@ TEST(DevicePlan, ExtraSlidingSlotsGrowOnlyTheSlidingRingsUpToTheContext) {
   EXPECT_EQ(capped->kv_capacity[0], 200u);
 }
 
+TEST(DevicePlan, StoredMatrixSizesOverrideTheTypeDefaults) {
+  DeviceModelDesc d = desc_20b();
+  d.layer_matrix_bytes.assign(24, {4096ull * 2880 * 2, 512ull * 90 * 34, 512ull * 90 * 34, 2880ull * 128 * 34,
+                                   32ull * 2880 * 4});  // attn_q stored as BF16 in this file
+  d.output_bytes = 201088ull * 2880 * 2;
+  auto p = plan_device_memory(d, options(1ull << 40));
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->find("blk.5.attn_q.weight")->bytes, 4096ull * 2880 * 2);
+  EXPECT_EQ(p->find("output.weight")->bytes, 201088ull * 2880 * 2);
+  d.layer_matrix_bytes.resize(3);
+  EXPECT_FALSE(plan_device_memory(d, options(1ull << 40)).has_value());
+}
+
 TEST(DevicePlan, ZeroContextOrBatchIsAnError) {
   DevicePlanOptions o = options(1ull << 32);
   o.context_length = 0;
