@@ -3,11 +3,12 @@
 // (slot = position % capacity: ring wrap on sliding layers); query head h reads KV head h / (num_heads /
 // num_kv_heads); s_j = (q·k_j) / sqrt(head_dim); out = Σ_j exp(s_j − M) v_j / (Σ_j exp(s_j − M) + exp(sink − M)).
 // Parallelization, pass 1: grid (split, head, token), one 128-thread block per split of kKeysPerSplit keys; each of
-// the 4 warps walks every 4th key of the split with an online softmax (lane l holds head dims 2l, 2l+1 (+64…) as
-// half2), then the block merges its warps into a partial (max, sum, unnormalized output) in scratch. The last split
+// the 4 warps walks every 4th key of the split with an online softmax (lane l holds the head_dim/32 consecutive
+// dims from l·head_dim/32: one coalesced warp read per K or V row), then the block merges its warps into a partial
+// (max, sum, unnormalized output) in scratch. The last split
 // also takes every key past the planned splits, so a position above max_position only costs time, not correctness.
 // Pass 2: grid (head, token), one head_dim-thread block merges the splits and the sink logit.
-// Supported head_dim: 64 and 128 (cudaErrorInvalidValue otherwise).
+// Supported head_dim: 32, 64 and 128 (cudaErrorInvalidValue otherwise).
 
 #include <algorithm>
 #include <cmath>
@@ -24,6 +25,21 @@ constexpr int kWarps = 4;
 
 int64_t num_splits_for(int64_t max_keys) { return max_keys <= 0 ? 1 : detail::ceil_div(max_keys, kKeysPerSplit); }
 
+/// Loads N consecutive f16 values (N = 1, 2 or 4; p aligned to 2·N bytes) as floats.
+template <int N>
+__device__ __forceinline__ void load_halves(const __half* p, float out[N]) {
+  if constexpr (N == 1) {
+    out[0] = __half2float(*p);
+  } else {
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) {
+      const float2 f = __half22float2(reinterpret_cast<const __half2*>(p)[i]);
+      out[2 * i] = f.x;
+      out[2 * i + 1] = f.y;
+    }
+  }
+}
+
 // Scratch: partial outputs (token, head, split, head_dim), then (max, sum) pairs (token, head, split, 2).
 template <int HeadDim>
 __global__ void attention_decode_split_kernel(const float* __restrict__ q, const __half* __restrict__ k_cache,
@@ -31,7 +47,7 @@ __global__ void attention_decode_split_kernel(const float* __restrict__ q, const
                                               int num_heads, int group, const int32_t* __restrict__ positions,
                                               float scale, int num_splits, float* __restrict__ partial_out,
                                               float* __restrict__ partial_ml) {
-  constexpr int kPairsPerLane = HeadDim / 64;  // half2 pairs per lane
+  constexpr int kDims = HeadDim / kWarpSize;  // consecutive head dims per lane
   __shared__ float warp_m[kWarps];
   __shared__ float warp_l[kWarps];
   __shared__ float warp_acc[kWarps][HeadDim];
@@ -50,39 +66,32 @@ __global__ void attention_decode_split_kernel(const float* __restrict__ q, const
   int64_t key_end = key_begin + kKeysPerSplit;
   if (split == num_splits - 1 || key_end > num_keys) key_end = num_keys;
 
-  const float* qh = q + (t * num_heads + h) * HeadDim;
-  float2 qv[kPairsPerLane];
+  const float* qh = q + (t * num_heads + h) * HeadDim + lane * kDims;
+  float qv[kDims];
 #pragma unroll
-  for (int i = 0; i < kPairsPerLane; ++i) qv[i] = reinterpret_cast<const float2*>(qh)[lane + kWarpSize * i];
+  for (int i = 0; i < kDims; ++i) qv[i] = qh[i];
 
   float m = -INFINITY;
   float l = 0.0f;
-  float2 acc[kPairsPerLane];
-#pragma unroll
-  for (int i = 0; i < kPairsPerLane; ++i) acc[i] = make_float2(0.0f, 0.0f);
+  float acc[kDims] = {};
 
   const int64_t head_base = static_cast<int64_t>(g) * capacity;
   for (int64_t j = key_begin + warp; j < key_end; j += kWarps) {
     const int64_t slot = (first + j) % capacity;
-    const auto* k_row = reinterpret_cast<const __half2*>(k_cache + (head_base + slot) * HeadDim);
-    const auto* v_row = reinterpret_cast<const __half2*>(v_cache + (head_base + slot) * HeadDim);
+    const int64_t row = (head_base + slot) * HeadDim + lane * kDims;
+    float kf[kDims], vf[kDims];
+    load_halves<kDims>(k_cache + row, kf);
     float dot = 0.0f;
 #pragma unroll
-    for (int i = 0; i < kPairsPerLane; ++i) {
-      const float2 kf = __half22float2(k_row[lane + kWarpSize * i]);
-      dot += qv[i].x * kf.x + qv[i].y * kf.y;
-    }
+    for (int i = 0; i < kDims; ++i) dot += qv[i] * kf[i];
     const float s = detail::warp_sum(dot) * scale;
     const float m_new = fmaxf(m, s);
     const float corr = expf(m - m_new);  // m = −inf on the first key: corr = 0 and l, acc are 0
     const float p = expf(s - m_new);
     l = l * corr + p;
+    load_halves<kDims>(v_cache + row, vf);
 #pragma unroll
-    for (int i = 0; i < kPairsPerLane; ++i) {
-      const float2 vf = __half22float2(v_row[lane + kWarpSize * i]);
-      acc[i].x = acc[i].x * corr + p * vf.x;
-      acc[i].y = acc[i].y * corr + p * vf.y;
-    }
+    for (int i = 0; i < kDims; ++i) acc[i] = acc[i] * corr + p * vf[i];
     m = m_new;
   }
 
@@ -91,10 +100,7 @@ __global__ void attention_decode_split_kernel(const float* __restrict__ q, const
     warp_l[warp] = l;
   }
 #pragma unroll
-  for (int i = 0; i < kPairsPerLane; ++i) {
-    warp_acc[warp][2 * (lane + kWarpSize * i)] = acc[i].x;
-    warp_acc[warp][2 * (lane + kWarpSize * i) + 1] = acc[i].y;
-  }
+  for (int i = 0; i < kDims; ++i) warp_acc[warp][lane * kDims + i] = acc[i];
   __syncthreads();
 
   float block_m = -INFINITY;
@@ -175,6 +181,9 @@ cudaError_t attention_decode(const float* q, const KvLayerView& kv, const float*
   const int64_t max_keys = std::min<int64_t>(static_cast<int64_t>(max_position) + 1, kv.window);
   const int64_t num_splits = num_splits_for(max_keys);
   switch (head_dim) {
+    case 32:
+      return launch_decode<32>(q, kv, sinks, num_tokens, num_heads, num_kv_heads, positions, num_splits, scratch,
+                               out, stream);
     case 64:
       return launch_decode<64>(q, kv, sinks, num_tokens, num_heads, num_kv_heads, positions, num_splits, scratch,
                                out, stream);

@@ -6,7 +6,7 @@
 // then each warp scores its query against the tile (lane = key), masks keys outside [pos − window + 1, pos],
 // and updates its online softmax (max, sum, output in registers: lane l holds dims l, l + 32, …). A tile with
 // no visible key for a warp is skipped by that warp (warp-uniform; the __syncthreads are outside that branch).
-// Supported head_dim: 64 and 128 (cudaErrorInvalidValue otherwise).
+// Supported head_dim: 32, 64 and 128 (cudaErrorInvalidValue otherwise).
 
 #include <cmath>
 
@@ -21,7 +21,7 @@ constexpr int kQueries = 8;  // warps per block
 
 template <int HeadDim>
 struct PrefillTile {
-  static constexpr int kKeys = HeadDim == 64 ? 64 : 32;  // keeps shared memory ≈ 37 KiB (< 48 KiB static)
+  static constexpr int kKeys = HeadDim <= 64 ? 64 : 32;  // keeps shared memory ≤ 38 KiB (< 48 KiB static)
   static constexpr int kDimsPerLane = HeadDim / kWarpSize;
   static constexpr int kKeysPerLane = kKeys / kWarpSize;
 };
@@ -165,6 +165,8 @@ cudaError_t attention_prefill(const float* q, const KvLayerView& kv, const float
       detail::ceil_div(num_tokens, kQueries) > detail::kMaxGridX)
     return cudaErrorInvalidValue;
   switch (head_dim) {
+    case 32:
+      return launch_prefill<32>(q, kv, sinks, num_tokens, num_heads, num_kv_heads, positions, out, stream);
     case 64:
       return launch_prefill<64>(q, kv, sinks, num_tokens, num_heads, num_kv_heads, positions, out, stream);
     case 128:

@@ -12,7 +12,7 @@
 // - alignment: f32 activation inputs of matvec and the MoE launchers, and `scratch`, 16-byte aligned (true for
 //   cudaMalloc'ed buffers at offsets that are multiples of 4 floats); q of the attention launchers 8-byte aligned;
 // - num_cols of matvec / dequantize_to_f16 (and hidden_dim, ffn_dim of the experts) a multiple of 4 and of the
-//   type's block size; attention head_dim 64 or 128; moe_experts_decode needs num_tokens·top_k ≤ 65535;
+//   type's block size; attention head_dim 32, 64 or 128; moe_experts_decode needs num_tokens·top_k ≤ 65535;
 // - a shape, type or alignment outside these answers cudaErrorInvalidValue before anything is launched.
 
 #include <cublas_v2.h>
@@ -80,7 +80,7 @@ cudaError_t kv_store(const KvLayerView& kv, const float* k, const float* v, int6
 /// num_heads, head_dim) f32, the cache (already holding these tokens' K/V), sinks[num_heads] f32 logits, GQA group =
 /// num_heads / num_kv_heads, scale = 1/sqrt(head_dim). Token t at position positions[t] sees keys
 /// max(0, pos − window + 1) .. pos. `decode` = flash-decoding with split-K over the keys (num_tokens small);
-/// `prefill` = tiled, causal + sliding-window mask. sinks may be nullptr (no sink). head_dim 64 or 128.
+/// `prefill` = tiled, causal + sliding-window mask. sinks may be nullptr (no sink). head_dim 32, 64 or 128.
 /// decode: max_position ≥ every positions[t] sizes the split grid (a larger position is still handled, slower);
 /// scratch: device floats, at least attention_scratch_floats(num_tokens, num_heads, head_dim, max_keys) with
 /// max_keys ≥ min(max_position + 1, kv.window); num_tokens ≤ 65535.

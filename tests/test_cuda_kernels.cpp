@@ -587,8 +587,11 @@ TEST_F(CudaKernels, AttentionDecodeFullAndSlidingAcrossSplitsAndRingWrap) {
       }
 }
 
-TEST_F(CudaKernels, AttentionDecodeHeadDim128NoSinksAndUnderplannedPosition) {
+TEST_F(CudaKernels, AttentionDecodeHeadDims32And128NoSinksAndUnderplannedPosition) {
   AttentionTester().heads(4, 2).head_dim(128).last_position(299).tokens(3).with_sinks(false).test(stream_, false);
+  // head_dim 32: the tiny synthetic model (tests/data, hetmoe synth --preset tiny)
+  AttentionTester().heads(8, 2).head_dim(32).last_position(299).tokens(3).window(128).test(stream_, false);
+  AttentionTester().heads(8, 2).head_dim(32).last_position(140).test(stream_, false);
   // max_position 0 plans one split: the last split takes every key (300) and the result is unchanged.
   AttentionTester().last_position(299).planned_max_position(0).test(stream_, false);
 }
@@ -602,8 +605,10 @@ TEST_F(CudaKernels, AttentionPrefillCausalAndSlidingMasks) {
     }
 }
 
-TEST_F(CudaKernels, AttentionPrefillHeadDim128AndNoSinks) {
+TEST_F(CudaKernels, AttentionPrefillHeadDims32And128AndNoSinks) {
   AttentionTester().heads(4, 1).head_dim(128).tokens(17).last_position(140).window(128).test(stream_, true);
+  AttentionTester().heads(8, 2).head_dim(32).tokens(17).last_position(140).window(128).test(stream_, true);
+  AttentionTester().heads(8, 2).head_dim(32).tokens(130).last_position(129).test(stream_, true);
   AttentionTester().tokens(9).last_position(20).with_sinks(false).test(stream_, true);
 }
 
@@ -613,7 +618,7 @@ TEST_F(CudaKernels, AttentionRejectsUnsupportedHeadDim) {
   const KvLayerView kv{buf.get(), buf.get(), 16, 16};
   EXPECT_EQ(attention_prefill(buf.get(), kv, nullptr, 1, 2, 1, 96, pos.get(), buf.get(), stream_),
             cudaErrorInvalidValue);
-  EXPECT_EQ(attention_decode(buf.get(), kv, nullptr, 1, 2, 1, 32, pos.get(), 3, buf.get(), buf.get(), stream_),
+  EXPECT_EQ(attention_decode(buf.get(), kv, nullptr, 1, 2, 1, 48, pos.get(), 3, buf.get(), buf.get(), stream_),
             cudaErrorInvalidValue);
   EXPECT_EQ(attention_decode(buf.get(), kv, nullptr, 1, 3, 2, 64, pos.get(), 3, buf.get(), buf.get(), stream_),
             cudaErrorInvalidValue);  // 3 heads over 2 KV heads
