@@ -94,11 +94,12 @@ __device__ __forceinline__ float mxfp4_scale(uint8_t e) {
 }
 
 /// Twice the E2M1 values (ref::kMxfp4Values), indexed by a 4-bit code: magnitudes {0,1,2,3,4,6,8,12} of codes 0–7
-/// packed one per byte (no local-memory table), bit 3 the sign.
+/// packed one per byte (no local-memory table), bit 3 the sign. Code 8 is +0 as in the table (0 − 0, not −0), so a
+/// dequantized zero has the reference's bits.
 __device__ __forceinline__ float mxfp4_value(uint32_t code) {
   constexpr unsigned long long kMagnitudes = 0x0C08060403020100ull;
   const auto magnitude = static_cast<float>((kMagnitudes >> (8u * (code & 7u))) & 0xFFu);
-  return (code & 8u) != 0 ? -magnitude : magnitude;
+  return (code & 8u) != 0 ? 0.0f - magnitude : magnitude;
 }
 
 /// Loads 4 consecutive dequantized elements k .. k+3 (k a multiple of 4) of one row of `Type`.
