@@ -25,8 +25,9 @@
 
 namespace hetmoe::gpu {
 
-/// out[t][hidden_dim] (f32) = row token_ids[t] of table (vocab, hidden_dim) of `type` (F32, F16, BF16, Q8_0),
-/// t < num_tokens. Ids are not range-checked here (the runtime validates them on the host).
+/// out[t][hidden_dim] (f32) = row token_ids[t] of table (vocab, hidden_dim) of `type` (F32, F16, BF16, Q8_0,
+/// MXFP4), dequantized bit-exactly as ref::dequantize_row, t < num_tokens. Ids are not range-checked here (the
+/// runtime validates them on the host).
 cudaError_t embedding_gather(TensorType type, const void* table, int64_t hidden_dim, const int32_t* token_ids,
                              int64_t num_tokens, float* out, cudaStream_t stream);
 
@@ -48,7 +49,8 @@ cudaError_t dequantize_to_f16(TensorType type, const void* src, int64_t num_rows
 
 /// y (num_tokens, num_rows) f32 = x (num_tokens, num_cols) f32 · Wᵀ + bias[num_rows] (bias may be nullptr), W
 /// (num_rows, num_cols) f16 from dequantize_to_f16. x is first rounded to f16 into x_f16 (num_tokens · num_cols
-/// halves of device scratch); cublasGemmEx multiplies with f32 accumulation on `stream` (the handle is bound to it).
+/// halves of device scratch); cublasGemmEx multiplies with f32 accumulation on `stream` (this call binds the handle
+/// to it with cublasSetStream; cuBLAS uses the handle's own workspace).
 /// A cuBLAS failure maps to cudaErrorMemoryAllocation, cudaErrorInvalidValue, cudaErrorInitializationError or
 /// cudaErrorUnknown. Dimensions ≤ INT_MAX.
 cudaError_t gemm_f16(cublasHandle_t cublas, const void* w_f16, int64_t num_rows, int64_t num_cols, const float* x,
