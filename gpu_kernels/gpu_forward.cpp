@@ -53,9 +53,9 @@ Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, co
   if (!plan) return plan.error();
   // ops.h limits, checked before anything is allocated: an unsupported model is one clear error (and --device auto
   // falls back to the CPU).
-  if (hp.head_dim != 64 && hp.head_dim != 128)
+  if (hp.head_dim != 32 && hp.head_dim != 64 && hp.head_dim != 128)
     return make_error(ErrorCode::kUnsupported,
-                      fmt::format("the CUDA attention kernels support head sizes 64 and 128; this model has {}",
+                      fmt::format("the CUDA attention kernels support head sizes 32, 64 and 128; this model has {}",
                                   hp.head_dim));
   if (hp.hidden_dim % 32 != 0 || hp.q_dim() % 32 != 0 || hp.expert_ffn_dim % 32 != 0 || hp.num_experts > 256)
     return make_error(ErrorCode::kUnsupported,
