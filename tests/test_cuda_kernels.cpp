@@ -78,11 +78,13 @@ class DeviceBuffer {
 
   void upload(const std::vector<T>& host) {
     ASSERT_EQ(host.size(), count_);
+    if (count_ == 0) return;
     ASSERT_EQ(cudaMemcpy(ptr_, host.data(), count_ * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
   }
   std::vector<T> download() const {
     std::vector<T> host(count_);
-    EXPECT_EQ(cudaMemcpy(host.data(), ptr_, count_ * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+    if (count_ > 0)
+      EXPECT_EQ(cudaMemcpy(host.data(), ptr_, count_ * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
     return host;
   }
   void fill_bytes(int value) { EXPECT_EQ(cudaMemset(ptr_, value, std::max<size_t>(count_, 1) * sizeof(T)), cudaSuccess); }
@@ -634,7 +636,7 @@ class MoeTester {
   MoeTester& dims(int64_t hidden, int64_t ffn) { hidden_dim_ = hidden; ffn_dim_ = ffn; return *this; }
   MoeTester& tokens(int64_t n) { num_tokens_ = n; return *this; }
   MoeTester& top_k(int64_t k) { top_k_ = k; return *this; }
-  /// Every `stride`-th expert is resident (slot ≥ 0), the others are on another device (slot −1).
+  /// Every `stride`-th expert is resident (slot ≥ 0), the others are on another device (slot −1); 0: none is.
   MoeTester& resident_stride(int32_t s) { resident_stride_ = s; return *this; }
   /// Experts are drawn from the first `n` only (more than 32 pairs per expert: several row tiles per expert).
   MoeTester& draw_from(int32_t n) { draw_from_ = n; return *this; }
@@ -648,7 +650,7 @@ class MoeTester {
     std::vector<int32_t> slot_of_expert(kNumExperts, -1);
     int32_t num_slots = 0;
     for (int32_t e = 0; e < kNumExperts; ++e)
-      if (e % resident_stride_ == 0) slot_of_expert[e] = num_slots++;
+      if (resident_stride_ > 0 && e % resident_stride_ == 0) slot_of_expert[e] = num_slots++;
     const auto seed = static_cast<uint32_t>(hidden_dim_ + ffn_dim_ * 3 + num_tokens_ * 5 + (grouped ? 1 : 0));
     // std 1/sqrt(cols): gate and up values of order 1 (both sides of the SwiGLU clamp at 7 occur in the tails)
     const float w_std_in = 1.0f / std::sqrt(static_cast<float>(hidden_dim_));
@@ -761,6 +763,34 @@ TEST_F(CudaKernels, MoeDecodeEveryTypeWithNonResidentExperts) {
       MoeTester().type(type).dims(96, 64).tokens(tokens).test(stream_, false);
       MoeTester().type(type).dims(32, 96).tokens(tokens).accumulate(true).test(stream_, false);
     }
+}
+
+TEST_F(CudaKernels, MoeWithoutResidentExpertsWritesZerosOrKeepsOut) {
+  for (bool grouped : {false, true})
+    for (bool accumulate : {false, true})
+      MoeTester().type(TensorType::kQ8_0).dims(64, 32).tokens(5).resident_stride(0).accumulate(accumulate).test(
+          stream_, grouped);
+}
+
+TEST_F(CudaKernels, MoeRejectsBatchesPastGridLimitsAndMisalignedScratch) {
+  DeviceBuffer<float> buf(4096);
+  DeviceBuffer<int32_t> ids(64);
+  ExpertWeights ew;
+  ew.type = TensorType::kMXFP4;
+  ew.gate = ew.up = ew.down = buf.get();
+  ew.slot_of_expert = ids.get();
+  ew.hidden_dim = 64;
+  ew.ffn_dim = 64;
+  // 16385 tokens × 4 = 65540 pairs > 65535 blocks of gridDim.y: decode refuses, the grouped path is for that size
+  EXPECT_EQ(moe_experts_decode(ew, buf.get(), ids.get(), buf.get(), 16385, 4, false, buf.get(), buf.get(), stream_),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(moe_experts_decode(ew, buf.get(), ids.get(), buf.get(), 1, 4, false, buf.get() + 1, buf.get(), stream_),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(moe_experts_grouped(ew, buf.get(), ids.get(), buf.get(), 1, 4, 257, false, buf.get(), buf.get(), stream_),
+            cudaErrorInvalidValue);
+  ew.ffn_dim = 48;  // not a multiple of the 32-element block
+  EXPECT_EQ(moe_experts_decode(ew, buf.get(), ids.get(), buf.get(), 1, 4, false, buf.get(), buf.get(), stream_),
+            cudaErrorInvalidValue);
 }
 
 TEST_F(CudaKernels, MoeDecodeGptOssSizeMxfp4) {
