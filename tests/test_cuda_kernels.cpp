@@ -83,8 +83,9 @@ class DeviceBuffer {
   }
   std::vector<T> download() const {
     std::vector<T> host(count_);
-    if (count_ > 0)
+    if (count_ > 0) {
       EXPECT_EQ(cudaMemcpy(host.data(), ptr_, count_ * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+    }
     return host;
   }
   void fill_bytes(int value) { EXPECT_EQ(cudaMemset(ptr_, value, std::max<size_t>(count_, 1) * sizeof(T)), cudaSuccess); }
