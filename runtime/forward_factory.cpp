@@ -5,6 +5,7 @@
 #include "gpu_kernels/gpu_forward.h"
 #include "runtime/forward_cpu.h"
 #include "runtime/forward_reference.h"
+#include "runtime/hybrid_step.h"
 
 namespace hetmoe {
 
@@ -42,10 +43,13 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
   return std::unique_ptr<ForwardPass>(std::move(*cpu_forward));
 }
 
-std::string forward_path_name(const ForwardOptions& options) {
+std::string forward_path_name(const ForwardOptions& options, const ForwardPass* forward) {
   if (options.use_reference) return "reference";
   auto isa = cpu::selected_isa();
   const std::string cpu_name = std::string("cpu ") + (isa ? cpu::isa_name(*isa) : "?");
+  if (const auto* hybrid = dynamic_cast<const HybridForward*>(forward))
+    return hybrid->gpu_only() ? "gpu" : "gpu + " + cpu_name;
+  if (forward) return cpu_name;
   switch (options.device) {
     case ForwardOptions::Device::kCpu: return cpu_name;
     case ForwardOptions::Device::kGpu: return "gpu + " + cpu_name;

@@ -46,8 +46,9 @@ Expected<ForwardOptions::Device> parse_device(std::string_view text);
 Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options,
                                                       std::vector<std::string>* notes = nullptr);
 
-/// "reference", the CPU path with its ISA, e.g. "cpu avx512", or with --device gpu/auto "gpu + cpu avx512" /
-/// "auto (gpu when usable) + cpu avx512" (the notes of create_forward say which device was used).
-std::string forward_path_name(const ForwardOptions& options);
+/// "reference", the CPU path with its ISA, e.g. "cpu avx512", or the GPU pass: "gpu" (every expert resident) or
+/// "gpu + cpu avx512" (hybrid). With `forward` (from create_forward) the name of the pass actually created; without,
+/// the one the options ask for ("auto (gpu when usable) + cpu avx512" for --device auto).
+std::string forward_path_name(const ForwardOptions& options, const ForwardPass* forward = nullptr);
 
 }  // namespace hetmoe

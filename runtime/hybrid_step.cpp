@@ -38,6 +38,12 @@ HybridForward::HybridForward(const Model& model, std::unique_ptr<GpuStepDevice> 
   cpu_weights_.resize(model.hparams.num_experts_used);
 }
 
+bool HybridForward::gpu_only() const {
+  for (uint32_t l = 0; l < model_->hparams.num_layers; ++l)
+    if (!device_->all_experts_resident(l)) return false;
+  return true;
+}
+
 Status HybridForward::truncate(uint32_t target) {
   if (target > num_positions_)
     return make_error(ErrorCode::kInvalidArgument,

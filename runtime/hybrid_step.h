@@ -101,6 +101,8 @@ class HybridForward final : public ForwardPass {
   Status truncate(uint32_t num_positions) override;
 
   GpuStepDevice& device() { return *device_; }
+  /// True when every expert of every layer is resident on the device (no CPU part).
+  bool gpu_only() const;
 
  private:
   HybridForward(const Model& model, std::unique_ptr<GpuStepDevice> device, CpuExperts cpu_experts,

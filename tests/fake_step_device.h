@@ -57,6 +57,7 @@ class FakeStepDevice final : public GpuStepDevice {
   std::function<void(uint32_t)> on_experts_begin;
   std::function<void(uint32_t, bool)> before_experts_end;
   int num_router_waits = 0;
+  int fail_at_layer = -1;  // enqueue_attention_router of this layer answers a kIo error (a failed kernel)
 
   bool expert_resident(uint32_t l, int32_t e) const override { return slot_of_expert_[l][static_cast<size_t>(e)] >= 0; }
   bool all_experts_resident(uint32_t l) const override {
@@ -74,6 +75,8 @@ class FakeStepDevice final : public GpuStepDevice {
   }
 
   Status enqueue_attention_router(uint32_t l, bool stage_to_host) override {
+    if (static_cast<int>(l) == fail_at_layer)
+      return make_error(ErrorCode::kIo, "layer " + std::to_string(l) + ": attention_decode: an illegal memory access");
     attention(l);
     const LayerWeights& w = model_->layers[l];
     ref::rms_norm(x_.data(), w.post_attn_norm.data(), xb_.data(), hp_.hidden_dim, hp_.rms_eps);

@@ -10,6 +10,7 @@
 
 #include "runtime/cpu_experts.h"
 #include "runtime/device_plan.h"
+#include "runtime/forward_factory.h"
 #include "runtime/hybrid_step.h"
 #include "runtime/model.h"
 #include "tests/fake_step_device.h"
@@ -189,6 +190,29 @@ TEST(HybridStep, TruncateWithinTheRollbackSlotsRepeatsTheSameLogits) {
   auto too_far = f->truncate(100);
   ASSERT_FALSE(too_far.has_value());
   EXPECT_EQ(too_far.error().code, ErrorCode::kUnsupported);
+}
+
+TEST(HybridStep, DeviceErrorIsReturnedAndTheTokenIsNotCounted) {
+  test::FakeStepDevice* device = nullptr;
+  auto f = make(plan_for(ExpertPolicy::kNumGpuExperts, 4), &device);
+  std::vector<float> logits(4106);
+  ASSERT_TRUE(f->forward(1, logits).has_value());
+  device->fail_at_layer = 2;
+  auto s = f->forward(2, logits);
+  ASSERT_FALSE(s.has_value());
+  EXPECT_EQ(s.error().code, ErrorCode::kIo);
+  EXPECT_NE(s.error().message.find("layer 2"), std::string::npos);
+  EXPECT_EQ(f->num_positions(), 1u);
+}
+
+TEST(HybridStep, PathNameSaysGpuOnlyOrHybrid) {
+  const ForwardOptions o;
+  auto all = make(plan_for(ExpertPolicy::kAuto));
+  auto half = make(plan_for(ExpertPolicy::kNumGpuExperts, 4));
+  EXPECT_TRUE(all->gpu_only());
+  EXPECT_FALSE(half->gpu_only());
+  EXPECT_EQ(forward_path_name(o, all.get()), "gpu");
+  EXPECT_EQ(forward_path_name(o, half.get()).rfind("gpu + cpu ", 0), 0u);
 }
 
 TEST(CpuExperts, WeightedSumMatchesTheReferenceExpertMath) {

@@ -167,7 +167,7 @@ int run_generate(const GenerateArgs& args) {
              "({:.2f} tok/s) | {} threads, {} path, seed {} | peak RSS {}\n",
              model_path, t_loaded - t_start, model->file->in_memory() ? "into memory" : "mmap", stats->num_prompt_tokens, stats->prefill_seconds,
              stats->prefill_tok_per_s(), stats->num_generated, stats->decode_seconds, stats->decode_tok_per_s(),
-             args.run.num_threads, forward_path_name(*forward_options), seed, format_bytes(profiler::peak_rss_bytes()));
+             args.run.num_threads, forward_path_name(*forward_options, forward->get()), seed, format_bytes(profiler::peak_rss_bytes()));
   return 0;
 }
 

@@ -16,14 +16,7 @@ void add_run_options(CLI::App* cmd, RunArgs& args) {
   cmd->add_option("--kv-type", args.kv_type, "KV cache type: f16 or f32")->capture_default_str();
   cmd->add_option("--load", args.load, kLoadHelp)->capture_default_str();
   cmd->add_flag("--reference", args.use_reference, "Run the scalar reference forward pass (the correctness oracle)");
-  cmd->add_option("--device", args.device, "cpu, gpu (an error without a usable GPU) or auto (the GPU when usable)")
-      ->capture_default_str();
-  cmd->add_option("--vram-budget", args.vram_budget,
-                  "Hard limit on GPU memory, e.g. 6GiB or 512MiB (default: free GPU memory minus 512 MiB)");
-  cmd->add_option("--n-gpu-experts", args.num_gpu_experts,
-                  "Experts per layer kept on the GPU: the K with the largest router bias; the rest run on the CPU")
-      ->check(CLI::Range(0, 1 << 20));
-  cmd->add_flag("--cpu-moe", args.cpu_moe, "Run every expert on the CPU (attention and router stay on the GPU)");
+  add_device_options(cmd, args.device);
 }
 
 Expected<ForwardOptions> forward_options(const RunArgs& args) {
@@ -34,10 +27,26 @@ Expected<ForwardOptions> forward_options(const RunArgs& args) {
   options.kv_type = *kv_type;
   options.num_threads = args.num_threads;
   options.use_reference = args.use_reference;
+  if (auto s = apply_device_options(args.device, options); !s) return s.error();
+  return options;
+}
+
+void add_device_options(CLI::App* cmd, DeviceArgs& args) {
+  cmd->add_option("--device", args.device, "cpu, gpu (an error without a usable GPU) or auto (the GPU when usable)")
+      ->capture_default_str();
+  cmd->add_option("--vram-budget", args.vram_budget,
+                  "Hard limit on GPU memory, e.g. 6GiB or 512MiB (default: free GPU memory minus 512 MiB)");
+  cmd->add_option("--n-gpu-experts", args.num_gpu_experts,
+                  "Experts per layer kept on the GPU: the K with the largest router bias; the rest run on the CPU")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_flag("--cpu-moe", args.cpu_moe, "Run every expert on the CPU (attention and router stay on the GPU)");
+}
+
+Status apply_device_options(const DeviceArgs& args, ForwardOptions& options) {
   auto device = parse_device(args.device);
   if (!device) return device.error();
   options.device = *device;
-  if (args.use_reference && options.device == ForwardOptions::Device::kGpu)
+  if (options.use_reference && options.device == ForwardOptions::Device::kGpu)
     return make_error(ErrorCode::kInvalidArgument, "--reference runs on the CPU; it cannot be used with --device gpu");
   if (!args.vram_budget.empty()) {
     auto budget = parse_byte_size(args.vram_budget);
@@ -53,7 +62,7 @@ Expected<ForwardOptions> forward_options(const RunArgs& args) {
     options.expert_policy = ExpertPolicy::kNumGpuExperts;
     options.num_gpu_experts = static_cast<uint32_t>(args.num_gpu_experts);
   }
-  return options;
+  return {};
 }
 
 void print_notes(std::string_view command, const std::vector<std::string>& notes) {

@@ -16,18 +16,28 @@
 
 namespace hetmoe::cli {
 
-/// -t, -c, --kv-type, --load, --reference; --device, --vram-budget, --n-gpu-experts, --cpu-moe.
+/// --device, --vram-budget, --n-gpu-experts, --cpu-moe (README "GPU and hybrid"); used by every command that runs
+/// a model.
+struct DeviceArgs {
+  std::string device = "auto";
+  std::string vram_budget;   // empty: the GPU's free memory minus a reserve
+  int num_gpu_experts = -1;  // -1: not given
+  bool cpu_moe = false;
+};
+void add_device_options(CLI::App* cmd, DeviceArgs& args);
+/// Sets options.device, vram_budget_bytes, expert_policy, num_gpu_experts. Errors: kInvalidArgument for a bad
+/// --device or --vram-budget, --cpu-moe with --n-gpu-experts, or --reference (options.use_reference) with
+/// --device gpu.
+Status apply_device_options(const DeviceArgs& args, ForwardOptions& options);
+
+/// -t, -c, --kv-type, --load, --reference and the device options.
 struct RunArgs {
   int num_threads = 1;
   uint32_t context_length = 8192;
   std::string kv_type = "f16";
   std::string load = "auto";
   bool use_reference = false;
-  // Device runtime (README "GPU and hybrid").
-  std::string device = "auto";
-  std::string vram_budget;   // empty: the GPU's free memory minus a reserve
-  int num_gpu_experts = -1;  // -1: not given
-  bool cpu_moe = false;
+  DeviceArgs device;
 };
 void add_run_options(CLI::App* cmd, RunArgs& args);
 /// Errors: kInvalidArgument for a bad --kv-type, --device or --vram-budget, --cpu-moe with --n-gpu-experts, or
