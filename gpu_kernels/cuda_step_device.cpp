@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 
 namespace hetmoe::gpu {
@@ -21,10 +22,10 @@ Status op_status(cudaError_t err, const char* op, uint32_t layer_idx) {
 }  // namespace
 
 CudaStepDevice::CudaStepDevice(const Model& model, DevicePlan plan, DeviceArena arena, int device_idx,
-                               uint32_t context_length, uint32_t rollback_slots)
+                               uint32_t context_length, uint32_t rollback_slots, uint32_t max_batch_tokens)
     : model_(&model), plan_(std::move(plan)), arena_(std::move(arena)), device_idx_(device_idx),
-      context_length_(context_length),
-      rollback_slots_(rollback_slots), rope_(rope_params(model.hparams)) {}
+      context_length_(context_length), rollback_slots_(rollback_slots), max_batch_(std::max(1u, max_batch_tokens)),
+      rope_(rope_params(model.hparams)) {}
 
 CudaStepDevice::~CudaStepDevice() {
   if (compute_) cudaStreamSynchronize(compute_->get());
@@ -34,12 +35,14 @@ CudaStepDevice::~CudaStepDevice() {
 
 Expected<std::unique_ptr<CudaStepDevice>> CudaStepDevice::create(const Model& model, DevicePlan plan, int device_idx,
                                                                  uint32_t context_length, uint32_t rollback_slots,
+                                                                 uint32_t max_batch_tokens,
                                                                  std::vector<std::string>* notes) {
   HETMOE_RETURN_IF_ERROR(cuda_status(cudaSetDevice(device_idx), "cudaSetDevice"));
   auto arena = DeviceArena::create(plan.total_bytes);
   if (!arena) return arena.error();
   std::unique_ptr<CudaStepDevice> d(
-      new CudaStepDevice(model, std::move(plan), std::move(*arena), device_idx, context_length, rollback_slots));
+      new CudaStepDevice(model, std::move(plan), std::move(*arena), device_idx, context_length, rollback_slots,
+                         max_batch_tokens));
   HETMOE_RETURN_IF_ERROR(d->upload(notes));
   return d;
 }
@@ -47,6 +50,7 @@ Expected<std::unique_ptr<CudaStepDevice>> CudaStepDevice::create(const Model& mo
 Status CudaStepDevice::upload(std::vector<std::string>* notes) {
   const ModelHparams& hp = model_->hparams;
   const uint64_t D = hp.hidden_dim, E = hp.num_experts, K = hp.num_experts_used, F = hp.expert_ffn_dim;
+  const uint64_t B = max_batch_;
 
   // Streams, events, pinned staging.
   const auto make_stream = [](std::unique_ptr<Stream>& out) -> Status {
@@ -72,12 +76,12 @@ Status CudaStepDevice::upload(std::vector<std::string>* notes) {
     out = std::move(*b);
     return {};
   };
-  HETMOE_RETURN_IF_ERROR(make_pinned(embedding_, D * sizeof(float), "embedding"));
-  HETMOE_RETURN_IF_ERROR(make_pinned(position_, sizeof(int32_t), "position"));
-  HETMOE_RETURN_IF_ERROR(make_pinned(hidden_, D * sizeof(float), "router hidden state"));
-  HETMOE_RETURN_IF_ERROR(make_pinned(ids_, K * sizeof(int32_t), "router expert ids"));
-  HETMOE_RETURN_IF_ERROR(make_pinned(weights_, K * sizeof(float), "router weights"));
-  HETMOE_RETURN_IF_ERROR(make_pinned(cpu_partial_, D * sizeof(float), "CPU expert sum"));
+  HETMOE_RETURN_IF_ERROR(make_pinned(embedding_, B * D * sizeof(float), "embedding"));
+  HETMOE_RETURN_IF_ERROR(make_pinned(position_, B * sizeof(int32_t), "position"));
+  HETMOE_RETURN_IF_ERROR(make_pinned(hidden_, B * D * sizeof(float), "router hidden state"));
+  HETMOE_RETURN_IF_ERROR(make_pinned(ids_, B * K * sizeof(int32_t), "router expert ids"));
+  HETMOE_RETURN_IF_ERROR(make_pinned(weights_, B * K * sizeof(float), "router weights"));
+  HETMOE_RETURN_IF_ERROR(make_pinned(cpu_partial_, B * D * sizeof(float), "CPU expert sum"));
   HETMOE_RETURN_IF_ERROR(make_pinned(logits_host_, static_cast<size_t>(hp.vocab_size) * sizeof(float), "logits"));
 
   // Weights: one synchronous copy per tensor at load time, GGUF blocks unchanged.
@@ -176,7 +180,12 @@ Status CudaStepDevice::upload(std::vector<std::string>* notes) {
 
   x_ = buffer<float>("act.x");
   xb_ = buffer<float>("act.xb");
-  qkv_ = buffer<float>("act.qkv");
+  const DeviceBuffer* qkv = plan_.find("act.qkv");
+  if (!qkv || qkv->bytes < B * (hp.q_dim() + 2ull * hp.kv_dim()) * sizeof(float))
+    return make_error(ErrorCode::kShape, fmt::format("device plan: act.qkv is not sized for {} tokens", B));
+  q_ = static_cast<float*>(arena_.at(*qkv));
+  k_ = q_ + B * hp.q_dim();
+  v_ = k_ + B * hp.kv_dim();
   attn_out_ = buffer<float>("act.attn_out");
   proj_ = buffer<float>("act.proj");
   router_logits_ = buffer<float>("act.router_logits");
@@ -198,16 +207,20 @@ Status CudaStepDevice::upload(std::vector<std::string>* notes) {
   return cuda_status(cudaDeviceSynchronize(), "cudaDeviceSynchronize (upload)");
 }
 
-Status CudaStepDevice::begin_token(uint32_t pos) {
+Status CudaStepDevice::begin_step(uint32_t first_pos, uint32_t num_tokens) {
   const ModelHparams& hp = model_->hparams;
+  if (num_tokens == 0 || num_tokens > max_batch_)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("device step of {} tokens (expected 1..{})", num_tokens, max_batch_));
   HETMOE_RETURN_IF_ERROR(check(cudaSetDevice(device_idx_), "cudaSetDevice"));
-  pos_ = pos;
-  *position_.as<int32_t>() = static_cast<int32_t>(pos);
+  first_pos_ = first_pos;
+  num_tokens_ = num_tokens;
+  for (uint32_t t = 0; t < num_tokens; ++t) position_.as<int32_t>()[t] = static_cast<int32_t>(first_pos + t);
   cudaStream_t h2d = h2d_->get();
-  HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(x_, embedding_.data(), hp.hidden_dim * sizeof(float),
-                                               cudaMemcpyHostToDevice, h2d), "cudaMemcpyAsync (embedding)"));
-  HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(positions_, position_.data(), sizeof(int32_t), cudaMemcpyHostToDevice,
-                                               h2d), "cudaMemcpyAsync (position)"));
+  HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(x_, embedding_.data(), num_tokens * hp.hidden_dim * sizeof(float),
+                                               cudaMemcpyHostToDevice, h2d), "cudaMemcpyAsync (embeddings)"));
+  HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(positions_, position_.data(), num_tokens * sizeof(int32_t),
+                                               cudaMemcpyHostToDevice, h2d), "cudaMemcpyAsync (positions)"));
   HETMOE_RETURN_IF_ERROR(check(cudaEventRecord(inputs_ready_->get(), h2d), "cudaEventRecord"));
   return check(cudaStreamWaitEvent(compute_->get(), inputs_ready_->get(), 0), "cudaStreamWaitEvent");
 }
@@ -218,36 +231,38 @@ Status CudaStepDevice::enqueue_attention_router(uint32_t l, bool stage_to_host) 
   const LayerPtrs& p = layers_[l];
   cudaStream_t s = compute_->get();
   const int64_t D = hp.hidden_dim, Q = hp.q_dim(), KV = hp.kv_dim(), H = hp.num_heads, KVH = hp.num_kv_heads;
-  const int64_t HD = hp.head_dim, E = hp.num_experts, K = hp.num_experts_used;
-  float* q = qkv_;
-  float* k = qkv_ + Q;
-  float* v = qkv_ + Q + KV;
-  HETMOE_RETURN_IF_ERROR(op_status(rms_norm(x_, p.attn_norm, 1, D, hp.rms_eps, xb_, s), "rms_norm", l));
-  HETMOE_RETURN_IF_ERROR(op_status(matvec(w.wq.type, p.wq, Q, D, xb_, 1, p.bq, q, s), "matvec attn_q", l));
-  HETMOE_RETURN_IF_ERROR(op_status(matvec(w.wk.type, p.wk, KV, D, xb_, 1, p.bk, k, s), "matvec attn_k", l));
-  HETMOE_RETURN_IF_ERROR(op_status(matvec(w.wv.type, p.wv, KV, D, xb_, 1, p.bv, v, s), "matvec attn_v", l));
-  // One token: q's H heads and k's KVH heads are contiguous, so one RoPE call rotates both.
-  HETMOE_RETURN_IF_ERROR(op_status(rope_neox_yarn(qkv_, 1, H + KVH, HD, positions_, rope_, s), "rope_neox_yarn", l));
-  HETMOE_RETURN_IF_ERROR(op_status(kv_store(p.kv, k, v, 1, KVH, HD, positions_, s), "kv_store", l));
-  HETMOE_RETURN_IF_ERROR(op_status(attention_decode(q, p.kv, p.sinks, 1, H, KVH, HD, positions_,
-                                                    static_cast<int32_t>(pos_), attn_scratch_, attn_out_, s),
-                                   "attention_decode", l));
-  HETMOE_RETURN_IF_ERROR(op_status(matvec(w.wo.type, p.wo, D, Q, attn_out_, 1, p.bo, proj_, s), "matvec attn_output", l));
-  HETMOE_RETURN_IF_ERROR(op_status(add_vectors(x_, proj_, nullptr, D, x_, s), "add_vectors (residual)", l));
-  HETMOE_RETURN_IF_ERROR(op_status(rms_norm(x_, p.post_attn_norm, 1, D, hp.rms_eps, xb_, s), "rms_norm", l));
+  const int64_t HD = hp.head_dim, E = hp.num_experts, K = hp.num_experts_used, n = num_tokens_;
+  HETMOE_RETURN_IF_ERROR(op_status(rms_norm(x_, p.attn_norm, n, D, hp.rms_eps, xb_, s), "rms_norm", l));
+  HETMOE_RETURN_IF_ERROR(op_status(matvec(w.wq.type, p.wq, Q, D, xb_, n, p.bq, q_, s), "matvec attn_q", l));
+  HETMOE_RETURN_IF_ERROR(op_status(matvec(w.wk.type, p.wk, KV, D, xb_, n, p.bk, k_, s), "matvec attn_k", l));
+  HETMOE_RETURN_IF_ERROR(op_status(matvec(w.wv.type, p.wv, KV, D, xb_, n, p.bv, v_, s), "matvec attn_v", l));
+  HETMOE_RETURN_IF_ERROR(op_status(rope_neox_yarn(q_, n, H, HD, positions_, rope_, s), "rope_neox_yarn (q)", l));
+  HETMOE_RETURN_IF_ERROR(op_status(rope_neox_yarn(k_, n, KVH, HD, positions_, rope_, s), "rope_neox_yarn (k)", l));
+  HETMOE_RETURN_IF_ERROR(op_status(kv_store(p.kv, k_, v_, n, KVH, HD, positions_, s), "kv_store", l));
+  if (n == 1) {
+    HETMOE_RETURN_IF_ERROR(op_status(attention_decode(q_, p.kv, p.sinks, 1, H, KVH, HD, positions_,
+                                                      static_cast<int32_t>(first_pos_), attn_scratch_, attn_out_, s),
+                                     "attention_decode", l));
+  } else {
+    HETMOE_RETURN_IF_ERROR(op_status(attention_prefill(q_, p.kv, p.sinks, n, H, KVH, HD, positions_, attn_out_, s),
+                                     "attention_prefill", l));
+  }
+  HETMOE_RETURN_IF_ERROR(op_status(matvec(w.wo.type, p.wo, D, Q, attn_out_, n, p.bo, proj_, s), "matvec attn_output", l));
+  HETMOE_RETURN_IF_ERROR(op_status(add_vectors(x_, proj_, nullptr, n * D, x_, s), "add_vectors (residual)", l));
+  HETMOE_RETURN_IF_ERROR(op_status(rms_norm(x_, p.post_attn_norm, n, D, hp.rms_eps, xb_, s), "rms_norm", l));
   HETMOE_RETURN_IF_ERROR(
-      op_status(matvec(w.router.type, p.router, E, D, xb_, 1, p.router_bias, router_logits_, s), "matvec router", l));
+      op_status(matvec(w.router.type, p.router, E, D, xb_, n, p.router_bias, router_logits_, s), "matvec router", l));
   HETMOE_RETURN_IF_ERROR(
-      op_status(router_topk_softmax(router_logits_, 1, E, K, expert_ids_, expert_weights_, s), "router_topk_softmax", l));
+      op_status(router_topk_softmax(router_logits_, n, E, K, expert_ids_, expert_weights_, s), "router_topk_softmax", l));
   if (!stage_to_host) return {};
   cudaStream_t d2h = d2h_->get();
   HETMOE_RETURN_IF_ERROR(check(cudaEventRecord(routed_->get(), s), "cudaEventRecord"));
   HETMOE_RETURN_IF_ERROR(check(cudaStreamWaitEvent(d2h, routed_->get(), 0), "cudaStreamWaitEvent"));
-  HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(hidden_.data(), xb_, D * sizeof(float), cudaMemcpyDeviceToHost, d2h),
-                               "cudaMemcpyAsync (hidden state)"));
-  HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(ids_.data(), expert_ids_, K * sizeof(int32_t), cudaMemcpyDeviceToHost,
-                                               d2h), "cudaMemcpyAsync (expert ids)"));
-  HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(weights_.data(), expert_weights_, K * sizeof(float),
+  HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(hidden_.data(), xb_, n * D * sizeof(float), cudaMemcpyDeviceToHost,
+                                               d2h), "cudaMemcpyAsync (hidden states)"));
+  HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(ids_.data(), expert_ids_, n * K * sizeof(int32_t),
+                                               cudaMemcpyDeviceToHost, d2h), "cudaMemcpyAsync (expert ids)"));
+  HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(weights_.data(), expert_weights_, n * K * sizeof(float),
                                                cudaMemcpyDeviceToHost, d2h), "cudaMemcpyAsync (expert weights)"));
   return check(cudaEventRecord(staged_->get(), d2h), "cudaEventRecord");
 }
@@ -261,33 +276,40 @@ Status CudaStepDevice::enqueue_experts(uint32_t l) {
   const ModelHparams& hp = model_->hparams;
   const LayerPtrs& p = layers_[l];
   cudaStream_t s = compute_->get();
+  const int64_t n = num_tokens_;
   if (!p.experts.gate)
-    return check(cudaMemsetAsync(moe_gpu_, 0, hp.hidden_dim * sizeof(float), s), "cudaMemsetAsync (expert sum)");
-  return op_status(moe_experts_decode(p.experts, xb_, expert_ids_, expert_weights_, 1, hp.num_experts_used, false,
-                                      moe_scratch_, moe_gpu_, s),
-                   "moe_experts_decode", l);
+    return check(cudaMemsetAsync(moe_gpu_, 0, n * hp.hidden_dim * sizeof(float), s), "cudaMemsetAsync (expert sum)");
+  if (n == 1)
+    return op_status(moe_experts_decode(p.experts, xb_, expert_ids_, expert_weights_, 1, hp.num_experts_used, false,
+                                        moe_scratch_, moe_gpu_, s),
+                     "moe_experts_decode", l);
+  return op_status(moe_experts_grouped(p.experts, xb_, expert_ids_, expert_weights_, n, hp.num_experts_used,
+                                       hp.num_experts, false, moe_scratch_, moe_gpu_, s),
+                   "moe_experts_grouped", l);
 }
 
 Status CudaStepDevice::enqueue_combine(uint32_t l, bool with_cpu_part) {
   const ModelHparams& hp = model_->hparams;
   cudaStream_t s = compute_->get();
+  const int64_t n = num_tokens_;
   if (with_cpu_part) {
     cudaStream_t h2d = h2d_->get();
-    HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(moe_cpu_, cpu_partial_.data(), hp.hidden_dim * sizeof(float),
-                                                 cudaMemcpyHostToDevice, h2d), "cudaMemcpyAsync (CPU expert sum)"));
+    HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(moe_cpu_, cpu_partial_.data(), n * hp.hidden_dim * sizeof(float),
+                                                 cudaMemcpyHostToDevice, h2d), "cudaMemcpyAsync (CPU expert sums)"));
     HETMOE_RETURN_IF_ERROR(check(cudaEventRecord(cpu_uploaded_->get(), h2d), "cudaEventRecord"));
     HETMOE_RETURN_IF_ERROR(check(cudaStreamWaitEvent(s, cpu_uploaded_->get(), 0), "cudaStreamWaitEvent"));
   }
-  return op_status(add_vectors(x_, moe_gpu_, with_cpu_part ? moe_cpu_ : nullptr, hp.hidden_dim, x_, s),
+  return op_status(add_vectors(x_, moe_gpu_, with_cpu_part ? moe_cpu_ : nullptr, n * hp.hidden_dim, x_, s),
                    "add_vectors (experts)", l);
 }
 
-Status CudaStepDevice::finish_token(std::span<float> logits_out) {
+Status CudaStepDevice::finish_step(std::span<float> logits_out) {
   const ModelHparams& hp = model_->hparams;
   cudaStream_t s = compute_->get();
-  if (logits_out.empty()) return check(cudaStreamSynchronize(s), "cudaStreamSynchronize (token)");
+  if (logits_out.empty()) return check(cudaStreamSynchronize(s), "cudaStreamSynchronize (step)");
   const uint32_t last = hp.num_layers;
-  HETMOE_RETURN_IF_ERROR(op_status(rms_norm(x_, output_norm_, 1, hp.hidden_dim, hp.rms_eps, xb_, s), "rms_norm", last));
+  const float* x_last = x_ + static_cast<size_t>(num_tokens_ - 1) * hp.hidden_dim;
+  HETMOE_RETURN_IF_ERROR(op_status(rms_norm(x_last, output_norm_, 1, hp.hidden_dim, hp.rms_eps, xb_, s), "rms_norm", last));
   HETMOE_RETURN_IF_ERROR(op_status(matvec(model_->output.type, output_, hp.vocab_size, hp.hidden_dim, xb_, 1, nullptr,
                                           logits_, s), "matvec output", last));
   cudaStream_t d2h = d2h_->get();

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "cpu_kernels/kernels.h"
 #include "gpu_kernels/cuda_device.h"
 #include "gpu_kernels/cuda_step_device.h"
@@ -42,13 +44,15 @@ Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, co
   DevicePlanOptions plan_options;
   plan_options.vram_budget_bytes = budget;
   plan_options.context_length = options.context_length;
-  plan_options.max_batch_tokens = 1;
-  plan_options.extra_sliding_slots = options.rollback_slots;
+  // Prefill steps of up to max_batch_tokens (the sliding rings get as many extra slots, as the CPU path's).
+  const uint32_t max_batch = std::clamp<uint32_t>(options.max_batch_tokens, 1, std::min(512u, options.context_length));
+  plan_options.max_batch_tokens = max_batch;
+  plan_options.extra_sliding_slots = max_batch - 1 + options.rollback_slots;
   plan_options.expert_policy = options.expert_policy;
   plan_options.num_gpu_experts = options.num_gpu_experts;
   plan_options.attention_scratch_floats =
       attention_scratch_floats(1, hp.num_heads, hp.head_dim, options.context_length);
-  plan_options.moe_scratch_floats = moe_scratch_floats(1, hp.num_experts_used, hp.expert_ffn_dim, hp.hidden_dim);
+  plan_options.moe_scratch_floats = moe_scratch_floats(max_batch, hp.num_experts_used, hp.expert_ffn_dim, hp.hidden_dim);
   auto plan = plan_device_memory(describe_for_device(model), plan_options);
   if (!plan) return plan.error();
   // ops.h limits, checked before anything is allocated: an unsupported model is one clear error (and --device auto
@@ -81,7 +85,7 @@ Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, co
     for (const std::string& n : plan->notes) notes->push_back(n);
   }
   auto device = CudaStepDevice::create(model, std::move(*plan), options.gpu_idx, options.context_length,
-                                       options.rollback_slots, notes);
+                                       options.rollback_slots, max_batch, notes);
   if (!device) return device.error();
   auto isa = cpu::selected_isa();
   if (!isa) return isa.error();

@@ -57,28 +57,48 @@ Status HybridForward::truncate(uint32_t target) {
 }
 
 Status HybridForward::forward(int32_t token_id, std::span<float> logits_out) {
+  const int32_t one[] = {token_id};
+  return forward_batch(one, logits_out);
+}
+
+Status HybridForward::forward_batch(std::span<const int32_t> token_ids, std::span<float> last_logits) {
   const ModelHparams& hp = model_->hparams;
-  if (token_id < 0 || static_cast<uint32_t>(token_id) >= hp.vocab_size)
+  if (static_cast<uint64_t>(num_positions_) + token_ids.size() > device_->context_length())
     return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("token id {} is out of range (vocabulary has {} tokens)", token_id, hp.vocab_size));
-  if (num_positions_ >= device_->context_length())
+                      token_ids.size() == 1
+                          ? fmt::format("the context is full ({} positions)", device_->context_length())
+                          : fmt::format("{} tokens at position {} do not fit: the context is full ({} positions)",
+                                        token_ids.size(), num_positions_, device_->context_length()));
+  for (int32_t id : token_ids)
+    if (id < 0 || static_cast<uint32_t>(id) >= hp.vocab_size)
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("token id {} is out of range (vocabulary has {} tokens)", id, hp.vocab_size));
+  if (!last_logits.empty() && last_logits.size() != hp.vocab_size)
     return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("the context is full ({} positions)", device_->context_length()));
-  if (!logits_out.empty() && logits_out.size() != hp.vocab_size)
-    return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("logits buffer has {} floats, expected {}", logits_out.size(), hp.vocab_size));
+                      fmt::format("logits buffer has {} floats, expected {}", last_logits.size(), hp.vocab_size));
+  const size_t max_batch = std::max<uint32_t>(1, device_->max_batch_tokens());
   Status status;
-  arena_->execute([&] { status = run_token(token_id, logits_out); });
-  if (status) ++num_positions_;
+  arena_->execute([&] {
+    for (size_t start = 0; start < token_ids.size() && status; start += max_batch) {
+      const size_t n = std::min(max_batch, token_ids.size() - start);
+      const bool last = start + n == token_ids.size();
+      status = run_step(token_ids.subspan(start, n), last ? last_logits : std::span<float>());
+      if (status) num_positions_ += static_cast<uint32_t>(n);
+    }
+  });
   return status;
 }
 
-Status HybridForward::run_token(int32_t token_id, std::span<float> logits_out) {
+Status HybridForward::run_step(std::span<const int32_t> token_ids, std::span<float> last_logits) {
   const ModelHparams& hp = model_->hparams;
+  const uint32_t D = hp.hidden_dim, K = hp.num_experts_used;
+  const auto num_tokens = static_cast<uint32_t>(token_ids.size());
   GpuStepDevice& dev = *device_;
-  ref::dequantize_row(model_->token_embd.type, model_->token_embd.row(static_cast<uint64_t>(token_id)),
-                      dev.embedding_staging(), hp.hidden_dim);
-  HETMOE_RETURN_IF_ERROR(dev.begin_token(num_positions_));
+  float* embeddings = dev.embedding_staging();  // (num_tokens, D)
+  for (uint32_t t = 0; t < num_tokens; ++t)
+    ref::dequantize_row(model_->token_embd.type, model_->token_embd.row(static_cast<uint64_t>(token_ids[t])),
+                        embeddings + static_cast<size_t>(t) * D, D);
+  HETMOE_RETURN_IF_ERROR(dev.begin_step(num_positions_, num_tokens));
   for (uint32_t l = 0; l < hp.num_layers; ++l) {
     const bool all_on_device = dev.all_experts_resident(l);
     HETMOE_RETURN_IF_ERROR(dev.enqueue_attention_router(l, !all_on_device));
@@ -92,28 +112,34 @@ Status HybridForward::run_token(int32_t token_id, std::span<float> logits_out) {
     }
     HETMOE_ASSIGN_OR_RETURN(const RouterStaging routed, dev.wait_router(l));
     emit(StepEvent::kRouterReady, l);
-    uint32_t num_cpu = 0;
-    for (uint32_t j = 0; j < hp.num_experts_used; ++j) {
-      const int32_t e = routed.expert_ids[j];
-      if (e < 0 || static_cast<uint32_t>(e) >= hp.num_experts)
-        return make_error(ErrorCode::kInvalidArgument,
-                          fmt::format("layer {}: the device router chose expert {} (the model has {})", l, e,
-                                      hp.num_experts));
-      if (dev.expert_resident(l, e)) continue;
-      cpu_ids_[num_cpu] = e;
-      cpu_weights_[num_cpu] = routed.weights[j];
-      ++num_cpu;
+    bool any_cpu = false;
+    float* partial = dev.cpu_partial_staging();  // (num_tokens, D)
+    for (uint32_t t = 0; t < num_tokens; ++t) {
+      uint32_t num_cpu = 0;
+      for (uint32_t j = 0; j < K; ++j) {
+        const int32_t e = routed.expert_ids[t * K + j];
+        if (e < 0 || static_cast<uint32_t>(e) >= hp.num_experts)
+          return make_error(ErrorCode::kInvalidArgument,
+                            fmt::format("layer {}: the device router chose expert {} (the model has {})", l, e,
+                                        hp.num_experts));
+        if (dev.expert_resident(l, e)) continue;
+        cpu_ids_[num_cpu] = e;
+        cpu_weights_[num_cpu] = routed.weights[t * K + j];
+        ++num_cpu;
+      }
+      if (num_cpu > 0 && !any_cpu) {
+        emit(StepEvent::kCpuExpertsBegin, l);
+        any_cpu = true;
+      }
+      // A token without CPU experts gets a zero partial (compute() zeroes it).
+      cpu_experts_.compute(l, routed.hidden + static_cast<size_t>(t) * D, {cpu_ids_.data(), num_cpu},
+                           {cpu_weights_.data(), num_cpu}, partial + static_cast<size_t>(t) * D);
     }
-    if (num_cpu > 0) {
-      emit(StepEvent::kCpuExpertsBegin, l);
-      cpu_experts_.compute(l, routed.hidden, {cpu_ids_.data(), num_cpu}, {cpu_weights_.data(), num_cpu},
-                           dev.cpu_partial_staging());
-      emit(StepEvent::kCpuExpertsEnd, l);
-    }
-    HETMOE_RETURN_IF_ERROR(dev.enqueue_combine(l, num_cpu > 0));
+    if (any_cpu) emit(StepEvent::kCpuExpertsEnd, l);
+    HETMOE_RETURN_IF_ERROR(dev.enqueue_combine(l, any_cpu));
     emit(StepEvent::kCombineEnqueued, l);
   }
-  return dev.finish_token(logits_out);
+  return dev.finish_step(last_logits);
 }
 
 }  // namespace hetmoe

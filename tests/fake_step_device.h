@@ -7,6 +7,7 @@
 #include <cmath>
 #include <functional>
 #include <numeric>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -20,30 +21,33 @@ namespace hetmoe::test {
 
 class FakeStepDevice final : public GpuStepDevice {
  public:
-  /// Resident experts from plan.slot_of_expert. KV cache f16 of `context` positions plus `rollback` ring slots.
-  FakeStepDevice(const Model& model, const DevicePlan& plan, uint32_t context, uint32_t rollback = 0)
+  /// Resident experts from plan.slot_of_expert. KV cache f16 of `context` positions plus `rollback` ring slots; steps
+  /// of up to max_batch tokens (their tokens are run one after the other inside each call).
+  FakeStepDevice(const Model& model, const DevicePlan& plan, uint32_t context, uint32_t rollback = 0,
+                 uint32_t max_batch = 1)
       : model_(&model), hp_(model.hparams), slot_of_expert_(plan.slot_of_expert), rollback_(rollback),
-        kv_(std::move(*KvCache::create(model.hparams, context, KvCacheType::kF16, rollback))) {
-    const size_t D = hp_.hidden_dim;
-    x_.resize(D);
-    xb_.resize(D);
+        max_batch_(max_batch), kv_(std::move(*KvCache::create(model.hparams, context, KvCacheType::kF16, rollback))) {
+    const size_t D = hp_.hidden_dim, B = max_batch, K = hp_.num_experts_used;
+    x_.resize(B * D);
+    xb_.resize(B * D);
     q_.resize(hp_.q_dim());
     k_.resize(hp_.kv_dim());
     v_.resize(hp_.kv_dim());
     attn_out_.resize(hp_.q_dim());
     proj_.resize(D);
+    expert_out_.resize(D);
     scores_.resize(context + rollback + 1);
     kv_row_.resize(hp_.head_dim);
     router_.resize(hp_.num_experts);
     order_.resize(hp_.num_experts);
-    ids_.resize(hp_.num_experts_used);
-    weights_.resize(hp_.num_experts_used);
-    staged_hidden_.resize(D);
-    staged_ids_.resize(hp_.num_experts_used);
-    staged_weights_.resize(hp_.num_experts_used);
-    embedding_.resize(D);
-    cpu_partial_.resize(D);
-    device_partial_.resize(D);
+    ids_.resize(B * K);
+    weights_.resize(B * K);
+    staged_hidden_.resize(B * D);
+    staged_ids_.resize(B * K);
+    staged_weights_.resize(B * K);
+    embedding_.resize(B * D);
+    cpu_partial_.resize(B * D);
+    device_partial_.resize(B * D);
     gate_.resize(hp_.expert_ffn_dim);
     up_.resize(hp_.expert_ffn_dim);
   }
@@ -52,12 +56,13 @@ class FakeStepDevice final : public GpuStepDevice {
   }
 
   /// Called on the expert thread when the layer's device experts start and just before they end (with whether the
-  /// layer's selection has CPU experts); a test may block in before_experts_end to check that the CPU experts start
+  /// step's selection has CPU experts); a test may block in before_experts_end to check that the CPU experts start
   /// while the device's are still running.
   std::function<void(uint32_t)> on_experts_begin;
   std::function<void(uint32_t, bool)> before_experts_end;
   int num_router_waits = 0;
   int fail_at_layer = -1;  // enqueue_attention_router of this layer answers a kIo error (a failed kernel)
+  std::vector<uint32_t> step_sizes;  // num_tokens of every begin_step
 
   bool expert_resident(uint32_t l, int32_t e) const override { return slot_of_expert_[l][static_cast<size_t>(e)] >= 0; }
   bool all_experts_resident(uint32_t l) const override {
@@ -65,29 +70,36 @@ class FakeStepDevice final : public GpuStepDevice {
   }
   uint32_t context_length() const override { return kv_.context_length(); }
   uint32_t rollback_slots() const override { return rollback_; }
+  uint32_t max_batch_tokens() const override { return max_batch_; }
   float* embedding_staging() override { return embedding_.data(); }
   float* cpu_partial_staging() override { return cpu_partial_.data(); }
 
-  Status begin_token(uint32_t pos) override {
-    pos_ = pos;
-    x_ = embedding_;
+  Status begin_step(uint32_t first_pos, uint32_t num_tokens) override {
+    first_pos_ = first_pos;
+    num_tokens_ = num_tokens;
+    step_sizes.push_back(num_tokens);
+    std::copy(embedding_.begin(), embedding_.begin() + static_cast<long>(num_tokens) * hp_.hidden_dim, x_.begin());
     return {};
   }
 
   Status enqueue_attention_router(uint32_t l, bool stage_to_host) override {
     if (static_cast<int>(l) == fail_at_layer)
       return make_error(ErrorCode::kIo, "layer " + std::to_string(l) + ": attention_decode: an illegal memory access");
-    attention(l);
     const LayerWeights& w = model_->layers[l];
-    ref::rms_norm(x_.data(), w.post_attn_norm.data(), xb_.data(), hp_.hidden_dim, hp_.rms_eps);
-    matvec(w.router, 0, xb_.data(), w.router_bias.data(), router_.data());
-    std::iota(order_.begin(), order_.end(), 0);
-    std::stable_sort(order_.begin(), order_.end(), [&](int32_t a, int32_t b) { return router_[a] > router_[b]; });
-    for (uint32_t j = 0; j < hp_.num_experts_used; ++j) {
-      ids_[j] = order_[j];
-      weights_[j] = router_[static_cast<size_t>(order_[j])];
+    const uint32_t D = hp_.hidden_dim, K = hp_.num_experts_used;
+    for (uint32_t t = 0; t < num_tokens_; ++t) attention(l, t);
+    for (uint32_t t = 0; t < num_tokens_; ++t) {
+      float* xb = &xb_[static_cast<size_t>(t) * D];
+      ref::rms_norm(&x_[static_cast<size_t>(t) * D], w.post_attn_norm.data(), xb, D, hp_.rms_eps);
+      matvec(w.router, 0, xb, w.router_bias.data(), router_.data());
+      std::iota(order_.begin(), order_.end(), 0);
+      std::stable_sort(order_.begin(), order_.end(), [&](int32_t a, int32_t b) { return router_[a] > router_[b]; });
+      for (uint32_t j = 0; j < K; ++j) {
+        ids_[t * K + j] = order_[j];
+        weights_[t * K + j] = router_[static_cast<size_t>(order_[j])];
+      }
+      ref::softmax(&weights_[t * K], K);
     }
-    ref::softmax(weights_.data(), hp_.num_experts_used);
     if (stage_to_host) {
       staged_hidden_ = xb_;
       staged_ids_ = ids_;
@@ -105,19 +117,24 @@ class FakeStepDevice final : public GpuStepDevice {
     experts_thread_ = std::thread([this, l] {
       if (on_experts_begin) on_experts_begin(l);
       const LayerWeights& w = model_->layers[l];
+      const uint32_t D = hp_.hidden_dim, F = hp_.expert_ffn_dim, K = hp_.num_experts_used;
       std::fill(device_partial_.begin(), device_partial_.end(), 0.0f);
       bool cpu_part = false;
-      for (uint32_t j = 0; j < hp_.num_experts_used; ++j) {
-        if (!expert_resident(l, ids_[j])) {
-          cpu_part = true;
-          continue;
+      for (uint32_t t = 0; t < num_tokens_; ++t) {
+        const float* xb = &xb_[static_cast<size_t>(t) * D];
+        float* out = &device_partial_[static_cast<size_t>(t) * D];
+        for (uint32_t j = 0; j < K; ++j) {
+          if (!expert_resident(l, ids_[t * K + j])) {
+            cpu_part = true;
+            continue;
+          }
+          const auto e = static_cast<uint64_t>(ids_[t * K + j]);
+          matvec(w.gate_exps, e, xb, &w.gate_bias[e * F], gate_.data());
+          matvec(w.up_exps, e, xb, &w.up_bias[e * F], up_.data());
+          ref::swiglu_oai(gate_.data(), up_.data(), gate_.data(), F);
+          matvec(w.down_exps, e, gate_.data(), &w.down_bias[e * D], expert_out_.data());
+          for (uint32_t i = 0; i < D; ++i) out[i] += weights_[t * K + j] * expert_out_[i];
         }
-        const auto e = static_cast<uint64_t>(ids_[j]);
-        matvec(w.gate_exps, e, xb_.data(), &w.gate_bias[e * hp_.expert_ffn_dim], gate_.data());
-        matvec(w.up_exps, e, xb_.data(), &w.up_bias[e * hp_.expert_ffn_dim], up_.data());
-        ref::swiglu_oai(gate_.data(), up_.data(), gate_.data(), hp_.expert_ffn_dim);
-        matvec(w.down_exps, e, gate_.data(), &w.down_bias[e * hp_.hidden_dim], proj_.data());
-        for (uint32_t i = 0; i < hp_.hidden_dim; ++i) device_partial_[i] += weights_[j] * proj_[i];
       }
       if (before_experts_end) before_experts_end(l, cpu_part);
     });
@@ -126,14 +143,15 @@ class FakeStepDevice final : public GpuStepDevice {
 
   Status enqueue_combine(uint32_t, bool with_cpu_part) override {
     experts_thread_.join();
-    for (uint32_t i = 0; i < hp_.hidden_dim; ++i)
+    for (size_t i = 0; i < static_cast<size_t>(num_tokens_) * hp_.hidden_dim; ++i)
       x_[i] += device_partial_[i] + (with_cpu_part ? cpu_partial_[i] : 0.0f);
     return {};
   }
 
-  Status finish_token(std::span<float> logits_out) override {
+  Status finish_step(std::span<float> logits_out) override {
     if (logits_out.empty()) return {};
-    ref::rms_norm(x_.data(), model_->output_norm.data(), xb_.data(), hp_.hidden_dim, hp_.rms_eps);
+    const float* x_last = &x_[static_cast<size_t>(num_tokens_ - 1) * hp_.hidden_dim];
+    ref::rms_norm(x_last, model_->output_norm.data(), xb_.data(), hp_.hidden_dim, hp_.rms_eps);
     matvec(model_->output, 0, xb_.data(), nullptr, logits_out.data());
     return {};
   }
@@ -146,22 +164,25 @@ class FakeStepDevice final : public GpuStepDevice {
     }
   }
 
-  // gpt-oss-spec.md §3 steps 1–5, as runtime/forward_reference.cpp.
-  void attention(uint32_t l) {
+  // gpt-oss-spec.md §3 steps 1–5 for token t of the step, as runtime/forward_reference.cpp.
+  void attention(uint32_t l, uint32_t t) {
     const LayerWeights& w = model_->layers[l];
-    const uint32_t HD = hp_.head_dim;
-    ref::rms_norm(x_.data(), w.attn_norm.data(), xb_.data(), hp_.hidden_dim, hp_.rms_eps);
-    matvec(w.wq, 0, xb_.data(), w.bq.data(), q_.data());
-    matvec(w.wk, 0, xb_.data(), w.bk.data(), k_.data());
-    matvec(w.wv, 0, xb_.data(), w.bv.data(), v_.data());
+    const uint32_t HD = hp_.head_dim, D = hp_.hidden_dim;
+    const uint32_t pos = first_pos_ + t;
+    float* x = &x_[static_cast<size_t>(t) * D];
+    float* xb = &xb_[static_cast<size_t>(t) * D];
+    ref::rms_norm(x, w.attn_norm.data(), xb, D, hp_.rms_eps);
+    matvec(w.wq, 0, xb, w.bq.data(), q_.data());
+    matvec(w.wk, 0, xb, w.bk.data(), k_.data());
+    matvec(w.wv, 0, xb, w.bv.data(), v_.data());
     const ref::RopeYarnParams rope = rope_params(hp_);
     std::vector<float> cos_tab(HD / 2), sin_tab(HD / 2);
-    ref::rope_yarn_cos_sin(rope, pos_, cos_tab.data(), sin_tab.data());
+    ref::rope_yarn_cos_sin(rope, pos, cos_tab.data(), sin_tab.data());
     for (uint32_t h = 0; h < hp_.num_heads; ++h) ref::rope_neox_apply(&q_[h * HD], rope.num_rot_dims, cos_tab.data(), sin_tab.data());
     for (uint32_t g = 0; g < hp_.num_kv_heads; ++g) ref::rope_neox_apply(&k_[g * HD], rope.num_rot_dims, cos_tab.data(), sin_tab.data());
-    kv_.store(l, pos_, k_.data(), v_.data());
-    const uint32_t first = kv_.first_visible_position(l, pos_);
-    const uint32_t num_keys = pos_ - first + 1;
+    kv_.store(l, pos, k_.data(), v_.data());
+    const uint32_t first = kv_.first_visible_position(l, pos);
+    const uint32_t num_keys = pos - first + 1;
     const uint32_t group = hp_.num_heads / hp_.num_kv_heads;
     const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
     for (uint32_t h = 0; h < hp_.num_heads; ++h) {
@@ -189,31 +210,34 @@ class FakeStepDevice final : public GpuStepDevice {
       }
     }
     matvec(w.wo, 0, attn_out_.data(), w.bo.data(), proj_.data());
-    for (uint32_t i = 0; i < hp_.hidden_dim; ++i) x_[i] += proj_[i];
+    for (uint32_t i = 0; i < D; ++i) x[i] += proj_[i];
   }
 
   const Model* model_;
   ModelHparams hp_;
   std::vector<std::vector<int32_t>> slot_of_expert_;  // (num_layers, num_experts)
   uint32_t rollback_ = 0;
+  uint32_t max_batch_ = 1;
   KvCache kv_;
-  uint32_t pos_ = 0;
+  uint32_t first_pos_ = 0;
+  uint32_t num_tokens_ = 0;
   std::thread experts_thread_;
-  std::vector<float> x_, xb_;                 // (hidden_dim) residual stream, normed input
-  std::vector<float> q_, k_, v_, attn_out_;   // (q_dim), (kv_dim), (kv_dim), (q_dim)
-  std::vector<float> proj_;                   // (hidden_dim)
+  std::vector<float> x_, xb_;                 // (B, hidden_dim) residual stream, normed input
+  std::vector<float> q_, k_, v_, attn_out_;   // (q_dim), (kv_dim), (kv_dim), (q_dim) one token
+  std::vector<float> proj_;                   // (hidden_dim) attention projection (main thread)
+  std::vector<float> expert_out_;             // (hidden_dim) one expert's output (expert thread)
   std::vector<float> scores_;                 // (keys)
   std::vector<float> kv_row_;                 // (head_dim)
   std::vector<float> router_;                 // (num_experts)
   std::vector<int32_t> order_;                // (num_experts)
-  std::vector<int32_t> ids_;                  // (top_k)
-  std::vector<float> weights_;                // (top_k)
-  std::vector<float> staged_hidden_;          // (hidden_dim) "pinned" copies
-  std::vector<int32_t> staged_ids_;           // (top_k)
-  std::vector<float> staged_weights_;         // (top_k)
-  std::vector<float> embedding_;              // (hidden_dim)
-  std::vector<float> cpu_partial_;            // (hidden_dim)
-  std::vector<float> device_partial_;         // (hidden_dim)
+  std::vector<int32_t> ids_;                  // (B, top_k)
+  std::vector<float> weights_;                // (B, top_k)
+  std::vector<float> staged_hidden_;          // (B, hidden_dim) "pinned" copies
+  std::vector<int32_t> staged_ids_;           // (B, top_k)
+  std::vector<float> staged_weights_;         // (B, top_k)
+  std::vector<float> embedding_;              // (B, hidden_dim)
+  std::vector<float> cpu_partial_;            // (B, hidden_dim)
+  std::vector<float> device_partial_;         // (B, hidden_dim)
   std::vector<float> gate_, up_;              // (expert_ffn_dim)
 };
 

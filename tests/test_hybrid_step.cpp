@@ -38,8 +38,8 @@ DevicePlan plan_for(ExpertPolicy policy, uint32_t k = 0) {
 }
 
 std::unique_ptr<HybridForward> make(const DevicePlan& plan, test::FakeStepDevice** device_out = nullptr,
-                                    HybridForwardOptions options = {}, uint32_t rollback = 0) {
-  auto device = std::make_unique<test::FakeStepDevice>(tiny(), plan, 256, rollback);
+                                    HybridForwardOptions options = {}, uint32_t rollback = 0, uint32_t max_batch = 1) {
+  auto device = std::make_unique<test::FakeStepDevice>(tiny(), plan, 256, rollback, max_batch);
   if (device_out) *device_out = device.get();
   if (options.num_threads == 0) options.num_threads = 2;
   auto f = HybridForward::create(tiny(), std::move(device), options, cpu::kernel_table(*cpu::selected_isa()));
@@ -190,6 +190,42 @@ TEST(HybridStep, TruncateWithinTheRollbackSlotsRepeatsTheSameLogits) {
   auto too_far = f->truncate(100);
   ASSERT_FALSE(too_far.has_value());
   EXPECT_EQ(too_far.error().code, ErrorCode::kUnsupported);
+}
+
+// Prefill in device steps of up to 64 (and 7) tokens gives the last token the logits that decoding token by token
+// gives (the fake device runs a step's tokens in order, the CPU experts per token: the same arithmetic), and decoding
+// goes on from there.
+TEST(HybridStep, BatchedPrefillStepsMatchTokenByToken) {
+  const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
+  const DevicePlan plan = plan_for(ExpertPolicy::kNumGpuExperts, 4);
+  auto one = make(plan);
+  std::vector<float> expect(4106), expect_next(4106);
+  for (size_t t = 0; t < 150; ++t) ASSERT_TRUE(one->forward(ids[t], t == 149 ? std::span<float>(expect) : std::span<float>()).has_value());
+  ASSERT_TRUE(one->forward(ids[150], expect_next).has_value());
+  for (uint32_t batch : {64u, 7u}) {
+    test::FakeStepDevice* device = nullptr;
+    auto f = make(plan, &device, {}, 0, batch);
+    std::vector<float> got(4106), next(4106);
+    ASSERT_TRUE(f->forward_batch(std::span<const int32_t>(ids).subspan(0, 150), got).has_value());
+    EXPECT_EQ(f->num_positions(), 150u);
+    EXPECT_EQ(device->step_sizes.front(), batch);
+    EXPECT_EQ(device->step_sizes.back(), 150 % batch == 0 ? batch : 150 % batch);
+    EXPECT_EQ(got, expect) << "batch " << batch;
+    ASSERT_TRUE(f->forward(ids[150], next).has_value());
+    EXPECT_EQ(next, expect_next) << "batch " << batch;
+  }
+}
+
+TEST(HybridStep, BatchThatDoesNotFitTheContextOrHasABadIdChangesNothing) {
+  auto f = make(plan_for(ExpertPolicy::kNumGpuExperts, 4), nullptr, {}, 0, 16);
+  std::vector<int32_t> ids(10, 1);
+  ids[7] = -3;
+  auto bad = f->forward_batch(ids, {});
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message.find("-3"), std::string::npos);
+  std::vector<int32_t> too_many(257, 1);
+  EXPECT_FALSE(f->forward_batch(too_many, {}).has_value());
+  EXPECT_EQ(f->num_positions(), 0u);
 }
 
 TEST(HybridStep, DeviceErrorIsReturnedAndTheTokenIsNotCounted) {
