@@ -14,11 +14,12 @@ Expected<std::unique_ptr<HybridForward>> HybridForward::create(const Model& mode
                                                                const HybridForwardOptions& options,
                                                                const cpu::KernelTable& kernels) {
   if (!device) return make_error(ErrorCode::kInvalidArgument, "hybrid forward pass: no device");
+  const uint32_t max_batch = std::max<uint32_t>(1, device->max_batch_tokens());
   const int num_threads =
       options.arena ? options.arena->max_concurrency()
                     : (options.num_threads > 0 ? options.num_threads
                                                : std::max(1, static_cast<int>(std::thread::hardware_concurrency())));
-  auto experts = CpuExperts::create(model, kernels, num_threads);
+  auto experts = CpuExperts::create(model, kernels, num_threads, max_batch);
   if (!experts) return experts.error();
   return std::unique_ptr<HybridForward>(new HybridForward(model, std::move(device), std::move(*experts), options));
 }
@@ -34,8 +35,8 @@ HybridForward::HybridForward(const Model& model, std::unique_ptr<GpuStepDevice> 
     own_arena_ = std::make_unique<tbb::task_arena>(n);
     arena_ = own_arena_.get();
   }
-  cpu_ids_.resize(model.hparams.num_experts_used);
-  cpu_weights_.resize(model.hparams.num_experts_used);
+  cpu_ids_.resize(static_cast<size_t>(std::max<uint32_t>(1, device_->max_batch_tokens())) *
+                  model.hparams.num_experts_used);
 }
 
 bool HybridForward::gpu_only() const {
@@ -112,28 +113,22 @@ Status HybridForward::run_step(std::span<const int32_t> token_ids, std::span<flo
     }
     HETMOE_ASSIGN_OR_RETURN(const RouterStaging routed, dev.wait_router(l));
     emit(StepEvent::kRouterReady, l);
+    // The CPU's pairs of the step: ids of resident experts masked with −1.
     bool any_cpu = false;
-    float* partial = dev.cpu_partial_staging();  // (num_tokens, D)
-    for (uint32_t t = 0; t < num_tokens; ++t) {
-      uint32_t num_cpu = 0;
-      for (uint32_t j = 0; j < K; ++j) {
-        const int32_t e = routed.expert_ids[t * K + j];
-        if (e < 0 || static_cast<uint32_t>(e) >= hp.num_experts)
-          return make_error(ErrorCode::kInvalidArgument,
-                            fmt::format("layer {}: the device router chose expert {} (the model has {})", l, e,
-                                        hp.num_experts));
-        if (dev.expert_resident(l, e)) continue;
-        cpu_ids_[num_cpu] = e;
-        cpu_weights_[num_cpu] = routed.weights[t * K + j];
-        ++num_cpu;
-      }
-      if (num_cpu > 0 && !any_cpu) {
-        emit(StepEvent::kCpuExpertsBegin, l);
-        any_cpu = true;
-      }
-      // A token without CPU experts gets a zero partial (compute() zeroes it).
-      cpu_experts_.compute(l, routed.hidden + static_cast<size_t>(t) * D, {cpu_ids_.data(), num_cpu},
-                           {cpu_weights_.data(), num_cpu}, partial + static_cast<size_t>(t) * D);
+    for (uint32_t i = 0; i < num_tokens * K; ++i) {
+      const int32_t e = routed.expert_ids[i];
+      if (e < 0 || static_cast<uint32_t>(e) >= hp.num_experts)
+        return make_error(ErrorCode::kInvalidArgument,
+                          fmt::format("layer {}: the device router chose expert {} (the model has {})", l, e,
+                                      hp.num_experts));
+      const bool on_cpu = !dev.expert_resident(l, e);
+      cpu_ids_[i] = on_cpu ? e : -1;
+      any_cpu = any_cpu || on_cpu;
+    }
+    if (any_cpu) {
+      emit(StepEvent::kCpuExpertsBegin, l);
+      cpu_experts_.compute_batch(l, routed.hidden, num_tokens, cpu_ids_.data(), routed.weights,
+                                 dev.cpu_partial_staging());
     }
     if (any_cpu) emit(StepEvent::kCpuExpertsEnd, l);
     HETMOE_RETURN_IF_ERROR(dev.enqueue_combine(l, any_cpu));

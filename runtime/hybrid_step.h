@@ -98,7 +98,7 @@ class HybridForward final : public ForwardPass {
 
   Status forward(int32_t token_id, std::span<float> logits_out) override;
   /// Prefill in steps of up to the device's max_batch_tokens(): attention, router and resident experts of the whole
-  /// step on the device, the CPU-resident experts of each token on the CPU.
+  /// step on the device, the CPU-resident experts of the step on the CPU (grouped by expert).
   Status forward_batch(std::span<const int32_t> token_ids, std::span<float> last_logits) override;
   uint32_t num_positions() const override { return num_positions_; }
   uint32_t context_length() const override { return device_->context_length(); }
@@ -127,8 +127,7 @@ class HybridForward final : public ForwardPass {
   tbb::task_arena* arena_ = nullptr;
   std::function<void(StepEvent, uint32_t)> on_event_;
   uint32_t num_positions_ = 0;
-  std::vector<int32_t> cpu_ids_;     // (num_experts_used) selected experts of a token that live on the CPU
-  std::vector<float> cpu_weights_;   // (num_experts_used) their router weights
+  std::vector<int32_t> cpu_ids_;     // (max_batch_tokens, num_experts_used) selected experts on the CPU, else −1
 };
 
 }  // namespace hetmoe
