@@ -129,7 +129,9 @@ Status CudaStepDevice::upload(std::vector<std::string>* notes) {
     p.kv.k = buffer<void>(fmt::format("kv.{}.k", l));
     p.kv.v = buffer<void>(fmt::format("kv.{}.v", l));
     p.kv.capacity = static_cast<int32_t>(plan_.kv_capacity[l]);
-    p.kv.window = static_cast<int32_t>(hp.is_sliding(l) ? hp.sliding_window : plan_.kv_capacity[l]);
+    // A context shorter than the window holds every position: the window is then the capacity (window ≤ capacity).
+    p.kv.window = static_cast<int32_t>(hp.is_sliding(l) ? std::min(hp.sliding_window, plan_.kv_capacity[l])
+                                                        : plan_.kv_capacity[l]);
 
     // Resident experts: slot s holds expert gpu_experts[l][s], its rows copied from the GGUF stack.
     const auto& ids = plan_.gpu_experts[l];
