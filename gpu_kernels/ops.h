@@ -6,7 +6,16 @@
 // All pointers are device pointers unless a comment says otherwise. Activations are f32, row-major.
 // The math of every op is that of the CPU reference (cpu_kernels/reference.h) and is tested against it
 // (tests/test_cuda_kernels.cpp, NMSE with a commented tolerance).
+//
+// Refinements by the kernel implementation (signatures of the first contract unchanged; for the device runtime):
+// - added gemm_f16 (cuBLAS prefill projections over dequantize_to_f16 weights);
+// - alignment: f32 activation inputs of matvec and the MoE launchers, and `scratch`, 16-byte aligned (true for
+//   cudaMalloc'ed buffers at offsets that are multiples of 4 floats); q of the attention launchers 8-byte aligned;
+// - num_cols of matvec / dequantize_to_f16 (and hidden_dim, ffn_dim of the experts) a multiple of 4 and of the
+//   type's block size; attention head_dim 32, 64 or 128; moe_experts_decode needs num_tokens·top_k ≤ 65535;
+// - a shape, type or alignment outside these answers cudaErrorInvalidValue before anything is launched.
 
+#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
@@ -16,8 +25,9 @@
 
 namespace hetmoe::gpu {
 
-/// out[t][hidden_dim] (f32) = row token_ids[t] of table (vocab, hidden_dim) of `type` (F32, F16, BF16, Q8_0),
-/// t < num_tokens. Ids are not range-checked here (the runtime validates them on the host).
+/// out[t][hidden_dim] (f32) = row token_ids[t] of table (vocab, hidden_dim) of `type` (F32, F16, BF16, Q8_0,
+/// MXFP4), dequantized bit-exactly as ref::dequantize_row, t < num_tokens. Ids are not range-checked here (the
+/// runtime validates them on the host).
 cudaError_t embedding_gather(TensorType type, const void* table, int64_t hidden_dim, const int32_t* token_ids,
                              int64_t num_tokens, float* out, cudaStream_t stream);
 
@@ -26,19 +36,30 @@ cudaError_t rms_norm(const float* x, const float* weight, int64_t num_rows, int6
                      cudaStream_t stream);
 
 /// y[t][num_rows] = W (num_rows, num_cols) of w_type (Q8_0, BF16, F16, F32, MXFP4) · x[t][num_cols] + bias[num_rows]
-/// for t < num_tokens (GEMV for decode, small batches up to 8 tokens). bias may be nullptr. num_cols must be a
-/// multiple of the type's block size. Dot products are accumulated in f32 over dequantized weights.
+/// for t < num_tokens (GEMV for decode, small batches: W is read once per 8 tokens). bias may be nullptr. num_cols
+/// must be a multiple of 4 and of the type's block size; x 16-byte aligned. Dot products are accumulated in f32
+/// over dequantized weights.
 cudaError_t matvec(TensorType w_type, const void* w, int64_t num_rows, int64_t num_cols, const float* x,
                    int64_t num_tokens, const float* bias, float* y, cudaStream_t stream);
 
-/// dst (num_rows, num_cols) f16 = dequantized src (num_rows, num_cols) of `type` (any type above), for cuBLAS GEMMs
-/// of prefill projections.
+/// dst (num_rows, num_cols) f16 = dequantized src (num_rows, num_cols) of `type` (any type above), rounded to
+/// nearest even, for cuBLAS GEMMs of prefill projections. Same num_cols rule as matvec; dst 4-byte aligned.
 cudaError_t dequantize_to_f16(TensorType type, const void* src, int64_t num_rows, int64_t num_cols, void* dst_f16,
                               cudaStream_t stream);
 
+/// y (num_tokens, num_rows) f32 = x (num_tokens, num_cols) f32 · Wᵀ + bias[num_rows] (bias may be nullptr), W
+/// (num_rows, num_cols) f16 from dequantize_to_f16. x is first rounded to f16 into x_f16 (num_tokens · num_cols
+/// halves of device scratch); cublasGemmEx multiplies with f32 accumulation on `stream` (this call binds the handle
+/// to it with cublasSetStream; cuBLAS uses the handle's own workspace).
+/// A cuBLAS failure maps to cudaErrorMemoryAllocation, cudaErrorInvalidValue, cudaErrorInitializationError or
+/// cudaErrorUnknown. Dimensions ≤ INT_MAX.
+cudaError_t gemm_f16(cublasHandle_t cublas, const void* w_f16, int64_t num_rows, int64_t num_cols, const float* x,
+                     int64_t num_tokens, const float* bias, void* x_f16, float* y, cudaStream_t stream);
+
 /// In-place YaRN NEOX RoPE (ref::rope_yarn_cos_sin + ref::rope_neox_apply) of x (num_tokens, num_heads, head_dim),
 /// token t at position positions[t] (device array). The cos/sin of each position are computed on the device
-/// in the reference's float order.
+/// in the reference's float order (θ bit-identical to the CPU; cosf/sinf within 2 ulp). params.num_rot_dims even
+/// and ≤ head_dim; dims past it are left as they are.
 cudaError_t rope_neox_yarn(float* x, int64_t num_tokens, int64_t num_heads, int64_t head_dim,
                            const int32_t* positions, const ref::RopeYarnParams& params, cudaStream_t stream);
 
@@ -51,7 +72,9 @@ struct KvLayerView {
   int32_t window = 0;          // keys a query sees: sliding_window, or capacity on full-attention layers
 };
 
-/// Writes k, v (num_tokens, num_kv_heads, head_dim) f32 of positions positions[t] into the cache as f16.
+/// Writes k, v (num_tokens, num_kv_heads, head_dim) f32 of positions positions[t] into the cache as f16 (round to
+/// nearest even, as ref::f32_to_f16). The tokens' slots must be distinct (num_tokens ≤ capacity; a sliding ring
+/// needs capacity ≥ window + num_tokens − 1 so that the batch's first query still finds its keys).
 cudaError_t kv_store(const KvLayerView& kv, const float* k, const float* v, int64_t num_tokens,
                      int64_t num_kv_heads, int64_t head_dim, const int32_t* positions, cudaStream_t stream);
 
@@ -59,14 +82,18 @@ cudaError_t kv_store(const KvLayerView& kv, const float* k, const float* v, int6
 /// num_heads, head_dim) f32, the cache (already holding these tokens' K/V), sinks[num_heads] f32 logits, GQA group =
 /// num_heads / num_kv_heads, scale = 1/sqrt(head_dim). Token t at position positions[t] sees keys
 /// max(0, pos − window + 1) .. pos. `decode` = flash-decoding with split-K over the keys (num_tokens small);
-/// `prefill` = tiled, causal + sliding-window mask. scratch: device floats, at least attention_scratch_floats().
+/// `prefill` = tiled, causal + sliding-window mask. sinks may be nullptr (no sink). head_dim 32, 64 or 128.
+/// decode: max_position ≥ every positions[t] sizes the split grid (a larger position is still handled, slower);
+/// scratch: device floats, at least attention_scratch_floats(num_tokens, num_heads, head_dim, max_keys) with
+/// max_keys ≥ min(max_position + 1, kv.window); num_tokens ≤ 65535.
 cudaError_t attention_decode(const float* q, const KvLayerView& kv, const float* sinks, int64_t num_tokens,
                              int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, const int32_t* positions,
                              int32_t max_position, float* scratch, float* out, cudaStream_t stream);
 cudaError_t attention_prefill(const float* q, const KvLayerView& kv, const float* sinks, int64_t num_tokens,
                               int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, const int32_t* positions,
                               float* out, cudaStream_t stream);
-/// Scratch floats attention_decode needs for num_tokens queries over up to max_keys keys.
+/// Scratch floats attention_decode needs for num_tokens queries over up to max_keys keys (partial outputs and
+/// softmax statistics of each 128-key split).
 int64_t attention_scratch_floats(int64_t num_tokens, int64_t num_heads, int64_t head_dim, int64_t max_keys);
 
 /// Router: logits (num_tokens, num_experts) f32 → for each token the top_k experts (ties: lower index first) in
@@ -93,16 +120,19 @@ struct ExpertWeights {
 
 /// Decode-size MoE: out[t][hidden_dim] (+)= Σ_j weights[t][j] · expert_{ids[t][j]}(x[t]) over the selected experts
 /// that are resident (slot ≥ 0), expert(x) = down · swiglu_oai(gate·x + bg, up·x + bu) + bd, fused per expert.
-/// accumulate = false overwrites out, true adds to it. scratch: device floats, at least
-/// moe_scratch_floats(num_tokens, top_k, ffn_dim).
+/// accumulate = false overwrites out, true adds to it (out += Σ, the sum formed first). scratch: device floats,
+/// 16-byte aligned, at least moe_scratch_floats(num_tokens, top_k, ffn_dim, hidden_dim). expert_ids must be valid
+/// model expert ids (< the length of slot_of_expert). Biases may be nullptr (zero). num_tokens·top_k ≤ 65535.
 cudaError_t moe_experts_decode(const ExpertWeights& experts, const float* x, const int32_t* expert_ids,
                                const float* weights, int64_t num_tokens, int64_t top_k, bool accumulate,
                                float* scratch, float* out, cudaStream_t stream);
 /// Prefill MoE: the same result as moe_experts_decode for many tokens, as a grouped GEMM over tokens sorted by
 /// expert (sorting done on the device inside; `scratch` holds the permutation and intermediates).
+/// num_experts ≤ 256 (the length of slot_of_expert); pairs with an id outside [0, num_experts) are skipped.
 cudaError_t moe_experts_grouped(const ExpertWeights& experts, const float* x, const int32_t* expert_ids,
                                 const float* weights, int64_t num_tokens, int64_t top_k, int64_t num_experts,
                                 bool accumulate, float* scratch, float* out, cudaStream_t stream);
+/// Scratch floats of either MoE launcher: (num_tokens·top_k)·(ffn_dim + hidden_dim + 1) + 514.
 int64_t moe_scratch_floats(int64_t num_tokens, int64_t top_k, int64_t ffn_dim, int64_t hidden_dim);
 
 /// y[i] = a[i] + b[i] (+ c[i] when c is not nullptr) for i < n: the residual add of the two partial expert sums.

@@ -443,38 +443,6 @@ const char* placement_mode_name(PlacementMode mode) { return mode == PlacementMo
 
 const char* device_kind_name(DeviceKind device) { return device == DeviceKind::kCpu ? "cpu" : "gpu"; }
 
-Expected<uint64_t> parse_byte_size(std::string_view text) {
-  const auto bad = [&](std::string_view why) {
-    return make_error(ErrorCode::kInvalidArgument, fmt::format("byte size \"{}\": {}", text, why));
-  };
-  size_t i = 0;
-  while (i < text.size() && text[i] == ' ') ++i;
-  const size_t num_begin = i;
-  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
-  const size_t int_end = i;
-  if (i < text.size() && text[i] == '.') {
-    ++i;
-    while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i]))) ++i;
-  }
-  if (int_end == num_begin || i == int_end + 1) return bad("expected a number, then an optional unit");
-  const std::string number(text.substr(num_begin, i - num_begin));
-  while (i < text.size() && text[i] == ' ') ++i;
-  size_t end = text.size();
-  while (end > i && text[end - 1] == ' ') --end;
-  const std::string unit = lower(text.substr(i, end - i));
-  static const std::vector<std::pair<std::string, double>> kUnits = {
-      {"", 1.0},    {"b", 1.0},      {"kb", 1e3},        {"mb", 1e6},           {"gb", 1e9},
-      {"tb", 1e12}, {"kib", 1024.0}, {"mib", 1048576.0}, {"gib", 1073741824.0}, {"tib", 1099511627776.0}};
-  for (const auto& [name, scale] : kUnits) {
-    if (unit != name) continue;
-    if (scale == 1.0 && number.find('.') != std::string::npos) return bad("a number of bytes must be whole");
-    const long double bytes = std::strtold(number.c_str(), nullptr) * static_cast<long double>(scale);
-    if (bytes > static_cast<long double>(kMaxByteSize)) return bad(fmt::format("above 2^60 bytes"));
-    return static_cast<uint64_t>(std::llround(static_cast<double>(bytes)));
-  }
-  return bad("unknown unit (expected B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)");
-}
-
 Expected<std::vector<int>> parse_cpu_list(std::string_view text) {
   const auto bad = [&](std::string_view why) {
     return make_error(ErrorCode::kInvalidArgument, fmt::format("CPU list \"{}\": {}", text, why));

@@ -24,6 +24,7 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/byte_size.h"
 #include "runtime/expected.h"
 #include "runtime/kv_cache.h"
 
@@ -119,9 +120,6 @@ std::string format_config(const RuntimeConfig& config);
 /// Every key path the parser knows ("threads.count", "placement.overrides.layer", ...), in file order.
 std::vector<std::string> config_key_paths();
 
-/// Parses a byte size: a non-negative integer string of bytes, or a number with a unit as in the header comment.
-/// Errors (kInvalidArgument): anything else, or a size above 2^60 bytes.
-Expected<uint64_t> parse_byte_size(std::string_view text);
 
 /// Parses a CPU list such as "0-3,8,10-11" into ascending unique ids. Errors (kInvalidArgument): bad syntax, a range
 /// whose end is below its start, an id above 65535, a duplicate.

@@ -2,8 +2,10 @@
 
 #include <fmt/format.h>
 
+#include "gpu_kernels/gpu_forward.h"
 #include "runtime/forward_cpu.h"
 #include "runtime/forward_reference.h"
+#include "runtime/hybrid_step.h"
 #include "runtime/worker_pool.h"
 
 namespace hetmoe {
@@ -26,8 +28,24 @@ Status check_plan(const Model& model, const placement::Plan& plan) {
 
 }  // namespace
 
-Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options) {
+
+Expected<ForwardOptions::Device> parse_device(std::string_view text) {
+  if (text == "cpu") return ForwardOptions::Device::kCpu;
+  if (text == "gpu") return ForwardOptions::Device::kGpu;
+  if (text == "auto") return ForwardOptions::Device::kAuto;
+  return make_error(ErrorCode::kInvalidArgument, fmt::format("--device {}: expected cpu, gpu or auto", text));
+}
+
+Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options,
+                                                      std::vector<std::string>* notes) {
   if (options.plan) HETMOE_RETURN_IF_ERROR(check_plan(model, *options.plan));
+  if (!options.use_reference && options.device != ForwardOptions::Device::kCpu) {
+    auto gpu = gpu::create_gpu_forward(model, options, notes);
+    if (gpu) return gpu;
+    if (options.device == ForwardOptions::Device::kGpu)
+      return make_error(gpu.error().code, "--device gpu: " + gpu.error().to_string());
+    if (notes) notes->push_back(fmt::format("{}; running on the CPU", gpu.error().to_string()));
+  }
   if (options.use_reference) {
     if (options.expert_counts)
       return make_error(ErrorCode::kUnsupported, "expert selection counting needs the CPU path, not --reference");
@@ -62,10 +80,19 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
   return std::unique_ptr<ForwardPass>(std::move(*cpu_forward));
 }
 
-std::string forward_path_name(const ForwardOptions& options) {
+std::string forward_path_name(const ForwardOptions& options, const ForwardPass* forward) {
   if (options.use_reference) return "reference";
   auto isa = cpu::selected_isa();
-  return std::string("cpu ") + (isa ? cpu::isa_name(*isa) : "?");
+  const std::string cpu_name = std::string("cpu ") + (isa ? cpu::isa_name(*isa) : "?");
+  if (const auto* hybrid = dynamic_cast<const HybridForward*>(forward))
+    return hybrid->gpu_only() ? "gpu" : "gpu + " + cpu_name;
+  if (forward) return cpu_name;
+  switch (options.device) {
+    case ForwardOptions::Device::kCpu: return cpu_name;
+    case ForwardOptions::Device::kGpu: return "gpu + " + cpu_name;
+    case ForwardOptions::Device::kAuto: return "auto (gpu when usable) + " + cpu_name;
+  }
+  return cpu_name;
 }
 
 }  // namespace hetmoe

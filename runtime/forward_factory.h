@@ -1,13 +1,17 @@
 #pragma once
 // Chooses and creates the forward pass the CLI runs: the CPU fast path by default, the scalar reference with
-// `--reference`. Commands call create_forward() and never name an implementation.
+// `--reference`, the GPU / hybrid pass (runtime/hybrid_step.h, gpu_kernels/gpu_forward.h) with `--device gpu|auto`.
+// Commands call create_forward() and never name an implementation.
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "placement/thread_layout.h"
 #include "placement/plan.h"
+#include "runtime/device_plan.h"
 #include "runtime/expected.h"
 #include "runtime/forward_pass.h"
 #include "runtime/kv_cache.h"
@@ -29,18 +33,31 @@ struct ForwardOptions {
   const placement::Plan* plan = nullptr;
   /// CPU path: expert selection counts (num_layers, num_experts) to increment (CpuForwardOptions::expert_counts).
   uint64_t* expert_counts = nullptr;
+  // Device runtime (--device, --vram-budget, --n-gpu-experts, --cpu-moe; README "GPU and hybrid").
+  enum class Device { kCpu, kGpu, kAuto };
+  Device device = Device::kCpu;              // kAuto: the GPU when one is usable, else the CPU (with a note)
+  uint64_t vram_budget_bytes = 0;            // hard device memory limit; 0: free device memory minus a reserve
+  ExpertPolicy expert_policy = ExpertPolicy::kAuto;
+  uint32_t num_gpu_experts = 0;              // experts per layer on the GPU for ExpertPolicy::kNumGpuExperts
+  int gpu_idx = 0;                           // CUDA device
 };
 
-/// The forward pass for `model` (which must outlive it): the CPU path with the kernels of cpu::selected_isa()
-/// (HETMOE_ISA may force scalar|avx2|avx512) on workers pinned as options.thread_layout says (runtime/worker_pool.h;
-/// with several NUMA nodes, experts are sharded over the nodes' memory and run on their node), or the reference.
-/// Errors: the implementation's (context out of range, allocation failure), selected_isa()'s (a bad HETMOE_ISA
-/// value) and WorkerPool::create_for_machine's (more threads than PUs, a PU or node that does not exist);
-/// kInvalidArgument for a plan of another model shape; kUnsupported for a plan that places anything on a GPU (no GPU
-/// forward path is built in yet), or for expert counting with the reference.
-Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options);
+/// Parses --device: "cpu", "gpu" or "auto". Errors: kInvalidArgument naming the value and the choices.
+Expected<ForwardOptions::Device> parse_device(std::string_view text);
 
-/// "reference" or the CPU path with its ISA, e.g. "cpu avx512" (for the figures commands print).
-std::string forward_path_name(const ForwardOptions& options);
+/// The forward pass for `model` (which must outlive it): the CPU path with the kernels of cpu::selected_isa()
+/// (HETMOE_ISA may force scalar|avx2|avx512), the reference, or with options.device gpu/auto the GPU pass (hybrid
+/// when some experts stay on the CPU). kAuto falls back to the CPU when no GPU can be used (no CUDA build, no
+/// device or driver, the dense part over the VRAM budget) and says why in `notes`; kGpu returns that error instead.
+/// notes (optional): lines for the user (device chosen, experts placed, what stays on the CPU and why).
+/// Errors: the implementation's (context out of range, allocation failure, VRAM budget too small with kGpu, no GPU
+/// with kGpu) and selected_isa()'s (a bad HETMOE_ISA value).
+Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options,
+                                                      std::vector<std::string>* notes = nullptr);
+
+/// "reference", the CPU path with its ISA, e.g. "cpu avx512", or the GPU pass: "gpu" (every expert resident) or
+/// "gpu + cpu avx512" (hybrid). With `forward` (from create_forward) the name of the pass actually created; without,
+/// the one the options ask for ("auto (gpu when usable) + cpu avx512" for --device auto).
+std::string forward_path_name(const ForwardOptions& options, const ForwardPass* forward = nullptr);
 
 }  // namespace hetmoe

@@ -14,6 +14,7 @@
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/cli/trace_options.h"
+#include "runtime/cli/run_options.h"
 #include "runtime/forward_factory.h"
 #include "runtime/model.h"
 
@@ -32,6 +33,7 @@ struct BenchArgs {
   std::string load = "auto";
   bool use_reference = false;
   std::string trace_path;
+  DeviceArgs device;
 };
 
 struct Row {
@@ -111,11 +113,14 @@ int run_bench(const BenchArgs& args) {
     options.num_threads = num_threads;
     options.use_reference = args.use_reference;
     options.rollback_slots = static_cast<uint32_t>(std::max(max_p, max_n) + 1);
-    auto forward = create_forward(*model, options);
+    if (auto s = apply_device_options(args.device, options); !s) return report_error("bench", s.error());
+    std::vector<std::string> forward_notes;
+    auto forward = create_forward(*model, options, &forward_notes);
+    print_notes("bench", forward_notes);
     if (!forward) return report_error("bench", forward.error());
     ForwardPass& fwd = **forward;
     const double bandwidth = profiler::measure_read_bandwidth(1ull << 30, num_threads);
-    const std::string path = forward_path_name(options);
+    const std::string path = forward_path_name(options, forward->get());
     for (int depth : args.depths) {
       // Fill the context to `depth` once (untimed); every repetition then truncates back to it.
       fwd.reset();
@@ -250,6 +255,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--load", args->load, kLoadHelp)->capture_default_str();
   cmd->add_flag("--reference", args->use_reference, "Benchmark the scalar reference path");
   add_trace_option(cmd, args->trace_path);
+  add_device_options(cmd, args->device);
   cmd->callback([args, &exit_code] {
     for (int v : args->num_prompt) if (v < 0 || v > (1 << 20)) exit_code = 2;
     for (int v : args->num_gen) if (v < 0 || v > (1 << 20)) exit_code = 2;

@@ -272,20 +272,23 @@ int run_chat(const ChatArgs& args) {
   auto tokenizer = Tokenizer::from_gguf(*model->file);
   if (!tokenizer) return report_error("chat", tokenizer.error());
   if (auto special = harmony::SpecialTokens::find(*tokenizer); !special) return report_error("chat", special.error());
-  auto forward = create_forward(*model, *forward_options);
+  std::vector<std::string> forward_notes;
+  auto forward = create_forward(*model, *forward_options, &forward_notes);
+  print_notes("chat", forward_notes);
   if (!forward) return report_error("chat", forward.error());
 
   harmony::ConversationOptions options;
   options.reasoning = *reasoning;
   options.developer_instructions = args.system;
   options.current_date = args.date;
+  const std::string path_name = forward_path_name(*forward_options, forward->get());
   ChatSession session(args, *model, *tokenizer, std::move(*forward), options, *params);
 
   const bool terminal = isatty(STDIN_FILENO) != 0;
   install_sigint_handler();
   LineReader reader(terminal);
   fmt::print(stderr, "hetmoe chat: {} | {} path, {} threads | context {} | reasoning {} | seed {}\n", args.model_path,
-             forward_path_name(*forward_options), args.run.num_threads, args.run.context_length, args.reasoning,
+             path_name, args.run.num_threads, args.run.context_length, args.reasoning,
              params->seed);
   if (terminal) print_help();
 

@@ -9,6 +9,7 @@
 #include "profiler/memory.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/run_options.h"
 #include "runtime/forward_factory.h"
 #include "runtime/model.h"
 #include "runtime/token_ids.h"
@@ -25,6 +26,7 @@ struct EvalArgs {
   std::string kv_type = "f16";
   std::string load = "auto";
   bool use_reference = false;
+  DeviceArgs device;
 };
 
 int run_eval(const EvalArgs& args) {
@@ -50,7 +52,10 @@ int run_eval(const EvalArgs& args) {
   options.kv_type = *kv_type;
   options.num_threads = args.num_threads;
   options.use_reference = args.use_reference;
-  auto forward = create_forward(*model, options);
+  if (auto s = apply_device_options(args.device, options); !s) return report_error("eval", s.error());
+  std::vector<std::string> forward_notes;
+  auto forward = create_forward(*model, options, &forward_notes);
+  print_notes("eval", forward_notes);
   if (!forward) return report_error("eval", forward.error());
   const double t_loaded = profiler::now_seconds();
 
@@ -86,7 +91,7 @@ int run_eval(const EvalArgs& args) {
              "eval: {} tokens x {} logits -> {} | load {:.2f} s | eval {:.2f} s ({:.2f} tok/s, {} threads, {} path) | "
              "peak RSS {}\n",
              num_tokens, hp.vocab_size, args.logits_path, t_loaded - t_start, t_end - t_loaded,
-             num_tokens / std::max(t_end - t_loaded, 1e-9), args.num_threads, forward_path_name(options),
+             num_tokens / std::max(t_end - t_loaded, 1e-9), args.num_threads, forward_path_name(options, forward->get()),
              format_bytes(profiler::peak_rss_bytes()));
   return 0;
 }
@@ -106,6 +111,7 @@ void add_eval_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
   cmd->add_option("--load", args->load, kLoadHelp)->capture_default_str();
   cmd->add_flag("--reference", args->use_reference, "Run the scalar reference forward pass (the correctness oracle)");
+  add_device_options(cmd, args->device);
   cmd->callback([args, &exit_code] { exit_code = run_eval(*args); });
 }
 

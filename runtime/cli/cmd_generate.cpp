@@ -109,7 +109,9 @@ int run_generate(const GenerateArgs& args) {
     if (!rendered) return report_error("generate", rendered.error());
     prompt_ids = std::move(*rendered);
   }
-  auto forward = create_forward(*model, *forward_options);
+  std::vector<std::string> forward_notes;
+  auto forward = create_forward(*model, *forward_options, &forward_notes);
+  print_notes("generate", forward_notes);
   if (!forward) return report_error("generate", forward.error());
   const double t_loaded = profiler::now_seconds();
 
@@ -168,7 +170,7 @@ int run_generate(const GenerateArgs& args) {
              "({:.2f} tok/s) | {} threads, {} path, seed {} | peak RSS {}\n",
              model_path, t_loaded - t_start, model->file->in_memory() ? "into memory" : "mmap", stats->num_prompt_tokens, stats->prefill_seconds,
              stats->prefill_tok_per_s(), stats->num_generated, stats->decode_seconds, stats->decode_tok_per_s(),
-             args.run.num_threads, forward_path_name(*forward_options), seed, format_bytes(profiler::peak_rss_bytes()));
+             args.run.num_threads, forward_path_name(*forward_options, forward->get()), seed, format_bytes(profiler::peak_rss_bytes()));
   if (auto s = finish_trace(*trace); !s) return report_error("generate", s.error());
   return 0;
 }

@@ -14,6 +14,7 @@
 #include "placement/optimizer.h"
 #include "profiler/bandwidth.h"
 #include "profiler/memory.h"
+#include "runtime/byte_size.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/forward_factory.h"
@@ -43,32 +44,11 @@ struct PlanArgs {
   int check_rounds = 3;
 };
 
-/// "8GiB", "8 GiB", "512MiB", "14G" (= GiB), "12GB" (10^9), "0"; a plain number is bytes.
+/// A budget flag's value (runtime/byte_size.h), the error prefixed with the flag.
 Expected<uint64_t> parse_byte_size(const std::string& flag, const std::string& text) {
-  size_t pos = 0;
-  double value = 0;
-  try {
-    value = std::stod(text, &pos);
-  } catch (...) {
-    pos = 0;
-  }
-  std::string unit = text.substr(pos);
-  unit.erase(std::remove_if(unit.begin(), unit.end(), [](unsigned char c) { return std::isspace(c); }), unit.end());
-  for (char& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  double scale = -1;
-  if (unit.empty() || unit == "b") scale = 1;
-  else if (unit == "k" || unit == "kib") scale = 1024.0;
-  else if (unit == "m" || unit == "mib") scale = 1024.0 * 1024;
-  else if (unit == "g" || unit == "gib") scale = 1024.0 * 1024 * 1024;
-  else if (unit == "t" || unit == "tib") scale = 1024.0 * 1024 * 1024 * 1024;
-  else if (unit == "kb") scale = 1e3;
-  else if (unit == "mb") scale = 1e6;
-  else if (unit == "gb") scale = 1e9;
-  else if (unit == "tb") scale = 1e12;
-  if (pos == 0 || scale < 0 || !(value >= 0) || value * scale > 1e18)
-    return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("{} '{}': expected a size such as 8GiB, 512MiB, 12GB or 0", flag, text));
-  return static_cast<uint64_t>(value * scale);
+  auto bytes = hetmoe::parse_byte_size(text);
+  if (!bytes) return make_error(bytes.error().code, flag + ": " + bytes.error().message);
+  return *bytes;
 }
 
 /// "0-5,7,9-11" for a sorted list of ids.

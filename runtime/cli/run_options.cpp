@@ -39,6 +39,7 @@ void add_run_options(CLI::App* cmd, RunArgs& args) {
     if (c.model.kv_type && kv_type->count() == 0) args.kv_type = *c.model.kv_type == KvCacheType::kF16 ? "f16" : "f32";
     if (c.trace.output && trace->count() == 0) args.trace_path = *c.trace.output;
   });
+  add_device_options(cmd, args.device);
 }
 
 Expected<ForwardOptions> forward_options(const RunArgs& args) {
@@ -50,7 +51,46 @@ Expected<ForwardOptions> forward_options(const RunArgs& args) {
   options.kv_type = *kv_type;
   options.num_threads = args.num_threads;
   options.use_reference = args.use_reference;
+  if (auto s = apply_device_options(args.device, options); !s) return s.error();
   return options;
+}
+
+void add_device_options(CLI::App* cmd, DeviceArgs& args) {
+  cmd->add_option("--device", args.device, "cpu, gpu (an error without a usable GPU) or auto (the GPU when usable)")
+      ->capture_default_str();
+  cmd->add_option("--vram-budget", args.vram_budget,
+                  "Hard limit on GPU memory, e.g. 6GiB or 512MiB (default: free GPU memory minus 512 MiB)");
+  cmd->add_option("--n-gpu-experts", args.num_gpu_experts,
+                  "Experts per layer kept on the GPU: the K with the largest router bias; the rest run on the CPU")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_flag("--cpu-moe", args.cpu_moe, "Run every expert on the CPU (attention and router stay on the GPU)");
+}
+
+Status apply_device_options(const DeviceArgs& args, ForwardOptions& options) {
+  auto device = parse_device(args.device);
+  if (!device) return device.error();
+  options.device = *device;
+  if (options.use_reference && options.device == ForwardOptions::Device::kGpu)
+    return make_error(ErrorCode::kInvalidArgument, "--reference runs on the CPU; it cannot be used with --device gpu");
+  if (!args.vram_budget.empty()) {
+    auto budget = parse_byte_size(args.vram_budget);
+    if (!budget) return budget.error();
+    options.vram_budget_bytes = *budget;
+    if (options.vram_budget_bytes == 0)
+      return make_error(ErrorCode::kInvalidArgument, "--vram-budget 0: use --device cpu to run without the GPU");
+  }
+  if (args.cpu_moe && args.num_gpu_experts >= 0)
+    return make_error(ErrorCode::kInvalidArgument, "--cpu-moe and --n-gpu-experts exclude each other");
+  if (args.cpu_moe) options.expert_policy = ExpertPolicy::kCpuMoe;
+  if (args.num_gpu_experts >= 0) {
+    options.expert_policy = ExpertPolicy::kNumGpuExperts;
+    options.num_gpu_experts = static_cast<uint32_t>(args.num_gpu_experts);
+  }
+  return {};
+}
+
+void print_notes(std::string_view command, const std::vector<std::string>& notes) {
+  for (const std::string& note : notes) fmt::print(stderr, "hetmoe {}: {}\n", command, note);
 }
 
 Expected<gguf::File::LoadMode> load_mode(const RunArgs& args) { return parse_load_mode(args.load); }

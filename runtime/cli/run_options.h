@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "runtime/config.h"
 #include "runtime/expected.h"
@@ -16,7 +18,21 @@
 
 namespace hetmoe::cli {
 
-/// -t, -c, --kv-type, --load, --reference, --config, --trace.
+/// --device, --vram-budget, --n-gpu-experts, --cpu-moe (README "GPU and hybrid"); used by every command that runs
+/// a model.
+struct DeviceArgs {
+  std::string device = "auto";
+  std::string vram_budget;   // empty: the GPU's free memory minus a reserve
+  int num_gpu_experts = -1;  // -1: not given
+  bool cpu_moe = false;
+};
+void add_device_options(CLI::App* cmd, DeviceArgs& args);
+/// Sets options.device, vram_budget_bytes, expert_policy, num_gpu_experts. Errors: kInvalidArgument for a bad
+/// --device or --vram-budget, --cpu-moe with --n-gpu-experts, or --reference (options.use_reference) with
+/// --device gpu.
+Status apply_device_options(const DeviceArgs& args, ForwardOptions& options);
+
+/// -t, -c, --kv-type, --load, --reference, --config, --trace and the device options.
 struct RunArgs {
   int num_threads = 1;
   uint32_t context_length = 8192;
@@ -30,11 +46,15 @@ struct RunArgs {
   std::optional<RuntimeConfig> config;
   Status config_status;
   std::string trace_path;  // --trace FILE (runtime/cli/trace_options.h); empty: no trace
+  DeviceArgs device;
 };
 /// Registers the options; when the command line is parsed, applies --config as described above.
 void add_run_options(CLI::App* cmd, RunArgs& args);
-/// Errors: the --config file's (kIo, kFormat); kInvalidArgument for a bad --kv-type.
+/// Errors: the --config file's (kIo, kFormat); kInvalidArgument for a bad --kv-type, --device or --vram-budget,
+/// --cpu-moe with --n-gpu-experts, or --reference with --device gpu.
 Expected<ForwardOptions> forward_options(const RunArgs& args);
+/// Prints create_forward's notes as "hetmoe <command>: <note>" lines on stderr.
+void print_notes(std::string_view command, const std::vector<std::string>& notes);
 /// Errors: kInvalidArgument for a bad --load.
 Expected<gguf::File::LoadMode> load_mode(const RunArgs& args);
 

@@ -1,0 +1,65 @@
+// The device flags of generate (--device, --vram-budget, --n-gpu-experts, --cpu-moe) through the hetmoe program:
+// on a machine without a usable GPU, auto runs on the CPU and says so, gpu is an error; bad values are errors.
+#include <gtest/gtest.h>
+
+#include "gpu_kernels/cuda_device.h"
+#include "tests/cli_runner.h"
+
+namespace hetmoe {
+namespace {
+
+const std::string kTiny = std::string(HETMOE_TEST_DATA_DIR) + "/gpt-oss-tiny.gguf";
+
+bool has_gpu() {
+  auto devices = gpu::list_devices();
+  return devices && !devices->empty();
+}
+
+class DeviceCli : public test::CliTest {
+ protected:
+  test::RunResult generate(const std::string& flags) {
+    return run("generate -m " + kTiny + " -p hello -n 2 --raw --seed 1 -t 2 " + flags);
+  }
+};
+
+TEST_F(DeviceCli, AutoWithoutAGpuRunsOnTheCpuAndSaysWhy) {
+  if (has_gpu()) GTEST_SKIP() << "this machine has a GPU";
+  const test::RunResult r = generate("--device auto");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("running on the CPU"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(gpu::cuda_built() ? "no GPU found" : "built without CUDA"), std::string::npos) << r.err;
+}
+
+TEST_F(DeviceCli, GpuWithoutAGpuIsAClearError) {
+  if (has_gpu()) GTEST_SKIP() << "this machine has a GPU";
+  const test::RunResult r = generate("--device gpu --n-gpu-experts 2");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--device gpu"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("running on the CPU"), std::string::npos) << r.err;
+  EXPECT_TRUE(r.out.empty());
+}
+
+TEST_F(DeviceCli, CpuDeviceSaysNothingAboutGpus) {
+  const test::RunResult r = generate("--device cpu");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("GPU"), std::string::npos) << r.err;
+}
+
+TEST_F(DeviceCli, BadDeviceBudgetAndConflictingExpertFlagsAreErrors) {
+  struct Case {
+    const char* flags;
+    const char* message;
+  };
+  for (const Case& c : {Case{"--device tpu", "expected cpu, gpu or auto"},
+                        Case{"--vram-budget 6parsecs", "'6parsecs' has an unknown unit"},
+                        Case{"--vram-budget 0", "--device cpu"},
+                        Case{"--cpu-moe --n-gpu-experts 2", "exclude each other"},
+                        Case{"--reference --device gpu", "--reference runs on the CPU"}}) {
+    const test::RunResult r = generate(c.flags);
+    EXPECT_EQ(r.exit_code, 1) << c.flags;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << c.flags << ": " << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace hetmoe

@@ -1,0 +1,239 @@
+// Device memory planning (runtime/device_plan.h): byte sizes, the static expert policies and the VRAM budget at,
+// below and above each threshold, for the tiny fixture and the gpt-oss-20b hyperparameters. Pure host code.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "runtime/device_plan.h"
+#include "runtime/model.h"
+#include "runtime/synth.h"
+
+namespace hetmoe {
+namespace {
+
+const std::string kData = HETMOE_TEST_DATA_DIR;
+
+TEST(ParseByteSize, AcceptsBinaryAndDecimalUnitsAndFractions) {
+  EXPECT_EQ(*parse_byte_size("6GiB"), 6ull << 30);
+  EXPECT_EQ(*parse_byte_size("6gib"), 6ull << 30);
+  EXPECT_EQ(*parse_byte_size("512MiB"), 512ull << 20);
+  EXPECT_EQ(*parse_byte_size("512M"), 512ull << 20);
+  EXPECT_EQ(*parse_byte_size("1.5G"), 3ull << 29);
+  EXPECT_EQ(*parse_byte_size("2GB"), 2000000000ull);
+  EXPECT_EQ(*parse_byte_size("4096"), 4096ull);
+  EXPECT_EQ(*parse_byte_size(" 7 KiB "), 7ull << 10);
+  EXPECT_EQ(*parse_byte_size("0"), 0ull);
+}
+
+TEST(ParseByteSize, RejectsEmptyNegativeUnknownUnitAndHugeValues) {
+  for (const char* text : {"", "GiB", "-1GiB", "6 parsecs", "1e30", "1.2.3G", "99999999999TiB"}) {
+    auto r = parse_byte_size(text);
+    ASSERT_FALSE(r.has_value()) << text;
+    EXPECT_EQ(r.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_NE(r.error().message.find(std::string("'") + text + "'"), std::string::npos) << r.error().message;
+  }
+}
+
+DeviceModelDesc tiny_desc() {
+  auto m = Model::load(kData + "/gpt-oss-tiny.gguf");
+  EXPECT_TRUE(m.has_value());
+  return describe_for_device(*m);
+}
+
+DeviceModelDesc desc_20b() {
+  auto preset = synth_find_preset("gpt-oss-20b");
+  EXPECT_TRUE(preset.has_value());
+  DeviceModelDesc d;
+  ModelHparams& hp = d.hparams;
+  hp.num_layers = preset->num_layers;
+  hp.hidden_dim = preset->hidden_dim;
+  hp.num_heads = preset->num_heads;
+  hp.num_kv_heads = preset->num_kv_heads;
+  hp.head_dim = preset->head_dim;
+  hp.num_experts = preset->num_experts;
+  hp.num_experts_used = preset->num_experts_used;
+  hp.expert_ffn_dim = preset->expert_ffn_dim;
+  hp.vocab_size = preset->vocab_size;
+  hp.context_length = preset->context_length;
+  hp.sliding_window = preset->sliding_window;
+  // Router bias: expert e of layer l has bias ((e * 7 + l) % 32), so each layer ranks its experts differently.
+  d.router_bias.assign(hp.num_layers, std::vector<float>(hp.num_experts));
+  for (uint32_t l = 0; l < hp.num_layers; ++l)
+    for (uint32_t e = 0; e < hp.num_experts; ++e) d.router_bias[l][e] = static_cast<float>((e * 7 + l) % 32);
+  return d;
+}
+
+DevicePlanOptions options(uint64_t budget, ExpertPolicy policy = ExpertPolicy::kAuto, uint32_t k = 0) {
+  DevicePlanOptions o;
+  o.vram_budget_bytes = budget;
+  o.context_length = 4096;
+  o.expert_policy = policy;
+  o.num_gpu_experts = k;
+  o.attention_scratch_floats = 1 << 16;
+  o.moe_scratch_floats = 1 << 16;
+  return o;
+}
+
+/// Every buffer aligned, inside the arena, none overlapping; the arena within the budget.
+void expect_consistent(const DevicePlan& p) {
+  uint64_t end = 0;
+  for (const DeviceBuffer& b : p.buffers) {
+    EXPECT_EQ(b.offset % kDeviceBufferAlign, 0u) << b.name;
+    EXPECT_GE(b.offset, end) << b.name << " overlaps the previous buffer";
+    end = b.offset + b.bytes;
+  }
+  EXPECT_LE(end, p.total_bytes);
+  EXPECT_LE(p.total_bytes, p.budget_bytes);
+  EXPECT_EQ(p.total_bytes, p.dense_bytes + p.kv_bytes + p.activation_bytes + p.expert_bytes);
+  for (size_t l = 0; l < p.gpu_experts.size(); ++l)
+    for (size_t s = 0; s < p.gpu_experts[l].size(); ++s)
+      EXPECT_EQ(p.slot_of_expert[l][static_cast<size_t>(p.gpu_experts[l][s])], static_cast<int32_t>(s));
+}
+
+TEST(DevicePlan, Gpt20bDenseWeightSizesMatchTheQ8LayoutOfThePublishedFile) {
+  auto p = plan_device_memory(desc_20b(), options(1ull << 40));
+  ASSERT_TRUE(p.has_value()) << p.error().to_string();
+  // attn_q: 4096 rows of 2880 Q8_0 values = 4096 · 90 blocks · 34 bytes.
+  EXPECT_EQ(p->find("blk.0.attn_q.weight")->bytes, 4096ull * 90 * 34);
+  EXPECT_EQ(p->find("output.weight")->bytes, 201088ull * 90 * 34);
+  // One expert: gate and up 2880×2880 MXFP4 (90 blocks of 17 bytes per row), down the same, biases f32.
+  EXPECT_EQ(p->bytes_per_expert, 3ull * 2880 * 90 * 17 + 4ull * (2880 * 3));
+  // KV: sliding layers keep 128 slots, full layers the context; (kv_head 8, slot, 64) f16 for K and for V.
+  EXPECT_EQ(p->kv_capacity[0], 128u);
+  EXPECT_EQ(p->kv_capacity[1], 4096u);
+  EXPECT_EQ(p->find("kv.1.k")->bytes, 512ull * 4096 * 2);
+  EXPECT_EQ(p->num_gpu_experts_total(), 24u * 32u);
+  EXPECT_TRUE(p->notes.empty());
+  expect_consistent(*p);
+}
+
+TEST(DevicePlan, DensePartOneByteOverTheBudgetIsAnErrorNamingBudgetAndNeed) {
+  auto full = plan_device_memory(desc_20b(), options(1ull << 40, ExpertPolicy::kCpuMoe));
+  ASSERT_TRUE(full.has_value());
+  const uint64_t fixed = full->total_bytes;  // no experts: exactly the dense part
+  auto at = plan_device_memory(desc_20b(), options(fixed, ExpertPolicy::kCpuMoe));
+  ASSERT_TRUE(at.has_value()) << at.error().to_string();
+  EXPECT_EQ(at->total_bytes, fixed);
+  auto below = plan_device_memory(desc_20b(), options(fixed - 1, ExpertPolicy::kCpuMoe));
+  ASSERT_FALSE(below.has_value());
+  EXPECT_EQ(below.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(below.error().message.find("VRAM budget"), std::string::npos);
+  EXPECT_NE(below.error().message.find(format_byte_size(fixed)), std::string::npos) << below.error().message;
+  EXPECT_NE(below.error().message.find("--ctx"), std::string::npos);
+}
+
+TEST(DevicePlan, AutoPutsEveryExpertOnTheGpuExactlyWhenAllFit) {
+  const DeviceModelDesc d = tiny_desc();
+  auto all = plan_device_memory(d, options(1ull << 32));
+  ASSERT_TRUE(all.has_value());
+  const uint64_t need = all->total_bytes;
+  auto at = plan_device_memory(d, options(need));
+  ASSERT_TRUE(at.has_value());
+  EXPECT_EQ(at->num_gpu_experts_total(), 4u * 8u);
+  EXPECT_TRUE(at->notes.empty());
+  expect_consistent(*at);
+
+  auto below = plan_device_memory(d, options(need - 1));
+  ASSERT_TRUE(below.has_value());
+  EXPECT_EQ(below->num_gpu_experts_total(), 4u * 8u - 1);
+  ASSERT_EQ(below->notes.size(), 1u);
+  EXPECT_NE(below->notes[0].find("1 of the 32 experts"), std::string::npos) << below->notes[0];
+  EXPECT_NE(below->notes[0].find("run on the CPU"), std::string::npos);
+  expect_consistent(*below);
+}
+
+TEST(DevicePlan, TightBudgetSpreadsExpertsOverLayersByRouterBiasRank) {
+  const DeviceModelDesc d = desc_20b();
+  auto none = plan_device_memory(d, options(1ull << 40, ExpertPolicy::kCpuMoe));
+  ASSERT_TRUE(none.has_value());
+  // Room for 24 + 12 experts (plus alignment slack): every layer gets its top expert, half the layers a second.
+  const uint64_t budget = none->total_bytes + 36 * (none->bytes_per_expert + 6 * kDeviceBufferAlign);
+  auto p = plan_device_memory(d, options(budget));
+  ASSERT_TRUE(p.has_value());
+  expect_consistent(*p);
+  EXPECT_EQ(p->num_gpu_experts_total(), 36u);
+  for (uint32_t l = 0; l < 24; ++l) {
+    ASSERT_EQ(p->gpu_experts[l].size(), l < 12 ? 2u : 1u) << "layer " << l;
+    // The top-biased expert of layer l: (e·7 + l) % 32 = 31.
+    const auto top = std::max_element(d.router_bias[l].begin(), d.router_bias[l].end()) - d.router_bias[l].begin();
+    EXPECT_TRUE(p->expert_on_gpu(l, static_cast<int32_t>(top))) << "layer " << l;
+  }
+}
+
+TEST(DevicePlan, NumGpuExpertsKeepsTheKLargestRouterBiasesPerLayer) {
+  const DeviceModelDesc d = desc_20b();
+  auto p = plan_device_memory(d, options(1ull << 40, ExpertPolicy::kNumGpuExperts, 5));
+  ASSERT_TRUE(p.has_value());
+  expect_consistent(*p);
+  for (uint32_t l = 0; l < 24; ++l) {
+    ASSERT_EQ(p->gpu_experts[l].size(), 5u);
+    for (uint32_t e = 0; e < 32; ++e)  // biases 27..31 are the five largest
+      EXPECT_EQ(p->expert_on_gpu(l, static_cast<int32_t>(e)), d.router_bias[l][e] >= 27.0f) << l << "," << e;
+  }
+  ASSERT_EQ(p->notes.size(), 1u);
+  EXPECT_NE(p->notes[0].find("other 27 experts"), std::string::npos);
+  EXPECT_EQ(p->find("blk.3.ffn_gate_exps.weight")->bytes, 5ull * 2880 * 90 * 17);
+}
+
+TEST(DevicePlan, NumGpuExpertsEqualBiasesTieToTheLowerIndex) {
+  DeviceModelDesc d = tiny_desc();
+  for (auto& row : d.router_bias) std::fill(row.begin(), row.end(), 0.5f);
+  auto p = plan_device_memory(d, options(1ull << 32, ExpertPolicy::kNumGpuExperts, 3));
+  ASSERT_TRUE(p.has_value());
+  for (const auto& ids : p->gpu_experts) EXPECT_EQ(ids, (std::vector<int32_t>{0, 1, 2}));
+}
+
+TEST(DevicePlan, NumGpuExpertsAboveTheExpertCountIsAnError) {
+  auto p = plan_device_memory(tiny_desc(), options(1ull << 32, ExpertPolicy::kNumGpuExperts, 9));
+  ASSERT_FALSE(p.has_value());
+  EXPECT_NE(p.error().message.find("--n-gpu-experts 9"), std::string::npos);
+  EXPECT_NE(p.error().message.find("8 experts"), std::string::npos);
+}
+
+TEST(DevicePlan, CpuMoeKeepsEveryExpertOnTheCpuAndSaysSo) {
+  auto p = plan_device_memory(tiny_desc(), options(1ull << 32, ExpertPolicy::kCpuMoe));
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->num_gpu_experts_total(), 0u);
+  EXPECT_EQ(p->expert_bytes, 0u);
+  EXPECT_EQ(p->find("blk.0.ffn_gate_exps.weight"), nullptr);
+  ASSERT_EQ(p->notes.size(), 1u);
+  EXPECT_NE(p->notes[0].find("--cpu-moe"), std::string::npos);
+}
+
+TEST(DevicePlan, ExtraSlidingSlotsGrowOnlyTheSlidingRingsUpToTheContext) {
+  DevicePlanOptions o = options(1ull << 32);
+  o.context_length = 200;
+  o.extra_sliding_slots = 63;
+  auto p = plan_device_memory(tiny_desc(), o);
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->kv_capacity[0], 191u);
+  EXPECT_EQ(p->kv_capacity[1], 200u);
+  o.extra_sliding_slots = 100;
+  auto capped = plan_device_memory(tiny_desc(), o);
+  EXPECT_EQ(capped->kv_capacity[0], 200u);
+}
+
+TEST(DevicePlan, StoredMatrixSizesOverrideTheTypeDefaults) {
+  DeviceModelDesc d = desc_20b();
+  d.layer_matrix_bytes.assign(24, {4096ull * 2880 * 2, 512ull * 90 * 34, 512ull * 90 * 34, 2880ull * 128 * 34,
+                                   32ull * 2880 * 4});  // attn_q stored as BF16 in this file
+  d.output_bytes = 201088ull * 2880 * 2;
+  auto p = plan_device_memory(d, options(1ull << 40));
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->find("blk.5.attn_q.weight")->bytes, 4096ull * 2880 * 2);
+  EXPECT_EQ(p->find("output.weight")->bytes, 201088ull * 2880 * 2);
+  d.layer_matrix_bytes.resize(3);
+  EXPECT_FALSE(plan_device_memory(d, options(1ull << 40)).has_value());
+}
+
+TEST(DevicePlan, ZeroContextOrBatchIsAnError) {
+  DevicePlanOptions o = options(1ull << 32);
+  o.context_length = 0;
+  EXPECT_FALSE(plan_device_memory(tiny_desc(), o).has_value());
+  o = options(1ull << 32);
+  o.max_batch_tokens = 0;
+  EXPECT_FALSE(plan_device_memory(tiny_desc(), o).has_value());
+}
+
+}  // namespace
+}  // namespace hetmoe

@@ -1,0 +1,168 @@
+// The GPU forward pass (gpu_kernels/gpu_forward.h) against the fixture logits: GPU-only (every expert resident) and
+// hybrid (half the experts on the CPU), with the foundation issue's agreement bar; the device arena, pinned staging
+// and the VRAM budget. Skips without a CUDA build or without a GPU.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "gpu_kernels/cuda_device.h"
+#include "gpu_kernels/gpu_forward.h"
+#include "runtime/forward_factory.h"
+#include "runtime/model.h"
+#include "tests/logit_metrics.h"
+#if HETMOE_HAVE_CUDA
+#include "gpu_kernels/device_runtime.h"
+#endif
+
+namespace hetmoe {
+namespace {
+
+const std::string kData = HETMOE_TEST_DATA_DIR;
+
+bool has_gpu() {
+  auto devices = gpu::list_devices();
+  return devices && !devices->empty();
+}
+
+const Model& tiny() {
+  static const Model m = std::move(*Model::load(kData + "/gpt-oss-tiny.gguf"));
+  return m;
+}
+
+std::vector<float> decode_fixture(ForwardPass& f) {
+  const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
+  const size_t vocab = tiny().hparams.vocab_size;
+  std::vector<float> out(ids.size() * vocab);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto s = f.forward(ids[i], std::span<float>(&out[i * vocab], vocab));
+    EXPECT_TRUE(s.has_value()) << (s ? "" : s.error().to_string());
+    if (!s) break;
+  }
+  return out;
+}
+
+void expect_fixture_bar(ForwardOptions options, const char* what) {
+  options.device = ForwardOptions::Device::kGpu;
+  options.context_length = 256;
+  options.num_threads = 2;
+  std::vector<std::string> notes;
+  auto f = create_forward(tiny(), options, &notes);
+  ASSERT_TRUE(f.has_value()) << what << ": " << f.error().to_string();
+  for (const auto& n : notes) std::printf("[ note ] %s\n", n.c_str());
+  const auto ours = decode_fixture(**f);
+  for (float x : ours) ASSERT_TRUE(std::isfinite(x));
+  const auto reference = test::read_f32_file(kData + "/gpt-oss-tiny.reference.logits.f32");
+  const auto margin = test::read_numbers<double>(kData + "/gpt-oss-tiny.router-margin.txt");
+  const auto a = test::agreement(reference, ours, 4106, margin);
+  std::printf("[ agreement ] %s vs f32 reference: KL p50 %.3g, p99 (margin >= 0.15) %.3g, top-1 %.1f %%\n", what,
+              a.p50_all, a.p99_confident, 100 * a.top1);
+  EXPECT_LE(a.p50_all, 1e-3) << what;        // the foundation issue's bar (llama.cpp: 4.3e-4)
+  EXPECT_LE(a.p99_confident, 5e-3) << what;  // the foundation issue's bar (llama.cpp: 2.6e-3)
+}
+
+TEST(GpuForward, GpuOnlyMeetsTheFixtureBar) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  ForwardOptions o;
+  o.expert_policy = ExpertPolicy::kAuto;
+  expect_fixture_bar(o, "GPU-only");
+}
+
+TEST(GpuForward, HybridWithHalfTheExpertsOnTheCpuMeetsTheFixtureBar) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  ForwardOptions o;
+  o.expert_policy = ExpertPolicy::kNumGpuExperts;
+  o.num_gpu_experts = 4;
+  expect_fixture_bar(o, "hybrid, 4 of 8 experts on the GPU");
+}
+
+TEST(GpuForward, CpuMoeMeetsTheFixtureBar) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  ForwardOptions o;
+  o.expert_policy = ExpertPolicy::kCpuMoe;
+  expect_fixture_bar(o, "GPU attention, --cpu-moe");
+}
+
+// Prefill in device steps (attention_prefill, grouped MoE) against token-by-token decoding on the same device.
+TEST(GpuForward, BatchedPrefillMatchesTokenByTokenForGpuOnlyAndHybrid) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
+  for (uint32_t k : {8u, 4u}) {
+    ForwardOptions o;
+    o.device = ForwardOptions::Device::kGpu;
+    o.context_length = 256;
+    o.num_threads = 2;
+    o.expert_policy = ExpertPolicy::kNumGpuExperts;
+    o.num_gpu_experts = k;
+    o.max_batch_tokens = 64;
+    auto step = create_forward(tiny(), o);     // run with forward(): steps of one token
+    auto batched = create_forward(tiny(), o);  // run with forward_batch(): steps of 64, 64 and 22 tokens
+    ASSERT_TRUE(step.has_value() && batched.has_value());
+    std::vector<float> a(4106), b(4106);
+    for (size_t t = 0; t < 150; ++t)
+      ASSERT_TRUE((*step)->forward(ids[t], t == 149 ? std::span<float>(a) : std::span<float>()).has_value());
+    ASSERT_TRUE((*batched)->forward_batch(std::span<const int32_t>(ids).subspan(0, 150), b).has_value());
+    double err = 0, ref = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      err += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
+      ref += static_cast<double>(a[i]) * a[i];
+    }
+    // NMSE: the same math in other kernels (tiled vs split-K attention, grouped vs per-token experts): f32 summation
+    // order only, unless a near-tie flips an expert choice.
+    EXPECT_LT(err / ref, 1e-4) << k << " experts per layer on the GPU";
+  }
+}
+
+TEST(GpuForward, BudgetBelowTheDensePartIsAnErrorNotACrash) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  ForwardOptions o;
+  o.device = ForwardOptions::Device::kGpu;
+  o.context_length = 256;
+  o.vram_budget_bytes = 1 << 20;  // 1 MiB: the tiny model's output matrix alone is 1.1 MB
+  auto f = create_forward(tiny(), o);
+  ASSERT_FALSE(f.has_value());
+  EXPECT_NE(f.error().message.find("VRAM budget"), std::string::npos) << f.error().message;
+}
+
+TEST(GpuForward, WithoutAGpuTheGpuPassIsAnErrorThatNamesWhy) {
+  if (has_gpu()) GTEST_SKIP() << "this machine has a GPU";
+  auto f = gpu::create_gpu_forward(tiny(), ForwardOptions{}, nullptr);
+  ASSERT_FALSE(f.has_value());
+  EXPECT_EQ(f.error().code, ErrorCode::kUnsupported);
+  EXPECT_FALSE(f.error().message.empty());
+}
+
+#if HETMOE_HAVE_CUDA
+TEST(GpuDeviceRuntime, ArenaPinnedBuffersStreamsAndEventsWork) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU";
+  auto budget = gpu::default_vram_budget(0, gpu::kDefaultVramReserveBytes);
+  ASSERT_TRUE(budget.has_value()) << budget.error().to_string();
+  auto arena = gpu::DeviceArena::create(1 << 20);
+  ASSERT_TRUE(arena.has_value()) << arena.error().to_string();
+  std::vector<std::string> notes;
+  auto pinned = gpu::PinnedBuffer::create(4096, "test", &notes);
+  ASSERT_TRUE(pinned.has_value());
+  auto stream = gpu::Stream::create();
+  auto event = gpu::Event::create();
+  ASSERT_TRUE(stream.has_value() && event.has_value());
+  DeviceBuffer b;
+  b.offset = 4096;
+  b.bytes = 4096;
+  for (int i = 0; i < 1024; ++i) pinned->as<float>()[i] = static_cast<float>(i);
+  ASSERT_EQ(cudaMemcpyAsync(arena->at(b), pinned->data(), 4096, cudaMemcpyHostToDevice, stream->get()), cudaSuccess);
+  std::vector<float> back(1024);
+  ASSERT_EQ(cudaMemcpyAsync(back.data(), arena->at(b), 4096, cudaMemcpyDeviceToHost, stream->get()), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(event->get(), stream->get()), cudaSuccess);
+  ASSERT_EQ(cudaEventSynchronize(event->get()), cudaSuccess);
+  for (int i = 0; i < 1024; ++i) ASSERT_EQ(back[static_cast<size_t>(i)], static_cast<float>(i));
+}
+
+TEST(GpuDeviceRuntime, ArenaLargerThanTheDeviceIsAnErrorNotACrash) {
+  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU";
+  auto arena = gpu::DeviceArena::create(1ull << 50);  // 1 PiB
+  ASSERT_FALSE(arena.has_value());
+  EXPECT_NE(arena.error().message.find("--vram-budget"), std::string::npos) << arena.error().message;
+}
+#endif
+
+}  // namespace
+}  // namespace hetmoe
