@@ -104,7 +104,19 @@ Expected<Plan> optimize_plan(const CostModel& cm, const PlanRequest& req, PlanSt
                                      gib(req.vram_budget_bytes), gib(workspace)));
   }
 
-  if (gpu) {
+  bool dense_fits = true;
+  if (gpu && req.dense_on_gpu) {
+    uint64_t dense = in.bytes.output_bytes;
+    for (uint32_t l = 0; l < L; ++l) dense += cm.attention_resident_bytes(l);
+    dense_fits = dense <= req.vram_budget_bytes - workspace;
+    if (!dense_fits)
+      plan.notes.push_back(fmt::format("VRAM budget {} does not hold every block's attention and KV cache and the "
+                                       "unembedding with the GPU workspace ({} needed), which the GPU runtime keeps "
+                                       "on the GPU: everything on the CPU",
+                                       gib(req.vram_budget_bytes), gib(dense + workspace)));
+  }
+
+  if (gpu && dense_fits) {
     const uint64_t available = req.vram_budget_bytes - workspace;
     const uint64_t everything = cm.all_gpu_bytes() - workspace;
     const bool unconstrained = everything <= available;
@@ -120,6 +132,7 @@ Expected<Plan> optimize_plan(const CostModel& cm, const PlanRequest& req, PlanSt
       for (Device a : {Device::kCpu, Device::kGpu})
         for (uint32_t n = 0; n <= E; ++n) {
           if (strategy == PlanStrategy::kPerLayer && n != 0 && n != E) continue;
+          if (req.dense_on_gpu && a == Device::kCpu) continue;
           Option o;
           o.attention = a;
           o.num_gpu = n;
@@ -131,6 +144,7 @@ Expected<Plan> optimize_plan(const CostModel& cm, const PlanRequest& req, PlanSt
         }
     }
     for (Device d : {Device::kCpu, Device::kGpu}) {
+      if (req.dense_on_gpu && d == Device::kCpu) continue;
       Option o;
       o.attention = d;
       (d == Device::kGpu ? o.gpu_bytes : o.cpu_bytes) = in.bytes.output_bytes;
@@ -148,111 +162,125 @@ Expected<Plan> optimize_plan(const CostModel& cm, const PlanRequest& req, PlanSt
       }
     }
 
-    // The placement as (attention device, number of GPU experts) per block and the output's device.
-    struct State {
-      std::vector<Device> attention;
-      std::vector<uint32_t> num_gpu;
-      Device output = Device::kCpu;
-      uint64_t gpu_bytes = 0, cpu_bytes = 0;
-      double time_s = 0;
-    };
-    const auto state_of = [&](const Solution& sol) {
-      State st;
-      for (uint32_t l = 0; l < L; ++l) {
-        const Option& o = groups[l][sol.choice[l]];
-        st.attention.push_back(o.attention);
-        st.num_gpu.push_back(o.num_gpu);
-      }
-      st.output = groups[L][sol.choice[L]].attention;
-      for (uint32_t g = 0; g <= L; ++g) {
-        const Option& o = groups[g][sol.choice[g]];
-        st.gpu_bytes += o.gpu_bytes, st.cpu_bytes += o.cpu_bytes, st.time_s += o.time_s;
-      }
-      return st;
-    };
-    const uint64_t fixed_cpu = in.bytes.embedding_bytes;
-    const auto fits_ram = [&](const State& st) {
-      return req.ram_budget_bytes == 0 || st.cpu_bytes + fixed_cpu <= req.ram_budget_bytes;
-    };
-    State best = state_of(solve(groups, capacity, 0.0));
-    if (!fits_ram(best)) {
-      // (1) Fill the VRAM the fastest plan leaves free, moving what costs least predicted time per byte first.
-      State fill = best;
-      const auto block_time = [&](uint32_t l, Device a, uint32_t n) {
-        return cm.block_cost(l, a, prefix_mass[l][n], n).step_s;
+    // With dense_on_gpu, the smallest option of every group may still not fit once rounded to units.
+    uint64_t min_units = 0;
+    for (const auto& g : groups) {
+      uint64_t m = UINT64_MAX;
+      for (const Option& o : g) m = std::min(m, o.units);
+      min_units += m;
+    }
+    if (min_units > capacity)
+      plan.notes.push_back(fmt::format("VRAM budget {} does not hold every block's attention and KV cache and the "
+                                       "unembedding with the GPU workspace, which the GPU runtime keeps on the GPU: "
+                                       "everything on the CPU",
+                                       gib(req.vram_budget_bytes)));
+    if (min_units <= capacity) {
+      // The placement as (attention device, number of GPU experts) per block and the output's device.
+      struct State {
+        std::vector<Device> attention;
+        std::vector<uint32_t> num_gpu;
+        Device output = Device::kCpu;
+        uint64_t gpu_bytes = 0, cpu_bytes = 0;
+        double time_s = 0;
       };
-      while (!fits_ram(fill)) {
-        double best_ratio = std::numeric_limits<double>::infinity();
-        int best_group = -1;
-        bool best_attention = false;
-        uint64_t best_bytes = 0;
-        double best_delta = 0;
-        for (uint32_t l = 0; l <= L; ++l) {
-          for (bool attention_move : {false, true}) {
-            uint64_t bytes = 0;
-            double delta = 0;
-            if (l == L) {
-              if (attention_move || fill.output == Device::kGpu) continue;
-              bytes = in.bytes.output_bytes;
-              delta = cm.output_time_s(Device::kGpu) - cm.output_time_s(Device::kCpu);
-            } else if (attention_move) {
-              if (fill.attention[l] == Device::kGpu || strategy == PlanStrategy::kPerLayer) continue;
-              bytes = cm.attention_resident_bytes(l);
-              delta = block_time(l, Device::kGpu, fill.num_gpu[l]) - block_time(l, Device::kCpu, fill.num_gpu[l]);
+      const auto state_of = [&](const Solution& sol) {
+        State st;
+        for (uint32_t l = 0; l < L; ++l) {
+          const Option& o = groups[l][sol.choice[l]];
+          st.attention.push_back(o.attention);
+          st.num_gpu.push_back(o.num_gpu);
+        }
+        st.output = groups[L][sol.choice[L]].attention;
+        for (uint32_t g = 0; g <= L; ++g) {
+          const Option& o = groups[g][sol.choice[g]];
+          st.gpu_bytes += o.gpu_bytes, st.cpu_bytes += o.cpu_bytes, st.time_s += o.time_s;
+        }
+        return st;
+      };
+      const uint64_t fixed_cpu = in.bytes.embedding_bytes;
+      const auto fits_ram = [&](const State& st) {
+        return req.ram_budget_bytes == 0 || st.cpu_bytes + fixed_cpu <= req.ram_budget_bytes;
+      };
+      State best = state_of(solve(groups, capacity, 0.0));
+      if (!fits_ram(best)) {
+        // (1) Fill the VRAM the fastest plan leaves free, moving what costs least predicted time per byte first.
+        State fill = best;
+        const auto block_time = [&](uint32_t l, Device a, uint32_t n) {
+          return cm.block_cost(l, a, prefix_mass[l][n], n).step_s;
+        };
+        while (!fits_ram(fill)) {
+          double best_ratio = std::numeric_limits<double>::infinity();
+          int best_group = -1;
+          bool best_attention = false;
+          uint64_t best_bytes = 0;
+          double best_delta = 0;
+          for (uint32_t l = 0; l <= L; ++l) {
+            for (bool attention_move : {false, true}) {
+              uint64_t bytes = 0;
+              double delta = 0;
+              if (l == L) {
+                if (attention_move || fill.output == Device::kGpu) continue;
+                bytes = in.bytes.output_bytes;
+                delta = cm.output_time_s(Device::kGpu) - cm.output_time_s(Device::kCpu);
+              } else if (attention_move) {
+                if (fill.attention[l] == Device::kGpu || strategy == PlanStrategy::kPerLayer) continue;
+                bytes = cm.attention_resident_bytes(l);
+                delta = block_time(l, Device::kGpu, fill.num_gpu[l]) - block_time(l, Device::kCpu, fill.num_gpu[l]);
+              } else {
+                const uint32_t n = fill.num_gpu[l];
+                const uint32_t to = strategy == PlanStrategy::kPerLayer ? E : n + 1;
+                if (n >= E) continue;
+                bytes = static_cast<uint64_t>(to - n) * in.bytes.layers[l].expert_bytes;
+                delta = block_time(l, fill.attention[l], to) - block_time(l, fill.attention[l], n);
+              }
+              if (fill.gpu_bytes + bytes > available) continue;
+              const double ratio = delta / static_cast<double>(bytes);
+              if (ratio < best_ratio) {
+                best_ratio = ratio, best_group = static_cast<int>(l), best_attention = attention_move;
+                best_bytes = bytes, best_delta = delta;
+              }
+            }
+          }
+          if (best_group < 0) break;
+          const auto g = static_cast<uint32_t>(best_group);
+          if (g == L) fill.output = Device::kGpu;
+          else if (best_attention) fill.attention[g] = Device::kGpu;
+          else fill.num_gpu[g] = strategy == PlanStrategy::kPerLayer ? E : fill.num_gpu[g] + 1;
+          fill.gpu_bytes += best_bytes, fill.cpu_bytes -= best_bytes, fill.time_s += best_delta;
+        }
+        // (2) A Lagrange penalty per RAM byte, raised until the DP's plan fits, then bisected towards the smallest.
+        double lo = 0, hi = 1e-13;
+        State lagrange = state_of(solve(groups, capacity, hi));
+        while (!fits_ram(lagrange) && hi < 1.0) {
+          lo = hi;
+          hi *= 8;
+          lagrange = state_of(solve(groups, capacity, hi));
+        }
+        if (fits_ram(lagrange))
+          for (int it = 0; it < 24; ++it) {
+            const double mid = 0.5 * (lo + hi);
+            State st = state_of(solve(groups, capacity, mid));
+            if (fits_ram(st)) {
+              hi = mid;
+              lagrange = std::move(st);
             } else {
-              const uint32_t n = fill.num_gpu[l];
-              const uint32_t to = strategy == PlanStrategy::kPerLayer ? E : n + 1;
-              if (n >= E) continue;
-              bytes = static_cast<uint64_t>(to - n) * in.bytes.layers[l].expert_bytes;
-              delta = block_time(l, fill.attention[l], to) - block_time(l, fill.attention[l], n);
-            }
-            if (fill.gpu_bytes + bytes > available) continue;
-            const double ratio = delta / static_cast<double>(bytes);
-            if (ratio < best_ratio) {
-              best_ratio = ratio, best_group = static_cast<int>(l), best_attention = attention_move;
-              best_bytes = bytes, best_delta = delta;
+              lo = mid;
             }
           }
-        }
-        if (best_group < 0) break;
-        const auto g = static_cast<uint32_t>(best_group);
-        if (g == L) fill.output = Device::kGpu;
-        else if (best_attention) fill.attention[g] = Device::kGpu;
-        else fill.num_gpu[g] = strategy == PlanStrategy::kPerLayer ? E : fill.num_gpu[g] + 1;
-        fill.gpu_bytes += best_bytes, fill.cpu_bytes -= best_bytes, fill.time_s += best_delta;
+        if (!fits_ram(fill) && !fits_ram(lagrange))
+          return make_error(ErrorCode::kInvalidArgument,
+                            fmt::format("RAM budget {} cannot be met: even with {} of VRAM, {} must stay in RAM "
+                                        "(embedding table {}, and what does not fit on the GPU)",
+                                        gib(req.ram_budget_bytes), gib(req.vram_budget_bytes),
+                                        gib(std::min(fill.cpu_bytes, lagrange.cpu_bytes) + fixed_cpu), gib(fixed_cpu)));
+        best = !fits_ram(lagrange) || (fits_ram(fill) && fill.time_s <= lagrange.time_s) ? fill : lagrange;
       }
-      // (2) A Lagrange penalty per RAM byte, raised until the DP's plan fits, then bisected towards the smallest.
-      double lo = 0, hi = 1e-13;
-      State lagrange = state_of(solve(groups, capacity, hi));
-      while (!fits_ram(lagrange) && hi < 1.0) {
-        lo = hi;
-        hi *= 8;
-        lagrange = state_of(solve(groups, capacity, hi));
+      for (uint32_t l = 0; l < L; ++l) {
+        plan.layers[l].attention = best.attention[l];
+        for (uint32_t i = 0; i < best.num_gpu[l]; ++i) plan.layers[l].experts[order[l][i]] = Device::kGpu;
       }
-      if (fits_ram(lagrange))
-        for (int it = 0; it < 24; ++it) {
-          const double mid = 0.5 * (lo + hi);
-          State st = state_of(solve(groups, capacity, mid));
-          if (fits_ram(st)) {
-            hi = mid;
-            lagrange = std::move(st);
-          } else {
-            lo = mid;
-          }
-        }
-      if (!fits_ram(fill) && !fits_ram(lagrange))
-        return make_error(ErrorCode::kInvalidArgument,
-                          fmt::format("RAM budget {} cannot be met: even with {} of VRAM, {} must stay in RAM "
-                                      "(embedding table {}, and what does not fit on the GPU)",
-                                      gib(req.ram_budget_bytes), gib(req.vram_budget_bytes),
-                                      gib(std::min(fill.cpu_bytes, lagrange.cpu_bytes) + fixed_cpu), gib(fixed_cpu)));
-      best = !fits_ram(lagrange) || (fits_ram(fill) && fill.time_s <= lagrange.time_s) ? fill : lagrange;
+      plan.output = best.output;
     }
-    for (uint32_t l = 0; l < L; ++l) {
-      plan.layers[l].attention = best.attention[l];
-      for (uint32_t i = 0; i < best.num_gpu[l]; ++i) plan.layers[l].experts[order[l][i]] = Device::kGpu;
-    }
-    plan.output = best.output;
   }
 
   // NUMA: spread each block's CPU experts over the nodes, most probable first, each to the node whose expected
@@ -303,7 +331,7 @@ Expected<Plan> optimize_plan(const CostModel& cm, const PlanRequest& req, PlanSt
     if (plan.totals.num_cpu_experts > 0)
       plan.notes.push_back(fmt::format("{} of {} experts stay on the CPU ({})", plan.totals.num_cpu_experts, L * E,
                                        why(smallest_expert)));
-  } else if (gpu) {
+  } else if (gpu && dense_fits) {
     plan.notes.push_back(fmt::format("VRAM budget {} holds no block's attention and KV cache ({} each at this "
                                      "context) nor enough experts to beat the CPU: everything on the CPU",
                                      gib(req.vram_budget_bytes), gib(cm.attention_resident_bytes(L > 1 ? 1 : 0))));

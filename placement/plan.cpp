@@ -63,6 +63,7 @@ bool Plan::same_placement(const Plan& o) const {
   if (num_layers != o.num_layers || num_experts != o.num_experts || num_experts_used != o.num_experts_used ||
       context_length != o.context_length || kv_type != o.kv_type || embedding != o.embedding ||
       output != o.output || num_cpu_threads != o.num_cpu_threads || layers.size() != o.layers.size() ||
+      prefill_crossover_tokens != o.prefill_crossover_tokens ||
       dynamic.enabled != o.dynamic.enabled || dynamic.half_life_tokens != o.dynamic.half_life_tokens ||
       dynamic.replan_interval_tokens != o.dynamic.replan_interval_tokens ||
       dynamic.max_migrations_per_step != o.dynamic.max_migrations_per_step ||
@@ -119,6 +120,7 @@ nlohmann::json plan_to_json(const Plan& p) {
       {"output", device_name(p.output)},
       {"num_cpu_threads", p.num_cpu_threads},
       {"budgets", {{"vram_bytes", p.vram_budget_bytes}, {"ram_bytes", p.ram_budget_bytes}}},
+      {"prefill_crossover_tokens", p.prefill_crossover_tokens},
       {"dynamic_placement",
        {{"enabled", p.dynamic.enabled},
         {"half_life_tokens", p.dynamic.half_life_tokens},
@@ -181,6 +183,10 @@ Expected<Plan> plan_from_json(const nlohmann::json& j, const std::string& source
   Reader budgets{*f, "budgets", source};
   HETMOE_ASSIGN_OR_RETURN(p.vram_budget_bytes, budgets.u64("vram_bytes"));
   HETMOE_ASSIGN_OR_RETURN(p.ram_budget_bytes, budgets.u64("ram_bytes"));
+  if (j.contains("prefill_crossover_tokens")) {
+    HETMOE_ASSIGN_OR_RETURN(v, top.u64("prefill_crossover_tokens", 1u << 20));
+    p.prefill_crossover_tokens = static_cast<uint32_t>(v);
+  }
   HETMOE_ASSIGN_OR_RETURN(f, top.field("dynamic_placement"));
   Reader dyn{*f, "dynamic_placement", source};
   const nlohmann::json* enabled = nullptr;

@@ -6,7 +6,8 @@
 //
 // JSON (top-level keys): "format" "hetmoe-plan", "version" 1, "model", "num_layers", "num_experts",
 // "num_experts_used", "context_length", "kv_type", "strategy", "embedding", "output", "num_cpu_threads",
-// "budgets" {"vram_bytes", "ram_bytes"}, "dynamic_placement" {DynamicPolicy's fields}, "layers" [ {"attention": "cpu"|"gpu", "gpu_experts": [ids],
+// "budgets" {"vram_bytes", "ram_bytes"}, "prefill_crossover_tokens" (optional, default 0),
+// "dynamic_placement" {DynamicPolicy's fields}, "layers" [ {"attention": "cpu"|"gpu", "gpu_experts": [ids],
 // "cpu_experts": [ids], "numa_nodes": [node per expert] (optional), "gpu_bytes", "cpu_bytes", "gpu_time_s",
 // "cpu_time_s", "sync_time_s", "step_time_s"} ], "totals" {...}, "prediction" {...}, "notes" [strings]. Field names
 // are those of the structs below; bytes are integers, times in seconds.
@@ -88,6 +89,9 @@ struct Plan {
   int num_cpu_threads = 0;          // 0 = all cores
   uint64_t vram_budget_bytes = 0;   // the budgets the plan was made for (0 VRAM: no GPU; 0 RAM: unlimited)
   uint64_t ram_budget_bytes = 0;
+  /// Prompt tokens from which a prefill batch streams its CPU-resident experts to the GPU instead of computing them
+  /// on the CPU (the config file's placement.prefill_crossover); 0: the cost model's prefill_crossover_batch.
+  uint32_t prefill_crossover_tokens = 0;
   std::vector<LayerPlan> layers;    // (num_layers)
   PlanTotals totals;
   PlanPrediction prediction;
