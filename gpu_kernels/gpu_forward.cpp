@@ -28,6 +28,11 @@ Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, co
     return make_error(ErrorCode::kUnsupported, fmt::format("GPU {} ({}) has compute capability {}.{}; hetmoe needs 7.5 "
                                                            "or newer", info.device_idx, info.name, info.compute_major,
                                                            info.compute_minor));
+  if (!options.plan)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "the GPU pass runs a placement Plan (ForwardOptions::plan); none was given");
+  auto gpu_experts = gpu_experts_of_plan(*options.plan, model.hparams);
+  if (!gpu_experts) return gpu_experts.error();
   HETMOE_RETURN_IF_ERROR(cuda_status(cudaSetDevice(options.gpu_idx), "cudaSetDevice"));
   uint64_t budget = options.vram_budget_bytes;
   if (budget == 0) {
@@ -48,8 +53,7 @@ Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, co
   const uint32_t max_batch = std::clamp<uint32_t>(options.max_batch_tokens, 1, std::min(512u, options.context_length));
   plan_options.max_batch_tokens = max_batch;
   plan_options.extra_sliding_slots = max_batch - 1 + options.rollback_slots;
-  plan_options.expert_policy = options.expert_policy;
-  plan_options.num_gpu_experts = options.num_gpu_experts;
+  plan_options.gpu_experts = std::move(*gpu_experts);
   plan_options.attention_scratch_floats =
       attention_scratch_floats(1, hp.num_heads, hp.head_dim, options.context_length);
   plan_options.moe_scratch_floats = moe_scratch_floats(max_batch, hp.num_experts_used, hp.expert_ffn_dim, hp.hidden_dim);
@@ -83,6 +87,10 @@ Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, co
                                  info.compute_major, info.compute_minor, format_byte_size(info.free_bytes),
                                  gpu_only ? "GPU-only" : "hybrid", plan->summary()));
     for (const std::string& n : plan->notes) notes->push_back(n);
+    if (options.plan->dynamic.enabled)
+      notes->push_back(fmt::format("dynamic placement (re-plan every {} tokens) is in the plan but not executed yet: "
+                                   "the GPU experts stay where the plan put them",
+                                   options.plan->dynamic.replan_interval_tokens));
   }
   auto device = CudaStepDevice::create(model, std::move(*plan), options.gpu_idx, options.context_length,
                                        options.rollback_slots, max_batch, notes);

@@ -95,10 +95,22 @@ Expected<DevicePlan> plan_device_memory(const DeviceModelDesc& desc, const Devic
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("device plan: context ({}) and batch ({}) must be at least 1",
                                   options.context_length, options.max_batch_tokens));
-  if (options.expert_policy == ExpertPolicy::kNumGpuExperts && options.num_gpu_experts > hp.num_experts)
+  if (!options.gpu_experts.empty() && options.gpu_experts.size() != hp.num_layers)
     return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("--n-gpu-experts {} is out of range: the model has {} experts per layer",
-                                  options.num_gpu_experts, hp.num_experts));
+                      fmt::format("device plan: GPU experts listed for {} layers, the model has {}",
+                                  options.gpu_experts.size(), hp.num_layers));
+  for (size_t l = 0; l < options.gpu_experts.size(); ++l) {
+    std::vector<uint8_t> seen(hp.num_experts, 0);
+    for (int32_t e : options.gpu_experts[l]) {
+      if (e < 0 || static_cast<uint32_t>(e) >= hp.num_experts)
+        return make_error(ErrorCode::kInvalidArgument,
+                          fmt::format("device plan: layer {} lists expert {}; the model has experts 0..{}", l, e,
+                                      hp.num_experts - 1));
+      if (seen[static_cast<size_t>(e)]++)
+        return make_error(ErrorCode::kInvalidArgument,
+                          fmt::format("device plan: layer {} lists expert {} twice", l, e));
+    }
+  }
   if (!desc.layer_matrix_bytes.empty() && desc.layer_matrix_bytes.size() != hp.num_layers)
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("device plan: matrix sizes for {} layers, the model has {}",
@@ -190,8 +202,8 @@ Expected<DevicePlan> plan_device_memory(const DeviceModelDesc& desc, const Devic
                                   format_byte_size(plan.kv_bytes), options.context_length,
                                   format_byte_size(plan.activation_bytes), format_byte_size(fixed)));
 
-  // Experts: rank each layer's experts by router bias (ties: lower index first), then fill rank by rank over the
-  // layers so a tight budget spreads the resident experts evenly.
+  // Experts: rank each layer's wanted experts by router bias (ties: lower index first), then fill rank by rank over
+  // the layers so a tight budget spreads the resident experts evenly.
   ExpertStackBytes stack;
   stack.gate = matrix(desc.expert_type, F, D);
   stack.up = matrix(desc.expert_type, F, D);
@@ -200,28 +212,27 @@ Expected<DevicePlan> plan_device_memory(const DeviceModelDesc& desc, const Devic
   stack.up_bias = f32(F);
   stack.down_bias = f32(D);
   plan.bytes_per_expert = stack.gate + stack.up + stack.down + stack.gate_bias + stack.up_bias + stack.down_bias;
-  uint32_t wanted = 0;
-  switch (options.expert_policy) {
-    case ExpertPolicy::kAuto: wanted = hp.num_experts; break;
-    case ExpertPolicy::kCpuMoe: wanted = 0; break;
-    case ExpertPolicy::kNumGpuExperts: wanted = options.num_gpu_experts; break;
-  }
   plan.gpu_experts.assign(hp.num_layers, {});
   plan.slot_of_expert.assign(hp.num_layers, std::vector<int32_t>(E, -1));
   std::vector<std::vector<int32_t>> ranked(hp.num_layers);
-  for (uint32_t l = 0; l < hp.num_layers; ++l) {
-    ranked[l].resize(E);
-    std::iota(ranked[l].begin(), ranked[l].end(), 0);
+  size_t wanted = 0;
+  uint64_t num_wanted = 0;
+  for (uint32_t l = 0; l < hp.num_layers && l < options.gpu_experts.size(); ++l) {
+    ranked[l] = options.gpu_experts[l];
+    std::sort(ranked[l].begin(), ranked[l].end());
     const std::vector<float>* bias = desc.router_bias.empty() || desc.router_bias[l].empty() ? nullptr
                                                                                              : &desc.router_bias[l];
     if (bias)
       std::stable_sort(ranked[l].begin(), ranked[l].end(),
                        [&](int32_t a, int32_t b) { return (*bias)[static_cast<size_t>(a)] > (*bias)[static_cast<size_t>(b)]; });
+    wanted = std::max(wanted, ranked[l].size());
+    num_wanted += ranked[l].size();
   }
   uint64_t used = fixed;
   uint64_t num_left_out = 0;
-  for (uint32_t rank = 0; rank < wanted; ++rank)
+  for (size_t rank = 0; rank < wanted; ++rank)
     for (uint32_t l = 0; l < hp.num_layers; ++l) {
+      if (rank >= ranked[l].size()) continue;
       const uint64_t slots = plan.gpu_experts[l].size();
       const uint64_t delta = stack.for_slots(slots + 1) - stack.for_slots(slots);
       if (used + delta > options.vram_budget_bytes) {
@@ -249,24 +260,42 @@ Expected<DevicePlan> plan_device_memory(const DeviceModelDesc& desc, const Devic
   plan.total_bytes = arena.end;
   plan.expert_bytes = plan.total_bytes - fixed;
 
-  const uint64_t num_total = static_cast<uint64_t>(hp.num_layers) * E;
-  const uint64_t num_wanted = static_cast<uint64_t>(hp.num_layers) * wanted;
-  if (options.expert_policy == ExpertPolicy::kCpuMoe) {
-    plan.notes.push_back(fmt::format("--cpu-moe: all {} experts ({} layers × {}) run on the CPU", num_total,
-                                     hp.num_layers, E));
-  } else if (num_left_out > 0) {
+  if (num_left_out > 0)
     plan.notes.push_back(fmt::format(
-        "{}: {} of the {} experts wanted on the GPU do not fit in the VRAM budget {} ({} left after dense weights, "
+        "{} of the {} experts the plan puts on the GPU do not fit in the VRAM budget {} ({} left after dense weights, "
         "KV cache and activations; one expert takes {}); they run on the CPU",
-        options.expert_policy == ExpertPolicy::kAuto ? "auto placement"
-                                                     : fmt::format("--n-gpu-experts {}", options.num_gpu_experts),
         num_left_out, num_wanted, format_byte_size(options.vram_budget_bytes),
         format_byte_size(options.vram_budget_bytes - fixed), format_byte_size(plan.bytes_per_expert)));
-  }
-  if (wanted < hp.num_experts && options.expert_policy == ExpertPolicy::kNumGpuExperts)
-    plan.notes.push_back(fmt::format("--n-gpu-experts {}: the other {} experts of each layer run on the CPU", wanted,
-                                     hp.num_experts - wanted));
   return plan;
+}
+
+Expected<std::vector<std::vector<int32_t>>> gpu_experts_of_plan(const placement::Plan& plan, const ModelHparams& hp) {
+  if (plan.num_layers != hp.num_layers || plan.num_experts != hp.num_experts || plan.layers.size() != hp.num_layers ||
+      plan.num_experts_used != hp.num_experts_used)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("the plan is for {} layers × {} experts (top-{}), the model has {} × {} (top-{})",
+                                  plan.num_layers, plan.num_experts, plan.num_experts_used, hp.num_layers,
+                                  hp.num_experts, hp.num_experts_used));
+  std::vector<std::vector<int32_t>> ids(hp.num_layers);
+  for (uint32_t l = 0; l < hp.num_layers; ++l) {
+    const placement::LayerPlan& lp = plan.layers[l];
+    if (lp.experts.size() != hp.num_experts)
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("the plan's layer {} places {} experts, the model has {}", l, lp.experts.size(),
+                                    hp.num_experts));
+    if (lp.attention != placement::Device::kGpu)
+      return make_error(ErrorCode::kUnsupported,
+                        fmt::format("the plan keeps the attention of block {} on the CPU; the GPU pass runs every "
+                                    "block's attention, router and KV cache on the GPU (make the plan with hetmoe "
+                                    "plan, which plans for that, or without a GPU)",
+                                    l));
+    for (uint32_t e = 0; e < hp.num_experts; ++e)
+      if (lp.experts[e] == placement::Device::kGpu) ids[l].push_back(static_cast<int32_t>(e));
+  }
+  if (plan.output != placement::Device::kGpu)
+    return make_error(ErrorCode::kUnsupported,
+                      "the plan keeps the unembedding on the CPU; the GPU pass computes it on the GPU");
+  return ids;
 }
 
 }  // namespace hetmoe

@@ -1,9 +1,10 @@
 #pragma once
 // Device memory planning for the GPU and hybrid forward passes (plan/run split: this file is plain data and pure
 // functions, testable without a GPU; gpu_kernels/ allocates one arena of DevicePlan::total_bytes and places every
-// buffer at its offset). It decides which experts of each layer live on the GPU under a hard VRAM budget:
-// what does not fit stays on the CPU with a note saying what and why; dense weights, KV cache and activations that
-// do not fit are an error naming the budget and the bytes needed.
+// buffer at its offset). Which experts should live on the GPU is the placement Plan's decision (placement/plan.h);
+// this file lays them out under a hard VRAM budget: experts the Plan wants that do not fit stay on the CPU with a
+// note saying how many and why; dense weights, KV cache and activations that do not fit are an error naming the
+// budget and the bytes needed.
 
 #include <cstdint>
 #include <string>
@@ -14,16 +15,10 @@
 #include "runtime/expected.h"
 #include "runtime/ggml_types.h"
 #include "runtime/model.h"
+#include "placement/plan.h"
 
 namespace hetmoe {
 
-
-/// The static expert placement used until the placement optimizer lands.
-enum class ExpertPolicy {
-  kAuto,           // every expert on the GPU when it fits; otherwise as many as fit, by descending router bias
-  kCpuMoe,         // every expert on the CPU (--cpu-moe)
-  kNumGpuExperts,  // the num_gpu_experts experts of each layer with the largest router bias (--n-gpu-experts K)
-};
 
 /// What the planner needs to know of a model: hyperparameters, the byte size of each device tensor, router biases.
 struct DeviceModelDesc {
@@ -61,8 +56,8 @@ struct DevicePlanOptions {
   uint32_t context_length = 8192;   // tokens the KV cache holds (full-attention layers)
   uint32_t max_batch_tokens = 1;    // tokens of one device step (activations are sized for it)
   uint32_t extra_sliding_slots = 0; // sliding-window ring slots beyond the window (as KvCache::create)
-  ExpertPolicy expert_policy = ExpertPolicy::kAuto;
-  uint32_t num_gpu_experts = 0;     // for kNumGpuExperts: experts per layer (≤ num_experts)
+  /// (num_layers) ids of the experts the Plan puts on the GPU, per layer (gpu_experts_of_plan); empty: none.
+  std::vector<std::vector<int32_t>> gpu_experts;
   // Scratch the kernels need (gpu_kernels/ops.h attention_scratch_floats / moe_scratch_floats for this batch and
   // context); passed in so the plan stays free of CUDA.
   int64_t attention_scratch_floats = 0;
@@ -95,12 +90,21 @@ struct DevicePlan {
 
 /// Plans the device arena for `desc` under options.vram_budget_bytes: dense weights (attention, norms, router,
 /// output; the token embedding stays on the host: the step uploads one row per token), the f16 KV cache
-/// (kv_capacity slots per layer), activations and scratch for max_batch_tokens, then the resident experts of the
-/// policy, each layer's experts in their own (slots, rows, cols) stacks in the GGUF block layout.
+/// (kv_capacity slots per layer), activations and scratch for max_batch_tokens, then the experts of
+/// options.gpu_experts, each layer's experts in their own (slots, rows, cols) stacks in the GGUF block layout.
+/// When they do not all fit, they are taken rank by rank over the layers (within a layer by descending router bias,
+/// ties to the lower id), so a tight budget spreads the resident experts evenly; the rest stay on the CPU and a note
+/// says how many and why.
 /// Errors: kInvalidArgument when the dense part (weights + KV + activations) exceeds the budget (the message names
-/// both figures and suggests a smaller --ctx or a larger --vram-budget), for num_gpu_experts > num_experts, a zero
-/// context or batch, or router_bias rows of the wrong size.
+/// both figures and suggests a smaller --ctx or a larger --vram-budget), for gpu_experts with another layer count,
+/// an expert id out of range or listed twice, a zero context or batch, or router_bias rows of the wrong size.
 Expected<DevicePlan> plan_device_memory(const DeviceModelDesc& desc, const DevicePlanOptions& options);
+
+/// The GPU-resident experts of a placement Plan as DevicePlanOptions::gpu_experts wants them, for the GPU pass,
+/// which keeps every block's attention (norms, router, KV cache) and the unembedding on the GPU.
+/// Errors: kInvalidArgument when the plan's shape (layers, experts, top-k) is not the model's; kUnsupported when the
+/// plan keeps a block's attention or the unembedding on the CPU while using the GPU (the message names the block).
+Expected<std::vector<std::vector<int32_t>>> gpu_experts_of_plan(const placement::Plan& plan, const ModelHparams& hp);
 
 /// Human-readable bytes: "512 B", "3.2 MiB", "6.00 GiB".
 std::string format_byte_size(uint64_t bytes);

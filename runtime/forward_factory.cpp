@@ -12,22 +12,35 @@ namespace hetmoe {
 
 namespace {
 
-/// The plan must be for this model and, as only CPU paths exist, keep everything on the CPU.
-Status check_plan(const Model& model, const placement::Plan& plan) {
+/// The plan must be for this model.
+Status check_plan_shape(const Model& model, const placement::Plan& plan) {
   const ModelHparams& hp = model.hparams;
-  if (plan.num_layers != hp.num_layers || plan.num_experts != hp.num_experts || plan.layers.size() != hp.num_layers)
+  if (plan.num_layers != hp.num_layers || plan.num_experts != hp.num_experts || plan.layers.size() != hp.num_layers ||
+      plan.num_experts_used != hp.num_experts_used)
     return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("the plan is for {} layers × {} experts, the model has {} × {}", plan.num_layers,
-                                  plan.num_experts, hp.num_layers, hp.num_experts));
-  if (plan.uses_gpu())
-    return make_error(ErrorCode::kUnsupported,
-                      "the plan places weights on a GPU, but this forward path runs on the CPU only; make the plan "
-                      "with --vram-budget 0");
+                      fmt::format("the plan is for {} layers × {} experts (top-{}), the model has {} × {} (top-{})",
+                                  plan.num_layers, plan.num_experts, plan.num_experts_used, hp.num_layers,
+                                  hp.num_experts, hp.num_experts_used));
+  for (const placement::LayerPlan& l : plan.layers)
+    if (l.experts.size() != hp.num_experts)
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("a layer of the plan places {} experts, the model has {}", l.experts.size(),
+                                    hp.num_experts));
   return {};
 }
 
-}  // namespace
+/// "12 experts and the attention of 24 blocks", what a plan puts on the GPU.
+std::string gpu_part(const placement::Plan& plan) {
+  uint64_t experts = 0, blocks = 0;
+  for (const placement::LayerPlan& l : plan.layers) {
+    blocks += l.attention == placement::Device::kGpu;
+    for (placement::Device d : l.experts) experts += d == placement::Device::kGpu;
+  }
+  return fmt::format("{} experts and the attention of {} blocks{}", experts, blocks,
+                     plan.output == placement::Device::kGpu ? " and the unembedding" : "");
+}
 
+}  // namespace
 
 Expected<ForwardOptions::Device> parse_device(std::string_view text) {
   if (text == "cpu") return ForwardOptions::Device::kCpu;
@@ -38,13 +51,37 @@ Expected<ForwardOptions::Device> parse_device(std::string_view text) {
 
 Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options,
                                                       std::vector<std::string>* notes) {
-  if (options.plan) HETMOE_RETURN_IF_ERROR(check_plan(model, *options.plan));
+  if (options.plan) HETMOE_RETURN_IF_ERROR(check_plan_shape(model, *options.plan));
+  const bool gpu_plan = options.plan && options.plan->uses_gpu();
+  if (gpu_plan && options.use_reference)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("--reference runs on the CPU, but the plan places {} on the GPU",
+                                  gpu_part(*options.plan)));
+  if (gpu_plan && options.device == ForwardOptions::Device::kCpu)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("--device cpu conflicts with the plan, which places {} on the GPU (make the plan "
+                                  "with --vram-budget 0, or run with --device gpu or auto)",
+                                  gpu_part(*options.plan)));
   if (!options.use_reference && options.device != ForwardOptions::Device::kCpu) {
-    auto gpu = gpu::create_gpu_forward(model, options, notes);
-    if (gpu) return gpu;
-    if (options.device == ForwardOptions::Device::kGpu)
-      return make_error(gpu.error().code, "--device gpu: " + gpu.error().to_string());
-    if (notes) notes->push_back(fmt::format("{}; running on the CPU", gpu.error().to_string()));
+    if (!options.plan)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "the GPU path runs a placement Plan (ForwardOptions::plan); none was given");
+    if (gpu_plan) {
+      auto gpu = gpu::create_gpu_forward(model, options, notes);
+      if (gpu) {
+        if (options.expert_counts && notes)
+          notes->push_back("expert selections are not counted on the GPU pass yet");
+        return gpu;
+      }
+      if (options.device == ForwardOptions::Device::kGpu)
+        return make_error(gpu.error().code, "--device gpu: " + gpu.error().to_string());
+      if (notes) notes->push_back(fmt::format("{}; running on the CPU", gpu.error().to_string()));
+    } else if (options.device == ForwardOptions::Device::kGpu) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("--device gpu: the plan places nothing on the GPU{}",
+                                    options.plan->notes.empty() ? std::string()
+                                                                : " (" + options.plan->notes.front() + ")"));
+    }
   }
   if (options.use_reference) {
     if (options.expert_counts)
@@ -68,7 +105,11 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
   std::shared_ptr<WorkerPool> shared_pool = std::move(*pool);
   cpu_options.arena = &shared_pool->arena(0);
   if (shared_pool->num_arenas() > 1) {
-    auto expert_node = place_experts_on_nodes(model, shared_pool->layout(), /*bind_memory=*/true);
+    if (options.numa_policy == NumaPolicy::kInterleave && notes)
+      notes->push_back("numa.policy = \"interleave\": page interleaving is not implemented; the experts are sharded "
+                       "over the nodes without moving their pages (as \"none\")");
+    auto expert_node = place_experts_on_nodes(model, shared_pool->layout(),
+                                              /*bind_memory=*/options.numa_policy == NumaPolicy::kLocal);
     if (!expert_node) return expert_node.error();
     cpu_options.expert_node = std::move(*expert_node);
     for (int n = 0; n < shared_pool->num_arenas(); ++n) cpu_options.node_arenas.push_back(&shared_pool->arena(n));

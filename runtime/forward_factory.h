@@ -1,7 +1,9 @@
 #pragma once
-// Chooses and creates the forward pass the CLI runs: the CPU fast path by default, the scalar reference with
-// `--reference`, the GPU / hybrid pass (runtime/hybrid_step.h, gpu_kernels/gpu_forward.h) with `--device gpu|auto`.
-// Commands call create_forward() and never name an implementation.
+// Chooses and creates the forward pass the CLI runs, and executes a placement Plan (placement/plan.h) with it: the
+// CPU fast path for an all-CPU plan, the scalar reference with `--reference`, the GPU / hybrid pass
+// (runtime/hybrid_step.h, gpu_kernels/gpu_forward.h) for a plan that uses the GPU. Nothing here decides placement:
+// the CLI makes the Plan (runtime/cli/plan_options.h) and commands call create_forward() without naming an
+// implementation.
 
 #include <cstdint>
 #include <memory>
@@ -11,6 +13,7 @@
 
 #include "placement/thread_layout.h"
 #include "placement/plan.h"
+#include "runtime/config.h"
 #include "runtime/device_plan.h"
 #include "runtime/expected.h"
 #include "runtime/forward_pass.h"
@@ -28,30 +31,38 @@ struct ForwardOptions {
   uint32_t rollback_slots = 0;               // CPU path: how far truncate() may go back
   placement::ThreadLayoutOptions thread_layout;  // CPU path: pinned workers (NUMA nodes, SMT, PU list); the count
                                                  // is num_threads
-  /// The placement to execute (placement/plan.h); the caller keeps it alive. nullptr: the all-CPU plan (what the
-  /// optimizer returns without a GPU). The runtime runs from Plans and decides no placement itself.
+  /// The placement to execute (placement/plan.h); the caller keeps it alive. Required for the GPU path (a plan that
+  /// uses the GPU: every block's attention and the unembedding there, the experts it lists); nullptr: the all-CPU
+  /// plan (library callers and tests of the CPU path). The runtime runs from Plans and decides no placement itself.
   const placement::Plan* plan = nullptr;
-  /// CPU path: expert selection counts (num_layers, num_experts) to increment (CpuForwardOptions::expert_counts).
+  /// Expert selection counts (num_layers, num_experts) to increment, one per selected (layer, expert) per token
+  /// (CpuForwardOptions::expert_counts); nullptr: not counted. The GPU pass does not count yet (a note says so).
   uint64_t* expert_counts = nullptr;
-  // Device runtime (--device, --vram-budget, --n-gpu-experts, --cpu-moe; README "GPU and hybrid").
+  /// Where the CPU path's expert weights live with several NUMA nodes (the config file's numa.policy): kLocal binds
+  /// each node's experts to its memory; kNone and kInterleave shard the experts over the nodes' workers without
+  /// moving pages (page interleaving is not implemented; a note says so). One node: no effect.
+  NumaPolicy numa_policy = NumaPolicy::kLocal;
+  // Device runtime (--device, --vram-budget; README "GPU and hybrid").
   enum class Device { kCpu, kGpu, kAuto };
-  Device device = Device::kCpu;              // kAuto: the GPU when one is usable, else the CPU (with a note)
+  Device device = Device::kCpu;              // kAuto: the GPU when the plan uses it and it is usable, else the CPU
+                                             // (with a note)
   uint64_t vram_budget_bytes = 0;            // hard device memory limit; 0: free device memory minus a reserve
-  ExpertPolicy expert_policy = ExpertPolicy::kAuto;
-  uint32_t num_gpu_experts = 0;              // experts per layer on the GPU for ExpertPolicy::kNumGpuExperts
   int gpu_idx = 0;                           // CUDA device
 };
 
 /// Parses --device: "cpu", "gpu" or "auto". Errors: kInvalidArgument naming the value and the choices.
 Expected<ForwardOptions::Device> parse_device(std::string_view text);
 
-/// The forward pass for `model` (which must outlive it): the CPU path with the kernels of cpu::selected_isa()
-/// (HETMOE_ISA may force scalar|avx2|avx512), the reference, or with options.device gpu/auto the GPU pass (hybrid
-/// when some experts stay on the CPU). kAuto falls back to the CPU when no GPU can be used (no CUDA build, no
+/// The forward pass for `model` (which must outlive it) executing options.plan: the CPU path with the kernels of
+/// cpu::selected_isa() (HETMOE_ISA may force scalar|avx2|avx512) or the reference for an all-CPU plan (or none);
+/// the GPU pass (hybrid when some experts stay on the CPU) for a plan that uses the GPU, with options.device gpu or
+/// auto. kAuto falls back to the CPU (every expert there) when the GPU pass cannot be created (no CUDA build, no
 /// device or driver, the dense part over the VRAM budget) and says why in `notes`; kGpu returns that error instead.
 /// notes (optional): lines for the user (device chosen, experts placed, what stays on the CPU and why).
-/// Errors: the implementation's (context out of range, allocation failure, VRAM budget too small with kGpu, no GPU
-/// with kGpu) and selected_isa()'s (a bad HETMOE_ISA value).
+/// Errors: kInvalidArgument for a plan of another model shape, a plan that uses the GPU with device kCpu or with
+/// --reference (the message names the conflict), kGpu with a plan that places nothing on the GPU, or the GPU path
+/// without a plan; the implementation's (context out of range, allocation failure, VRAM budget too small with
+/// kGpu, no GPU with kGpu) and selected_isa()'s (a bad HETMOE_ISA value).
 Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options,
                                                       std::vector<std::string>* notes = nullptr);
 

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <ctime>
+#include <optional>
 #include <random>
 
 #include "placement/traffic.h"
@@ -13,6 +14,7 @@
 #include "profiler/memory.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/plan_options.h"
 #include "runtime/cli/trace_options.h"
 #include "runtime/cli/run_options.h"
 #include "runtime/forward_factory.h"
@@ -33,6 +35,7 @@ struct BenchArgs {
   std::string load = "auto";
   bool use_reference = false;
   std::string trace_path;
+  std::string config_path;  // --config FILE: thread layout, NUMA, GPU and placement keys (not threads.count)
   DeviceArgs device;
 };
 
@@ -77,9 +80,16 @@ int run_bench(const BenchArgs& args) {
   if (!load_mode) return report_error("bench", load_mode.error());
   auto trace = start_trace(args.trace_path);
   if (!trace) return report_error("bench", trace.error());
+  std::optional<RuntimeConfig> config;
+  if (!args.config_path.empty()) {
+    auto loaded = load_config(args.config_path);
+    if (!loaded) return report_error("bench", loaded.error());
+    config = std::move(*loaded);
+  }
   auto model = Model::load(args.model_path, *load_mode);
   if (!model) return report_error("bench", model.error());
   const ModelHparams& hp = model->hparams;
+  placement::ExpertStats expert_counts = run_expert_stats(*model);  // every run counts expert selections
 
   const uint64_t file_bytes = model->file->file_size();
   const uint64_t available = profiler::mem_available_bytes();
@@ -114,7 +124,16 @@ int run_bench(const BenchArgs& args) {
     options.use_reference = args.use_reference;
     options.rollback_slots = static_cast<uint32_t>(std::max(max_p, max_n) + 1);
     if (auto s = apply_device_options(args.device, options); !s) return report_error("bench", s.error());
+    if (config)
+      if (auto s = apply_config(*config, /*threads_given=*/true, options); !s) return report_error("bench", s.error());
     std::vector<std::string> forward_notes;
+    auto plan = make_run_plan(*model, args.device, config ? &*config : nullptr, options, &forward_notes);
+    if (!plan) {
+      print_notes("bench", forward_notes);
+      return report_error("bench", plan.error());
+    }
+    options.plan = &*plan;
+    if (!options.use_reference) options.expert_counts = expert_counts.counts.data();
     auto forward = create_forward(*model, options, &forward_notes);
     print_notes("bench", forward_notes);
     if (!forward) return report_error("bench", forward.error());
@@ -255,6 +274,9 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--load", args->load, kLoadHelp)->capture_default_str();
   cmd->add_flag("--reference", args->use_reference, "Benchmark the scalar reference path");
   add_trace_option(cmd, args->trace_path);
+  cmd->add_option("--config", args->config_path,
+                  "TOML configuration file: its thread layout, NUMA, GPU and placement keys (flags override it)")
+      ->option_text("FILE");
   add_device_options(cmd, args->device);
   cmd->callback([args, &exit_code] {
     for (int v : args->num_prompt) if (v < 0 || v > (1 << 20)) exit_code = 2;

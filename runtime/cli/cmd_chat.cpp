@@ -29,6 +29,7 @@
 
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/plan_options.h"
 #include "runtime/cli/run_options.h"
 #include "runtime/cli/trace_options.h"
 #include "runtime/forward_factory.h"
@@ -273,6 +274,16 @@ int run_chat(const ChatArgs& args) {
   if (!tokenizer) return report_error("chat", tokenizer.error());
   if (auto special = harmony::SpecialTokens::find(*tokenizer); !special) return report_error("chat", special.error());
   std::vector<std::string> forward_notes;
+  auto plan = make_run_plan(*model, args.run.device, args.run.config ? &*args.run.config : nullptr, *forward_options,
+                            &forward_notes);
+  if (!plan) {
+    print_notes("chat", forward_notes);
+    return report_error("chat", plan.error());
+  }
+  forward_options->plan = &*plan;
+  // Every run counts expert selections (--stats-out saves them; the CPU path counts, the reference does not).
+  placement::ExpertStats expert_counts = run_expert_stats(*model);
+  if (!forward_options->use_reference) forward_options->expert_counts = expert_counts.counts.data();
   auto forward = create_forward(*model, *forward_options, &forward_notes);
   print_notes("chat", forward_notes);
   if (!forward) return report_error("chat", forward.error());
@@ -329,6 +340,9 @@ int run_chat(const ChatArgs& args) {
     }
     if (Status s = session.turn(text); !s) report_error("chat", s.error());
   }
+  if (!args.run.stats_out.empty())
+    if (auto s = save_run_expert_stats(std::move(expert_counts), args.run.stats_out); !s)
+      return report_error("chat", s.error());
   if (auto s = finish_trace(*trace); !s) return report_error("chat", s.error());
   return 0;
 }

@@ -5,10 +5,12 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
 #include "profiler/memory.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/plan_options.h"
 #include "runtime/cli/run_options.h"
 #include "runtime/forward_factory.h"
 #include "runtime/model.h"
@@ -26,6 +28,8 @@ struct EvalArgs {
   std::string kv_type = "f16";
   std::string load = "auto";
   bool use_reference = false;
+  std::string config_path;  // --config FILE: thread layout, NUMA, GPU and placement keys
+  bool threads_given = false;
   DeviceArgs device;
 };
 
@@ -35,6 +39,12 @@ int run_eval(const EvalArgs& args) {
   if (!kv_type) return report_error("eval", kv_type.error());
   auto load_mode = parse_load_mode(args.load);
   if (!load_mode) return report_error("eval", load_mode.error());
+  std::optional<RuntimeConfig> config;
+  if (!args.config_path.empty()) {
+    auto loaded = load_config(args.config_path);
+    if (!loaded) return report_error("eval", loaded.error());
+    config = std::move(*loaded);
+  }
   auto model = Model::load(args.model_path, *load_mode);
   if (!model) return report_error("eval", model.error());
   const ModelHparams& hp = model->hparams;
@@ -53,7 +63,18 @@ int run_eval(const EvalArgs& args) {
   options.num_threads = args.num_threads;
   options.use_reference = args.use_reference;
   if (auto s = apply_device_options(args.device, options); !s) return report_error("eval", s.error());
+  if (config) {
+    if (config->threads.count && !args.threads_given) options.num_threads = *config->threads.count;
+    if (auto s = apply_config(*config, args.threads_given || config->threads.count, options); !s)
+      return report_error("eval", s.error());
+  }
   std::vector<std::string> forward_notes;
+  auto plan = make_run_plan(*model, args.device, config ? &*config : nullptr, options, &forward_notes);
+  if (!plan) {
+    print_notes("eval", forward_notes);
+    return report_error("eval", plan.error());
+  }
+  options.plan = &*plan;
   auto forward = create_forward(*model, options, &forward_notes);
   print_notes("eval", forward_notes);
   if (!forward) return report_error("eval", forward.error());
@@ -105,14 +126,21 @@ void add_eval_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-m,--model", args->model_path, "GGUF model file")->required();
   cmd->add_option("--ids", args->ids_path, "Whitespace-separated token ids")->required();
   cmd->add_option("--logits-out", args->logits_path, "Output file (float32 [n_tokens][n_vocab])")->required();
-  cmd->add_option("-t,--threads", args->num_threads, "CPU threads")->check(CLI::Range(1, 4096))->capture_default_str();
+  auto* threads =
+      cmd->add_option("-t,--threads", args->num_threads, "CPU threads")->check(CLI::Range(1, 4096))->capture_default_str();
   cmd->add_option("-c,--ctx", args->context_length, "Context length (default: max(8192, n_tokens))")
       ->check(CLI::Range(1u, 1u << 24));
   cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
   cmd->add_option("--load", args->load, kLoadHelp)->capture_default_str();
   cmd->add_flag("--reference", args->use_reference, "Run the scalar reference forward pass (the correctness oracle)");
+  cmd->add_option("--config", args->config_path,
+                  "TOML configuration file: its thread, NUMA, GPU and placement keys (flags override it)")
+      ->option_text("FILE");
   add_device_options(cmd, args->device);
-  cmd->callback([args, &exit_code] { exit_code = run_eval(*args); });
+  cmd->callback([args, threads, &exit_code] {
+    args->threads_given = threads->count() > 0;
+    exit_code = run_eval(*args);
+  });
 }
 
 }  // namespace hetmoe::cli

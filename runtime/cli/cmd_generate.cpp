@@ -15,6 +15,7 @@
 #include "profiler/memory.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/plan_options.h"
 #include "runtime/cli/run_options.h"
 #include "runtime/cli/trace_options.h"
 #include "runtime/forward_factory.h"
@@ -110,6 +111,16 @@ int run_generate(const GenerateArgs& args) {
     prompt_ids = std::move(*rendered);
   }
   std::vector<std::string> forward_notes;
+  auto plan = make_run_plan(*model, args.run.device, args.run.config ? &*args.run.config : nullptr, *forward_options,
+                            &forward_notes);
+  if (!plan) {
+    print_notes("generate", forward_notes);
+    return report_error("generate", plan.error());
+  }
+  forward_options->plan = &*plan;
+  // Every run counts expert selections (--stats-out saves them; the CPU path counts, the reference does not).
+  placement::ExpertStats expert_counts = run_expert_stats(*model);
+  if (!forward_options->use_reference) forward_options->expert_counts = expert_counts.counts.data();
   auto forward = create_forward(*model, *forward_options, &forward_notes);
   print_notes("generate", forward_notes);
   if (!forward) return report_error("generate", forward.error());
@@ -171,6 +182,9 @@ int run_generate(const GenerateArgs& args) {
              model_path, t_loaded - t_start, model->file->in_memory() ? "into memory" : "mmap", stats->num_prompt_tokens, stats->prefill_seconds,
              stats->prefill_tok_per_s(), stats->num_generated, stats->decode_seconds, stats->decode_tok_per_s(),
              args.run.num_threads, forward_path_name(*forward_options, forward->get()), seed, format_bytes(profiler::peak_rss_bytes()));
+  if (!args.run.stats_out.empty())
+    if (auto s = save_run_expert_stats(std::move(expert_counts), args.run.stats_out); !s)
+      return report_error("generate", s.error());
   if (auto s = finish_trace(*trace); !s) return report_error("generate", s.error());
   return 0;
 }

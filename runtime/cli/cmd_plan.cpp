@@ -236,6 +236,7 @@ int run_plan(const PlanArgs& args) {
     return report_error("plan", make_error(ErrorCode::kInvalidArgument,
                                            fmt::format("--placement {}: expected dynamic or static", args.placement)));
   request.dynamic_placement = args.placement == "dynamic";
+  request.dense_on_gpu = true;  // what the GPU runtime executes (generate --plan FILE runs this plan as is)
   if (auto name = file->get_string("general.name"); name) request.model_name = std::string(*name);
   auto plan = placement::optimize_plan(*cost_model, request);
   if (!plan) return report_error("plan", plan.error());

@@ -26,6 +26,7 @@ void add_run_options(CLI::App* cmd, RunArgs& args) {
   add_trace_option(cmd, args.trace_path);
   auto* trace = cmd->get_option("--trace");
   cmd->parse_complete_callback([&args, threads, ctx, kv_type, config, trace] {
+    args.threads_given = threads->count() > 0;
     if (config->count() == 0) return;
     auto loaded = load_config(args.config_path);
     if (!loaded) {
@@ -40,6 +41,9 @@ void add_run_options(CLI::App* cmd, RunArgs& args) {
     if (c.trace.output && trace->count() == 0) args.trace_path = *c.trace.output;
   });
   add_device_options(cmd, args.device);
+  cmd->add_option("--stats-out", args.stats_out,
+                  "Save the run's expert selection counts (hetmoe profile's format: for --stats, profile --merge)")
+      ->option_text("FILE");
 }
 
 Expected<ForwardOptions> forward_options(const RunArgs& args) {
@@ -52,7 +56,32 @@ Expected<ForwardOptions> forward_options(const RunArgs& args) {
   options.num_threads = args.num_threads;
   options.use_reference = args.use_reference;
   if (auto s = apply_device_options(args.device, options); !s) return s.error();
+  if (args.config)
+    if (auto s = apply_config(*args.config, args.threads_given || args.config->threads.count, options); !s)
+      return s.error();
   return options;
+}
+
+Status apply_config(const RuntimeConfig& config, bool threads_given, ForwardOptions& options) {
+  const RuntimeConfig::Threads& t = config.threads;
+  placement::ThreadLayoutOptions& layout = options.thread_layout;
+  if (t.count && t.per_node)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "threads.count and threads.per_node exclude each other in the config file (per_node sets the "
+                      "count per NUMA node)");
+  if (t.smt) layout.smt = *t.smt ? placement::SmtUse::kYes : placement::SmtUse::kNo;
+  if (t.cores) layout.worker_pus = *t.cores;
+  if (!threads_given) {
+    if (t.per_node) {
+      layout.threads_per_node = *t.per_node;
+      options.num_threads = 0;  // per_node × the nodes used
+    } else if (t.cores) {
+      options.num_threads = 0;  // one worker per listed CPU
+    }
+  }
+  if (config.numa.policy) options.numa_policy = *config.numa.policy;
+  if (config.gpu.id) options.gpu_idx = *config.gpu.id;
+  return {};
 }
 
 void add_device_options(CLI::App* cmd, DeviceArgs& args) {
@@ -64,6 +93,16 @@ void add_device_options(CLI::App* cmd, DeviceArgs& args) {
                   "Experts per layer kept on the GPU: the K with the largest router bias; the rest run on the CPU")
       ->check(CLI::Range(0, 1 << 20));
   cmd->add_flag("--cpu-moe", args.cpu_moe, "Run every expert on the CPU (attention and router stay on the GPU)");
+  cmd->add_option("--plan", args.plan_path,
+                  "Execute this placement Plan (JSON from hetmoe plan -o FILE) instead of planning now")
+      ->option_text("FILE");
+  cmd->add_option("--stats", args.stats_path,
+                  "Expert statistics (hetmoe profile, --stats-out) for the placement optimizer (default: router-bias "
+                  "prior)")
+      ->option_text("FILE");
+  cmd->add_option("--placement", args.placement,
+                  "dynamic (default with a GPU: experts follow the conversation) or static");
+  cmd->add_option("--ram-budget", args.ram_budget, "RAM the plan may use for weights and KV cache (default: no limit)");
 }
 
 Status apply_device_options(const DeviceArgs& args, ForwardOptions& options) {
@@ -81,11 +120,6 @@ Status apply_device_options(const DeviceArgs& args, ForwardOptions& options) {
   }
   if (args.cpu_moe && args.num_gpu_experts >= 0)
     return make_error(ErrorCode::kInvalidArgument, "--cpu-moe and --n-gpu-experts exclude each other");
-  if (args.cpu_moe) options.expert_policy = ExpertPolicy::kCpuMoe;
-  if (args.num_gpu_experts >= 0) {
-    options.expert_policy = ExpertPolicy::kNumGpuExperts;
-    options.num_gpu_experts = static_cast<uint32_t>(args.num_gpu_experts);
-  }
   return {};
 }
 

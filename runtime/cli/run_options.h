@@ -18,19 +18,28 @@
 
 namespace hetmoe::cli {
 
-/// --device, --vram-budget, --n-gpu-experts, --cpu-moe (README "GPU and hybrid"); used by every command that runs
-/// a model.
+/// --device, --vram-budget, --n-gpu-experts, --cpu-moe (README "GPU and hybrid") and the placement flags --plan,
+/// --stats, --placement, --ram-budget (README "Placement"); used by every command that runs a model. The placement
+/// Plan is made from them by make_run_plan (runtime/cli/plan_options.h).
 struct DeviceArgs {
   std::string device = "auto";
-  std::string vram_budget;   // empty: the GPU's free memory minus a reserve
+  std::string vram_budget;   // empty: the config file's gpu.vram_budget, else the GPU's free memory minus a reserve
   int num_gpu_experts = -1;  // -1: not given
   bool cpu_moe = false;
+  std::string plan_path;     // --plan FILE: a Plan from `hetmoe plan`, executed as is
+  std::string stats_path;    // --stats FILE: expert statistics for the optimizer (default: router-bias prior)
+  std::string placement;     // --placement static|dynamic; empty: the config file's placement.mode, else dynamic
+  std::string ram_budget;    // --ram-budget SIZE; empty: the config file's gpu.ram_budget, else no limit
 };
 void add_device_options(CLI::App* cmd, DeviceArgs& args);
-/// Sets options.device, vram_budget_bytes, expert_policy, num_gpu_experts. Errors: kInvalidArgument for a bad
-/// --device or --vram-budget, --cpu-moe with --n-gpu-experts, or --reference (options.use_reference) with
-/// --device gpu.
+/// Sets options.device and vram_budget_bytes. Errors: kInvalidArgument for a bad --device or --vram-budget,
+/// --cpu-moe with --n-gpu-experts, or --reference (options.use_reference) with --device gpu.
 Status apply_device_options(const DeviceArgs& args, ForwardOptions& options);
+
+/// The config file's keys that set ForwardOptions directly: [threads] per_node, cores, smt (the thread layout;
+/// per_node and cores make the thread count follow from them unless -t or threads.count is given: `threads_given`),
+/// [numa] policy, [gpu] id. Errors: kInvalidArgument for threads.count together with threads.per_node.
+Status apply_config(const RuntimeConfig& config, bool threads_given, ForwardOptions& options);
 
 /// -t, -c, --kv-type, --load, --reference, --config, --trace and the device options.
 struct RunArgs {
@@ -46,12 +55,15 @@ struct RunArgs {
   std::optional<RuntimeConfig> config;
   Status config_status;
   std::string trace_path;  // --trace FILE (runtime/cli/trace_options.h); empty: no trace
+  std::string stats_out;   // --stats-out FILE (generate, chat): the run's expert selection counts
+  bool threads_given = false;  // -t was on the command line
   DeviceArgs device;
 };
 /// Registers the options; when the command line is parsed, applies --config as described above.
 void add_run_options(CLI::App* cmd, RunArgs& args);
-/// Errors: the --config file's (kIo, kFormat); kInvalidArgument for a bad --kv-type, --device or --vram-budget,
-/// --cpu-moe with --n-gpu-experts, or --reference with --device gpu.
+/// Options with the --config file's keys applied (apply_config). Errors: the --config file's (kIo, kFormat);
+/// kInvalidArgument for a bad --kv-type, --device or --vram-budget, --cpu-moe with --n-gpu-experts, or --reference
+/// with --device gpu; apply_config's.
 Expected<ForwardOptions> forward_options(const RunArgs& args);
 /// Prints create_forward's notes as "hetmoe <command>: <note>" lines on stderr.
 void print_notes(std::string_view command, const std::vector<std::string>& notes);

@@ -1,0 +1,256 @@
+#include "runtime/cli/plan_options.h"
+
+#include <fmt/format.h>
+
+#include <optional>
+
+#include "gpu_kernels/cuda_device.h"
+#include "gpu_kernels/gpu_forward.h"
+#include "placement/cost_model.h"
+#include "placement/optimizer.h"
+#include "placement/profile_rates.h"
+#include "placement/static_plans.h"
+#include "runtime/byte_size.h"
+
+namespace hetmoe::cli {
+namespace {
+
+std::string gib(uint64_t bytes) { return fmt::format("{:.2f} GiB", static_cast<double>(bytes) / (1ull << 30)); }
+
+/// A usable GPU (its free memory), or why there is none.
+struct GpuCheck {
+  bool usable = false;
+  uint64_t free_bytes = 0;
+  std::string reason;
+};
+
+GpuCheck check_gpu(int gpu_idx) {
+  GpuCheck c;
+  if (!gpu::cuda_built()) {
+    c.reason = "no GPU support (hetmoe was built without CUDA)";
+    return c;
+  }
+  auto devices = gpu::list_devices();
+  if (!devices) {
+    c.reason = "no usable GPU (" + devices.error().message + ")";
+  } else if (devices->empty()) {
+    c.reason = "no GPU found (no CUDA device or no NVIDIA driver)";
+  } else if (gpu_idx < 0 || static_cast<size_t>(gpu_idx) >= devices->size()) {
+    c.reason = fmt::format("GPU {} does not exist ({} CUDA device(s) found)", gpu_idx, devices->size());
+  } else {
+    c.usable = true;
+    c.free_bytes = (*devices)[static_cast<size_t>(gpu_idx)].free_bytes;
+  }
+  return c;
+}
+
+Expected<uint64_t> byte_size(const std::string& what, const std::string& text) {
+  auto bytes = parse_byte_size(text);
+  if (!bytes) return make_error(bytes.error().code, what + ": " + bytes.error().message);
+  return *bytes;
+}
+
+std::vector<std::vector<float>> router_biases(const Model& model) {
+  std::vector<std::vector<float>> bias;
+  for (const LayerWeights& l : model.layers) bias.push_back(l.router_bias);
+  return bias;
+}
+
+std::string summary_line(const placement::Plan& plan, const std::string& source, bool gpu_words) {
+  const uint64_t total = static_cast<uint64_t>(plan.num_layers) * plan.num_experts;
+  uint64_t num_gpu = 0;
+  for (const placement::LayerPlan& l : plan.layers)
+    for (placement::Device d : l.experts) num_gpu += d == placement::Device::kGpu;
+  const std::string where = gpu_words ? fmt::format("{}/{} experts on the GPU", num_gpu, total)
+                                      : fmt::format("all {} experts on the CPU", total);
+  std::string line = fmt::format("plan: {} blocks, {} ({})", plan.num_layers, where, source);
+  if (plan.prediction.decode_tok_s > 0)
+    line += fmt::format(", predicted {:.1f} tok/s decode at depth {}", plan.prediction.decode_tok_s,
+                        plan.prediction.depth);
+  if (plan.dynamic.enabled) line += fmt::format(", dynamic placement every {} tokens", plan.dynamic.replan_interval_tokens);
+  return line;
+}
+
+}  // namespace
+
+Expected<placement::Plan> make_run_plan(const Model& model, const DeviceArgs& args, const RuntimeConfig* config,
+                                        ForwardOptions& options, std::vector<std::string>* notes) {
+  const ModelHparams& hp = model.hparams;
+  const auto note = [notes](std::string n) {
+    if (notes) notes->push_back(std::move(n));
+  };
+  if (options.context_length == 0 || options.context_length > hp.context_length)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("context length {} is out of range (expected 1..{}, the model's context_length)",
+                                  options.context_length, hp.context_length));
+  const RuntimeConfig::Placement* settings = config ? &config->placement : nullptr;
+  if (config && config->gpu.id && options.gpu_idx == 0) options.gpu_idx = *config->gpu.id;
+
+  // Placement mode: --placement, else the file's, else dynamic.
+  bool dynamic = true;
+  if (!args.placement.empty()) {
+    if (args.placement != "static" && args.placement != "dynamic")
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("--placement {}: expected static or dynamic", args.placement));
+    dynamic = args.placement == "dynamic";
+  } else if (settings && settings->mode) {
+    dynamic = *settings->mode == PlacementMode::kDynamic;
+  }
+  // Experts per block: --cpu-moe or --n-gpu-experts, else the file's placement.num_gpu_experts.
+  std::optional<uint32_t> num_gpu_experts;
+  if (args.cpu_moe) num_gpu_experts = 0;
+  else if (args.num_gpu_experts >= 0) num_gpu_experts = static_cast<uint32_t>(args.num_gpu_experts);
+  if (!args.plan_path.empty() && num_gpu_experts)
+    return make_error(ErrorCode::kInvalidArgument, "--plan and --cpu-moe / --n-gpu-experts exclude each other");
+  if (!num_gpu_experts && args.plan_path.empty() && settings && settings->num_gpu_experts)
+    num_gpu_experts = *settings->num_gpu_experts;
+
+  // The GPU, and the budgets.
+  GpuCheck gpu;
+  if (options.use_reference) {
+    gpu.reason = "--reference runs on the CPU";
+  } else if (options.device == ForwardOptions::Device::kCpu) {
+    gpu.reason = "--device cpu";
+  } else {
+    gpu = check_gpu(options.gpu_idx);
+    if (!gpu.usable && options.device == ForwardOptions::Device::kGpu)
+      return make_error(ErrorCode::kUnsupported, "--device gpu: " + gpu.reason);
+  }
+  uint64_t vram = options.vram_budget_bytes;
+  if (vram == 0 && config && config->gpu.vram_budget_bytes) {
+    vram = *config->gpu.vram_budget_bytes;
+    if (vram == 0)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "gpu.vram_budget = 0 in the config file: use --device cpu to run without the GPU");
+  }
+  if (gpu.usable && vram == 0)
+    vram = gpu.free_bytes > gpu::kDefaultVramReserveBytes ? gpu.free_bytes - gpu::kDefaultVramReserveBytes : 0;
+  if (!gpu.usable) vram = 0;
+  options.vram_budget_bytes = vram;
+  uint64_t ram = 0;
+  if (!args.ram_budget.empty()) {
+    HETMOE_ASSIGN_OR_RETURN(ram, byte_size("--ram-budget", args.ram_budget));
+  } else if (config && config->gpu.ram_budget_bytes) {
+    ram = *config->gpu.ram_budget_bytes;
+  }
+
+  // Statistics and rates, for the cost model.
+  std::optional<placement::ExpertStats> stats;
+  std::string stats_source = "router-bias prior";
+  if (!args.stats_path.empty()) {
+    HETMOE_ASSIGN_OR_RETURN(stats, placement::expert_stats_load(args.stats_path));
+    if (auto s = stats->check_model(hp); !s)
+      return make_error(s.error().code, args.stats_path + ": " + s.error().message);
+    stats_source = fmt::format("statistics {}", args.stats_path);
+  }
+  std::string profile_reason;
+  const auto profile = placement::cached_profile_for_this_machine({}, &profile_reason);
+  placement::DeviceRates rates = placement::DeviceRates::laptop();
+  if (profile) rates = placement::rates_from_profile(*profile, options.num_threads, rates);
+  rates.has_gpu = gpu.usable;
+  const std::string rates_source = profile ? "rates of hetmoe probe" : "default rates";
+  auto inputs = placement::cost_inputs_from_header(*model.file, stats ? &*stats : nullptr, rates,
+                                                   options.context_length, options.context_length - 1,
+                                                   options.kv_type);
+  if (!inputs) return inputs.error();
+  HETMOE_ASSIGN_OR_RETURN(const placement::CostModel cost_model, placement::CostModel::create(std::move(*inputs)));
+  std::string model_name;
+  if (auto name = model.file->get_string("general.name"); name) model_name = std::string(*name);
+
+  placement::Plan plan;
+  std::string source;
+  if (!args.plan_path.empty()) {
+    HETMOE_ASSIGN_OR_RETURN(plan, placement::plan_load(args.plan_path));
+    if (plan.num_layers != hp.num_layers || plan.num_experts != hp.num_experts ||
+        plan.num_experts_used != hp.num_experts_used)
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("--plan {}: the plan is for {} layers × {} experts (top-{}), the model has {} × {} "
+                                    "(top-{})",
+                                    args.plan_path, plan.num_layers, plan.num_experts, plan.num_experts_used,
+                                    hp.num_layers, hp.num_experts, hp.num_experts_used));
+    if (plan.context_length != options.context_length)
+      note(fmt::format("--plan {} was made for a context of {}; this run's KV cache holds {}", args.plan_path,
+                       plan.context_length, options.context_length));
+    if (plan.uses_gpu() && !gpu.usable && options.device == ForwardOptions::Device::kAuto) {
+      note(fmt::format("{}; running on the CPU (the plan's GPU placement is not used)", gpu.reason));
+      options.device = ForwardOptions::Device::kCpu;
+      plan = placement::all_cpu_plan(hp.num_layers, hp.num_experts, hp.num_experts_used, options.context_length);
+      plan.model_name = model_name;
+      if (auto s = cost_model.evaluate(plan); !s) return s.error();
+    }
+    source = "--plan " + args.plan_path;
+    if (settings && !settings->expert_overrides.empty())
+      note(fmt::format("placement.overrides: --plan {} is used as is; the {} pins are not applied", args.plan_path,
+                       settings->expert_overrides.size()));
+  } else {
+    if (!gpu.usable) {
+      if (options.device == ForwardOptions::Device::kAuto) {
+        note(gpu.reason + "; running on the CPU");
+        options.device = ForwardOptions::Device::kCpu;
+      }
+      plan = placement::all_cpu_plan(hp.num_layers, hp.num_experts, hp.num_experts_used, options.context_length);
+      source = gpu.reason == "--device cpu" || gpu.reason.rfind("--reference", 0) == 0 ? gpu.reason : "no GPU";
+    } else if (num_gpu_experts) {
+      HETMOE_ASSIGN_OR_RETURN(plan, placement::static_gpu_experts_plan(hp, router_biases(model), *num_gpu_experts,
+                                                                       options.context_length));
+      source = args.cpu_moe ? "--cpu-moe"
+               : args.num_gpu_experts >= 0
+                   ? fmt::format("--n-gpu-experts {}", *num_gpu_experts)
+                   : fmt::format("placement.num_gpu_experts = {}", *num_gpu_experts);
+    } else {
+      placement::PlanRequest request;
+      request.vram_budget_bytes = vram;
+      request.ram_budget_bytes = ram;
+      request.num_cpu_threads = options.num_threads;
+      request.model_name = model_name;
+      request.dynamic_placement = dynamic;
+      request.dense_on_gpu = true;
+      HETMOE_ASSIGN_OR_RETURN(plan, placement::optimize_plan(cost_model, request));
+      source = fmt::format("optimizer: VRAM budget {}{}, {}, {}", gib(vram),
+                           ram > 0 ? fmt::format(", RAM budget {}", gib(ram)) : std::string(), stats_source,
+                           rates_source);
+    }
+    plan.model_name = model_name;
+    plan.num_cpu_threads = options.num_threads;
+    plan.vram_budget_bytes = vram;
+    plan.ram_budget_bytes = ram;
+    plan.kv_type = options.kv_type == KvCacheType::kF16 ? "f16" : "f32";
+    HETMOE_RETURN_IF_ERROR(cost_model.evaluate(plan));
+    if (settings) {
+      if (plan.uses_gpu())
+        HETMOE_RETURN_IF_ERROR(placement::apply_expert_overrides(plan, settings->expert_overrides, cost_model));
+      else if (!settings->expert_overrides.empty())
+        note(fmt::format("placement.overrides: the plan does not use the GPU ({}); the {} pins are not applied",
+                         source, settings->expert_overrides.size()));
+      if (!settings->tensor_overrides.empty())
+        note("placement.tensor_overrides are read but not applied: the runtime places whole blocks and experts");
+      placement::apply_placement_settings(plan, *settings, dynamic);
+    } else {
+      placement::apply_placement_settings(plan, RuntimeConfig::Placement{}, dynamic);
+    }
+  }
+  for (const std::string& n : plan.notes)  // what did not fit and why; not `hetmoe plan`'s comparison
+    if (n.rfind("no GPU", 0) != 0 && n.rfind("best per-layer split", 0) != 0) note(n);
+  note(summary_line(plan, source, options.device != ForwardOptions::Device::kCpu || plan.uses_gpu()));
+  return plan;
+}
+
+placement::ExpertStats run_expert_stats(const Model& model) {
+  const ModelHparams& hp = model.hparams;
+  placement::ExpertStats stats = placement::ExpertStats::zeros(hp.num_layers, hp.num_experts, hp.num_experts_used);
+  if (auto name = model.file->get_string("general.name"); name) stats.model_name = std::string(*name);
+  return stats;
+}
+
+Status save_run_expert_stats(placement::ExpertStats stats, const std::string& path) {
+  uint64_t row0 = 0;
+  for (uint32_t e = 0; e < stats.num_experts && stats.num_layers > 0; ++e) row0 += stats.count(0, e);
+  if (row0 == 0)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("--stats-out {}: no expert selection was counted (the GPU pass does not count yet)",
+                                  path));
+  stats.num_tokens = stats.num_experts_used > 0 ? row0 / stats.num_experts_used : 0;
+  return placement::expert_stats_save(stats, path);
+}
+
+}  // namespace hetmoe::cli
