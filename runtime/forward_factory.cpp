@@ -36,11 +36,34 @@ std::string gpu_part(const placement::Plan& plan) {
     blocks += l.attention == placement::Device::kGpu;
     for (placement::Device d : l.experts) experts += d == placement::Device::kGpu;
   }
-  return fmt::format("{} experts and the attention of {} blocks{}", experts, blocks,
+  return fmt::format("{} expert{} and the attention of {} block{}{}", experts, experts == 1 ? "" : "s", blocks,
+                     blocks == 1 ? "" : "s",
                      plan.output == placement::Device::kGpu ? " and the unembedding" : "");
 }
 
 }  // namespace
+
+Status apply_runtime_config(const RuntimeConfig& config, bool threads_given, ForwardOptions& options) {
+  const RuntimeConfig::Threads& t = config.threads;
+  placement::ThreadLayoutOptions& layout = options.thread_layout;
+  if (t.count && t.per_node)
+    return make_error(ErrorCode::kInvalidArgument,
+                      "threads.count and threads.per_node exclude each other in the config file (per_node sets the "
+                      "count per NUMA node)");
+  if (t.smt) layout.smt = *t.smt ? placement::SmtUse::kYes : placement::SmtUse::kNo;
+  if (t.cores) layout.worker_pus = *t.cores;
+  if (!threads_given) {
+    if (t.per_node) {
+      layout.threads_per_node = *t.per_node;
+      options.num_threads = 0;  // per_node × the nodes used
+    } else if (t.cores) {
+      options.num_threads = 0;  // one worker per listed CPU
+    }
+  }
+  if (config.numa.policy) options.numa_policy = *config.numa.policy;
+  if (config.gpu.id) options.gpu_idx = *config.gpu.id;
+  return {};
+}
 
 Expected<ForwardOptions::Device> parse_device(std::string_view text) {
   if (text == "cpu") return ForwardOptions::Device::kCpu;

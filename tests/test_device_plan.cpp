@@ -1,9 +1,11 @@
-// Device memory planning (runtime/device_plan.h): byte sizes, the static expert policies and the VRAM budget at,
-// below and above each threshold, for the tiny fixture and the gpt-oss-20b hyperparameters. Pure host code.
+// Device memory planning (runtime/device_plan.h): byte sizes, the experts a Plan puts on the GPU laid out under the
+// VRAM budget at, below and above each threshold, for the tiny fixture and the gpt-oss-20b hyperparameters; the
+// GPU experts of a Plan. Pure host code.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 
+#include "placement/plan.h"
 #include "runtime/device_plan.h"
 #include "runtime/model.h"
 #include "runtime/synth.h"
@@ -63,15 +65,25 @@ DeviceModelDesc desc_20b() {
   return d;
 }
 
-DevicePlanOptions options(uint64_t budget, ExpertPolicy policy = ExpertPolicy::kAuto, uint32_t k = 0) {
+/// The experts 0..k−1 of every layer (k = num_experts: all of them; 0: none, as --cpu-moe).
+std::vector<std::vector<int32_t>> first_experts(const DeviceModelDesc& d, uint32_t k) {
+  std::vector<int32_t> ids(k);
+  for (uint32_t e = 0; e < k; ++e) ids[e] = static_cast<int32_t>(e);
+  return std::vector<std::vector<int32_t>>(d.hparams.num_layers, ids);
+}
+
+DevicePlanOptions options(uint64_t budget, std::vector<std::vector<int32_t>> gpu_experts) {
   DevicePlanOptions o;
   o.vram_budget_bytes = budget;
   o.context_length = 4096;
-  o.expert_policy = policy;
-  o.num_gpu_experts = k;
+  o.gpu_experts = std::move(gpu_experts);
   o.attention_scratch_floats = 1 << 16;
   o.moe_scratch_floats = 1 << 16;
   return o;
+}
+
+DevicePlanOptions all_experts(const DeviceModelDesc& d, uint64_t budget) {
+  return options(budget, first_experts(d, d.hparams.num_experts));
 }
 
 /// Every buffer aligned, inside the arena, none overlapping; the arena within the budget.
@@ -91,7 +103,8 @@ void expect_consistent(const DevicePlan& p) {
 }
 
 TEST(DevicePlan, Gpt20bDenseWeightSizesMatchTheQ8LayoutOfThePublishedFile) {
-  auto p = plan_device_memory(desc_20b(), options(1ull << 40));
+  const DeviceModelDesc d = desc_20b();
+  auto p = plan_device_memory(d, all_experts(d, 1ull << 40));
   ASSERT_TRUE(p.has_value()) << p.error().to_string();
   // attn_q: 4096 rows of 2880 Q8_0 values = 4096 · 90 blocks · 34 bytes.
   EXPECT_EQ(p->find("blk.0.attn_q.weight")->bytes, 4096ull * 90 * 34);
@@ -108,13 +121,13 @@ TEST(DevicePlan, Gpt20bDenseWeightSizesMatchTheQ8LayoutOfThePublishedFile) {
 }
 
 TEST(DevicePlan, DensePartOneByteOverTheBudgetIsAnErrorNamingBudgetAndNeed) {
-  auto full = plan_device_memory(desc_20b(), options(1ull << 40, ExpertPolicy::kCpuMoe));
+  auto full = plan_device_memory(desc_20b(), options(1ull << 40, {}));
   ASSERT_TRUE(full.has_value());
   const uint64_t fixed = full->total_bytes;  // no experts: exactly the dense part
-  auto at = plan_device_memory(desc_20b(), options(fixed, ExpertPolicy::kCpuMoe));
+  auto at = plan_device_memory(desc_20b(), options(fixed, {}));
   ASSERT_TRUE(at.has_value()) << at.error().to_string();
   EXPECT_EQ(at->total_bytes, fixed);
-  auto below = plan_device_memory(desc_20b(), options(fixed - 1, ExpertPolicy::kCpuMoe));
+  auto below = plan_device_memory(desc_20b(), options(fixed - 1, {}));
   ASSERT_FALSE(below.has_value());
   EXPECT_EQ(below.error().code, ErrorCode::kInvalidArgument);
   EXPECT_NE(below.error().message.find("VRAM budget"), std::string::npos);
@@ -122,18 +135,18 @@ TEST(DevicePlan, DensePartOneByteOverTheBudgetIsAnErrorNamingBudgetAndNeed) {
   EXPECT_NE(below.error().message.find("--ctx"), std::string::npos);
 }
 
-TEST(DevicePlan, AutoPutsEveryExpertOnTheGpuExactlyWhenAllFit) {
+TEST(DevicePlan, EveryListedExpertIsResidentExactlyWhenAllFit) {
   const DeviceModelDesc d = tiny_desc();
-  auto all = plan_device_memory(d, options(1ull << 32));
+  auto all = plan_device_memory(d, all_experts(d, 1ull << 32));
   ASSERT_TRUE(all.has_value());
   const uint64_t need = all->total_bytes;
-  auto at = plan_device_memory(d, options(need));
+  auto at = plan_device_memory(d, all_experts(d, need));
   ASSERT_TRUE(at.has_value());
   EXPECT_EQ(at->num_gpu_experts_total(), 4u * 8u);
   EXPECT_TRUE(at->notes.empty());
   expect_consistent(*at);
 
-  auto below = plan_device_memory(d, options(need - 1));
+  auto below = plan_device_memory(d, all_experts(d, need - 1));
   ASSERT_TRUE(below.has_value());
   EXPECT_EQ(below->num_gpu_experts_total(), 4u * 8u - 1);
   ASSERT_EQ(below->notes.size(), 1u);
@@ -144,11 +157,11 @@ TEST(DevicePlan, AutoPutsEveryExpertOnTheGpuExactlyWhenAllFit) {
 
 TEST(DevicePlan, TightBudgetSpreadsExpertsOverLayersByRouterBiasRank) {
   const DeviceModelDesc d = desc_20b();
-  auto none = plan_device_memory(d, options(1ull << 40, ExpertPolicy::kCpuMoe));
+  auto none = plan_device_memory(d, options(1ull << 40, {}));
   ASSERT_TRUE(none.has_value());
   // Room for 24 + 12 experts (plus alignment slack): every layer gets its top expert, half the layers a second.
   const uint64_t budget = none->total_bytes + 36 * (none->bytes_per_expert + 6 * kDeviceBufferAlign);
-  auto p = plan_device_memory(d, options(budget));
+  auto p = plan_device_memory(d, all_experts(d, budget));
   ASSERT_TRUE(p.has_value());
   expect_consistent(*p);
   EXPECT_EQ(p->num_gpu_experts_total(), 36u);
@@ -160,48 +173,100 @@ TEST(DevicePlan, TightBudgetSpreadsExpertsOverLayersByRouterBiasRank) {
   }
 }
 
-TEST(DevicePlan, NumGpuExpertsKeepsTheKLargestRouterBiasesPerLayer) {
+TEST(DevicePlan, ListedExpertsAreResidentInAscendingSlotsAndNoOthers) {
   const DeviceModelDesc d = desc_20b();
-  auto p = plan_device_memory(d, options(1ull << 40, ExpertPolicy::kNumGpuExperts, 5));
-  ASSERT_TRUE(p.has_value());
+  std::vector<std::vector<int32_t>> ids(24);
+  for (uint32_t l = 0; l < 24; ++l) ids[l] = {31, static_cast<int32_t>(l), 7};  // layer 7 lists 7 once only
+  ids[7] = {31, 7, 0};
+  auto p = plan_device_memory(d, options(1ull << 40, ids));
+  ASSERT_TRUE(p.has_value()) << p.error().to_string();
   expect_consistent(*p);
   for (uint32_t l = 0; l < 24; ++l) {
-    ASSERT_EQ(p->gpu_experts[l].size(), 5u);
-    for (uint32_t e = 0; e < 32; ++e)  // biases 27..31 are the five largest
-      EXPECT_EQ(p->expert_on_gpu(l, static_cast<int32_t>(e)), d.router_bias[l][e] >= 27.0f) << l << "," << e;
+    std::vector<int32_t> want = ids[l];
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(p->gpu_experts[l], want) << "layer " << l;
+    for (uint32_t e = 0; e < 32; ++e)
+      EXPECT_EQ(p->expert_on_gpu(l, static_cast<int32_t>(e)),
+                std::find(want.begin(), want.end(), static_cast<int32_t>(e)) != want.end());
   }
-  ASSERT_EQ(p->notes.size(), 1u);
-  EXPECT_NE(p->notes[0].find("other 27 experts"), std::string::npos);
-  EXPECT_EQ(p->find("blk.3.ffn_gate_exps.weight")->bytes, 5ull * 2880 * 90 * 17);
+  EXPECT_TRUE(p->notes.empty());
+  EXPECT_EQ(p->find("blk.3.ffn_gate_exps.weight")->bytes, 3ull * 2880 * 90 * 17);
 }
 
-TEST(DevicePlan, NumGpuExpertsEqualBiasesTieToTheLowerIndex) {
+TEST(DevicePlan, EqualBiasesUnderATightBudgetKeepTheLowerIds) {
   DeviceModelDesc d = tiny_desc();
   for (auto& row : d.router_bias) std::fill(row.begin(), row.end(), 0.5f);
-  auto p = plan_device_memory(d, options(1ull << 32, ExpertPolicy::kNumGpuExperts, 3));
+  auto three = plan_device_memory(d, options(1ull << 32, first_experts(d, 3)));
+  ASSERT_TRUE(three.has_value());
+  // Room for exactly 3 experts per layer of the 5 listed.
+  auto p = plan_device_memory(d, options(three->total_bytes, first_experts(d, 5)));
   ASSERT_TRUE(p.has_value());
   for (const auto& ids : p->gpu_experts) EXPECT_EQ(ids, (std::vector<int32_t>{0, 1, 2}));
+  ASSERT_EQ(p->notes.size(), 1u);
+  EXPECT_NE(p->notes[0].find("8 of the 20 experts the plan puts on the GPU"), std::string::npos) << p->notes[0];
 }
 
-TEST(DevicePlan, NumGpuExpertsAboveTheExpertCountIsAnError) {
-  auto p = plan_device_memory(tiny_desc(), options(1ull << 32, ExpertPolicy::kNumGpuExperts, 9));
-  ASSERT_FALSE(p.has_value());
-  EXPECT_NE(p.error().message.find("--n-gpu-experts 9"), std::string::npos);
-  EXPECT_NE(p.error().message.find("8 experts"), std::string::npos);
+TEST(DevicePlan, ExpertIdsOutOfRangeOrTwiceAndWrongLayerCountsAreErrors) {
+  const DeviceModelDesc d = tiny_desc();
+  auto ids = first_experts(d, 2);
+  ids[1] = {0, 8};
+  auto out_of_range = plan_device_memory(d, options(1ull << 32, ids));
+  ASSERT_FALSE(out_of_range.has_value());
+  EXPECT_NE(out_of_range.error().message.find("layer 1 lists expert 8"), std::string::npos);
+  ids[1] = {3, 3};
+  auto twice = plan_device_memory(d, options(1ull << 32, ids));
+  ASSERT_FALSE(twice.has_value());
+  EXPECT_NE(twice.error().message.find("twice"), std::string::npos);
+  ids.pop_back();
+  EXPECT_FALSE(plan_device_memory(d, options(1ull << 32, ids)).has_value());
 }
 
-TEST(DevicePlan, CpuMoeKeepsEveryExpertOnTheCpuAndSaysSo) {
-  auto p = plan_device_memory(tiny_desc(), options(1ull << 32, ExpertPolicy::kCpuMoe));
+TEST(DevicePlan, NoListedExpertsMeansNoExpertBuffers) {
+  auto p = plan_device_memory(tiny_desc(), options(1ull << 32, {}));
   ASSERT_TRUE(p.has_value());
   EXPECT_EQ(p->num_gpu_experts_total(), 0u);
   EXPECT_EQ(p->expert_bytes, 0u);
   EXPECT_EQ(p->find("blk.0.ffn_gate_exps.weight"), nullptr);
-  ASSERT_EQ(p->notes.size(), 1u);
-  EXPECT_NE(p->notes[0].find("--cpu-moe"), std::string::npos);
+  EXPECT_TRUE(p->notes.empty());
+}
+
+TEST(DevicePlan, GpuExpertsOfAPlanListItsGpuExpertsPerLayer) {
+  ModelHparams hp = tiny_desc().hparams;
+  placement::Plan plan = placement::all_cpu_plan(hp.num_layers, hp.num_experts, hp.num_experts_used, 64);
+  for (auto& l : plan.layers) l.attention = placement::Device::kGpu;
+  plan.output = placement::Device::kGpu;
+  plan.layers[2].experts[5] = placement::Device::kGpu;
+  plan.layers[2].experts[1] = placement::Device::kGpu;
+  auto ids = gpu_experts_of_plan(plan, hp);
+  ASSERT_TRUE(ids.has_value()) << ids.error().to_string();
+  ASSERT_EQ(ids->size(), hp.num_layers);
+  EXPECT_TRUE((*ids)[0].empty());
+  EXPECT_EQ((*ids)[2], (std::vector<int32_t>{1, 5}));
+}
+
+TEST(DevicePlan, GpuExpertsOfAPlanRefuseCpuAttentionCpuOutputAndAnotherShape) {
+  ModelHparams hp = tiny_desc().hparams;
+  placement::Plan plan = placement::all_cpu_plan(hp.num_layers, hp.num_experts, hp.num_experts_used, 64);
+  for (auto& l : plan.layers) l.attention = placement::Device::kGpu;
+  plan.output = placement::Device::kGpu;
+  plan.layers[3].attention = placement::Device::kCpu;
+  auto cpu_attention = gpu_experts_of_plan(plan, hp);
+  ASSERT_FALSE(cpu_attention.has_value());
+  EXPECT_EQ(cpu_attention.error().code, ErrorCode::kUnsupported);
+  EXPECT_NE(cpu_attention.error().message.find("block 3"), std::string::npos);
+  plan.layers[3].attention = placement::Device::kGpu;
+  plan.output = placement::Device::kCpu;
+  EXPECT_FALSE(gpu_experts_of_plan(plan, hp).has_value());
+  plan.output = placement::Device::kGpu;
+  ASSERT_TRUE(gpu_experts_of_plan(plan, hp).has_value());
+  plan.num_experts_used = 3;
+  auto shape = gpu_experts_of_plan(plan, hp);
+  ASSERT_FALSE(shape.has_value());
+  EXPECT_EQ(shape.error().code, ErrorCode::kInvalidArgument);
 }
 
 TEST(DevicePlan, ExtraSlidingSlotsGrowOnlyTheSlidingRingsUpToTheContext) {
-  DevicePlanOptions o = options(1ull << 32);
+  DevicePlanOptions o = options(1ull << 32, {});
   o.context_length = 200;
   o.extra_sliding_slots = 63;
   auto p = plan_device_memory(tiny_desc(), o);
@@ -218,19 +283,19 @@ TEST(DevicePlan, StoredMatrixSizesOverrideTheTypeDefaults) {
   d.layer_matrix_bytes.assign(24, {4096ull * 2880 * 2, 512ull * 90 * 34, 512ull * 90 * 34, 2880ull * 128 * 34,
                                    32ull * 2880 * 4});  // attn_q stored as BF16 in this file
   d.output_bytes = 201088ull * 2880 * 2;
-  auto p = plan_device_memory(d, options(1ull << 40));
+  auto p = plan_device_memory(d, options(1ull << 40, {}));
   ASSERT_TRUE(p.has_value());
   EXPECT_EQ(p->find("blk.5.attn_q.weight")->bytes, 4096ull * 2880 * 2);
   EXPECT_EQ(p->find("output.weight")->bytes, 201088ull * 2880 * 2);
   d.layer_matrix_bytes.resize(3);
-  EXPECT_FALSE(plan_device_memory(d, options(1ull << 40)).has_value());
+  EXPECT_FALSE(plan_device_memory(d, options(1ull << 40, {})).has_value());
 }
 
 TEST(DevicePlan, ZeroContextOrBatchIsAnError) {
-  DevicePlanOptions o = options(1ull << 32);
+  DevicePlanOptions o = options(1ull << 32, {});
   o.context_length = 0;
   EXPECT_FALSE(plan_device_memory(tiny_desc(), o).has_value());
-  o = options(1ull << 32);
+  o = options(1ull << 32, {});
   o.max_batch_tokens = 0;
   EXPECT_FALSE(plan_device_memory(tiny_desc(), o).has_value());
 }

@@ -7,6 +7,7 @@
 
 #include "gpu_kernels/cuda_device.h"
 #include "gpu_kernels/gpu_forward.h"
+#include "placement/static_plans.h"
 #include "runtime/forward_factory.h"
 #include "runtime/model.h"
 #include "tests/logit_metrics.h"
@@ -41,6 +42,15 @@ std::vector<float> decode_fixture(ForwardPass& f) {
   return out;
 }
 
+/// The placement Plan with the k experts of each layer with the largest router bias on the GPU (8: all, 0: --cpu-moe).
+placement::Plan gpu_plan(uint32_t k) {
+  std::vector<std::vector<float>> bias;
+  for (const LayerWeights& l : tiny().layers) bias.push_back(l.router_bias);
+  auto plan = placement::static_gpu_experts_plan(tiny().hparams, bias, k, 256);
+  EXPECT_TRUE(plan.has_value());
+  return std::move(*plan);
+}
+
 void expect_fixture_bar(ForwardOptions options, const char* what) {
   options.device = ForwardOptions::Device::kGpu;
   options.context_length = 256;
@@ -62,23 +72,25 @@ void expect_fixture_bar(ForwardOptions options, const char* what) {
 
 TEST(GpuForward, GpuOnlyMeetsTheFixtureBar) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  const placement::Plan plan = gpu_plan(8);
   ForwardOptions o;
-  o.expert_policy = ExpertPolicy::kAuto;
+  o.plan = &plan;
   expect_fixture_bar(o, "GPU-only");
 }
 
 TEST(GpuForward, HybridWithHalfTheExpertsOnTheCpuMeetsTheFixtureBar) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  const placement::Plan plan = gpu_plan(4);
   ForwardOptions o;
-  o.expert_policy = ExpertPolicy::kNumGpuExperts;
-  o.num_gpu_experts = 4;
+  o.plan = &plan;
   expect_fixture_bar(o, "hybrid, 4 of 8 experts on the GPU");
 }
 
 TEST(GpuForward, CpuMoeMeetsTheFixtureBar) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  const placement::Plan plan = gpu_plan(0);
   ForwardOptions o;
-  o.expert_policy = ExpertPolicy::kCpuMoe;
+  o.plan = &plan;
   expect_fixture_bar(o, "GPU attention, --cpu-moe");
 }
 
@@ -87,12 +99,12 @@ TEST(GpuForward, BatchedPrefillMatchesTokenByTokenForGpuOnlyAndHybrid) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
   const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
   for (uint32_t k : {8u, 4u}) {
+    const placement::Plan plan = gpu_plan(k);
     ForwardOptions o;
+    o.plan = &plan;
     o.device = ForwardOptions::Device::kGpu;
     o.context_length = 256;
     o.num_threads = 2;
-    o.expert_policy = ExpertPolicy::kNumGpuExperts;
-    o.num_gpu_experts = k;
     o.max_batch_tokens = 64;
     auto step = create_forward(tiny(), o);     // run with forward(): steps of one token
     auto batched = create_forward(tiny(), o);  // run with forward_batch(): steps of 64, 64 and 22 tokens
@@ -114,7 +126,9 @@ TEST(GpuForward, BatchedPrefillMatchesTokenByTokenForGpuOnlyAndHybrid) {
 
 TEST(GpuForward, BudgetBelowTheDensePartIsAnErrorNotACrash) {
   if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  const placement::Plan plan = gpu_plan(8);
   ForwardOptions o;
+  o.plan = &plan;
   o.device = ForwardOptions::Device::kGpu;
   o.context_length = 256;
   o.vram_budget_bytes = 1 << 20;  // 1 MiB: the tiny model's output matrix alone is 1.1 MB
@@ -125,7 +139,10 @@ TEST(GpuForward, BudgetBelowTheDensePartIsAnErrorNotACrash) {
 
 TEST(GpuForward, WithoutAGpuTheGpuPassIsAnErrorThatNamesWhy) {
   if (has_gpu()) GTEST_SKIP() << "this machine has a GPU";
-  auto f = gpu::create_gpu_forward(tiny(), ForwardOptions{}, nullptr);
+  const placement::Plan plan = gpu_plan(8);
+  ForwardOptions o;
+  o.plan = &plan;
+  auto f = gpu::create_gpu_forward(tiny(), o, nullptr);
   ASSERT_FALSE(f.has_value());
   EXPECT_EQ(f.error().code, ErrorCode::kUnsupported);
   EXPECT_FALSE(f.error().message.empty());

@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <mutex>
 
+#include "placement/static_plans.h"
 #include "runtime/cpu_experts.h"
 #include "runtime/device_plan.h"
 #include "runtime/forward_factory.h"
@@ -26,13 +27,21 @@ const Model& tiny() {
   return m;
 }
 
-DevicePlan plan_for(ExpertPolicy policy, uint32_t k = 0) {
+/// The device memory plan of the placement Plan with the k experts of each layer with the largest router bias on the
+/// GPU (k = 8: all of them; 0: --cpu-moe), as the CLI makes it for --n-gpu-experts k.
+DevicePlan plan_for(uint32_t k) {
+  const Model& m = tiny();
+  std::vector<std::vector<float>> bias;
+  for (const LayerWeights& l : m.layers) bias.push_back(l.router_bias);
+  auto plan = placement::static_gpu_experts_plan(m.hparams, bias, k, 256);
+  EXPECT_TRUE(plan.has_value());
+  auto ids = gpu_experts_of_plan(*plan, m.hparams);
+  EXPECT_TRUE(ids.has_value());
   DevicePlanOptions o;
   o.vram_budget_bytes = 1ull << 32;
   o.context_length = 256;
-  o.expert_policy = policy;
-  o.num_gpu_experts = k;
-  auto p = plan_device_memory(describe_for_device(tiny()), o);
+  o.gpu_experts = std::move(*ids);
+  auto p = plan_device_memory(describe_for_device(m), o);
   EXPECT_TRUE(p.has_value());
   return std::move(*p);
 }
@@ -79,7 +88,7 @@ void expect_fixture_bar(const std::vector<float>& ours, const char* what) {
 }
 
 TEST(HybridStep, AllExpertsOnTheDeviceMeetTheFixtureBarWithoutHostHandOff) {
-  const DevicePlan plan = plan_for(ExpertPolicy::kAuto);
+  const DevicePlan plan = plan_for(8);
   ASSERT_EQ(plan.num_gpu_experts_total(), 32u);
   test::FakeStepDevice* device = nullptr;
   auto f = make(plan, &device);
@@ -88,7 +97,7 @@ TEST(HybridStep, AllExpertsOnTheDeviceMeetTheFixtureBarWithoutHostHandOff) {
 }
 
 TEST(HybridStep, HalfTheExpertsOnTheCpuMeetTheFixtureBar) {
-  const DevicePlan plan = plan_for(ExpertPolicy::kNumGpuExperts, 4);
+  const DevicePlan plan = plan_for(4);
   test::FakeStepDevice* device = nullptr;
   auto f = make(plan, &device);
   expect_fixture_bar(decode_fixture(*f), "fake device, 4 of 8 experts resident");
@@ -96,7 +105,7 @@ TEST(HybridStep, HalfTheExpertsOnTheCpuMeetTheFixtureBar) {
 }
 
 TEST(HybridStep, CpuMoeMeetsTheFixtureBar) {
-  auto f = make(plan_for(ExpertPolicy::kCpuMoe));
+  auto f = make(plan_for(0));
   expect_fixture_bar(decode_fixture(*f), "fake device, --cpu-moe");
 }
 
@@ -123,7 +132,7 @@ TEST(HybridStep, CpuExpertsStartBeforeTheDeviceExpertsOfTheSameLayerFinish) {
     if (e == StepEvent::kCpuExpertsEnd) record("cpu_end " + std::to_string(l));
   };
   test::FakeStepDevice* device = nullptr;
-  auto f = make(plan_for(ExpertPolicy::kNumGpuExperts, 4), &device, options);
+  auto f = make(plan_for(4), &device, options);
   device->on_experts_begin = [&](uint32_t l) { record("device_begin " + std::to_string(l)); };
   device->before_experts_end = [&](uint32_t l, bool cpu_part) {
     std::unique_lock<std::mutex> lock(mu);
@@ -157,8 +166,8 @@ TEST(HybridStep, CpuExpertsStartBeforeTheDeviceExpertsOfTheSameLayerFinish) {
 TEST(HybridStep, PlacementDoesNotChangeTheRouterChoiceSoLogitsStayClose) {
   // The same tokens with 4 and with 8 resident experts: only the CPU experts' 8-bit activations differ.
   const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
-  auto all = make(plan_for(ExpertPolicy::kAuto));
-  auto half = make(plan_for(ExpertPolicy::kNumGpuExperts, 4));
+  auto all = make(plan_for(8));
+  auto half = make(plan_for(4));
   std::vector<float> a(4106), b(4106);
   for (size_t t = 0; t < 16; ++t) {
     ASSERT_TRUE(all->forward(ids[t], a).has_value());
@@ -174,7 +183,7 @@ TEST(HybridStep, PlacementDoesNotChangeTheRouterChoiceSoLogitsStayClose) {
 }
 
 TEST(HybridStep, OutOfVocabularyFullContextAndWrongLogitsSizeAreErrors) {
-  auto f = make(plan_for(ExpertPolicy::kNumGpuExperts, 2));
+  auto f = make(plan_for(2));
   std::vector<float> logits(4106), short_logits(10);
   auto bad = f->forward(4106, logits);
   ASSERT_FALSE(bad.has_value());
@@ -189,7 +198,7 @@ TEST(HybridStep, OutOfVocabularyFullContextAndWrongLogitsSizeAreErrors) {
 
 TEST(HybridStep, TruncateWithinTheRollbackSlotsRepeatsTheSameLogits) {
   const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
-  auto f = make(plan_for(ExpertPolicy::kNumGpuExperts, 4), nullptr, {}, 4);
+  auto f = make(plan_for(4), nullptr, {}, 4);
   std::vector<float> first(4106), again(4106);
   for (size_t t = 0; t < 140; ++t) ASSERT_TRUE(f->forward(ids[t], {}).has_value());  // past the 128 window
   ASSERT_TRUE(f->forward(ids[140], first).has_value());
@@ -206,7 +215,7 @@ TEST(HybridStep, TruncateWithinTheRollbackSlotsRepeatsTheSameLogits) {
 // the same 8-bit integer products, only float summation order may differ), and decoding goes on from there.
 TEST(HybridStep, BatchedPrefillStepsMatchTokenByToken) {
   const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
-  const DevicePlan plan = plan_for(ExpertPolicy::kNumGpuExperts, 4);
+  const DevicePlan plan = plan_for(4);
   auto one = make(plan);
   std::vector<float> expect(4106), expect_next(4106);
   for (size_t t = 0; t < 150; ++t) ASSERT_TRUE(one->forward(ids[t], t == 149 ? std::span<float>(expect) : std::span<float>()).has_value());
@@ -226,7 +235,7 @@ TEST(HybridStep, BatchedPrefillStepsMatchTokenByToken) {
 }
 
 TEST(HybridStep, BatchThatDoesNotFitTheContextOrHasABadIdChangesNothing) {
-  auto f = make(plan_for(ExpertPolicy::kNumGpuExperts, 4), nullptr, {}, 0, 16);
+  auto f = make(plan_for(4), nullptr, {}, 0, 16);
   std::vector<int32_t> ids(10, 1);
   ids[7] = -3;
   auto bad = f->forward_batch(ids, {});
@@ -239,7 +248,7 @@ TEST(HybridStep, BatchThatDoesNotFitTheContextOrHasABadIdChangesNothing) {
 
 TEST(HybridStep, DeviceErrorIsReturnedAndTheTokenIsNotCounted) {
   test::FakeStepDevice* device = nullptr;
-  auto f = make(plan_for(ExpertPolicy::kNumGpuExperts, 4), &device);
+  auto f = make(plan_for(4), &device);
   std::vector<float> logits(4106);
   ASSERT_TRUE(f->forward(1, logits).has_value());
   device->fail_at_layer = 2;
@@ -252,8 +261,8 @@ TEST(HybridStep, DeviceErrorIsReturnedAndTheTokenIsNotCounted) {
 
 TEST(HybridStep, PathNameSaysGpuOnlyOrHybrid) {
   const ForwardOptions o;
-  auto all = make(plan_for(ExpertPolicy::kAuto));
-  auto half = make(plan_for(ExpertPolicy::kNumGpuExperts, 4));
+  auto all = make(plan_for(8));
+  auto half = make(plan_for(4));
   EXPECT_TRUE(all->gpu_only());
   EXPECT_FALSE(half->gpu_only());
   EXPECT_EQ(forward_path_name(o, all.get()), "gpu");

@@ -93,7 +93,7 @@ TEST_F(PlacementCli, ProfileCountsMergesAndFeedsPlan) {
   EXPECT_NE(r.err.find(":2:"), std::string::npos) << r.err;
 }
 
-TEST(ForwardFactoryPlan, CpuPathRunsAllCpuPlansAndRefusesGpuPlacements) {
+TEST(ForwardFactoryPlan, CpuPathRunsAllCpuPlansAndDeviceCpuRefusesGpuPlacements) {
   auto model = Model::load(kTiny);
   ASSERT_TRUE(model);
   const ModelHparams& hp = model->hparams;
@@ -106,8 +106,15 @@ TEST(ForwardFactoryPlan, CpuPathRunsAllCpuPlansAndRefusesGpuPlacements) {
   plan.layers[1].experts[3] = placement::Device::kGpu;
   auto refused = create_forward(*model, options);
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().code, ErrorCode::kUnsupported);
-  EXPECT_NE(refused.error().message.find("GPU"), std::string::npos);
+  EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(refused.error().message.find("--device cpu conflicts with the plan"), std::string::npos)
+      << refused.error().message;
+  EXPECT_NE(refused.error().message.find("1 expert and"), std::string::npos) << refused.error().message;
+  options.use_reference = true;
+  auto reference = create_forward(*model, options);
+  ASSERT_FALSE(reference);
+  EXPECT_NE(reference.error().message.find("--reference"), std::string::npos);
+  options.use_reference = false;
   placement::Plan wrong_shape = placement::all_cpu_plan(hp.num_layers + 1, hp.num_experts, hp.num_experts_used, 64);
   options.plan = &wrong_shape;
   auto mismatch = create_forward(*model, options);

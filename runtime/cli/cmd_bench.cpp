@@ -125,7 +125,8 @@ int run_bench(const BenchArgs& args) {
     options.rollback_slots = static_cast<uint32_t>(std::max(max_p, max_n) + 1);
     if (auto s = apply_device_options(args.device, options); !s) return report_error("bench", s.error());
     if (config)
-      if (auto s = apply_config(*config, /*threads_given=*/true, options); !s) return report_error("bench", s.error());
+      if (auto s = apply_runtime_config(*config, /*threads_given=*/true, options); !s)
+        return report_error("bench", s.error());
     std::vector<std::string> forward_notes;
     auto plan = make_run_plan(*model, args.device, config ? &*config : nullptr, options, &forward_notes);
     if (!plan) {

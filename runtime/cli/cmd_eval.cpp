@@ -65,7 +65,7 @@ int run_eval(const EvalArgs& args) {
   if (auto s = apply_device_options(args.device, options); !s) return report_error("eval", s.error());
   if (config) {
     if (config->threads.count && !args.threads_given) options.num_threads = *config->threads.count;
-    if (auto s = apply_config(*config, args.threads_given || config->threads.count, options); !s)
+    if (auto s = apply_runtime_config(*config, args.threads_given || config->threads.count, options); !s)
       return report_error("eval", s.error());
   }
   std::vector<std::string> forward_notes;

@@ -57,31 +57,9 @@ Expected<ForwardOptions> forward_options(const RunArgs& args) {
   options.use_reference = args.use_reference;
   if (auto s = apply_device_options(args.device, options); !s) return s.error();
   if (args.config)
-    if (auto s = apply_config(*args.config, args.threads_given || args.config->threads.count, options); !s)
+    if (auto s = apply_runtime_config(*args.config, args.threads_given || args.config->threads.count, options); !s)
       return s.error();
   return options;
-}
-
-Status apply_config(const RuntimeConfig& config, bool threads_given, ForwardOptions& options) {
-  const RuntimeConfig::Threads& t = config.threads;
-  placement::ThreadLayoutOptions& layout = options.thread_layout;
-  if (t.count && t.per_node)
-    return make_error(ErrorCode::kInvalidArgument,
-                      "threads.count and threads.per_node exclude each other in the config file (per_node sets the "
-                      "count per NUMA node)");
-  if (t.smt) layout.smt = *t.smt ? placement::SmtUse::kYes : placement::SmtUse::kNo;
-  if (t.cores) layout.worker_pus = *t.cores;
-  if (!threads_given) {
-    if (t.per_node) {
-      layout.threads_per_node = *t.per_node;
-      options.num_threads = 0;  // per_node × the nodes used
-    } else if (t.cores) {
-      options.num_threads = 0;  // one worker per listed CPU
-    }
-  }
-  if (config.numa.policy) options.numa_policy = *config.numa.policy;
-  if (config.gpu.id) options.gpu_idx = *config.gpu.id;
-  return {};
 }
 
 void add_device_options(CLI::App* cmd, DeviceArgs& args) {

@@ -36,11 +36,6 @@ void add_device_options(CLI::App* cmd, DeviceArgs& args);
 /// --cpu-moe with --n-gpu-experts, or --reference (options.use_reference) with --device gpu.
 Status apply_device_options(const DeviceArgs& args, ForwardOptions& options);
 
-/// The config file's keys that set ForwardOptions directly: [threads] per_node, cores, smt (the thread layout;
-/// per_node and cores make the thread count follow from them unless -t or threads.count is given: `threads_given`),
-/// [numa] policy, [gpu] id. Errors: kInvalidArgument for threads.count together with threads.per_node.
-Status apply_config(const RuntimeConfig& config, bool threads_given, ForwardOptions& options);
-
 /// -t, -c, --kv-type, --load, --reference, --config, --trace and the device options.
 struct RunArgs {
   int num_threads = 1;
@@ -61,9 +56,9 @@ struct RunArgs {
 };
 /// Registers the options; when the command line is parsed, applies --config as described above.
 void add_run_options(CLI::App* cmd, RunArgs& args);
-/// Options with the --config file's keys applied (apply_config). Errors: the --config file's (kIo, kFormat);
+/// Options with the --config file's keys applied (apply_runtime_config). Errors: the --config file's (kIo, kFormat);
 /// kInvalidArgument for a bad --kv-type, --device or --vram-budget, --cpu-moe with --n-gpu-experts, or --reference
-/// with --device gpu; apply_config's.
+/// with --device gpu; apply_runtime_config's.
 Expected<ForwardOptions> forward_options(const RunArgs& args);
 /// Prints create_forward's notes as "hetmoe <command>: <note>" lines on stderr.
 void print_notes(std::string_view command, const std::vector<std::string>& notes);
