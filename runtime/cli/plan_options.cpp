@@ -247,7 +247,8 @@ Status save_run_expert_stats(placement::ExpertStats stats, const std::string& pa
   for (uint32_t e = 0; e < stats.num_experts && stats.num_layers > 0; ++e) row0 += stats.count(0, e);
   if (row0 == 0)
     return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("--stats-out {}: no expert selection was counted (the GPU pass does not count yet)",
+                      fmt::format("--stats-out {}: no expert selection was counted (the CPU path counts; --reference "
+                                  "and the GPU pass do not yet)",
                                   path));
   stats.num_tokens = stats.num_experts_used > 0 ? row0 / stats.num_experts_used : 0;
   return placement::expert_stats_save(stats, path);

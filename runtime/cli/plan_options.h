@@ -50,7 +50,7 @@ placement::ExpertStats run_expert_stats(const Model& model);
 /// Saves the counts of a run (--stats-out FILE) in `hetmoe profile`'s format, num_tokens taken from the counts
 /// (each token adds num_experts_used to every layer's row), so the file loads with expert_stats_load and merges
 /// with profile files. Errors: kIo (cannot write); kInvalidArgument when no token was counted (the pass did not
-/// count: the GPU pass does not yet).
+/// count: --reference, and the GPU pass does not yet).
 Status save_run_expert_stats(placement::ExpertStats stats, const std::string& path);
 
 }  // namespace hetmoe::cli
