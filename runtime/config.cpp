@@ -575,12 +575,13 @@ std::string format_config(const RuntimeConfig& c) {
 }
 
 std::string default_config_text() {
-  return R"(# hetmoe configuration file (TOML): hetmoe generate|chat --config FILE.
+  return R"(# hetmoe configuration file (TOML): hetmoe generate|chat|bench|eval --config FILE.
 # Every key is optional: a key left out keeps its default. Command-line flags override the file.
 # Check a file with: hetmoe config --check FILE
 #
-# Keys marked "in effect" change what hetmoe does today; the others are read and validated now and are used by
-# the thread layout, NUMA, GPU and placement work as it lands.
+# Every key is in effect except placement.tensor_overrides (read and validated; the runtime places whole blocks and
+# experts). bench and eval use the [threads] layout keys, [numa], [gpu] and [placement], not threads.count or
+# [model] (their own flags set those).
 #
 # Byte sizes: an integer number of bytes or a string with a unit, e.g. "6GiB", "512MiB", "1.5GB"
 # (KB, MB, GB, TB = powers of 1000; KiB, MiB, GiB, TiB = powers of 1024).
@@ -588,7 +589,8 @@ std::string default_config_text() {
 [threads]
 # CPU worker threads in all (in effect, as -t). Integer 1..4096. Default: all hardware threads.
 # count = 8
-# Worker threads per NUMA node. Integer 1..4096. Default: count divided evenly over the nodes.
+# Worker threads per NUMA node (not together with count; -t overrides it). Integer 1..4096. Default: count
+# divided evenly over the nodes.
 # per_node = 8
 # CPUs the workers may run on: an array of CPU ids or a list string. Default: every CPU this process may use.
 # cores = "0-7"
@@ -596,16 +598,17 @@ std::string default_config_text() {
 # smt = true
 
 [numa]
-# Where expert weights are bound: "interleave" (pages spread over all nodes), "local" (each node's experts in its
-# own memory) or "none" (the kernel's first-touch placement). Default: "local".
+# Where expert weights are bound with several NUMA nodes: "local" (each node's experts in its own memory),
+# "none" (the kernel's first-touch placement) or "interleave" (not implemented yet: as "none", with a note).
+# Default: "local".
 # policy = "local"
 
 [gpu]
 # CUDA device index. Integer 0..1023. Default: 0.
 # id = 0
-# Device memory hetmoe may allocate (byte size). Default: the free device memory.
+# Device memory hetmoe may allocate (byte size; = --vram-budget). Default: the free device memory minus 512 MiB.
 # vram_budget = "6GiB"
-# Host memory for weights, KV cache and pinned buffers (byte size). Default: the available memory.
+# Host memory the placement plan may keep weights and KV cache in (byte size; = --ram-budget). Default: no limit.
 # ram_budget = "12GiB"
 
 [model]
@@ -616,17 +619,20 @@ std::string default_config_text() {
 # kv_type = "f16"
 
 [placement]
-# "static" (placement chosen once at start) or "dynamic" (re-planned from the expert statistics while running).
-# Default: "static".
-# mode = "static"
-# Experts per layer kept on the GPU. Integer 0..1048576. Default: as many as fit in the VRAM budget.
+# "static" (placement chosen once at start) or "dynamic" (re-planned from the expert statistics while running;
+# = --placement). Stored in the plan; the GPU runtime does not migrate experts yet. Default: "dynamic".
+# mode = "dynamic"
+# Experts per layer kept on the GPU, by router bias (= --n-gpu-experts). Integer 0..1048576. Default: the
+# placement optimizer decides.
 # num_gpu_experts = 8
 # Prompt length in tokens from which prefill streams the experts to the GPU rather than computing them on the
-# CPU. Integer 1..1048576. Default: measured at start-up.
+# CPU (stored in the plan; prefill streaming is not implemented yet). Integer 1..1048576. Default: the cost
+# model's crossover.
 # prefill_crossover = 32
 # Pin experts to a device: an array of {layer, expert, device}, device "cpu" or "gpu" (layer 0..4095, expert
-# 0..65535, checked against the model when the plan is made). Either inline, overrides = [{...}, {...}], or one
-# section per entry:
+# 0..65535, checked against the model when the plan is made). Applied after the optimizer within the budgets
+# (the least probable GPU experts make room; an error when the pins cannot fit). Either inline,
+# overrides = [{...}, {...}], or one section per entry:
 # [[placement.overrides]]
 # layer = 0
 # expert = 3
@@ -638,14 +644,15 @@ std::string default_config_text() {
 
 [placement.dynamic]
 # Dynamic placement (mode = "dynamic"):
-# Per-token decay of the expert activation counts. Number in (0, 1]. Default: 0.99.
-# decay = 0.99
-# Tokens between re-plans. Integer 1..1048576. Default: 64.
-# replan_interval = 64
+# Per-token decay of the expert activation counts (the plan's half-life = ln 2 / -ln decay). Number in (0, 1].
+# Default: 0.9973 (a half-life of 256 tokens).
+# decay = 0.9973
+# Tokens between re-plans. Integer 1..1048576. Default: 32.
+# replan_interval = 32
 # Experts moved per re-plan at most. Integer 0..4096. Default: 4.
 # max_migrations_per_step = 4
-# Predicted relative gain a migration must bring. Number in [0, 1]. Default: 0.05.
-# hysteresis = 0.05
+# Relative margin a candidate expert's score must beat the resident's by. Number in [0, 1]. Default: 0.25.
+# hysteresis = 0.25
 
 [trace]
 # Write a trace of the run (Perfetto-readable) to this file. Default: no trace.
