@@ -630,9 +630,9 @@ std::string default_config_text() {
 # model's crossover.
 # prefill_crossover = 32
 # Pin experts to a device: an array of {layer, expert, device}, device "cpu" or "gpu" (layer 0..4095, expert
-# 0..65535, checked against the model when the plan is made). Applied after the optimizer within the budgets
-# (the least probable GPU experts make room; an error when the pins cannot fit). Either inline,
-# overrides = [{...}, {...}], or one section per entry:
+# 0..65535, checked against the model when the plan is made), applied after the optimizer within the budgets
+# (the least probable GPU experts make room; an error when the pins cannot fit). Either inline, as in
+# "overrides = [{...}, {...}]", or one section per entry:
 # [[placement.overrides]]
 # layer = 0
 # expert = 3
