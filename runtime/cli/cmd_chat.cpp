@@ -298,8 +298,8 @@ int run_chat(const ChatArgs& args) {
   const bool terminal = isatty(STDIN_FILENO) != 0;
   install_sigint_handler();
   LineReader reader(terminal);
-  fmt::print(stderr, "hetmoe chat: {} | {} path, {} threads | context {} | reasoning {} | seed {}\n", args.model_path,
-             path_name, args.run.num_threads, args.run.context_length, args.reasoning,
+  fmt::print(stderr, "hetmoe chat: {} | {} path, {} | context {} | reasoning {} | seed {}\n", args.model_path,
+             path_name, threads_text(*forward_options), args.run.context_length, args.reasoning,
              params->seed);
   if (terminal) print_help();
 

@@ -178,10 +178,11 @@ int run_generate(const GenerateArgs& args) {
 
   fmt::print(stderr,
              "\nmodel {} | load {:.2f} s ({}) | prefill {} tokens in {:.2f} s ({:.2f} tok/s) | decode {} tokens in {:.2f} s "
-             "({:.2f} tok/s) | {} threads, {} path, seed {} | peak RSS {}\n",
+             "({:.2f} tok/s) | {}, {} path, seed {} | peak RSS {}\n",
              model_path, t_loaded - t_start, model->file->in_memory() ? "into memory" : "mmap", stats->num_prompt_tokens, stats->prefill_seconds,
              stats->prefill_tok_per_s(), stats->num_generated, stats->decode_seconds, stats->decode_tok_per_s(),
-             args.run.num_threads, forward_path_name(*forward_options, forward->get()), seed, format_bytes(profiler::peak_rss_bytes()));
+             threads_text(*forward_options), forward_path_name(*forward_options, forward->get()), seed,
+             format_bytes(profiler::peak_rss_bytes()));
   if (!args.run.stats_out.empty())
     if (auto s = save_run_expert_stats(std::move(expert_counts), args.run.stats_out); !s)
       return report_error("generate", s.error());

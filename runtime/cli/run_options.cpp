@@ -101,6 +101,15 @@ Status apply_device_options(const DeviceArgs& args, ForwardOptions& options) {
   return {};
 }
 
+std::string threads_text(const ForwardOptions& options) {
+  if (options.num_threads > 0) return fmt::format("{} threads", options.num_threads);
+  if (options.thread_layout.threads_per_node > 0)
+    return fmt::format("{} threads per NUMA node", options.thread_layout.threads_per_node);
+  if (!options.thread_layout.worker_pus.empty())
+    return fmt::format("{} threads (the listed CPUs)", options.thread_layout.worker_pus.size());
+  return "one thread per core";
+}
+
 void print_notes(std::string_view command, const std::vector<std::string>& notes) {
   for (const std::string& note : notes) fmt::print(stderr, "hetmoe {}: {}\n", command, note);
 }

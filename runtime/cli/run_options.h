@@ -60,6 +60,9 @@ void add_run_options(CLI::App* cmd, RunArgs& args);
 /// kInvalidArgument for a bad --kv-type, --device or --vram-budget, --cpu-moe with --n-gpu-experts, or --reference
 /// with --device gpu; apply_runtime_config's.
 Expected<ForwardOptions> forward_options(const RunArgs& args);
+/// "4 threads", "2 threads per NUMA node", "3 threads (the listed CPUs)" or "one thread per core": the CPU workers the
+/// options ask for (num_threads, or the config file's thread layout).
+std::string threads_text(const ForwardOptions& options);
 /// Prints create_forward's notes as "hetmoe <command>: <note>" lines on stderr.
 void print_notes(std::string_view command, const std::vector<std::string>& notes);
 /// Errors: kInvalidArgument for a bad --load.
