@@ -59,7 +59,10 @@ constexpr size_t kChunkEvents = 4096;
 constexpr size_t kChunkBytes = kChunkEvents * sizeof(Event);
 constexpr size_t kPreallocChunks = 16;  // prefaulted at trace_start(): 65536 events, ~9 MB
 
-struct ThreadBuffer {
+// Aligned to two cache lines (the adjacent-line prefetcher pairs them): buffers of different threads are separate
+// allocations that could otherwise share a line, and each thread writes `cur` on every event (false sharing measured:
+// +6 % per decode token of the tiny model with 2 threads).
+struct alignas(128) ThreadBuffer {
   Event* cur = nullptr;  // next free event in the current chunk
   Event* end = nullptr;  // end of the current chunk
   std::vector<Event*> chunks;  // in recording order; all full but the last

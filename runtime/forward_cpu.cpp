@@ -159,9 +159,9 @@ void CpuForward::quantize_rows(const float* src, cpu::ActQ8Block* dst, uint32_t 
 
 namespace {
 
-/// The chunks one lane of a parallel region owns, on a cache line of its own (lanes claim chunks without sharing
-/// a line, but for the takeovers at the end).
-struct alignas(64) LaneChunks {
+/// The chunks one lane of a parallel region owns, on two cache lines of its own (the adjacent-line prefetcher pairs
+/// them), so lanes claim chunks without sharing a line, but for the takeovers at the end.
+struct alignas(128) LaneChunks {
   std::atomic<int64_t> next{0};  // the lane's next unclaimed chunk
   int64_t end = 0;               // one past the lane's last chunk
 };
