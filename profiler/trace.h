@@ -9,7 +9,7 @@
 // kernel's clocksource (so synchronized across cores), else from steady_clock; they are mapped to nanoseconds
 // against steady_clock when the trace is written.
 //
-// Usage: TraceSession::start(path) (or trace_start()), record with TraceSpan / TraceWorkPiece / trace_counter /
+// Usage: TraceSession::start(path) (or trace_start()), record with TraceSpan / TraceWorkLane / trace_counter /
 // trace_span, then TraceSession::finish() (or trace_stop() + trace_write_json()) once no thread records any more.
 
 #include <atomic>
@@ -46,16 +46,6 @@ inline uint64_t trace_ticks() {
 }
 void record_span(TraceCategory category, const char* name, uint64_t begin_ticks, uint64_t end_ticks,
                  const TraceArg* args, int num_args, uint64_t flow_out);
-// The calling thread's open work-piece span (TraceWorkPiece): its end time, rows and bytes, and the (region, job) it
-// belongs to. Reset by every other event the thread records, so a piece merges only into the thread's latest event.
-struct WorkCursor {
-  uint64_t* end = nullptr;
-  int64_t* rows = nullptr;
-  int64_t* bytes = nullptr;
-  uint64_t region = 0;
-  uint32_t job = 0;
-};
-extern thread_local constinit WorkCursor t_work_cursor;
 }  // namespace detail
 
 /// True while recording. One relaxed atomic load.
@@ -76,7 +66,7 @@ Status trace_write_json(std::FILE* out, const std::string& path);
 Status trace_write_json(const std::string& path);
 
 struct TraceStats {
-  uint64_t num_events = 0;   // recorded since trace_start() (merged work pieces count once)
+  uint64_t num_events = 0;   // recorded since trace_start() (a lane's pieces of one job count once)
   uint64_t num_dropped = 0;  // events lost because the trace reached its memory cap (kTraceMaxBytes)
   uint32_t num_threads = 0;  // threads that recorded at least one event
 };
@@ -194,36 +184,53 @@ struct TraceWorkInfo {
   TraceFlowSet* flows = nullptr;
 };
 
-/// A new id for one parallel region (pieces of different regions never merge).
-uint64_t trace_new_region();
-
-/// One piece of a parallel region run by the calling thread: some rows of the region's job `job_key` (the caller
-/// chooses what counts as one job: a matrix, an expert, the whole region). Consecutive pieces with the same (region,
-/// job_key) on one thread merge into one span, from the start of the first to the end of the last, with rows and
-/// bytes summed — so a worker's many small chunks cost one clock read each and one event per job, not per chunk.
-/// Construct only when trace_enabled() (read once per region by the caller).
-class TraceWorkPiece {
+/// What one lane of a parallel region records: a lane is one task that runs chunks of the region's rows until none
+/// is left (runtime/forward_cpu.cpp run_chunks), so it runs on one thread from its first chunk to its last. Its
+/// consecutive pieces of the same job (the caller chooses what counts as one job: a matrix, an expert, the whole
+/// region) form one span, with rows and bytes summed. The clock is read only at job boundaries: a piece of another
+/// job opens a new span at the instant that ends the open one, and end() (the lane leaves the region) ends the last.
+/// So a lane costs one clock read per job it works on plus one, and one event per job, however many chunks it runs.
+///   TraceWorkLane lane = tracing ? TraceWorkLane(info) : TraceWorkLane();
+///   for (each chunk) { lane.piece(job_key, expert_idx, rows, bytes); run the rows; }
+///   lane.end();  // or the destructor
+class TraceWorkLane {
  public:
-  /// Records nothing (for `tracing ? TraceWorkPiece(...) : TraceWorkPiece()`).
-  TraceWorkPiece() = default;
-  /// expert_idx < 0: not an expert job (no expert argument).
-  TraceWorkPiece(uint64_t region, uint32_t job_key, const TraceWorkInfo& info, int64_t expert_idx = -1) {
-    const detail::WorkCursor& c = detail::t_work_cursor;
-    if (!(c.end && c.region == region && c.job == job_key)) begin(region, job_key, info, expert_idx);
-    cursor_ = c;
+  /// Records nothing (tracing off).
+  TraceWorkLane() = default;
+  /// Records the lane's pieces as `info` says; construct only when trace_enabled() (read once per region by the
+  /// caller). `info` must outlive the lane.
+  explicit TraceWorkLane(const TraceWorkInfo& info) : info_(&info) {}
+  ~TraceWorkLane() { end(); }
+  TraceWorkLane(const TraceWorkLane&) = delete;
+  TraceWorkLane& operator=(const TraceWorkLane&) = delete;
+
+  /// The lane is about to run `rows` rows of job `job_key`, reading `bytes` bytes of weights (or KV cache);
+  /// expert_idx ≥ 0 names the job's expert (the span's expert argument), < 0: not an expert job.
+  void piece(uint32_t job_key, int64_t expert_idx, int64_t rows, int64_t bytes) {
+    if (!info_) return;
+    if (!open_ || job_key != job_) begin_span(job_key, expert_idx);
+    if (end_) {
+      *rows_ += rows;
+      *bytes_ += bytes;
+    }
   }
-  /// Ends the piece: `rows` rows done, `bytes` bytes of weights (or KV cache) read.
-  void finish(int64_t rows, int64_t bytes) {
-    if (!cursor_.end) return;
-    *cursor_.end = detail::trace_ticks();
-    *cursor_.rows += rows;
-    *cursor_.bytes += bytes;
+  /// Ends the open span now (one clock read); later pieces open a new one.
+  void end() {
+    if (end_) *end_ = detail::trace_ticks();
+    end_ = nullptr;
+    open_ = false;
   }
 
  private:
-  /// Appends a new span for the piece and points detail::t_work_cursor at it (end stays nullptr when dropped).
-  static void begin(uint64_t region, uint32_t job_key, const TraceWorkInfo& info, int64_t expert_idx);
-  detail::WorkCursor cursor_;  // the span this piece extends
+  /// Reads the clock once: ends the open span and appends a new one beginning then (end_ stays nullptr when the
+  /// trace is full and the span is dropped).
+  void begin_span(uint32_t job_key, int64_t expert_idx);
+  const TraceWorkInfo* info_ = nullptr;
+  uint64_t* end_ = nullptr;   // the open span's end time, in the thread's buffer (written at end())
+  int64_t* rows_ = nullptr;   // its rows argument
+  int64_t* bytes_ = nullptr;  // its bytes argument
+  uint32_t job_ = 0;          // its job key
+  bool open_ = false;         // a span (possibly dropped) is open for job_
 };
 
 /// A trace written to a file at the end of a run: start() checks that `path` can be written (creating or

@@ -1,12 +1,13 @@
 #include "runtime/forward_cpu.h"
 
 #include <fmt/format.h>
-#include <tbb/blocked_range.h>
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <thread>
 
@@ -156,6 +157,59 @@ void CpuForward::quantize_rows(const float* src, cpu::ActQ8Block* dst, uint32_t 
                               num_cols);
 }
 
+namespace {
+
+/// The chunks one lane of a parallel region owns, on two cache lines of its own (the adjacent-line prefetcher pairs
+/// them), so lanes claim chunks without sharing a line, but for the takeovers at the end.
+struct alignas(128) LaneChunks {
+  std::atomic<int64_t> next{0};  // the lane's next unclaimed chunk
+  int64_t end = 0;               // one past the lane's last chunk
+};
+
+/// Scratch for the lanes of one region run by the calling thread: at least num_lanes entries.
+LaneChunks* lane_chunks(int num_lanes) {
+  thread_local std::unique_ptr<LaneChunks[]> lanes;
+  thread_local int capacity = 0;
+  if (num_lanes > capacity) {
+    lanes = std::make_unique<LaneChunks[]>(static_cast<size_t>(num_lanes));
+    capacity = num_lanes;
+  }
+  return lanes.get();
+}
+
+/// Runs body(chunk_idx, lane) once for every chunk_idx in [0, num_chunks), in one parallel region of up to
+/// num_lanes lanes (oneTBB tasks of the calling arena). Lane w owns chunks [w·C/L, (w+1)·C/L) and claims them in
+/// order, then claims what the other lanes have not claimed yet, so a delayed thread's chunks are taken over: one
+/// relaxed fetch_add per chunk on the owner's cache line. `lane` records the lane's pieces (profiler::TraceWorkLane:
+/// one clock read per job boundary, none per chunk) when `trace` is not null; otherwise it records nothing.
+template <class Body>
+void run_chunks(int num_lanes, int64_t num_chunks, const profiler::TraceWorkInfo* trace, const Body& body) {
+  if (num_chunks <= 0) return;
+  const int L = static_cast<int>(std::clamp<int64_t>(num_lanes, 1, num_chunks));
+  if (L == 1) {
+    profiler::TraceWorkLane lane = trace ? profiler::TraceWorkLane(*trace) : profiler::TraceWorkLane();
+    for (int64_t c = 0; c < num_chunks; ++c) body(c, lane);
+    return;
+  }
+  LaneChunks* lanes = lane_chunks(L);
+  for (int w = 0; w < L; ++w) {
+    lanes[w].next.store(num_chunks * w / L, std::memory_order_relaxed);
+    lanes[w].end = num_chunks * (w + 1) / L;
+  }
+  tbb::parallel_for(
+      0, L, 1,
+      [&](int w) {
+        profiler::TraceWorkLane lane = trace ? profiler::TraceWorkLane(*trace) : profiler::TraceWorkLane();
+        for (int k = 0; k < L; ++k) {  // its own chunks first, then what the other lanes have not claimed yet
+          LaneChunks& from = lanes[(w + k) % L];
+          for (int64_t c; (c = from.next.fetch_add(1, std::memory_order_relaxed)) < from.end;) body(c, lane);
+        }
+      },
+      tbb::simple_partitioner());
+}
+
+}  // namespace
+
 void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::MatJob> jobs, int num_threads,
                   std::span<int64_t> row_begin, const profiler::TraceWorkInfo& trace) {
   row_begin[0] = 0;
@@ -167,29 +221,24 @@ void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::M
   grain = std::max<int64_t>(16, grain / 16 * 16);
   const int64_t* begin = row_begin.data();
   const size_t num_jobs = jobs.size();
-  const bool tracing = profiler::trace_enabled();
-  const uint64_t region = tracing ? profiler::trace_new_region() : 0;
   const bool expert_jobs = trace.category == profiler::TraceCategory::kExpert;
-  tbb::parallel_for(
-      tbb::blocked_range<int64_t>(0, total, static_cast<size_t>(grain)),
-      [&](const tbb::blocked_range<int64_t>& range) {
-        int64_t i = range.begin();
-        size_t j = static_cast<size_t>(std::upper_bound(begin, begin + num_jobs + 1, i) - begin) - 1;
-        while (i < range.end()) {
-          const int64_t r0 = i - begin[j];
-          const int64_t r1 = std::min(range.end(), begin[j + 1]) - begin[j];
-          // One span per worker and expert (gate and up together), or per worker for the other matrices.
-          const auto expert = expert_jobs ? static_cast<int64_t>(jobs[j].expert_idx) : -1;
-          profiler::TraceWorkPiece piece =
-              tracing ? profiler::TraceWorkPiece(region, static_cast<uint32_t>(expert + 1), trace, expert)
-                      : profiler::TraceWorkPiece();
-          run_job_rows(kernels, jobs[j], r0, r1);
-          if (tracing) piece.finish(r1 - r0, (r1 - r0) * static_cast<int64_t>(jobs[j].w->row_bytes));
-          i = begin[j] + r1;
-          ++j;
-        }
-      },
-      tbb::simple_partitioner());
+  run_chunks(num_threads, (total + grain - 1) / grain, profiler::trace_enabled() ? &trace : nullptr,
+             [&](int64_t chunk, profiler::TraceWorkLane& lane) {
+               int64_t i = chunk * grain;
+               const int64_t chunk_end = std::min(total, i + grain);
+               size_t j = static_cast<size_t>(std::upper_bound(begin, begin + num_jobs + 1, i) - begin) - 1;
+               for (; i < chunk_end; ++j) {
+                 const int64_t r0 = i - begin[j];
+                 const int64_t r1 = std::min(chunk_end, begin[j + 1]) - begin[j];
+                 if (r1 <= r0) continue;  // a job without rows
+                 // One span per lane and expert (gate and up together), or per lane for the other matrices.
+                 const auto expert = expert_jobs ? static_cast<int64_t>(jobs[j].expert_idx) : -1;
+                 lane.piece(static_cast<uint32_t>(expert + 1), expert, r1 - r0,
+                            (r1 - r0) * static_cast<int64_t>(jobs[j].w->row_bytes));
+                 run_job_rows(kernels, jobs[j], r0, r1);
+                 i = begin[j] + r1;
+               }
+             });
 }
 
 void CpuForward::run_jobs(std::span<const MatJob> jobs, const profiler::TraceWorkInfo& trace) {
@@ -343,20 +392,18 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
 
   // 4. Attention with sinks, one task per (token, KV head): the group's query heads share each K/V row read.
   op.next("attention");
-  const bool tracing = profiler::trace_enabled();
-  const uint64_t region = tracing ? profiler::trace_new_region() : 0;
   const profiler::TraceWorkInfo attention_trace{.name = "attention", .layer_idx = layer_arg};
   const uint32_t group = hp.num_heads / hp.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
   const bool f16 = kv_.type() == KvCacheType::kF16;
   const uint32_t ctx = kv_.context_length();
-  tbb::parallel_for(uint32_t{0}, num_tokens * hp.num_kv_heads, [&](uint32_t task) {
+  const auto attention_task = [&](int64_t task_idx, profiler::TraceWorkLane& lane) {
+    const auto task = static_cast<uint32_t>(task_idx);
     const uint32_t t = task / hp.num_kv_heads, g = task % hp.num_kv_heads;
     const uint32_t pos = num_positions_ + t;
     const uint32_t first = kv_.first_visible_position(l, pos);
     const uint32_t num_keys = pos - first + 1;
-    profiler::TraceWorkPiece piece =
-        tracing ? profiler::TraceWorkPiece(region, 0, attention_trace) : profiler::TraceWorkPiece();
+    lane.piece(0, -1, 1, static_cast<int64_t>(num_keys) * 2 * HD * (f16 ? 2 : 4));  // K and V rows read
     const int slot = std::max(0, tbb::this_task_arena::current_thread_index());
     float* scores = &scores_[static_cast<size_t>(slot) * group * ctx];  // (group, num_keys)
     const float* q = &qkv_[static_cast<size_t>(t) * qkv_stride + static_cast<size_t>(g) * group * HD];
@@ -382,8 +429,9 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
       (f16 ? kernels_->attn_values_f16 : kernels_->attn_values_f32)(scores + j, num_keys, group,
                                                                      kv_.v_row(l, first + j, g), stride, run, HD, out);
     });
-    if (tracing) piece.finish(1, static_cast<int64_t>(num_keys) * 2 * HD * (f16 ? 2 : 4));  // K and V rows read
-  });
+  };
+  run_chunks(num_threads_, static_cast<int64_t>(num_tokens) * hp.num_kv_heads,
+             profiler::trace_enabled() ? &attention_trace : nullptr, attention_task);
 
   // 5. Output projection with bias, residual add.
   op.next("o_proj");

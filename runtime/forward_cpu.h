@@ -83,8 +83,8 @@ class CpuForward final : public ForwardPass {
   void moe_layer(uint32_t layer_idx, uint32_t num_tokens);
   /// Quantizes rows [num_tokens][num_cols] of src into dst [num_tokens][num_cols / 32].
   void quantize_rows(const float* src, cpu::ActQ8Block* dst, uint32_t num_tokens, uint32_t num_cols);
-  /// Runs all jobs' rows in one parallel region (run_mat_jobs); adds biases. When tracing, each worker's rows are
-  /// recorded as `trace` says (profiler::TraceWorkPiece).
+  /// Runs all jobs' rows in one parallel region (run_mat_jobs); adds biases. When tracing, each lane's rows are
+  /// recorded as `trace` says (profiler::TraceWorkLane).
   void run_jobs(std::span<const MatJob> jobs, const profiler::TraceWorkInfo& trace);
   /// run_jobs for expert jobs of layer layer_idx: with several node arenas, each node's jobs in its own arena.
   void run_expert_jobs(uint32_t layer_idx, std::span<const MatJob> jobs, const profiler::TraceWorkInfo& trace);
@@ -137,9 +137,10 @@ class CpuForward final : public ForwardPass {
   std::vector<int64_t> job_row_begin_; // (jobs + 1) prefix sums of job rows
 };
 
-/// Runs all rows of `jobs` in one oneTBB parallel region of the calling arena (about 8 chunks per thread of
-/// num_threads) and adds the biases. row_begin: scratch of at least jobs.size() + 1 entries. When tracing, each
-/// worker's rows are recorded as `trace` says. Shared by CpuForward and the CPU experts of the hybrid step.
+/// Runs all rows of `jobs` in one oneTBB parallel region of the calling arena (num_threads lanes, about 8 chunks of
+/// whole 16-row groups per lane, a lane taking over others' unclaimed chunks when done with its own) and adds the
+/// biases. row_begin: scratch of at least jobs.size() + 1 entries. When tracing, each lane's rows are recorded as
+/// `trace` says (one span per lane and job, profiler::TraceWorkLane). Shared by CpuForward and the CPU experts of the hybrid step.
 void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::MatJob> jobs, int num_threads,
                   std::span<int64_t> row_begin, const profiler::TraceWorkInfo& trace = {});
 

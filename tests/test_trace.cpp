@@ -195,31 +195,39 @@ TEST(Trace, EventsFromSeveralThreadsParseBackWithTheClaimedStructure) {
   EXPECT_TRUE(gpu_track_named);
 }
 
-TEST(Trace, WorkPiecesMergeOnlyWithinOneJobOfOneRegion) {
+TEST(Trace, AWorkLaneRecordsOneSpanPerJobEndingWhereTheNextBegins) {
   profiler::trace_start();
   const profiler::TraceWorkInfo info{.category = TraceCategory::kExpert, .name = "expert down", .layer_idx = 3};
-  const uint64_t r1 = profiler::trace_new_region(), r2 = profiler::trace_new_region();
-  const auto piece = [&](uint64_t region, uint32_t job, int64_t rows) {
-    profiler::TraceWorkPiece p(region, job, info, 10 + job);
-    p.finish(rows, rows * 100);
-  };
-  piece(r1, 0, 16);
-  piece(r1, 0, 16);
-  piece(r1, 0, 8);   // merged: 40 rows of expert 10
-  piece(r1, 1, 16);  // another job: expert 11
-  piece(r2, 1, 16);  // another region
-  { profiler::TraceSpan other(TraceCategory::kOp, "other"); }
-  piece(r2, 1, 4);   // after another event: a new span
-  const json doc = write_and_parse("pieces.json");
+  {
+    profiler::TraceWorkLane lane(info);
+    lane.piece(0, 10, 16, 1600);
+    lane.piece(0, 10, 16, 1600);
+    lane.piece(0, 10, 8, 800);    // merged: 40 rows of expert 10
+    lane.piece(1, 11, 16, 1600);  // another job: expert 11, beginning where expert 10's span ends
+    lane.piece(1, 11, 16, 1600);
+    lane.end();                   // leaves the region
+    lane.piece(1, 11, 2, 200);    // a piece after end(): a new span
+  }                               // the destructor ends it
+  {
+    profiler::TraceWorkLane other_lane(info);  // another lane, same job: never merged with the first
+    other_lane.piece(1, 11, 4, 400);
+  }
+  { profiler::TraceWorkLane off_lane; off_lane.piece(0, 10, 16, 1600); }  // records nothing
+  const json doc = write_and_parse("lanes.json");
   auto by_phase = check_structure(doc);
   std::vector<std::pair<int64_t, int64_t>> expert_rows;
-  for (const json& e : by_phase["X"])
-    if (e["name"] == "expert down") {
-      EXPECT_EQ(e["args"]["layer"], 3);
-      EXPECT_EQ(e["args"]["bytes"].get<int64_t>(), 100 * e["args"]["rows"].get<int64_t>());
-      expert_rows.push_back({e["args"]["expert"].get<int64_t>(), e["args"]["rows"].get<int64_t>()});
-    }
-  EXPECT_EQ(expert_rows, (std::vector<std::pair<int64_t, int64_t>>{{10, 40}, {11, 16}, {11, 16}, {11, 4}}));
+  std::vector<std::pair<double, double>> times;  // (ts, end) µs
+  for (const json& e : by_phase["X"]) {
+    ASSERT_EQ(e["name"], "expert down");
+    EXPECT_EQ(e["args"]["layer"], 3);
+    EXPECT_EQ(e["args"]["bytes"].get<int64_t>(), 100 * e["args"]["rows"].get<int64_t>());
+    expert_rows.push_back({e["args"]["expert"].get<int64_t>(), e["args"]["rows"].get<int64_t>()});
+    times.push_back({e["ts"].get<double>(), e["ts"].get<double>() + e["dur"].get<double>()});
+  }
+  EXPECT_EQ(expert_rows, (std::vector<std::pair<int64_t, int64_t>>{{10, 40}, {11, 32}, {11, 2}, {11, 4}}));
+  ASSERT_EQ(times.size(), 4u);
+  EXPECT_NEAR(times[1].first, times[0].second, 1e-6) << "one clock read ends a job's span and begins the next";
+  for (size_t i = 1; i < times.size(); ++i) EXPECT_GE(times[i].first, times[i - 1].second - 1e-6);
 }
 
 TEST(Trace, NothingIsRecordedWhileOff) {
@@ -232,6 +240,11 @@ TEST(Trace, NothingIsRecordedWhileOff) {
   profiler::trace_counter(profiler::kTraceCounterDecode, 1.0);
   profiler::trace_flow_end(profiler::trace_new_flow_id());
   profiler::trace_span(profiler::trace_track(profiler::kTraceTrackH2dCopy), TraceCategory::kCopy, "h2d", 0, 10);
+  {
+    const profiler::TraceWorkInfo info;
+    profiler::TraceWorkLane lane = profiler::trace_enabled() ? profiler::TraceWorkLane(info) : profiler::TraceWorkLane();
+    lane.piece(0, -1, 16, 1600);
+  }
   profiler::TraceFlowSet flows;
   EXPECT_EQ(flows.add(), 0u);
   flows.end_all();
@@ -262,6 +275,7 @@ TEST(Trace, ForwardPassRecordsEveryLayerOnlyWhileOn) {
   auto by_phase = check_structure(doc);
   const uint32_t num_layers = model->hparams.num_layers;
   std::map<std::string, std::set<int64_t>> layers_of;  // span name → layers seen
+  std::map<std::pair<std::string, int64_t>, int64_t> rows_of;  // (chunk or expert span name, layer) → rows summed
   int num_decode = 0;
   for (const json& e : by_phase["X"]) {
     if (e["cat"] == "step") {
@@ -271,6 +285,11 @@ TEST(Trace, ForwardPassRecordsEveryLayerOnlyWhileOn) {
     }
     if (e.contains("args") && e["args"].contains("layer"))
       layers_of[e["name"]].insert(e["args"]["layer"].get<int64_t>());
+    if (e["cat"] == "chunk" || e["cat"] == "expert") {
+      EXPECT_GT(e["args"]["rows"].get<int64_t>(), 0);
+      if (e["args"].contains("layer"))  // the output matrix has none
+        rows_of[{e["name"].get<std::string>(), e["args"]["layer"].get<int64_t>()}] += e["args"]["rows"].get<int64_t>();
+    }
     if (e["cat"] == "expert") {
       EXPECT_GE(e["args"]["expert"].get<int64_t>(), 0);
       EXPECT_LT(e["args"]["expert"].get<int64_t>(), model->hparams.num_experts);
@@ -282,6 +301,19 @@ TEST(Trace, ForwardPassRecordsEveryLayerOnlyWhileOn) {
   for (const char* name : {"attention block", "moe block", "qkv", "rope", "attention", "o_proj", "router", "gather",
                            "experts", "combine", "expert gate_up", "expert down"})
     EXPECT_EQ(layers_of[name].size(), num_layers) << name;
+  // Every row of every matrix (and every KV head of attention) is in exactly one span: per layer, the two decode
+  // steps' rows add up to twice the matrices' rows.
+  const auto& hp = model->hparams;
+  const std::map<std::string, int64_t> rows_per_step = {
+      {"qkv", hp.q_dim() + 2 * hp.kv_dim()},
+      {"attention", hp.num_kv_heads},
+      {"o_proj", hp.hidden_dim},
+      {"router", hp.num_experts},
+      {"expert gate_up", int64_t{2} * hp.num_experts_used * hp.expert_ffn_dim},
+      {"expert down", int64_t{hp.num_experts_used} * hp.hidden_dim}};
+  for (const auto& [name, rows] : rows_per_step)
+    for (int64_t layer = 0; layer < num_layers; ++layer)
+      EXPECT_EQ((rows_of[{name, layer}]), 2 * rows) << name << " layer " << layer;
   EXPECT_FALSE(by_phase["s"].empty()) << "expert jobs start flows to the combine step";
   bool hits = false;
   for (const json& e : by_phase["C"])
