@@ -4,6 +4,7 @@
 #include <tbb/parallel_for.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstring>
@@ -166,17 +167,6 @@ struct alignas(128) LaneChunks {
   int64_t end = 0;               // one past the lane's last chunk
 };
 
-/// Scratch for the lanes of one region run by the calling thread: at least num_lanes entries.
-LaneChunks* lane_chunks(int num_lanes) {
-  thread_local std::unique_ptr<LaneChunks[]> lanes;
-  thread_local int capacity = 0;
-  if (num_lanes > capacity) {
-    lanes = std::make_unique<LaneChunks[]>(static_cast<size_t>(num_lanes));
-    capacity = num_lanes;
-  }
-  return lanes.get();
-}
-
 /// Runs body(chunk_idx, lane) once for every chunk_idx in [0, num_chunks), in one parallel region of up to
 /// num_lanes lanes (oneTBB tasks of the calling arena). Lane w owns chunks [w·C/L, (w+1)·C/L) and claims them in
 /// order, then claims what the other lanes have not claimed yet, so a delayed thread's chunks are taken over: one
@@ -191,7 +181,12 @@ void run_chunks(int num_lanes, int64_t num_chunks, const profiler::TraceWorkInfo
     for (int64_t c = 0; c < num_chunks; ++c) body(c, lane);
     return;
   }
-  LaneChunks* lanes = lane_chunks(L);
+  // On the stack for up to 16 lanes; a region with more lanes computes long enough for one allocation.
+  constexpr int kStackLanes = 16;
+  std::array<LaneChunks, kStackLanes> stack_lanes;
+  std::unique_ptr<LaneChunks[]> heap_lanes;
+  if (L > kStackLanes) heap_lanes = std::make_unique<LaneChunks[]>(static_cast<size_t>(L));
+  LaneChunks* lanes = L > kStackLanes ? heap_lanes.get() : stack_lanes.data();
   for (int w = 0; w < L; ++w) {
     lanes[w].next.store(num_chunks * w / L, std::memory_order_relaxed);
     lanes[w].end = num_chunks * (w + 1) / L;

@@ -93,6 +93,47 @@ INSTANTIATE_TEST_SUITE_P(SupportedIsas, ForwardCpuPerIsa, ::testing::ValuesIn(cp
 
 // One 1000-token batch (positions far past the 128-token window, the sliding ring wrapping inside the batch) gives
 // the logits of decoding the same tokens one at a time.
+TEST(ForwardCpu, RunMatJobsComputesEveryRowOfEveryJobForAnyNumberOfLanes) {
+  // Three f32 jobs, one without rows, over more rows than 16 lanes take (the lanes' counters then live on the heap);
+  // every row of y starts as NaN and must end as its dot product plus bias.
+  constexpr uint64_t kCols = 32;
+  const uint64_t rows_of[] = {40, 0, 1000};
+  std::vector<std::vector<float>> w(3), bias(3), y(3);  // w[j] (rows, kCols); bias[j], y[j] (rows)
+  std::vector<WeightView> views(3);
+  std::vector<float> x(kCols);  // (kCols)
+  for (uint64_t c = 0; c < kCols; ++c) x[c] = 0.25f * static_cast<float>(c % 7) - 0.5f;
+  std::vector<CpuForward::MatJob> jobs(3);
+  for (size_t j = 0; j < 3; ++j) {
+    w[j].resize(rows_of[j] * kCols);
+    for (size_t i = 0; i < w[j].size(); ++i) w[j][i] = static_cast<float>((i * 37 + j * 11) % 17) / 16.0f - 0.5f;
+    bias[j].resize(rows_of[j]);
+    for (size_t r = 0; r < rows_of[j]; ++r) bias[j][r] = static_cast<float>(r % 5);
+    views[j] = WeightView{.type = TensorType::kF32,
+                          .data = reinterpret_cast<const uint8_t*>(w[j].data()),
+                          .num_cols = kCols,
+                          .num_rows = rows_of[j],
+                          .row_bytes = kCols * sizeof(float)};
+    jobs[j].w = &views[j];
+    jobs[j].x_f32 = x.data();
+    jobs[j].bias = bias[j].data();
+  }
+  std::vector<int64_t> row_begin(jobs.size() + 1);
+  for (int num_threads : {1, 2, 3, 20, 40}) {
+    for (size_t j = 0; j < 3; ++j) {
+      y[j].assign(rows_of[j], std::nanf(""));
+      jobs[j].y = y[j].data();
+    }
+    run_mat_jobs(cpu::kernel_table(cpu::Isa::kScalar), jobs, num_threads, row_begin);
+    for (size_t j = 0; j < 3; ++j)
+      for (uint64_t r = 0; r < rows_of[j]; ++r) {
+        double dot = bias[j][r];
+        for (uint64_t c = 0; c < kCols; ++c) dot += static_cast<double>(w[j][r * kCols + c]) * x[c];
+        // Inputs are multiples of 1/16 and 1/4 with small sums: exact in float, so the scalar kernel's sum is too.
+        ASSERT_EQ(y[j][r], static_cast<float>(dot)) << "threads " << num_threads << ", job " << j << ", row " << r;
+      }
+  }
+}
+
 TEST(ForwardCpu, ThousandTokenBatchMatchesTokenByToken) {
   CpuForwardOptions o;
   o.context_length = 1024;
