@@ -60,7 +60,7 @@
 #include "cpu_kernels/kernels.h"
 #include "cpu_kernels/reference.h"
 #include "profiler/bandwidth.h"
-#include "runtime/ggml_types.h"
+#include "runtime/base/ggml_types.h"
 
 namespace {
 
@@ -537,7 +537,7 @@ double kv_value(TensorType type, const uint8_t* base, int64_t i) {
 }
 
 /// One layer's K (or V) for one decode token: [kv_heads][num_keys][head_dim] of `type`, a head's rows contiguous
-/// (runtime/kv_cache.h: slot stride = head_dim · element size), rotating.
+/// (runtime/exec/kv_cache.h: slot stride = head_dim · element size), rotating.
 struct LayerKv {
   TensorType type;
   int64_t num_keys;

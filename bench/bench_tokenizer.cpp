@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/gguf.h"
-#include "runtime/tokenizer.h"
+#include "runtime/model/gguf.h"
+#include "runtime/text/tokenizer.h"
 
 namespace {
 

@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "profiler/trace.h"
-#include "runtime/forward_factory.h"
-#include "runtime/model.h"
+#include "runtime/exec/forward_factory.h"
+#include "runtime/model/model.h"
 
 namespace {
 

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "runtime/ggml_types.h"
+#include "runtime/base/ggml_types.h"
 
 namespace hetmoe::ref {
 

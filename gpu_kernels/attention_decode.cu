@@ -1,4 +1,4 @@
-// Decode attention with sinks over the f16 KV cache (gpt-oss-spec.md §3 step 4, runtime/forward_reference.cpp):
+// Decode attention with sinks over the f16 KV cache (gpt-oss-spec.md §3 step 4, runtime/exec/forward_reference.cpp):
 // flash-decoding. Token t at position pos sees the n = min(pos + 1, window) keys at positions pos − n + 1 .. pos
 // (slot = position % capacity: ring wrap on sliding layers); query head h reads KV head h / (num_heads /
 // num_kv_heads); s_j = (q·k_j) / sqrt(head_dim); out = Σ_j exp(s_j − M) v_j / (Σ_j exp(s_j − M) + exp(sink − M)).

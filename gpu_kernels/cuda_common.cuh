@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "runtime/ggml_types.h"
+#include "runtime/base/ggml_types.h"
 
 namespace hetmoe::gpu::detail {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/expected.h"
+#include "runtime/base/expected.h"
 
 namespace hetmoe::gpu {
 

@@ -1,5 +1,5 @@
 #pragma once
-// GpuStepDevice (runtime/hybrid_step.h) on a CUDA GPU with the launchers of gpu_kernels/ops.h: weights uploaded once
+// GpuStepDevice (runtime/exec/hybrid_step.h) on a CUDA GPU with the launchers of gpu_kernels/ops.h: weights uploaded once
 // into the planned arena (GGUF blocks unchanged), an f16 KV cache on the device, three streams — compute, host→device
 // and device→host — and events at every hand-off. Nothing is allocated after create(); the decode loop synchronizes
 // only where the step needs the host: the router output of a layer with CPU experts, and the logits.
@@ -11,9 +11,9 @@
 
 #include "gpu_kernels/device_runtime.h"
 #include "gpu_kernels/ops.h"
-#include "runtime/device_plan.h"
-#include "runtime/hybrid_step.h"
-#include "runtime/model.h"
+#include "runtime/backend/device_plan.h"
+#include "runtime/backend/step_device.h"
+#include "runtime/model/model.h"
 
 namespace hetmoe::gpu {
 

@@ -4,7 +4,7 @@
 
 #include <string>
 
-#include "runtime/expected.h"
+#include "runtime/base/expected.h"
 
 namespace hetmoe::gpu {
 

@@ -1,6 +1,6 @@
 #pragma once
 // The device runtime pieces the GPU forward pass is built from: one device arena with a hard byte budget (bump
-// placement by runtime/device_plan.h), pinned host staging buffers with a pageable fallback, and RAII streams and
+// placement by runtime/backend/device_plan.h), pinned host staging buffers with a pageable fallback, and RAII streams and
 // events. Every CUDA failure becomes an Error naming the call and cudaGetErrorString. CUDA builds only.
 
 #include <cuda_runtime_api.h>
@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "runtime/device_plan.h"
-#include "runtime/expected.h"
+#include "runtime/backend/device_plan.h"
+#include "runtime/base/expected.h"
 
 namespace hetmoe::gpu {
 

@@ -1,5 +1,5 @@
 // MoE experts for decode-size batches: out[t] (+)= Σ_j w[t][j] · expert_{e[t][j]}(x[t]) over the resident experts,
-// expert(x) = down · swiglu_oai(gate·x + bg, up·x + bu) + bd (runtime/forward_reference.cpp moe_block).
+// expert(x) = down · swiglu_oai(gate·x + bg, up·x + bu) + bd (runtime/exec/forward_reference.cpp moe_block).
 // Parallelization, atomics-free in three launches:
 //   1. grid (⌈ffn_dim / 4⌉, pair): one warp per ffn row computes the gate and the up row dots for one (token, k)
 //      pair (warp GEMV as matvec.cu) and writes swiglu to act[pair][row]; a pair whose expert is not resident

@@ -21,7 +21,7 @@
 #include <cstdint>
 
 #include "cpu_kernels/reference.h"
-#include "runtime/ggml_types.h"
+#include "runtime/base/ggml_types.h"
 
 namespace hetmoe::gpu {
 
@@ -63,7 +63,7 @@ cudaError_t gemm_f16(cublasHandle_t cublas, const void* w_f16, int64_t num_rows,
 cudaError_t rope_neox_yarn(float* x, int64_t num_tokens, int64_t num_heads, int64_t head_dim,
                            const int32_t* positions, const ref::RopeYarnParams& params, cudaStream_t stream);
 
-/// One layer's view of the device KV cache, laid out as runtime/kv_cache.h: (kv_head, slot, head_dim) f16, slot =
+/// One layer's view of the device KV cache, laid out as runtime/exec/kv_cache.h: (kv_head, slot, head_dim) f16, slot =
 /// pos % capacity (sliding layers: a ring; full layers: capacity = context).
 struct KvLayerView {
   void* k = nullptr;           // (num_kv_heads, capacity, head_dim) f16
@@ -102,7 +102,7 @@ int64_t attention_scratch_floats(int64_t num_tokens, int64_t num_heads, int64_t 
 cudaError_t router_topk_softmax(const float* logits, int64_t num_tokens, int64_t num_experts, int64_t top_k,
                                 int32_t* expert_ids, float* weights, cudaStream_t stream);
 
-/// One layer's experts on the device, in the GGUF tensors' layout (runtime/model.h LayerWeights): expert slot s's
+/// One layer's experts on the device, in the GGUF tensors' layout (runtime/model/model.h LayerWeights): expert slot s's
 /// matrices start at gate + s·(ffn_dim · hidden_dim row bytes) etc. `slot_of_expert[e]` maps a model expert id to its
 /// device slot (−1: not resident on this device, skipped), so a layer can hold a subset of its experts.
 struct ExpertWeights {

@@ -1,4 +1,4 @@
-// Router top-k + softmax over the selected logits (gpt-oss-spec.md §3 step 7, runtime/forward_reference.cpp):
+// Router top-k + softmax over the selected logits (gpt-oss-spec.md §3 step 7, runtime/exec/forward_reference.cpp):
 // experts ordered by descending logit, ties broken by the lower expert index (the reference's stable sort); the
 // weights are ref::softmax of the top_k logits (f32 exp, double sum). A NaN logit ranks as −inf.
 // Parallelization: one warp per token (4 tokens per 128-thread block). Lane l holds the logits of experts

@@ -40,8 +40,8 @@
 #include "placement/expert_stats.h"
 #include "placement/plan.h"
 #include "placement/traffic.h"
-#include "runtime/kv_cache.h"
-#include "runtime/model.h"
+#include "runtime/model/kv_type.h"
+#include "runtime/model/model.h"
 
 namespace hetmoe::placement {
 

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "placement/plan.h"
-#include "runtime/expected.h"
+#include "runtime/base/expected.h"
 
 namespace hetmoe::placement {
 

@@ -16,9 +16,9 @@
 
 #include <nlohmann/json_fwd.hpp>
 
-#include "runtime/expected.h"
-#include "runtime/gguf.h"
-#include "runtime/model.h"
+#include "runtime/base/expected.h"
+#include "runtime/model/gguf.h"
+#include "runtime/model/model.h"
 
 namespace hetmoe::placement {
 

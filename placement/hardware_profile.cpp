@@ -17,7 +17,6 @@
 #include <nlohmann/json.hpp>
 
 #include "cpu_kernels/kernels.h"
-#include "gpu_kernels/device_probe.h"
 #include "placement/numa_memory.h"
 #include "profiler/bandwidth.h"
 
@@ -137,20 +136,6 @@ Expected<GemvPoint> measure_node_expert_gemv(const Topology& t, int node_idx, in
   }));
   if (!ok) return make_error(ErrorCode::kIo, fmt::format("expert GEMV probe: cannot allocate {} bytes", alloc));
   return point;
-}
-
-Expected<GpuFigures> measure_gpu() {
-  auto p = gpu::probe_device(0);
-  if (!p) return p.error();
-  GpuFigures g;
-  g.device_idx = p->device_idx;
-  g.name = p->name;
-  g.memory_read_bytes_per_s = p->memory_read_bytes_per_s;
-  g.h2d_bytes_per_s = p->h2d_bytes_per_s;
-  g.d2h_bytes_per_s = p->d2h_bytes_per_s;
-  g.h2d_latency_s = p->h2d_latency_s;
-  g.d2h_latency_s = p->d2h_latency_s;
-  return g;
 }
 
 json key_to_json(const MachineKey& k) {
@@ -307,8 +292,8 @@ std::filesystem::path profile_cache_path(const std::filesystem::path& dir, const
   return dir / ("probe-" + key.file_hash() + ".json");
 }
 
-ProbeMeasurers default_measurers() {
-  return {measure_node_read_bandwidth, measure_node_expert_gemv, measure_gpu};
+ProbeMeasurers default_measurers(std::function<Expected<GpuFigures>()> gpu) {
+  return {measure_node_read_bandwidth, measure_node_expert_gemv, std::move(gpu)};
 }
 
 std::vector<int> probe_thread_counts(int num_cores) {

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "placement/topology.h"
-#include "runtime/expected.h"
+#include "runtime/base/expected.h"
 
 namespace hetmoe::placement {
 
@@ -109,10 +109,11 @@ struct ProbeMeasurers {
   std::function<Expected<GpuFigures>()> gpu;
 };
 
-/// The real measurements: profiler::measure_read_bandwidth and the selected ISA's gemv_mxfp4 on a buffer of
+/// The real CPU measurements: profiler::measure_read_bandwidth and the selected ISA's gemv_mxfp4 on a buffer of
 /// max(2 × L3, 256 MiB) (at most 1 GiB and a quarter of the available memory), threads bound to the node
-/// (run_on_numa_node), and gpu::probe_device(0).
-ProbeMeasurers default_measurers();
+/// (run_on_numa_node); the GPU's come from `gpu` (the caller's GPU backend, e.g. gpu::probe_device(0); empty: "not
+/// measured"), so placement depends on no GPU code.
+ProbeMeasurers default_measurers(std::function<Expected<GpuFigures>()> gpu = {});
 
 /// Thread counts measured on a node of `num_cores` cores: 1, 2, 4, ... below num_cores, then num_cores.
 std::vector<int> probe_thread_counts(int num_cores);

@@ -5,8 +5,8 @@
 
 #include <cstdint>
 
-#include "runtime/expected.h"
-#include "runtime/ggml_types.h"
+#include "runtime/base/expected.h"
+#include "runtime/base/ggml_types.h"
 
 namespace hetmoe::placement {
 

@@ -1,7 +1,7 @@
 #pragma once
 // NUMA memory placement of weights (libnuma and the mbind/move_pages system calls): a byte range of the memory-
 // mapped or in-memory model bound to one node, or copied into memory allocated on a node, so that the workers of
-// that node (runtime/worker_pool.h) read local memory only.
+// that node (runtime/exec/worker_pool.h) read local memory only.
 
 #include <cstddef>
 #include <cstdint>
@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/expected.h"
+#include "runtime/base/expected.h"
 
 namespace hetmoe::placement {
 

@@ -29,7 +29,7 @@ struct PlanRequest {
   int num_cpu_threads = 0;         // recorded in the plan (0 = all cores)
   std::string model_name;          // recorded in the plan
   bool dynamic_placement = true;   // enable the dynamic policy when the plan uses a GPU (--placement static: off)
-  /// The GPU runtime's constraint (gpu_kernels/gpu_forward.h): a plan that uses the GPU keeps every block's
+  /// The GPU runtime's constraint (runtime/backend/gpu_backend.h): a plan that uses the GPU keeps every block's
   /// attention (router, norms, KV cache) and the unembedding there, and places experts only. A budget that cannot
   /// hold them (with the workspace) gives the all-CPU plan, with a note naming the bytes needed.
   bool dense_on_gpu = false;

@@ -2,7 +2,7 @@
 // A placement Plan: plain data saying, for one model, where every weight lives (per expert), where the KV cache
 // lives, how many CPU threads run, the budgets it was made for, and what the cost model predicts for it. The
 // optimizer (placement/optimizer.h) makes Plans; the runtime executes a Plan and nothing else decides placement
-// (create_forward in runtime/forward_factory.h). Plans are JSON-serializable and testable without a GPU.
+// (create_forward in runtime/exec/forward_factory.h). Plans are JSON-serializable and testable without a GPU.
 //
 // JSON (top-level keys): "format" "hetmoe-plan", "version" 1, "model", "num_layers", "num_experts",
 // "num_experts_used", "context_length", "kv_type", "strategy", "embedding", "output", "num_cpu_threads",
@@ -21,7 +21,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
-#include "runtime/expected.h"
+#include "runtime/base/expected.h"
 
 namespace hetmoe::placement {
 

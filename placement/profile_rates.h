@@ -9,7 +9,7 @@
 
 #include "placement/cost_model.h"
 #include "placement/hardware_profile.h"
-#include "runtime/expected.h"
+#include "runtime/base/expected.h"
 
 namespace hetmoe::placement {
 

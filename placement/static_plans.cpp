@@ -133,8 +133,8 @@ double half_life_from_decay(double decay) {
   return -std::log(2.0) / std::log(decay);
 }
 
-void apply_placement_settings(Plan& plan, const RuntimeConfig::Placement& settings, bool dynamic) {
-  const RuntimeConfig::Placement::Dynamic& d = settings.dynamic;
+void apply_placement_settings(Plan& plan, const PlacementSettings& settings, bool dynamic) {
+  const PlacementSettings::Dynamic& d = settings.dynamic;
   if (d.decay) plan.dynamic.half_life_tokens = half_life_from_decay(*d.decay);
   if (d.replan_interval) plan.dynamic.replan_interval_tokens = *d.replan_interval;
   if (d.max_migrations_per_step) plan.dynamic.max_migrations_per_step = *d.max_migrations_per_step;

@@ -5,7 +5,7 @@
 //   [placement] overrides           apply_expert_overrides (pins, within the plan's budgets)
 //   [placement] mode, prefill_crossover and [placement.dynamic]
 //                                   apply_placement_settings (the plan's DynamicPolicy and prefill crossover)
-// The runtime executes the result like any other Plan (runtime/forward_factory.h).
+// The runtime executes the result like any other Plan (runtime/exec/forward_factory.h).
 
 #include <cstdint>
 #include <span>
@@ -13,9 +13,9 @@
 
 #include "placement/cost_model.h"
 #include "placement/plan.h"
-#include "runtime/config.h"
-#include "runtime/expected.h"
-#include "runtime/model.h"
+#include "placement/settings.h"
+#include "runtime/base/expected.h"
+#include "runtime/model/model.h"
 
 namespace hetmoe::placement {
 
@@ -45,6 +45,6 @@ double half_life_from_decay(double decay);
 /// The config file's [placement] mode and [placement.dynamic] keys onto plan.dynamic (a key not in the file keeps
 /// the plan's value), and prefill_crossover onto plan.prefill_crossover_tokens. Dynamic placement is enabled when
 /// `dynamic` is true and the plan has experts on both devices (there is nothing to migrate otherwise).
-void apply_placement_settings(Plan& plan, const RuntimeConfig::Placement& settings, bool dynamic);
+void apply_placement_settings(Plan& plan, const PlacementSettings& settings, bool dynamic);
 
 }  // namespace hetmoe::placement

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "runtime/gguf.h"
+#include "runtime/model/gguf.h"
 
 namespace hetmoe::placement {
 

@@ -3,7 +3,7 @@
 // so every choice is testable on synthetic machines.
 //
 // compute_thread_layout: which PUs (hardware threads, OS indexes) run workers, grouped by NUMA node (one worker pool
-// per node, runtime/worker_pool.h), and which PU runs the GPU-feeding thread (on a core no worker uses).
+// per node, runtime/exec/worker_pool.h), and which PU runs the GPU-feeding thread (on a core no worker uses).
 // shard_experts: which node's memory holds each CPU-resident expert, so that a node's workers read only local
 // memory and the nodes share the bytes (and, given selection probabilities, the expected traffic) evenly.
 
@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "placement/topology.h"
-#include "runtime/expected.h"
+#include "runtime/base/expected.h"
 
 namespace hetmoe::placement {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/expected.h"
+#include "runtime/base/expected.h"
 
 namespace hetmoe::placement {
 

@@ -35,7 +35,7 @@ Expected<ModelBytes> model_bytes(const gguf::File& file, const ModelHparams& hp,
   HETMOE_ASSIGN_OR_RETURN(out_norm, tensor("output_norm.weight"));
   b.output_bytes = out->num_bytes + out_norm->num_bytes;
   b.output_weights = out->num_elements;
-  b.kv_bytes_per_position = KvCache::bytes_per_position(hp, kv_type);
+  b.kv_bytes_per_position = kv_bytes_per_position(hp, kv_type);
   b.num_experts = hp.num_experts;
   b.layers.resize(hp.num_layers);
   static constexpr const char* kAttention[] = {"attn_norm.weight", "attn_q.weight", "attn_q.bias", "attn_k.weight",
@@ -85,7 +85,7 @@ ModelBytes model_bytes(const Model& model, KvCacheType kv_type) {
   b.embedding_bytes = matrix_bytes(model.token_embd);
   b.output_bytes = matrix_bytes(model.output) + model.output_norm.size() * f;
   b.output_weights = matrix_weights(model.output);
-  b.kv_bytes_per_position = KvCache::bytes_per_position(hp, kv_type);
+  b.kv_bytes_per_position = kv_bytes_per_position(hp, kv_type);
   b.num_experts = hp.num_experts;
   b.layers.resize(hp.num_layers);
   for (uint32_t l = 0; l < hp.num_layers; ++l) {

@@ -6,10 +6,10 @@
 #include <cstdint>
 #include <vector>
 
-#include "runtime/expected.h"
-#include "runtime/gguf.h"
-#include "runtime/kv_cache.h"
-#include "runtime/model.h"
+#include "runtime/base/expected.h"
+#include "runtime/model/gguf.h"
+#include "runtime/model/kv_type.h"
+#include "runtime/model/model.h"
 
 namespace hetmoe::placement {
 
@@ -32,7 +32,7 @@ struct ModelBytes {
   uint64_t embedding_bytes = 0;      // the whole token_embd table
   uint64_t output_bytes = 0;         // output.weight (or token_embd when tied) plus output_norm
   uint64_t output_weights = 0;       // elements of the output matrix
-  uint64_t kv_bytes_per_position = 0;  // K and V of one position in one layer (KvCache::bytes_per_position)
+  uint64_t kv_bytes_per_position = 0;  // K and V of one position in one layer (kv_bytes_per_position)
   uint32_t num_experts = 0;            // experts per layer
   /// All weight bytes the model uses: embedding, output, and per layer attention, router and every expert.
   uint64_t weight_bytes() const;

@@ -1,6 +1,6 @@
 #pragma once
 // Trace recording: what every CPU worker, the GPU streams and the copies do during each step, written as a Chrome /
-// Perfetto Trace Event JSON file (opens in ui.perfetto.dev and chrome://tracing; format notes in the README).
+// Perfetto Trace Event JSON file (opens in ui.perfetto.dev and chrome://tracing; format notes in docs/profiling.md).
 //
 // A process-wide recorder, off by default. Off, every recording call costs one relaxed atomic load and a branch: no
 // clock read, no allocation. On, each thread appends fixed-size plain events (static-string names, up to
@@ -20,7 +20,7 @@
 #include <string>
 
 #include "profiler/trace_categories.h"
-#include "runtime/expected.h"
+#include "runtime/base/expected.h"
 
 namespace hetmoe::profiler {
 
@@ -185,7 +185,7 @@ struct TraceWorkInfo {
 };
 
 /// What one lane of a parallel region records: a lane is one task that runs chunks of the region's rows until none
-/// is left (runtime/forward_cpu.cpp run_chunks), so it runs on one thread from its first chunk to its last. Its
+/// is left (runtime/exec/forward_cpu.cpp run_chunks), so it runs on one thread from its first chunk to its last. Its
 /// consecutive pieces of the same job (the caller chooses what counts as one job: a matrix, an expert, the whole
 /// region) form one span, with rows and bytes summed. The clock is read only at job boundaries: a piece of another
 /// job opens a new span at the instant that ends the open one, and end() (the lane leaves the region) ends the last.

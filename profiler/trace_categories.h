@@ -24,7 +24,7 @@ enum class TraceCategory : uint8_t {
 struct TraceCategoryInfo {
   TraceCategory category;
   const char* name;         // the "cat" field of the trace
-  const char* description;  // written to the trace's otherData and the README
+  const char* description;  // written to the trace's otherData and docs/profiling.md
 };
 
 inline constexpr std::array<TraceCategoryInfo, 9> kTraceCategories = {{

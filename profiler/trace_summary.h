@@ -17,7 +17,7 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/expected.h"
+#include "runtime/base/expected.h"
 
 namespace hetmoe::profiler {
 

@@ -13,8 +13,8 @@ cxx=${CXX_FUZZ:-clang++}
 max_len=65536
 
 mkdir -p "$out/corpus" "$out/seeds" "$out/crashes"
-sources=("$root/runtime/gguf.cpp" "$root/runtime/gguf_writer.cpp")
-if [[ -f "$root/runtime/ggml_types.cpp" ]]; then sources+=("$root/runtime/ggml_types.cpp"); fi  # else header-only
+sources=("$root/runtime/model/gguf.cpp" "$root/runtime/model/gguf_writer.cpp")
+if [[ -f "$root/runtime/base/ggml_types.cpp" ]]; then sources+=("$root/runtime/base/ggml_types.cpp"); fi  # else header-only
 common=(-std=c++20 -g -O1 -fno-omit-frame-pointer -I"$root")
 sanitize=(-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
 

@@ -12,10 +12,10 @@
 #include <vector>
 
 #include "cpu_kernels/reference.h"
-#include "runtime/device_plan.h"
-#include "runtime/hybrid_step.h"
-#include "runtime/kv_cache.h"
-#include "runtime/model.h"
+#include "runtime/backend/device_plan.h"
+#include "runtime/exec/hybrid_step.h"
+#include "runtime/exec/kv_cache.h"
+#include "runtime/model/model.h"
 
 namespace hetmoe::test {
 
@@ -164,7 +164,7 @@ class FakeStepDevice final : public GpuStepDevice {
     }
   }
 
-  // gpt-oss-spec.md §3 steps 1–5 for token t of the step, as runtime/forward_reference.cpp.
+  // gpt-oss-spec.md §3 steps 1–5 for token t of the step, as runtime/exec/forward_reference.cpp.
   void attention(uint32_t l, uint32_t t) {
     const LayerWeights& w = model_->layers[l];
     const uint32_t HD = hp_.head_dim, D = hp_.hidden_dim;

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "cpu_kernels/reference.h"
-#include "runtime/gguf.h"
-#include "runtime/gguf_writer.h"
+#include "runtime/model/gguf.h"
+#include "runtime/model/gguf_writer.h"
 
 namespace hetmoe::test {
 

@@ -16,7 +16,7 @@
 
 #include "placement/cost_model.h"
 #include "placement/expert_stats.h"
-#include "runtime/gguf_writer.h"
+#include "runtime/model/gguf_writer.h"
 
 namespace hetmoe::test {
 
@@ -63,7 +63,7 @@ inline placement::CostInputs gpt20b_inputs(double skew, uint32_t num_layers = 24
   in.bytes.embedding_row_bytes = q8_row;
   in.bytes.output_bytes = 201088 * q8_row + 2880 * 4;
   in.bytes.output_weights = 201088ull * 2880;
-  in.bytes.kv_bytes_per_position = KvCache::bytes_per_position(hp, KvCacheType::kF16);
+  in.bytes.kv_bytes_per_position = kv_bytes_per_position(hp, KvCacheType::kF16);
   in.bytes.num_experts = num_experts;
   in.probabilities = placement::prior_from_router_biases(zipf_biases(num_layers, num_experts, skew, 7), num_layers,
                                                          num_experts, 4);

@@ -8,8 +8,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "runtime/forward_reference.h"
-#include "runtime/model.h"
+#include "runtime/exec/forward_reference.h"
+#include "runtime/model/model.h"
 #include "tests/cli_runner.h"
 #include "tests/logit_metrics.h"
 

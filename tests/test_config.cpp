@@ -1,4 +1,4 @@
-// The runtime configuration file (runtime/config.h): bad files and their messages (line:column, key path, the
+// The runtime configuration file (runtime/app/config.h): bad files and their messages (line:column, key path, the
 // expectation, and "did you mean" where a known key or value is close), good files and their round trip through
 // format_config, the commented default file, and the precedence of command-line flags over the file (hetmoe
 // generate --config).
@@ -9,7 +9,7 @@
 #include <regex>
 #include <string>
 
-#include "runtime/config.h"
+#include "runtime/app/config.h"
 #include "tests/cli_runner.h"
 
 namespace hetmoe {
@@ -233,7 +233,7 @@ TEST(ConfigTest, CpuListsParseRangesAndRejectJunk) {
 }
 
 /// The default file with its example assignments uncommented: lines "# key = ..." and "# [[...]]" (prose lines
-/// never start that way, runtime/config.h).
+/// never start that way, runtime/app/config.h).
 std::string uncommented_default() {
   return std::regex_replace(default_config_text(), std::regex("^# (\\[\\[|[a-z_]+ = )", std::regex::multiline), "$1");
 }

@@ -1,6 +1,6 @@
 // CUDA kernels (gpu_kernels/ops.h) against the CPU reference: the scalar functions of cpu_kernels/reference.h, or a
 // plain loop here in double where the reference is a forward-pass step (attention with sinks, the MoE block:
-// runtime/forward_reference.cpp). One metric, NMSE = mse(a, b) / mse(a, 0) with a the reference, and a tolerance
+// runtime/exec/forward_reference.cpp). One metric, NMSE = mse(a, b) / mse(a, 0) with a the reference, and a tolerance
 // per op with its reason; exact equality where the kernel's arithmetic is exact (dequantization, f16 stores, top-k
 // ids). Shapes stress the edges: rows 1, 7, 111, 2880 (partial warps and blocks); columns 32, 96, 2880 (one, three
 // and 90 quantization blocks); tokens 1, 3, 17 (the GEMV's 8-token chunks); keys 1, 5, 129, 300 (one key, the
@@ -27,7 +27,7 @@
 
 #include "cpu_kernels/reference.h"
 #include "gpu_kernels/ops.h"
-#include "runtime/ggml_types.h"
+#include "runtime/base/ggml_types.h"
 
 namespace hetmoe::gpu {
 namespace {
@@ -473,7 +473,7 @@ TEST_F(CudaKernels, KvStoreWritesRoundedF16AtRingSlots) {
 
 /// Attention over a host-built f16 cache: positions 0 .. last_pos were written in order (a ring of `capacity` slots
 /// keeps the newest), the queries are the last num_tokens positions. Reference: double loop of
-/// runtime/forward_reference.cpp (scores in double, the sink as an extra logit).
+/// runtime/exec/forward_reference.cpp (scores in double, the sink as an extra logit).
 class AttentionTester {
  public:
   AttentionTester& heads(int64_t q, int64_t kv) { num_heads_ = q; num_kv_heads_ = kv; return *this; }
@@ -630,7 +630,7 @@ TEST_F(CudaKernels, AttentionRejectsUnsupportedHeadDim) {
 // ---- MoE -------------------------------------------------------------------------------------------------------------
 
 /// The experts of one layer: num_experts model experts, those with slot ≥ 0 resident in `slots` device slots.
-/// Reference: runtime/forward_reference.cpp moe_block with ref::dot_row, ref::swiglu_oai and the f32 weighted sum.
+/// Reference: runtime/exec/forward_reference.cpp moe_block with ref::dot_row, ref::swiglu_oai and the f32 weighted sum.
 class MoeTester {
  public:
   MoeTester& type(TensorType t) { type_ = t; return *this; }

@@ -1,4 +1,4 @@
-// Device memory planning (runtime/device_plan.h): byte sizes, the experts a Plan puts on the GPU laid out under the
+// Device memory planning (runtime/backend/device_plan.h): byte sizes, the experts a Plan puts on the GPU laid out under the
 // VRAM budget at, below and above each threshold, for the tiny fixture and the gpt-oss-20b hyperparameters; the
 // GPU experts of a Plan. Pure host code.
 #include <gtest/gtest.h>
@@ -6,9 +6,9 @@
 #include <algorithm>
 
 #include "placement/plan.h"
-#include "runtime/device_plan.h"
-#include "runtime/model.h"
-#include "runtime/synth.h"
+#include "runtime/backend/device_plan.h"
+#include "runtime/model/model.h"
+#include "runtime/model/synth.h"
 
 namespace hetmoe {
 namespace {

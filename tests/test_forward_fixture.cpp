@@ -4,8 +4,8 @@
 #include <cmath>
 #include <limits>
 
-#include "runtime/forward_reference.h"
-#include "runtime/model.h"
+#include "runtime/exec/forward_reference.h"
+#include "runtime/model/model.h"
 #include "tests/logit_metrics.h"
 
 namespace hetmoe {

@@ -3,7 +3,7 @@
 
 #include <vector>
 
-#include "runtime/generation.h"
+#include "runtime/app/generation.h"
 
 namespace hetmoe {
 namespace {

@@ -1,4 +1,4 @@
-// Tests of the validated GGUF reader (runtime/gguf.h): well-formed files round-trip through gguf::Writer, the
+// Tests of the validated GGUF reader (runtime/model/gguf.h): well-formed files round-trip through gguf::Writer, the
 // fixtures open, and each malformed case fails with the expected code, message and file offset. Every malformed
 // case is built byte by byte with RawGguf so the offending field's position is known.
 
@@ -17,8 +17,8 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/gguf.h"
-#include "runtime/gguf_writer.h"
+#include "runtime/model/gguf.h"
+#include "runtime/model/gguf_writer.h"
 
 namespace hetmoe::gguf {
 namespace {

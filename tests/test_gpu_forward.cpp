@@ -1,4 +1,4 @@
-// The GPU forward pass (gpu_kernels/gpu_forward.h) against the fixture logits: GPU-only (every expert resident) and
+// The GPU forward pass (runtime/exec/forward_factory.h create_gpu_forward) against the fixture logits: GPU-only (every expert resident) and
 // hybrid (half the experts on the CPU), with the foundation issue's agreement bar; the device arena, pinned staging
 // and the VRAM budget. Skips without a CUDA build or without a GPU.
 #include <gtest/gtest.h>
@@ -6,10 +6,11 @@
 #include <cmath>
 
 #include "gpu_kernels/cuda_device.h"
-#include "gpu_kernels/gpu_forward.h"
+#include "runtime/backend/gpu_backend.h"
+#include "runtime/exec/forward_factory.h"
 #include "placement/static_plans.h"
-#include "runtime/forward_factory.h"
-#include "runtime/model.h"
+#include "runtime/exec/forward_factory.h"
+#include "runtime/model/model.h"
 #include "tests/logit_metrics.h"
 #if HETMOE_HAVE_CUDA
 #include "gpu_kernels/device_runtime.h"
@@ -142,7 +143,7 @@ TEST(GpuForward, WithoutAGpuTheGpuPassIsAnErrorThatNamesWhy) {
   const placement::Plan plan = gpu_plan(8);
   ForwardOptions o;
   o.plan = &plan;
-  auto f = gpu::create_gpu_forward(tiny(), o, nullptr);
+  auto f = create_gpu_forward(tiny(), o, nullptr);
   ASSERT_FALSE(f.has_value());
   EXPECT_EQ(f.error().code, ErrorCode::kUnsupported);
   EXPECT_FALSE(f.error().message.empty());

@@ -19,7 +19,7 @@
 //   - encodeChat applies no conversation rules; dropping earlier analysis and choosing `<|end|>`/`<|call|>` are
 //     done by the generator from the spec, independently of this C++ code.
 
-#include "runtime/harmony.h"
+#include "runtime/text/harmony.h"
 
 #include <gtest/gtest.h>
 
@@ -29,10 +29,10 @@
 #include <string>
 #include <vector>
 
-#include "runtime/gguf.h"
-#include "runtime/gguf_writer.h"
-#include "runtime/tiktoken_vocab.h"
-#include "runtime/tokenizer.h"
+#include "runtime/model/gguf.h"
+#include "runtime/model/gguf_writer.h"
+#include "runtime/model/tiktoken_vocab.h"
+#include "runtime/text/tokenizer.h"
 #include "tests/vocab_fixture.h"
 
 namespace hetmoe::harmony {

@@ -1,4 +1,4 @@
-// The hybrid decode step (runtime/hybrid_step.h) with a host fake of the device (tests/fake_step_device.h):
+// The hybrid decode step (runtime/exec/hybrid_step.h) with a host fake of the device (tests/fake_step_device.h):
 // the fixture agreement bar for all experts on the "GPU", half of them, and none (--cpu-moe); the overlap of CPU and
 // device experts; the CPU experts against the reference expert math; errors.
 #include <gtest/gtest.h>
@@ -9,11 +9,11 @@
 #include <mutex>
 
 #include "placement/static_plans.h"
-#include "runtime/cpu_experts.h"
-#include "runtime/device_plan.h"
-#include "runtime/forward_factory.h"
-#include "runtime/hybrid_step.h"
-#include "runtime/model.h"
+#include "runtime/exec/cpu_experts.h"
+#include "runtime/backend/device_plan.h"
+#include "runtime/exec/forward_factory.h"
+#include "runtime/exec/hybrid_step.h"
+#include "runtime/model/model.h"
 #include "tests/fake_step_device.h"
 #include "tests/logit_metrics.h"
 

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <vector>
 
-#include "runtime/kv_cache.h"
+#include "runtime/exec/kv_cache.h"
 
 namespace hetmoe {
 namespace {
@@ -121,8 +121,8 @@ TEST(KvCache, BytesPerPositionFor20bIsTwoKibPerLayer) {
   ModelHparams hp;
   hp.num_kv_heads = 8;
   hp.head_dim = 64;
-  EXPECT_EQ(KvCache::bytes_per_position(hp, KvCacheType::kF16), 2048u);  // gpt-oss-spec.md §7
-  EXPECT_EQ(KvCache::bytes_per_position(hp, KvCacheType::kF32), 4096u);
+  EXPECT_EQ(kv_bytes_per_position(hp, KvCacheType::kF16), 2048u);  // gpt-oss-spec.md §7
+  EXPECT_EQ(kv_bytes_per_position(hp, KvCacheType::kF32), 4096u);
 }
 
 TEST(KvCache, TypeParsingNamesTheChoices) {

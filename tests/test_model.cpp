@@ -3,8 +3,8 @@
 
 #include <cmath>
 
-#include "runtime/forward_reference.h"
-#include "runtime/model.h"
+#include "runtime/exec/forward_reference.h"
+#include "runtime/model/model.h"
 #include "tests/gguf_rewrite.h"
 #include "tests/logit_metrics.h"
 

@@ -5,7 +5,7 @@
 
 #include "placement/expert_stats.h"
 #include "placement/plan.h"
-#include "runtime/forward_factory.h"
+#include "runtime/exec/forward_factory.h"
 #include "tests/cli_runner.h"
 #include "tests/placement_fixture.h"
 

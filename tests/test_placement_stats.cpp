@@ -9,8 +9,8 @@
 
 #include "placement/expert_stats.h"
 #include "placement/traffic.h"
-#include "runtime/forward_factory.h"
-#include "runtime/model.h"
+#include "runtime/exec/forward_factory.h"
+#include "runtime/model/model.h"
 #include "tests/placement_fixture.h"
 
 namespace hetmoe::placement {

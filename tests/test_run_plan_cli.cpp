@@ -1,13 +1,14 @@
 // The runtime runs from Plans (runtime/cli/plan_options.h, create_forward): `generate --plan FILE` with a plan from
 // `hetmoe plan`, a GPU plan with --device cpu, plans of another model, --stats-out files that placement loads and
-// merges, the config file's keys (runtime/forward_factory.h apply_runtime_config and the placement keys).
+// merges, the config file's keys (runtime/exec/forward_factory.h apply_runtime_config and the placement keys).
 #include <gtest/gtest.h>
 
 #include "gpu_kernels/cuda_device.h"
 #include "placement/expert_stats.h"
 #include "placement/plan.h"
-#include "runtime/config.h"
-#include "runtime/forward_factory.h"
+#include "runtime/app/config.h"
+#include "runtime/app/runtime_options.h"
+#include "runtime/exec/forward_factory.h"
 #include "tests/cli_runner.h"
 
 namespace hetmoe {

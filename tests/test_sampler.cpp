@@ -5,7 +5,7 @@
 #include <set>
 #include <vector>
 
-#include "runtime/sampler.h"
+#include "runtime/app/sampler.h"
 
 namespace hetmoe {
 namespace {

@@ -9,6 +9,7 @@
 #include "placement/optimizer.h"
 #include "placement/profile_rates.h"
 #include "placement/static_plans.h"
+#include "runtime/app/config.h"
 #include "tests/placement_fixture.h"
 
 namespace hetmoe::placement {

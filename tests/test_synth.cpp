@@ -15,9 +15,9 @@
 #include <vector>
 
 #include "cpu_kernels/reference.h"
-#include "runtime/gguf.h"
-#include "runtime/synth.h"
-#include "runtime/tiktoken_vocab.h"
+#include "runtime/model/gguf.h"
+#include "runtime/model/synth.h"
+#include "runtime/model/tiktoken_vocab.h"
 
 namespace hetmoe {
 namespace {

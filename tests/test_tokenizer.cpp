@@ -3,8 +3,8 @@
 // streaming decode, and a throughput print. The full comparison with the reference encoder on a 3,588-string corpus
 // is test_tokenizer_golden.cpp.
 
-#include "runtime/tiktoken_vocab.h"
-#include "runtime/tokenizer.h"
+#include "runtime/model/tiktoken_vocab.h"
+#include "runtime/text/tokenizer.h"
 
 #include <gtest/gtest.h>
 
@@ -22,8 +22,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "runtime/gguf.h"
-#include "runtime/gguf_writer.h"
+#include "runtime/model/gguf.h"
+#include "runtime/model/gguf_writer.h"
 
 namespace hetmoe {
 namespace {
@@ -70,7 +70,7 @@ struct TiktokenRanks {
 };
 
 std::unique_ptr<TiktokenRanks> load_tiktoken(const std::string& path) {
-  auto by_rank = tiktoken::load_ranks(path);  // runtime/tiktoken_vocab.h: strict parser, rank == index
+  auto by_rank = tiktoken::load_ranks(path);  // runtime/model/tiktoken_vocab.h: strict parser, rank == index
   if (!by_rank) return nullptr;
   auto ranks = std::make_unique<TiktokenRanks>();
   ranks->bytes_by_rank = std::move(*by_rank);

@@ -1,6 +1,6 @@
 // The trace recorder (profiler/trace.h) and summary (profiler/trace_summary.h): events recorded from several threads
 // are written as Trace Event JSON and read back with a real JSON parser (nlohmann::json), and the structure the
-// README claims is checked: traceEvents, the phases used, a thread_name for every tid, span arguments, nesting within
+// docs/profiling.md claims is checked: traceEvents, the phases used, a thread_name for every tid, span arguments, nesting within
 // each thread, counter values, flows with matching ids inside spans.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -16,8 +16,8 @@
 
 #include "profiler/trace.h"
 #include "profiler/trace_summary.h"
-#include "runtime/forward_factory.h"
-#include "runtime/model.h"
+#include "runtime/exec/forward_factory.h"
+#include "runtime/model/model.h"
 
 namespace hetmoe {
 namespace {

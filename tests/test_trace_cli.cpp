@@ -7,7 +7,7 @@
 #include <map>
 #include <set>
 
-#include "runtime/model.h"
+#include "runtime/model/model.h"
 #include "tests/cli_runner.h"
 
 namespace hetmoe {

@@ -14,9 +14,9 @@
 
 #include "cpu_kernels/kernels.h"
 #include "placement/topology.h"
-#include "runtime/forward_cpu.h"
-#include "runtime/model.h"
-#include "runtime/worker_pool.h"
+#include "runtime/exec/forward_cpu.h"
+#include "runtime/model/model.h"
+#include "runtime/exec/worker_pool.h"
 
 namespace hetmoe {
 namespace {

@@ -4,8 +4,8 @@
 #include <memory>
 #include <string>
 
-#include "runtime/gguf.h"
-#include "runtime/tokenizer.h"
+#include "runtime/model/gguf.h"
+#include "runtime/text/tokenizer.h"
 
 namespace hetmoe::test {
 

@@ -7,8 +7,8 @@
 #include <string>
 #include <thread>
 
-#include "runtime/expected.h"
-#include "runtime/gguf.h"
+#include "runtime/base/expected.h"
+#include "runtime/model/gguf.h"
 
 namespace hetmoe::cli {
 

@@ -17,8 +17,9 @@
 #include "runtime/cli/plan_options.h"
 #include "runtime/cli/trace_options.h"
 #include "runtime/cli/run_options.h"
-#include "runtime/forward_factory.h"
-#include "runtime/model.h"
+#include "runtime/app/runtime_options.h"
+#include "runtime/exec/forward_factory.h"
+#include "runtime/model/model.h"
 
 namespace hetmoe::cli {
 namespace {

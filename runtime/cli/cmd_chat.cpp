@@ -32,12 +32,12 @@
 #include "runtime/cli/plan_options.h"
 #include "runtime/cli/run_options.h"
 #include "runtime/cli/trace_options.h"
-#include "runtime/forward_factory.h"
-#include "runtime/generation.h"
-#include "runtime/harmony.h"
-#include "runtime/model.h"
-#include "runtime/sampler.h"
-#include "runtime/tokenizer.h"
+#include "runtime/exec/forward_factory.h"
+#include "runtime/app/generation.h"
+#include "runtime/text/harmony.h"
+#include "runtime/model/model.h"
+#include "runtime/app/sampler.h"
+#include "runtime/text/tokenizer.h"
 
 namespace hetmoe::cli {
 namespace {

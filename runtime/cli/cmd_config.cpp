@@ -3,7 +3,7 @@
 
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
-#include "runtime/config.h"
+#include "runtime/app/config.h"
 
 namespace hetmoe::cli {
 namespace {

@@ -12,9 +12,10 @@
 #include "runtime/cli/commands.h"
 #include "runtime/cli/plan_options.h"
 #include "runtime/cli/run_options.h"
-#include "runtime/forward_factory.h"
-#include "runtime/model.h"
-#include "runtime/token_ids.h"
+#include "runtime/app/runtime_options.h"
+#include "runtime/exec/forward_factory.h"
+#include "runtime/model/model.h"
+#include "runtime/text/token_ids.h"
 
 namespace hetmoe::cli {
 namespace {

@@ -7,9 +7,9 @@
 #include "placement/tensor_class.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
-#include "runtime/gguf.h"
-#include "runtime/kv_cache.h"
-#include "runtime/model.h"
+#include "runtime/model/gguf.h"
+#include "runtime/exec/kv_cache.h"
+#include "runtime/model/model.h"
 
 namespace hetmoe::cli {
 namespace {
@@ -85,7 +85,7 @@ int run_info(const std::string& model_path, bool show_tensors) {
   } else {
     uint32_t num_full = 0, num_sliding = 0;
     for (uint32_t l = 0; l < hp->num_layers; ++l) (hp->is_sliding(l) ? num_sliding : num_full)++;
-    const uint64_t per_pos = KvCache::bytes_per_position(*hp, KvCacheType::kF16);
+    const uint64_t per_pos = kv_bytes_per_position(*hp, KvCacheType::kF16);
     fmt::print("\nmodel: {} layers ({} full attention, {} sliding window {}), hidden {}, {} heads x {} (KV {}), "
                "{} experts (top {}), expert FFN {}, vocab {}, trained context {}\n",
                hp->num_layers, num_full, num_sliding, hp->sliding_window, hp->hidden_dim, hp->num_heads, hp->head_dim,

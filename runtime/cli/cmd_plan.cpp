@@ -14,13 +14,13 @@
 #include "placement/optimizer.h"
 #include "profiler/bandwidth.h"
 #include "profiler/memory.h"
-#include "runtime/byte_size.h"
+#include "runtime/base/byte_size.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
-#include "runtime/forward_factory.h"
-#include "runtime/gguf.h"
-#include "runtime/kv_cache.h"
-#include "runtime/model.h"
+#include "runtime/exec/forward_factory.h"
+#include "runtime/model/gguf.h"
+#include "runtime/exec/kv_cache.h"
+#include "runtime/model/model.h"
 
 namespace hetmoe::cli {
 namespace {
@@ -44,7 +44,7 @@ struct PlanArgs {
   int check_rounds = 3;
 };
 
-/// A budget flag's value (runtime/byte_size.h), the error prefixed with the flag.
+/// A budget flag's value (runtime/base/byte_size.h), the error prefixed with the flag.
 Expected<uint64_t> parse_byte_size(const std::string& flag, const std::string& text) {
   auto bytes = hetmoe::parse_byte_size(text);
   if (!bytes) return make_error(bytes.error().code, flag + ": " + bytes.error().message);

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cpu_kernels/kernels.h"
+#include "gpu_kernels/device_probe.h"
 #include "placement/hardware_profile.h"
 #include "placement/thread_layout.h"
 #include "placement/topology.h"
@@ -56,6 +57,21 @@ void print_summary(const placement::ProbeResult& r, const placement::Topology& t
   }
 }
 
+// The GPU figures of the profile, from the CUDA backend's probe of device 0.
+static Expected<placement::GpuFigures> measure_gpu() {
+  auto p = gpu::probe_device(0);
+  if (!p) return p.error();
+  placement::GpuFigures g;
+  g.device_idx = p->device_idx;
+  g.name = p->name;
+  g.memory_read_bytes_per_s = p->memory_read_bytes_per_s;
+  g.h2d_bytes_per_s = p->h2d_bytes_per_s;
+  g.d2h_bytes_per_s = p->d2h_bytes_per_s;
+  g.h2d_latency_s = p->h2d_latency_s;
+  g.d2h_latency_s = p->d2h_latency_s;
+  return g;
+}
+
 int run_probe(const ProbeArgs& args) {
   auto topology = placement::topology_from_machine();
   if (!topology) return report_error("probe", topology.error());
@@ -65,7 +81,7 @@ int run_probe(const ProbeArgs& args) {
   placement::ProbeOptions options;
   options.force = args.force;
   options.cache_dir = args.cache_dir;
-  auto result = placement::probe_hardware(*topology, key, options, placement::default_measurers());
+  auto result = placement::probe_hardware(*topology, key, options, placement::default_measurers(measure_gpu));
   if (!result) return report_error("probe", result.error());
   if (!result->from_cache && args.json) fmt::print(stderr, "hetmoe probe: measured ({})\n", result->reason);
   if (!result->cache_write_error.empty())

@@ -10,9 +10,9 @@
 #include "profiler/memory.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
-#include "runtime/forward_factory.h"
-#include "runtime/model.h"
-#include "runtime/tokenizer.h"
+#include "runtime/exec/forward_factory.h"
+#include "runtime/model/model.h"
+#include "runtime/text/tokenizer.h"
 
 namespace hetmoe::cli {
 namespace {

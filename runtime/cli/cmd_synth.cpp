@@ -1,4 +1,4 @@
-// hetmoe synth: writes a gpt-oss GGUF with random weights in the layout of the published file (runtime/synth.h).
+// hetmoe synth: writes a gpt-oss GGUF with random weights in the layout of the published file (runtime/model/synth.h).
 #include <fmt/format.h>
 
 #include <chrono>
@@ -8,7 +8,7 @@
 
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
-#include "runtime/synth.h"
+#include "runtime/model/synth.h"
 
 namespace hetmoe::cli {
 namespace {

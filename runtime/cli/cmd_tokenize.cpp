@@ -12,8 +12,8 @@
 
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
-#include "runtime/gguf.h"
-#include "runtime/tokenizer.h"
+#include "runtime/model/gguf.h"
+#include "runtime/text/tokenizer.h"
 
 namespace hetmoe::cli {
 namespace {

@@ -5,12 +5,12 @@
 #include <optional>
 
 #include "gpu_kernels/cuda_device.h"
-#include "gpu_kernels/gpu_forward.h"
+#include "runtime/backend/gpu_backend.h"
 #include "placement/cost_model.h"
 #include "placement/optimizer.h"
 #include "placement/profile_rates.h"
 #include "placement/static_plans.h"
-#include "runtime/byte_size.h"
+#include "runtime/base/byte_size.h"
 
 namespace hetmoe::cli {
 namespace {

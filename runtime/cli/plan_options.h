@@ -1,6 +1,6 @@
 #pragma once
-// The one place a run's placement Plan is made (README "Placement"): from the command-line flags, the config file
-// and this machine, for generate, chat, bench and eval. create_forward (runtime/forward_factory.h) then executes
+// The one place a run's placement Plan is made (docs/placement.md): from the command-line flags, the config file
+// and this machine, for generate, chat, bench and eval. create_forward (runtime/exec/forward_factory.h) then executes
 // the Plan and decides nothing itself. The runtime library cannot link placement/ (placement builds on it), so this
 // lives in the CLI.
 
@@ -11,10 +11,10 @@
 #include "placement/expert_stats.h"
 #include "placement/plan.h"
 #include "runtime/cli/run_options.h"
-#include "runtime/config.h"
-#include "runtime/expected.h"
-#include "runtime/forward_factory.h"
-#include "runtime/model.h"
+#include "runtime/app/config.h"
+#include "runtime/base/expected.h"
+#include "runtime/exec/forward_factory.h"
+#include "runtime/model/model.h"
 
 namespace hetmoe::cli {
 

@@ -4,7 +4,7 @@
 
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/trace_options.h"
-#include "runtime/kv_cache.h"
+#include "runtime/exec/kv_cache.h"
 
 namespace hetmoe::cli {
 

@@ -10,16 +10,17 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/config.h"
-#include "runtime/expected.h"
-#include "runtime/forward_factory.h"
-#include "runtime/gguf.h"
-#include "runtime/sampler.h"
+#include "runtime/app/config.h"
+#include "runtime/base/expected.h"
+#include "runtime/app/runtime_options.h"
+#include "runtime/exec/forward_factory.h"
+#include "runtime/model/gguf.h"
+#include "runtime/app/sampler.h"
 
 namespace hetmoe::cli {
 
-/// --device, --vram-budget, --n-gpu-experts, --cpu-moe (README "GPU and hybrid") and the placement flags --plan,
-/// --stats, --placement, --ram-budget (README "Placement"); used by every command that runs a model. The placement
+/// --device, --vram-budget, --n-gpu-experts, --cpu-moe (docs/gpu.md) and the placement flags --plan,
+/// --stats, --placement, --ram-budget (docs/placement.md); used by every command that runs a model. The placement
 /// Plan is made from them by make_run_plan (runtime/cli/plan_options.h).
 struct DeviceArgs {
   std::string device = "auto";
@@ -70,7 +71,7 @@ Expected<gguf::File::LoadMode> load_mode(const RunArgs& args);
 
 /// --temp, --top-k, --top-p, --min-p, --repeat-penalty, --repeat-last-n, -s/--seed.
 struct SamplingArgs {
-  SamplerParams params;              // defaults as in runtime/sampler.h (llama.cpp's)
+  SamplerParams params;              // defaults as in runtime/app/sampler.h (llama.cpp's)
   CLI::Option* seed_option = nullptr;  // set by add_sampling_options; count() > 0 when --seed was given
 };
 void add_sampling_options(CLI::App* cmd, SamplingArgs& args);

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "profiler/trace.h"
-#include "runtime/expected.h"
+#include "runtime/base/expected.h"
 
 namespace hetmoe::cli {
 

@@ -1,4 +1,4 @@
-// libFuzzer target for the GGUF reader (runtime/gguf.cpp). Each input is parsed with File::from_memory; on success
+// libFuzzer target for the GGUF reader (runtime/model/gguf.cpp). Each input is parsed with File::from_memory; on success
 // every metadata value, every string and every tensor byte is read (so ASan flags any view outside the input) and the
 // File's invariants are checked; on failure the Error must be well-formed. A broken invariant traps.
 //
@@ -13,8 +13,8 @@
 #include <string_view>
 #include <vector>
 
-#include "runtime/gguf.h"
-#include "runtime/gguf_writer.h"
+#include "runtime/model/gguf.h"
+#include "runtime/model/gguf_writer.h"
 
 #ifndef HETMOE_FUZZ_WRITE_SEEDS
 

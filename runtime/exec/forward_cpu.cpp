@@ -1,0 +1,574 @@
+#include "runtime/exec/forward_cpu.h"
+
+#include <fmt/format.h>
+#include <tbb/parallel_for.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <thread>
+
+#include "cpu_kernels/reference.h"
+
+namespace hetmoe {
+namespace {
+
+bool uses_q8_activations(TensorType type) { return type == TensorType::kMXFP4 || type == TensorType::kQ8_0; }
+
+/// Runs rows [r0, r1) of one job (weights of any supported type; one token → GEMV, several → GEMM).
+void run_job_rows(const cpu::KernelTable& k, const CpuForward::MatJob& job, int64_t r0, int64_t r1) {
+  const WeightView& w = *job.w;
+  const uint8_t* base = w.row(0, job.expert_idx);
+  const auto num_cols = static_cast<int64_t>(w.num_cols);
+  if (job.num_tokens == 1) {
+    float* y = job.y + r0;
+    switch (w.type) {
+      case TensorType::kMXFP4: k.gemv_mxfp4(base, w.row_bytes, r0, r1, job.x_q8, num_cols, y); break;
+      case TensorType::kQ8_0: k.gemv_q8_0(base, w.row_bytes, r0, r1, job.x_q8, num_cols, y); break;
+      case TensorType::kF32: k.gemv_f32(base, w.row_bytes, r0, r1, job.x_f32, num_cols, y); break;
+      case TensorType::kF16: k.gemv_f16(base, w.row_bytes, r0, r1, job.x_f32, num_cols, y); break;
+      case TensorType::kBF16: k.gemv_bf16(base, w.row_bytes, r0, r1, job.x_f32, num_cols, y); break;
+    }
+  } else {
+    switch (w.type) {
+      case TensorType::kMXFP4:
+        k.gemm_mxfp4(base, w.row_bytes, r0, r1, job.x_q8, job.num_tokens, num_cols, job.y + r0, job.y_stride);
+        break;
+      case TensorType::kQ8_0:
+        k.gemm_q8_0(base, w.row_bytes, r0, r1, job.x_q8, job.num_tokens, num_cols, job.y + r0, job.y_stride);
+        break;
+      case TensorType::kF32:
+        k.gemm_f32(base, w.row_bytes, r0, r1, job.x_f32, job.num_tokens, num_cols, job.y + r0, job.y_stride);
+        break;
+      case TensorType::kF16:
+        k.gemm_f16(base, w.row_bytes, r0, r1, job.x_f32, job.num_tokens, num_cols, job.y + r0, job.y_stride);
+        break;
+      case TensorType::kBF16:
+        k.gemm_bf16(base, w.row_bytes, r0, r1, job.x_f32, job.num_tokens, num_cols, job.y + r0, job.y_stride);
+        break;
+    }
+  }
+  if (job.bias)
+    for (int64_t t = 0; t < job.num_tokens; ++t) {
+      float* y = job.y + t * job.y_stride;
+      for (int64_t r = r0; r < r1; ++r) y[r] += job.bias[r];
+    }
+}
+
+}  // namespace
+
+Expected<std::unique_ptr<CpuForward>> CpuForward::create(const Model& model, const CpuForwardOptions& options,
+                                                         const cpu::KernelTable& kernels) {
+  if (options.max_batch_tokens == 0 || options.max_batch_tokens > 4096)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("max_batch_tokens {} is out of range (expected 1..4096)", options.max_batch_tokens));
+  const ModelHparams& hp = model.hparams;
+  if (hp.hidden_dim % cpu::kActBlockElems != 0 || hp.q_dim() % cpu::kActBlockElems != 0 ||
+      hp.expert_ffn_dim % cpu::kActBlockElems != 0 || hp.head_dim > cpu::kMaxAttnHeadDim)
+    return make_error(ErrorCode::kUnsupported,
+                      fmt::format("the CPU path needs hidden ({}), q ({}) and expert FFN ({}) sizes that are multiples "
+                                  "of 32 and a head size ({}) of at most {}; use --reference",
+                                  hp.hidden_dim, hp.q_dim(), hp.expert_ffn_dim, hp.head_dim, cpu::kMaxAttnHeadDim));
+  if (options.rollback_slots > (1u << 20))
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("rollback_slots {} is out of range (expected 0..{})", options.rollback_slots, 1u << 20));
+  if (!options.node_arenas.empty()) {
+    const size_t expected = static_cast<size_t>(hp.num_layers) * hp.num_experts;
+    if (options.node_arenas.size() > 255 || options.node_arenas[0] != options.arena ||
+        std::find(options.node_arenas.begin(), options.node_arenas.end(), nullptr) != options.node_arenas.end())
+      return make_error(ErrorCode::kInvalidArgument, "node_arenas: expected up to 255 arenas, the first being `arena`");
+    if (options.expert_node.size() != expected)
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("expert_node has {} entries, expected num_layers × num_experts = {}",
+                                    options.expert_node.size(), expected));
+    for (uint8_t n : options.expert_node)
+      if (n >= options.node_arenas.size())
+        return make_error(ErrorCode::kInvalidArgument,
+                          fmt::format("expert_node names arena {} of {}", n, options.node_arenas.size()));
+  }
+  auto kv = KvCache::create(hp, options.context_length, options.kv_type,
+                            options.max_batch_tokens - 1 + options.rollback_slots);
+  if (!kv) return kv.error();
+  return std::unique_ptr<CpuForward>(new CpuForward(model, std::move(*kv), options, kernels));
+}
+
+CpuForward::CpuForward(const Model& model, KvCache kv, const CpuForwardOptions& options,
+                       const cpu::KernelTable& kernels)
+    : model_(&model), kv_(std::move(kv)), kernels_(&kernels) {
+  const ModelHparams& hp = model.hparams;
+  if (options.arena) {
+    arena_ = options.arena;
+    arena_owner_ = options.arena_owner;
+    num_threads_ = arena_->max_concurrency();
+  } else {
+    num_threads_ = options.num_threads > 0 ? options.num_threads
+                                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    own_arena_ = std::make_unique<tbb::task_arena>(num_threads_);
+    arena_ = own_arena_.get();
+  }
+  max_batch_ = std::min(options.max_batch_tokens, kv_.context_length());
+  rollback_slots_ = options.rollback_slots;
+  expert_counts_ = options.expert_counts;
+  const size_t B = max_batch_, D = hp.hidden_dim, Q = hp.q_dim(), KV = hp.kv_dim(), F = hp.expert_ffn_dim;
+  const size_t E = hp.num_experts, K = hp.num_experts_used, G = hp.num_heads / hp.num_kv_heads;
+  const size_t blk = cpu::kActBlockElems;
+  x_.resize(B * D);
+  xb_.resize(B * D);
+  xq_.resize(B * D / blk);
+  qkv_.resize(B * (Q + 2 * KV));
+  attn_out_.resize(B * Q);
+  attn_q8_.resize(B * Q / blk);
+  proj_.resize(B * D);
+  scores_.resize(static_cast<size_t>(num_threads_ + 1) * G * kv_.context_length());
+  rope_cos_.resize(B * hp.head_dim / 2);
+  rope_sin_.resize(B * hp.head_dim / 2);
+  router_.resize(B * E);
+  chosen_.resize(B * K);
+  chosen_w_.resize(B * K);
+  expert_of_group_.resize(E);
+  group_begin_.resize(E + 1);
+  gathered_token_.resize(B * K);
+  gathered_weight_.resize(B * K);
+  gathered_x_.resize(B * K * D / blk);
+  gathered_xf_.resize(B * K * D);
+  gate_.resize(B * K * F);
+  up_.resize(B * K * F);
+  act_q8_.resize(B * K * F / blk);
+  down_.resize(B * K * D);
+  jobs_.resize(3 * E + 3);
+  job_row_begin_.resize(jobs_.size() + 1);
+  if (options.node_arenas.size() > 1) {
+    node_arenas_ = options.node_arenas;
+    expert_node_ = options.expert_node;
+    for (size_t n = 0; n < node_arenas_.size(); ++n) node_groups_.push_back(std::make_unique<tbb::task_group>());
+    node_jobs_.resize(jobs_.size());
+    node_job_begin_.resize(node_arenas_.size() + 1);
+    node_job_next_.resize(node_arenas_.size());
+    node_row_begin_.resize(node_arenas_.size() * (jobs_.size() + 1));
+  }
+}
+
+void CpuForward::quantize_rows(const float* src, cpu::ActQ8Block* dst, uint32_t num_tokens, uint32_t num_cols) {
+  for (uint32_t t = 0; t < num_tokens; ++t)
+    kernels_->quantize_act_q8(src + static_cast<size_t>(t) * num_cols, dst + static_cast<size_t>(t) * num_cols / 32,
+                              num_cols);
+}
+
+namespace {
+
+/// The chunks one lane of a parallel region owns, on two cache lines of its own (the adjacent-line prefetcher pairs
+/// them), so lanes claim chunks without sharing a line, but for the takeovers at the end.
+struct alignas(128) LaneChunks {
+  std::atomic<int64_t> next{0};  // the lane's next unclaimed chunk
+  int64_t end = 0;               // one past the lane's last chunk
+};
+
+/// Runs body(chunk_idx, lane) once for every chunk_idx in [0, num_chunks), in one parallel region of up to
+/// num_lanes lanes (oneTBB tasks of the calling arena). Lane w owns chunks [w·C/L, (w+1)·C/L) and claims them in
+/// order, then claims what the other lanes have not claimed yet, so a delayed thread's chunks are taken over: one
+/// relaxed fetch_add per chunk on the owner's cache line. `lane` records the lane's pieces (profiler::TraceWorkLane:
+/// one clock read per job boundary, none per chunk) when `trace` is not null; otherwise it records nothing.
+template <class Body>
+void run_chunks(int num_lanes, int64_t num_chunks, const profiler::TraceWorkInfo* trace, const Body& body) {
+  if (num_chunks <= 0) return;
+  const int L = static_cast<int>(std::clamp<int64_t>(num_lanes, 1, num_chunks));
+  if (L == 1) {
+    profiler::TraceWorkLane lane = trace ? profiler::TraceWorkLane(*trace) : profiler::TraceWorkLane();
+    for (int64_t c = 0; c < num_chunks; ++c) body(c, lane);
+    return;
+  }
+  // On the stack for up to 16 lanes; a region with more lanes computes long enough for one allocation.
+  constexpr int kStackLanes = 16;
+  std::array<LaneChunks, kStackLanes> stack_lanes;
+  std::unique_ptr<LaneChunks[]> heap_lanes;
+  if (L > kStackLanes) heap_lanes = std::make_unique<LaneChunks[]>(static_cast<size_t>(L));
+  LaneChunks* lanes = L > kStackLanes ? heap_lanes.get() : stack_lanes.data();
+  for (int w = 0; w < L; ++w) {
+    lanes[w].next.store(num_chunks * w / L, std::memory_order_relaxed);
+    lanes[w].end = num_chunks * (w + 1) / L;
+  }
+  tbb::parallel_for(
+      0, L, 1,
+      [&](int w) {
+        profiler::TraceWorkLane lane = trace ? profiler::TraceWorkLane(*trace) : profiler::TraceWorkLane();
+        for (int k = 0; k < L; ++k) {  // its own chunks first, then what the other lanes have not claimed yet
+          LaneChunks& from = lanes[(w + k) % L];
+          for (int64_t c; (c = from.next.fetch_add(1, std::memory_order_relaxed)) < from.end;) body(c, lane);
+        }
+      },
+      tbb::simple_partitioner());
+}
+
+}  // namespace
+
+void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::MatJob> jobs, int num_threads,
+                  std::span<int64_t> row_begin, const profiler::TraceWorkInfo& trace) {
+  row_begin[0] = 0;
+  for (size_t j = 0; j < jobs.size(); ++j)
+    row_begin[j + 1] = row_begin[j] + static_cast<int64_t>(jobs[j].w->num_rows);
+  const int64_t total = row_begin[jobs.size()];
+  // About 8 chunks per thread, in multiples of 16 rows so the kernels' row unrolling stays whole.
+  int64_t grain = total / (8 * static_cast<int64_t>(num_threads));
+  grain = std::max<int64_t>(16, grain / 16 * 16);
+  const int64_t* begin = row_begin.data();
+  const size_t num_jobs = jobs.size();
+  const bool expert_jobs = trace.category == profiler::TraceCategory::kExpert;
+  run_chunks(num_threads, (total + grain - 1) / grain, profiler::trace_enabled() ? &trace : nullptr,
+             [&](int64_t chunk, profiler::TraceWorkLane& lane) {
+               int64_t i = chunk * grain;
+               const int64_t chunk_end = std::min(total, i + grain);
+               size_t j = static_cast<size_t>(std::upper_bound(begin, begin + num_jobs + 1, i) - begin) - 1;
+               for (; i < chunk_end; ++j) {
+                 const int64_t r0 = i - begin[j];
+                 const int64_t r1 = std::min(chunk_end, begin[j + 1]) - begin[j];
+                 if (r1 <= r0) continue;  // a job without rows
+                 // One span per lane and expert (gate and up together), or per lane for the other matrices.
+                 const auto expert = expert_jobs ? static_cast<int64_t>(jobs[j].expert_idx) : -1;
+                 lane.piece(static_cast<uint32_t>(expert + 1), expert, r1 - r0,
+                            (r1 - r0) * static_cast<int64_t>(jobs[j].w->row_bytes));
+                 run_job_rows(kernels, jobs[j], r0, r1);
+                 i = begin[j] + r1;
+               }
+             });
+}
+
+void CpuForward::run_jobs(std::span<const MatJob> jobs, const profiler::TraceWorkInfo& trace) {
+  run_mat_jobs(*kernels_, jobs, num_threads_, job_row_begin_, trace);
+}
+
+void CpuForward::run_expert_jobs(uint32_t l, std::span<const MatJob> jobs, const profiler::TraceWorkInfo& trace) {
+  const size_t num_nodes = node_arenas_.size();
+  if (num_nodes <= 1) return run_jobs(jobs, trace);
+  // Group the jobs by node (counting sort into node_jobs_).
+  const size_t E = model_->hparams.num_experts;
+  const auto node_of = [&](const MatJob& job) { return expert_node_[l * E + job.expert_idx]; };
+  std::fill(node_job_begin_.begin(), node_job_begin_.end(), size_t{0});
+  for (const MatJob& job : jobs) ++node_job_begin_[node_of(job) + 1u];
+  for (size_t n = 0; n < num_nodes; ++n) node_job_begin_[n + 1] += node_job_begin_[n];
+  std::copy(node_job_begin_.begin(), node_job_begin_.end() - 1, node_job_next_.begin());
+  for (const MatJob& job : jobs) node_jobs_[node_job_next_[node_of(job)]++] = job;
+  const size_t stride = jobs_.size() + 1;
+  const auto run_node = [&](size_t n) {
+    const std::span<const MatJob> mine(node_jobs_.data() + node_job_begin_[n],
+                                       node_job_begin_[n + 1] - node_job_begin_[n]);
+    if (!mine.empty())
+      run_mat_jobs(*kernels_, mine, node_arenas_[n]->max_concurrency(),
+                   {&node_row_begin_[n * stride], mine.size() + 1}, trace);
+  };
+  // Nodes 1.. get their jobs through a task_group in their arena (their workers pick them up); this thread runs
+  // node 0's in its own arena meanwhile, then waits for the others.
+  for (size_t n = 1; n < num_nodes; ++n)
+    if (node_job_begin_[n + 1] > node_job_begin_[n])
+      node_arenas_[n]->execute([&, n] { node_groups_[n]->run([&run_node, n] { run_node(n); }); });
+  run_node(0);  // this thread is in node 0's arena
+  for (size_t n = 1; n < num_nodes; ++n)
+    if (node_job_begin_[n + 1] > node_job_begin_[n]) node_arenas_[n]->execute([&, n] { node_groups_[n]->wait(); });
+}
+
+Status CpuForward::truncate(uint32_t target) {
+  if (target > num_positions_)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("cannot truncate to {} positions: only {} are processed", target, num_positions_));
+  if (num_positions_ - target > rollback_slots_)
+    return make_error(ErrorCode::kUnsupported,
+                      fmt::format("cannot go back {} positions: the KV ring keeps {} spare slots (rollback_slots)",
+                                  num_positions_ - target, rollback_slots_));
+  num_positions_ = target;
+  return {};
+}
+
+Status CpuForward::forward(int32_t token_id, std::span<float> logits_out) {
+  const int32_t one[] = {token_id};
+  return forward_batch(one, logits_out);
+}
+
+Status CpuForward::forward_batch(std::span<const int32_t> token_ids, std::span<float> last_logits) {
+  const ModelHparams& hp = model_->hparams;
+  if (static_cast<uint64_t>(num_positions_) + token_ids.size() > kv_.context_length())
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("{} tokens at position {} do not fit: the context is full ({} positions)",
+                                  token_ids.size(), num_positions_, kv_.context_length()));
+  for (size_t i = 0; i < token_ids.size(); ++i)
+    if (token_ids[i] < 0 || static_cast<uint32_t>(token_ids[i]) >= hp.vocab_size)
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("token id {} is out of range (vocabulary has {} tokens)", token_ids[i],
+                                    hp.vocab_size));
+  if (!last_logits.empty() && last_logits.size() != hp.vocab_size)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("logits buffer has {} floats, expected {}", last_logits.size(), hp.vocab_size));
+  arena_->execute([&] {
+    for (size_t start = 0; start < token_ids.size(); start += max_batch_) {
+      const auto n = static_cast<uint32_t>(std::min<size_t>(max_batch_, token_ids.size() - start));
+      for (uint32_t t = 0; t < n; ++t)
+        ref::dequantize_row(model_->token_embd.type,
+                            model_->token_embd.row(static_cast<uint64_t>(token_ids[start + t])),
+                            &x_[static_cast<size_t>(t) * hp.hidden_dim], hp.hidden_dim);
+      const bool last = start + n == token_ids.size();
+      run_batch(n, last ? last_logits : std::span<float>());
+    }
+  });
+  return {};
+}
+
+void CpuForward::run_batch(uint32_t num_tokens, std::span<float> last_logits) {
+  const ModelHparams& hp = model_->hparams;
+  profiler::TraceSpan step(profiler::TraceCategory::kStep, num_tokens == 1 ? "decode" : "prefill",
+                           {{"position", num_positions_}, {"num_tokens", num_tokens}});
+  const ref::RopeYarnParams rope = rope_params(hp);
+  for (uint32_t t = 0; t < num_tokens; ++t)
+    ref::rope_yarn_cos_sin(rope, num_positions_ + t, &rope_cos_[t * hp.head_dim / 2], &rope_sin_[t * hp.head_dim / 2]);
+  for (uint32_t l = 0; l < hp.num_layers; ++l) {
+    attention_layer(l, num_tokens);
+    moe_layer(l, num_tokens);
+  }
+  if (!last_logits.empty()) {
+    profiler::TraceSpan op(profiler::TraceCategory::kOp, "output");
+    const float* x_last = &x_[static_cast<size_t>(num_tokens - 1) * hp.hidden_dim];
+    ref::rms_norm(x_last, model_->output_norm.data(), xb_.data(), hp.hidden_dim, hp.rms_eps);
+    quantize_rows(xb_.data(), xq_.data(), 1, hp.hidden_dim);
+    MatJob job;
+    job.w = &model_->output;
+    job.x_f32 = xb_.data();
+    job.x_q8 = xq_.data();
+    job.y = last_logits.data();
+    run_jobs({&job, 1}, {.name = "output"});
+  }
+  // Every selected expert runs on the CPU in this pass.
+  profiler::trace_counter(profiler::kTraceCounterExpertHitsCpu,
+                          static_cast<double>(num_tokens) * hp.num_experts_used * hp.num_layers);
+  num_positions_ += num_tokens;
+}
+
+void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
+  const ModelHparams& hp = model_->hparams;
+  const LayerWeights& w = model_->layers[l];
+  const uint32_t D = hp.hidden_dim, Q = hp.q_dim(), KV = hp.kv_dim(), HD = hp.head_dim;
+  const uint32_t qkv_stride = Q + 2 * KV;
+  const auto layer_arg = static_cast<int32_t>(l);
+  profiler::TraceSpan block(profiler::TraceCategory::kLayer, "attention block", {{"layer", l}});
+  profiler::TraceSpan op(profiler::TraceCategory::kOp, "qkv", {{"layer", l}});
+
+  // 1. RMSNorm, quantize.
+  for (uint32_t t = 0; t < num_tokens; ++t)
+    ref::rms_norm(&x_[t * D], w.attn_norm.data(), &xb_[t * D], D, hp.rms_eps);
+  quantize_rows(xb_.data(), xq_.data(), num_tokens, D);
+
+  // 2. q | k | v projections with biases, one parallel region.
+  const auto job_for = [&](const WeightView& m, const std::vector<float>& bias, uint32_t y_offset) {
+    MatJob job;
+    job.w = &m;
+    job.x_f32 = xb_.data();
+    job.x_q8 = xq_.data();
+    job.num_tokens = num_tokens;
+    job.y = qkv_.data() + y_offset;
+    job.y_stride = qkv_stride;
+    job.bias = bias.data();
+    return job;
+  };
+  jobs_[0] = job_for(w.wq, w.bq, 0);
+  jobs_[1] = job_for(w.wk, w.bk, Q);
+  jobs_[2] = job_for(w.wv, w.bv, Q + KV);
+  run_jobs({jobs_.data(), 3}, {.name = "qkv", .layer_idx = layer_arg});
+
+  // 3. RoPE on q and k, then store K and V of every token of the batch.
+  op.next("rope");
+  for (uint32_t t = 0; t < num_tokens; ++t) {
+    float* q = &qkv_[static_cast<size_t>(t) * qkv_stride];
+    const float* c = &rope_cos_[t * HD / 2];
+    const float* s = &rope_sin_[t * HD / 2];
+    for (uint32_t h = 0; h < hp.num_heads; ++h) ref::rope_neox_apply(q + h * HD, static_cast<int32_t>(HD), c, s);
+    for (uint32_t g = 0; g < hp.num_kv_heads; ++g) ref::rope_neox_apply(q + Q + g * HD, static_cast<int32_t>(HD), c, s);
+    kv_.store(l, num_positions_ + t, q + Q, q + Q + KV);
+  }
+
+  // 4. Attention with sinks, one task per (token, KV head): the group's query heads share each K/V row read.
+  op.next("attention");
+  const profiler::TraceWorkInfo attention_trace{.name = "attention", .layer_idx = layer_arg};
+  const uint32_t group = hp.num_heads / hp.num_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
+  const bool f16 = kv_.type() == KvCacheType::kF16;
+  const uint32_t ctx = kv_.context_length();
+  const auto attention_task = [&](int64_t task_idx, profiler::TraceWorkLane& lane) {
+    const auto task = static_cast<uint32_t>(task_idx);
+    const uint32_t t = task / hp.num_kv_heads, g = task % hp.num_kv_heads;
+    const uint32_t pos = num_positions_ + t;
+    const uint32_t first = kv_.first_visible_position(l, pos);
+    const uint32_t num_keys = pos - first + 1;
+    lane.piece(0, -1, 1, static_cast<int64_t>(num_keys) * 2 * HD * (f16 ? 2 : 4));  // K and V rows read
+    const int slot = std::max(0, tbb::this_task_arena::current_thread_index());
+    float* scores = &scores_[static_cast<size_t>(slot) * group * ctx];  // (group, num_keys)
+    const float* q = &qkv_[static_cast<size_t>(t) * qkv_stride + static_cast<size_t>(g) * group * HD];
+    float* out = &attn_out_[static_cast<size_t>(t) * Q + static_cast<size_t>(g) * group * HD];
+    std::fill(out, out + group * HD, 0.0f);
+    // Positions [first, pos] lie in at most two runs of consecutive ring slots (the ring may wrap once).
+    const uint32_t capacity = kv_.capacity(l);
+    const auto stride = static_cast<int64_t>(kv_.slot_stride_bytes());
+    const auto for_each_run = [&](auto&& body) {
+      for (uint32_t j = 0; j < num_keys;) {
+        const uint32_t run = std::min(num_keys - j, capacity - (first + j) % capacity);
+        body(j, run);
+        j += run;
+      }
+    };
+    for_each_run([&](uint32_t j, uint32_t run) {
+      (f16 ? kernels_->attn_scores_f16 : kernels_->attn_scores_f32)(q, group, kv_.k_row(l, first + j, g), stride, run,
+                                                                     HD, scale, scores + j, num_keys);
+    });
+    for (uint32_t h = 0; h < group; ++h)  // the sink is a raw logit, not scaled
+      kernels_->softmax_with_sink(&scores[static_cast<size_t>(h) * num_keys], num_keys, w.sinks[g * group + h]);
+    for_each_run([&](uint32_t j, uint32_t run) {
+      (f16 ? kernels_->attn_values_f16 : kernels_->attn_values_f32)(scores + j, num_keys, group,
+                                                                     kv_.v_row(l, first + j, g), stride, run, HD, out);
+    });
+  };
+  run_chunks(num_threads_, static_cast<int64_t>(num_tokens) * hp.num_kv_heads,
+             profiler::trace_enabled() ? &attention_trace : nullptr, attention_task);
+
+  // 5. Output projection with bias, residual add.
+  op.next("o_proj");
+  quantize_rows(attn_out_.data(), attn_q8_.data(), num_tokens, Q);
+  MatJob job;
+  job.w = &w.wo;
+  job.x_f32 = attn_out_.data();
+  job.x_q8 = attn_q8_.data();
+  job.num_tokens = num_tokens;
+  job.y = proj_.data();
+  job.y_stride = D;
+  job.bias = w.bo.data();
+  run_jobs({&job, 1}, {.name = "o_proj", .layer_idx = layer_arg});
+  for (size_t i = 0; i < static_cast<size_t>(num_tokens) * D; ++i) x_[i] += proj_[i];
+}
+
+void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
+  const ModelHparams& hp = model_->hparams;
+  const LayerWeights& w = model_->layers[l];
+  const uint32_t D = hp.hidden_dim, F = hp.expert_ffn_dim, E = hp.num_experts, K = hp.num_experts_used;
+  constexpr uint32_t blk = cpu::kActBlockElems;
+  const auto layer_arg = static_cast<int32_t>(l);
+  profiler::TraceFlowSet expert_flows;  // one flow per CPU expert span → the combine step that waits for them
+  profiler::TraceSpan block(profiler::TraceCategory::kLayer, "moe block", {{"layer", l}});
+  profiler::TraceSpan op(profiler::TraceCategory::kOp, "router", {{"layer", l}});
+
+  // 1. Post-attention RMSNorm, quantize; router logits for every token.
+  for (uint32_t t = 0; t < num_tokens; ++t)
+    ref::rms_norm(&x_[t * D], w.post_attn_norm.data(), &xb_[t * D], D, hp.rms_eps);
+  quantize_rows(xb_.data(), xq_.data(), num_tokens, D);
+  MatJob router_job;
+  router_job.w = &w.router;
+  router_job.x_f32 = xb_.data();
+  router_job.x_q8 = xq_.data();
+  router_job.num_tokens = num_tokens;
+  router_job.y = router_.data();
+  router_job.y_stride = E;
+  router_job.bias = w.router_bias.data();
+  run_jobs({&router_job, 1}, {.name = "router", .layer_idx = layer_arg});
+
+  // 2. Top-k by raw logit (ties: lower expert index first), softmax over the k.
+  for (uint32_t t = 0; t < num_tokens; ++t) {
+    const float* r = &router_[static_cast<size_t>(t) * E];
+    int32_t* c = &chosen_[static_cast<size_t>(t) * K];
+    float* cw = &chosen_w_[static_cast<size_t>(t) * K];
+    for (uint32_t k = 0; k < K; ++k) {
+      int32_t best = -1;
+      for (uint32_t e = 0; e < E; ++e) {
+        if (std::find(c, c + k, static_cast<int32_t>(e)) != c + k) continue;
+        if (best < 0 || r[e] > r[best]) best = static_cast<int32_t>(e);
+      }
+      c[k] = best;
+      cw[k] = r[best];
+    }
+    ref::softmax(cw, K);
+    if (expert_counts_)
+      for (uint32_t k = 0; k < K; ++k) ++expert_counts_[static_cast<size_t>(l) * E + static_cast<uint32_t>(c[k])];
+  }
+
+  // 3. Group the batch's (token, expert) pairs by expert and gather each group's inputs.
+  op.next("gather");
+  std::fill(group_begin_.begin(), group_begin_.end(), 0u);
+  uint32_t num_groups = 0;
+  for (uint32_t e = 0; e < E; ++e) {
+    uint32_t count = 0;
+    for (uint32_t i = 0; i < num_tokens * K; ++i) count += chosen_[i] == static_cast<int32_t>(e);
+    if (count == 0) continue;
+    expert_of_group_[num_groups] = static_cast<int32_t>(e);
+    group_begin_[num_groups + 1] = group_begin_[num_groups] + count;
+    ++num_groups;
+  }
+  const bool quantized_experts = uses_q8_activations(w.gate_exps.type);
+  for (uint32_t gi = 0; gi < num_groups; ++gi) {
+    uint32_t row = group_begin_[gi];
+    for (uint32_t i = 0; i < num_tokens * K; ++i) {
+      if (chosen_[i] != expert_of_group_[gi]) continue;
+      const uint32_t t = i / K;
+      gathered_token_[row] = t;
+      gathered_weight_[row] = chosen_w_[i];
+      if (quantized_experts) {
+        std::memcpy(&gathered_x_[static_cast<size_t>(row) * D / blk], &xq_[static_cast<size_t>(t) * D / blk],
+                    D / blk * sizeof(cpu::ActQ8Block));
+      } else {
+        std::memcpy(&gathered_xf_[static_cast<size_t>(row) * D], &xb_[static_cast<size_t>(t) * D], D * sizeof(float));
+      }
+      ++row;
+    }
+  }
+
+  // 4. gate and up projections of every group, one parallel region.
+  op.next("experts");
+  uint32_t num_jobs = 0;
+  for (uint32_t gi = 0; gi < num_groups; ++gi) {
+    const auto e = static_cast<uint64_t>(expert_of_group_[gi]);
+    const uint32_t row = group_begin_[gi];
+    for (int which = 0; which < 2; ++which) {
+      MatJob& job = jobs_[num_jobs++];
+      job = MatJob{};
+      job.w = which == 0 ? &w.gate_exps : &w.up_exps;
+      job.expert_idx = e;
+      job.x_q8 = &gathered_x_[static_cast<size_t>(row) * D / blk];
+      job.x_f32 = &gathered_xf_[static_cast<size_t>(row) * D];
+      job.num_tokens = group_begin_[gi + 1] - row;
+      job.y = (which == 0 ? gate_.data() : up_.data()) + static_cast<size_t>(row) * F;
+      job.y_stride = F;
+      job.bias = (which == 0 ? w.gate_bias.data() : w.up_bias.data()) + e * F;
+    }
+  }
+  run_expert_jobs(l, {jobs_.data(), num_jobs},
+           {.category = profiler::TraceCategory::kExpert, .name = "expert gate_up", .layer_idx = layer_arg});
+
+  // 5. SwiGLU-OAI, quantize, down projections.
+  const uint32_t num_rows = group_begin_[num_groups];
+  ref::swiglu_oai(gate_.data(), up_.data(), gate_.data(), static_cast<int64_t>(num_rows) * F);
+  if (uses_q8_activations(w.down_exps.type)) quantize_rows(gate_.data(), act_q8_.data(), num_rows, F);
+  num_jobs = 0;
+  for (uint32_t gi = 0; gi < num_groups; ++gi) {
+    const auto e = static_cast<uint64_t>(expert_of_group_[gi]);
+    const uint32_t row = group_begin_[gi];
+    MatJob& job = jobs_[num_jobs++];
+    job = MatJob{};
+    job.w = &w.down_exps;
+    job.expert_idx = e;
+    job.x_q8 = &act_q8_[static_cast<size_t>(row) * F / blk];
+    job.x_f32 = &gate_[static_cast<size_t>(row) * F];
+    job.num_tokens = group_begin_[gi + 1] - row;
+    job.y = down_.data() + static_cast<size_t>(row) * D;
+    job.y_stride = D;
+    job.bias = w.down_bias.data() + e * D;
+  }
+  run_expert_jobs(l, {jobs_.data(), num_jobs}, {.category = profiler::TraceCategory::kExpert, .name = "expert down",
+                                      .layer_idx = layer_arg, .flows = &expert_flows});
+
+  // 6. Weighted sum into the residual stream.
+  op.next("combine");
+  expert_flows.end_all();
+  for (uint32_t row = 0; row < num_rows; ++row) {
+    float* x = &x_[static_cast<size_t>(gathered_token_[row]) * D];
+    const float* y = &down_[static_cast<size_t>(row) * D];
+    const float weight = gathered_weight_[row];
+    for (uint32_t i = 0; i < D; ++i) x[i] += weight * y[i];
+  }
+}
+
+}  // namespace hetmoe

@@ -1,0 +1,147 @@
+#pragma once
+// The CPU fast path: the reference forward pass's math (runtime/exec/forward_reference.h) with SIMD kernels
+// (cpu_kernels/kernels.h, ISA chosen at run time), activations quantized to 8 bits per 32 values for the MXFP4 and
+// Q8_0 weights (as llama.cpp's CPU backend does, gpt-oss-spec.md §6), oneTBB threads over rows / heads / experts,
+// and batched prefill: a batch's tokens are grouped by expert so each expert's weights are read once per batch.
+// Every buffer is planned in create(); forward() and forward_batch() do not allocate.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include <tbb/task_arena.h>
+#include <tbb/task_group.h>
+
+#include "cpu_kernels/kernels.h"
+#include "profiler/trace.h"
+#include "runtime/base/expected.h"
+#include "runtime/backend/forward_pass.h"
+#include "runtime/exec/kv_cache.h"
+#include "runtime/model/model.h"
+
+namespace hetmoe {
+
+struct CpuForwardOptions {
+  uint32_t context_length = 8192;
+  KvCacheType kv_type = KvCacheType::kF16;
+  int num_threads = 0;           // 0 = all cores
+  uint32_t max_batch_tokens = 64;  // prefill tokens processed together (buffers are sized for it)
+  uint32_t rollback_slots = 0;     // positions truncate() may go back; costs this many sliding-ring slots per layer
+  /// Hook for thread placement: an arena the caller configured (pinned workers, NUMA constraints; the placement
+  /// issue attaches a task_scheduler_observer to it) and keeps alive. nullptr: an own arena of num_threads.
+  tbb::task_arena* arena = nullptr;
+  /// Kept alive as long as the forward pass (e.g. the WorkerPool that owns `arena`, runtime/exec/worker_pool.h).
+  std::shared_ptr<void> arena_owner;
+  /// Several NUMA nodes: the arena of each node (node_arenas[0] is `arena`) and the node of every expert,
+  /// expert_node[layer * num_experts + expert] indexing node_arenas (placement::shard_experts). Expert jobs then run
+  /// in their node's arena, all nodes at once; everything else in `arena`. Arenas after the first must keep no slot
+  /// for external threads (WorkerPool's do not): their work is handed over with a task_group. Empty: one arena.
+  std::vector<tbb::task_arena*> node_arenas;
+  std::vector<uint8_t> expert_node;
+  /// Expert selection counts (num_layers, num_experts), incremented for every expert the router chooses for every
+  /// token (placement/expert_stats.h); the caller owns the buffer and keeps it alive. nullptr: not counted.
+  uint64_t* expert_counts = nullptr;
+};
+
+class CpuForward final : public ForwardPass {
+ public:
+  /// Plans all buffers and the KV cache. Errors: KvCache::create's (context out of range, allocation failure);
+  /// kInvalidArgument for max_batch_tokens 0 or above 4096.
+  static Expected<std::unique_ptr<CpuForward>> create(const Model& model, const CpuForwardOptions& options,
+                                                      const cpu::KernelTable& kernels);
+
+  Status forward(int32_t token_id, std::span<float> logits_out) override;
+  Status forward_batch(std::span<const int32_t> token_ids, std::span<float> last_logits) override;
+  uint32_t num_positions() const override { return num_positions_; }
+  uint32_t context_length() const override { return kv_.context_length(); }
+  uint32_t vocab_size() const override { return model_->hparams.vocab_size; }
+  void reset() override { num_positions_ = 0; }
+  /// Allowed when num_positions() − num_positions ≤ rollback_slots (see CpuForwardOptions).
+  Status truncate(uint32_t num_positions) override;
+
+  const cpu::KernelTable& kernels() const { return *kernels_; }
+  int num_threads() const { return num_threads_; }
+
+  /// One matrix-vector (or matrix-batch) product to run as part of a parallel region. Public for tests.
+  struct MatJob {
+    const WeightView* w = nullptr;
+    uint64_t expert_idx = 0;
+    const float* x_f32 = nullptr;             // [num_tokens][num_cols] (F32/F16/BF16 weights)
+    const cpu::ActQ8Block* x_q8 = nullptr;    // [num_tokens][num_cols / 32] (Q8_0/MXFP4 weights)
+    int64_t num_tokens = 1;
+    float* y = nullptr;                       // [num_tokens][y_stride], row r of token t at y[t * y_stride + r]
+    int64_t y_stride = 0;
+    const float* bias = nullptr;              // (num_rows) or nullptr
+  };
+
+ private:
+  CpuForward(const Model& model, KvCache kv, const CpuForwardOptions& options, const cpu::KernelTable& kernels);
+  /// Runs a batch of num_tokens ≤ max_batch_tokens whose embeddings are in x_ (validated by the caller).
+  void run_batch(uint32_t num_tokens, std::span<float> last_logits);
+  void attention_layer(uint32_t layer_idx, uint32_t num_tokens);
+  void moe_layer(uint32_t layer_idx, uint32_t num_tokens);
+  /// Quantizes rows [num_tokens][num_cols] of src into dst [num_tokens][num_cols / 32].
+  void quantize_rows(const float* src, cpu::ActQ8Block* dst, uint32_t num_tokens, uint32_t num_cols);
+  /// Runs all jobs' rows in one parallel region (run_mat_jobs); adds biases. When tracing, each lane's rows are
+  /// recorded as `trace` says (profiler::TraceWorkLane).
+  void run_jobs(std::span<const MatJob> jobs, const profiler::TraceWorkInfo& trace);
+  /// run_jobs for expert jobs of layer layer_idx: with several node arenas, each node's jobs in its own arena.
+  void run_expert_jobs(uint32_t layer_idx, std::span<const MatJob> jobs, const profiler::TraceWorkInfo& trace);
+
+  const Model* model_;
+  KvCache kv_;
+  const cpu::KernelTable* kernels_;
+  std::unique_ptr<tbb::task_arena> own_arena_;
+  tbb::task_arena* arena_ = nullptr;
+  std::shared_ptr<void> arena_owner_;
+  std::vector<tbb::task_arena*> node_arenas_;  // (nodes) empty or more than one
+  std::vector<uint8_t> expert_node_;           // (num_layers, num_experts) index into node_arenas_
+  std::vector<std::unique_ptr<tbb::task_group>> node_groups_;  // (nodes) expert work handed to nodes 1..
+  std::vector<MatJob> node_jobs_;              // (3 · num_experts + 3) a layer's expert jobs grouped by node
+  std::vector<size_t> node_job_begin_;         // (nodes + 1) first job of each node in node_jobs_
+  std::vector<size_t> node_job_next_;          // (nodes) fill cursor of each node while grouping
+  std::vector<int64_t> node_row_begin_;        // (nodes, jobs + 1) row prefix sums of each node's jobs
+  int num_threads_ = 1;
+  uint32_t max_batch_ = 1;
+  uint32_t rollback_slots_ = 0;
+  uint32_t num_positions_ = 0;
+  uint64_t* expert_counts_ = nullptr;  // (num_layers, num_experts) or nullptr
+
+  // Buffers for up to max_batch_ tokens (B), planned in the constructor.
+  std::vector<float> x_;             // (B, hidden_dim) residual stream
+  std::vector<float> xb_;            // (B, hidden_dim) normed block input
+  std::vector<cpu::ActQ8Block> xq_;  // (B, hidden_dim / 32) quantized xb_
+  std::vector<float> qkv_;           // (B, q_dim + 2 kv_dim): q | k | v per token
+  std::vector<float> attn_out_;      // (B, q_dim)
+  std::vector<cpu::ActQ8Block> attn_q8_;  // (B, q_dim / 32)
+  std::vector<float> proj_;          // (B, hidden_dim) attention output projection
+  std::vector<float> scores_;        // (num_threads + 1, group, context) attention logits per worker
+  std::vector<float> rope_cos_;      // (B, head_dim / 2)
+  std::vector<float> rope_sin_;      // (B, head_dim / 2)
+  std::vector<float> router_;        // (B, num_experts)
+  std::vector<int32_t> chosen_;      // (B, num_experts_used) selected experts
+  std::vector<float> chosen_w_;      // (B, num_experts_used) their softmax weights
+  // Tokens grouped by expert: for expert slot s (0..num_distinct), rows of the gathered batch.
+  std::vector<int32_t> expert_of_group_;   // (num_experts) expert id of each group
+  std::vector<uint32_t> group_begin_;      // (num_experts + 1) first gathered row of each group
+  std::vector<uint32_t> gathered_token_;   // (B · num_experts_used) token of each gathered row
+  std::vector<float> gathered_weight_;     // (B · num_experts_used) router weight of each gathered row
+  std::vector<cpu::ActQ8Block> gathered_x_;  // (B · num_experts_used, hidden_dim / 32)
+  std::vector<float> gathered_xf_;           // (B · num_experts_used, hidden_dim) for non-quantized expert types
+  std::vector<float> gate_;            // (B · num_experts_used, expert_ffn_dim)
+  std::vector<float> up_;              // (B · num_experts_used, expert_ffn_dim)
+  std::vector<cpu::ActQ8Block> act_q8_;  // (B · num_experts_used, expert_ffn_dim / 32)
+  std::vector<float> down_;            // (B · num_experts_used, hidden_dim)
+  std::vector<MatJob> jobs_;           // (3 · num_experts + 3) scratch job list
+  std::vector<int64_t> job_row_begin_; // (jobs + 1) prefix sums of job rows
+};
+
+/// Runs all rows of `jobs` in one oneTBB parallel region of the calling arena (num_threads lanes, about 8 chunks of
+/// whole 16-row groups per lane, a lane taking over others' unclaimed chunks when done with its own) and adds the
+/// biases. row_begin: scratch of at least jobs.size() + 1 entries. When tracing, each lane's rows are recorded as
+/// `trace` says (one span per lane and job, profiler::TraceWorkLane). Shared by CpuForward and the CPU experts of the hybrid step.
+void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::MatJob> jobs, int num_threads,
+                  std::span<int64_t> row_begin, const profiler::TraceWorkInfo& trace = {});
+
+}  // namespace hetmoe

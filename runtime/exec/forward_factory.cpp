@@ -1,0 +1,160 @@
+#include "runtime/exec/forward_factory.h"
+
+#include <fmt/format.h>
+
+#include "runtime/backend/gpu_backend.h"
+#include "runtime/exec/forward_cpu.h"
+#include "runtime/exec/forward_reference.h"
+#include "runtime/exec/hybrid_step.h"
+#include "runtime/exec/worker_pool.h"
+
+namespace hetmoe {
+
+namespace {
+
+/// The plan must be for this model.
+Status check_plan_shape(const Model& model, const placement::Plan& plan) {
+  const ModelHparams& hp = model.hparams;
+  if (plan.num_layers != hp.num_layers || plan.num_experts != hp.num_experts || plan.layers.size() != hp.num_layers ||
+      plan.num_experts_used != hp.num_experts_used)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("the plan is for {} layers × {} experts (top-{}), the model has {} × {} (top-{})",
+                                  plan.num_layers, plan.num_experts, plan.num_experts_used, hp.num_layers,
+                                  hp.num_experts, hp.num_experts_used));
+  for (const placement::LayerPlan& l : plan.layers)
+    if (l.experts.size() != hp.num_experts)
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("a layer of the plan places {} experts, the model has {}", l.experts.size(),
+                                    hp.num_experts));
+  return {};
+}
+
+/// "12 experts and the attention of 24 blocks", what a plan puts on the GPU.
+std::string gpu_part(const placement::Plan& plan) {
+  uint64_t experts = 0, blocks = 0;
+  for (const placement::LayerPlan& l : plan.layers) {
+    blocks += l.attention == placement::Device::kGpu;
+    for (placement::Device d : l.experts) experts += d == placement::Device::kGpu;
+  }
+  return fmt::format("{} expert{} and the attention of {} block{}{}", experts, experts == 1 ? "" : "s", blocks,
+                     blocks == 1 ? "" : "s",
+                     plan.output == placement::Device::kGpu ? " and the unembedding" : "");
+}
+
+}  // namespace
+
+Expected<ForwardOptions::Device> parse_device(std::string_view text) {
+  if (text == "cpu") return ForwardOptions::Device::kCpu;
+  if (text == "gpu") return ForwardOptions::Device::kGpu;
+  if (text == "auto") return ForwardOptions::Device::kAuto;
+  return make_error(ErrorCode::kInvalidArgument, fmt::format("--device {}: expected cpu, gpu or auto", text));
+}
+
+Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, const ForwardOptions& options,
+                                                          std::vector<std::string>* notes) {
+  gpu::StepDeviceOptions device_options;
+  device_options.plan = options.plan;
+  device_options.context_length = options.context_length;
+  device_options.max_batch_tokens = options.max_batch_tokens;
+  device_options.rollback_slots = options.rollback_slots;
+  device_options.vram_budget_bytes = options.vram_budget_bytes;
+  device_options.gpu_idx = options.gpu_idx;
+  auto device = gpu::create_step_device(model, device_options, notes);
+  if (!device) return device.error();
+  auto isa = cpu::selected_isa();
+  if (!isa) return isa.error();
+  HybridForwardOptions hybrid;
+  hybrid.num_threads = options.num_threads;
+  auto forward = HybridForward::create(model, std::move(*device), hybrid, cpu::kernel_table(*isa));
+  if (!forward) return forward.error();
+  return std::unique_ptr<ForwardPass>(std::move(*forward));
+}
+
+Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options,
+                                                      std::vector<std::string>* notes) {
+  if (options.plan) HETMOE_RETURN_IF_ERROR(check_plan_shape(model, *options.plan));
+  const bool gpu_plan = options.plan && options.plan->uses_gpu();
+  if (gpu_plan && options.use_reference)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("--reference runs on the CPU, but the plan places {} on the GPU",
+                                  gpu_part(*options.plan)));
+  if (gpu_plan && options.device == ForwardOptions::Device::kCpu)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("--device cpu conflicts with the plan, which places {} on the GPU (make the plan "
+                                  "with --vram-budget 0, or run with --device gpu or auto)",
+                                  gpu_part(*options.plan)));
+  if (!options.use_reference && options.device != ForwardOptions::Device::kCpu) {
+    if (!options.plan)
+      return make_error(ErrorCode::kInvalidArgument,
+                        "the GPU path runs a placement Plan (ForwardOptions::plan); none was given");
+    if (gpu_plan) {
+      auto gpu = create_gpu_forward(model, options, notes);
+      if (gpu) {
+        if (options.expert_counts && notes)
+          notes->push_back("expert selections are not counted on the GPU pass yet");
+        return gpu;
+      }
+      if (options.device == ForwardOptions::Device::kGpu)
+        return make_error(gpu.error().code, "--device gpu: " + gpu.error().to_string());
+      if (notes) notes->push_back(fmt::format("{}; running on the CPU", gpu.error().to_string()));
+    } else if (options.device == ForwardOptions::Device::kGpu) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("--device gpu: the plan places nothing on the GPU{}",
+                                    options.plan->notes.empty() ? std::string()
+                                                                : " (" + options.plan->notes.front() + ")"));
+    }
+  }
+  if (options.use_reference) {
+    if (options.expert_counts)
+      return make_error(ErrorCode::kUnsupported, "expert selection counting needs the CPU path, not --reference");
+    auto ref = ReferenceForward::create(model, options.context_length, options.kv_type, options.num_threads);
+    if (!ref) return ref.error();
+    return std::unique_ptr<ForwardPass>(std::make_unique<ReferenceForward>(std::move(*ref)));
+  }
+  auto isa = cpu::selected_isa();
+  if (!isa) return isa.error();
+  CpuForwardOptions cpu_options;
+  cpu_options.context_length = options.context_length;
+  cpu_options.kv_type = options.kv_type;
+  cpu_options.num_threads = options.num_threads;
+  cpu_options.max_batch_tokens = options.max_batch_tokens;
+  cpu_options.rollback_slots = options.rollback_slots;
+  // Pinned workers, one arena per NUMA node; with several nodes, experts are sharded over the nodes' memory and run
+  // in their node's arena (runtime/exec/worker_pool.h).
+  auto pool = WorkerPool::create_for_machine(options.num_threads, options.thread_layout, /*one_arena=*/false);
+  if (!pool) return pool.error();
+  std::shared_ptr<WorkerPool> shared_pool = std::move(*pool);
+  cpu_options.arena = &shared_pool->arena(0);
+  if (shared_pool->num_arenas() > 1) {
+    if (options.numa_policy == NumaPolicy::kInterleave && notes)
+      notes->push_back("numa.policy = \"interleave\": page interleaving is not implemented; the experts are sharded "
+                       "over the nodes without moving their pages (as \"none\")");
+    auto expert_node = place_experts_on_nodes(model, shared_pool->layout(),
+                                              /*bind_memory=*/options.numa_policy == NumaPolicy::kLocal);
+    if (!expert_node) return expert_node.error();
+    cpu_options.expert_node = std::move(*expert_node);
+    for (int n = 0; n < shared_pool->num_arenas(); ++n) cpu_options.node_arenas.push_back(&shared_pool->arena(n));
+  }
+  cpu_options.arena_owner = std::move(shared_pool);
+  cpu_options.expert_counts = options.expert_counts;
+  auto cpu_forward = CpuForward::create(model, cpu_options, cpu::kernel_table(*isa));
+  if (!cpu_forward) return cpu_forward.error();
+  return std::unique_ptr<ForwardPass>(std::move(*cpu_forward));
+}
+
+std::string forward_path_name(const ForwardOptions& options, const ForwardPass* forward) {
+  if (options.use_reference) return "reference";
+  auto isa = cpu::selected_isa();
+  const std::string cpu_name = std::string("cpu ") + (isa ? cpu::isa_name(*isa) : "?");
+  if (const auto* hybrid = dynamic_cast<const HybridForward*>(forward))
+    return hybrid->gpu_only() ? "gpu" : "gpu + " + cpu_name;
+  if (forward) return cpu_name;
+  switch (options.device) {
+    case ForwardOptions::Device::kCpu: return cpu_name;
+    case ForwardOptions::Device::kGpu: return "gpu + " + cpu_name;
+    case ForwardOptions::Device::kAuto: return "auto (gpu when usable) + " + cpu_name;
+  }
+  return cpu_name;
+}
+
+}  // namespace hetmoe

@@ -1,0 +1,86 @@
+#pragma once
+// Chooses and creates the forward pass the CLI runs, and executes a placement Plan (placement/plan.h) with it: the
+// CPU fast path for an all-CPU plan, the scalar reference with `--reference`, the GPU / hybrid pass
+// (runtime/exec/hybrid_step.h over the device of runtime/backend/gpu_backend.h) for a plan that uses the GPU. Nothing here decides placement:
+// the CLI makes the Plan (runtime/cli/plan_options.h) and commands call create_forward() without naming an
+// implementation.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "placement/thread_layout.h"
+#include "placement/plan.h"
+#include "placement/settings.h"
+#include "runtime/backend/device_plan.h"
+#include "runtime/base/expected.h"
+#include "runtime/backend/forward_pass.h"
+#include "runtime/exec/kv_cache.h"
+#include "runtime/model/model.h"
+
+namespace hetmoe {
+
+struct ForwardOptions {
+  uint32_t context_length = 8192;            // tokens (1..model context_length)
+  KvCacheType kv_type = KvCacheType::kF16;
+  int num_threads = 0;                       // 0 = all cores
+  bool use_reference = false;                // the scalar oracle (runtime/exec/forward_reference.h)
+  uint32_t max_batch_tokens = 64;            // CPU path: prefill tokens per batch
+  uint32_t rollback_slots = 0;               // CPU path: how far truncate() may go back
+  placement::ThreadLayoutOptions thread_layout;  // CPU path: pinned workers (NUMA nodes, SMT, PU list); the count
+                                                 // is num_threads
+  /// The placement to execute (placement/plan.h); the caller keeps it alive. Required for the GPU path (a plan that
+  /// uses the GPU: every block's attention and the unembedding there, the experts it lists); nullptr: the all-CPU
+  /// plan (library callers and tests of the CPU path). The runtime runs from Plans and decides no placement itself.
+  const placement::Plan* plan = nullptr;
+  /// Expert selection counts (num_layers, num_experts) to increment, one per selected (layer, expert) per token
+  /// (CpuForwardOptions::expert_counts); nullptr: not counted. The GPU pass does not count yet (a note says so).
+  uint64_t* expert_counts = nullptr;
+  /// Where the CPU path's expert weights live with several NUMA nodes (the config file's numa.policy): kLocal binds
+  /// each node's experts to its memory; kNone and kInterleave shard the experts over the nodes' workers without
+  /// moving pages (page interleaving is not implemented; a note says so). One node: no effect.
+  NumaPolicy numa_policy = NumaPolicy::kLocal;
+  // Device runtime (--device, --vram-budget; docs/gpu.md).
+  enum class Device { kCpu, kGpu, kAuto };
+  Device device = Device::kCpu;              // kAuto: the GPU when the plan uses it and it is usable, else the CPU
+                                             // (with a note)
+  uint64_t vram_budget_bytes = 0;            // hard device memory limit; 0: free device memory minus a reserve
+  int gpu_idx = 0;                           // CUDA device
+};
+
+/// Parses --device: "cpu", "gpu" or "auto". Errors: kInvalidArgument naming the value and the choices.
+Expected<ForwardOptions::Device> parse_device(std::string_view text);
+
+/// The forward pass for `model` (which must outlive it) executing options.plan: the CPU path with the kernels of
+/// cpu::selected_isa() (HETMOE_ISA may force scalar|avx2|avx512) or the reference for an all-CPU plan (or none);
+/// the GPU pass (hybrid when some experts stay on the CPU) for a plan that uses the GPU, with options.device gpu or
+/// auto. kAuto falls back to the CPU (every expert there) when the GPU pass cannot be created (no CUDA build, no
+/// device or driver, the dense part over the VRAM budget) and says why in `notes`; kGpu returns that error instead.
+/// notes (optional): lines for the user (device chosen, experts placed, what stays on the CPU and why).
+/// Errors: kInvalidArgument for a plan of another model shape, a plan that uses the GPU with device kCpu or with
+/// --reference (the message names the conflict), kGpu with a plan that places nothing on the GPU, or the GPU path
+/// without a plan; the implementation's (context out of range, allocation failure, VRAM budget too small with
+/// kGpu, no GPU with kGpu) and selected_isa()'s (a bad HETMOE_ISA value).
+Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options,
+                                                      std::vector<std::string>* notes = nullptr);
+
+/// Creates the GPU (or hybrid) forward pass on options.gpu_idx for `model` (which must outlive it), executing
+/// options.plan: the experts it puts on the GPU are resident (runtime/backend/device_plan.h lays them out under the VRAM
+/// budget; any that do not fit run on the CPU, with a note), the others run on the CPU. Appends to `notes` (optional)
+/// the device, the placement summary and what stays on the CPU and why. The plan's dynamic policy is not executed
+/// yet (expert migrations are the device runtime's next step).
+/// Errors: kUnsupported "built without CUDA" / "no CUDA GPU found (…)" / a device older than sm_75, a plan that
+/// keeps a block's attention or the unembedding on the CPU (gpu_experts_of_plan); kInvalidArgument for no plan, a
+/// plan of another model, a VRAM budget the dense part does not fit in (plan_device_memory's message), a bad
+/// gpu_idx; kIo for a CUDA error (the message carries cudaGetErrorString and the call).
+Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, const ForwardOptions& options,
+                                                          std::vector<std::string>* notes);
+
+/// "reference", the CPU path with its ISA, e.g. "cpu avx512", or the GPU pass: "gpu" (every expert resident) or
+/// "gpu + cpu avx512" (hybrid). With `forward` (from create_forward) the name of the pass actually created; without,
+/// the one the options ask for ("auto (gpu when usable) + cpu avx512" for --device auto).
+std::string forward_path_name(const ForwardOptions& options, const ForwardPass* forward = nullptr);
+
+}  // namespace hetmoe

@@ -1,0 +1,75 @@
+#pragma once
+// KV cache for gpt-oss: per layer, K (after RoPE) and V of every cached position.
+// Sliding-window layers keep only the last positions in a ring buffer (slot = pos % capacity) of
+// sliding_window + extra_sliding_slots slots: the extra slots let a prefill batch of up to extra_sliding_slots + 1
+// tokens be stored before its attention runs without overwriting keys the batch's earlier tokens still see.
+// Full-attention layers keep the whole context (slot = pos). Storage is f16 (default) or f32.
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include "runtime/base/expected.h"
+#include "runtime/model/kv_type.h"
+#include "runtime/model/model.h"
+
+namespace hetmoe {
+
+class KvCache {
+ public:
+  /// Plans the cache for `context_length` positions. Memory is reserved (virtual) up front but pages are
+  /// committed only when written. Errors: kInvalidArgument if context_length is 0 or exceeds the model's
+  /// trained context (hp.context_length).
+  static Expected<KvCache> create(const ModelHparams& hp, uint32_t context_length, KvCacheType type,
+                                  uint32_t extra_sliding_slots = 0);
+
+  /// Stores K and V of position `pos` for `layer_idx`: k[kv_dim], v[kv_dim] f32 (kv_dim = num_kv_heads·head_dim,
+  /// head-major). pos < context_length (the caller validates).
+  void store(uint32_t layer_idx, uint32_t pos, const float* k, const float* v);
+
+  /// Reads K (or V) of head `kv_head_idx` at position `pos` into out[head_dim] (f32). The position must still be
+  /// in the ring: newest stored − capacity < pos <= newest stored.
+  void load_k(uint32_t layer_idx, uint32_t pos, uint32_t kv_head_idx, float* out) const;
+  void load_v(uint32_t layer_idx, uint32_t pos, uint32_t kv_head_idx, float* out) const;
+
+  /// The first key position a query at `query_pos` attends to: query_pos + 1 − sliding_window on sliding layers
+  /// (each query sees at most sliding_window keys, itself included), 0 on full-attention layers.
+  uint32_t first_visible_position(uint32_t layer_idx, uint32_t query_pos) const;
+
+  /// Raw rows for kernels: K or V of (layer, pos, kv head), head_dim elements of f16 (type kF16) or f32 (kF32).
+  const uint8_t* k_row(uint32_t layer_idx, uint32_t pos, uint32_t kv_head_idx) const {
+    return k_.get() + slot_offset(layer_idx, pos, kv_head_idx);
+  }
+  const uint8_t* v_row(uint32_t layer_idx, uint32_t pos, uint32_t kv_head_idx) const {
+    return v_.get() + slot_offset(layer_idx, pos, kv_head_idx);
+  }
+
+  /// Bytes from one slot's row of a KV head to the next slot's (head_dim · element size: a head's rows are
+  /// contiguous, so attention over consecutive positions streams through memory).
+  uint64_t slot_stride_bytes() const { return static_cast<uint64_t>(hp_.head_dim) * element_bytes_; }
+  uint32_t context_length() const { return context_length_; }
+  KvCacheType type() const { return type_; }
+  /// Slots allocated for a layer: sliding_window + extra_sliding_slots (sliding layers, capped at the context) or
+  /// context_length.
+  uint32_t capacity(uint32_t layer_idx) const { return capacity_[layer_idx]; }
+  /// Total bytes reserved for K and V of all layers.
+  uint64_t reserved_bytes() const { return total_bytes_; }
+
+ private:
+  uint64_t slot_offset(uint32_t layer_idx, uint32_t pos, uint32_t kv_head_idx) const;
+  void load(const uint8_t* base, uint32_t layer_idx, uint32_t pos, uint32_t kv_head_idx, float* out) const;
+
+  ModelHparams hp_;
+  KvCacheType type_ = KvCacheType::kF16;
+  uint32_t context_length_ = 0;
+  uint32_t element_bytes_ = 2;
+  std::vector<uint32_t> capacity_;       // (num_layers) slots per layer
+  std::vector<uint32_t> window_;         // (num_layers) keys a query sees: sliding_window or context_length
+  std::vector<uint64_t> layer_offset_;   // (num_layers) byte offset of each layer in k_/v_
+  uint64_t total_bytes_ = 0;
+  std::unique_ptr<uint8_t[]> k_;  // (layer, kv_head, slot, head_dim) f16 or f32
+  std::unique_ptr<uint8_t[]> v_;  // (layer, kv_head, slot, head_dim) f16 or f32
+};
+
+}  // namespace hetmoe
