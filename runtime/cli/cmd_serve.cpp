@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <csignal>
+#include <map>
 #include <filesystem>
 #include <memory>
 #include <thread>
@@ -41,9 +42,34 @@ struct ServeArgs {
   bool no_cache_prompt = false;
   std::string date;
   RunArgs run;
+  std::map<std::string, CLI::Option*> flags;  // by config key: was the flag given (then it beats the file)?
 };
 
+/// The --config file's [server] keys, for the flags not given on the command line.
+void apply_server_config(ServeArgs& args) {
+  if (!args.run.config) return;
+  const RuntimeConfig::Server& c = args.run.config->server;
+  auto use = [&](const char* key, const auto& value, auto& target) {
+    if (value && args.flags.at(key)->count() == 0) target = *value;
+  };
+  use("host", c.host, args.host);
+  use("port", c.port, args.port);
+  use("parallel", c.parallel, args.parallel);
+  use("n_predict", c.n_predict, args.n_predict);
+  if (c.max_body_bytes && args.flags.at("max_body")->count() == 0) args.max_body = std::to_string(*c.max_body_bytes);
+  use("max_queue", c.max_queue, args.max_queue);
+  use("timeout", c.timeout_seconds, args.timeout);
+  use("api_key", c.api_key, args.api_key);
+  use("alias", c.alias, args.alias);
+  use("cors_origin", c.cors_origin, args.cors_origin);
+  use("prefill_chunk", c.prefill_chunk, args.prefill_chunk);
+  use("cache_reuse", c.cache_reuse, args.cache_reuse);
+  if (c.cache_prompt && args.flags.at("cache_prompt")->count() == 0) args.no_cache_prompt = !*c.cache_prompt;
+}
+
 int run_serve(ServeArgs args) {
+  if (!args.run.config_status) return report_error("serve", args.run.config_status.error());
+  apply_server_config(args);
   if (args.ctx_size > 0) args.run.context_length = args.ctx_size;
   auto forward_options = cli::forward_options(args.run);
   if (!forward_options) return report_error("serve", forward_options.error());
@@ -166,36 +192,36 @@ void add_serve_command(CLI::App& app, int& exit_code) {
                                           "/v1/completions, /v1/models, /health, /metrics (docs/serving.md)");
   auto args = std::make_shared<ServeArgs>();
   cmd->add_option("-m,--model", args->model_path, "GGUF model file (default: the synthetic tiny model, made once)");
-  cmd->add_option("--host", args->host, "Address to listen on")->capture_default_str();
-  cmd->add_option("--port", args->port, "TCP port (0: any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
-  cmd->add_option("--parallel", args->parallel, "Requests served at once (slots, each with its own KV cache)")
+  args->flags["host"] = cmd->add_option("--host", args->host, "Address to listen on")->capture_default_str();
+  args->flags["port"] = cmd->add_option("--port", args->port, "TCP port (0: any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
+  args->flags["parallel"] = cmd->add_option("--parallel", args->parallel, "Requests served at once (slots, each with its own KV cache)")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
   cmd->add_option("--ctx-size", args->ctx_size, "Context length per slot in tokens (same as -c)")
       ->check(CLI::Range(1u, 1u << 24));
-  cmd->add_option("--api-key", args->api_key,
+  args->flags["api_key"] = cmd->add_option("--api-key", args->api_key,
                   "Require 'Authorization: Bearer KEY' (default: $HETMOE_API_KEY; none when unset)");
-  cmd->add_option("--alias", args->alias, "Model id in /v1/models and in answers (default: the file's stem)");
-  cmd->add_option("-n,--n-predict", args->n_predict, "Server-side cap on generated tokens per request (0: none)")
+  args->flags["alias"] = cmd->add_option("--alias", args->alias, "Model id in /v1/models and in answers (default: the file's stem)");
+  args->flags["n_predict"] = cmd->add_option("-n,--n-predict", args->n_predict, "Server-side cap on generated tokens per request (0: none)")
       ->check(CLI::Range(0, 1 << 24))
       ->capture_default_str();
-  cmd->add_option("--max-body", args->max_body, "Largest request body (a byte size: 16MiB, 1000000)")
+  args->flags["max_body"] = cmd->add_option("--max-body", args->max_body, "Largest request body (a byte size: 16MiB, 1000000)")
       ->capture_default_str();
-  cmd->add_option("--max-queue", args->max_queue, "Requests that may wait for a slot; more get 503 + Retry-After")
+  args->flags["max_queue"] = cmd->add_option("--max-queue", args->max_queue, "Requests that may wait for a slot; more get 503 + Retry-After")
       ->check(CLI::Range(0, 4096))
       ->capture_default_str();
-  cmd->add_option("--timeout", args->timeout, "Request time limit in seconds (0: none)")
+  args->flags["timeout"] = cmd->add_option("--timeout", args->timeout, "Request time limit in seconds (0: none)")
       ->check(CLI::Range(0.0, 1e7))
       ->capture_default_str();
-  cmd->add_option("--cors-origin", args->cors_origin, "Send CORS headers allowing this origin (default: no CORS)");
-  cmd->add_option("--prefill-chunk", args->prefill_chunk, "Prompt tokens per slot per scheduler step")
+  args->flags["cors_origin"] = cmd->add_option("--cors-origin", args->cors_origin, "Send CORS headers allowing this origin (default: no CORS)");
+  args->flags["prefill_chunk"] = cmd->add_option("--prefill-chunk", args->prefill_chunk, "Prompt tokens per slot per scheduler step")
       ->check(CLI::Range(1, 1 << 16))
       ->capture_default_str();
-  cmd->add_option("--cache-reuse", args->cache_reuse,
+  args->flags["cache_reuse"] = cmd->add_option("--cache-reuse", args->cache_reuse,
                   "Positions a slot may go back to reuse a cached prompt prefix (sliding-window ring slots)")
       ->check(CLI::Range(0, 1 << 24))
       ->capture_default_str();
-  cmd->add_flag("--no-cache-prompt", args->no_cache_prompt, "Never reuse a slot's KV cache for a shared prefix");
+  args->flags["cache_prompt"] = cmd->add_flag("--no-cache-prompt", args->no_cache_prompt, "Never reuse a slot's KV cache for a shared prefix");
   cmd->add_option("--date", args->date, "Current date in the system message, YYYY-MM-DD (default: today)");
   add_run_options(cmd, args->run);
   cmd->callback([args, &exit_code] { exit_code = run_serve(*args); });
