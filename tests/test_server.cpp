@@ -3,6 +3,7 @@
 // split at every byte, the SSE framing of both APIs, and the scheduler over a fake multi-sequence forward pass
 // (slot independence, queue bound, cancellation, prompt-cache reuse, a failing slot, deadlines).
 #include <gtest/gtest.h>
+#include <httplib.h>
 
 #include <chrono>
 #include <fstream>
@@ -645,6 +646,50 @@ TEST(ServeScheduler, PromptsTooLongAndDeadlines) {
   job.on_done = [promise](const JobResult& r) { promise->set_value(r); };
   ASSERT_TRUE(s2.submit(std::move(job)));
   EXPECT_EQ(promise->get_future().get().finish, FinishReason::kTimeout);
+}
+
+// ---- HTTP (cpp-httplib client against the server, no model) ---------------------------------------------------
+
+
+TEST(ServeHttp, HealthSaysLoadingUntilTheModelIsAttachedAndCorsOnlyWhenAsked) {
+  for (const bool cors : {false, true}) {
+    ServerOptions options;
+    options.port = 0;
+    if (cors) options.cors_origin = "http://app.example";
+    Server server(options);
+    ASSERT_TRUE(server.bind());
+    std::thread thread([&] { server.run(); });
+    httplib::Client client("127.0.0.1", server.port());
+    auto loading = client.Get("/health");
+    ASSERT_TRUE(loading);
+    EXPECT_EQ(loading->status, 503);
+    EXPECT_EQ(json::parse(loading->body)["status"], "loading");
+    auto early = client.Post("/v1/chat/completions", R"({"messages": []})", "application/json");
+    ASSERT_TRUE(early);
+    EXPECT_EQ(early->status, 503);
+    EXPECT_EQ(json::parse(early->body)["error"]["code"], "model_loading");
+    EXPECT_EQ(early->get_header_value("Access-Control-Allow-Origin"), cors ? "http://app.example" : "");
+    auto preflight = client.Options("/v1/chat/completions");
+    ASSERT_TRUE(preflight);
+    if (cors) {
+      EXPECT_EQ(preflight->status, 204);
+      EXPECT_NE(preflight->get_header_value("Access-Control-Allow-Headers").find("Authorization"), std::string::npos);
+    } else {
+      EXPECT_EQ(preflight->get_header_value("Access-Control-Allow-Origin"), "");
+    }
+    FakeMulti fake(1, 64, 97);
+    Scheduler scheduler(fake, SchedulerOptions{});
+    ServeModel model;
+    model.scheduler = &scheduler;
+    model.tokenizer = tiny().tokenizer.get();
+    model.context_length = 64;
+    server.attach(model);
+    auto ready = client.Get("/health");
+    ASSERT_TRUE(ready);
+    EXPECT_EQ(ready->status, 200);
+    server.stop();
+    thread.join();
+  }
 }
 
 }  // namespace
