@@ -6,6 +6,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <ctime>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -185,6 +186,63 @@ void send_json(httplib::Response& res, int status, const json& body) {
 }
 
 void send_error(httplib::Response& res, const ApiError& error) { send_json(res, error.status, error_body(error)); }
+
+/// Sends the job's output as server-sent events: begin() first, deltas() for every batch of output, end() once the
+/// job is over. A client that goes away cancels the job (at the next write, or within 100 ms while waiting).
+struct StreamFormat {
+  std::function<std::string()> begin;
+  std::function<std::string(const std::vector<OutputDelta>&)> deltas;
+  std::function<std::string(const Ending&)> end;
+};
+
+void stream_events(httplib::Response& res, std::shared_ptr<Consumer> consumer, std::shared_ptr<JobHandle> handle,
+                   StreamFormat format) {
+  auto begun = std::make_shared<bool>(false);
+  auto ended = std::make_shared<bool>(false);
+  JobHandle* h = handle.get();
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [consumer, format, begun, ended, h](size_t, httplib::DataSink& sink) {
+        if (*ended) {
+          sink.done();
+          return true;
+        }
+        std::string out;
+        if (!*begun) {
+          *begun = true;
+          out = format.begin();
+        }
+        if (!sink.is_writable()) {
+          h->cancel();
+          return false;
+        }
+        std::vector<OutputDelta> deltas;
+        const bool done = consumer->pump(std::chrono::milliseconds(100), &deltas);
+        out += format.deltas(deltas);
+        if (done) {
+          out += format.end(ending_of(*consumer));
+          *ended = true;
+        }
+        if (!out.empty() && !sink.write(out.data(), out.size())) {
+          h->cancel();
+          return false;
+        }
+        if (*ended) sink.done();
+        return true;
+      },
+      [handle](bool success) {
+        if (!success) handle->cancel();
+      });
+}
+
+/// Waits for the whole job; returns its output deltas.
+std::vector<OutputDelta> wait_for_all(Consumer& consumer) {
+  std::vector<OutputDelta> deltas;
+  while (!consumer.pump(std::chrono::milliseconds(1000), &deltas)) {
+  }
+  return deltas;
+}
 
 }  // namespace
 
@@ -437,107 +495,38 @@ void Server::Impl::handle_generate(Api api, const httplib::Request& req, httplib
   if (api == Api::kResponses) {
     auto stream = std::make_shared<ResponsesStream>("resp_" + hex, created, *request, model_id);
     if (!request->stream) {
-      std::vector<OutputDelta> deltas;
-      while (!consumer->pump(std::chrono::milliseconds(1000), &deltas)) {}
-      stream->deltas(deltas);
+      stream->deltas(wait_for_all(*consumer));
       const Ending e = ending_of(*consumer);
       if (e.outcome == Outcome::kError) return send_error(res, e.error);
       stream->end(e.outcome, consumer->usage());
       return send_json(res, 200, stream->response());
     }
-    auto begun = std::make_shared<bool>(false);
-    auto ended = std::make_shared<bool>(false);
-    JobHandle* h = handle->get();
-    auto keep = *handle;
-    res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [consumer, stream, begun, ended, h](size_t, httplib::DataSink& sink) {
-          if (*ended) {
-            sink.done();
-            return true;
-          }
-          std::string out;
-          if (!*begun) {
-            *begun = true;
-            out = stream->begin();
-          }
-          if (!sink.is_writable()) {
-            h->cancel();
-            return false;
-          }
-          std::vector<OutputDelta> deltas;
-          const bool done = consumer->pump(std::chrono::milliseconds(100), &deltas);
-          out += stream->deltas(deltas);
-          if (done) {
-            const Ending e = ending_of(*consumer);
-            out += stream->end(e.outcome, consumer->usage(), e.error);
-            *ended = true;
-          }
-          if (!out.empty() && !sink.write(out.data(), out.size())) {
-            h->cancel();
-            return false;
-          }
-          if (*ended) sink.done();
-          return true;
-        },
-        [keep](bool success) {
-          if (!success) keep->cancel();
-        });
-    return;
+    return stream_events(res, consumer, *handle,
+                         StreamFormat{[stream] { return stream->begin(); },
+                                      [stream](const std::vector<OutputDelta>& d) { return stream->deltas(d); },
+                                      [stream, consumer](const Ending& e) {
+                                        return stream->end(e.outcome, consumer->usage(), e.error);
+                                      }});
   }
 
   const bool text_completion = api == Api::kCompletions;
   auto stream = std::make_shared<ChatStream>((text_completion ? "cmpl-" : "chatcmpl-") + hex, model_id, created,
                                              text_completion);
   if (!request->stream) {
-    std::vector<OutputDelta> deltas;
-    while (!consumer->pump(std::chrono::milliseconds(1000), &deltas)) {}
+    wait_for_all(*consumer);
     const Ending e = ending_of(*consumer);
     if (e.outcome == Outcome::kError) return send_error(res, e.error);
     return send_json(res, 200, stream->object(consumer->output(), e.finish_reason, consumer->usage()));
   }
-  auto begun = std::make_shared<bool>(false);
-  auto ended = std::make_shared<bool>(false);
   const bool include_usage = request->include_usage;
-  JobHandle* h = handle->get();
-  auto keep = *handle;
-  res.set_header("Cache-Control", "no-cache");
-  res.set_chunked_content_provider(
-      "text/event-stream",
-      [consumer, stream, begun, ended, h, include_usage](size_t, httplib::DataSink& sink) {
-        if (*ended) {
-          sink.done();
-          return true;
-        }
-        std::string out;
-        if (!*begun) {
-          *begun = true;
-          out = stream->begin();
-        }
-        if (!sink.is_writable()) {
-          h->cancel();
-          return false;
-        }
-        std::vector<OutputDelta> deltas;
-        const bool done = consumer->pump(std::chrono::milliseconds(100), &deltas);
-        out += stream->deltas(deltas);
-        if (done) {
-          const Ending e = ending_of(*consumer);
-          out += e.outcome == Outcome::kError ? stream->error(e.error)
-                                              : stream->end(e.finish_reason, consumer->usage(), include_usage);
-          *ended = true;
-        }
-        if (!out.empty() && !sink.write(out.data(), out.size())) {
-          h->cancel();
-          return false;
-        }
-        if (*ended) sink.done();
-        return true;
-      },
-      [keep](bool success) {
-        if (!success) keep->cancel();
-      });
+  stream_events(res, consumer, *handle,
+                StreamFormat{[stream] { return stream->begin(); },
+                             [stream](const std::vector<OutputDelta>& d) { return stream->deltas(d); },
+                             [stream, consumer, include_usage](const Ending& e) {
+                               return e.outcome == Outcome::kError
+                                          ? stream->error(e.error)
+                                          : stream->end(e.finish_reason, consumer->usage(), include_usage);
+                             }});
 }
 
 std::string Server::Impl::metrics_text() {
