@@ -128,6 +128,26 @@ await check('completions, streamed and not', async () => {
   assert.equal(text, c.choices[0].text);
 });
 
+await check('a stop string ends the answer before it (finish_reason stop), streamed and not', async () => {
+  const ask = { model: 'tiny', messages: user('Say something long.'), max_tokens: 24, temperature: 0 };
+  const full = (await client.chat.completions.create(ask)).choices[0].message.content;
+  assert.ok(full.length >= 8, full);
+  const stop = full.slice(4, 7);
+  const expected = full.slice(0, full.indexOf(stop));
+  const cut = await client.chat.completions.create({ ...ask, stop: [stop] });
+  assert.equal(cut.choices[0].message.content, expected);
+  assert.equal(cut.choices[0].finish_reason, 'stop');
+  const s = await client.chat.completions.create({ ...ask, stop, stream: true });
+  let text = '';
+  let finish = null;
+  for await (const chunk of s) {
+    text += chunk.choices[0]?.delta?.content ?? '';
+    finish = chunk.choices[0]?.finish_reason ?? finish;
+  }
+  assert.equal(text, expected);
+  assert.equal(finish, 'stop');
+});
+
 async function streamedText(prompt) {
   const s = await client.chat.completions.create({ model: 'tiny', messages: user(prompt), max_tokens: 16, temperature: 0, stream: true });
   let text = '';
