@@ -153,8 +153,17 @@ int run_serve(ServeArgs args) {
     auto forward = create_forward(*model, *forward_options, i == 0 ? &notes : nullptr);
     if (i == 0) print_notes("serve", notes);
     if (!forward) return fail(forward.error());
-    if (i == 0) fmt::print(stderr, "hetmoe serve: {} path, {}\n", forward_path_name(*forward_options, forward->get()),
-                           threads_text(*forward_options));
+    if (i == 0) {
+      const std::string path = forward_path_name(*forward_options, forward->get());
+      fmt::print(stderr, "hetmoe serve: {} path, {}\n", path, threads_text(*forward_options));
+      // Every GPU pass holds its own copy of the weights it keeps on the GPU; slots do not share one yet.
+      if (path.starts_with("gpu") && args.parallel > 1)
+        return fail(make_error(ErrorCode::kUnsupported,
+                               fmt::format("--parallel {} with the GPU pass: each slot would hold its own copy of the "
+                                           "GPU weights (a GPU pass shared by several slots is not implemented); use "
+                                           "--parallel 1, or --device cpu",
+                                           args.parallel)));
+    }
     slots.push_back(std::move(*forward));
   }
   auto multi = SequentialMultiForward::create(std::move(slots));
