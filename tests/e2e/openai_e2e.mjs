@@ -164,11 +164,14 @@ await check('8 concurrent streams at temperature 0 equal their solo runs', async
   assert.ok(solo.every((t) => t.length > 0));
 });
 
+let secondTurn = null;
+let secondTurnAnswer = null;
 await check('prompt cache: the next turn of a chat reuses the first turn (cached_tokens)', async () => {
   const first = user('Tell me a story about a lighthouse keeper.');
   const a = await client.chat.completions.create({ model: 'tiny', messages: first, max_tokens: 12, temperature: 0 });
-  const b = await client.chat.completions.create({ model: 'tiny', max_tokens: 4, temperature: 0,
-    messages: [...first, { role: 'assistant', content: a.choices[0].message.content }, { role: 'user', content: 'And then?' }] });
+  secondTurn = [...first, { role: 'assistant', content: a.choices[0].message.content }, { role: 'user', content: 'And then?' }];
+  const b = await client.chat.completions.create({ model: 'tiny', max_tokens: 12, temperature: 0, messages: secondTurn });
+  secondTurnAnswer = b.choices[0].message.content;
   assert.ok(b.usage.prompt_tokens_details.cached_tokens >= a.usage.prompt_tokens - 1,
     `cached ${b.usage.prompt_tokens_details.cached_tokens}, first prompt ${a.usage.prompt_tokens}`);
   const m = await metrics(server.base);
@@ -229,8 +232,14 @@ await check('no slot leaks after all of the above; /metrics in Prometheus text',
 await server.stop();
 
 // A second server: one slot, a queue of one, no token cap.
-const small = await startServer(binary, ['-m', model, '-t', '1', '-c', '4096', '--parallel', '1', '--max-queue', '1']);
+const small = await startServer(binary, ['-m', model, '-t', '1', '-c', '4096', '--parallel', '1', '--max-queue', '1',
+  '--no-cache-prompt']);
 const smallClient = new OpenAI({ baseURL: `${small.base}/v1`, apiKey: 'none', maxRetries: 0 });
+await check('the cached second turn equals the same turn computed from scratch (--no-cache-prompt)', async () => {
+  const c = await smallClient.chat.completions.create({ model: 'x', max_tokens: 12, temperature: 0, messages: secondTurn });
+  assert.equal(c.usage.prompt_tokens_details.cached_tokens, 0);
+  assert.equal(c.choices[0].message.content, secondTurnAnswer);
+});
 await check('the server says on stderr when it is ready', async () => {
   assert.match(small.stderr(), /ready: 1 slot/);
 });
