@@ -44,6 +44,8 @@ await check('/health and /v1/models', async () => {
   assert.equal((await fetch(`${server.base}/health`)).status, 200);
   const models = await client.models.list();
   assert.deepEqual(models.data.map((m) => m.id), ['tiny']);
+  assert.equal((await client.models.retrieve('tiny')).id, 'tiny');
+  await assert.rejects(client.models.retrieve('other'), (e) => e.status === 404 && e.code === 'model_not_found');
 });
 
 await check('the API key: missing or wrong is 401, /health needs none', async () => {
@@ -232,7 +234,7 @@ await check('no slot leaks after all of the above; /metrics in Prometheus text',
 await server.stop();
 
 // A second server: one slot, a queue of one, no token cap.
-const small = await startServer(binary, ['-m', model, '-t', '1', '-c', '4096', '--parallel', '1', '--max-queue', '1',
+const small = await startServer(binary, ['-m', model, '-t', '1', '-c', '131072', '--parallel', '1', '--max-queue', '1',
   '--no-cache-prompt']);
 const smallClient = new OpenAI({ baseURL: `${small.base}/v1`, apiKey: 'none', maxRetries: 0 });
 await check('the cached second turn equals the same turn computed from scratch (--no-cache-prompt)', async () => {
@@ -245,12 +247,15 @@ await check('the server says on stderr when it is ready', async () => {
 });
 await check('a full queue is 503 with Retry-After; a cancelled stream frees its slot', async () => {
   const controller = new AbortController();
-  const long = await smallClient.chat.completions.create({ model: 'x', messages: user('Go on forever.'), max_tokens: 4000,
+  const long = await smallClient.chat.completions.create({ model: 'x', messages: user('Go on forever.'), max_tokens: 120000,
     stream: true }, { signal: controller.signal });
   const it = long[Symbol.asyncIterator]();
   await it.next();  // the first chunk: the job holds the slot
   const queued = smallClient.chat.completions.create({ model: 'x', messages: user('Short.'), max_tokens: 3 });
-  await sleep(200);
+  for (let i = 0; (await metrics(small.base)).value('hetmoe_queue_length') !== 1; ++i) {
+    assert.ok(i < 200, 'the second request never reached the queue');
+    await sleep(25);
+  }
   const r = await fetch(`${small.base}/v1/chat/completions`, { method: 'POST', body: JSON.stringify({ messages: user('x') }) });
   assert.equal(r.status, 503);
   assert.equal(r.headers.get('retry-after'), '1');
@@ -259,7 +264,7 @@ await check('a full queue is 503 with Retry-After; a cancelled stream frees its 
   const q = await queued;  // served once the cancelled job left the slot
   assert.equal(q.usage.completion_tokens, 3);
   const m = await metrics(small.base);
-  assert.ok(m.value('hetmoe_generated_tokens_total') < 4000, 'the cancelled job stopped early');
+  assert.ok(m.value('hetmoe_generated_tokens_total') < 100000, 'the cancelled job stopped early');
   await waitIdle(small.base);
 });
 const code = await small.stop();

@@ -353,6 +353,13 @@ Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>()) {
                                       {"created", 0},
                                       {"owned_by", "hetmoe"}}})}});
   });
+  http.Get(R"(/v1/models/(.+))", [impl](const httplib::Request& req, httplib::Response& res) {
+    if (req.matches[1] != impl->options.model_id)
+      return send_error(res, ApiError{404, fmt::format("no model '{}' (this server has '{}')", req.matches[1].str(),
+                                                       impl->options.model_id),
+                                      "invalid_request_error", "model", "model_not_found"});
+    send_json(res, 200, {{"id", impl->options.model_id}, {"object", "model"}, {"created", 0}, {"owned_by", "hetmoe"}});
+  });
   http.Get("/metrics", [impl](const httplib::Request&, httplib::Response& res) {
     res.set_content(impl->metrics_text(), "text/plain; version=0.0.4");
   });
