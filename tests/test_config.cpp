@@ -88,6 +88,9 @@ const BadFile kBadFiles[] = {
      "[placement.dynamic]\nreplan_interval = 0\n",
      {"t.toml:2:19:", "placement.dynamic.replan_interval", "1..1048576 tokens"}},
     {"EmptyTraceOutput", "[trace]\noutput = \"\"\n", {"t.toml:2:10:", "trace.output", "non-empty string"}},
+    {"ServerPortOutOfRange", "[server]\nport = 70000\n", {"t.toml:2:8:", "server.port", "0..65535"}},
+    {"ServerParallelZero", "[server]\nparallel = 0\n", {"server.parallel", "1..256"}},
+    {"ServerUnknownKey", "[server]\nparalel = 2\n", {"server.paralel", "did you mean 'server.parallel'"}},
     {"SyntaxError", "[model]\ncontext = \n", {"t.toml:2:", "TOML syntax error"}},
     {"DuplicateKey", "[model]\ncontext = 1\ncontext = 2\n", {"t.toml:3:", "TOML syntax error"}},
 };
@@ -259,6 +262,10 @@ TEST(ConfigTest, DefaultFileCoversEveryKeyTheParserKnows) {
   const auto& d = c->placement.dynamic;
   EXPECT_TRUE(d.decay && d.replan_interval && d.max_migrations_per_step && d.hysteresis);
   EXPECT_TRUE(c->trace.output);
+  const auto& sv = c->server;
+  EXPECT_TRUE(sv.host && sv.port && sv.parallel && sv.n_predict && sv.max_body_bytes && sv.max_queue &&
+              sv.timeout_seconds && sv.api_key && sv.alias && sv.cors_origin && sv.prefill_chunk && sv.cache_reuse &&
+              sv.cache_prompt);
   // ... and every key path the parser knows has its example line in its table's section.
   for (const std::string& path : config_key_paths()) {
     const size_t dot = path.rfind('.');

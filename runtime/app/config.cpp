@@ -85,7 +85,7 @@ std::string describe(const toml::node& n) {
 /// listed in its parent and has its own entry).
 const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
   static const std::vector<std::pair<std::string, std::vector<std::string>>> s = {
-      {"", {"threads", "numa", "gpu", "model", "placement", "trace"}},
+      {"", {"threads", "numa", "gpu", "model", "placement", "trace", "server"}},
       {"threads", {"count", "per_node", "cores", "smt"}},
       {"numa", {"policy"}},
       {"gpu", {"id", "vram_budget", "ram_budget"}},
@@ -95,6 +95,8 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
       {"placement.tensor_overrides", {"name", "device"}},
       {"placement.dynamic", {"decay", "replan_interval", "max_migrations_per_step", "hysteresis"}},
       {"trace", {"output"}},
+      {"server", {"host", "port", "parallel", "n_predict", "max_body", "max_queue", "timeout", "api_key", "alias",
+                  "cors_origin", "prefill_chunk", "cache_reuse", "cache_prompt"}},
   };
   return s;
 }
@@ -125,6 +127,7 @@ class Parser {
       if (key == "model") return walk(*t, path, [&](auto& k, auto& v, auto& p) { model(k, v, p); });
       if (key == "placement") return walk(*t, path, [&](auto& k, auto& v, auto& p) { placement(k, v, p); });
       if (key == "trace") return walk(*t, path, [&](auto& k, auto& v, auto& p) { trace(k, v, p); });
+      if (key == "server") return walk(*t, path, [&](auto& k, auto& v, auto& p) { server(k, v, p); });
     });
   }
 
@@ -417,6 +420,26 @@ class Parser {
     if (key == "output") set(config_.trace.output, nonempty_string(v, path, "a file path"));
   }
 
+  void server(const std::string& key, const toml::node& v, const std::string& path) {
+    auto& s = config_.server;
+    auto int_key = [&](std::optional<int>& out, int64_t lo, int64_t hi, std::string_view unit) {
+      if (auto x = integer(v, path, lo, hi, unit)) out = static_cast<int>(*x);
+    };
+    if (key == "host") set(s.host, nonempty_string(v, path, "an address"));
+    if (key == "port") int_key(s.port, 0, 65535, "");
+    if (key == "parallel") int_key(s.parallel, 1, 256, "slots");
+    if (key == "n_predict") int_key(s.n_predict, 0, 1 << 24, "tokens");
+    if (key == "max_body") set(s.max_body_bytes, byte_size(v, path));
+    if (key == "max_queue") int_key(s.max_queue, 0, 4096, "requests");
+    if (key == "timeout") set(s.timeout_seconds, number(v, path, 0.0, 1e7, /*lo_open=*/false));
+    if (key == "api_key") set(s.api_key, nonempty_string(v, path, "a key"));
+    if (key == "alias") set(s.alias, nonempty_string(v, path, "a model id"));
+    if (key == "cors_origin") set(s.cors_origin, nonempty_string(v, path, "an origin"));
+    if (key == "prefill_chunk") int_key(s.prefill_chunk, 1, 1 << 16, "tokens");
+    if (key == "cache_reuse") int_key(s.cache_reuse, 0, 1 << 24, "positions");
+    if (key == "cache_prompt") set(s.cache_prompt, boolean(v, path));
+  }
+
   std::string source_;
   RuntimeConfig config_;
   std::vector<Problem> problems_;
@@ -559,6 +582,21 @@ std::string format_config(const RuntimeConfig& c) {
   table("placement.dynamic");
   if (c.trace.output) kv("output", quoted(*c.trace.output));
   table("trace");
+  const auto& sv = c.server;
+  if (sv.host) kv("host", quoted(*sv.host));
+  if (sv.port) kv("port", std::to_string(*sv.port));
+  if (sv.parallel) kv("parallel", std::to_string(*sv.parallel));
+  if (sv.n_predict) kv("n_predict", std::to_string(*sv.n_predict));
+  if (sv.max_body_bytes) kv("max_body", std::to_string(*sv.max_body_bytes));
+  if (sv.max_queue) kv("max_queue", std::to_string(*sv.max_queue));
+  if (sv.timeout_seconds) kv("timeout", float_text(*sv.timeout_seconds));
+  if (sv.api_key) kv("api_key", quoted(*sv.api_key));
+  if (sv.alias) kv("alias", quoted(*sv.alias));
+  if (sv.cors_origin) kv("cors_origin", quoted(*sv.cors_origin));
+  if (sv.prefill_chunk) kv("prefill_chunk", std::to_string(*sv.prefill_chunk));
+  if (sv.cache_reuse) kv("cache_reuse", std::to_string(*sv.cache_reuse));
+  if (sv.cache_prompt) kv("cache_prompt", *sv.cache_prompt ? "true" : "false");
+  table("server");
   return out;
 }
 
@@ -645,6 +683,36 @@ std::string default_config_text() {
 [trace]
 # Write a trace of the run (Perfetto-readable) to this file. Default: no trace.
 # output = "hetmoe-trace.json"
+
+[server]
+# `hetmoe serve` (docs/serving.md); the flags of the same name override these keys.
+# Address to listen on. Default: "127.0.0.1" (this machine only).
+# host = "127.0.0.1"
+# TCP port; 0 = any free port. Integer 0..65535. Default: 8080.
+# port = 8080
+# Requests served at once, each in a slot with its own KV cache. Integer 1..256. Default: 1.
+# parallel = 4
+# Server-side cap on the tokens generated per request; 0 = none (the context). Integer 0..16777216. Default: 0.
+# n_predict = 4096
+# Largest request body. Byte size. Default: "16MiB".
+# max_body = "16MiB"
+# Requests that may wait for a slot; one more gets 503 with Retry-After. Integer 0..4096. Default: 16.
+# max_queue = 16
+# Request time limit in seconds; 0 = none. Number in [0, 1e7]. Default: 0.
+# timeout = 600
+# Require "Authorization: Bearer KEY". Default: $HETMOE_API_KEY, else none.
+# api_key = "change-me"
+# Model id in /v1/models and in answers. Default: the model file's stem.
+# alias = "gpt-oss-20b"
+# Send CORS headers that allow this origin (a browser app on another origin). Default: no CORS headers.
+# cors_origin = "http://localhost:3000"
+# Prompt tokens per slot per scheduler step. Integer 1..65536. Default: 256.
+# prefill_chunk = 256
+# Positions a slot may go back to reuse a cached prompt prefix (sliding-window ring slots). Integer 0..16777216.
+# Default: 2048.
+# cache_reuse = 2048
+# Reuse a slot's KV cache for a prompt that shares its prefix. Boolean. Default: true.
+# cache_prompt = true
 )";
 }
 

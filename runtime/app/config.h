@@ -13,6 +13,10 @@
 //   [placement.dynamic]  decay (float in (0, 1]), replan_interval (int, 1..1048576 tokens), max_migrations_per_step
 //                        (int, 0..4096), hysteresis (float in [0, 1])
 //   [trace]              output (non-empty path)
+//   [server]             host (non-empty string), port (int, 0..65535), parallel (int, 1..256), n_predict (int,
+//                        0..16777216), max_body (byte size), max_queue (int, 0..4096), timeout (float seconds in
+//                        [0, 1e7]), api_key, alias, cors_origin (non-empty strings), prefill_chunk (int, 1..65536),
+//                        cache_reuse (int, 0..16777216), cache_prompt (bool)   (`hetmoe serve`, docs/serving.md)
 //
 // Byte sizes are a non-negative integer (bytes) or a string: a number with a unit, "6GiB", "512 MiB", "1.5GB"
 // (B, KB/MB/GB/TB = powers of 1000, KiB/MiB/GiB/TiB = powers of 1024; the unit is case-insensitive).
@@ -61,6 +65,22 @@ struct RuntimeConfig {
     std::optional<std::string> output;  // trace file path
     bool operator==(const Trace&) const = default;
   } trace;
+  struct Server {                              // `hetmoe serve` (flags of the same name override them)
+    std::optional<std::string> host;
+    std::optional<int> port;
+    std::optional<int> parallel;               // slots
+    std::optional<int> n_predict;              // server-side cap on generated tokens per request; 0: none
+    std::optional<uint64_t> max_body_bytes;
+    std::optional<int> max_queue;
+    std::optional<double> timeout_seconds;     // request time limit; 0: none
+    std::optional<std::string> api_key;
+    std::optional<std::string> alias;
+    std::optional<std::string> cors_origin;
+    std::optional<int> prefill_chunk;
+    std::optional<int> cache_reuse;
+    std::optional<bool> cache_prompt;
+    bool operator==(const Server&) const = default;
+  } server;
 
   bool operator==(const RuntimeConfig&) const = default;
 };

@@ -43,6 +43,8 @@ struct GenerateArgs {
   bool show_reasoning = false;
 };
 
+}  // namespace
+
 /// $HETMOE_CACHE_DIR, else $XDG_CACHE_HOME/hetmoe, else $HOME/.cache/hetmoe, else ./.hetmoe-cache.
 std::filesystem::path cache_dir() {
   if (const char* d = std::getenv("HETMOE_CACHE_DIR"); d && *d) return d;
@@ -69,6 +71,8 @@ Expected<std::string> default_model() {
   if (auto s = synth_write(options, path.string()); !s) return s.error();
   return path.string();
 }
+
+namespace {
 
 int run_generate(const GenerateArgs& args) {
   const double t_start = profiler::now_seconds();

@@ -4,6 +4,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include <string>
+
+#include "runtime/base/expected.h"
+
 namespace hetmoe::cli {
 
 void add_info_command(CLI::App& app, int& exit_code);
@@ -18,5 +22,9 @@ void add_probe_command(CLI::App& app, int& exit_code);
 void add_plan_command(CLI::App& app, int& exit_code);
 void add_profile_command(CLI::App& app, int& exit_code);
 void add_trace_summary_command(CLI::App& app, int& exit_code);
+void add_serve_command(CLI::App& app, int& exit_code);
+
+/// The embedded default model (cmd_generate.cpp): the synthetic tiny preset, written once to the cache directory.
+Expected<std::string> default_model();
 
 }  // namespace hetmoe::cli

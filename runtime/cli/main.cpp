@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   hetmoe::cli::add_plan_command(app, exit_code);
   hetmoe::cli::add_profile_command(app, exit_code);
   hetmoe::cli::add_trace_summary_command(app, exit_code);
+  hetmoe::cli::add_serve_command(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }
