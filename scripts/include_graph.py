@@ -46,10 +46,12 @@ def edges():
     """{(from_layer, to_layer): [(file, include), ...]} over every source file of every layer."""
     out = {}
     for layer in LAYERS:
-        for f in sorted((ROOT / layer).glob("*")):
+        for f in sorted((ROOT / layer).rglob("*")):
             if f.suffix not in SOURCE_SUFFIXES or not f.is_file():
                 continue
             rel = f.relative_to(ROOT).as_posix()
+            if folder_of(rel) != layer:  # a subfolder that is a layer of its own (runtime/cli under runtime)
+                continue
             for inc in INCLUDE.findall(f.read_text(encoding="utf-8", errors="replace")):
                 target = folder_of(inc)
                 if target is None:
