@@ -11,6 +11,7 @@
 #include "placement/static_plans.h"
 #include "runtime/exec/forward_factory.h"
 #include "runtime/model/model.h"
+#include "tests/gpu_test_support.h"
 #include "tests/logit_metrics.h"
 #if HETMOE_HAVE_CUDA
 #include "gpu_kernels/device_runtime.h"
@@ -21,10 +22,7 @@ namespace {
 
 const std::string kData = HETMOE_TEST_DATA_DIR;
 
-bool has_gpu() {
-  auto devices = gpu::list_devices();
-  return devices && !devices->empty();
-}
+bool has_gpu() { return test::gpu_usable(); }
 
 const Model& tiny() {
   static const Model m = std::move(*Model::load(kData + "/gpt-oss-tiny.gguf"));
@@ -72,7 +70,7 @@ void expect_fixture_bar(ForwardOptions options, const char* what) {
 }
 
 TEST(GpuForward, GpuOnlyMeetsTheFixtureBar) {
-  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  HETMOE_SKIP_WITHOUT_GPU();
   const placement::Plan plan = gpu_plan(8);
   ForwardOptions o;
   o.plan = &plan;
@@ -80,7 +78,7 @@ TEST(GpuForward, GpuOnlyMeetsTheFixtureBar) {
 }
 
 TEST(GpuForward, HybridWithHalfTheExpertsOnTheCpuMeetsTheFixtureBar) {
-  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  HETMOE_SKIP_WITHOUT_GPU();
   const placement::Plan plan = gpu_plan(4);
   ForwardOptions o;
   o.plan = &plan;
@@ -88,7 +86,7 @@ TEST(GpuForward, HybridWithHalfTheExpertsOnTheCpuMeetsTheFixtureBar) {
 }
 
 TEST(GpuForward, CpuMoeMeetsTheFixtureBar) {
-  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  HETMOE_SKIP_WITHOUT_GPU();
   const placement::Plan plan = gpu_plan(0);
   ForwardOptions o;
   o.plan = &plan;
@@ -97,7 +95,7 @@ TEST(GpuForward, CpuMoeMeetsTheFixtureBar) {
 
 // Prefill in device steps (attention_prefill, grouped MoE) against token-by-token decoding on the same device.
 TEST(GpuForward, BatchedPrefillMatchesTokenByTokenForGpuOnlyAndHybrid) {
-  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  HETMOE_SKIP_WITHOUT_GPU();
   const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
   for (uint32_t k : {8u, 4u}) {
     const placement::Plan plan = gpu_plan(k);
@@ -126,7 +124,7 @@ TEST(GpuForward, BatchedPrefillMatchesTokenByTokenForGpuOnlyAndHybrid) {
 }
 
 TEST(GpuForward, BudgetBelowTheDensePartIsAnErrorNotACrash) {
-  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  HETMOE_SKIP_WITHOUT_GPU();
   const placement::Plan plan = gpu_plan(8);
   ForwardOptions o;
   o.plan = &plan;
@@ -151,7 +149,7 @@ TEST(GpuForward, WithoutAGpuTheGpuPassIsAnErrorThatNamesWhy) {
 
 #if HETMOE_HAVE_CUDA
 TEST(GpuDeviceRuntime, ArenaPinnedBuffersStreamsAndEventsWork) {
-  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU";
+  HETMOE_SKIP_WITHOUT_GPU();
   auto budget = gpu::default_vram_budget(0, gpu::kDefaultVramReserveBytes);
   ASSERT_TRUE(budget.has_value()) << budget.error().to_string();
   auto arena = gpu::DeviceArena::create(1 << 20);
@@ -175,7 +173,7 @@ TEST(GpuDeviceRuntime, ArenaPinnedBuffersStreamsAndEventsWork) {
 }
 
 TEST(GpuDeviceRuntime, ArenaLargerThanTheDeviceIsAnErrorNotACrash) {
-  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU";
+  HETMOE_SKIP_WITHOUT_GPU();
   auto arena = gpu::DeviceArena::create(1ull << 50);  // 1 PiB
   ASSERT_FALSE(arena.has_value());
   EXPECT_NE(arena.error().message.find("--vram-budget"), std::string::npos) << arena.error().message;
