@@ -36,7 +36,7 @@ struct ForwardOptions {
   /// plan (library callers and tests of the CPU path). The runtime runs from Plans and decides no placement itself.
   const placement::Plan* plan = nullptr;
   /// Expert selection counts (num_layers, num_experts) to increment, one per selected (layer, expert) per token
-  /// (CpuForwardOptions::expert_counts); nullptr: not counted. The GPU pass does not count yet (a note says so).
+  /// (CpuForwardOptions::expert_counts, HybridForwardOptions::expert_counts); nullptr: not counted.
   uint64_t* expert_counts = nullptr;
   /// Where the CPU path's expert weights live with several NUMA nodes (the config file's numa.policy): kLocal binds
   /// each node's experts to its memory; kNone and kInterleave shard the experts over the nodes' workers without
@@ -48,6 +48,8 @@ struct ForwardOptions {
                                              // (with a note)
   uint64_t vram_budget_bytes = 0;            // hard device memory limit; 0: free device memory minus a reserve
   int gpu_idx = 0;                           // CUDA device
+  bool overlap = true;                       // hybrid: the device's experts run while the CPU's do (--no-overlap:
+                                             // one after the other, to measure the overlap's gain)
 };
 
 /// Parses --device: "cpu", "gpu" or "auto". Errors: kInvalidArgument naming the value and the choices.
