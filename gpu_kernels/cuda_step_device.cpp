@@ -280,8 +280,10 @@ Status CudaStepDevice::begin_step(uint32_t first_pos, uint32_t num_tokens) {
     }
     // The time base: an event on the idle copy stream, waited for, read against the host clock right after.
     anchor_ = mark(h2d);
-    HETMOE_RETURN_IF_ERROR(check(cudaEventSynchronize(anchor_), "cudaEventSynchronize (trace anchor)"));
-    anchor_ns_ = profiler::trace_now_ns();
+    if (anchor_ != nullptr) {
+      HETMOE_RETURN_IF_ERROR(check(cudaEventSynchronize(anchor_), "cudaEventSynchronize (trace anchor)"));
+      anchor_ns_ = profiler::trace_now_ns();
+    }
   }
   cudaEvent_t copy_begin = mark(h2d);
   HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(x_, embedding_.data(), num_tokens * hp.hidden_dim * sizeof(float),

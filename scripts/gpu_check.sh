@@ -222,10 +222,12 @@ done
 
 # ---- 5. the synthetic gpt-oss-20b: decode all-GPU, hybrid, overlap, trace; pp512 with CPU experts -------------
 MODEL=$WORK/gpt-oss-20b.gguf
-if time_left && { [ -s "$MODEL" ] || run synth 240 "$HETMOE" synth --preset gpt-oss-20b --seed 1 -o "$MODEL"; }; then
+if ! time_left; then
+  step synth skipped "time budget"
+elif [ -s "$MODEL" ] || run synth 240 "$HETMOE" synth --preset gpt-oss-20b --seed 1 -o "$MODEL"; then
   step synth ran "$(du -h "$MODEL" | cut -f1)"
 else
-  step synth failed "synth gpt-oss-20b failed or no time left"
+  step synth failed "synth gpt-oss-20b failed: see gpu_check.log"
 fi
 bench_json() {  # bench_json NAME KEYPREFIX: figures from a bench -o json output
   python3 - "$WORK/$1.out" "$2" <<'EOF'

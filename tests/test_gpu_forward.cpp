@@ -56,6 +56,16 @@ placement::Plan gpu_plan(uint32_t k) {
   return std::move(*plan);
 }
 
+/// --device gpu with the plan, a 256-token context and 2 CPU threads.
+ForwardOptions gpu_options(const placement::Plan& plan) {
+  ForwardOptions o;
+  o.plan = &plan;
+  o.device = ForwardOptions::Device::kGpu;
+  o.context_length = 256;
+  o.num_threads = 2;
+  return o;
+}
+
 void expect_fixture_bar(ForwardOptions options, const char* what) {
   options.device = ForwardOptions::Device::kGpu;
   options.context_length = 256;
@@ -105,11 +115,7 @@ TEST(GpuForward, BatchedPrefillMatchesTokenByTokenForGpuOnlyAndHybrid) {
   const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
   for (uint32_t k : {8u, 4u}) {
     const placement::Plan plan = gpu_plan(k);
-    ForwardOptions o;
-    o.plan = &plan;
-    o.device = ForwardOptions::Device::kGpu;
-    o.context_length = 256;
-    o.num_threads = 2;
+    ForwardOptions o = gpu_options(plan);
     o.max_batch_tokens = 64;
     auto step = create_forward(tiny(), o);     // run with forward(): steps of one token
     auto batched = create_forward(tiny(), o);  // run with forward_batch(): steps of 64, 64 and 22 tokens
@@ -139,11 +145,7 @@ TEST(GpuForward, ExpertSelectionsAreCountedOnTheGpuPass) {
   for (uint32_t k : {8u, 4u}) {
     const placement::Plan plan = gpu_plan(k);
     std::vector<uint64_t> counts(static_cast<size_t>(hp.num_layers) * hp.num_experts, 0);
-    ForwardOptions o;
-    o.plan = &plan;
-    o.device = ForwardOptions::Device::kGpu;
-    o.context_length = 256;
-    o.num_threads = 2;
+    ForwardOptions o = gpu_options(plan);
     o.expert_counts = counts.data();
     auto f = create_forward(tiny(), o);
     ASSERT_TRUE(f.has_value()) << f.error().to_string();
@@ -163,11 +165,7 @@ TEST(GpuForward, ExpertSelectionsAreCountedOnTheGpuPass) {
 TEST(GpuForward, TraceHasGpuComputeAndCopyTracksOnTheHostClock) {
   HETMOE_SKIP_WITHOUT_GPU();
   const placement::Plan plan = gpu_plan(4);
-  ForwardOptions o;
-  o.plan = &plan;
-  o.device = ForwardOptions::Device::kGpu;
-  o.context_length = 256;
-  o.num_threads = 2;
+  ForwardOptions o = gpu_options(plan);
   auto f = create_forward(tiny(), o);
   ASSERT_TRUE(f.has_value()) << f.error().to_string();
   const std::string path = std::string(HETMOE_BINARY_DIR) + "/gpu_forward_trace_test.json";
