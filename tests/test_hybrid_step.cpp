@@ -232,6 +232,30 @@ TEST(HybridStep, ExpertSelectionsAreCountedFromTheDeviceIds) {
   EXPECT_LE(diff, kTokens * hp.num_experts_used * hp.num_layers / 20);  // ≤ 5 %: near ties only
 }
 
+// Through the factory (create_hybrid_forward, create_gpu_forward's second half) the hybrid's CPU experts run on the
+// pinned workers of the thread layout (WorkerPool): a layout naming a CPU that does not exist is the pool's error,
+// and a valid one gives the logits of the hybrid step on an arena of its own.
+TEST(HybridStep, FactoryRunsTheCpuExpertsOnThePinnedWorkersOfTheThreadLayout) {
+  const DevicePlan plan = plan_for(4);
+  ForwardOptions o;
+  o.thread_layout.worker_pus = {1 << 20};
+  auto bad = create_hybrid_forward(tiny(), std::make_unique<test::FakeStepDevice>(tiny(), plan, 256), o, nullptr);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message.find("does not exist"), std::string::npos) << bad.error().to_string();
+  o.thread_layout = {};
+  o.num_threads = 2;
+  auto pinned = create_hybrid_forward(tiny(), std::make_unique<test::FakeStepDevice>(tiny(), plan, 256), o, nullptr);
+  ASSERT_TRUE(pinned.has_value()) << pinned.error().to_string();
+  auto own = make(plan);
+  const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
+  std::vector<float> a(4106), b(4106);
+  for (size_t t = 0; t < 8; ++t) {
+    ASSERT_TRUE((*pinned)->forward(ids[t], a).has_value());
+    ASSERT_TRUE(own->forward(ids[t], b).has_value());
+  }
+  EXPECT_LT(nmse(b, a), 1e-12);  // the same arithmetic on other threads
+}
+
 TEST(HybridStep, PlacementDoesNotChangeTheRouterChoiceSoLogitsStayClose) {
   // The same tokens with 4 and with 8 resident experts: only the CPU experts' 8-bit activations differ.
   const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");

@@ -64,6 +64,13 @@ Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, co
   device_options.gpu_idx = options.gpu_idx;
   auto device = gpu::create_step_device(model, device_options, notes);
   if (!device) return device.error();
+  return create_hybrid_forward(model, std::move(*device), options, notes);
+}
+
+Expected<std::unique_ptr<ForwardPass>> create_hybrid_forward(const Model& model,
+                                                             std::unique_ptr<GpuStepDevice> device,
+                                                             const ForwardOptions& options,
+                                                             std::vector<std::string>* notes) {
   auto isa = cpu::selected_isa();
   if (!isa) return isa.error();
   // The CPU experts run on the pinned workers of the thread layout (runtime/exec/worker_pool.h), in one arena: with
@@ -79,7 +86,7 @@ Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, co
   hybrid.arena_owner = std::shared_ptr<WorkerPool>(std::move(*pool));
   hybrid.overlap = options.overlap;
   hybrid.expert_counts = options.expert_counts;
-  auto forward = HybridForward::create(model, std::move(*device), hybrid, cpu::kernel_table(*isa));
+  auto forward = HybridForward::create(model, std::move(device), hybrid, cpu::kernel_table(*isa));
   if (!forward) return forward.error();
   return std::unique_ptr<ForwardPass>(std::move(*forward));
 }

@@ -17,6 +17,7 @@
 #include "runtime/backend/device_plan.h"
 #include "runtime/base/expected.h"
 #include "runtime/backend/forward_pass.h"
+#include "runtime/backend/step_device.h"
 #include "runtime/exec/kv_cache.h"
 #include "runtime/model/model.h"
 
@@ -67,6 +68,16 @@ Expected<ForwardOptions::Device> parse_device(std::string_view text);
 /// kGpu, no GPU with kGpu) and selected_isa()'s (a bad HETMOE_ISA value).
 Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options,
                                                       std::vector<std::string>* notes = nullptr);
+
+/// The hybrid step (runtime/exec/hybrid_step.h) over `device`, its CPU experts on the pinned workers of
+/// options.thread_layout with options.num_threads (WorkerPool::create_for_machine, one arena), with options.overlap
+/// and options.expert_counts; create_gpu_forward's second half, open for tests with a host device.
+/// Errors: WorkerPool::create_for_machine's (a layout this process cannot run on), selected_isa()'s,
+/// HybridForward::create's.
+Expected<std::unique_ptr<ForwardPass>> create_hybrid_forward(const Model& model,
+                                                             std::unique_ptr<GpuStepDevice> device,
+                                                             const ForwardOptions& options,
+                                                             std::vector<std::string>* notes);
 
 /// Creates the GPU (or hybrid) forward pass on options.gpu_idx for `model` (which must outlive it), executing
 /// options.plan: the experts it puts on the GPU are resident (runtime/backend/device_plan.h lays them out under the VRAM
