@@ -55,6 +55,7 @@ Expected<std::unique_ptr<GpuStepDevice>> create_step_device(const Model& model, 
   plan_options.attention_scratch_floats =
       attention_scratch_floats(1, hp.num_heads, hp.head_dim, options.context_length);
   plan_options.moe_scratch_floats = moe_scratch_floats(max_batch, hp.num_experts_used, hp.expert_ffn_dim, hp.hidden_dim);
+  plan_options.gemm_scratch_bytes = prefill_gemm_scratch_bytes(hp, max_batch);
   auto plan = plan_device_memory(describe_for_device(model), plan_options);
   if (!plan) return plan.error();
   // ops.h limits, checked before anything is allocated: an unsupported model is one clear error (and --device auto
@@ -81,8 +82,10 @@ Expected<std::unique_ptr<GpuStepDevice>> create_step_device(const Model& model, 
   }
   const bool gpu_only = plan->num_gpu_experts_total() == static_cast<uint64_t>(hp.num_layers) * hp.num_experts;
   if (notes) {
+    auto free_bytes = device_free_bytes(options.gpu_idx);
     notes->push_back(fmt::format("GPU {}: {} (compute {}.{}, {} free); {} pass: {}", info.device_idx, info.name,
-                                 info.compute_major, info.compute_minor, format_byte_size(info.free_bytes),
+                                 info.compute_major, info.compute_minor,
+                                 free_bytes ? format_byte_size(*free_bytes) : std::string("?"),
                                  gpu_only ? "GPU-only" : "hybrid", plan->summary()));
     for (const std::string& n : plan->notes) notes->push_back(n);
     if (options.plan->dynamic.enabled)

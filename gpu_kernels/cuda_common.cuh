@@ -170,6 +170,29 @@ struct RowLoader<TensorType::kQ8_0> {
   }
 };
 
+/// One whole Q8_0 block {f16 d; int8 q[32]} (34 bytes, 2-byte aligned) with aligned 32-bit loads: the block starts 0
+/// or 2 bytes into a word, and nine words from there cover it (the ninth a 16-bit load when it starts on a word
+/// boundary, so nothing past the block is read). Out: the scale d, and q[i] = quants 4i .. 4i+3 (byte j of q[i] is
+/// quant 4i + j).
+__device__ __forceinline__ void load_q8_0_block(const uint8_t* block, float& d, uint32_t q[8]) {
+  const auto addr = reinterpret_cast<uintptr_t>(block);
+  const bool odd_half = (addr & 2u) != 0;  // the block starts at byte 2 of a word
+  const auto* words = reinterpret_cast<const uint32_t*>(addr & ~static_cast<uintptr_t>(3));
+  uint32_t w[9];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) w[i] = __ldg(words + i);
+  w[8] = odd_half ? __ldg(words + 8) : static_cast<uint32_t>(__ldg(reinterpret_cast<const unsigned short*>(words + 8)));
+  d = f16_bits_to_f32(static_cast<uint16_t>(odd_half ? w[0] >> 16 : w[0] & 0xFFFFu));
+  // The quants start 2 bytes after the block: at w[1] (odd_half), or 2 bytes into w[0].
+#pragma unroll
+  for (int i = 0; i < 8; ++i) q[i] = odd_half ? w[i + 1] : __funnelshift_r(w[i], w[i + 1], 16);
+}
+
+/// Quant j (0..3) of a packed word of load_q8_0_block, as float.
+__device__ __forceinline__ float q8_0_quant(uint32_t packed, int j) {
+  return static_cast<float>(static_cast<int8_t>(static_cast<uint8_t>(packed >> (8 * j))));
+}
+
 // MXFP4 block {u8 e; u8 qs[16]} (17 bytes, unaligned): element j < 16 is the low nibble of qs[j], element j + 16
 // the high nibble of qs[j]; value = kMxfp4Values[code] · 2^(e-128).
 template <>

@@ -8,18 +8,43 @@
 namespace hetmoe::gpu {
 namespace {
 
-/// Launcher status → Error naming the op and the layer.
+/// Launcher status → Error naming the op, the layer and the CUDA error. A launcher answers cudaErrorInvalidValue
+/// before launching for a shape it does not support, but cudaGetLastError after a launch also returns the error of
+/// earlier asynchronous work (an illegal address in a kernel enqueued before): so on any error the device is
+/// synchronized (error path only), and an error found there is named as the CUDA error of earlier work.
 Status op_status(cudaError_t err, const char* op, uint32_t layer_idx) {
   if (err == cudaSuccess) return {};
   (void)cudaGetLastError();
+  const cudaError_t pending = cudaDeviceSynchronize();
+  (void)cudaGetLastError();
+  if (pending != cudaSuccess)
+    return make_error(ErrorCode::kIo,
+                      fmt::format("layer {}: {}: {} ({}) from this or an earlier asynchronous launch (run with "
+                                  "CUDA_LAUNCH_BLOCKING=1 to find which)",
+                                  layer_idx, op, cudaGetErrorName(pending), cudaGetErrorString(pending)));
   if (err == cudaErrorInvalidValue)
     return make_error(ErrorCode::kUnsupported,
-                      fmt::format("layer {}: the CUDA kernel {} does not support this model's shapes or types", layer_idx,
-                                  op));
-  return make_error(ErrorCode::kIo, fmt::format("layer {}: {}: {}", layer_idx, op, cudaGetErrorString(err)));
+                      fmt::format("layer {}: the CUDA kernel {} does not support this model's shapes or types "
+                                  "(cudaErrorInvalidValue before launch)",
+                                  layer_idx, op));
+  return make_error(ErrorCode::kIo, fmt::format("layer {}: {}: {} ({})", layer_idx, op, cudaGetErrorName(err),
+                                                cudaGetErrorString(err)));
 }
 
+/// Timing events per layer: attention begin/end, experts begin/end, combine begin/end, router copy begin/end, CPU
+/// partial upload begin/end; and per step: anchor, embeddings copy, output, logits copy.
+constexpr size_t kTimingEventsPerLayer = 10;
+constexpr size_t kTimingEventsPerStep = 8;
+
 }  // namespace
+
+uint64_t prefill_gemm_scratch_bytes(const ModelHparams& hp, uint32_t max_batch_tokens) {
+  if (max_batch_tokens < kPrefillGemmMinTokens) return 0;
+  const uint64_t largest = std::max<uint64_t>(static_cast<uint64_t>(hp.q_dim()) * hp.hidden_dim,
+                                              static_cast<uint64_t>(hp.kv_dim()) * hp.hidden_dim);
+  const uint64_t w_bytes = (largest * 2 + kDeviceBufferAlign - 1) / kDeviceBufferAlign * kDeviceBufferAlign;
+  return w_bytes + 2ull * max_batch_tokens * std::max<uint64_t>(hp.hidden_dim, hp.q_dim());
+}
 
 CudaStepDevice::CudaStepDevice(const Model& model, DevicePlan plan, DeviceArena arena, int device_idx,
                                uint32_t context_length, uint32_t rollback_slots, uint32_t max_batch_tokens)
@@ -31,6 +56,7 @@ CudaStepDevice::~CudaStepDevice() {
   if (compute_) cudaStreamSynchronize(compute_->get());
   if (h2d_) cudaStreamSynchronize(h2d_->get());
   if (d2h_) cudaStreamSynchronize(d2h_->get());
+  if (cublas_) cublasDestroy(cublas_);
 }
 
 Expected<std::unique_ptr<CudaStepDevice>> CudaStepDevice::create(const Model& model, DevicePlan plan, int device_idx,
@@ -68,8 +94,16 @@ Status CudaStepDevice::upload(std::vector<std::string>* notes) {
   HETMOE_RETURN_IF_ERROR(make_stream(compute_));
   HETMOE_RETURN_IF_ERROR(make_stream(h2d_));
   HETMOE_RETURN_IF_ERROR(make_stream(d2h_));
-  for (auto* e : {&inputs_ready_, &routed_, &staged_, &cpu_uploaded_, &logits_ready_, &logits_copied_})
+  for (auto* e : {&inputs_ready_, &routed_, &staged_, &cpu_uploaded_, &logits_ready_, &logits_copied_, &ids_ready_})
     HETMOE_RETURN_IF_ERROR(make_event(*e));
+  const size_t num_timing = kTimingEventsPerLayer * hp.num_layers + kTimingEventsPerStep;
+  timing_events_.reserve(num_timing);
+  timed_.reserve(num_timing / 2);
+  for (size_t i = 0; i < num_timing; ++i) {
+    auto e = Event::create(/*with_timing=*/true);
+    if (!e) return e.error();
+    timing_events_.push_back(std::move(*e));
+  }
   const auto make_pinned = [&](PinnedBuffer& out, size_t bytes, const char* what) -> Status {
     auto b = PinnedBuffer::create(bytes, what, notes);
     if (!b) return b.error();
@@ -79,7 +113,7 @@ Status CudaStepDevice::upload(std::vector<std::string>* notes) {
   HETMOE_RETURN_IF_ERROR(make_pinned(embedding_, B * D * sizeof(float), "embedding"));
   HETMOE_RETURN_IF_ERROR(make_pinned(position_, B * sizeof(int32_t), "position"));
   HETMOE_RETURN_IF_ERROR(make_pinned(hidden_, B * D * sizeof(float), "router hidden state"));
-  HETMOE_RETURN_IF_ERROR(make_pinned(ids_, B * K * sizeof(int32_t), "router expert ids"));
+  HETMOE_RETURN_IF_ERROR(make_pinned(ids_, hp.num_layers * B * K * sizeof(int32_t), "router expert ids"));
   HETMOE_RETURN_IF_ERROR(make_pinned(weights_, B * K * sizeof(float), "router weights"));
   HETMOE_RETURN_IF_ERROR(make_pinned(cpu_partial_, B * D * sizeof(float), "CPU expert sum"));
   HETMOE_RETURN_IF_ERROR(make_pinned(logits_host_, static_cast<size_t>(hp.vocab_size) * sizeof(float), "logits"));
@@ -199,6 +233,21 @@ Status CudaStepDevice::upload(std::vector<std::string>* notes) {
   logits_ = buffer<float>("act.logits");
   attn_scratch_ = buffer<float>("scratch.attention");
   moe_scratch_ = buffer<float>("scratch.moe");
+  if (const DeviceBuffer* gemm = plan_.find("scratch.gemm"); gemm != nullptr) {
+    if (gemm->bytes < prefill_gemm_scratch_bytes(hp, max_batch_))
+      return make_error(ErrorCode::kShape, fmt::format("device plan: scratch.gemm is not sized for {} tokens", B));
+    const uint64_t largest = std::max<uint64_t>(static_cast<uint64_t>(hp.q_dim()) * D,
+                                                static_cast<uint64_t>(hp.kv_dim()) * D);
+    gemm_w_f16_ = arena_.at(*gemm);
+    gemm_x_f16_ = static_cast<uint8_t*>(gemm_w_f16_) +
+                  (largest * 2 + kDeviceBufferAlign - 1) / kDeviceBufferAlign * kDeviceBufferAlign;
+    if (const cublasStatus_t st = cublasCreate(&cublas_); st != CUBLAS_STATUS_SUCCESS) {
+      cublas_ = nullptr;
+      if (notes)
+        notes->push_back(fmt::format("cuBLAS could not be initialized (status {}): prefill runs the GEMV path",
+                                     static_cast<int>(st)));
+    }
+  }
   // KV slots never written are never read (attention sees positions ≤ the current one), but zero them so a bug
   // reads zeros rather than stale memory.
   for (uint32_t l = 0; l < hp.num_layers; ++l)
@@ -219,10 +268,29 @@ Status CudaStepDevice::begin_step(uint32_t first_pos, uint32_t num_tokens) {
   num_tokens_ = num_tokens;
   for (uint32_t t = 0; t < num_tokens; ++t) position_.as<int32_t>()[t] = static_cast<int32_t>(first_pos + t);
   cudaStream_t h2d = h2d_->get();
+  tracing_ = profiler::trace_enabled();
+  num_timing_used_ = 0;
+  timed_.clear();
+  if (tracing_) {
+    if (!tracks_named_) {  // first traced step: the named tracks
+      tracks_named_ = true;
+      compute_track_ = profiler::trace_track(profiler::kTraceTrackGpuCompute);
+      h2d_track_ = profiler::trace_track(profiler::kTraceTrackH2dCopy);
+      d2h_track_ = profiler::trace_track(profiler::kTraceTrackD2hCopy);
+    }
+    // The time base: an event on the idle copy stream, waited for, read against the host clock right after.
+    anchor_ = mark(h2d);
+    if (anchor_ != nullptr) {
+      HETMOE_RETURN_IF_ERROR(check(cudaEventSynchronize(anchor_), "cudaEventSynchronize (trace anchor)"));
+      anchor_ns_ = profiler::trace_now_ns();
+    }
+  }
+  cudaEvent_t copy_begin = mark(h2d);
   HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(x_, embedding_.data(), num_tokens * hp.hidden_dim * sizeof(float),
                                                cudaMemcpyHostToDevice, h2d), "cudaMemcpyAsync (embeddings)"));
   HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(positions_, position_.data(), num_tokens * sizeof(int32_t),
                                                cudaMemcpyHostToDevice, h2d), "cudaMemcpyAsync (positions)"));
+  add_timed(h2d_track_, profiler::TraceCategory::kCopy, "embeddings", -1, copy_begin, mark(h2d));
   HETMOE_RETURN_IF_ERROR(check(cudaEventRecord(inputs_ready_->get(), h2d), "cudaEventRecord"));
   return check(cudaStreamWaitEvent(compute_->get(), inputs_ready_->get(), 0), "cudaStreamWaitEvent");
 }
@@ -234,10 +302,11 @@ Status CudaStepDevice::enqueue_attention_router(uint32_t l, bool stage_to_host) 
   cudaStream_t s = compute_->get();
   const int64_t D = hp.hidden_dim, Q = hp.q_dim(), KV = hp.kv_dim(), H = hp.num_heads, KVH = hp.num_kv_heads;
   const int64_t HD = hp.head_dim, E = hp.num_experts, K = hp.num_experts_used, n = num_tokens_;
+  cudaEvent_t attention_begin = mark(s);
   HETMOE_RETURN_IF_ERROR(op_status(rms_norm(x_, p.attn_norm, n, D, hp.rms_eps, xb_, s), "rms_norm", l));
-  HETMOE_RETURN_IF_ERROR(op_status(matvec(w.wq.type, p.wq, Q, D, xb_, n, p.bq, q_, s), "matvec attn_q", l));
-  HETMOE_RETURN_IF_ERROR(op_status(matvec(w.wk.type, p.wk, KV, D, xb_, n, p.bk, k_, s), "matvec attn_k", l));
-  HETMOE_RETURN_IF_ERROR(op_status(matvec(w.wv.type, p.wv, KV, D, xb_, n, p.bv, v_, s), "matvec attn_v", l));
+  HETMOE_RETURN_IF_ERROR(project(w.wq.type, p.wq, Q, D, xb_, p.bq, q_, "attn_q", l));
+  HETMOE_RETURN_IF_ERROR(project(w.wk.type, p.wk, KV, D, xb_, p.bk, k_, "attn_k", l));
+  HETMOE_RETURN_IF_ERROR(project(w.wv.type, p.wv, KV, D, xb_, p.bv, v_, "attn_v", l));
   HETMOE_RETURN_IF_ERROR(op_status(rope_neox_yarn(q_, n, H, HD, positions_, rope_, s), "rope_neox_yarn (q)", l));
   HETMOE_RETURN_IF_ERROR(op_status(rope_neox_yarn(k_, n, KVH, HD, positions_, rope_, s), "rope_neox_yarn (k)", l));
   HETMOE_RETURN_IF_ERROR(op_status(kv_store(p.kv, k_, v_, n, KVH, HD, positions_, s), "kv_store", l));
@@ -249,29 +318,41 @@ Status CudaStepDevice::enqueue_attention_router(uint32_t l, bool stage_to_host) 
     HETMOE_RETURN_IF_ERROR(op_status(attention_prefill(q_, p.kv, p.sinks, n, H, KVH, HD, positions_, attn_out_, s),
                                      "attention_prefill", l));
   }
-  HETMOE_RETURN_IF_ERROR(op_status(matvec(w.wo.type, p.wo, D, Q, attn_out_, n, p.bo, proj_, s), "matvec attn_output", l));
+  HETMOE_RETURN_IF_ERROR(project(w.wo.type, p.wo, D, Q, attn_out_, p.bo, proj_, "attn_output", l));
   HETMOE_RETURN_IF_ERROR(op_status(add_vectors(x_, proj_, nullptr, n * D, x_, s), "add_vectors (residual)", l));
   HETMOE_RETURN_IF_ERROR(op_status(rms_norm(x_, p.post_attn_norm, n, D, hp.rms_eps, xb_, s), "rms_norm", l));
   HETMOE_RETURN_IF_ERROR(
       op_status(matvec(w.router.type, p.router, E, D, xb_, n, p.router_bias, router_logits_, s), "matvec router", l));
   HETMOE_RETURN_IF_ERROR(
       op_status(router_topk_softmax(router_logits_, n, E, K, expert_ids_, expert_weights_, s), "router_topk_softmax", l));
-  if (!stage_to_host) return {};
+  add_timed(compute_track_, profiler::TraceCategory::kGpu, "attention + router", static_cast<int32_t>(l),
+            attention_begin, mark(s));
+  if (!stage_to_host && !id_staging_) return {};
   cudaStream_t d2h = d2h_->get();
+  int32_t* layer_ids = ids_.as<int32_t>() + static_cast<size_t>(l) * max_batch_ * K;
+  if (!stage_to_host) {  // counting only: the ids alone, nobody waits for them before finish_step
+    HETMOE_RETURN_IF_ERROR(check(cudaEventRecord(ids_ready_->get(), s), "cudaEventRecord"));
+    HETMOE_RETURN_IF_ERROR(check(cudaStreamWaitEvent(d2h, ids_ready_->get(), 0), "cudaStreamWaitEvent"));
+    return check(cudaMemcpyAsync(layer_ids, expert_ids_, n * K * sizeof(int32_t), cudaMemcpyDeviceToHost, d2h),
+                 "cudaMemcpyAsync (expert ids)");
+  }
   HETMOE_RETURN_IF_ERROR(check(cudaEventRecord(routed_->get(), s), "cudaEventRecord"));
   HETMOE_RETURN_IF_ERROR(check(cudaStreamWaitEvent(d2h, routed_->get(), 0), "cudaStreamWaitEvent"));
+  cudaEvent_t copy_begin = mark(d2h);
   HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(hidden_.data(), xb_, n * D * sizeof(float), cudaMemcpyDeviceToHost,
                                                d2h), "cudaMemcpyAsync (hidden states)"));
-  HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(ids_.data(), expert_ids_, n * K * sizeof(int32_t),
+  HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(layer_ids, expert_ids_, n * K * sizeof(int32_t),
                                                cudaMemcpyDeviceToHost, d2h), "cudaMemcpyAsync (expert ids)"));
   HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(weights_.data(), expert_weights_, n * K * sizeof(float),
                                                cudaMemcpyDeviceToHost, d2h), "cudaMemcpyAsync (expert weights)"));
+  add_timed(d2h_track_, profiler::TraceCategory::kCopy, "router output", static_cast<int32_t>(l), copy_begin,
+            mark(d2h));
   return check(cudaEventRecord(staged_->get(), d2h), "cudaEventRecord");
 }
 
-Expected<RouterStaging> CudaStepDevice::wait_router(uint32_t) {
+Expected<RouterStaging> CudaStepDevice::wait_router(uint32_t l) {
   HETMOE_RETURN_IF_ERROR(check(cudaEventSynchronize(staged_->get()), "cudaEventSynchronize (router output)"));
-  return RouterStaging{hidden_.as<float>(), ids_.as<int32_t>(), weights_.as<float>()};
+  return RouterStaging{hidden_.as<float>(), step_expert_ids(l), weights_.as<float>()};
 }
 
 Status CudaStepDevice::enqueue_experts(uint32_t l) {
@@ -281,13 +362,19 @@ Status CudaStepDevice::enqueue_experts(uint32_t l) {
   const int64_t n = num_tokens_;
   if (!p.experts.gate)
     return check(cudaMemsetAsync(moe_gpu_, 0, n * hp.hidden_dim * sizeof(float), s), "cudaMemsetAsync (expert sum)");
-  if (n == 1)
-    return op_status(moe_experts_decode(p.experts, xb_, expert_ids_, expert_weights_, 1, hp.num_experts_used, false,
-                                        moe_scratch_, moe_gpu_, s),
-                     "moe_experts_decode", l);
-  return op_status(moe_experts_grouped(p.experts, xb_, expert_ids_, expert_weights_, n, hp.num_experts_used,
-                                       hp.num_experts, false, moe_scratch_, moe_gpu_, s),
-                   "moe_experts_grouped", l);
+  cudaEvent_t experts_begin = mark(s);
+  if (n == 1) {
+    HETMOE_RETURN_IF_ERROR(op_status(moe_experts_decode(p.experts, xb_, expert_ids_, expert_weights_, 1,
+                                                        hp.num_experts_used, false, moe_scratch_, moe_gpu_, s),
+                                     "moe_experts_decode", l));
+  } else {
+    HETMOE_RETURN_IF_ERROR(op_status(moe_experts_grouped(p.experts, xb_, expert_ids_, expert_weights_, n,
+                                                         hp.num_experts_used, hp.num_experts, false, moe_scratch_,
+                                                         moe_gpu_, s),
+                                     "moe_experts_grouped", l));
+  }
+  add_timed(compute_track_, profiler::TraceCategory::kGpu, "experts", static_cast<int32_t>(l), experts_begin, mark(s));
+  return {};
 }
 
 Status CudaStepDevice::enqueue_combine(uint32_t l, bool with_cpu_part) {
@@ -296,32 +383,96 @@ Status CudaStepDevice::enqueue_combine(uint32_t l, bool with_cpu_part) {
   const int64_t n = num_tokens_;
   if (with_cpu_part) {
     cudaStream_t h2d = h2d_->get();
+    cudaEvent_t copy_begin = mark(h2d);
     HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(moe_cpu_, cpu_partial_.data(), n * hp.hidden_dim * sizeof(float),
                                                  cudaMemcpyHostToDevice, h2d), "cudaMemcpyAsync (CPU expert sums)"));
+    add_timed(h2d_track_, profiler::TraceCategory::kCopy, "cpu expert sums", static_cast<int32_t>(l), copy_begin,
+              mark(h2d));
     HETMOE_RETURN_IF_ERROR(check(cudaEventRecord(cpu_uploaded_->get(), h2d), "cudaEventRecord"));
     HETMOE_RETURN_IF_ERROR(check(cudaStreamWaitEvent(s, cpu_uploaded_->get(), 0), "cudaStreamWaitEvent"));
   }
-  return op_status(add_vectors(x_, moe_gpu_, with_cpu_part ? moe_cpu_ : nullptr, n * hp.hidden_dim, x_, s),
-                   "add_vectors (experts)", l);
+  cudaEvent_t combine_begin = mark(s);
+  HETMOE_RETURN_IF_ERROR(op_status(add_vectors(x_, moe_gpu_, with_cpu_part ? moe_cpu_ : nullptr, n * hp.hidden_dim,
+                                               x_, s),
+                                   "add_vectors (experts)", l));
+  add_timed(compute_track_, profiler::TraceCategory::kGpu, "combine", static_cast<int32_t>(l), combine_begin, mark(s));
+  return {};
 }
 
 Status CudaStepDevice::finish_step(std::span<float> logits_out) {
   const ModelHparams& hp = model_->hparams;
   cudaStream_t s = compute_->get();
-  if (logits_out.empty()) return check(cudaStreamSynchronize(s), "cudaStreamSynchronize (step)");
+  cudaStream_t d2h = d2h_->get();
+  if (logits_out.empty()) {
+    HETMOE_RETURN_IF_ERROR(check(cudaStreamSynchronize(s), "cudaStreamSynchronize (step)"));
+    // The ids of the last layers may still be on their way to the host (counting).
+    if (id_staging_) HETMOE_RETURN_IF_ERROR(check(cudaStreamSynchronize(d2h), "cudaStreamSynchronize (expert ids)"));
+    return write_timed_spans();
+  }
   const uint32_t last = hp.num_layers;
   const float* x_last = x_ + static_cast<size_t>(num_tokens_ - 1) * hp.hidden_dim;
+  cudaEvent_t output_begin = mark(s);
   HETMOE_RETURN_IF_ERROR(op_status(rms_norm(x_last, output_norm_, 1, hp.hidden_dim, hp.rms_eps, xb_, s), "rms_norm", last));
   HETMOE_RETURN_IF_ERROR(op_status(matvec(model_->output.type, output_, hp.vocab_size, hp.hidden_dim, xb_, 1, nullptr,
                                           logits_, s), "matvec output", last));
-  cudaStream_t d2h = d2h_->get();
+  add_timed(compute_track_, profiler::TraceCategory::kGpu, "output", -1, output_begin, mark(s));
   HETMOE_RETURN_IF_ERROR(check(cudaEventRecord(logits_ready_->get(), s), "cudaEventRecord"));
   HETMOE_RETURN_IF_ERROR(check(cudaStreamWaitEvent(d2h, logits_ready_->get(), 0), "cudaStreamWaitEvent"));
+  cudaEvent_t copy_begin = mark(d2h);
   HETMOE_RETURN_IF_ERROR(check(cudaMemcpyAsync(logits_host_.data(), logits_, hp.vocab_size * sizeof(float),
                                                cudaMemcpyDeviceToHost, d2h), "cudaMemcpyAsync (logits)"));
+  add_timed(d2h_track_, profiler::TraceCategory::kCopy, "logits", -1, copy_begin, mark(d2h));
   HETMOE_RETURN_IF_ERROR(check(cudaEventRecord(logits_copied_->get(), d2h), "cudaEventRecord"));
   HETMOE_RETURN_IF_ERROR(check(cudaEventSynchronize(logits_copied_->get()), "cudaEventSynchronize (logits)"));
   std::memcpy(logits_out.data(), logits_host_.data(), hp.vocab_size * sizeof(float));
+  return write_timed_spans();
+}
+
+Status CudaStepDevice::project(TensorType type, const void* w, int64_t rows, int64_t cols, const float* x,
+                               const float* bias, float* y, const char* what, uint32_t l) {
+  cudaStream_t s = compute_->get();
+  const int64_t n = num_tokens_;
+  if (cublas_ != nullptr && n >= kPrefillGemmMinTokens) {
+    HETMOE_RETURN_IF_ERROR(op_status(dequantize_to_f16(type, w, rows, cols, gemm_w_f16_, s), what, l));
+    return op_status(gemm_f16(cublas_, gemm_w_f16_, rows, cols, x, n, bias, gemm_x_f16_, y, s), what, l);
+  }
+  return op_status(matvec(type, w, rows, cols, x, n, bias, y, s), what, l);
+}
+
+cudaEvent_t CudaStepDevice::mark(cudaStream_t s) {
+  if (!tracing_ || num_timing_used_ >= timing_events_.size()) return nullptr;
+  cudaEvent_t e = timing_events_[num_timing_used_++].get();
+  if (cudaEventRecord(e, s) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  return e;
+}
+
+Status CudaStepDevice::write_timed_spans() {
+  if (!tracing_ || anchor_ == nullptr) return {};
+  // Every stream's work of the step is done once the device is idle; tracing only.
+  HETMOE_RETURN_IF_ERROR(check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (trace)"));
+  for (const TimedSpan& t : timed_) {
+    float begin_ms = 0, end_ms = 0;
+    if (cudaEventElapsedTime(&begin_ms, anchor_, t.begin) != cudaSuccess ||
+        cudaEventElapsedTime(&end_ms, anchor_, t.end) != cudaSuccess) {
+      (void)cudaGetLastError();
+      continue;
+    }
+    const int64_t begin_ns = profiler::gpu_event_host_ns(anchor_ns_, begin_ms);
+    const int64_t end_ns = profiler::gpu_event_host_ns(anchor_ns_, end_ms);
+    if (t.layer_idx >= 0)
+      profiler::trace_span(t.track, t.category, t.name, begin_ns, end_ns, {{"layer", t.layer_idx}});
+    else
+      profiler::trace_span(t.track, t.category, t.name, begin_ns, end_ns);
+  }
+  timed_.clear();
+  size_t free_bytes = 0, total_bytes = 0;
+  if (cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess)
+    profiler::trace_counter(profiler::kTraceCounterVram, static_cast<double>(total_bytes - free_bytes) / (1 << 20));
+  else
+    (void)cudaGetLastError();
   return {};
 }
 

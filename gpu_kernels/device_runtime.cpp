@@ -105,9 +105,10 @@ Stream::~Stream() {
   if (s_) cudaStreamDestroy(s_);
 }
 
-Expected<Event> Event::create() {
+Expected<Event> Event::create(bool with_timing) {
   cudaEvent_t e = nullptr;
-  HETMOE_RETURN_IF_ERROR(cuda_status(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate"));
+  HETMOE_RETURN_IF_ERROR(cuda_status(
+      cudaEventCreateWithFlags(&e, with_timing ? cudaEventDefault : cudaEventDisableTiming), "cudaEventCreate"));
   return Event(e);
 }
 

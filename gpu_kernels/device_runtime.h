@@ -90,7 +90,8 @@ class Stream {
 /// A CUDA event without timing (cudaEventDisableTiming: the cheapest hand-off between streams and the host).
 class Event {
  public:
-  static Expected<Event> create();
+  /// with_timing: the event can be timed with cudaEventElapsedTime (traces); without, it only orders work.
+  static Expected<Event> create(bool with_timing = false);
   Event(Event&& other) noexcept : e_(other.e_) { other.e_ = nullptr; }
   Event& operator=(Event&&) = delete;
   Event(const Event&) = delete;

@@ -9,6 +9,8 @@
 //      × (64 ffn rows), 256 threads, K in steps of 32: the pairs' x rows and the dequantized gate and up rows are
 //      staged in shared memory (weight rows padded to 33 floats: conflict-free column reads); thread (n, ty) owns
 //      row n for pairs ty, ty + 4, …; the epilogue adds the biases and writes swiglu_oai to act[sorted row].
+//      F32/F16/BF16 widths need only be multiples of 4: the last K step is partial, and its columns past the row
+//      are staged as zeros (every load is guarded; a 4-element load is wholly inside or wholly past the row).
 //      Blocks past the last tile exit (the grid is sized for the worst case, ⌈pairs / 32⌉ + experts tiles).
 //   3. down GEMM: the same tiling over act (sorted rows), writing y[pair] (+ bias) in pair order.
 //   4. the weighted sum over k (moe_decode.cu), atomics-free.
@@ -109,7 +111,7 @@ __global__ void __launch_bounds__(kThreads)
       const int k = 4 * (static_cast<int>(threadIdx.x) % (kTileK / 4));
       const int32_t pair = tile_pair[m];
       float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-      if (pair >= 0) {
+      if (pair >= 0 && k0 + k < num_cols) {
         const float* src = kGateUp ? a + (pair / top_k) * num_cols : a + (row_begin + m) * num_cols;
         v = *reinterpret_cast<const float4*>(src + k0 + k);
       }
@@ -127,8 +129,8 @@ __global__ void __launch_bounds__(kThreads)
         float v[8] = {};
         if (row < num_rows) {
           const uint8_t* w_row = (wi == 0 ? w0 : w1) + (static_cast<int64_t>(slot) * num_rows + row) * row_bytes;
-          detail::RowLoader<Type>::load4(w_row, k0 + k, v);
-          detail::RowLoader<Type>::load4(w_row, k0 + k + 4, v + 4);
+          if (k0 + k < num_cols) detail::RowLoader<Type>::load4(w_row, k0 + k, v);
+          if (k0 + k + 4 < num_cols) detail::RowLoader<Type>::load4(w_row, k0 + k + 4, v + 4);
         }
 #pragma unroll
         for (int i = 0; i < 8; ++i) w_tile[wi][n][k + i] = v[i];

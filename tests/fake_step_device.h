@@ -41,6 +41,7 @@ class FakeStepDevice final : public GpuStepDevice {
     router_.resize(hp_.num_experts);
     order_.resize(hp_.num_experts);
     ids_.resize(B * K);
+    layer_ids_.resize(static_cast<size_t>(hp_.num_layers) * B * K);
     weights_.resize(B * K);
     staged_hidden_.resize(B * D);
     staged_ids_.resize(B * K);
@@ -100,6 +101,7 @@ class FakeStepDevice final : public GpuStepDevice {
       }
       ref::softmax(&weights_[t * K], K);
     }
+    std::copy(ids_.begin(), ids_.end(), layer_ids_.begin() + static_cast<long>(l) * static_cast<long>(ids_.size()));
     if (stage_to_host) {
       staged_hidden_ = xb_;
       staged_ids_ = ids_;
@@ -147,6 +149,10 @@ class FakeStepDevice final : public GpuStepDevice {
       x_[i] += device_partial_[i] + (with_cpu_part ? cpu_partial_[i] : 0.0f);
     return {};
   }
+
+  void set_expert_id_staging(bool on) override { expert_id_staging = on; }
+  const int32_t* step_expert_ids(uint32_t l) const override { return &layer_ids_[static_cast<size_t>(l) * ids_.size()]; }
+  bool expert_id_staging = false;
 
   Status finish_step(std::span<float> logits_out) override {
     if (logits_out.empty()) return {};
@@ -231,6 +237,7 @@ class FakeStepDevice final : public GpuStepDevice {
   std::vector<float> router_;                 // (num_experts)
   std::vector<int32_t> order_;                // (num_experts)
   std::vector<int32_t> ids_;                  // (B, top_k)
+  std::vector<int32_t> layer_ids_;            // (num_layers, B, top_k) every layer's ids of the step
   std::vector<float> weights_;                // (B, top_k)
   std::vector<float> staged_hidden_;          // (B, hidden_dim) "pinned" copies
   std::vector<int32_t> staged_ids_;           // (B, top_k)

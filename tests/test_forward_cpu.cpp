@@ -168,6 +168,36 @@ TEST(ForwardCpu, TruncateRepeatsAStepExactly) {
   EXPECT_FALSE(f->truncate(1000).has_value());
 }
 
+// The failing sequence of a rollback measured from the current position: decode past the ring (window 128 + 32
+// spare slots, one token per step), truncate, write a little, truncate again. The second truncate is within 32 of
+// the current position but 50 behind the furthest write, whose keys overwrote the ring slots of positions 23.. that
+// a query at 150 would read: it must be refused; going back 30 from the furthest write still repeats exactly.
+TEST(ForwardCpu, TruncateAfterAShortWriteIsMeasuredFromTheFurthestWrite) {
+  const auto& ids = fixture_ids();
+  ASSERT_GE(ids.size(), 200u);
+  const size_t vocab = tiny().hparams.vocab_size;
+  auto f = make(cpu::best_isa(), 1, 32);
+  std::vector<std::vector<float>> first(30, std::vector<float>(vocab));
+  for (size_t t = 0; t < 200; ++t)
+    ASSERT_TRUE(f->forward(ids[t], t >= 170 ? std::span<float>(first[t - 170]) : std::span<float>()).has_value());
+  ASSERT_TRUE(f->truncate(170).has_value());
+  ASSERT_TRUE(f->forward(ids[170], {}).has_value());
+  auto stale = f->truncate(150);  // 21 behind the current position, 50 behind the furthest write
+  ASSERT_FALSE(stale.has_value());
+  EXPECT_EQ(stale.error().code, ErrorCode::kUnsupported);
+  EXPECT_NE(stale.error().message.find("200 were written"), std::string::npos) << stale.error().message;
+  EXPECT_EQ(f->num_positions(), 171u);  // a refused truncate changes nothing
+  ASSERT_TRUE(f->truncate(170).has_value());
+  std::vector<float> again(vocab);
+  for (size_t t = 170; t < 200; ++t) {
+    ASSERT_TRUE(f->forward(ids[t], again).has_value());
+    ASSERT_EQ(again, first[t - 170]) << "position " << t;
+  }
+  f->reset();  // reset forgets the furthest write
+  for (size_t t = 0; t < 10; ++t) ASSERT_TRUE(f->forward(ids[t], {}).has_value());
+  EXPECT_TRUE(f->truncate(0).has_value());  // 10 back: within the 32 spare slots again
+}
+
 TEST(ForwardCpu, BadTokenAndFullContextAreErrorsThatChangeNothing) {
   CpuForwardOptions o;
   o.context_length = 3;

@@ -4,13 +4,20 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+
+#include <nlohmann/json.hpp>
 
 #include "gpu_kernels/cuda_device.h"
 #include "runtime/backend/gpu_backend.h"
 #include "runtime/exec/forward_factory.h"
 #include "placement/static_plans.h"
+#include "profiler/trace.h"
 #include "runtime/exec/forward_factory.h"
 #include "runtime/model/model.h"
+#include "tests/gpu_test_support.h"
 #include "tests/logit_metrics.h"
 #if HETMOE_HAVE_CUDA
 #include "gpu_kernels/device_runtime.h"
@@ -21,10 +28,7 @@ namespace {
 
 const std::string kData = HETMOE_TEST_DATA_DIR;
 
-bool has_gpu() {
-  auto devices = gpu::list_devices();
-  return devices && !devices->empty();
-}
+bool has_gpu() { return test::gpu_usable(); }
 
 const Model& tiny() {
   static const Model m = std::move(*Model::load(kData + "/gpt-oss-tiny.gguf"));
@@ -52,6 +56,16 @@ placement::Plan gpu_plan(uint32_t k) {
   return std::move(*plan);
 }
 
+/// --device gpu with the plan, a 256-token context and 2 CPU threads.
+ForwardOptions gpu_options(const placement::Plan& plan) {
+  ForwardOptions o;
+  o.plan = &plan;
+  o.device = ForwardOptions::Device::kGpu;
+  o.context_length = 256;
+  o.num_threads = 2;
+  return o;
+}
+
 void expect_fixture_bar(ForwardOptions options, const char* what) {
   options.device = ForwardOptions::Device::kGpu;
   options.context_length = 256;
@@ -72,7 +86,7 @@ void expect_fixture_bar(ForwardOptions options, const char* what) {
 }
 
 TEST(GpuForward, GpuOnlyMeetsTheFixtureBar) {
-  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  HETMOE_SKIP_WITHOUT_GPU();
   const placement::Plan plan = gpu_plan(8);
   ForwardOptions o;
   o.plan = &plan;
@@ -80,7 +94,7 @@ TEST(GpuForward, GpuOnlyMeetsTheFixtureBar) {
 }
 
 TEST(GpuForward, HybridWithHalfTheExpertsOnTheCpuMeetsTheFixtureBar) {
-  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  HETMOE_SKIP_WITHOUT_GPU();
   const placement::Plan plan = gpu_plan(4);
   ForwardOptions o;
   o.plan = &plan;
@@ -88,7 +102,7 @@ TEST(GpuForward, HybridWithHalfTheExpertsOnTheCpuMeetsTheFixtureBar) {
 }
 
 TEST(GpuForward, CpuMoeMeetsTheFixtureBar) {
-  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  HETMOE_SKIP_WITHOUT_GPU();
   const placement::Plan plan = gpu_plan(0);
   ForwardOptions o;
   o.plan = &plan;
@@ -97,15 +111,11 @@ TEST(GpuForward, CpuMoeMeetsTheFixtureBar) {
 
 // Prefill in device steps (attention_prefill, grouped MoE) against token-by-token decoding on the same device.
 TEST(GpuForward, BatchedPrefillMatchesTokenByTokenForGpuOnlyAndHybrid) {
-  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  HETMOE_SKIP_WITHOUT_GPU();
   const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
   for (uint32_t k : {8u, 4u}) {
     const placement::Plan plan = gpu_plan(k);
-    ForwardOptions o;
-    o.plan = &plan;
-    o.device = ForwardOptions::Device::kGpu;
-    o.context_length = 256;
-    o.num_threads = 2;
+    ForwardOptions o = gpu_options(plan);
     o.max_batch_tokens = 64;
     auto step = create_forward(tiny(), o);     // run with forward(): steps of one token
     auto batched = create_forward(tiny(), o);  // run with forward_batch(): steps of 64, 64 and 22 tokens
@@ -119,14 +129,105 @@ TEST(GpuForward, BatchedPrefillMatchesTokenByTokenForGpuOnlyAndHybrid) {
       err += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
       ref += static_cast<double>(a[i]) * a[i];
     }
-    // NMSE: the same math in other kernels (tiled vs split-K attention, grouped vs per-token experts): f32 summation
-    // order only, unless a near-tie flips an expert choice.
+    // NMSE: the same math in other kernels (tiled vs split-K attention, grouped vs per-token experts, and for the
+    // 64-token steps the f16 cuBLAS GEMM projections, kPrefillGemmMinTokens = 32): summation order and the f16
+    // rounding of weights and activations in the GEMM, unless a near-tie flips an expert choice.
     EXPECT_LT(err / ref, 1e-4) << k << " experts per layer on the GPU";
   }
 }
 
+// --stats-out on the GPU pass: every layer counts top-k selections per token, from the ids the device copies back
+// (with the router output where the layer has CPU experts, alone where all are resident), decode and prefill.
+TEST(GpuForward, ExpertSelectionsAreCountedOnTheGpuPass) {
+  HETMOE_SKIP_WITHOUT_GPU();
+  const ModelHparams& hp = tiny().hparams;
+  const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
+  for (uint32_t k : {8u, 4u}) {
+    const placement::Plan plan = gpu_plan(k);
+    std::vector<uint64_t> counts(static_cast<size_t>(hp.num_layers) * hp.num_experts, 0);
+    ForwardOptions o = gpu_options(plan);
+    o.expert_counts = counts.data();
+    auto f = create_forward(tiny(), o);
+    ASSERT_TRUE(f.has_value()) << f.error().to_string();
+    ASSERT_TRUE((*f)->forward_batch(std::span<const int32_t>(ids).subspan(0, 40), {}).has_value());
+    for (size_t t = 40; t < 48; ++t) ASSERT_TRUE((*f)->forward(ids[t], {}).has_value());
+    for (uint32_t l = 0; l < hp.num_layers; ++l) {
+      uint64_t sum = 0;
+      for (uint32_t e = 0; e < hp.num_experts; ++e) sum += counts[l * hp.num_experts + e];
+      EXPECT_EQ(sum, 48u * hp.num_experts_used) << "layer " << l << ", " << k << " experts on the GPU";
+    }
+  }
+}
+
+// While a trace records, the GPU pass writes spans on the tracks "gpu compute", "h2d copy" and "d2h copy", timed by
+// CUDA events and mapped onto the host clock: they lie inside the host's step spans (a mapping error of the anchor
+// would shift them out), and a VRAM counter sample.
+TEST(GpuForward, TraceHasGpuComputeAndCopyTracksOnTheHostClock) {
+  HETMOE_SKIP_WITHOUT_GPU();
+  const placement::Plan plan = gpu_plan(4);
+  ForwardOptions o = gpu_options(plan);
+  auto f = create_forward(tiny(), o);
+  ASSERT_TRUE(f.has_value()) << f.error().to_string();
+  const std::string path = std::string(HETMOE_BINARY_DIR) + "/gpu_forward_trace_test.json";
+  auto session = profiler::TraceSession::start(path);
+  ASSERT_TRUE(session.has_value()) << session.error().to_string();
+  const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
+  std::vector<float> logits(4106);
+  for (size_t t = 0; t < 4; ++t) ASSERT_TRUE((*f)->forward(ids[t], logits).has_value());
+  ASSERT_TRUE((*session)->finish().has_value());
+  std::ifstream in(path);
+  const nlohmann::json trace = nlohmann::json::parse(in);
+  std::map<int64_t, std::string> track_names;
+  double step_begin = 1e300, step_end = 0;
+  for (const auto& e : trace["traceEvents"]) {
+    if (e.value("ph", "") == "M" && e.value("name", "") == "thread_name")
+      track_names[e["tid"].get<int64_t>()] = e["args"]["name"].get<std::string>();
+    if (e.value("cat", "") == "step" && e.value("ph", "") == "X") {
+      step_begin = std::min(step_begin, e["ts"].get<double>());
+      step_end = std::max(step_end, e["ts"].get<double>() + e["dur"].get<double>());
+    }
+  }
+  std::map<std::string, int> spans_per_track;
+  bool vram_counter = false;
+  for (const auto& e : trace["traceEvents"]) {
+    const std::string cat = e.value("cat", "");
+    if (e.value("ph", "") == "C" && e.value("name", "").find("vram") != std::string::npos) vram_counter = true;
+    if ((cat != "gpu" && cat != "copy") || e.value("ph", "") != "X") continue;
+    ++spans_per_track[track_names[e["tid"].get<int64_t>()]];
+    const double ts = e["ts"].get<double>(), end = ts + e["dur"].get<double>();
+    EXPECT_GE(end, ts);
+    EXPECT_GE(ts, step_begin - 50.0) << e.dump();  // µs; the anchor is read right after its event completes
+    EXPECT_LE(end, step_end + 50.0) << e.dump();
+  }
+  EXPECT_GT(spans_per_track["gpu compute"], 0);
+  EXPECT_GT(spans_per_track["h2d copy"], 0);
+  EXPECT_GT(spans_per_track["d2h copy"], 0);
+  EXPECT_TRUE(vram_counter);
+  std::remove(path.c_str());
+}
+
+// The GPU pass keeps its KV cache in f16: --kv-type f32 is refused with a message, and --device auto runs it on the
+// CPU instead (saying why). Decided before any device is touched, so it runs without a GPU.
+TEST(GpuForward, F32KvCacheIsRefusedOnTheGpuAndRunsOnTheCpuWithAutoWithoutAGpuToo) {
+  const placement::Plan plan = gpu_plan(8);
+  ForwardOptions o;
+  o.plan = &plan;
+  o.context_length = 256;
+  o.num_threads = 2;
+  o.kv_type = KvCacheType::kF32;
+  auto gpu = create_gpu_forward(tiny(), o, nullptr);
+  ASSERT_FALSE(gpu.has_value());
+  EXPECT_EQ(gpu.error().code, ErrorCode::kUnsupported);
+  EXPECT_NE(gpu.error().message.find("f32"), std::string::npos) << gpu.error().message;
+  o.device = ForwardOptions::Device::kAuto;
+  std::vector<std::string> notes;
+  auto f = create_forward(tiny(), o, &notes);
+  ASSERT_TRUE(f.has_value()) << f.error().to_string();
+  EXPECT_EQ(forward_path_name(o, f->get()).rfind("cpu", 0), 0u);
+}
+
 TEST(GpuForward, BudgetBelowTheDensePartIsAnErrorNotACrash) {
-  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU (or no CUDA build)";
+  HETMOE_SKIP_WITHOUT_GPU();
   const placement::Plan plan = gpu_plan(8);
   ForwardOptions o;
   o.plan = &plan;
@@ -151,7 +252,7 @@ TEST(GpuForward, WithoutAGpuTheGpuPassIsAnErrorThatNamesWhy) {
 
 #if HETMOE_HAVE_CUDA
 TEST(GpuDeviceRuntime, ArenaPinnedBuffersStreamsAndEventsWork) {
-  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU";
+  HETMOE_SKIP_WITHOUT_GPU();
   auto budget = gpu::default_vram_budget(0, gpu::kDefaultVramReserveBytes);
   ASSERT_TRUE(budget.has_value()) << budget.error().to_string();
   auto arena = gpu::DeviceArena::create(1 << 20);
@@ -175,7 +276,7 @@ TEST(GpuDeviceRuntime, ArenaPinnedBuffersStreamsAndEventsWork) {
 }
 
 TEST(GpuDeviceRuntime, ArenaLargerThanTheDeviceIsAnErrorNotACrash) {
-  if (!has_gpu()) GTEST_SKIP() << "no CUDA GPU";
+  HETMOE_SKIP_WITHOUT_GPU();
   auto arena = gpu::DeviceArena::create(1ull << 50);  // 1 PiB
   ASSERT_FALSE(arena.has_value());
   EXPECT_NE(arena.error().message.find("--vram-budget"), std::string::npos) << arena.error().message;

@@ -3,6 +3,7 @@
 // device experts; the CPU experts against the reference expert math; errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -163,6 +164,98 @@ TEST(HybridStep, CpuExpertsStartBeforeTheDeviceExpertsOfTheSameLayerFinish) {
   EXPECT_GT(num_checked, 0);
 }
 
+// --no-overlap (HybridForwardOptions::overlap = false): the device's experts of a layer are enqueued only after the
+// CPU experts of that layer end — the fake's expert thread logs its start after cpu_end — and the logits are
+// bit-identical to the overlapped step's (the same arithmetic, only the order of the two halves differs).
+TEST(HybridStep, WithoutOverlapTheDeviceExpertsStartAfterTheCpuExpertsWithTheSameLogits) {
+  std::mutex mu;
+  std::vector<std::string> log;
+  const auto record = [&](std::string entry) {
+    std::lock_guard<std::mutex> lock(mu);
+    log.push_back(std::move(entry));
+  };
+  HybridForwardOptions options;
+  options.overlap = false;
+  options.on_event = [&](StepEvent e, uint32_t l) {
+    if (e == StepEvent::kCpuExpertsEnd) record("cpu_end " + std::to_string(l));
+  };
+  test::FakeStepDevice* device = nullptr;
+  auto serial = make(plan_for(4), &device, options);
+  device->on_experts_begin = [&](uint32_t l) { record("device_begin " + std::to_string(l)); };
+  auto overlapped = make(plan_for(4));
+  const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
+  std::vector<float> a(4106), b(4106);
+  int num_checked = 0;
+  for (size_t t = 0; t < 8; ++t) {
+    log.clear();
+    ASSERT_TRUE(serial->forward(ids[t], a).has_value());
+    ASSERT_TRUE(overlapped->forward(ids[t], b).has_value());
+    ASSERT_EQ(a, b) << "token " << t;
+    for (uint32_t l = 0; l < tiny().hparams.num_layers; ++l) {
+      const auto cpu_end = std::find(log.begin(), log.end(), "cpu_end " + std::to_string(l));
+      if (cpu_end == log.end()) continue;  // no CPU expert selected in this layer
+      const auto device_begin = std::find(log.begin(), log.end(), "device_begin " + std::to_string(l));
+      ASSERT_NE(device_begin, log.end());
+      EXPECT_LT(cpu_end - log.begin(), device_begin - log.begin()) << "token " << t << ", layer " << l;
+      ++num_checked;
+    }
+  }
+  EXPECT_GT(num_checked, 0);
+}
+
+// The GPU pass counts expert selections (for --stats-out and dynamic placement) from the device's top-k ids: every
+// layer counts top-k selections per token, also where all experts are resident (no router hand-off to the host),
+// and the counts of the hybrid and the all-device placement agree but for near-tie router choices.
+TEST(HybridStep, ExpertSelectionsAreCountedFromTheDeviceIds) {
+  const ModelHparams& hp = tiny().hparams;
+  const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
+  constexpr size_t kTokens = 24;
+  std::vector<std::vector<uint64_t>> counts;
+  for (uint32_t k : {8u, 4u}) {
+    counts.emplace_back(static_cast<size_t>(hp.num_layers) * hp.num_experts, 0);
+    HybridForwardOptions options;
+    options.expert_counts = counts.back().data();
+    test::FakeStepDevice* device = nullptr;
+    auto f = make(plan_for(k), &device, options);
+    EXPECT_TRUE(device->expert_id_staging);
+    ASSERT_TRUE(f->forward_batch(std::span<const int32_t>(ids).subspan(0, kTokens / 2), {}).has_value());
+    for (size_t t = kTokens / 2; t < kTokens; ++t) ASSERT_TRUE(f->forward(ids[t], {}).has_value());
+    for (uint32_t l = 0; l < hp.num_layers; ++l) {
+      uint64_t sum = 0;
+      for (uint32_t e = 0; e < hp.num_experts; ++e) sum += counts.back()[l * hp.num_experts + e];
+      EXPECT_EQ(sum, kTokens * hp.num_experts_used) << "layer " << l << ", " << k << " resident";
+    }
+  }
+  uint64_t diff = 0;
+  for (size_t i = 0; i < counts[0].size(); ++i)
+    diff += counts[0][i] > counts[1][i] ? counts[0][i] - counts[1][i] : counts[1][i] - counts[0][i];
+  EXPECT_LE(diff, kTokens * hp.num_experts_used * hp.num_layers / 20);  // ≤ 5 %: near ties only
+}
+
+// Through the factory (create_hybrid_forward, create_gpu_forward's second half) the hybrid's CPU experts run on the
+// pinned workers of the thread layout (WorkerPool): a layout naming a CPU that does not exist is the pool's error,
+// and a valid one gives the logits of the hybrid step on an arena of its own.
+TEST(HybridStep, FactoryRunsTheCpuExpertsOnThePinnedWorkersOfTheThreadLayout) {
+  const DevicePlan plan = plan_for(4);
+  ForwardOptions o;
+  o.thread_layout.worker_pus = {1 << 20};
+  auto bad = create_hybrid_forward(tiny(), std::make_unique<test::FakeStepDevice>(tiny(), plan, 256), o, nullptr);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message.find("does not exist"), std::string::npos) << bad.error().to_string();
+  o.thread_layout = {};
+  o.num_threads = 2;
+  auto pinned = create_hybrid_forward(tiny(), std::make_unique<test::FakeStepDevice>(tiny(), plan, 256), o, nullptr);
+  ASSERT_TRUE(pinned.has_value()) << pinned.error().to_string();
+  auto own = make(plan);
+  const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
+  std::vector<float> a(4106), b(4106);
+  for (size_t t = 0; t < 8; ++t) {
+    ASSERT_TRUE((*pinned)->forward(ids[t], a).has_value());
+    ASSERT_TRUE(own->forward(ids[t], b).has_value());
+  }
+  EXPECT_LT(nmse(b, a), 1e-12);  // the same arithmetic on other threads
+}
+
 TEST(HybridStep, PlacementDoesNotChangeTheRouterChoiceSoLogitsStayClose) {
   // The same tokens with 4 and with 8 resident experts: only the CPU experts' 8-bit activations differ.
   const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
@@ -208,6 +301,32 @@ TEST(HybridStep, TruncateWithinTheRollbackSlotsRepeatsTheSameLogits) {
   auto too_far = f->truncate(100);
   ASSERT_FALSE(too_far.has_value());
   EXPECT_EQ(too_far.error().code, ErrorCode::kUnsupported);
+}
+
+// The failing sequence of a rollback measured from the current position (as ForwardCpu's test): with 32 spare ring
+// slots, decode 200 tokens, truncate to 170, write one, then truncate to 150 — 21 behind the current position but 50
+// behind the furthest write, whose keys overwrote ring slots a query at 150 reads. Refused; 30 back still repeats.
+TEST(HybridStep, TruncateAfterAShortWriteIsMeasuredFromTheFurthestWrite) {
+  const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
+  ASSERT_GE(ids.size(), 200u);
+  auto f = make(plan_for(4), nullptr, {}, 32);
+  std::vector<std::vector<float>> first(3, std::vector<float>(4106));
+  for (size_t t = 0; t < 200; ++t)
+    ASSERT_TRUE(f->forward(ids[t], t >= 170 && t < 173 ? std::span<float>(first[t - 170]) : std::span<float>())
+                    .has_value());
+  ASSERT_TRUE(f->truncate(170).has_value());
+  ASSERT_TRUE(f->forward(ids[170], {}).has_value());
+  auto stale = f->truncate(150);
+  ASSERT_FALSE(stale.has_value());
+  EXPECT_EQ(stale.error().code, ErrorCode::kUnsupported);
+  EXPECT_NE(stale.error().message.find("200 were written"), std::string::npos) << stale.error().message;
+  EXPECT_EQ(f->num_positions(), 171u);
+  ASSERT_TRUE(f->truncate(170).has_value());
+  std::vector<float> again(4106);
+  for (size_t t = 170; t < 173; ++t) {
+    ASSERT_TRUE(f->forward(ids[t], again).has_value());
+    ASSERT_EQ(again, first[t - 170]) << "position " << t;
+  }
 }
 
 // Prefill in device steps of up to 64 (and 7) tokens gives the last token the logits that decoding token by token

@@ -190,6 +190,7 @@ Expected<DevicePlan> plan_device_memory(const DeviceModelDesc& desc, const Devic
             f32(static_cast<uint64_t>(std::max<int64_t>(options.attention_scratch_floats, 1))));
   arena.add("scratch.moe", DeviceBufferKind::kScratch,
             f32(static_cast<uint64_t>(std::max<int64_t>(options.moe_scratch_floats, 1))));
+  if (options.gemm_scratch_bytes > 0) arena.add("scratch.gemm", DeviceBufferKind::kScratch, options.gemm_scratch_bytes);
   plan.activation_bytes = arena.end - plan.dense_bytes - plan.kv_bytes;
 
   const uint64_t fixed = arena.end;

@@ -62,6 +62,7 @@ struct DevicePlanOptions {
   // context); passed in so the plan stays free of CUDA.
   int64_t attention_scratch_floats = 0;
   int64_t moe_scratch_floats = 0;
+  uint64_t gemm_scratch_bytes = 0;  // prefill GEMM (f16 weights and activations); 0: no "scratch.gemm" buffer
 };
 
 struct DevicePlan {

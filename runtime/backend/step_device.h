@@ -60,6 +60,13 @@ class GpuStepDevice {
   /// Output norm and unembedding of the step's last token into logits_out (vocab_size) f32, then waits for the
   /// step's work; empty logits_out: only waits. Errors: the device's.
   virtual Status finish_step(std::span<float> logits_out) = 0;
+
+  /// Expert selection counting: while on, every layer's top-k ids of a step are copied to host staging (with the
+  /// router output where the layer has CPU experts, else on their own), readable after finish_step. Off by default.
+  virtual void set_expert_id_staging(bool on) = 0;
+  /// After finish_step, with staging on: the ids (num_tokens, num_experts_used) int32 layer ℓ's router chose in the
+  /// last step (as RouterStaging::expert_ids), valid until the next begin_step.
+  virtual const int32_t* step_expert_ids(uint32_t layer_idx) const = 0;
 };
 
 }  // namespace hetmoe

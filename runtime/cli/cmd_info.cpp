@@ -103,9 +103,11 @@ int run_info(const std::string& model_path, bool show_tensors) {
   } else if (gpus->empty()) {
     fmt::print("GPU: no CUDA device found\n");
   } else {
-    for (const auto& d : *gpus)
+    for (const auto& d : *gpus) {
+      auto free_bytes = gpu::device_free_bytes(d.device_idx);
       fmt::print("GPU {}: {} (sm_{}{}), {} total, {} free\n", d.device_idx, d.name, d.compute_major, d.compute_minor,
-                 format_bytes(d.total_bytes), format_bytes(d.free_bytes));
+                 format_bytes(d.total_bytes), free_bytes ? format_bytes(*free_bytes) : free_bytes.error().message);
+    }
   }
   return 0;
 }

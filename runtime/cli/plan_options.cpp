@@ -37,9 +37,11 @@ GpuCheck check_gpu(int gpu_idx) {
     c.reason = "no GPU found (no CUDA device or no NVIDIA driver)";
   } else if (gpu_idx < 0 || static_cast<size_t>(gpu_idx) >= devices->size()) {
     c.reason = fmt::format("GPU {} does not exist ({} CUDA device(s) found)", gpu_idx, devices->size());
+  } else if (auto free_bytes = gpu::device_free_bytes(gpu_idx); !free_bytes) {
+    c.reason = "no usable GPU (" + free_bytes.error().message + ")";
   } else {
     c.usable = true;
-    c.free_bytes = (*devices)[static_cast<size_t>(gpu_idx)].free_bytes;
+    c.free_bytes = *free_bytes;
   }
   return c;
 }

@@ -71,6 +71,9 @@ void add_device_options(CLI::App* cmd, DeviceArgs& args) {
                   "Experts per layer kept on the GPU: the K with the largest router bias; the rest run on the CPU")
       ->check(CLI::Range(0, 1 << 20));
   cmd->add_flag("--cpu-moe", args.cpu_moe, "Run every expert on the CPU (attention and router stay on the GPU)");
+  cmd->add_flag("--no-overlap", args.no_overlap,
+                "Hybrid: run a layer's GPU experts after its CPU experts instead of at the same time (to measure the "
+                "overlap's gain)");
   cmd->add_option("--plan", args.plan_path,
                   "Execute this placement Plan (JSON from hetmoe plan -o FILE) instead of planning now")
       ->option_text("FILE");
@@ -87,6 +90,7 @@ Status apply_device_options(const DeviceArgs& args, ForwardOptions& options) {
   auto device = parse_device(args.device);
   if (!device) return device.error();
   options.device = *device;
+  options.overlap = !args.no_overlap;
   if (options.use_reference && options.device == ForwardOptions::Device::kGpu)
     return make_error(ErrorCode::kInvalidArgument, "--reference runs on the CPU; it cannot be used with --device gpu");
   if (!args.vram_budget.empty()) {

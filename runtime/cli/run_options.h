@@ -27,6 +27,7 @@ struct DeviceArgs {
   std::string vram_budget;   // empty: the config file's gpu.vram_budget, else the GPU's free memory minus a reserve
   int num_gpu_experts = -1;  // -1: not given
   bool cpu_moe = false;
+  bool no_overlap = false;   // --no-overlap: the hybrid's GPU experts after its CPU experts (ForwardOptions::overlap)
   std::string plan_path;     // --plan FILE: a Plan from `hetmoe plan`, executed as is
   std::string stats_path;    // --stats FILE: expert statistics for the optimizer (default: router-bias prior)
   std::string placement;     // --placement static|dynamic; empty: the config file's placement.mode, else dynamic

@@ -273,10 +273,14 @@ Status CpuForward::truncate(uint32_t target) {
   if (target > num_positions_)
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("cannot truncate to {} positions: only {} are processed", target, num_positions_));
-  if (num_positions_ - target > rollback_slots_)
+  // Measured from the furthest position ever written, not the current one: after truncate → shorter write, the
+  // ring slots of the discarded positions still hold keys that overwrote older ones.
+  furthest_written_ = std::max(furthest_written_, num_positions_);
+  if (furthest_written_ - target > rollback_slots_)
     return make_error(ErrorCode::kUnsupported,
-                      fmt::format("cannot go back {} positions: the KV ring keeps {} spare slots (rollback_slots)",
-                                  num_positions_ - target, rollback_slots_));
+                      fmt::format("cannot go back to {} positions: {} were written, and the KV ring keeps {} spare "
+                                  "slots (rollback_slots)",
+                                  target, furthest_written_, rollback_slots_));
   num_positions_ = target;
   return {};
 }

@@ -56,8 +56,9 @@ class CpuForward final : public ForwardPass {
   uint32_t num_positions() const override { return num_positions_; }
   uint32_t context_length() const override { return kv_.context_length(); }
   uint32_t vocab_size() const override { return model_->hparams.vocab_size; }
-  void reset() override { num_positions_ = 0; }
-  /// Allowed when num_positions() − num_positions ≤ rollback_slots (see CpuForwardOptions).
+  void reset() override { num_positions_ = furthest_written_ = 0; }
+  /// Allowed when (the furthest position count ever reached since reset) − num_positions ≤ rollback_slots (see
+  /// CpuForwardOptions): a truncate after a truncate and a shorter write is measured from the furthest write.
   Status truncate(uint32_t num_positions) override;
 
   const cpu::KernelTable& kernels() const { return *kernels_; }
@@ -106,6 +107,7 @@ class CpuForward final : public ForwardPass {
   uint32_t max_batch_ = 1;
   uint32_t rollback_slots_ = 0;
   uint32_t num_positions_ = 0;
+  uint32_t furthest_written_ = 0;      // most positions processed since reset (updated at truncate)
   uint64_t* expert_counts_ = nullptr;  // (num_layers, num_experts) or nullptr
 
   // Buffers for up to max_batch_ tokens (B), planned in the constructor.

@@ -52,6 +52,9 @@ Expected<ForwardOptions::Device> parse_device(std::string_view text) {
 
 Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, const ForwardOptions& options,
                                                           std::vector<std::string>* notes) {
+  if (options.kv_type != KvCacheType::kF16)
+    return make_error(ErrorCode::kUnsupported,
+                      "the GPU pass keeps the KV cache in f16; --kv-type f32 runs on the CPU only (--device cpu)");
   gpu::StepDeviceOptions device_options;
   device_options.plan = options.plan;
   device_options.context_length = options.context_length;
@@ -61,11 +64,29 @@ Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, co
   device_options.gpu_idx = options.gpu_idx;
   auto device = gpu::create_step_device(model, device_options, notes);
   if (!device) return device.error();
+  return create_hybrid_forward(model, std::move(*device), options, notes);
+}
+
+Expected<std::unique_ptr<ForwardPass>> create_hybrid_forward(const Model& model,
+                                                             std::unique_ptr<GpuStepDevice> device,
+                                                             const ForwardOptions& options,
+                                                             std::vector<std::string>* notes) {
   auto isa = cpu::selected_isa();
   if (!isa) return isa.error();
+  // The CPU experts run on the pinned workers of the thread layout (runtime/exec/worker_pool.h), in one arena: with
+  // several NUMA nodes it spans them (the node sharding of the CPU path is not done for the hybrid's experts).
+  auto pool = WorkerPool::create_for_machine(options.num_threads, options.thread_layout, /*one_arena=*/true);
+  if (!pool) return pool.error();
+  if (notes && (*pool)->layout().nodes.size() > 1)
+    notes->push_back(fmt::format("hybrid: the CPU experts run in one arena over {} NUMA nodes (not sharded by node)",
+                                 (*pool)->layout().nodes.size()));
   HybridForwardOptions hybrid;
   hybrid.num_threads = options.num_threads;
-  auto forward = HybridForward::create(model, std::move(*device), hybrid, cpu::kernel_table(*isa));
+  hybrid.arena = &(*pool)->arena(0);
+  hybrid.arena_owner = std::shared_ptr<WorkerPool>(std::move(*pool));
+  hybrid.overlap = options.overlap;
+  hybrid.expert_counts = options.expert_counts;
+  auto forward = HybridForward::create(model, std::move(device), hybrid, cpu::kernel_table(*isa));
   if (!forward) return forward.error();
   return std::unique_ptr<ForwardPass>(std::move(*forward));
 }
@@ -89,11 +110,7 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
                         "the GPU path runs a placement Plan (ForwardOptions::plan); none was given");
     if (gpu_plan) {
       auto gpu = create_gpu_forward(model, options, notes);
-      if (gpu) {
-        if (options.expert_counts && notes)
-          notes->push_back("expert selections are not counted on the GPU pass yet");
-        return gpu;
-      }
+      if (gpu) return gpu;
       if (options.device == ForwardOptions::Device::kGpu)
         return make_error(gpu.error().code, "--device gpu: " + gpu.error().to_string());
       if (notes) notes->push_back(fmt::format("{}; running on the CPU", gpu.error().to_string()));

@@ -17,6 +17,7 @@
 #include "runtime/backend/device_plan.h"
 #include "runtime/base/expected.h"
 #include "runtime/backend/forward_pass.h"
+#include "runtime/backend/step_device.h"
 #include "runtime/exec/kv_cache.h"
 #include "runtime/model/model.h"
 
@@ -36,7 +37,7 @@ struct ForwardOptions {
   /// plan (library callers and tests of the CPU path). The runtime runs from Plans and decides no placement itself.
   const placement::Plan* plan = nullptr;
   /// Expert selection counts (num_layers, num_experts) to increment, one per selected (layer, expert) per token
-  /// (CpuForwardOptions::expert_counts); nullptr: not counted. The GPU pass does not count yet (a note says so).
+  /// (CpuForwardOptions::expert_counts, HybridForwardOptions::expert_counts); nullptr: not counted.
   uint64_t* expert_counts = nullptr;
   /// Where the CPU path's expert weights live with several NUMA nodes (the config file's numa.policy): kLocal binds
   /// each node's experts to its memory; kNone and kInterleave shard the experts over the nodes' workers without
@@ -48,6 +49,8 @@ struct ForwardOptions {
                                              // (with a note)
   uint64_t vram_budget_bytes = 0;            // hard device memory limit; 0: free device memory minus a reserve
   int gpu_idx = 0;                           // CUDA device
+  bool overlap = true;                       // hybrid: the device's experts run while the CPU's do (--no-overlap:
+                                             // one after the other, to measure the overlap's gain)
 };
 
 /// Parses --device: "cpu", "gpu" or "auto". Errors: kInvalidArgument naming the value and the choices.
@@ -65,6 +68,16 @@ Expected<ForwardOptions::Device> parse_device(std::string_view text);
 /// kGpu, no GPU with kGpu) and selected_isa()'s (a bad HETMOE_ISA value).
 Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options,
                                                       std::vector<std::string>* notes = nullptr);
+
+/// The hybrid step (runtime/exec/hybrid_step.h) over `device`, its CPU experts on the pinned workers of
+/// options.thread_layout with options.num_threads (WorkerPool::create_for_machine, one arena), with options.overlap
+/// and options.expert_counts; create_gpu_forward's second half, open for tests with a host device.
+/// Errors: WorkerPool::create_for_machine's (a layout this process cannot run on), selected_isa()'s,
+/// HybridForward::create's.
+Expected<std::unique_ptr<ForwardPass>> create_hybrid_forward(const Model& model,
+                                                             std::unique_ptr<GpuStepDevice> device,
+                                                             const ForwardOptions& options,
+                                                             std::vector<std::string>* notes);
 
 /// Creates the GPU (or hybrid) forward pass on options.gpu_idx for `model` (which must outlive it), executing
 /// options.plan: the experts it puts on the GPU are resident (runtime/backend/device_plan.h lays them out under the VRAM

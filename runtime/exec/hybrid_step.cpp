@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "cpu_kernels/reference.h"
+#include "profiler/trace.h"
 
 namespace hetmoe {
 
@@ -26,7 +27,10 @@ Expected<std::unique_ptr<HybridForward>> HybridForward::create(const Model& mode
 
 HybridForward::HybridForward(const Model& model, std::unique_ptr<GpuStepDevice> device, CpuExperts cpu_experts,
                              const HybridForwardOptions& options)
-    : model_(&model), device_(std::move(device)), cpu_experts_(std::move(cpu_experts)), on_event_(options.on_event) {
+    : model_(&model), device_(std::move(device)), cpu_experts_(std::move(cpu_experts)),
+      arena_owner_(options.arena_owner), overlap_(options.overlap), expert_counts_(options.expert_counts),
+      on_event_(options.on_event) {
+  if (expert_counts_) device_->set_expert_id_staging(true);
   if (options.arena) {
     arena_ = options.arena;
   } else {
@@ -49,10 +53,13 @@ Status HybridForward::truncate(uint32_t target) {
   if (target > num_positions_)
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("cannot truncate to {} positions: only {} are processed", target, num_positions_));
-  if (num_positions_ - target > device_->rollback_slots())
+  // Measured from the furthest position ever written (see CpuForward::truncate).
+  furthest_written_ = std::max(furthest_written_, num_positions_);
+  if (furthest_written_ - target > device_->rollback_slots())
     return make_error(ErrorCode::kUnsupported,
-                      fmt::format("cannot go back {} positions: the device KV ring keeps {} spare slots",
-                                  num_positions_ - target, device_->rollback_slots()));
+                      fmt::format("cannot go back to {} positions: {} were written, and the device KV ring keeps {} "
+                                  "spare slots",
+                                  target, furthest_written_, device_->rollback_slots()));
   num_positions_ = target;
   return {};
 }
@@ -99,19 +106,28 @@ Status HybridForward::run_step(std::span<const int32_t> token_ids, std::span<flo
   for (uint32_t t = 0; t < num_tokens; ++t)
     ref::dequantize_row(model_->token_embd.type, model_->token_embd.row(static_cast<uint64_t>(token_ids[t])),
                         embeddings + static_cast<size_t>(t) * D, D);
+  profiler::TraceSpan step_span(profiler::TraceCategory::kStep, num_tokens == 1 ? "decode" : "prefill",
+                                {{"position", num_positions_}, {"num_tokens", num_tokens}});
   HETMOE_RETURN_IF_ERROR(dev.begin_step(num_positions_, num_tokens));
   for (uint32_t l = 0; l < hp.num_layers; ++l) {
     const bool all_on_device = dev.all_experts_resident(l);
+    // Host spans of the layer (trace-summary's per-layer windows): from enqueueing its attention to the router
+    // output on the host, then to the combine enqueued.
+    profiler::TraceSpan block(profiler::TraceCategory::kLayer, "attention block", {{"layer", l}});
     HETMOE_RETURN_IF_ERROR(dev.enqueue_attention_router(l, !all_on_device));
-    // The device's experts are enqueued before the host waits for the router output: they run during the copy to
-    // the host and while this thread computes the CPU experts.
-    HETMOE_RETURN_IF_ERROR(dev.enqueue_experts(l));
-    emit(StepEvent::kDeviceExpertsEnqueued, l);
+    // With overlap, the device's experts are enqueued before the host waits for the router output: they run during
+    // the copy to the host and while this thread computes the CPU experts.
+    if (overlap_ || all_on_device) {
+      HETMOE_RETURN_IF_ERROR(dev.enqueue_experts(l));
+      emit(StepEvent::kDeviceExpertsEnqueued, l);
+    }
     if (all_on_device) {
+      block.next("moe block");
       HETMOE_RETURN_IF_ERROR(dev.enqueue_combine(l, false));
       continue;
     }
     HETMOE_ASSIGN_OR_RETURN(const RouterStaging routed, dev.wait_router(l));
+    block.next("moe block");
     emit(StepEvent::kRouterReady, l);
     // The CPU's pairs of the step: ids of resident experts masked with −1.
     bool any_cpu = false;
@@ -127,14 +143,28 @@ Status HybridForward::run_step(std::span<const int32_t> token_ids, std::span<flo
     }
     if (any_cpu) {
       emit(StepEvent::kCpuExpertsBegin, l);
+      profiler::TraceSpan op(profiler::TraceCategory::kOp, "experts", {{"layer", l}});
       cpu_experts_.compute_batch(l, routed.hidden, num_tokens, cpu_ids_.data(), routed.weights,
                                  dev.cpu_partial_staging());
     }
     if (any_cpu) emit(StepEvent::kCpuExpertsEnd, l);
+    if (!overlap_) {
+      HETMOE_RETURN_IF_ERROR(dev.enqueue_experts(l));
+      emit(StepEvent::kDeviceExpertsEnqueued, l);
+    }
     HETMOE_RETURN_IF_ERROR(dev.enqueue_combine(l, any_cpu));
     emit(StepEvent::kCombineEnqueued, l);
   }
-  return dev.finish_step(last_logits);
+  HETMOE_RETURN_IF_ERROR(dev.finish_step(last_logits));
+  if (expert_counts_) {
+    for (uint32_t l = 0; l < hp.num_layers; ++l) {
+      const int32_t* ids = dev.step_expert_ids(l);
+      uint64_t* counts = expert_counts_ + static_cast<size_t>(l) * hp.num_experts;
+      for (uint32_t i = 0; i < num_tokens * K; ++i)
+        if (ids[i] >= 0 && static_cast<uint32_t>(ids[i]) < hp.num_experts) ++counts[ids[i]];
+    }
+  }
+  return {};
 }
 
 }  // namespace hetmoe

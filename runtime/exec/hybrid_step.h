@@ -33,6 +33,14 @@ enum class StepEvent {
 struct HybridForwardOptions {
   int num_threads = 0;                 // CPU expert threads; 0 = all cores
   tbb::task_arena* arena = nullptr;    // a caller-configured arena (pinned workers), or nullptr for an own one
+  std::shared_ptr<void> arena_owner;   // keeps `arena` alive (the WorkerPool of runtime/exec/worker_pool.h); optional
+  /// true: the device's experts are enqueued before the host waits for the router output, so they run while the
+  /// CPU computes its experts. false (--no-overlap): enqueued after the CPU experts, one after the other — for
+  /// measuring what the overlap gains; the results are the same.
+  bool overlap = true;
+  /// Expert selection counts (num_layers, num_experts) to increment, one per selected (layer, expert) per token,
+  /// from the device's staged ids (GpuStepDevice::set_expert_id_staging); nullptr: not counted.
+  uint64_t* expert_counts = nullptr;
   /// Called on the decode thread at each StepEvent with the layer index; nullptr: none.
   std::function<void(StepEvent, uint32_t layer_idx)> on_event;
 };
@@ -51,8 +59,9 @@ class HybridForward final : public ForwardPass {
   uint32_t num_positions() const override { return num_positions_; }
   uint32_t context_length() const override { return device_->context_length(); }
   uint32_t vocab_size() const override { return model_->hparams.vocab_size; }
-  void reset() override { num_positions_ = 0; }
-  /// Allowed when num_positions() − num_positions ≤ the device's rollback_slots().
+  void reset() override { num_positions_ = furthest_written_ = 0; }
+  /// Allowed when (the furthest position count reached since reset) − num_positions ≤ the device's
+  /// rollback_slots().
   Status truncate(uint32_t num_positions) override;
 
   GpuStepDevice& device() { return *device_; }
@@ -72,9 +81,13 @@ class HybridForward final : public ForwardPass {
   std::unique_ptr<GpuStepDevice> device_;
   CpuExperts cpu_experts_;
   std::unique_ptr<tbb::task_arena> own_arena_;
+  std::shared_ptr<void> arena_owner_;
   tbb::task_arena* arena_ = nullptr;
+  bool overlap_ = true;
+  uint64_t* expert_counts_ = nullptr;  // (num_layers, num_experts) or nullptr
   std::function<void(StepEvent, uint32_t)> on_event_;
   uint32_t num_positions_ = 0;
+  uint32_t furthest_written_ = 0;   // most positions processed since reset (updated at truncate)
   std::vector<int32_t> cpu_ids_;     // (max_batch_tokens, num_experts_used) selected experts on the CPU, else −1
 };
 
