@@ -1,6 +1,7 @@
 #include "runtime/app/config.h"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -126,6 +127,7 @@ class Parser {
       if (key == "placement") return walk(*t, path, [&](auto& k, auto& v, auto& p) { placement(k, v, p); });
       if (key == "trace") return walk(*t, path, [&](auto& k, auto& v, auto& p) { trace(k, v, p); });
     });
+    check_across_keys(root);
   }
 
   Expected<RuntimeConfig> result() {
@@ -140,6 +142,26 @@ class Parser {
 
  private:
   using Handler = std::function<void(const std::string& key, const toml::node& value, const std::string& path)>;
+
+  /// The rules between keys that the commands apply (runtime/app/runtime_options.h, runtime/cli/plan_options.h),
+  /// so `hetmoe config --check` refuses every file a command would refuse.
+  void check_across_keys(const toml::table& root) {
+    const RuntimeConfig::Threads& t = config_.threads;
+    if (t.count && t.per_node)
+      if (const toml::node* n = root.at_path("threads.per_node").node())
+        add(n->source(), "threads.per_node: excludes threads.count (per_node sets the count per NUMA node); set one "
+                         "of them");
+    if (t.count && t.cores && t.cores->size() != static_cast<size_t>(*t.count))
+      if (const toml::node* n = root.at_path("threads.cores").node())
+        add(n->source(), fmt::format("threads.cores: lists {} CPUs but threads.count is {}: one worker runs on each "
+                                     "listed CPU", t.cores->size(), *t.count));
+    if (t.per_node && t.cores)
+      if (const toml::node* n = root.at_path("threads.cores").node())
+        add(n->source(), "threads.cores: excludes threads.per_node (the listed CPUs are the workers)");
+    if (config_.gpu.vram_budget_bytes && *config_.gpu.vram_budget_bytes == 0)
+      if (const toml::node* n = root.at_path("gpu.vram_budget").node())
+        add(n->source(), "gpu.vram_budget: 0 leaves nothing for the GPU; use --device cpu to run without it");
+  }
 
   std::string where(const toml::source_region& r) const {
     return fmt::format("{}:{}:{}", source_, r.begin.line, r.begin.column);
@@ -504,6 +526,9 @@ Expected<RuntimeConfig> parse_config(std::string_view text, std::string_view sou
 }
 
 Expected<RuntimeConfig> load_config(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    return make_error(ErrorCode::kIo, fmt::format("{}: is a directory, not a config file", path));
   std::ifstream in(path, std::ios::binary);
   if (!in) return make_error(ErrorCode::kIo, fmt::format("{}: cannot open the config file", path));
   std::stringstream ss;
