@@ -116,7 +116,7 @@ class Parser {
  public:
   explicit Parser(std::string_view source_name) : source_(source_name) {}
 
-  void parse(const toml::table& root) {
+  void parse(const toml::table& root, bool across_keys) {
     walk(root, "", [&](const std::string& key, const toml::node& n, const std::string& path) {
       const toml::table* t = n.as_table();
       if (!t) return fail(n, path, fmt::format("expected a table [{}]", path));
@@ -127,7 +127,7 @@ class Parser {
       if (key == "placement") return walk(*t, path, [&](auto& k, auto& v, auto& p) { placement(k, v, p); });
       if (key == "trace") return walk(*t, path, [&](auto& k, auto& v, auto& p) { trace(k, v, p); });
     });
-    check_across_keys(root);
+    if (across_keys) check_across_keys(root);
   }
 
   Expected<RuntimeConfig> result() {
@@ -158,9 +158,6 @@ class Parser {
     if (t.per_node && t.cores)
       if (const toml::node* n = root.at_path("threads.cores").node())
         add(n->source(), "threads.cores: excludes threads.per_node (the listed CPUs are the workers)");
-    if (config_.gpu.vram_budget_bytes && *config_.gpu.vram_budget_bytes == 0)
-      if (const toml::node* n = root.at_path("gpu.vram_budget").node())
-        add(n->source(), "gpu.vram_budget: 0 leaves nothing for the GPU; use --device cpu to run without it");
   }
 
   std::string where(const toml::source_region& r) const {
@@ -512,7 +509,7 @@ std::vector<std::string> config_key_paths() {
   return paths;
 }
 
-Expected<RuntimeConfig> parse_config(std::string_view text, std::string_view source_name) {
+Expected<RuntimeConfig> parse_config(std::string_view text, std::string_view source_name, bool check_across_keys) {
   toml::table root;
   try {
     root = toml::parse(text, source_name);
@@ -521,7 +518,7 @@ Expected<RuntimeConfig> parse_config(std::string_view text, std::string_view sou
                                                       e.source().begin.line, e.source().begin.column, e.description()));
   }
   Parser parser(source_name);
-  parser.parse(root);
+  parser.parse(root, check_across_keys);
   return parser.result();
 }
 
@@ -534,7 +531,7 @@ Expected<RuntimeConfig> load_config(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   if (in.bad()) return make_error(ErrorCode::kIo, fmt::format("{}: cannot read the config file", path));
-  return parse_config(ss.str(), path);
+  return parse_config(ss.str(), path, /*check_across_keys=*/true);
 }
 
 std::string format_config(const RuntimeConfig& c) {
