@@ -115,6 +115,12 @@ Status OutputFile::commit() {
   return {};
 }
 
+Status write_output_file(const std::string& flag, const std::string& path, const std::string& text) {
+  HETMOE_ASSIGN_OR_RETURN(std::unique_ptr<OutputFile> out, OutputFile::open(flag, path));
+  HETMOE_RETURN_IF_ERROR(out->write(text.data(), text.size()));
+  return out->commit();
+}
+
 OutputFile::~OutputFile() {
   if (file_) std::fclose(file_);
   if (!tmp_path_.empty()) ::unlink(tmp_path_.c_str());

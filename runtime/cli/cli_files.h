@@ -49,4 +49,7 @@ class OutputFile {
   bool write_through_ = false;
 };
 
+/// OutputFile::open, write(text), commit(): a whole text file written as the header comment says.
+Status write_output_file(const std::string& flag, const std::string& path, const std::string& text);
+
 }  // namespace hetmoe::cli

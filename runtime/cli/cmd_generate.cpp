@@ -78,9 +78,9 @@ Status check_paths(const GenerateArgs& args) {
 int run_generate(const GenerateArgs& args) {
   const double t_start = profiler::now_seconds();
   install_interrupt_handler();
-  if (auto s = check_paths(args); !s) return report_error("generate", s.error());
   auto forward_options = cli::forward_options(args.run);
   if (!forward_options) return report_error("generate", forward_options.error());
+  if (auto s = check_paths(args); !s) return report_error("generate", s.error());
   auto sampler_params = cli::sampler_params(args.sampling);
   if (!sampler_params) return report_error("generate", sampler_params.error());
   auto prompt = prompt_text(args);

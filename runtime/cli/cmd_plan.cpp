@@ -277,7 +277,8 @@ int run_plan(const PlanArgs& args) {
                                       placement::num_cpu_moe_layers(*per_layer), per_layer->prediction.decode_tok_s,
                                       plan->prediction.decode_tok_s));
   if (!args.output_path.empty())
-    if (auto s = placement::plan_save(*plan, args.output_path); !s) return report_error("plan", s.error());
+    if (auto s = write_output_file("-o", args.output_path, placement::plan_to_json(*plan).dump(1) + "\n"); !s)
+      return report_error("plan", s.error());
   if (args.check_decode_tokens > 0) {
     print_plan(*plan, *per_layer, cost_model->inputs(), stats_source, rates_source);
     return check_decode(args, *plan, cost_model->inputs());

@@ -71,7 +71,8 @@ int run_merge(const ProfileArgs& args) {
     if (!m) return report_error("profile", make_error(m.error().code, path + ": " + m.error().message));
     merged = std::move(*m);
   }
-  if (auto s = placement::expert_stats_save(*merged, args.output_path); !s) return report_error("profile", s.error());
+  if (auto s = write_output_file("-o", args.output_path, placement::expert_stats_to_json(*merged).dump() + "\n"); !s)
+    return report_error("profile", s.error());
   fmt::print(stderr, "merged {} files: {} tokens → {}\n", args.merge_paths.size(), merged->num_tokens,
              args.output_path);
   return 0;
@@ -123,7 +124,8 @@ int run_profile(const ProfileArgs& args) {
       ++stats.num_tokens;
     }
   }
-  if (auto s = placement::expert_stats_save(stats, args.output_path); !s) return report_error("profile", s.error());
+  if (auto s = write_output_file("-o", args.output_path, placement::expert_stats_to_json(stats).dump() + "\n"); !s)
+    return report_error("profile", s.error());
   fmt::print(stderr, "profiled {} prompts, {} tokens in {:.2f} s → {}\n", prompts->size(), stats.num_tokens,
              profiler::now_seconds() - t0, args.output_path);
   return 0;

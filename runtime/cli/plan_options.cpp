@@ -1,6 +1,7 @@
 #include "runtime/cli/plan_options.h"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <optional>
 
@@ -11,6 +12,7 @@
 #include "placement/profile_rates.h"
 #include "placement/static_plans.h"
 #include "runtime/base/byte_size.h"
+#include "runtime/cli/cli_files.h"
 
 namespace hetmoe::cli {
 namespace {
@@ -260,7 +262,7 @@ Status save_run_expert_stats(placement::ExpertStats stats, const std::string& pa
                                   "and the GPU pass do not yet)",
                                   path));
   stats.num_tokens = stats.num_experts_used > 0 ? row0 / stats.num_experts_used : 0;
-  return placement::expert_stats_save(stats, path);
+  return write_output_file("--stats-out", path, placement::expert_stats_to_json(stats).dump() + "\n");
 }
 
 }  // namespace hetmoe::cli
