@@ -378,7 +378,13 @@ Expected<ProbeResult> probe_hardware(const Topology& topology, const MachineKey&
   }
   HETMOE_ASSIGN_OR_RETURN(r.profile, measure_profile(topology, key, measurers));
   // Write to a temporary name and rename, so a reader never sees half a file.
-  std::filesystem::create_directories(dir, ec);
+  if (!std::filesystem::exists(dir, ec)) {
+    r.created_cache_dir = std::filesystem::create_directories(dir, ec);
+    if (ec) r.cache_write_error = fmt::format("cannot create the cache directory {}: {}", dir.string(), ec.message());
+  } else if (!std::filesystem::is_directory(dir, ec)) {
+    r.cache_write_error = fmt::format("the cache directory {} is not a directory", dir.string());
+  }
+  if (!r.cache_write_error.empty()) return r;
   const std::filesystem::path tmp = r.cache_path.string() + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);

@@ -133,6 +133,7 @@ struct ProbeResult {
   std::string reason;                 // why it was measured ("no cached profile", "stale: ...", "--force")
   std::filesystem::path cache_path;
   std::string cache_write_error;      // non-empty when the new profile could not be saved (the probe still succeeds)
+  bool created_cache_dir = false;     // the cache directory did not exist and was created for the new profile
 };
 
 /// The cached profile for (topology, key) when usable, else a fresh measurement written to the cache.

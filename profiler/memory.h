@@ -9,6 +9,14 @@ namespace hetmoe::profiler {
 /// Peak resident set size of this process so far, in bytes (getrusage ru_maxrss). 0 if unavailable.
 uint64_t peak_rss_bytes();
 
+/// The resident set's high-water mark (VmHWM in /proc/self/status) in bytes: like peak_rss_bytes, but reset by
+/// reset_rss_high_water(). 0 if unavailable.
+uint64_t rss_high_water_bytes();
+
+/// Resets the high-water mark to the current RSS (writes 5 to /proc/self/clear_refs, Linux 4.0+), so a buffer that
+/// was freed (a bandwidth probe's) leaves the later peak. False when the kernel refused.
+bool reset_rss_high_water();
+
 /// Current resident set size in bytes (/proc/self/statm). 0 if unavailable.
 uint64_t current_rss_bytes();
 

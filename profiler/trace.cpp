@@ -90,6 +90,7 @@ struct Recorder {
   std::vector<NamedTrack> tracks;
   std::vector<Event*> free_chunks;
   uint64_t num_chunks = 0;  // allocated in total
+  uint64_t num_written = 0;  // entries of traceEvents written by the last trace_write_json
   std::atomic<uint64_t> num_dropped{0};
   TraceTrack next_tid = 1;
   int num_workers = 0;
@@ -318,6 +319,7 @@ TraceStats trace_stats() {
     stats.num_threads += n > 0;
   }
   stats.num_dropped = r.num_dropped.load();
+  stats.num_written = r.num_written;
   return stats;
 }
 
@@ -508,9 +510,11 @@ Status trace_write_json(std::FILE* out, const std::string& path) {
     buf.clear();
   };
   bool first = true;
+  uint64_t num_written = 0;
   const auto begin_event = [&](char ph) {
     if (!first) buf.append(std::string_view(",\n"));
     first = false;
+    ++num_written;
     fmt::format_to(std::back_inserter(buf), "{{\"ph\":\"{}\",\"pid\":{}", ph, pid);
   };
   const auto name_field = [&](const char* key, std::string_view value) {
@@ -613,6 +617,7 @@ Status trace_write_json(std::FILE* out, const std::string& path) {
   }
   buf.append(std::string_view("}}\n"));
   flush(true);
+  r.num_written = num_written;
   if (write_failed || std::fflush(out) != 0 || std::ferror(out))
     return make_error(ErrorCode::kIo, fmt::format("{}: writing the trace failed: {}", path, std::strerror(errno)));
   return {};

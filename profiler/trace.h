@@ -69,6 +69,8 @@ struct TraceStats {
   uint64_t num_events = 0;   // recorded since trace_start() (a lane's pieces of one job count once)
   uint64_t num_dropped = 0;  // events lost because the trace reached its memory cap (kTraceMaxBytes)
   uint32_t num_threads = 0;  // threads that recorded at least one event
+  uint64_t num_written = 0;  // entries in the traceEvents array of the last trace_write_json (metadata, spans,
+                             // counters and flow points: what a viewer counts), 0 before one
 };
 TraceStats trace_stats();
 /// Memory the recorder may use for events; beyond it events are dropped and counted.

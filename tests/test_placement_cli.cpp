@@ -52,7 +52,7 @@ TEST_F(PlacementCli, PlanOnAHeaderOnlyGpt120bFile) {
 
 TEST_F(PlacementCli, PlanRefusesBadArguments) {
   RunResult r = run("plan -m " + kTiny + " --vram-budget 8XB");
-  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--vram-budget"), std::string::npos) << r.err;
   r = run("plan -m " + kTiny + " -c 999999999");
   EXPECT_NE(r.exit_code, 0);

@@ -1,6 +1,7 @@
 #include "runtime/app/config.h"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -117,7 +118,7 @@ class Parser {
  public:
   explicit Parser(std::string_view source_name) : source_(source_name) {}
 
-  void parse(const toml::table& root) {
+  void parse(const toml::table& root, bool across_keys) {
     walk(root, "", [&](const std::string& key, const toml::node& n, const std::string& path) {
       const toml::table* t = n.as_table();
       if (!t) return fail(n, path, fmt::format("expected a table [{}]", path));
@@ -129,6 +130,7 @@ class Parser {
       if (key == "trace") return walk(*t, path, [&](auto& k, auto& v, auto& p) { trace(k, v, p); });
       if (key == "server") return walk(*t, path, [&](auto& k, auto& v, auto& p) { server(k, v, p); });
     });
+    if (across_keys) check_across_keys(root);
   }
 
   Expected<RuntimeConfig> result() {
@@ -143,6 +145,23 @@ class Parser {
 
  private:
   using Handler = std::function<void(const std::string& key, const toml::node& value, const std::string& path)>;
+
+  /// The rules between keys that the commands apply (runtime/app/runtime_options.h, runtime/cli/plan_options.h),
+  /// so `hetmoe config --check` refuses every file a command would refuse.
+  void check_across_keys(const toml::table& root) {
+    const RuntimeConfig::Threads& t = config_.threads;
+    if (t.count && t.per_node)
+      if (const toml::node* n = root.at_path("threads.per_node").node())
+        add(n->source(), "threads.per_node: excludes threads.count (per_node sets the count per NUMA node); set one "
+                         "of them");
+    if (t.count && t.cores && t.cores->size() != static_cast<size_t>(*t.count))
+      if (const toml::node* n = root.at_path("threads.cores").node())
+        add(n->source(), fmt::format("threads.cores: lists {} CPUs but threads.count is {}: one worker runs on each "
+                                     "listed CPU", t.cores->size(), *t.count));
+    if (t.per_node && t.cores)
+      if (const toml::node* n = root.at_path("threads.cores").node())
+        add(n->source(), "threads.cores: excludes threads.per_node (the listed CPUs are the workers)");
+  }
 
   std::string where(const toml::source_region& r) const {
     return fmt::format("{}:{}:{}", source_, r.begin.line, r.begin.column);
@@ -513,7 +532,7 @@ std::vector<std::string> config_key_paths() {
   return paths;
 }
 
-Expected<RuntimeConfig> parse_config(std::string_view text, std::string_view source_name) {
+Expected<RuntimeConfig> parse_config(std::string_view text, std::string_view source_name, bool check_across_keys) {
   toml::table root;
   try {
     root = toml::parse(text, source_name);
@@ -522,17 +541,20 @@ Expected<RuntimeConfig> parse_config(std::string_view text, std::string_view sou
                                                       e.source().begin.line, e.source().begin.column, e.description()));
   }
   Parser parser(source_name);
-  parser.parse(root);
+  parser.parse(root, check_across_keys);
   return parser.result();
 }
 
 Expected<RuntimeConfig> load_config(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+    return make_error(ErrorCode::kIo, fmt::format("{}: is a directory, not a config file", path));
   std::ifstream in(path, std::ios::binary);
   if (!in) return make_error(ErrorCode::kIo, fmt::format("{}: cannot open the config file", path));
   std::stringstream ss;
   ss << in.rdbuf();
   if (in.bad()) return make_error(ErrorCode::kIo, fmt::format("{}: cannot read the config file", path));
-  return parse_config(ss.str(), path);
+  return parse_config(ss.str(), path, /*check_across_keys=*/true);
 }
 
 std::string format_config(const RuntimeConfig& c) {

@@ -89,10 +89,14 @@ struct RuntimeConfig {
 /// Errors (kFormat): a TOML syntax error, an unknown table or key, a value of the wrong type or out of range, a
 /// duplicate core id, an override entry without layer/expert/device. The message holds one line per problem found
 /// (all of them, not only the first), each "SOURCE:LINE:COLUMN: KEY: expected ..., got ..." and, for an unknown key,
-/// "did you mean 'x'?" when a known key is within a small edit distance.
-Expected<RuntimeConfig> parse_config(std::string_view text, std::string_view source_name);
+/// "did you mean 'x'?" when a known key is within a small edit distance. With `check_across_keys`, also the rules
+/// between keys that the commands apply, each reported at its key's line: threads.count with threads.per_node,
+/// threads.cores with threads.per_node or with a threads.count of another size.
+Expected<RuntimeConfig> parse_config(std::string_view text, std::string_view source_name,
+                                     bool check_across_keys = false);
 
-/// Reads and parses the file at `path`. Errors: kIo when it cannot be read; parse_config's.
+/// Reads and parses the file at `path` with check_across_keys, so a file `hetmoe config --check` passes is one the
+/// commands accept. Errors: kIo when it cannot be read or is a directory; parse_config's.
 Expected<RuntimeConfig> load_config(const std::string& path);
 
 /// The commented default file: every table and key with its meaning, type, range and default, each key commented

@@ -7,12 +7,18 @@
 #include <cmath>
 #include <ctime>
 #include <optional>
+#include <functional>
 #include <random>
+#include <set>
 
 #include "placement/traffic.h"
 #include "profiler/bandwidth.h"
 #include "profiler/memory.h"
+#include "runtime/cli/cli_args.h"
+#include "runtime/cli/cli_files.h"
 #include "runtime/cli/cli_util.h"
+#include "runtime/cli/default_model.h"
+#include "runtime/cli/model_loading.h"
 #include "runtime/cli/commands.h"
 #include "runtime/cli/plan_options.h"
 #include "runtime/cli/trace_options.h"
@@ -24,8 +30,12 @@
 namespace hetmoe::cli {
 namespace {
 
+constexpr uint64_t kProbeBytes = 1ull << 30;  // several times any last-level cache
+constexpr int kProbePasses = 5;                // best of: a pass disturbed by a neighbour does not count
+
 struct BenchArgs {
   std::string model_path;
+  bool interleave = false;
   std::vector<int> num_prompt = {512};
   std::vector<int> num_gen = {128};
   std::vector<int> depths = {0};
@@ -83,11 +93,16 @@ int run_bench(const BenchArgs& args) {
   if (!trace) return report_error("bench", trace.error());
   std::optional<RuntimeConfig> config;
   if (!args.config_path.empty()) {
+    if (auto s = check_input_file("--config", args.config_path); !s) return report_error("bench", s.error());
     auto loaded = load_config(args.config_path);
     if (!loaded) return report_error("bench", loaded.error());
     config = std::move(*loaded);
   }
-  auto model = Model::load(args.model_path, *load_mode);
+  if (!args.model_path.empty())
+    if (auto s = check_input_file("-m", args.model_path); !s) return report_error("bench", s.error());
+  auto model_path = model_or_default(args.model_path);
+  if (!model_path) return report_error("bench", model_path.error());
+  auto model = load_model_with_progress("bench", *model_path, *load_mode);
   if (!model) return report_error("bench", model.error());
   const ModelHparams& hp = model->hparams;
   placement::ExpertStats expert_counts = run_expert_stats(*model);  // every run counts expert selections
@@ -117,6 +132,16 @@ int run_bench(const BenchArgs& args) {
   std::vector<float> logits(hp.vocab_size);  // (vocab_size)
 
   std::vector<Row> rows;
+  std::set<std::string> printed_notes;  // a note ("no GPU found ...") once per run, not once per thread count
+  // Peak RSS without the bandwidth probe's buffer: the high-water mark before each probe, and after it once reset.
+  uint64_t peak_rss = profiler::rss_high_water_bytes();
+  bool peak_rss_exact = true;
+  const auto probe_bandwidth = [&](int num_threads) {
+    peak_rss = std::max(peak_rss, profiler::rss_high_water_bytes());
+    const double bw = profiler::measure_read_bandwidth(kProbeBytes, num_threads, kProbePasses);
+    peak_rss_exact = profiler::reset_rss_high_water() && peak_rss_exact;
+    return bw;
+  };
   for (int num_threads : args.threads) {
     ForwardOptions options;
     options.context_length = ctx;
@@ -129,19 +154,26 @@ int run_bench(const BenchArgs& args) {
       if (auto s = apply_runtime_config(*config, /*threads_given=*/true, options); !s)
         return report_error("bench", s.error());
     std::vector<std::string> forward_notes;
+    const auto print_new_notes = [&] {
+      for (const std::string& n : forward_notes)
+        if (printed_notes.insert(n).second) fmt::print(stderr, "hetmoe bench: {}\n", n);
+      forward_notes.clear();
+    };
     auto plan = make_run_plan(*model, args.device, config ? &*config : nullptr, options, &forward_notes);
     if (!plan) {
-      print_notes("bench", forward_notes);
+      print_new_notes();
       return report_error("bench", plan.error());
     }
     options.plan = &*plan;
     if (!options.use_reference) options.expert_counts = expert_counts.counts.data();
     auto forward = create_forward(*model, options, &forward_notes);
-    print_notes("bench", forward_notes);
+    print_new_notes();
     if (!forward) return report_error("bench", forward.error());
     ForwardPass& fwd = **forward;
-    const double bandwidth = profiler::measure_read_bandwidth(1ull << 30, num_threads);
+    // The read bandwidth of this thread count, measured before and after its tests (best of both).
+    const double bandwidth_before = probe_bandwidth(num_threads);
     const std::string path = forward_path_name(options, forward->get());
+    const size_t first_row = rows.size();
     for (int depth : args.depths) {
       // Fill the context to `depth` once (untimed); every repetition then truncates back to it.
       fwd.reset();
@@ -151,38 +183,66 @@ int run_bench(const BenchArgs& args) {
         if (auto s = fwd.forward_batch(all.subspan(0, depth), {}); !s) return report_error("bench", s.error());
         fmt::print(stderr, "hetmoe bench: filled depth {} in {:.1f} s\n", depth, profiler::now_seconds() - t0);
       }
-      const auto measure = [&](Row row, const std::function<Status()>& body) -> Status {
-        for (int rep = -1; rep < args.num_reps; ++rep) {  // rep -1 is the warm-up
-          HETMOE_RETURN_IF_ERROR(fwd.truncate(static_cast<uint32_t>(depth)));
-          const auto t0 = std::chrono::steady_clock::now();
-          HETMOE_RETURN_IF_ERROR(body());
-          const auto ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
-          if (rep >= 0) row.samples_ns.push_back(ns);
-          if (row.n_gen > 0) profiler::trace_counter(profiler::kTraceCounterDecode, row.n_gen / (ns * 1e-9));
-        }
-        rows.push_back(std::move(row));
-        return {};
+      struct Test {
+        Row row;
+        std::function<Status()> body;
       };
+      std::vector<Test> tests;
       for (int p : args.num_prompt) {
         if (p <= 0) continue;
-        Row row{p, 0, depth, num_threads, {}, bandwidth, 0, path};
-        auto s = measure(row, [&] { return fwd.forward_batch(all.subspan(depth, p), logits); });
-        if (!s) return report_error("bench", s.error());
+        tests.push_back({Row{p, 0, depth, num_threads, {}, 0, 0, path},
+                         [&fwd, &logits, all, depth, p] { return fwd.forward_batch(all.subspan(depth, p), logits); }});
       }
       for (int n : args.num_gen) {
         if (n <= 0) continue;
-        Row row{0, n, depth, num_threads, {}, bandwidth, 0, path};
+        Row row{0, n, depth, num_threads, {}, 0, 0, path};
         row.bytes_per_token = placement::decode_traffic(*model, static_cast<uint32_t>(depth + n / 2), *kv_type).total();
-        auto s = measure(row, [&]() -> Status {
-          for (int i = 0; i < n; ++i) HETMOE_RETURN_IF_ERROR(fwd.forward(tokens[depth + i], logits));
-          return {};
-        });
-        if (!s) return report_error("bench", s.error());
+        tests.push_back({row, [&fwd, &logits, &tokens, depth, n]() -> Status {
+                           for (int i = 0; i < n; ++i) HETMOE_RETURN_IF_ERROR(fwd.forward(tokens[depth + i], logits));
+                           return {};
+                         }});
+      }
+      const auto run_once = [&](Test& test, bool timed) -> Status {
+        HETMOE_RETURN_IF_ERROR(fwd.truncate(static_cast<uint32_t>(depth)));
+        const auto t0 = std::chrono::steady_clock::now();
+        HETMOE_RETURN_IF_ERROR(test.body());
+        const auto ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+        if (timed) test.row.samples_ns.push_back(ns);
+        if (test.row.n_gen > 0) profiler::trace_counter(profiler::kTraceCounterDecode, test.row.n_gen / (ns * 1e-9));
+        return {};
+      };
+      // Repetition -1 is the warm-up. --interleave: round by round over the tests (A B A B ...), so a slow minute on
+      // a shared machine spreads over every test instead of deciding one comparison; else test by test.
+      if (args.interleave) {
+        for (int rep = -1; rep < args.num_reps; ++rep)
+          for (Test& test : tests)
+            if (auto s = run_once(test, rep >= 0); !s) return report_error("bench", s.error());
+      } else {
+        for (Test& test : tests)
+          for (int rep = -1; rep < args.num_reps; ++rep)
+            if (auto s = run_once(test, rep >= 0); !s) return report_error("bench", s.error());
+      }
+      for (Test& test : tests) rows.push_back(std::move(test.row));
+    }
+    const double bandwidth = std::max(bandwidth_before, probe_bandwidth(num_threads));
+    for (size_t i = first_row; i < rows.size(); ++i) {
+      Row& r = rows[i];
+      r.bandwidth = bandwidth;
+      // A decode that read faster than the probe proves the probe low: the roofline is then computed against what
+      // the decode read (never above 100 %), and said.
+      const double read_rate = mean_stddev(r.samples_ts()).first * static_cast<double>(r.bytes_per_token);
+      if (r.bytes_per_token > 0 && read_rate > r.bandwidth) {
+        fmt::print(stderr,
+                   "hetmoe bench: {} at {} threads read {:.1f} GB/s, more than the bandwidth probe's {:.1f} GB/s: the "
+                   "probe under-measured (a busy host?); its roofline is computed against {:.1f} GB/s\n",
+                   test_name(r), r.n_threads, read_rate / 1e9, r.bandwidth / 1e9, read_rate / 1e9);
+        r.bandwidth = read_rate;
       }
     }
   }
+  peak_rss = std::max(peak_rss, profiler::rss_high_water_bytes());
+  if (!peak_rss_exact) peak_rss = profiler::peak_rss_bytes();  // the kernel refused the reset: the probe is in it
 
-  const uint64_t peak_rss = profiler::peak_rss_bytes();
   const uint64_t anon_rss = profiler::rss_anon_bytes();
   // Resident memory beyond the weights (and the KV cache, which is anonymous too): anonymous RSS minus the weights
   // when they were loaded into memory (mapped weights are file-backed and not in the anonymous count).
@@ -203,7 +263,7 @@ int run_bench(const BenchArgs& args) {
       const auto ts = r.samples_ts();
       const auto [avg_ts, sd_ts] = mean_stddev(ts);
       const auto [avg_ns, sd_ns] = mean_stddev(r.samples_ns);
-      nlohmann::json j = {{"model_filename", args.model_path}, {"model_type", model_type},
+      nlohmann::json j = {{"model_filename", *model_path}, {"model_type", model_type},
                           {"model_size", file_bytes}, {"model_n_params", num_params},
                           {"backend", r.path}, {"n_threads", r.n_threads}, {"type_k", args.kv_type},
                           {"type_v", args.kv_type}, {"n_prompt", r.n_prompt}, {"n_gen", r.n_gen},
@@ -257,40 +317,45 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("bench", "Prefill (pp N) and decode (tg N) tok/s at context depths, like llama-bench, "
                                           "with memory bandwidth and roofline");
   auto args = std::make_shared<BenchArgs>();
-  cmd->add_option("-m,--model", args->model_path, "GGUF model file")->required();
+  auto* model = cmd->add_option("-m,--model", args->model_path,
+                                 "GGUF model file (default: the synthetic tiny model, made once)");
+  cmd->add_option("MODEL", args->model_path, "The model file, as -m")->excludes(model);
+  cmd->add_flag("--interleave", args->interleave,
+                "Run the repetitions of the tests round by round (pp tg pp tg ...) instead of test by test, so a "
+                "noisy minute does not decide a comparison");
   cmd->add_option("-p,--n-prompt", args->num_prompt, "Prompt lengths for pp tests (0 = none)")
       ->delimiter(',')
+      ->check(int_range(0, 1 << 20))
       ->capture_default_str();
   cmd->add_option("-n,--n-gen", args->num_gen, "Generation lengths for tg tests (0 = none)")
       ->delimiter(',')
+      ->check(int_range(0, 1 << 20))
       ->capture_default_str();
   cmd->add_option("-d,--n-depth", args->depths, "Context depths (tokens already in the KV cache)")
       ->delimiter(',')
+      ->check(int_range(0, 1 << 24))
       ->capture_default_str();
   cmd->add_option("-r,--repetitions", args->num_reps, "Repetitions per test (after one warm-up)")
-      ->check(CLI::Range(1, 1000))
+      ->check(int_range(1, 1000))
       ->capture_default_str();
-  cmd->add_option("-t,--threads", args->threads, "Thread counts")->delimiter(',')->capture_default_str();
-  cmd->add_option("-o,--output", args->output, "Output format: md, csv or json")->capture_default_str();
-  cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
-  cmd->add_option("--load", args->load, kLoadHelp)->capture_default_str();
+  cmd->add_option("-t,--threads", args->threads, "Thread counts")
+      ->delimiter(',')
+      ->check(int_range(1, 4096))
+      ->capture_default_str();
+  cmd->add_option("-o,--output", args->output, "Output format: md, csv or json")
+      ->check(CLI::IsMember({"md", "csv", "json"}))
+      ->capture_default_str();
+  cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")
+      ->check(CLI::IsMember({"f16", "f32"}))
+      ->capture_default_str();
+  cmd->add_option("--load", args->load, kLoadHelp)->check(CLI::IsMember({"auto", "mmap", "memory"}))->capture_default_str();
   cmd->add_flag("--reference", args->use_reference, "Benchmark the scalar reference path");
   add_trace_option(cmd, args->trace_path);
   cmd->add_option("--config", args->config_path,
                   "TOML configuration file: its thread layout, NUMA, GPU and placement keys (flags override it)")
       ->option_text("FILE");
   add_device_options(cmd, args->device);
-  cmd->callback([args, &exit_code] {
-    for (int v : args->num_prompt) if (v < 0 || v > (1 << 20)) exit_code = 2;
-    for (int v : args->num_gen) if (v < 0 || v > (1 << 20)) exit_code = 2;
-    for (int v : args->depths) if (v < 0 || v > (1 << 24)) exit_code = 2;
-    for (int v : args->threads) if (v < 1 || v > 4096) exit_code = 2;
-    if (exit_code == 2) {
-      fmt::print(stderr, "hetmoe bench: -p/-n must be in 0..1048576, -d in 0..16777216, -t in 1..4096\n");
-      return;
-    }
-    exit_code = run_bench(*args);
-  });
+  cmd->callback([args, &exit_code] { exit_code = run_bench(*args); });
 }
 
 }  // namespace hetmoe::cli

@@ -27,7 +27,11 @@
 #include <string_view>
 #include <vector>
 
+#include "runtime/cli/cli_args.h"
+#include "runtime/cli/cli_files.h"
 #include "runtime/cli/cli_util.h"
+#include "runtime/cli/default_model.h"
+#include "runtime/cli/model_loading.h"
 #include "runtime/cli/commands.h"
 #include "runtime/cli/plan_options.h"
 #include "runtime/cli/run_options.h"
@@ -255,6 +259,10 @@ void print_help() {
 }
 
 int run_chat(const ChatArgs& args) {
+  if (!args.model_path.empty())
+    if (auto s = check_input_file("-m", args.model_path); !s) return report_error("chat", s.error());
+  if (!args.run.stats_out.empty())
+    if (auto s = check_output_path("--stats-out", args.run.stats_out); !s) return report_error("chat", s.error());
   auto forward_options = cli::forward_options(args.run);
   if (!forward_options) return report_error("chat", forward_options.error());
   auto params = cli::sampler_params(args.sampling);
@@ -268,7 +276,9 @@ int run_chat(const ChatArgs& args) {
     return report_error("chat", make_error(ErrorCode::kInvalidArgument,
                                            fmt::format("--reasoning {}: expected low, medium or high", args.reasoning)));
   }
-  auto model = Model::load(args.model_path, *load_mode);
+  auto model_path = model_or_default(args.model_path);
+  if (!model_path) return report_error("chat", model_path.error());
+  auto model = load_model_with_progress("chat", *model_path, *load_mode);
   if (!model) return report_error("chat", model.error());
   auto tokenizer = Tokenizer::from_gguf(*model->file);
   if (!tokenizer) return report_error("chat", tokenizer.error());
@@ -298,12 +308,13 @@ int run_chat(const ChatArgs& args) {
   const bool terminal = isatty(STDIN_FILENO) != 0;
   install_sigint_handler();
   LineReader reader(terminal);
-  fmt::print(stderr, "hetmoe chat: {} | {} path, {} | context {} | reasoning {} | seed {}\n", args.model_path,
+  fmt::print(stderr, "hetmoe chat: {} | {} path, {} | context {} | reasoning {} | seed {}\n", *model_path,
              path_name, threads_text(*forward_options), args.run.context_length, args.reasoning,
              params->seed);
   if (terminal) print_help();
 
   bool interrupted_at_prompt = false;
+  int num_turns = 0, num_failed_turns = 0;
   for (;;) {
     std::optional<std::string> line = reader.read("> ");
     if (!line) {
@@ -313,11 +324,16 @@ int run_chat(const ChatArgs& args) {
         fmt::print(stderr, "\n(Ctrl-C again, Ctrl-D or /exit to leave)\n");
         continue;
       }
+      if (terminal) fmt::print(stderr, "\n");  // Ctrl-D: the shell's prompt starts on its own line
       break;
     }
     interrupted_at_prompt = false;
     std::string text = *line;
-    while (!text.empty() && (text.back() == '\r' || text.back() == ' ')) text.pop_back();
+    const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+    while (!text.empty() && is_space(text.back())) text.pop_back();
+    size_t first = 0;
+    while (first < text.size() && is_space(text[first])) ++first;
+    if (first > 0 && first < text.size() && text[first] == '/') text.erase(0, first);  // "  /exit" is a command
     if (text.empty()) continue;
     if (text[0] == '/') {
       if (text == "/exit" || text == "/quit") break;
@@ -338,12 +354,21 @@ int run_chat(const ChatArgs& args) {
       }
       continue;
     }
-    if (Status s = session.turn(text); !s) report_error("chat", s.error());
+    ++num_turns;
+    if (Status s = session.turn(text); !s) {
+      report_error("chat", s.error());
+      ++num_failed_turns;
+    }
   }
   if (!args.run.stats_out.empty())
     if (auto s = save_run_expert_stats(std::move(expert_counts), args.run.stats_out); !s)
       return report_error("chat", s.error());
   if (auto s = finish_trace(*trace); !s) return report_error("chat", s.error());
+  // Driven through a pipe, a chat whose turns failed is a failed command (a script must see it).
+  if (!terminal && num_failed_turns > 0) {
+    fmt::print(stderr, "hetmoe chat: {} of {} turns failed\n", num_failed_turns, num_turns);
+    return kExitError;
+  }
   return 0;
 }
 
@@ -353,15 +378,18 @@ void add_chat_command(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("chat", "Interactive chat (harmony format): multi-turn, line editing, reasoning "
                                          "dimmed, tok/s after each answer; reads turns from stdin when it is a pipe.");
   auto args = std::make_shared<ChatArgs>();
-  cmd->add_option("-m,--model", args->model_path, "GGUF model file")->required();
+  auto* model = cmd->add_option("-m,--model", args->model_path,
+                                 "GGUF model file (default: the synthetic tiny model, made once)");
+  cmd->add_option("MODEL", args->model_path, "The model file, as -m")->excludes(model);
   cmd->add_option("--system", args->system, "Instructions for the model (the harmony developer message)");
   cmd->add_option("--reasoning", args->reasoning, "Reasoning effort: low, medium or high (/reasoning changes it)")
       ->check(CLI::IsMember({"low", "medium", "high"}))
       ->capture_default_str();
-  cmd->add_option("--date", args->date, "Current date in the system message, YYYY-MM-DD (default: today)");
+  cmd->add_option("--date", args->date, "Current date in the system message, YYYY-MM-DD (default: today)")
+      ->check(date_arg());
   cmd->add_flag("--hide-reasoning", args->hide_reasoning, "Do not show the analysis and commentary channels");
   cmd->add_option("-n,--n-predict", args->max_answer_tokens, "Most tokens per answer")
-      ->check(CLI::Range(1, 1 << 24))
+      ->check(int_range(1, 1 << 24))
       ->capture_default_str();
   add_run_options(cmd, args->run);
   add_sampling_options(cmd, args->sampling);

@@ -1,6 +1,7 @@
 // hetmoe config: prints the commented default configuration file, or checks a file and prints the keys it sets.
 #include <fmt/format.h>
 
+#include "runtime/cli/cli_files.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/app/config.h"
@@ -9,6 +10,7 @@ namespace hetmoe::cli {
 namespace {
 
 int run_check(const std::string& path) {
+  if (auto s = check_input_file("--check", path); !s) return report_error("config", s.error());
   auto config = load_config(path);
   if (!config) return report_error("config", config.error());
   const std::string text = format_config(*config);

@@ -8,6 +8,8 @@
 #include <optional>
 
 #include "profiler/memory.h"
+#include "runtime/cli/cli_args.h"
+#include "runtime/cli/cli_files.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/cli/plan_options.h"
@@ -40,8 +42,12 @@ int run_eval(const EvalArgs& args) {
   if (!kv_type) return report_error("eval", kv_type.error());
   auto load_mode = parse_load_mode(args.load);
   if (!load_mode) return report_error("eval", load_mode.error());
+  if (auto s = check_input_file("-m", args.model_path); !s) return report_error("eval", s.error());
+  if (auto s = check_input_file("--ids", args.ids_path); !s) return report_error("eval", s.error());
+  if (auto s = check_output_path("--logits-out", args.logits_path); !s) return report_error("eval", s.error());
   std::optional<RuntimeConfig> config;
   if (!args.config_path.empty()) {
+    if (auto s = check_input_file("--config", args.config_path); !s) return report_error("eval", s.error());
     auto loaded = load_config(args.config_path);
     if (!loaded) return report_error("eval", loaded.error());
     config = std::move(*loaded);
@@ -81,33 +87,16 @@ int run_eval(const EvalArgs& args) {
   if (!forward) return report_error("eval", forward.error());
   const double t_loaded = profiler::now_seconds();
 
-  // Logits stream to OUT.tmp row by row; renamed when complete so a failed run leaves no partial file.
-  const std::string tmp_path = args.logits_path + ".tmp";
-  std::FILE* out = std::fopen(tmp_path.c_str(), "wb");
-  if (!out)
-    return report_error("eval", make_error(ErrorCode::kIo, fmt::format("{}: cannot create: {}", tmp_path,
-                                                                       std::strerror(errno))));
+  // Logits stream row by row (runtime/cli/cli_files.h: a regular file is replaced only when complete, so a failed
+  // run leaves no partial file; /dev/null, a FIFO or a symbolic link is written through).
+  auto out = OutputFile::open("--logits-out", args.logits_path);
+  if (!out) return report_error("eval", out.error());
   std::vector<float> logits(hp.vocab_size);  // (vocab_size) one row
-  int rc = 0;
-  for (uint32_t i = 0; i < num_tokens && rc == 0; ++i) {
-    if (auto s = (*forward)->forward((*ids)[i], logits); !s) {
-      rc = report_error("eval", s.error());
-    } else if (std::fwrite(logits.data(), sizeof(float), logits.size(), out) != logits.size()) {
-      rc = report_error("eval", make_error(ErrorCode::kIo, fmt::format("{}: write failed: {}", tmp_path,
-                                                                       std::strerror(errno))));
-    }
+  for (uint32_t i = 0; i < num_tokens; ++i) {
+    if (auto s = (*forward)->forward((*ids)[i], logits); !s) return report_error("eval", s.error());
+    if (auto s = (*out)->write(logits.data(), logits.size() * sizeof(float)); !s) return report_error("eval", s.error());
   }
-  if (std::fclose(out) != 0 && rc == 0)
-    rc = report_error("eval", make_error(ErrorCode::kIo, fmt::format("{}: close failed", tmp_path)));
-  std::error_code ec;
-  if (rc != 0) {
-    std::filesystem::remove(tmp_path, ec);
-    return rc;
-  }
-  std::filesystem::rename(tmp_path, args.logits_path, ec);
-  if (ec)
-    return report_error("eval", make_error(ErrorCode::kIo, fmt::format("{}: rename failed: {}", args.logits_path,
-                                                                       ec.message())));
+  if (auto s = (*out)->commit(); !s) return report_error("eval", s.error());
   const double t_end = profiler::now_seconds();
   fmt::print(stderr,
              "eval: {} tokens x {} logits -> {} | load {:.2f} s | eval {:.2f} s ({:.2f} tok/s, {} threads, {} path) | "
@@ -128,11 +117,13 @@ void add_eval_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--ids", args->ids_path, "Whitespace-separated token ids")->required();
   cmd->add_option("--logits-out", args->logits_path, "Output file (float32 [n_tokens][n_vocab])")->required();
   auto* threads =
-      cmd->add_option("-t,--threads", args->num_threads, "CPU threads")->check(CLI::Range(1, 4096))->capture_default_str();
-  cmd->add_option("-c,--ctx", args->context_length, "Context length (default: max(8192, n_tokens))")
-      ->check(CLI::Range(1u, 1u << 24));
-  cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
-  cmd->add_option("--load", args->load, kLoadHelp)->capture_default_str();
+      cmd->add_option("-t,--threads", args->num_threads, "CPU threads")->check(int_range(1, 4096))->capture_default_str();
+  cmd->add_option("-c,--ctx,--ctx-size", args->context_length, "Context length (default: max(8192, n_tokens))")
+      ->check(int_range(1, 1 << 24));
+  cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")
+      ->check(CLI::IsMember({"f16", "f32"}))
+      ->capture_default_str();
+  cmd->add_option("--load", args->load, kLoadHelp)->check(CLI::IsMember({"auto", "mmap", "memory"}))->capture_default_str();
   cmd->add_flag("--reference", args->use_reference, "Run the scalar reference forward pass (the correctness oracle)");
   cmd->add_option("--config", args->config_path,
                   "TOML configuration file: its thread, NUMA, GPU and placement keys (flags override it)")

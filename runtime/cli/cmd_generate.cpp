@@ -5,15 +5,21 @@
 // cache directory once and used, so a fresh clone can run end to end without a download.
 #include <fmt/format.h>
 
-#include <cstdio>
-#include <cstdlib>
-#include <filesystem>
-#include <optional>
-#include <random>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <optional>
+
 #include "profiler/memory.h"
+#include "runtime/cli/cli_args.h"
+#include "runtime/cli/cli_files.h"
 #include "runtime/cli/cli_util.h"
+#include "runtime/cli/default_model.h"
+#include "runtime/cli/interrupt.h"
+#include "runtime/cli/model_loading.h"
 #include "runtime/cli/commands.h"
 #include "runtime/cli/plan_options.h"
 #include "runtime/cli/run_options.h"
@@ -23,7 +29,6 @@
 #include "runtime/text/harmony.h"
 #include "runtime/model/model.h"
 #include "runtime/app/sampler.h"
-#include "runtime/model/synth.h"
 #include "runtime/text/tokenizer.h"
 
 namespace hetmoe::cli {
@@ -32,7 +37,8 @@ namespace {
 struct GenerateArgs {
   std::string model_path;
   std::string prompt = "Once upon a time";
-  int num_predict = 64;
+  std::string prompt_file;       // -f FILE ('-': stdin)
+  int num_predict = 64;          // -1: until the context is full
   RunArgs run;
   SamplingArgs sampling;
   bool parse_special = false;
@@ -41,56 +47,51 @@ struct GenerateArgs {
   std::string reasoning = "medium";
   std::string date;              // current date in the system message (default: today)
   bool show_reasoning = false;
+  bool prompt_given = false;     // -p on the command line
 };
 
-}  // namespace
-
-/// $HETMOE_CACHE_DIR, else $XDG_CACHE_HOME/hetmoe, else $HOME/.cache/hetmoe, else ./.hetmoe-cache.
-std::filesystem::path cache_dir() {
-  if (const char* d = std::getenv("HETMOE_CACHE_DIR"); d && *d) return d;
-  if (const char* d = std::getenv("XDG_CACHE_HOME"); d && *d) return std::filesystem::path(d) / "hetmoe";
-  if (const char* d = std::getenv("HOME"); d && *d) return std::filesystem::path(d) / ".cache" / "hetmoe";
-  return ".hetmoe-cache";
+/// The prompt: -f FILE, -p - (stdin), -p TEXT, else stdin when it is a pipe or a file with text in it, else the
+/// default. Errors: read_input_file's.
+Expected<std::string> prompt_text(const GenerateArgs& args) {
+  if (!args.prompt_file.empty()) return read_input_file("-f", args.prompt_file, /*allow_stdin=*/true);
+  if (args.prompt_given) {
+    if (args.prompt == "-") return read_input_file("-p", "-", /*allow_stdin=*/true);
+    return args.prompt;
+  }
+  struct stat st {};
+  if (::fstat(STDIN_FILENO, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISREG(st.st_mode)) && !isatty(STDIN_FILENO)) {
+    auto text = read_input_file("stdin", "-", /*allow_stdin=*/true);
+    if (!text) return text.error();
+    if (!text->empty()) return text;
+  }
+  return args.prompt;
 }
 
-/// The embedded default model: the synthetic tiny preset (seed 0), written once to the cache directory.
-Expected<std::string> default_model() {
-  const std::filesystem::path dir = cache_dir();
-  const std::filesystem::path path = dir / "synth-tiny-seed0.gguf";
-  std::error_code ec;
-  if (std::filesystem::exists(path, ec)) return path.string();
-  std::filesystem::create_directories(dir, ec);
-  if (ec)
-    return make_error(ErrorCode::kIo, fmt::format("{}: cannot create the cache directory: {}", dir.string(),
-                                                  ec.message()));
-  fmt::print(stderr, "no model given (-m): writing the synthetic tiny model (random weights) to {}\n", path.string());
-  SynthOptions options;
-  options.preset = "tiny";
-  options.seed = 0;
-  options.router_skew = 1.0f;
-  if (auto s = synth_write(options, path.string()); !s) return s.error();
-  return path.string();
+/// Checks every path the run will read or write before any work (docs/cli.md). Errors: kIo naming the flag.
+Status check_paths(const GenerateArgs& args) {
+  if (!args.model_path.empty()) HETMOE_RETURN_IF_ERROR(check_input_file("-m", args.model_path));
+  if (!args.run.stats_out.empty()) HETMOE_RETURN_IF_ERROR(check_output_path("--stats-out", args.run.stats_out));
+  if (!args.run.trace_path.empty()) HETMOE_RETURN_IF_ERROR(check_output_path("--trace", args.run.trace_path));
+  return {};
 }
-
-namespace {
 
 int run_generate(const GenerateArgs& args) {
   const double t_start = profiler::now_seconds();
+  install_interrupt_handler();
   auto forward_options = cli::forward_options(args.run);
   if (!forward_options) return report_error("generate", forward_options.error());
+  if (auto s = check_paths(args); !s) return report_error("generate", s.error());
   auto sampler_params = cli::sampler_params(args.sampling);
   if (!sampler_params) return report_error("generate", sampler_params.error());
+  auto prompt = prompt_text(args);
+  if (!prompt) return report_error("generate", prompt.error());
   auto trace = start_trace(args.run.trace_path);
   if (!trace) return report_error("generate", trace.error());
-  std::string model_path = args.model_path;
-  if (model_path.empty()) {
-    auto p = default_model();
-    if (!p) return report_error("generate", p.error());
-    model_path = *p;
-  }
+  auto model_path = model_or_default(args.model_path);
+  if (!model_path) return report_error("generate", model_path.error());
   auto load_mode = cli::load_mode(args.run);
   if (!load_mode) return report_error("generate", load_mode.error());
-  auto model = Model::load(model_path, *load_mode);
+  auto model = load_model_with_progress("generate", *model_path, *load_mode);
   if (!model) return report_error("generate", model.error());
   auto tokenizer = Tokenizer::from_gguf(*model->file);
   if (!tokenizer) return report_error("generate", tokenizer.error());
@@ -103,17 +104,30 @@ int run_generate(const GenerateArgs& args) {
   }
   std::vector<int32_t> prompt_ids;
   if (args.raw) {
-    prompt_ids = tokenizer->encode(args.prompt, args.parse_special);
+    prompt_ids = tokenizer->encode(*prompt, args.parse_special);
   } else {
     harmony::Conversation conversation;
     conversation.options.reasoning = *reasoning;
     conversation.options.developer_instructions = args.system;
     conversation.options.current_date = args.date;
-    conversation.messages.push_back(harmony::Message{"user", "", "", "", args.prompt});
+    conversation.messages.push_back(harmony::Message{"user", "", "", "", *prompt});
     auto rendered = harmony::render_for_completion(*tokenizer, conversation);
     if (!rendered) return report_error("generate", rendered.error());
     prompt_ids = std::move(*rendered);
   }
+  // Refused before any work (and before the prompt is echoed): a prompt that does not fit the context.
+  const uint64_t context = forward_options->context_length;
+  if (prompt_ids.empty() && args.raw)
+    return report_error("generate", make_error(ErrorCode::kInvalidArgument, "the prompt is empty"));
+  const uint64_t min_new = args.num_predict < 0 ? 1 : static_cast<uint64_t>(args.num_predict);
+  if (prompt_ids.size() + min_new > context)
+    return report_error("generate",
+                        make_error(ErrorCode::kInvalidArgument,
+                                   fmt::format("the prompt ({} tokens) plus {} generated tokens need {} positions but "
+                                               "the context is {} (-c)",
+                                               prompt_ids.size(), min_new, prompt_ids.size() + min_new, context)));
+  const int num_predict =
+      args.num_predict >= 0 ? args.num_predict : static_cast<int>(context - prompt_ids.size());
   std::vector<std::string> forward_notes;
   auto plan = make_run_plan(*model, args.run.device, args.run.config ? &*args.run.config : nullptr, *forward_options,
                             &forward_notes);
@@ -144,54 +158,66 @@ int run_generate(const GenerateArgs& args) {
   }
   harmony::DisplayFormatter display(args.show_reasoning, isatty(STDOUT_FILENO) != 0);
   std::vector<harmony::Event> events;
+  // A write to stdout that fails (a full disk, a closed stdout) stops the generation: nobody reads the rest.
+  const auto stdout_ok = [] { return std::fflush(stdout) == 0 && !std::ferror(stdout); };
   auto print_events = [&] {
     for (const harmony::Event& event : events) fmt::print("{}", display.format(event));
-    std::fflush(stdout);
     events.clear();
+    return stdout_ok();
   };
 
-  if (args.raw) {
-    fmt::print("{}", args.prompt);
-    std::fflush(stdout);
+  if (args.raw) fmt::print("{}", *prompt);
+  std::optional<GenerationStats> stats;
+  if (stdout_ok() && !interrupted()) {
+    auto generated = generate_tokens(**forward, sampler, prompt_ids, num_predict, stop_ids, logits, [&](int32_t token) {
+      if (parser) {
+        parser->push(token, &events);
+        return print_events() && !interrupted();
+      }
+      auto piece = stream.push(token);
+      if (!piece) {
+        stream_error = piece.error();
+        return false;
+      }
+      fmt::print("{}", *piece);
+      return stdout_ok() && !interrupted();
+    });
+    if (!generated) return report_error("generate", generated.error());
+    stats = *generated;
   }
-  auto stats = generate_tokens(**forward, sampler, prompt_ids, args.num_predict, stop_ids, logits, [&](int32_t token) {
-    if (parser) {
-      parser->push(token, &events);
-      print_events();
-      return true;
-    }
-    auto piece = stream.push(token);
-    if (!piece) {
-      stream_error = piece.error();
-      return false;
-    }
-    fmt::print("{}", *piece);
-    std::fflush(stdout);
-    return true;
-  });
-  if (!stats) return report_error("generate", stats.error());
   if (!stream_error) return report_error("generate", stream_error.error());
-  if (parser) {
-    if (stats->stop_token) parser->push(*stats->stop_token, &events);
-    parser->finish(&events);
-    print_events();
-    fmt::print("\n");
-  } else {
-    fmt::print("{}\n", stream.flush());
+  if (stats) {
+    if (parser) {
+      if (stats->stop_token) parser->push(*stats->stop_token, &events);
+      parser->finish(&events);
+      print_events();
+      fmt::print("\n");
+    } else {
+      fmt::print("{}\n", stream.flush());
+    }
   }
+  const bool output_failed = !stdout_ok();
+  const int output_errno = errno;
+  if (interrupted()) fmt::print(stderr, "\nhetmoe generate: interrupted\n");
 
+  const GenerationStats s = stats.value_or(GenerationStats{});
   fmt::print(stderr,
              "\nmodel {} | load {:.2f} s ({}) | prefill {} tokens in {:.2f} s ({:.2f} tok/s) | decode {} tokens in {:.2f} s "
              "({:.2f} tok/s) | {}, {} path, seed {} | peak RSS {}\n",
-             model_path, t_loaded - t_start, model->file->in_memory() ? "into memory" : "mmap", stats->num_prompt_tokens, stats->prefill_seconds,
-             stats->prefill_tok_per_s(), stats->num_generated, stats->decode_seconds, stats->decode_tok_per_s(),
+             *model_path, t_loaded - t_start, model->file->in_memory() ? "into memory" : "mmap", s.num_prompt_tokens,
+             s.prefill_seconds, s.prefill_tok_per_s(), s.num_generated, s.decode_seconds, s.decode_tok_per_s(),
              threads_text(*forward_options), forward_path_name(*forward_options, forward->get()), seed,
              format_bytes(profiler::peak_rss_bytes()));
-  if (!args.run.stats_out.empty())
-    if (auto s = save_run_expert_stats(std::move(expert_counts), args.run.stats_out); !s)
-      return report_error("generate", s.error());
-  if (auto s = finish_trace(*trace); !s) return report_error("generate", s.error());
-  return 0;
+  int rc = 0;
+  if (!args.run.stats_out.empty() && s.num_prompt_tokens > 0)
+    if (auto st = save_run_expert_stats(std::move(expert_counts), args.run.stats_out); !st)
+      rc = report_error("generate", st.error());
+  if (auto st = finish_trace(*trace); !st) rc = report_error("generate", st.error());
+  if (output_failed)
+    return report_error("generate", make_error(ErrorCode::kIo, fmt::format("writing to stdout failed: {}",
+                                                                           std::strerror(output_errno))));
+  if (interrupted()) return kExitInterrupted;
+  return rc;
 }
 
 }  // namespace
@@ -201,10 +227,17 @@ void add_generate_command(CLI::App& app, int& exit_code) {
                                              "streamed to stdout; load time, prefill and decode tok/s on stderr. "
                                              "Without -m, uses a synthetic tiny model.");
   auto args = std::make_shared<GenerateArgs>();
-  cmd->add_option("-m,--model", args->model_path, "GGUF model file (default: the synthetic tiny model, made once)");
-  cmd->add_option("-p,--prompt", args->prompt, "Prompt text")->capture_default_str();
-  cmd->add_option("-n,--n-predict", args->num_predict, "Tokens to generate")
-      ->check(CLI::Range(0, 1 << 24))
+  auto* model = cmd->add_option("-m,--model", args->model_path,
+                                 "GGUF model file (default: the synthetic tiny model, made once)");
+  cmd->add_option("MODEL", args->model_path, "The model file, as -m")->excludes(model);
+  auto* prompt = cmd->add_option("-p,--prompt", args->prompt,
+                                 "Prompt text; '-' reads it from stdin (so does a pipe on stdin without -p)")
+                     ->capture_default_str();
+  cmd->add_option("-f,--file", args->prompt_file, "Read the prompt from FILE ('-': stdin)")
+      ->option_text("FILE")
+      ->excludes(prompt);
+  cmd->add_option("-n,--n-predict", args->num_predict, "Tokens to generate; -1: until the context is full")
+      ->check(int_range(-1, 1 << 24))
       ->capture_default_str();
   add_run_options(cmd, args->run);
   add_sampling_options(cmd, args->sampling);
@@ -213,12 +246,14 @@ void add_generate_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--reasoning", args->reasoning, "Reasoning effort in the system message: low, medium or high")
       ->check(CLI::IsMember({"low", "medium", "high"}))
       ->capture_default_str();
-  cmd->add_option("--date", args->date, "Current date in the system message, YYYY-MM-DD (default: today)");
+  cmd->add_option("--date", args->date, "Current date in the system message, YYYY-MM-DD (default: today)")
+      ->check(date_arg());
   cmd->add_flag("--show-reasoning", args->show_reasoning,
                 "Also print the analysis and commentary channels (dimmed on a terminal)");
   cmd->add_flag("--parse-special", args->parse_special,
                 "With --raw: turn special-token text like <|start|> into its token");
-  cmd->callback([args, &exit_code] {
+  cmd->callback([args, prompt, &exit_code] {
+    args->prompt_given = prompt->count() > 0;
     exit_code = run_generate(*args);
   });
 }

@@ -5,6 +5,7 @@
 
 #include "gpu_kernels/cuda_device.h"
 #include "placement/tensor_class.h"
+#include "runtime/cli/cli_files.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/model/gguf.h"
@@ -45,6 +46,7 @@ std::string value_to_string(const gguf::Value& v) {
 }
 
 int run_info(const std::string& model_path, bool show_tensors) {
+  if (auto s = check_input_file("-m", model_path); !s) return report_error("info", s.error());
   auto file = gguf::File::open(model_path);
   if (!file) return report_error("info", file.error());
   const gguf::File& f = *file;

@@ -12,9 +12,12 @@
 #include "placement/expert_stats.h"
 #include "placement/kernel_rates.h"
 #include "placement/optimizer.h"
+#include "placement/profile_rates.h"
 #include "profiler/bandwidth.h"
 #include "profiler/memory.h"
 #include "runtime/base/byte_size.h"
+#include "runtime/cli/cli_args.h"
+#include "runtime/cli/cli_files.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/exec/forward_factory.h"
@@ -66,7 +69,7 @@ std::string id_ranges(const std::vector<uint32_t>& ids) {
 std::string gib(uint64_t b) { return fmt::format("{:.2f} GiB", static_cast<double>(b) / (1ull << 30)); }
 
 void print_plan(const placement::Plan& plan, const placement::Plan& per_layer, const placement::CostInputs& in,
-                const std::string& stats_source) {
+                const std::string& stats_source, const std::string& rates_source) {
   using placement::Device;
   const placement::DeviceRates& r = in.rates;
   fmt::print("model {} ({} blocks × {} experts, top-{}) | context {} ({} KV cache) | decode predicted at depth {}\n",
@@ -78,6 +81,7 @@ void print_plan(const placement::Plan& plan, const placement::Plan& per_layer, c
              r.cpu_read_bytes_per_s / 1e9, r.cpu_expert_efficiency * 100, r.cpu_dense_efficiency * 100,
              r.has_gpu ? fmt::format(", GPU {:.1f} GB/s", r.gpu_read_bytes_per_s / 1e9) : ", no GPU",
              r.has_gpu ? fmt::format(", PCIe {:.1f} GB/s", r.pcie_bytes_per_s / 1e9) : "", stats_source);
+  fmt::print("rates from: {}\n", rates_source);
   fmt::print("\n{:>5} {:>4} {:>4} {:>4} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}  {}\n", "block", "attn", "#gpu", "#cpu",
              "GPU MB", "CPU MB", "GPU ms", "CPU ms", "sync ms", "step ms", "experts on the GPU | on the CPU");
   for (uint32_t l = 0; l < plan.num_layers; ++l) {
@@ -196,6 +200,11 @@ int run_plan(const PlanArgs& args) {
   else return report_error("plan", v.error());
   auto kv_type = parse_kv_cache_type(args.kv_type);
   if (!kv_type) return report_error("plan", kv_type.error());
+  if (auto s = check_input_file("-m", args.model_path); !s) return report_error("plan", s.error());
+  if (!args.stats_path.empty())
+    if (auto s = check_input_file("--stats", args.stats_path); !s) return report_error("plan", s.error());
+  if (!args.output_path.empty())
+    if (auto s = check_output_path("-o", args.output_path); !s) return report_error("plan", s.error());
   auto file = gguf::File::open(args.model_path, gguf::File::LoadMode::kMmap);
   if (!file) return report_error("plan", file.error());
 
@@ -207,7 +216,26 @@ int run_plan(const PlanArgs& args) {
     stats = std::move(*loaded);
     stats_source = fmt::format("{} ({} tokens)", args.stats_path, stats->num_tokens);
   }
+  // Rates: measured now (--measure-cpu-bw), else the cached `hetmoe probe` profile as `generate` uses it, else the
+  // laptop defaults; then the --cpu-bw / --gpu-bw / --pcie-bw flags override single figures.
   placement::DeviceRates rates = placement::DeviceRates::laptop();
+  std::string rates_source = "defaults of a DDR5 laptop";
+  if (!args.measure_cpu_bw && args.check_decode_tokens == 0) {
+    std::string reason;
+    if (auto profile = placement::cached_profile_for_this_machine({}, &reason)) {
+      rates = placement::rates_from_profile(*profile, args.num_threads, rates);
+      rates_source = fmt::format("hetmoe probe profile of {} for {} threads", profile->measured_at, args.num_threads);
+    } else {
+      rates_source += fmt::format(" ({})", reason);
+    }
+  } else {
+    rates_source = fmt::format("CPU measured now with {} threads", args.num_threads);
+  }
+  std::vector<std::string> overridden;
+  if (args.cpu_bw_gbs > 0) overridden.push_back("--cpu-bw");
+  if (args.gpu_bw_gbs > 0) overridden.push_back("--gpu-bw");
+  if (args.pcie_bw_gbs > 0) overridden.push_back("--pcie-bw");
+  if (!overridden.empty()) rates_source += fmt::format("; {} from the command line", fmt::join(overridden, ", "));
   rates.has_gpu = vram > 0;
   if (vram > 0) {
     auto devices = gpu::list_devices();
@@ -249,15 +277,17 @@ int run_plan(const PlanArgs& args) {
                                       placement::num_cpu_moe_layers(*per_layer), per_layer->prediction.decode_tok_s,
                                       plan->prediction.decode_tok_s));
   if (!args.output_path.empty())
-    if (auto s = placement::plan_save(*plan, args.output_path); !s) return report_error("plan", s.error());
+    if (auto s = write_output_file("-o", args.output_path, placement::plan_to_json(*plan).dump(1) + "\n"); !s)
+      return report_error("plan", s.error());
   if (args.check_decode_tokens > 0) {
-    print_plan(*plan, *per_layer, cost_model->inputs(), stats_source);
+    print_plan(*plan, *per_layer, cost_model->inputs(), stats_source, rates_source);
     return check_decode(args, *plan, cost_model->inputs());
   }
   if (args.json) {
+    fmt::print(stderr, "hetmoe plan: rates from: {}\n", rates_source);
     fmt::print("{}\n", placement::plan_to_json(*plan).dump(1));
   } else {
-    print_plan(*plan, *per_layer, cost_model->inputs(), stats_source);
+    print_plan(*plan, *per_layer, cost_model->inputs(), stats_source, rates_source);
   }
   return 0;
 }
@@ -270,28 +300,38 @@ void add_plan_command(CLI::App& app, int& exit_code) {
   auto args = std::make_shared<PlanArgs>();
   cmd->add_option("-m,--model", args->model_path, "GGUF model file")->required();
   cmd->add_option("--vram-budget", args->vram_budget, "GPU memory hetmoe may use, e.g. 8GiB (0: no GPU)")
+      ->check(byte_size_arg())
       ->capture_default_str();
   cmd->add_option("--ram-budget", args->ram_budget, "RAM hetmoe may use for weights and KV cache (0: no limit)")
+      ->check(byte_size_arg())
       ->capture_default_str();
-  cmd->add_option("-c,--ctx", args->context_length, "Context length the KV cache is sized for")
-      ->check(CLI::Range(1u, 1u << 24))
+  cmd->add_option("-c,--ctx,--ctx-size", args->context_length, "Context length the KV cache is sized for")
+      ->check(int_range(1, 1 << 24))
       ->capture_default_str();
   cmd->add_option("--depth", args->depth, "Context depth the decode prediction is for (default: ctx − 1)")
-      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
-  cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+      ->check(int_range(0, 1 << 24));
+  cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")
+      ->check(CLI::IsMember({"f16", "f32"}))
+      ->capture_default_str();
   cmd->add_option("--stats", args->stats_path, "Expert statistics from `hetmoe profile` (default: router-bias prior)");
   cmd->add_flag("--json", args->json, "Print the Plan as JSON");
   cmd->add_option("-o,--output", args->output_path, "Also write the Plan as JSON to this file");
   cmd->add_option("-t,--threads", args->num_threads, "CPU threads the plan is for")
-      ->check(CLI::Range(1, 4096))
+      ->check(int_range(1, 4096))
       ->capture_default_str();
-  cmd->add_option("--cpu-bw", args->cpu_bw_gbs, "CPU read bandwidth in GB/s (default: 60, a DDR5 laptop)");
+  cmd->add_option("--cpu-bw", args->cpu_bw_gbs,
+                  "CPU read bandwidth in GB/s (default: the cached hetmoe probe profile, else 60, a DDR5 laptop)")
+      ->check(positive_number());
   cmd->add_flag("--measure-cpu-bw", args->measure_cpu_bw,
                 "Measure the CPU read bandwidth and the GEMV kernels' rates with -t threads first (about a second)");
-  cmd->add_option("--gpu-bw", args->gpu_bw_gbs, "GPU memory bandwidth in GB/s (default: 256, an RTX 4060)");
-  cmd->add_option("--pcie-bw", args->pcie_bw_gbs, "Host-to-GPU copy bandwidth in GB/s (default: 12, PCIe 4.0 x8)");
+  cmd->add_option("--gpu-bw", args->gpu_bw_gbs,
+                  "GPU memory bandwidth in GB/s (default: the cached hetmoe probe profile, else 256, an RTX 4060)")
+      ->check(positive_number());
+  cmd->add_option("--pcie-bw", args->pcie_bw_gbs,
+                  "Host-to-GPU copy bandwidth in GB/s (default: the cached hetmoe probe profile, else 12, PCIe 4.0 x8)")
+      ->check(positive_number());
   cmd->add_option("--prefill-batch", args->prefill_batch, "Tokens per prefill batch for the prefill prediction")
-      ->check(CLI::Range(1u, 65536u))
+      ->check(int_range(1, 65536))
       ->capture_default_str();
   cmd->add_option("--placement", args->placement,
                   "dynamic: with a GPU, the runtime migrates experts to follow the conversation; static: never")
@@ -299,9 +339,9 @@ void add_plan_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--check-decode", args->check_decode_tokens,
                   "Then run the plan: decode this many tokens at --depth per round and compare with the prediction "
                   "(rates measured before each round; CPU plans only)")
-      ->check(CLI::Range(0, 1 << 16));
+      ->check(int_range(0, 1 << 16));
   cmd->add_option("--check-rounds", args->check_rounds, "Rounds of --check-decode")
-      ->check(CLI::Range(1, 100))
+      ->check(int_range(1, 100))
       ->capture_default_str();
   cmd->callback([args, &exit_code] { exit_code = run_plan(*args); });
 }

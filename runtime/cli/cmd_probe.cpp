@@ -2,6 +2,8 @@
 // cache when it matches this machine, measured otherwise (and the reason said).
 #include <fmt/format.h>
 
+#include <sys/stat.h>
+
 #include <memory>
 #include <string>
 
@@ -32,9 +34,11 @@ void print_summary(const placement::ProbeResult& r, const placement::Topology& t
   if (r.from_cache)
     fmt::print("profile: cached {} (measured in {:.1f} s), {}\n", p.measured_at, p.probe_seconds,
                r.cache_path.string());
-  else
+  else if (r.cache_write_error.empty())
     fmt::print("profile: measured now in {:.1f} s ({}), saved to {}\n", p.probe_seconds, r.reason,
                r.cache_path.string());
+  else
+    fmt::print("profile: measured now in {:.1f} s ({}), not saved\n", p.probe_seconds, r.reason);
   fmt::print("memory read bandwidth, GB/s by threads:\n");
   for (const auto& n : p.node_read_bandwidth) {
     std::string line;
@@ -73,6 +77,11 @@ static Expected<placement::GpuFigures> measure_gpu() {
 }
 
 int run_probe(const ProbeArgs& args) {
+  // A --cache-dir that exists must be a directory: found before the measurement, not after it.
+  struct stat st {};
+  if (!args.cache_dir.empty() && ::stat(args.cache_dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+    return report_error("probe", make_error(ErrorCode::kIo, fmt::format("--cache-dir {}: not a directory",
+                                                                        args.cache_dir)));
   auto topology = placement::topology_from_machine();
   if (!topology) return report_error("probe", topology.error());
   auto isa = cpu::selected_isa();
@@ -84,6 +93,8 @@ int run_probe(const ProbeArgs& args) {
   auto result = placement::probe_hardware(*topology, key, options, placement::default_measurers(measure_gpu));
   if (!result) return report_error("probe", result.error());
   if (!result->from_cache && args.json) fmt::print(stderr, "hetmoe probe: measured ({})\n", result->reason);
+  if (result->created_cache_dir)
+    fmt::print(stderr, "hetmoe probe: created the cache directory {}\n", result->cache_path.parent_path().string());
   if (!result->cache_write_error.empty())
     fmt::print(stderr, "hetmoe probe: warning: profile not cached: {}\n", result->cache_write_error);
   if (args.json)

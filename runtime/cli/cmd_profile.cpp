@@ -8,6 +8,8 @@
 
 #include "placement/expert_stats.h"
 #include "profiler/memory.h"
+#include "runtime/cli/cli_args.h"
+#include "runtime/cli/cli_files.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/exec/forward_factory.h"
@@ -30,8 +32,9 @@ struct ProfileArgs {
 
 /// One prompt per line; a line that starts with '{' is a JSON object with a "prompt" string. Empty lines skipped.
 Expected<std::vector<std::string>> read_prompts(const std::string& path) {
+  HETMOE_RETURN_IF_ERROR(check_input_file("-f", path));
   std::ifstream in(path, std::ios::binary);
-  if (!in) return make_error(ErrorCode::kIo, fmt::format("{}: cannot open", path));
+  if (!in) return make_error(ErrorCode::kIo, fmt::format("-f {}: cannot open", path));
   std::vector<std::string> prompts;
   std::string line;
   for (size_t line_no = 1; std::getline(in, line); ++line_no) {
@@ -53,6 +56,9 @@ Expected<std::vector<std::string>> read_prompts(const std::string& path) {
 }
 
 int run_merge(const ProfileArgs& args) {
+  if (auto s = check_output_path("-o", args.output_path); !s) return report_error("profile", s.error());
+  for (const std::string& path : args.merge_paths)
+    if (auto s = check_input_file("--merge", path); !s) return report_error("profile", s.error());
   std::optional<placement::ExpertStats> merged;
   for (const std::string& path : args.merge_paths) {
     auto s = placement::expert_stats_load(path);
@@ -65,7 +71,8 @@ int run_merge(const ProfileArgs& args) {
     if (!m) return report_error("profile", make_error(m.error().code, path + ": " + m.error().message));
     merged = std::move(*m);
   }
-  if (auto s = placement::expert_stats_save(*merged, args.output_path); !s) return report_error("profile", s.error());
+  if (auto s = write_output_file("-o", args.output_path, placement::expert_stats_to_json(*merged).dump() + "\n"); !s)
+    return report_error("profile", s.error());
   fmt::print(stderr, "merged {} files: {} tokens → {}\n", args.merge_paths.size(), merged->num_tokens,
              args.output_path);
   return 0;
@@ -76,6 +83,8 @@ int run_profile(const ProfileArgs& args) {
   if (args.model_path.empty() || args.prompts_path.empty())
     return report_error("profile", make_error(ErrorCode::kInvalidArgument,
                                               "-m MODEL and -f PROMPTS are needed (or --merge FILES)"));
+  if (auto s = check_output_path("-o", args.output_path); !s) return report_error("profile", s.error());
+  if (auto s = check_input_file("-m", args.model_path); !s) return report_error("profile", s.error());
   auto prompts = read_prompts(args.prompts_path);
   if (!prompts) return report_error("profile", prompts.error());
   auto load_mode = parse_load_mode(args.load);
@@ -115,7 +124,8 @@ int run_profile(const ProfileArgs& args) {
       ++stats.num_tokens;
     }
   }
-  if (auto s = placement::expert_stats_save(stats, args.output_path); !s) return report_error("profile", s.error());
+  if (auto s = write_output_file("-o", args.output_path, placement::expert_stats_to_json(stats).dump() + "\n"); !s)
+    return report_error("profile", s.error());
   fmt::print(stderr, "profiled {} prompts, {} tokens in {:.2f} s → {}\n", prompts->size(), stats.num_tokens,
              profiler::now_seconds() - t0, args.output_path);
   return 0;
@@ -134,12 +144,12 @@ void add_profile_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--merge", args->merge_paths, "Merge these statistics files (comma-separated) into -o instead")
       ->delimiter(',');
   cmd->add_option("-n,--n-predict", args->num_decode, "Greedy decode tokens after each prompt (counted too)")
-      ->check(CLI::Range(0, 1 << 20))
+      ->check(int_range(0, 1 << 20))
       ->capture_default_str();
-  cmd->add_option("-t,--threads", args->num_threads, "CPU threads")->check(CLI::Range(1, 4096))->capture_default_str();
-  cmd->add_option("-c,--ctx", args->context_length, "Context length")->check(CLI::Range(1u, 1u << 24))
+  cmd->add_option("-t,--threads", args->num_threads, "CPU threads")->check(int_range(1, 4096))->capture_default_str();
+  cmd->add_option("-c,--ctx,--ctx-size", args->context_length, "Context length")->check(int_range(1, 1 << 24))
       ->capture_default_str();
-  cmd->add_option("--load", args->load, kLoadHelp)->capture_default_str();
+  cmd->add_option("--load", args->load, kLoadHelp)->check(CLI::IsMember({"auto", "mmap", "memory"}))->capture_default_str();
   cmd->callback([args, &exit_code] { exit_code = run_profile(*args); });
 }
 

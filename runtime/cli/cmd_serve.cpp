@@ -14,6 +14,8 @@
 #include "runtime/base/byte_size.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/default_model.h"
+#include "runtime/cli/model_loading.h"
 #include "runtime/cli/plan_options.h"
 #include "runtime/cli/run_options.h"
 #include "runtime/exec/forward_factory.h"
@@ -29,7 +31,6 @@ struct ServeArgs {
   std::string host = "127.0.0.1";
   int port = 8080;
   int parallel = 1;
-  uint32_t ctx_size = 0;  // 0: -c / the config file / 8192
   std::string api_key;
   std::string alias;
   int n_predict = 0;
@@ -70,7 +71,6 @@ void apply_server_config(ServeArgs& args) {
 int run_serve(ServeArgs args) {
   if (!args.run.config_status) return report_error("serve", args.run.config_status.error());
   apply_server_config(args);
-  if (args.ctx_size > 0) args.run.context_length = args.ctx_size;
   auto forward_options = cli::forward_options(args.run);
   if (!forward_options) return report_error("serve", forward_options.error());
   auto max_body = parse_byte_size(args.max_body);
@@ -80,12 +80,9 @@ int run_serve(ServeArgs args) {
   if (args.api_key.empty())
     if (const char* k = std::getenv("HETMOE_API_KEY"); k && *k) args.api_key = k;
 
-  std::string model_path = args.model_path;
-  if (model_path.empty()) {
-    auto p = default_model();
-    if (!p) return report_error("serve", p.error());
-    model_path = *p;
-  }
+  auto model_or_error = model_or_default(args.model_path);
+  if (!model_or_error) return report_error("serve", model_or_error.error());
+  const std::string model_path = *model_or_error;
 
   server::ServerOptions options;
   options.host = args.host;
@@ -127,8 +124,7 @@ int run_serve(ServeArgs args) {
 
   auto load_mode = cli::load_mode(args.run);
   if (!load_mode) return fail(load_mode.error());
-  fmt::print(stderr, "hetmoe serve: loading {}\n", model_path);
-  auto model = Model::load(model_path, *load_mode);
+  auto model = load_model_with_progress("serve", model_path, *load_mode);
   if (!model) return fail(model.error());
   auto tokenizer = Tokenizer::from_gguf(*model->file);
   if (!tokenizer) return fail(tokenizer.error());
@@ -206,8 +202,6 @@ void add_serve_command(CLI::App& app, int& exit_code) {
   args->flags["parallel"] = cmd->add_option("--parallel", args->parallel, "Requests served at once (slots, each with its own KV cache)")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
-  cmd->add_option("--ctx-size", args->ctx_size, "Context length per slot in tokens (same as -c)")
-      ->check(CLI::Range(1u, 1u << 24));
   args->flags["api_key"] = cmd->add_option("--api-key", args->api_key,
                   "Require 'Authorization: Bearer KEY' (default: $HETMOE_API_KEY; none when unset)");
   args->flags["alias"] = cmd->add_option("--alias", args->alias, "Model id in /v1/models and in answers (default: the file's stem)");

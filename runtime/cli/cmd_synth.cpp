@@ -1,11 +1,14 @@
 // hetmoe synth: writes a gpt-oss GGUF with random weights in the layout of the published file (runtime/model/synth.h).
 #include <fmt/format.h>
 
+#include <sys/stat.h>
+
 #include <chrono>
 #include <csignal>
 #include <memory>
 #include <string>
 
+#include "runtime/cli/cli_files.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/model/synth.h"
@@ -18,7 +21,36 @@ constexpr double kProgressIntervalS = 3.0;
 volatile std::sig_atomic_t g_interrupted = 0;
 void on_interrupt(int) { g_interrupted = 1; }
 
+/// Lines of a .tiktoken ranks file (one token per line), counted without parsing.
+Expected<uint64_t> count_ranks(const std::string& path) {
+  HETMOE_ASSIGN_OR_RETURN(const std::string text, read_input_file("--vocab", path));
+  uint64_t n = 0;
+  for (size_t i = 0; i < text.size(); ++i)
+    if (text[i] == '\n' && i > 0 && text[i - 1] != '\n') ++n;
+  if (!text.empty() && text.back() != '\n') ++n;
+  return n;
+}
+
 int run_synth(const SynthOptions& options, const std::string& out_path) {
+  // The output: written to FILE.tmp and renamed, so only a regular file (or a new one) can be the target.
+  if (auto s = check_output_path("-o", out_path); !s) return report_error("synth", s.error());
+  struct stat st {};
+  if (::lstat(out_path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    return report_error("synth", make_error(ErrorCode::kInvalidArgument,
+                                            fmt::format("-o {}: not a regular file; synth writes FILE.tmp and renames "
+                                                        "it over FILE, which would replace it",
+                                                        out_path)));
+  auto preset = synth_find_preset(options.preset);
+  if (!preset) return report_error("synth", preset.error());
+  if (!options.vocab_path.empty()) {
+    auto num_ranks = count_ranks(options.vocab_path);
+    if (!num_ranks) return report_error("synth", num_ranks.error());
+    if (*num_ranks > preset->num_regular_tokens)
+      fmt::print(stderr,
+                 "hetmoe synth: --vocab {}: the {} preset keeps the lowest {} of its {} tokens (vocabulary {} with the "
+                 "harmony specials); --preset gpt-oss-20b keeps them all\n",
+                 options.vocab_path, options.preset, preset->num_regular_tokens, *num_ranks, preset->vocab_size);
+  }
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   auto last_report = start;

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "runtime/cli/cli_files.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/model/gguf.h"
@@ -29,22 +30,13 @@ struct TokenizeArgs {
 
 Expected<std::string> read_input(const TokenizeArgs& args) {
   if (args.file_path.empty()) return args.text;
-  std::stringstream ss;
-  if (args.file_path == "-") {
-    ss << std::cin.rdbuf();
-    return ss.str();
-  }
-  std::ifstream in(args.file_path, std::ios::binary);
-  if (!in) {
-    return make_error(ErrorCode::kIo, fmt::format("{}: cannot open: {}", args.file_path, std::strerror(errno)));
-  }
-  ss << in.rdbuf();
-  return ss.str();
+  return read_input_file("-f", args.file_path, /*allow_stdin=*/true);
 }
 
 int run_tokenize(const TokenizeArgs& args) {
   Expected<std::string> text = read_input(args);
   if (!text) return report_error("tokenize", text.error());
+  if (auto s = check_input_file("-m", args.model_path); !s) return report_error("tokenize", s.error());
   Expected<gguf::File> file = gguf::File::open(args.model_path);
   if (!file) return report_error("tokenize", file.error());
   Expected<Tokenizer> tokenizer = Tokenizer::from_gguf(*file);

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include "profiler/trace_summary.h"
+#include "runtime/cli/cli_args.h"
+#include "runtime/cli/cli_files.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 
@@ -15,6 +17,7 @@ struct TraceSummaryArgs {
 };
 
 int run_trace_summary(const TraceSummaryArgs& args) {
+  if (auto s = check_input_file("FILE", args.path); !s) return report_error("trace-summary", s.error());
   auto summary = profiler::summarize_trace_file(args.path);
   if (!summary) return report_error("trace-summary", summary.error());
   fmt::print("{}", profiler::format_trace_summary(*summary, args.top_n));
@@ -28,7 +31,7 @@ void add_trace_summary_command(CLI::App& app, int& exit_code) {
                                                   "device, top ops, counters, overlap efficiency");
   auto args = std::make_shared<TraceSummaryArgs>();
   cmd->add_option("FILE", args->path, "Trace file (Trace Event JSON)")->required();
-  cmd->add_option("--top", args->top_n, "How many ops to list")->check(CLI::Range(1, 100000))->capture_default_str();
+  cmd->add_option("--top", args->top_n, "How many ops to list")->check(int_range(1, 100000))->capture_default_str();
   cmd->callback([args, &exit_code] { exit_code = run_trace_summary(*args); });
 }
 

@@ -24,7 +24,4 @@ void add_profile_command(CLI::App& app, int& exit_code);
 void add_trace_summary_command(CLI::App& app, int& exit_code);
 void add_serve_command(CLI::App& app, int& exit_code);
 
-/// The embedded default model (cmd_generate.cpp): the synthetic tiny preset, written once to the cache directory.
-Expected<std::string> default_model();
-
 }  // namespace hetmoe::cli

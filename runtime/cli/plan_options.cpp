@@ -1,6 +1,7 @@
 #include "runtime/cli/plan_options.h"
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <optional>
 
@@ -11,6 +12,7 @@
 #include "placement/profile_rates.h"
 #include "placement/static_plans.h"
 #include "runtime/base/byte_size.h"
+#include "runtime/cli/cli_files.h"
 
 namespace hetmoe::cli {
 namespace {
@@ -102,8 +104,14 @@ Expected<placement::Plan> make_run_plan(const Model& model, const DeviceArgs& ar
   std::optional<uint32_t> num_gpu_experts;
   if (args.cpu_moe) num_gpu_experts = 0;
   else if (args.num_gpu_experts >= 0) num_gpu_experts = static_cast<uint32_t>(args.num_gpu_experts);
-  if (!args.plan_path.empty() && num_gpu_experts)
-    return make_error(ErrorCode::kInvalidArgument, "--plan and --cpu-moe / --n-gpu-experts exclude each other");
+  if (!args.plan_path.empty() && (num_gpu_experts || args.num_cpu_moe_layers >= 0))
+    return make_error(ErrorCode::kInvalidArgument,
+                      "--plan and --cpu-moe / --n-cpu-moe / --n-gpu-experts exclude each other");
+  if (args.num_cpu_moe_layers > static_cast<int>(hp.num_layers))
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("--n-cpu-moe {}: the model has {} blocks", args.num_cpu_moe_layers, hp.num_layers));
+  // --n-cpu-moe N: every expert of the first N blocks on the CPU, the others' on the GPU (llama.cpp's meaning).
+  if (args.num_cpu_moe_layers >= 0) num_gpu_experts = hp.num_experts;
   if (!num_gpu_experts && args.plan_path.empty() && settings && settings->num_gpu_experts)
     num_gpu_experts = *settings->num_gpu_experts;
 
@@ -195,7 +203,10 @@ Expected<placement::Plan> make_run_plan(const Model& model, const DeviceArgs& ar
     } else if (num_gpu_experts) {
       HETMOE_ASSIGN_OR_RETURN(plan, placement::static_gpu_experts_plan(hp, router_biases(model), *num_gpu_experts,
                                                                        options.context_length));
-      source = args.cpu_moe ? "--cpu-moe"
+      for (int l = 0; l < args.num_cpu_moe_layers; ++l)
+        for (placement::Device& d : plan.layers[static_cast<size_t>(l)].experts) d = placement::Device::kCpu;
+      source = args.num_cpu_moe_layers >= 0 ? fmt::format("--n-cpu-moe {}", args.num_cpu_moe_layers)
+               : args.cpu_moe ? "--cpu-moe"
                : args.num_gpu_experts >= 0
                    ? fmt::format("--n-gpu-experts {}", *num_gpu_experts)
                    : fmt::format("placement.num_gpu_experts = {}", *num_gpu_experts);
@@ -253,7 +264,7 @@ Status save_run_expert_stats(placement::ExpertStats stats, const std::string& pa
                                   "and the GPU pass do not yet)",
                                   path));
   stats.num_tokens = stats.num_experts_used > 0 ? row0 / stats.num_experts_used : 0;
-  return placement::expert_stats_save(stats, path);
+  return write_output_file("--stats-out", path, placement::expert_stats_to_json(stats).dump() + "\n");
 }
 
 }  // namespace hetmoe::cli

@@ -1,7 +1,10 @@
 #include "runtime/cli/run_options.h"
 
+#include <cstdint>
 #include <random>
 
+#include "runtime/cli/cli_args.h"
+#include "runtime/cli/cli_files.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/trace_options.h"
 #include "runtime/exec/kv_cache.h"
@@ -11,13 +14,15 @@ namespace hetmoe::cli {
 void add_run_options(CLI::App* cmd, RunArgs& args) {
   args.num_threads = default_num_threads();
   auto* threads = cmd->add_option("-t,--threads", args.num_threads, "CPU threads")
-                      ->check(CLI::Range(1, 4096))
+                      ->check(int_range(1, 4096))
                       ->capture_default_str();
-  auto* ctx = cmd->add_option("-c,--ctx", args.context_length, "Context length in tokens")
-                  ->check(CLI::Range(1u, 1u << 24))
+  auto* ctx = cmd->add_option("-c,--ctx,--ctx-size", args.context_length, "Context length in tokens")
+                  ->check(int_range(1, 1 << 24))
                   ->capture_default_str();
-  auto* kv_type = cmd->add_option("--kv-type", args.kv_type, "KV cache type: f16 or f32")->capture_default_str();
-  cmd->add_option("--load", args.load, kLoadHelp)->capture_default_str();
+  auto* kv_type = cmd->add_option("--kv-type", args.kv_type, "KV cache type: f16 or f32")
+                     ->check(CLI::IsMember({"f16", "f32"}))
+                     ->capture_default_str();
+  cmd->add_option("--load", args.load, kLoadHelp)->check(CLI::IsMember({"auto", "mmap", "memory"}))->capture_default_str();
   cmd->add_flag("--reference", args.use_reference, "Run the scalar reference forward pass (the correctness oracle)");
   auto* config = cmd->add_option("--config", args.config_path,
                                  "TOML configuration file (hetmoe config --print-default); flags override it")
@@ -28,6 +33,10 @@ void add_run_options(CLI::App* cmd, RunArgs& args) {
   cmd->parse_complete_callback([&args, threads, ctx, kv_type, config, trace] {
     args.threads_given = threads->count() > 0;
     if (config->count() == 0) return;
+    if (auto s = check_input_file("--config", args.config_path); !s) {
+      args.config_status = s.error();
+      return;
+    }
     auto loaded = load_config(args.config_path);
     if (!loaded) {
       args.config_status = loaded.error();
@@ -64,16 +73,21 @@ Expected<ForwardOptions> forward_options(const RunArgs& args) {
 
 void add_device_options(CLI::App* cmd, DeviceArgs& args) {
   cmd->add_option("--device", args.device, "cpu, gpu (an error without a usable GPU) or auto (the GPU when usable)")
+      ->check(CLI::IsMember({"auto", "cpu", "gpu"}))
       ->capture_default_str();
   cmd->add_option("--vram-budget", args.vram_budget,
-                  "Hard limit on GPU memory, e.g. 6GiB or 512MiB (default: free GPU memory minus 512 MiB)");
+                  "Hard limit on GPU memory, e.g. 6GiB or 512MiB (default: free GPU memory minus 512 MiB)")
+      ->check(byte_size_arg());
   cmd->add_option("--n-gpu-experts", args.num_gpu_experts,
                   "Experts per layer kept on the GPU: the K with the largest router bias; the rest run on the CPU")
-      ->check(CLI::Range(0, 1 << 20));
+      ->check(int_range(0, 1 << 20));
   cmd->add_flag("--cpu-moe", args.cpu_moe, "Run every expert on the CPU (attention and router stay on the GPU)");
   cmd->add_flag("--no-overlap", args.no_overlap,
                 "Hybrid: run a layer's GPU experts after its CPU experts instead of at the same time (to measure the "
                 "overlap's gain)");
+  cmd->add_option("--n-cpu-moe", args.num_cpu_moe_layers,
+                  "The experts of the first N blocks on the CPU, the others' on the GPU (a static plan, as llama.cpp)")
+      ->check(int_range(0, 1 << 16));
   cmd->add_option("--plan", args.plan_path,
                   "Execute this placement Plan (JSON from hetmoe plan -o FILE) instead of planning now")
       ->option_text("FILE");
@@ -82,11 +96,15 @@ void add_device_options(CLI::App* cmd, DeviceArgs& args) {
                   "prior)")
       ->option_text("FILE");
   cmd->add_option("--placement", args.placement,
-                  "dynamic (default with a GPU: experts follow the conversation) or static");
-  cmd->add_option("--ram-budget", args.ram_budget, "RAM the plan may use for weights and KV cache (default: no limit)");
+                  "dynamic (default with a GPU: experts follow the conversation) or static")
+      ->check(CLI::IsMember({"static", "dynamic"}));
+  cmd->add_option("--ram-budget", args.ram_budget, "RAM the plan may use for weights and KV cache (default: no limit)")
+      ->check(byte_size_arg());
 }
 
 Status apply_device_options(const DeviceArgs& args, ForwardOptions& options) {
+  if (!args.plan_path.empty()) HETMOE_RETURN_IF_ERROR(check_input_file("--plan", args.plan_path));
+  if (!args.stats_path.empty()) HETMOE_RETURN_IF_ERROR(check_input_file("--stats", args.stats_path));
   auto device = parse_device(args.device);
   if (!device) return device.error();
   options.device = *device;
@@ -100,8 +118,8 @@ Status apply_device_options(const DeviceArgs& args, ForwardOptions& options) {
     if (options.vram_budget_bytes == 0)
       return make_error(ErrorCode::kInvalidArgument, "--vram-budget 0: use --device cpu to run without the GPU");
   }
-  if (args.cpu_moe && args.num_gpu_experts >= 0)
-    return make_error(ErrorCode::kInvalidArgument, "--cpu-moe and --n-gpu-experts exclude each other");
+  if ((args.cpu_moe ? 1 : 0) + (args.num_gpu_experts >= 0 ? 1 : 0) + (args.num_cpu_moe_layers >= 0 ? 1 : 0) > 1)
+    return make_error(ErrorCode::kInvalidArgument, "--cpu-moe, --n-cpu-moe and --n-gpu-experts exclude each other");
   return {};
 }
 
@@ -132,12 +150,16 @@ void add_sampling_options(CLI::App* cmd, SamplingArgs& args) {
       ->capture_default_str();
   cmd->add_option("--repeat-last-n", p.repeat_last_n, "Tokens of history the penalty looks at")
       ->capture_default_str();
-  args.seed_option = cmd->add_option("-s,--seed", p.seed, "Sampling seed (default: random, printed on stderr)");
+  args.seed_option = cmd->add_option("-s,--seed", args.seed, "Sampling seed; -1 = random (the default, printed on stderr)")
+                         ->check(int_range(-1, INT64_MAX));
 }
 
 Expected<SamplerParams> sampler_params(const SamplingArgs& args) {
   SamplerParams p = args.params;
-  if (!args.seed_option || args.seed_option->count() == 0) p.seed = std::random_device{}();
+  if (!args.seed_option || args.seed_option->count() == 0 || args.seed < 0)
+    p.seed = std::random_device{}();
+  else
+    p.seed = static_cast<uint64_t>(args.seed);
   if (auto s = validate(p); !s) return s.error();
   return p;
 }

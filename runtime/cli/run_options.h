@@ -19,7 +19,7 @@
 
 namespace hetmoe::cli {
 
-/// --device, --vram-budget, --n-gpu-experts, --cpu-moe (docs/gpu.md) and the placement flags --plan,
+/// --device, --vram-budget, --n-gpu-experts, --cpu-moe, --n-cpu-moe (docs/gpu.md) and the placement flags --plan,
 /// --stats, --placement, --ram-budget (docs/placement.md); used by every command that runs a model. The placement
 /// Plan is made from them by make_run_plan (runtime/cli/plan_options.h).
 struct DeviceArgs {
@@ -28,6 +28,7 @@ struct DeviceArgs {
   int num_gpu_experts = -1;  // -1: not given
   bool cpu_moe = false;
   bool no_overlap = false;   // --no-overlap: the hybrid's GPU experts after its CPU experts (ForwardOptions::overlap)
+  int num_cpu_moe_layers = -1;  // --n-cpu-moe N: the first N blocks' experts on the CPU; -1: not given
   std::string plan_path;     // --plan FILE: a Plan from `hetmoe plan`, executed as is
   std::string stats_path;    // --stats FILE: expert statistics for the optimizer (default: router-bias prior)
   std::string placement;     // --placement static|dynamic; empty: the config file's placement.mode, else dynamic
@@ -38,7 +39,7 @@ void add_device_options(CLI::App* cmd, DeviceArgs& args);
 /// --cpu-moe with --n-gpu-experts, or --reference (options.use_reference) with --device gpu.
 Status apply_device_options(const DeviceArgs& args, ForwardOptions& options);
 
-/// -t, -c, --kv-type, --load, --reference, --config, --trace and the device options.
+/// -t, -c/--ctx-size, --kv-type, --load, --reference, --config, --trace and the device options.
 struct RunArgs {
   int num_threads = 1;
   uint32_t context_length = 8192;
@@ -73,10 +74,11 @@ Expected<gguf::File::LoadMode> load_mode(const RunArgs& args);
 /// --temp, --top-k, --top-p, --min-p, --repeat-penalty, --repeat-last-n, -s/--seed.
 struct SamplingArgs {
   SamplerParams params;              // defaults as in runtime/app/sampler.h (llama.cpp's)
+  int64_t seed = -1;                   // --seed; -1: random (llama.cpp's meaning)
   CLI::Option* seed_option = nullptr;  // set by add_sampling_options; count() > 0 when --seed was given
 };
 void add_sampling_options(CLI::App* cmd, SamplingArgs& args);
-/// The parameters with the given seed, or a random one when --seed was not given. Errors: validate()'s.
+/// The parameters with the given seed, or a random one when --seed was not given or is -1. Errors: validate()'s.
 Expected<SamplerParams> sampler_params(const SamplingArgs& args);
 
 }  // namespace hetmoe::cli

@@ -18,10 +18,10 @@ Expected<std::unique_ptr<profiler::TraceSession>> start_trace(const std::string&
 
 Status finish_trace(std::unique_ptr<profiler::TraceSession>& trace) {
   if (!trace) return {};
-  const profiler::TraceStats stats = profiler::trace_stats();
   HETMOE_RETURN_IF_ERROR(trace->finish());
+  const profiler::TraceStats stats = profiler::trace_stats();
   fmt::print(stderr, "trace: {} events from {} threads written to {}{} (open it in ui.perfetto.dev)\n",
-             stats.num_events, stats.num_threads, trace->path(),
+             stats.num_written, stats.num_threads, trace->path(),
              stats.num_dropped ? fmt::format(", {} events dropped at the memory cap", stats.num_dropped) : "");
   trace.reset();
   return {};

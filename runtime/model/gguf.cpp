@@ -563,9 +563,11 @@ namespace {
 
 /// Reads the whole of `fd` (size bytes) into `dst`. The page cache keeps the file (clean pages the kernel reclaims
 /// under memory pressure), so the next run loads from memory rather than disk.
-Status read_whole_file(int fd, const std::string& path, uint8_t* dst, uint64_t size) {
+Status read_whole_file(int fd, const std::string& path, uint8_t* dst, uint64_t size,
+                       const File::LoadProgress& progress) {
   constexpr uint64_t kChunk = 64ull << 20;
   for (uint64_t off = 0; off < size;) {
+    if (progress) progress(off, size);
     const uint64_t want = std::min(kChunk, size - off);
     const ssize_t got = ::pread(fd, dst + off, static_cast<size_t>(want), static_cast<off_t>(off));
     if (got < 0 && errno == EINTR) continue;
@@ -574,12 +576,13 @@ Status read_whole_file(int fd, const std::string& path, uint8_t* dst, uint64_t s
                                             (got == 0 ? std::string("unexpected end of file") : std::strerror(errno)));
     off += static_cast<uint64_t>(got);
   }
+  if (progress) progress(size, size);
   return {};
 }
 
 }  // namespace
 
-Expected<File> File::open(const std::string& path, LoadMode mode) {
+Expected<File> File::open(const std::string& path, LoadMode mode, const LoadProgress& progress) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return make_error(ErrorCode::kIo, path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
@@ -611,7 +614,7 @@ Expected<File> File::open(const std::string& path, LoadMode mode) {
     }
     file.mapping_ = std::make_unique<Mapping>(addr, bytes);
     ::madvise(addr, bytes, MADV_HUGEPAGE);  // advice only: without THP the copy still works
-    if (Status s = read_whole_file(fd, path, static_cast<uint8_t*>(addr), file.size_); !s) {
+    if (Status s = read_whole_file(fd, path, static_cast<uint8_t*>(addr), file.size_, progress); !s) {
       ::close(fd);
       return s.error();
     }

@@ -20,6 +20,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -88,9 +89,14 @@ class File {
     kAuto,    // kMemory when the file fits in MemAvailable with 2 GiB to spare, else kMmap
   };
 
+  /// Called while the file is read into memory (kMemory): bytes read so far and the file size, in bytes; at least
+  /// once at 0 and once at the end. Not called for a mapped file (nothing is read up front).
+  using LoadProgress = std::function<void(uint64_t bytes_done, uint64_t total_bytes)>;
+
   /// Opens and parses `path` (mapped by default). Errors: kIo (open/stat/mmap/read/allocation), kFormat,
   /// kUnsupported.
-  static Expected<File> open(const std::string& path, LoadMode mode = LoadMode::kMmap);
+  static Expected<File> open(const std::string& path, LoadMode mode = LoadMode::kMmap,
+                             const LoadProgress& progress = {});
 
   /// True when the bytes live in anonymous memory (LoadMode::kMemory, or kAuto that chose it).
   bool in_memory() const { return in_memory_; }

@@ -196,8 +196,9 @@ Expected<ModelHparams> read_hparams(const gguf::File& f) {
   return hp;
 }
 
-Expected<Model> Model::load(const std::string& path, gguf::File::LoadMode mode) {
-  auto file = gguf::File::open(path, mode);
+Expected<Model> Model::load(const std::string& path, gguf::File::LoadMode mode,
+                            const gguf::File::LoadProgress& progress) {
+  auto file = gguf::File::open(path, mode, progress);
   if (!file) return file.error();
   return from_file(std::move(*file));
 }

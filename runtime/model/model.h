@@ -94,7 +94,9 @@ struct Model {
   /// (names the tensor, the shape found and the shape expected); kFormat for out-of-range hparams.
   /// `mode`: how the file's bytes are made addressable (gguf::File::LoadMode; kAuto copies the weights into
   /// huge-page memory when they fit in RAM, else maps the file).
-  static Expected<Model> load(const std::string& path, gguf::File::LoadMode mode = gguf::File::LoadMode::kAuto);
+  /// `progress`: gguf::File::open's, while the weights are read into memory.
+  static Expected<Model> load(const std::string& path, gguf::File::LoadMode mode = gguf::File::LoadMode::kAuto,
+                              const gguf::File::LoadProgress& progress = {});
   /// Same, from an already-opened file.
   static Expected<Model> from_file(gguf::File file);
 };
