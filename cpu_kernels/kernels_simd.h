@@ -37,7 +37,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 
 #include "cpu_kernels/kernels_variants.h"
@@ -198,7 +197,7 @@ inline int64_t gemm_chunk_tokens(int64_t token_bytes) {
 /// per chunk of tokens, the activations are packed once into tiles of Lanes::kTokens tokens (Lanes::ActBlock, the
 /// layout the tile kernel reads: tokens across the lanes); per group of Lanes::kRows rows, every weight block is
 /// decoded once (Q::decode_lane, rows read front to back) and the chunk's tiles pass over the decoded group.
-/// Returns false (nothing written) when the scratch buffer cannot be allocated; the caller then uses the row tiles.
+/// Returns false (nothing written) when the thread's scratch buffer cannot grow; the caller then uses the row tiles.
 template <class Q>
 bool gemm_quant_lanes(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
                       int64_t num_tokens, int64_t num_blocks, float* y, int64_t y_stride) {
@@ -216,8 +215,7 @@ bool gemm_quant_lanes(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, i
   const int64_t chunk_tiles = std::max<int64_t>(1, kGemmChunkBytes / tile_bytes);
   const int64_t num_tiles = std::min(chunk_tiles, (num_tokens + kT - 1) / kT);
   const int64_t weight_bytes = num_blocks * kR * static_cast<int64_t>(sizeof(WeightBlock));
-  const int64_t buffer_bytes = (num_tiles * tile_bytes + weight_bytes + 63) / 64 * 64;
-  void* buffer = std::aligned_alloc(64, static_cast<size_t>(buffer_bytes));
+  void* buffer = detail::thread_scratch(static_cast<uint64_t>(num_tiles * tile_bytes + weight_bytes));
   if (buffer == nullptr) return false;
   auto* act = static_cast<ActBlock*>(buffer);  // [num_tiles][num_blocks]
   auto* wd = reinterpret_cast<WeightBlock*>(static_cast<uint8_t*>(buffer) + num_tiles * tile_bytes);  // [nb][kR]
@@ -244,7 +242,6 @@ bool gemm_quant_lanes(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, i
       }
     }
   }
-  std::free(buffer);
   return true;
 }
 
