@@ -209,6 +209,7 @@ struct Mxfp4Ops {
 
   using Lanes = LaneGemm;
   static constexpr int64_t kLaneMinTokens = kGemmMatchesGemvBelowTokens;
+  static constexpr bool kLaneWholeTiles = false;
   /// The block as signed codes (the doubled E2M1 values, −12..12) for LaneGemm.
   static void decode_lane(const uint8_t* block, LaneGemm::WeightBlock* out) {
     const __m256i lut =
@@ -248,6 +249,7 @@ struct Q8Ops {
 
   using Lanes = LaneGemm;
   static constexpr int64_t kLaneMinTokens = kGemmMatchesGemvBelowTokens;
+  static constexpr bool kLaneWholeTiles = false;
   static void decode_lane(const uint8_t* block, LaneGemm::WeightBlock* out) {
     uint16_t d;
     std::memcpy(&d, block, sizeof d);

@@ -20,7 +20,8 @@
 //     static batch<float, Arch> dot(const Weights&, const Act&);  the block's integer dot Σ_j w_q[j]·x_q[j],
 //                                                                 exact, split over the lanes, converted to float
 //     static batch<float, Arch> scale(const uint8_t* block);       the weight block's scale d_w, broadcast
-//     optional, for the token-lane GEMM (gemm_quant_lanes): using Lanes; kLaneMinTokens; decode_lane(block, out)
+//     optional, for the token-lane GEMM (gemm_quant_lanes): using Lanes; kLaneMinTokens; kLaneWholeTiles;
+//       decode_lane(block, out)
 // A block adds (float(Σ_j w_q·x_q) · d_x) · d_w to the accumulator, the association of the scalar variant.
 // No SIMD value may live at namespace scope or in a static initializer: those run before dispatch (SIGILL on a CPU
 // without the ISA). Constants are built inside the functions. Standard-library templates are avoided here too: an
@@ -260,9 +261,17 @@ void gemm_quant(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t
                 int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride) {
   const int64_t num_blocks = num_cols / kBlock;
   if constexpr (requires { typename Q::Lanes; }) {
-    if (num_tokens >= Q::kLaneMinTokens &&
-        gemm_quant_lanes<Q>(w, row_bytes, row_begin, row_end, x, num_tokens, num_blocks, y, y_stride))
-      return;
+    if (num_tokens >= Q::kLaneMinTokens) {
+      // Q::kLaneWholeTiles: only whole tiles pay off (AVX2 Q8_0); the remaining tokens go to the row tiles below.
+      constexpr int64_t kT = Q::Lanes::kTokens;
+      const int64_t lane_tokens = Q::kLaneWholeTiles ? num_tokens / kT * kT : num_tokens;
+      if (gemm_quant_lanes<Q>(w, row_bytes, row_begin, row_end, x, lane_tokens, num_blocks, y, y_stride)) {
+        if (lane_tokens == num_tokens) return;
+        x += lane_tokens * num_blocks;
+        y += lane_tokens * y_stride;
+        num_tokens -= lane_tokens;
+      }
+    }
   }
   const int64_t chunk = gemm_chunk_tokens<Q::kGemmTokens>(num_blocks * static_cast<int64_t>(sizeof(ActQ8Block)));
   for (int64_t t0 = 0; t0 < num_tokens; t0 += chunk) {
