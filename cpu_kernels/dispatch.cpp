@@ -3,6 +3,8 @@
 // while the OS does not save the ZMM state, and then the instructions fault.
 
 #include <cstdlib>
+#include <memory>
+#include <new>
 #include <string>
 #include <string_view>
 
@@ -158,5 +160,26 @@ Expected<Isa> select_isa(const char* env_value, const std::vector<Isa>& supporte
 }
 
 Expected<Isa> selected_isa() { return select_isa(std::getenv("HETMOE_ISA"), supported_isas()); }
+
+namespace detail {
+
+void* thread_scratch(uint64_t bytes) {
+  struct AlignedFree {
+    void operator()(void* p) const { ::operator delete(p, std::align_val_t{64}); }
+  };
+  thread_local std::unique_ptr<void, AlignedFree> buffer;
+  thread_local uint64_t capacity = 0;
+  if (bytes > capacity) {
+    buffer.reset();
+    capacity = 0;
+    void* p = ::operator new(static_cast<size_t>(bytes), std::align_val_t{64}, std::nothrow);
+    if (p == nullptr) return nullptr;
+    buffer.reset(p);
+    capacity = bytes;
+  }
+  return buffer.get();
+}
+
+}  // namespace detail
 
 }  // namespace hetmoe::cpu

@@ -20,6 +20,8 @@
 //     static batch<float, Arch> dot(const Weights&, const Act&);  the block's integer dot Σ_j w_q[j]·x_q[j],
 //                                                                 exact, split over the lanes, converted to float
 //     static batch<float, Arch> scale(const uint8_t* block);       the weight block's scale d_w, broadcast
+//     optional, for the token-lane GEMM (gemm_quant_lanes): using Lanes; kLaneMinTokens; kLaneWholeTiles;
+//       decode_lane(block, out)
 // A block adds (float(Σ_j w_q·x_q) · d_x) · d_w to the accumulator, the association of the scalar variant.
 // No SIMD value may live at namespace scope or in a static initializer: those run before dispatch (SIGILL on a CPU
 // without the ISA). Constants are built inside the functions. Standard-library templates are avoided here too: an
@@ -192,10 +194,85 @@ inline int64_t gemm_chunk_tokens(int64_t token_bytes) {
   return tokens < kTokenTile ? kTokenTile : tokens - tokens % kTokenTile;
 }
 
+/// How many rows ahead gemm_quant_lanes prefetches the weights it decodes (2 rows of 2880 MXFP4 values: 3 KB).
+inline constexpr int64_t kLaneRowsAhead = 2;
+
+/// The token-lane GEMM of variants whose Q has `Lanes` (see LaneGemm in kernels_avx512.cpp for what it provides):
+/// per chunk of tokens, the activations are packed once into tiles of Lanes::kTokens tokens (Lanes::ActBlock, the
+/// layout the tile kernel reads: tokens across the lanes); per group of Lanes::kRows rows, every weight block is
+/// decoded once (Q::decode_lane, rows read front to back) and the chunk's tiles pass over the decoded group.
+/// Returns false (nothing written) when the thread's scratch buffer cannot grow; the caller then uses the row tiles.
+template <class Q>
+bool gemm_quant_lanes(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
+                      int64_t num_tokens, int64_t num_blocks, float* y, int64_t y_stride) {
+  using L = typename Q::Lanes;
+  using ActBlock = typename L::ActBlock;
+  using WeightBlock = typename L::WeightBlock;
+  constexpr int64_t kT = L::kTokens;
+  constexpr int64_t kR = L::kRows;
+  if (num_blocks == 0 || row_end <= row_begin) {
+    for (int64_t t = 0; t < num_tokens; ++t)
+      for (int64_t r = row_begin; r < row_end; ++r) y[t * y_stride + (r - row_begin)] = 0.0f;
+    return true;
+  }
+  const int64_t tile_bytes = num_blocks * static_cast<int64_t>(sizeof(ActBlock));
+  const int64_t chunk_tiles = std::max<int64_t>(1, kGemmChunkBytes / tile_bytes);
+  const int64_t num_tiles = std::min(chunk_tiles, (num_tokens + kT - 1) / kT);
+  const int64_t weight_bytes = num_blocks * kR * static_cast<int64_t>(sizeof(WeightBlock));
+  void* buffer = detail::thread_scratch(static_cast<uint64_t>(num_tiles * tile_bytes + weight_bytes));
+  if (buffer == nullptr) return false;
+  auto* act = static_cast<ActBlock*>(buffer);  // [num_tiles][num_blocks]
+  auto* wd = reinterpret_cast<WeightBlock*>(static_cast<uint8_t*>(buffer) + num_tiles * tile_bytes);  // [nb][kR]
+  alignas(64) float out[kR * kT];  // [kR][kT]
+  for (int64_t t0 = 0; t0 < num_tokens; t0 += num_tiles * kT) {
+    const int64_t chunk_tokens = std::min(num_tokens - t0, num_tiles * kT);
+    const int64_t chunk_num_tiles = (chunk_tokens + kT - 1) / kT;
+    for (int64_t tile = 0; tile < chunk_num_tiles; ++tile)
+      L::pack(x + (t0 + tile * kT) * num_blocks, num_blocks, std::min(kT, chunk_tokens - tile * kT),
+              act + tile * num_blocks);
+    for (int64_t r = row_begin; r < row_end; r += kR) {
+      // A last group with fewer rows decodes the range's last row again in the missing places (never read past it).
+      // Rows are read front to back, one at a time, and the row kLaneRowsAhead further on is prefetched at the same
+      // pace: without it the decode loop waited on its weight loads (58 % of the kernel's samples on the two weight
+      // loads in a perf profile of pp64, where each expert's rows are read once for ~8 tokens).
+      for (int64_t i = 0; i < kR; ++i) {
+        const uint8_t* row = w + std::min(r + i, row_end - 1) * row_bytes;
+        const uint8_t* ahead = w + std::min(r + i + kLaneRowsAhead, row_end - 1) * row_bytes;
+        for (int64_t b = 0; b < num_blocks; ++b) {
+          __builtin_prefetch(ahead + b * Q::kBlockBytes, 0, 3);
+          Q::decode_lane(row + b * Q::kBlockBytes, wd + b * kR + i);
+        }
+      }
+      const int64_t rows = std::min(kR, row_end - r);
+      for (int64_t tile = 0; tile < chunk_num_tiles; ++tile) {
+        L::template tile<kR>(wd, act + tile * num_blocks, num_blocks, out);
+        const int64_t n = std::min(kT, chunk_tokens - tile * kT);
+        float* yt = y + (t0 + tile * kT) * y_stride + (r - row_begin);
+        for (int64_t t = 0; t < n; ++t)
+          for (int64_t i = 0; i < rows; ++i) yt[t * y_stride + i] = out[i * kT + t];
+      }
+    }
+  }
+  return true;
+}
+
 template <class Q>
 void gemm_quant(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
                 int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride) {
   const int64_t num_blocks = num_cols / kBlock;
+  if constexpr (requires { typename Q::Lanes; }) {
+    if (num_tokens >= Q::kLaneMinTokens) {
+      // Q::kLaneWholeTiles: only whole tiles pay off (AVX2 Q8_0); the remaining tokens go to the row tiles below.
+      constexpr int64_t kT = Q::Lanes::kTokens;
+      const int64_t lane_tokens = Q::kLaneWholeTiles ? num_tokens / kT * kT : num_tokens;
+      if (gemm_quant_lanes<Q>(w, row_bytes, row_begin, row_end, x, lane_tokens, num_blocks, y, y_stride)) {
+        if (lane_tokens == num_tokens) return;
+        x += lane_tokens * num_blocks;
+        y += lane_tokens * y_stride;
+        num_tokens -= lane_tokens;
+      }
+    }
+  }
   const int64_t chunk = gemm_chunk_tokens<Q::kGemmTokens>(num_blocks * static_cast<int64_t>(sizeof(ActQ8Block)));
   for (int64_t t0 = 0; t0 < num_tokens; t0 += chunk) {
     const int64_t n = num_tokens - t0 < chunk ? num_tokens - t0 : chunk;

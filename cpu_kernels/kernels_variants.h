@@ -17,6 +17,12 @@ const KernelTable& kernel_table_avx2();
 const KernelTable& kernel_table_avx512();
 #endif
 
+/// A 64-byte-aligned scratch buffer of at least `bytes` bytes owned by the calling thread (grown as needed, kept
+/// until the thread exits), or nullptr when it cannot be allocated. Valid until the thread's next call; kernels use
+/// it for per-call packing (gemm_quant_lanes) instead of a heap allocation per call, whose fresh pages the OS
+/// would zero on every call. Defined in dispatch.cpp (no ISA flags).
+void* thread_scratch(uint64_t bytes);
+
 /// MXFP4 block scale 2^(e-128) for every exponent byte e (gpt-oss-spec.md §4; equals ref::mxfp4_scale(e)), built at
 /// compile time from the IEEE bit patterns: e ≥ 2 is the normal float with biased exponent e-1; e = 1 and e = 0 are
 /// the subnormals 2^-127 and 2^-128.

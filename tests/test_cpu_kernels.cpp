@@ -196,7 +196,8 @@ struct RowRange {
 constexpr RowRange kRowRanges[] = {{0, 1}, {2, 5}, {1, 6}, {3, 40}};
 constexpr int64_t kNumRows = 41;
 constexpr int64_t kNumCols[] = {32, 96, 2880};
-constexpr int64_t kNumTokens[] = {1, 3, 7, 33};
+// 4 and 5 straddle kGemmMatchesGemvBelowTokens; 16 is one whole token-lane tile, 33 two or four and a 1-token tail.
+constexpr int64_t kNumTokens[] = {1, 4, 5, 9, 16, 33};
 
 class CpuKernelsTest : public ::testing::TestWithParam<Isa> {
  protected:
@@ -285,15 +286,25 @@ TEST_P(CpuKernelsTest, GemmMatchesScalarVariantAndItsOwnGemv) {
               got_rows.push_back(g);
             }
           }
-          // Token t of the GEMM must be exactly the GEMV of x_t: same block dots, same per-lane sums and reduction.
+          // Below kGemmMatchesGemvBelowTokens, token t of the GEMM must be exactly the GEMV of x_t (same block
+          // dots, same per-lane sums and reduction); from there on only up to the summation order.
+          std::vector<float> gemv_rows, gemm_rows;
           for (int64_t t = 0; t < num_tokens; t += 2) {
             const std::vector<float> xt(x.begin() + t * num_cols, x.begin() + (t + 1) * num_cols);
             const std::vector<ActQ8Block> xqt(xq.begin() + t * num_cols / 32, xq.begin() + (t + 1) * num_cols / 32);
             const auto gemv = run_gemv(table(), type, w, row_bytes, rr.begin, rr.end, xt, xqt, num_cols);
-            for (int64_t i = 0; i < num_rows; ++i)
-              ASSERT_EQ(gemv[i], got[static_cast<size_t>(t * y_stride + i)])
-                  << wtype_name(type) << " cols " << num_cols << " token " << t << " row " << rr.begin + i;
+            for (int64_t i = 0; i < num_rows; ++i) {
+              const float g = got[static_cast<size_t>(t * y_stride + i)];
+              if (num_tokens < kGemmMatchesGemvBelowTokens) {
+                ASSERT_EQ(gemv[i], g) << wtype_name(type) << " cols " << num_cols << " token " << t << " row "
+                                      << rr.begin + i;
+              }
+              gemv_rows.push_back(gemv[i]);
+              gemm_rows.push_back(g);
+            }
           }
+          EXPECT_LE(nmse(gemv_rows, gemm_rows), kSimdVsScalarNmse)
+              << "gemm vs gemv " << wtype_name(type) << " cols " << num_cols << " tokens " << num_tokens;
         }
         const double e = nmse(want_rows, got_rows);
         worst = std::max(worst, e);
@@ -318,6 +329,43 @@ TEST_P(CpuKernelsTest, GemmOverManyTokensMatchesScalarVariant) {
     const auto want = run_gemm(scalar(), type, w, row_bytes, 1, 6, x, xq, kTokens, kNumCols, 5);
     const auto got = run_gemm(table(), type, w, row_bytes, 1, 6, x, xq, kTokens, kNumCols, 5);
     EXPECT_LE(nmse(want, got), kSimdVsScalarNmse) << wtype_name(type);
+  }
+}
+
+// The largest integer block sums: Q8_0 codes -128 and 127 (|w| = 128 overflows a signed byte once negated, and
+// 2 · 128 · 127 nearly fills an int16 pair) and MXFP4 codes ±12 (index 7 and 15) against activations of ±127, with
+// signs aligned so that the block dots reach their extremes; the row-tile and token-lane GEMMs and the GEMV must
+// agree with the scalar variant. A saturating or overflowing step would change whole blocks (NMSE ~1).
+TEST_P(CpuKernelsTest, GemmWithExtremeCodesMatchesScalarVariant) {
+  constexpr int64_t kNumCols = 96, kRows = 11;
+  for (WType type : {WType::kMxfp4, WType::kQ8_0}) {
+    const uint64_t row_bytes = tensor_row_bytes(tensor_type(type), static_cast<uint64_t>(kNumCols));
+    std::vector<uint8_t> w(row_bytes * kRows);
+    for (int64_t r = 0; r < kRows; ++r) {
+      for (int64_t b = 0; b < kNumCols / 32; ++b) {
+        if (type == WType::kMxfp4) {
+          uint8_t* block = w.data() + r * row_bytes + b * kMXFP4BlockBytes;
+          block[0] = 127;
+          // Row parity picks +12 or -12 everywhere; odd blocks mix the two halves.
+          const uint8_t lo = r % 2 == 0 ? 7 : 15, hi = b % 2 == 0 ? lo : static_cast<uint8_t>(lo ^ 8);
+          for (int j = 0; j < 16; ++j) block[1 + j] = static_cast<uint8_t>(lo | hi << 4);
+        } else {
+          uint8_t* block = w.data() + r * row_bytes + b * kQ8_0BlockBytes;
+          const uint16_t d = ref::f32_to_f16(0.01f);
+          std::memcpy(block, &d, 2);
+          for (int j = 0; j < 32; ++j) block[2 + j] = static_cast<uint8_t>(r % 2 == 0 ? -128 : 127);
+        }
+      }
+    }
+    for (int64_t num_tokens : {1, 7, 16, 33}) {
+      std::vector<float> x(static_cast<size_t>(num_tokens * kNumCols));
+      for (size_t i = 0; i < x.size(); ++i) x[i] = (i / kNumCols) % 2 == 0 ? 1.0f : -1.0f;  // ±127 after quantizing
+      std::vector<ActQ8Block> xq(x.size() / 32);
+      scalar().quantize_act_q8(x.data(), xq.data(), static_cast<int64_t>(x.size()));
+      const auto want = run_gemm(scalar(), type, w, row_bytes, 0, kRows, x, xq, num_tokens, kNumCols, kRows);
+      const auto got = run_gemm(table(), type, w, row_bytes, 0, kRows, x, xq, num_tokens, kNumCols, kRows);
+      EXPECT_LE(nmse(want, got), kSimdVsScalarNmse) << wtype_name(type) << " tokens " << num_tokens;
+    }
   }
 }
 

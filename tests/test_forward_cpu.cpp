@@ -67,24 +67,45 @@ TEST_P(ForwardCpuPerIsa, MeetsTheFixtureAgreementBar) {
   EXPECT_LE(a.p99_confident, 5e-3);  // the bar (llama.cpp: 2.6e-3)
 }
 
+// Logits of a batched prefill (got) against token-by-token decoding (want) at one position, with the f32
+// reference's logits there. The scalar variant at any batch size (its GEMM is its GEMV row by row) and the SIMD
+// variants below cpu::kGemmMatchesGemvBelowTokens run the GEMV's exact sums: only the attention's float summation
+// order differs (NMSE < 1e-8). Larger batches use the token-lane GEMM of the SIMD variants, whose other summation
+// order can flip int8 roundings of later activations: the difference is then quantization noise, bounded relative to
+// the quantization error itself (stepped vs f32 reference: NMSE 1.8e-3 and 3.3e-3 at positions 198 and 199 of the
+// tiny model; measured differences at batches 7 and 64: 3.5e-5 to 1.2e-4, at most 3.6 % of it, so the bar of 20 %
+// has 5× headroom), and the batched logits must be as close to the reference as the stepped ones (measured: within
+// 2.3 %). A wrong position, mask or KV slot gives NMSE ~1.
+void check_batched(cpu::Isa isa, const std::vector<float>& want, const std::vector<float>& got,
+                   const std::vector<float>& reference, uint32_t batch) {
+  if (isa == cpu::Isa::kScalar || batch < cpu::kGemmMatchesGemvBelowTokens) {
+    EXPECT_LT(nmse(want, got), 1e-8) << "batch " << batch;  // summation order only
+    return;
+  }
+  const double quant_error = nmse(reference, want);
+  EXPECT_LT(nmse(want, got), 0.2 * quant_error) << "batch " << batch;
+  EXPECT_LT(nmse(reference, got), 1.1 * quant_error) << "batch " << batch;
+}
+
 // Prefill in batches of 64 (and of 7, which straddles the 128-token window edge at odd places) gives the logits
-// that decoding token by token gives: same integer kernels, only float summation order may differ.
+// that decoding token by token gives (see check_batched for how close).
 TEST_P(ForwardCpuPerIsa, BatchedPrefillMatchesTokenByToken) {
   const auto& ids = fixture_ids();
   const size_t vocab = tiny().hparams.vocab_size;
   auto one = make(GetParam());
   const auto step = decode_all(*one, ids);
+  const auto reference = test::read_f32_file(kData + "/gpt-oss-tiny.reference.logits.f32");
   for (uint32_t batch : {64u, 7u}) {
     auto f = make(GetParam(), batch);
     std::vector<float> last(vocab);
     ASSERT_TRUE(f->forward_batch(std::span<const int32_t>(ids).subspan(0, 199), last).has_value());
     EXPECT_EQ(f->num_positions(), 199u);
     const std::vector<float> want(step.begin() + 198 * vocab, step.begin() + 199 * vocab);
-    EXPECT_LT(nmse(want, last), 1e-8) << "batch " << batch;  // summation order only
-    // Decoding continues from the batched cache exactly as from the stepped one.
+    check_batched(GetParam(), want, last, {reference.begin() + 198 * vocab, reference.begin() + 199 * vocab}, batch);
+    // Decoding continues from the batched cache as from the stepped one.
     ASSERT_TRUE(f->forward(ids[199], last).has_value());
     const std::vector<float> want_next(step.begin() + 199 * vocab, step.end());
-    EXPECT_LT(nmse(want_next, last), 1e-8) << "batch " << batch;
+    check_batched(GetParam(), want_next, last, {reference.begin() + 199 * vocab, reference.begin() + 200 * vocab}, batch);
   }
 }
 
@@ -134,14 +155,16 @@ TEST(ForwardCpu, RunMatJobsComputesEveryRowOfEveryJobForAnyNumberOfLanes) {
   }
 }
 
+// The scalar variant: its GEMM is its GEMV row by row at any batch size, so only the attention's summation order may
+// differ (the SIMD variants' large batches are checked against the reference in BatchedPrefillMatchesTokenByToken).
 TEST(ForwardCpu, ThousandTokenBatchMatchesTokenByToken) {
   CpuForwardOptions o;
   o.context_length = 1024;
   o.num_threads = 2;
   o.max_batch_tokens = 1000;
-  auto batched = CpuForward::create(tiny(), o, cpu::kernel_table(cpu::best_isa()));
+  auto batched = CpuForward::create(tiny(), o, cpu::kernel_table(cpu::Isa::kScalar));
   o.max_batch_tokens = 1;
-  auto stepped = CpuForward::create(tiny(), o, cpu::kernel_table(cpu::best_isa()));
+  auto stepped = CpuForward::create(tiny(), o, cpu::kernel_table(cpu::Isa::kScalar));
   ASSERT_TRUE(batched.has_value() && stepped.has_value());
   std::vector<int32_t> ids(1000);
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 2654435761u) % 4096);
