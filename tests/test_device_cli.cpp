@@ -85,7 +85,7 @@ TEST_F(DeviceCli, BadDeviceBudgetAndConflictingExpertFlagsAreErrors) {
   for (const Case& c : {Case{"--device tpu", "--device: tpu not in {auto,cpu,gpu}", 2},
                         Case{"--vram-budget 6parsecs", "'6parsecs' has an unknown unit", 2},
                         Case{"--vram-budget 0", "--device cpu", 1},
-                        Case{"--cpu-moe --n-gpu-experts 2", "exclude each other", 1},
+                        Case{"--cpu-moe --n-gpu-experts 2", "excludes", 2},
                         Case{"--reference --device gpu", "--reference runs on the CPU", 1}}) {
     const test::RunResult r = generate(c.flags);
     EXPECT_EQ(r.exit_code, c.exit_code) << c.flags;

@@ -78,19 +78,24 @@ void add_device_options(CLI::App* cmd, DeviceArgs& args) {
   cmd->add_option("--vram-budget", args.vram_budget,
                   "Hard limit on GPU memory, e.g. 6GiB or 512MiB (default: free GPU memory minus 512 MiB)")
       ->check(byte_size_arg());
-  cmd->add_option("--n-gpu-experts", args.num_gpu_experts,
+  auto* n_gpu_experts = cmd->add_option("--n-gpu-experts", args.num_gpu_experts,
                   "Experts per layer kept on the GPU: the K with the largest router bias; the rest run on the CPU")
       ->check(int_range(0, 1 << 20));
-  cmd->add_flag("--cpu-moe", args.cpu_moe, "Run every expert on the CPU (attention and router stay on the GPU)");
+  auto* cpu_moe =
+      cmd->add_flag("--cpu-moe", args.cpu_moe, "Run every expert on the CPU (attention and router stay on the GPU)");
   cmd->add_flag("--no-overlap", args.no_overlap,
                 "Hybrid: run a layer's GPU experts after its CPU experts instead of at the same time (to measure the "
                 "overlap's gain)");
-  cmd->add_option("--n-cpu-moe", args.num_cpu_moe_layers,
+  auto* n_cpu_moe = cmd->add_option("--n-cpu-moe", args.num_cpu_moe_layers,
                   "The experts of the first N blocks on the CPU, the others' on the GPU (a static plan, as llama.cpp)")
       ->check(int_range(0, 1 << 16));
-  cmd->add_option("--plan", args.plan_path,
-                  "Execute this placement Plan (JSON from hetmoe plan -o FILE) instead of planning now")
-      ->option_text("FILE");
+  auto* plan = cmd->add_option("--plan", args.plan_path,
+                               "Execute this placement Plan (JSON from hetmoe plan -o FILE) instead of planning now")
+                    ->option_text("FILE");
+  // The static placements and a saved Plan exclude each other: the parser refuses the pair (a usage error, exit 2).
+  cpu_moe->excludes(n_gpu_experts)->excludes(n_cpu_moe)->excludes(plan);
+  n_gpu_experts->excludes(n_cpu_moe)->excludes(plan);
+  n_cpu_moe->excludes(plan);
   cmd->add_option("--stats", args.stats_path,
                   "Expert statistics (hetmoe profile, --stats-out) for the placement optimizer (default: router-bias "
                   "prior)")
