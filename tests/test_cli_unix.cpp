@@ -493,5 +493,17 @@ TEST_F(CliUnix, PlanSaysWhichRatesItUsed) {
   EXPECT_TRUE(contains(r.out, "--cpu-bw from the command line")) << r.out;
 }
 
+TEST_F(CliUnix, UbatchSizeIsCheckedAndLlamaCppsUbGetsAPointer) {
+  RunResult r = run("generate -m " + kModel + " --raw -p hi -n 1 --ubatch-size 0");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "--ubatch-size")) << r.err;
+  r = run("generate -m " + kModel + " --raw -p hi -n 1 -ub 8");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "use --ubatch-size")) << r.err;
+  // A prompt longer than one batch of 3 tokens is prefilled in several batches.
+  r = run("generate -m " + kModel + " --raw -p \"one two three four five six seven\" -n 2 --seed 1 --ubatch-size 3");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
 }  // namespace
 }  // namespace hetmoe

@@ -38,6 +38,7 @@ const std::map<std::string, std::string>& llama_cpp_flags() {
       {"--conversation", ""},
       {"--no-mmap", "use --load memory (the weights copied into memory) or --load mmap"},
       {"--mlock", "use --load memory: the weights are copied into (huge-page) memory"},
+      {"-ub", "use --ubatch-size N (prefill tokens per forward batch)"},
   };
   return flags;
 }

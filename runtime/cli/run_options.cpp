@@ -78,6 +78,10 @@ void add_device_options(CLI::App* cmd, DeviceArgs& args) {
   cmd->add_option("--vram-budget", args.vram_budget,
                   "Hard limit on GPU memory, e.g. 6GiB or 512MiB (default: free GPU memory minus 512 MiB)")
       ->check(byte_size_arg());
+  cmd->add_option("--ubatch-size", args.ubatch_size,
+                  "Prefill tokens per forward batch (llama.cpp's -ub; GPU steps take at most 512)")
+      ->check(int_range(1, 4096))
+      ->capture_default_str();
   auto* n_gpu_experts = cmd->add_option("--n-gpu-experts", args.num_gpu_experts,
                   "Experts per layer kept on the GPU: the K with the largest router bias; the rest run on the CPU")
       ->check(int_range(0, 1 << 20));
@@ -114,6 +118,7 @@ Status apply_device_options(const DeviceArgs& args, ForwardOptions& options) {
   if (!device) return device.error();
   options.device = *device;
   options.overlap = !args.no_overlap;
+  options.max_batch_tokens = static_cast<uint32_t>(args.ubatch_size);
   if (options.use_reference && options.device == ForwardOptions::Device::kGpu)
     return make_error(ErrorCode::kInvalidArgument, "--reference runs on the CPU; it cannot be used with --device gpu");
   if (!args.vram_budget.empty()) {

@@ -33,6 +33,8 @@ struct DeviceArgs {
   std::string stats_path;    // --stats FILE: expert statistics for the optimizer (default: router-bias prior)
   std::string placement;     // --placement static|dynamic; empty: the config file's placement.mode, else dynamic
   std::string ram_budget;    // --ram-budget SIZE; empty: the config file's gpu.ram_budget, else no limit
+  int ubatch_size = 512;     // --ubatch-size: prefill tokens per forward batch (ForwardOptions::max_batch_tokens);
+                             // 512 measured fastest for pp512 (docs/performance.md)
 };
 void add_device_options(CLI::App* cmd, DeviceArgs& args);
 /// Sets options.device and vram_budget_bytes. Errors: kInvalidArgument for a bad --device or --vram-budget,
