@@ -40,6 +40,8 @@ class OutputFile {
   Status write(const void* data, size_t num_bytes);
   /// Flushes, closes and (for a regular file) renames the temporary over the path. Errors: kIo.
   Status commit();
+  /// The open file, for writers that take a FILE* (profiler::trace_write_json); nullptr after commit().
+  std::FILE* stream() const { return file_; }
   /// True when the path is written through (not a regular file).
   bool write_through() const { return write_through_; }
 
