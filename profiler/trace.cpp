@@ -324,7 +324,8 @@ TraceStats trace_stats() {
 }
 
 void trace_name_thread(const std::string& name) {
-  ThreadBuffer* b = this_thread_buffer();
+  // Registered here (not yet recording): no "cpu worker N" number is taken, so the workers stay numbered 1, 2, ...
+  ThreadBuffer* b = t_buffer ? t_buffer : register_thread(/*is_main=*/true);
   std::lock_guard lock(recorder().mutex);
   b->name = name;
 }

@@ -76,7 +76,8 @@ TraceStats trace_stats();
 /// Memory the recorder may use for events; beyond it events are dropped and counted.
 inline constexpr uint64_t kTraceMaxBytes = 2ull << 30;
 
-/// Names the calling thread's track (e.g. "gpu feeder"); replaces the automatic name.
+/// Names the calling thread's track (e.g. "gpu feeder"); replaces the automatic name. Called before the thread's
+/// first event, the thread takes no "cpu worker N" number.
 void trace_name_thread(const std::string& name);
 
 /// A named track that is not a CPU thread (kTraceTrackGpuCompute, kTraceTrackH2dCopy, ...): the same id for the
