@@ -19,7 +19,8 @@ using nlohmann::json;
 enum class Device { kNone, kCpu, kGpu, kCopy };
 
 Device device_of(const std::string& category) {
-  if (category == "step" || category == "layer" || category == "flow" || category == "counter") return Device::kNone;
+  if (category == "step" || category == "layer" || category == "flow" || category == "counter" || category == "serve")
+    return Device::kNone;
   if (category == "gpu") return Device::kGpu;
   if (category == "copy") return Device::kCopy;
   return Device::kCpu;  // op, chunk, expert, and anything another producer calls its work

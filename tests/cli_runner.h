@@ -2,7 +2,10 @@
 // Test helper: runs build/bin/hetmoe as a user would, with stdin from a file (so it is not a terminal) and stdout
 // and stderr captured, in a temporary directory per test.
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,6 +14,9 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
+
+extern char** environ;
 
 namespace hetmoe::test {
 
@@ -56,6 +62,46 @@ class CliTest : public ::testing::Test {
   }
 
   std::filesystem::path dir_;
+};
+
+/// `hetmoe ARGS...` started in the background, stdin from /dev/null, stdout and stderr into files; killed (SIGKILL)
+/// if still running when destroyed, so a failed test leaves no process behind.
+class BackgroundRun {
+ public:
+  BackgroundRun(std::vector<std::string> args, const std::filesystem::path& out, const std::filesystem::path& err) {
+    args.insert(args.begin(), kHetmoeBinary);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) != 0) pid_ = -1;
+    posix_spawn_file_actions_destroy(&actions);
+  }
+  ~BackgroundRun() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+  BackgroundRun(const BackgroundRun&) = delete;
+  BackgroundRun& operator=(const BackgroundRun&) = delete;
+  /// The process id; -1 when it could not be started.
+  pid_t pid() const { return pid_; }
+  /// Sends `sig`, waits for the exit and returns the wait status (-1 when not running).
+  int stop(int sig) {
+    if (pid_ <= 0) return -1;
+    int status = 0;
+    ::kill(pid_, sig);
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+
+ private:
+  pid_t pid_ = -1;
 };
 
 }  // namespace hetmoe::test

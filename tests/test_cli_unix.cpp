@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,8 +18,6 @@
 #include <vector>
 
 #include "tests/cli_runner.h"
-
-extern char** environ;
 
 namespace hetmoe {
 namespace {
@@ -127,20 +124,10 @@ TEST_F(CliUnix, SynthRefusesToReplaceSomethingThatIsNotARegularFile) {
 TEST_F(CliUnix, InterruptedGenerateWritesTheTracePrintsTheStatsAndExits130) {
   const fs::path trace = dir_ / "t.json", out = dir_ / "out.txt", err = dir_ / "err.txt";
   // The reference path with -n -1 on a large context runs for many seconds unless interrupted.
-  std::vector<std::string> args = {test::kHetmoeBinary, "generate", "-m", kModel, "--raw", "-p", "Once", "-n", "-1",
-                                   "-c", "100000", "--reference", "-t", "1", "--seed", "1", "--trace",
-                                   trace.string()};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  pid_t pid = 0;
-  ASSERT_EQ(posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ), 0);
-  posix_spawn_file_actions_destroy(&actions);
+  test::BackgroundRun generate({"generate", "-m", kModel, "--raw", "-p", "Once", "-n", "-1", "-c", "100000",
+                                "--reference", "-t", "1", "--seed", "1", "--trace", trace.string()},
+                               out, err);
+  ASSERT_GT(generate.pid(), 0);
   // Wait until tokens are being generated (stdout grows past the echoed prompt), then Ctrl-C.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (std::chrono::steady_clock::now() < deadline) {
@@ -148,9 +135,7 @@ TEST_F(CliUnix, InterruptedGenerateWritesTheTracePrintsTheStatsAndExits130) {
     if (fs::exists(out, ec) && fs::file_size(out, ec) > 8) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  ASSERT_EQ(::kill(pid, SIGINT), 0);
-  int status = 0;
-  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  const int status = generate.stop(SIGINT);
   ASSERT_TRUE(WIFEXITED(status)) << "killed by a signal: " << slurp(err);
   EXPECT_EQ(WEXITSTATUS(status), 130) << slurp(err);
   const std::string e = slurp(err);

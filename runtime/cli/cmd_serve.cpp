@@ -1,6 +1,8 @@
 // hetmoe serve [-m MODEL] [--host 127.0.0.1] [--port 8080] [--parallel N] ...: the OpenAI-compatible HTTP server
 // (runtime/app/server/server.h). The port is bound first, /health answers 503 while the model loads (progress on
-// stderr), then every slot gets its own forward pass and KV cache. SIGINT / SIGTERM stop the server.
+// stderr), then every slot gets its own forward pass and KV cache. SIGINT / SIGTERM stop the server; then --stats-out
+// and --trace are written (the trace records from start to stop: scheduler steps, requests per slot, the forward
+// pass's steps, up to the recorder's memory cap).
 #include <fmt/format.h>
 
 #include <csignal>
@@ -12,12 +14,14 @@
 #include "runtime/app/server/scheduler.h"
 #include "runtime/app/server/server.h"
 #include "runtime/base/byte_size.h"
+#include "runtime/cli/cli_files.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 #include "runtime/cli/default_model.h"
 #include "runtime/cli/model_loading.h"
 #include "runtime/cli/plan_options.h"
 #include "runtime/cli/run_options.h"
+#include "runtime/cli/trace_options.h"
 #include "runtime/exec/forward_factory.h"
 #include "runtime/model/model.h"
 #include "runtime/text/tokenizer.h"
@@ -82,6 +86,10 @@ int run_serve(ServeArgs args) {
   auto model_or_error = model_or_default(args.model_path);
   if (!model_or_error) return report_error("serve", model_or_error.error());
   const std::string model_path = *model_or_error;
+  if (!args.run.stats_out.empty())
+    if (auto s = check_output_path("--stats-out", args.run.stats_out); !s) return report_error("serve", s.error());
+  auto trace = start_trace(args.run.trace_path);
+  if (!trace) return report_error("serve", trace.error());
 
   server::ServerOptions options;
   options.host = args.host;
@@ -182,7 +190,17 @@ int run_serve(ServeArgs args) {
   scheduler.stop();
   pthread_kill(signal_thread.native_handle(), SIGTERM);
   signal_thread.join();
-  return 0;
+  int rc = 0;
+  if (!args.run.stats_out.empty()) {
+    const server::SchedulerStats stats = scheduler.stats();
+    if (stats.prefill_tokens_computed + stats.decode_tokens == 0)
+      fmt::print(stderr, "hetmoe serve: no request ran a token; --stats-out {} not written\n", args.run.stats_out);
+    else if (auto s = save_run_expert_stats(std::move(expert_counts), args.run.stats_out); !s)
+      rc = report_error("serve", s.error());
+  }
+  if (*trace) fmt::print(stderr, "hetmoe serve: writing the trace to {}\n", (*trace)->path());
+  if (auto s = finish_trace(*trace); !s) rc = report_error("serve", s.error());
+  return rc;
 }
 
 }  // namespace

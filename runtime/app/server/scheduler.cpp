@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "profiler/trace.h"
+
 namespace hetmoe::server {
 
 using Clock = std::chrono::steady_clock;
@@ -43,6 +45,7 @@ struct Scheduler::Active {
   JobResult result;
   Clock::time_point admitted_at;
   Clock::time_point first_token_at;
+  int64_t trace_admitted_ns = -1;  // profiler::trace_now_ns() at admission while tracing, else -1
   bool done = false;
 
   Active(Job j, std::shared_ptr<JobHandle> h, SamplerParams p) : job(std::move(j)), handle(std::move(h)), sampler(p) {}
@@ -140,6 +143,7 @@ void Scheduler::admit_locked(std::vector<Active>& active) {
     a.prefill_pos = reuse;
     a.logits.resize(forward_.vocab_size());
     a.admitted_at = Clock::now();
+    if (profiler::trace_enabled()) a.trace_admitted_ns = profiler::trace_now_ns();
     a.result.num_prompt_tokens = static_cast<uint32_t>(a.job.prompt.size());
     a.result.num_cached_tokens = reuse;
     a.result.queue_seconds = seconds_between(q.queued_at, a.admitted_at);
@@ -168,6 +172,16 @@ void Scheduler::finish(Active& a, FinishReason reason, Error error) {
     stats_.generated_tokens += a.result.num_generated;
     ++stats_.jobs_finished;
   }
+  // The request on its slot's track (a slot runs one request at a time, so the spans of a track never overlap).
+  if (a.trace_admitted_ns >= 0 && profiler::trace_enabled()) {
+    const std::string track = fmt::format("{} {}", profiler::kTraceTrackServerSlot, a.slot_idx);
+    profiler::trace_span(profiler::trace_track(track.c_str()), profiler::TraceCategory::kServe, "request",
+                         a.trace_admitted_ns, profiler::trace_now_ns(),
+                         {{"prompt_tokens", a.result.num_prompt_tokens},
+                          {"cached_tokens", a.result.num_cached_tokens},
+                          {"generated_tokens", a.result.num_generated},
+                          {"finish", static_cast<int64_t>(reason)}});
+  }
   if (a.job.on_done) a.job.on_done(a.result);
 }
 
@@ -178,12 +192,22 @@ void Scheduler::run() {
   std::vector<Status> results;
   std::vector<int32_t> decode_tokens;  // (num_slots) storage for one-token steps
   decode_tokens.resize(forward_.num_slots());
+  bool trace_named = false;         // this thread's trace track is named
+  int64_t traced_queue_length = 0;  // the last queue length recorded as a counter
   for (;;) {
     {
       std::unique_lock lock(mutex_);
       cv_.wait(lock, [&] { return stopping_ || !queue_.empty() || !active.empty(); });
       if (stopping_) break;
+      if (!trace_named && profiler::trace_enabled()) {  // before this thread's first event
+        profiler::trace_name_thread("server scheduler");
+        trace_named = true;
+      }
       admit_locked(active);
+      if (profiler::trace_enabled() && static_cast<int64_t>(queue_.size()) != traced_queue_length) {
+        traced_queue_length = static_cast<int64_t>(queue_.size());
+        profiler::trace_counter(profiler::kTraceCounterServerQueue, static_cast<double>(traced_queue_length));
+      }
     }
     const Clock::time_point now = Clock::now();
     for (Active& a : active) {
@@ -216,6 +240,11 @@ void Scheduler::run() {
       step_jobs.push_back(&a);
     }
     results.assign(steps.size(), Status{});
+    // The step and the sampling after it; the forward pass records its own prefill and decode steps inside.
+    profiler::TraceSpan step_span(profiler::TraceCategory::kServe, "server step",
+                                  {{"slots", static_cast<int64_t>(steps.size())},
+                                   {"prefill_tokens", static_cast<int64_t>(num_prefill)},
+                                   {"decode_tokens", num_decode}});
     const Clock::time_point t0 = Clock::now();
     forward_.step(steps, results);
     const Clock::time_point t1 = Clock::now();
@@ -275,6 +304,7 @@ void Scheduler::run() {
         a.next_token = token;
       }
     }
+    step_span.end();
     std::erase_if(active, [](const Active& a) { return a.done; });
   }
 
