@@ -165,6 +165,12 @@ std::string MemoryRoom::describe() const {
                      gib(mem_available_bytes));
 }
 
+uint64_t fitted_buffer_bytes(uint64_t wanted_bytes, uint64_t room_bytes, uint64_t min_bytes) {
+  if (room_bytes == 0) return wanted_bytes;
+  const uint64_t fitted = std::min(wanted_bytes, room_bytes / 4);
+  return fitted < min_bytes ? 0 : fitted;
+}
+
 MemoryRoom memory_room() {
   MemoryRoom room;
   room.mem_available_bytes = mem_available_bytes();

@@ -45,6 +45,10 @@ struct MemoryRoom {
   std::string describe() const;
 };
 
+/// A measurement buffer that cannot push the process over its limit: min(wanted, room / 4) bytes, or 0 (skip the
+/// measurement) when that is below min_bytes. room_bytes 0 (unknown): wanted.
+uint64_t fitted_buffer_bytes(uint64_t wanted_bytes, uint64_t room_bytes, uint64_t min_bytes);
+
 /// MemAvailable and the cgroup of this process, read now.
 MemoryRoom memory_room();
 

@@ -127,5 +127,13 @@ TEST(MemoryRoom, IsTheSmallerOfMemAvailableAndTheCgroupRoom) {
   EXPECT_NE(r.describe().find("cgroup v1 /x"), std::string::npos) << r.describe();
 }
 
+TEST(FittedBufferBytes, AQuarterOfTheRoomAtMostAndNoneBelowTheMinimum) {
+  const uint64_t mib = uint64_t{1} << 20;
+  EXPECT_EQ(fitted_buffer_bytes(kGiB, 16 * kGiB, 64 * mib), kGiB);        // plenty of room: unchanged
+  EXPECT_EQ(fitted_buffer_bytes(kGiB, 2 * kGiB, 64 * mib), 512 * mib);   // a quarter of the room
+  EXPECT_EQ(fitted_buffer_bytes(kGiB, 255 * mib, 64 * mib), 0u);         // 63.75 MiB < 64: skipped
+  EXPECT_EQ(fitted_buffer_bytes(kGiB, 0, 64 * mib), kGiB);               // room unknown
+}
+
 }  // namespace
 }  // namespace hetmoe::profiler

@@ -645,6 +645,7 @@ Expected<File> File::open(const std::string& path, LoadMode mode, const LoadProg
   File file;
   file.path_ = path;
   file.size_ = static_cast<uint64_t>(st.st_size);
+  file.requested_mode_ = mode;
   bool drop_cache = false;
   if (mode == LoadMode::kAuto || mode == LoadMode::kMemory) {
     const profiler::MemoryRoom room = profiler::memory_room();
@@ -723,13 +724,21 @@ Expected<File::ResidentResult> File::make_resident(std::vector<ByteRange> ranges
     else
       merged.push_back(r);
   }
+  // Ranges made resident before (a second forward pass of the same model) are not copied again.
+  std::erase_if(merged, [&](const ByteRange& r) {
+    return std::any_of(mapping_->resident.begin(), mapping_->resident.end(), [&](const ByteRange& res) {
+      return res.offset <= r.offset && r.offset + r.num_bytes <= res.offset + res.num_bytes;
+    });
+  });
   uint64_t total = 0;
   for (const ByteRange& r : merged) total += r.num_bytes;
+  if (total == 0) return result;
   const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return make_error(ErrorCode::kIo, path_ + ": cannot reopen to load resident weights: " + std::strerror(errno));
+  // RLIMIT_MEMLOCK bounds what an unprivileged process may lock; with CAP_IPC_LOCK it does not apply, so mlock is
+  // tried whatever the limit says and its refusal reported.
   struct rlimit memlock {};
-  const bool can_lock_all = ::getrlimit(RLIMIT_MEMLOCK, &memlock) == 0 &&
-                            (memlock.rlim_cur == RLIM_INFINITY || memlock.rlim_cur >= total);
+  const bool have_limit = ::getrlimit(RLIMIT_MEMLOCK, &memlock) == 0;
   uint64_t done = 0;
   if (progress) progress(0, total);
   for (const ByteRange& r : merged) {
@@ -755,18 +764,21 @@ Expected<File::ResidentResult> File::make_resident(std::vector<ByteRange> ranges
     mapping_->resident.push_back(r);
     done += r.num_bytes;
     result.resident_bytes += r.num_bytes;
-    if (lock && can_lock_all) {
-      if (::mlock(anon, r.num_bytes) == 0)
+    if (lock && result.lock_note.empty()) {
+      if (::mlock(anon, r.num_bytes) == 0) {
         result.locked_bytes += r.num_bytes;
-      else if (result.lock_note.empty())
-        result.lock_note = fmt::format("mlock failed: {}", std::strerror(errno));
+      } else {
+        const int err = errno;
+        result.lock_note =
+            have_limit && memlock.rlim_cur != RLIM_INFINITY
+                ? fmt::format("not locked: mlock: {} (RLIMIT_MEMLOCK {} bytes, below the {} resident: ulimit -l)",
+                              std::strerror(err), memlock.rlim_cur, total)
+                : fmt::format("not locked: mlock: {}", std::strerror(err));
+      }
     }
   }
   if (progress) progress(total, total);
   ::close(fd);
-  if (lock && !can_lock_all)
-    result.lock_note = fmt::format("not locked: RLIMIT_MEMLOCK is {} bytes, below the {} resident (ulimit -l)",
-                                   memlock.rlim_cur, total);
   return result;
 }
 

@@ -149,6 +149,9 @@ class File {
   /// True when the bytes live in anonymous memory (LoadMode::kMemory, or kAuto that chose it).
   bool in_memory() const { return in_memory_; }
 
+  /// The mode open was asked for (kAuto when it chose): a RAM tier is planned only for a file kAuto mapped.
+  LoadMode requested_mode() const { return requested_mode_; }
+
   /// Parses a buffer the caller keeps alive for the File's lifetime (tests, fuzzing).
   /// `name` is used in error messages in place of a path.
   static Expected<File> from_memory(std::span<const uint8_t> bytes, std::string name = "<memory>");
@@ -196,6 +199,7 @@ class File {
   uint64_t data_offset_ = 0;
   bool in_memory_ = false;
   std::string load_note_;
+  LoadMode requested_mode_ = LoadMode::kMmap;
   std::vector<KeyValue> kvs_;
   std::vector<TensorInfo> tensors_;
   friend class Parser;
