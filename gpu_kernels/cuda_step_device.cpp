@@ -1,5 +1,7 @@
 #include "gpu_kernels/cuda_step_device.h"
 
+#include "gpu_kernels/cublas_library.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -56,7 +58,7 @@ CudaStepDevice::~CudaStepDevice() {
   if (compute_) cudaStreamSynchronize(compute_->get());
   if (h2d_) cudaStreamSynchronize(h2d_->get());
   if (d2h_) cudaStreamSynchronize(d2h_->get());
-  if (cublas_) cublasDestroy(cublas_);
+  if (cublas_) (*cublas_library())->destroy(cublas_);  // a handle exists only once the library loaded
 }
 
 Expected<std::unique_ptr<CudaStepDevice>> CudaStepDevice::create(const Model& model, DevicePlan plan, int device_idx,
@@ -241,7 +243,9 @@ Status CudaStepDevice::upload(std::vector<std::string>* notes) {
     gemm_w_f16_ = arena_.at(*gemm);
     gemm_x_f16_ = static_cast<uint8_t*>(gemm_w_f16_) +
                   (largest * 2 + kDeviceBufferAlign - 1) / kDeviceBufferAlign * kDeviceBufferAlign;
-    if (const cublasStatus_t st = cublasCreate(&cublas_); st != CUBLAS_STATUS_SUCCESS) {
+    if (auto lib = cublas_library(); !lib) {
+      if (notes) notes->push_back(fmt::format("{}: prefill runs the GEMV path", lib.error().message));
+    } else if (const cublasStatus_t st = (*lib)->create(&cublas_); st != CUBLAS_STATUS_SUCCESS) {
       cublas_ = nullptr;
       if (notes)
         notes->push_back(fmt::format("cuBLAS could not be initialized (status {}): prefill runs the GEMV path",

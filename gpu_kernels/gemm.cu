@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <climits>
 
+#include "gpu_kernels/cublas_library.h"
 #include "gpu_kernels/cuda_common.cuh"
 #include "gpu_kernels/ops.h"
 
@@ -92,12 +93,14 @@ cudaError_t gemm_f16(cublasHandle_t cublas, const void* w_f16, int64_t num_rows,
   f32_to_f16_kernel<<<static_cast<unsigned>(grid_stride_blocks(num_tokens * num_cols)), kThreads, 0, stream>>>(
       x, num_tokens * num_cols, static_cast<__half*>(x_f16));
   if (const cudaError_t err = detail::launch_status(); err != cudaSuccess) return err;
-  if (const cudaError_t err = cublas_to_cuda(cublasSetStream(cublas, stream)); err != cudaSuccess) return err;
+  const CublasLibrary* lib = loaded_cublas();  // loaded already: the handle was created through it
+  if (lib == nullptr) return cudaErrorInitializationError;
+  if (const cudaError_t err = cublas_to_cuda(lib->set_stream(cublas, stream)); err != cudaSuccess) return err;
   // Column-major view: yᵀ (num_rows × num_tokens, ld num_rows) = W (stored num_cols × num_rows, transposed) ·
   // xᵀ (num_cols × num_tokens, ld num_cols).
   const float alpha = 1.0f, beta = 0.0f;
   const auto m = static_cast<int>(num_rows), n = static_cast<int>(num_tokens), k = static_cast<int>(num_cols);
-  if (const cudaError_t err = cublas_to_cuda(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w_f16,
+  if (const cudaError_t err = cublas_to_cuda(lib->gemm_ex(cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, w_f16,
                                                           CUDA_R_16F, k, x_f16, CUDA_R_16F, k, &beta, y, CUDA_R_32F,
                                                           m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
       err != cudaSuccess)

@@ -19,6 +19,7 @@
 #include "cpu_kernels/kernels.h"
 #include "placement/numa_memory.h"
 #include "profiler/bandwidth.h"
+#include "profiler/memory_limit.h"
 
 #ifndef HETMOE_VERSION
 #define HETMOE_VERSION "unknown"
@@ -70,7 +71,7 @@ std::vector<int> node_pus(const Topology& t, int node_idx) {
 uint64_t working_set_bytes(const Topology& t) {
   uint64_t bytes = std::max<uint64_t>(2 * t.l3_bytes, uint64_t{256} << 20);
   bytes = std::min<uint64_t>(bytes, uint64_t{1} << 30);
-  if (const uint64_t avail = profiler::mem_available_bytes(); avail > 0) bytes = std::min(bytes, avail / 4);
+  if (const uint64_t room = profiler::memory_room().bytes(); room > 0) bytes = std::min(bytes, room / 4);
   return std::max<uint64_t>(bytes, kMatrixBytes);
 }
 
@@ -205,6 +206,10 @@ std::string profile_to_json(const HardwareProfile& p) {
     j["gpu"] = nullptr;
   }
   j["gpu_note"] = p.gpu_note;
+  if (p.disk)
+    j["disk"] = {{"path", p.disk->path},
+                 {"read_bytes_per_s", p.disk->read_bytes_per_s},
+                 {"block_bytes", p.disk->block_bytes}};
   return j.dump(2) + "\n";
 }
 
@@ -256,6 +261,11 @@ Expected<HardwareProfile> profile_from_json(const std::string& text, const std::
       p.gpu = f;
     }
     p.gpu_note = j.at("gpu_note").get<std::string>();
+    if (j.contains("disk") && !j.at("disk").is_null()) {  // absent in profiles from before the disk probe
+      const json& d = j.at("disk");
+      p.disk = DiskFigures{d.at("path").get<std::string>(), d.at("read_bytes_per_s").get<double>(),
+                           d.at("block_bytes").get<uint64_t>()};
+    }
     return p;
   } catch (const json::exception& e) {
     return make_error(ErrorCode::kFormat, fmt::format("{}: not a hardware profile: {}", source, e.what()));

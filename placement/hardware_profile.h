@@ -64,6 +64,13 @@ struct GpuFigures {
   double d2h_latency_s = 0;
 };
 
+/// Random-read speed of the disk holding a model file (profiler/disk_read.h), for the RAM tier's paging cost.
+struct DiskFigures {
+  std::string path;              // the file read
+  double read_bytes_per_s = 0;
+  uint64_t block_bytes = 0;      // per random read
+};
+
 struct HardwareProfile {
   int format_version = kHardwareProfileFormatVersion;
   MachineKey key;
@@ -77,6 +84,7 @@ struct HardwareProfile {
   std::vector<GemvPoint> expert_gemv;              // by thread count, on node gemv_numa_node
   std::optional<GpuFigures> gpu;                   // only where a GPU was measured
   std::string gpu_note;                            // why there are no GPU figures, when there are none
+  std::optional<DiskFigures> disk;                 // `probe --disk FILE` (or the default model); JSON "disk"
 };
 
 /// JSON text of a profile (nlohmann-json, indented).

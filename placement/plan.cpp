@@ -71,7 +71,8 @@ bool Plan::same_placement(const Plan& o) const {
     return false;
   for (size_t l = 0; l < layers.size(); ++l)
     if (layers[l].attention != o.layers[l].attention || layers[l].experts != o.layers[l].experts ||
-        layers[l].expert_numa_nodes != o.layers[l].expert_numa_nodes)
+        layers[l].expert_numa_nodes != o.layers[l].expert_numa_nodes ||
+        layers[l].paged_experts != o.layers[l].paged_experts)
       return false;
   return true;
 }
@@ -102,11 +103,12 @@ nlohmann::json plan_to_json(const Plan& p) {
                          {"sync_time_s", l.sync_time_s},
                          {"step_time_s", l.step_time_s}};
     if (!l.expert_numa_nodes.empty()) jl["numa_nodes"] = l.expert_numa_nodes;
+    if (!l.paged_experts.empty()) jl["paged_experts"] = l.paged_experts;
     layers.push_back(std::move(jl));
   }
   const PlanTotals& t = p.totals;
   const PlanPrediction& r = p.prediction;
-  return {
+  nlohmann::json out = {
       {"format", kFormatName},
       {"version", kVersion},
       {"model", p.model_name},
@@ -149,6 +151,19 @@ nlohmann::json plan_to_json(const Plan& p) {
         {"prefill_crossover_batch", r.prefill_crossover_batch}}},
       {"notes", p.notes},
   };
+  if (p.ram_tier.enabled) {
+    const RamTier& rt = p.ram_tier;
+    out["ram_tier"] = {{"enabled", rt.enabled},
+                       {"lock", rt.lock},
+                       {"room_bytes", rt.room_bytes},
+                       {"resident_bytes", rt.resident_bytes},
+                       {"paged_bytes", rt.paged_bytes},
+                       {"num_paged_experts", rt.num_paged_experts},
+                       {"disk_read_bytes_per_s", rt.disk_read_bytes_per_s},
+                       {"paged_loads_per_token", rt.paged_loads_per_token},
+                       {"paged_time_s", rt.paged_time_s}};
+  }
+  return out;
 }
 
 Expected<Plan> plan_from_json(const nlohmann::json& j, const std::string& source) {
@@ -242,12 +257,42 @@ Expected<Plan> plan_from_json(const nlohmann::json& j, const std::string& source
         lp.expert_numa_nodes.push_back(n.get<int32_t>());
       }
     }
+    if (r.j.contains("paged_experts")) {
+      const nlohmann::json& paged = r.j["paged_experts"];
+      if (!paged.is_array()) return format_error(source, fmt::format("key '{}' must be an array", r.where("paged_experts")));
+      for (const auto& id : paged) {
+        if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<uint64_t>() >= p.num_experts ||
+            lp.experts[id.get<uint32_t>()] != Device::kCpu)
+          return format_error(source, fmt::format("key '{}' has an id that is not a CPU expert of 0..{}",
+                                                  r.where("paged_experts"), p.num_experts - 1));
+        lp.paged_experts.push_back(id.get<int32_t>());
+      }
+    }
     HETMOE_ASSIGN_OR_RETURN(lp.gpu_bytes, r.u64("gpu_bytes"));
     HETMOE_ASSIGN_OR_RETURN(lp.cpu_bytes, r.u64("cpu_bytes"));
     HETMOE_ASSIGN_OR_RETURN(lp.gpu_time_s, r.number("gpu_time_s"));
     HETMOE_ASSIGN_OR_RETURN(lp.cpu_time_s, r.number("cpu_time_s"));
     HETMOE_ASSIGN_OR_RETURN(lp.sync_time_s, r.number("sync_time_s"));
     HETMOE_ASSIGN_OR_RETURN(lp.step_time_s, r.number("step_time_s"));
+  }
+
+  if (j.contains("ram_tier")) {
+    Reader rt{j["ram_tier"], "ram_tier", source};
+    if (!rt.j.is_object()) return format_error(source, "key 'ram_tier' must be an object");
+    const nlohmann::json* flag = nullptr;
+    for (const char* key : {"enabled", "lock"}) {
+      HETMOE_ASSIGN_OR_RETURN(flag, rt.field(key));
+      if (!flag->is_boolean()) return format_error(source, fmt::format("key '{}' must be true or false", rt.where(key)));
+      (std::strcmp(key, "enabled") == 0 ? p.ram_tier.enabled : p.ram_tier.lock) = flag->get<bool>();
+    }
+    HETMOE_ASSIGN_OR_RETURN(p.ram_tier.room_bytes, rt.u64("room_bytes"));
+    HETMOE_ASSIGN_OR_RETURN(p.ram_tier.resident_bytes, rt.u64("resident_bytes"));
+    HETMOE_ASSIGN_OR_RETURN(p.ram_tier.paged_bytes, rt.u64("paged_bytes"));
+    HETMOE_ASSIGN_OR_RETURN(v, rt.u64("num_paged_experts", UINT32_MAX));
+    p.ram_tier.num_paged_experts = static_cast<uint32_t>(v);
+    HETMOE_ASSIGN_OR_RETURN(p.ram_tier.disk_read_bytes_per_s, rt.number("disk_read_bytes_per_s"));
+    HETMOE_ASSIGN_OR_RETURN(p.ram_tier.paged_loads_per_token, rt.number("paged_loads_per_token"));
+    HETMOE_ASSIGN_OR_RETURN(p.ram_tier.paged_time_s, rt.number("paged_time_s"));
   }
 
   HETMOE_ASSIGN_OR_RETURN(f, top.field("totals"));

@@ -7,8 +7,9 @@
 // JSON (top-level keys): "format" "hetmoe-plan", "version" 1, "model", "num_layers", "num_experts",
 // "num_experts_used", "context_length", "kv_type", "strategy", "embedding", "output", "num_cpu_threads",
 // "budgets" {"vram_bytes", "ram_bytes"}, "prefill_crossover_tokens" (optional, default 0),
-// "dynamic_placement" {DynamicPolicy's fields}, "layers" [ {"attention": "cpu"|"gpu", "gpu_experts": [ids],
-// "cpu_experts": [ids], "numa_nodes": [node per expert] (optional), "gpu_bytes", "cpu_bytes", "gpu_time_s",
+// "dynamic_placement" {DynamicPolicy's fields}, "ram_tier" {RamTier's fields} (optional), "layers" [ {"attention":
+// "cpu"|"gpu", "gpu_experts": [ids], "cpu_experts": [ids], "numa_nodes": [node per expert] (optional),
+// "paged_experts": [ids of CPU experts paged from disk] (optional), "gpu_bytes", "cpu_bytes", "gpu_time_s",
 // "cpu_time_s", "sync_time_s", "step_time_s"} ], "totals" {...}, "prediction" {...}, "notes" [strings]. Field names
 // are those of the structs below; bytes are integers, times in seconds.
 // This header has no dependency beyond the standard library and nlohmann's forward declarations, so the runtime
@@ -33,6 +34,7 @@ struct LayerPlan {
   Device attention = Device::kCpu;         // attention weights, norms, router, this layer's KV cache
   std::vector<Device> experts;             // (num_experts) device of each expert
   std::vector<int32_t> expert_numa_nodes;  // (num_experts) NUMA node of CPU experts, or empty when unknown
+  std::vector<int32_t> paged_experts;      // CPU experts left in the mapped file, paged from disk (RAM tier); ids
   // Filled by the cost model (placement/cost_model.h):
   uint64_t gpu_bytes = 0;     // bytes this block keeps on the GPU (weights + KV cache at context_length)
   uint64_t cpu_bytes = 0;     // bytes it keeps in RAM
@@ -63,6 +65,19 @@ struct PlanPrediction {
   double prefill_tok_s = 0;        // predicted prefill throughput at that batch
   uint32_t prefill_crossover_batch = 0;  // smallest batch from which streaming CPU experts to the GPU beats CPU
                                          // compute (0: never, or no GPU)
+};
+
+/// The RAM tier (placement/ram_tier.h): which CPU weights stay resident in RAM and what paging the rest costs.
+struct RamTier {
+  bool enabled = false;               // false: every CPU weight resident (the model fits)
+  bool lock = false;                  // lock resident weights with mlock where RLIMIT_MEMLOCK allows
+  uint64_t room_bytes = 0;            // memory the run could use when planned
+  uint64_t resident_bytes = 0;        // weights kept in RAM: dense and resident experts
+  uint64_t paged_bytes = 0;           // experts left to the page cache
+  uint32_t num_paged_experts = 0;
+  double disk_read_bytes_per_s = 0;   // the rate the prediction used (0: not measured, no time predicted)
+  double paged_loads_per_token = 0;   // expected paged-expert selections per decoded token
+  double paged_time_s = 0;            // predicted disk time per decoded token (upper bound: no page-cache hits)
 };
 
 /// The dynamic placement policy the runtime applies on top of the plan's initial residency
@@ -96,6 +111,7 @@ struct Plan {
   PlanTotals totals;
   PlanPrediction prediction;
   DynamicPolicy dynamic;            // "dynamic_placement" in JSON
+  RamTier ram_tier;                 // "ram_tier" in JSON (optional)
   std::vector<std::string> notes;   // what did not fit, and why
 
   /// True when anything (a block, an expert, the output) is placed on the GPU.

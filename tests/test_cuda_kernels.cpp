@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "cpu_kernels/reference.h"
+#include "gpu_kernels/cublas_library.h"
 #include "gpu_kernels/ops.h"
 #include "runtime/base/ggml_types.h"
 
@@ -271,8 +272,10 @@ TEST_F(CudaKernels, DequantizeToF16IsExactlyTheRoundedReference) {
 }
 
 TEST_F(CudaKernels, GemmF16MatchesDoubleOnF16RoundedOperands) {
+  auto lib = cublas_library();
+  ASSERT_TRUE(lib) << lib.error().message;
   cublasHandle_t cublas = nullptr;
-  ASSERT_EQ(cublasCreate(&cublas), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ((*lib)->create(&cublas), CUBLAS_STATUS_SUCCESS);
   struct Shape {
     int64_t rows, cols, tokens;
   };
@@ -306,7 +309,7 @@ TEST_F(CudaKernels, GemmF16MatchesDoubleOnF16RoundedOperands) {
     sync();
     EXPECT_LT(nmse(expected, d_y.download()), kGemmNmse);
   }
-  cublasDestroy(cublas);
+  (*lib)->destroy(cublas);
 }
 
 TEST_F(CudaKernels, EmbeddingGatherIsExactDequantization) {

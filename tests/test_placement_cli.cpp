@@ -50,6 +50,35 @@ TEST_F(PlacementCli, PlanOnAHeaderOnlyGpt120bFile) {
   EXPECT_GT(plan->totals.num_cpu_experts, 0u);
 }
 
+// The RAM tier and the memory lines on a header-only gpt-oss-20b (24 × 32 experts, 12 GB sparse): at a 10 GiB
+// budget the file is mapped and the coldest experts are paged; with room to spare nothing is; when even the dense
+// weights, KV cache and buffers exceed the budget the plan says so and names a context that fits.
+TEST_F(PlacementCli, PlanPagesColdExpertsWhenRamIsShortAndSaysWhatFits) {
+  const std::string path = (dir_ / "gpt-oss-20b-header.gguf").string();
+  ASSERT_TRUE(write_header_only_gguf(path, 24, 32));
+  const std::string json_path = (dir_ / "plan.json").string();
+  RunResult r = run("plan -m " + path + " --ram-budget 10GiB -c 8192 -o " + json_path);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("memory: needs"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("paged from disk"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("cannot fit"), std::string::npos) << r.out;
+  auto plan = placement::plan_load(json_path);
+  ASSERT_TRUE(plan) << plan.error().to_string();
+  ASSERT_TRUE(plan->ram_tier.enabled);
+  EXPECT_GT(plan->ram_tier.num_paged_experts, 0u);
+  EXPECT_LT(plan->ram_tier.resident_bytes, 10ull << 30);
+
+  r = run("plan -m " + path + " --ram-budget 64GiB -c 8192");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("memory: needs"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("paged from disk"), std::string::npos) << r.out;
+
+  r = run("plan -m " + path + " --ram-budget 3GiB -c 131072");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("this run cannot fit"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("-c "), std::string::npos) << r.out;
+}
+
 TEST_F(PlacementCli, PlanRefusesBadArguments) {
   RunResult r = run("plan -m " + kTiny + " --vram-budget 8XB");
   EXPECT_EQ(r.exit_code, 2);

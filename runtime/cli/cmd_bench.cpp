@@ -13,6 +13,7 @@
 
 #include "placement/traffic.h"
 #include "profiler/bandwidth.h"
+#include "profiler/memory_limit.h"
 #include "profiler/memory.h"
 #include "runtime/cli/cli_args.h"
 #include "runtime/cli/cli_files.h"
@@ -31,6 +32,10 @@ namespace hetmoe::cli {
 namespace {
 
 constexpr uint64_t kProbeBytes = 1ull << 30;  // several times any last-level cache
+// The probe's buffer is at most a quarter of what the process can still use (profiler::memory_room: MemAvailable
+// and the cgroup's room), so it never pushes a run over its memory limit; below 64 MiB (not clear of a large L3) the
+// probe is skipped and the roofline columns read 0.
+constexpr uint64_t kMinProbeBytes = 64ull << 20;
 constexpr int kProbePasses = 5;                // best of: a pass disturbed by a neighbour does not count
 
 struct BenchArgs {
@@ -136,9 +141,23 @@ int run_bench(const BenchArgs& args) {
   // Peak RSS without the bandwidth probe's buffer: the high-water mark before each probe, and after it once reset.
   uint64_t peak_rss = profiler::rss_high_water_bytes();
   bool peak_rss_exact = true;
+  bool probe_size_reported = false;
   const auto probe_bandwidth = [&](int num_threads) {
     peak_rss = std::max(peak_rss, profiler::rss_high_water_bytes());
-    const double bw = profiler::measure_read_bandwidth(kProbeBytes, num_threads, kProbePasses);
+    const profiler::MemoryRoom room = profiler::memory_room();
+    const uint64_t probe_bytes = profiler::fitted_buffer_bytes(kProbeBytes, room.bytes(), kMinProbeBytes);
+    if (probe_bytes < kProbeBytes && !probe_size_reported) {
+      probe_size_reported = true;
+      if (probe_bytes == 0)
+        fmt::print(stderr, "hetmoe bench: bandwidth probe skipped: {} can still be used, below 4 × {} (memory "
+                           "bandwidth and roofline columns read 0)\n", room.describe(), format_bytes(kMinProbeBytes));
+      else
+        fmt::print(stderr, "hetmoe bench: bandwidth probe buffer reduced to {} (from {}) to stay within the memory "
+                           "this run can use: {}\n", format_bytes(probe_bytes), format_bytes(kProbeBytes),
+                   room.describe());
+    }
+    if (probe_bytes == 0) return 0.0;
+    const double bw = profiler::measure_read_bandwidth(probe_bytes, num_threads, kProbePasses);
     peak_rss_exact = profiler::reset_rss_high_water() && peak_rss_exact;
     return bw;
   };

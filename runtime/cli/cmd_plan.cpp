@@ -13,13 +13,16 @@
 #include "placement/kernel_rates.h"
 #include "placement/optimizer.h"
 #include "placement/profile_rates.h"
+#include "placement/ram_tier.h"
 #include "profiler/bandwidth.h"
 #include "profiler/memory.h"
+#include "profiler/memory_limit.h"
 #include "runtime/base/byte_size.h"
 #include "runtime/cli/cli_args.h"
 #include "runtime/cli/cli_files.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
+#include "runtime/cli/plan_options.h"
 #include "runtime/exec/forward_factory.h"
 #include "runtime/model/gguf.h"
 #include "runtime/exec/kv_cache.h"
@@ -258,7 +261,9 @@ int run_plan(const PlanArgs& args) {
 
   placement::PlanRequest request;
   request.vram_budget_bytes = vram;
-  request.ram_budget_bytes = ram;
+  // Without a GPU every expert is in RAM or, under the RAM tier, paged from disk: the budget is the tier's (below),
+  // not a constraint the optimizer could meet by moving experts.
+  request.ram_budget_bytes = vram > 0 ? ram : 0;
   request.num_cpu_threads = args.num_threads;
   if (args.placement != "dynamic" && args.placement != "static")
     return report_error("plan", make_error(ErrorCode::kInvalidArgument,
@@ -268,8 +273,31 @@ int run_plan(const PlanArgs& args) {
   if (auto name = file->get_string("general.name"); name) request.model_name = std::string(*name);
   auto plan = placement::optimize_plan(*cost_model, request);
   if (!plan) return report_error("plan", plan.error());
+  plan->ram_budget_bytes = ram;
   auto per_layer = placement::best_per_layer_split(*cost_model, request);
   if (!per_layer) return report_error("plan", per_layer.error());
+  // Memory as a default run on this machine would have it (--ram-budget stands for what the run may use): weights
+  // copied into memory when they fit with the reserve, else mapped with the RAM tier.
+  {
+    const profiler::MemoryRoom room = profiler::memory_room();
+    const uint64_t usable = ram > 0 ? ram : room.bytes();
+    const bool copied = gguf::File::choose_load_mode(file->file_size(), usable, gguf::File::kDefaultReserveBytes) ==
+                        gguf::File::LoadMode::kMemory;
+    if (!copied) {
+      placement::RamTierRequest tier;
+      tier.room_bytes = usable;
+      tier.kv_bytes = plan->totals.cpu_kv_bytes;
+      std::string reason;
+      if (auto profile = placement::cached_profile_for_this_machine({}, &reason); profile && profile->disk)
+        tier.disk_read_bytes_per_s = profile->disk->read_bytes_per_s;
+      if (auto s = placement::plan_ram_tier(*plan, cost_model->inputs().bytes, cost_model->inputs().probabilities,
+                                            tier);
+          !s)
+        return report_error("plan", s.error());
+    }
+    for (std::string& n : memory_lines(*plan, *cost_model, room, usable, args.context_length, *kv_type, copied))
+      plan->notes.push_back(std::move(n));
+  }
 
   if (per_layer->prediction.decode_tok_s > 0)
     plan->notes.push_back(fmt::format("best per-layer split at the same budgets (--n-cpu-moe {}): {:.2f} tok/s "

@@ -1,9 +1,11 @@
-// hetmoe probe [--force] [--json] [--cache-dir D]: the hardware profile (placement/hardware_profile.h), from the
-// cache when it matches this machine, measured otherwise (and the reason said).
+// hetmoe probe [--force] [--json] [--cache-dir D] [--disk FILE]: the hardware profile (placement/hardware_profile.h),
+// from the cache when it matches this machine, measured otherwise (and the reason said); --disk times random reads
+// of a model file (the RAM tier's paging cost) and adds them to the cached profile.
 #include <fmt/format.h>
 
 #include <sys/stat.h>
 
+#include <fstream>
 #include <memory>
 #include <string>
 
@@ -12,6 +14,8 @@
 #include "placement/hardware_profile.h"
 #include "placement/thread_layout.h"
 #include "placement/topology.h"
+#include "profiler/disk_read.h"
+#include "runtime/cli/cli_files.h"
 #include "runtime/cli/cli_util.h"
 #include "runtime/cli/commands.h"
 
@@ -22,6 +26,7 @@ struct ProbeArgs {
   bool force = false;
   bool json = false;
   std::string cache_dir;
+  std::string disk_path;
 };
 
 std::string gbps(double bytes_per_s) { return fmt::format("{:.1f}", bytes_per_s / 1e9); }
@@ -59,6 +64,12 @@ void print_summary(const placement::ProbeResult& r, const placement::Topology& t
   } else {
     fmt::print("GPU: none measured ({})\n", p.gpu_note);
   }
+  if (p.disk)
+    fmt::print("disk: {} GB/s random {} reads of {}\n", gbps(p.disk->read_bytes_per_s),
+               format_bytes(p.disk->block_bytes), p.disk->path);
+  else
+    fmt::print("disk: not measured (hetmoe probe --disk MODEL.gguf times the reads the RAM tier pages experts "
+               "with)\n");
 }
 
 // The GPU figures of the profile, from the CUDA backend's probe of device 0.
@@ -92,6 +103,20 @@ int run_probe(const ProbeArgs& args) {
   options.cache_dir = args.cache_dir;
   auto result = placement::probe_hardware(*topology, key, options, placement::default_measurers(measure_gpu));
   if (!result) return report_error("probe", result.error());
+  if (!args.disk_path.empty()) {
+    if (auto s = check_input_file("--disk", args.disk_path); !s) return report_error("probe", s.error());
+    auto disk = profiler::measure_disk_read(args.disk_path);
+    if (!disk) return report_error("probe", disk.error());
+    if (!disk->cache_dropped)
+      fmt::print(stderr, "hetmoe probe: warning: the kernel did not drop {} from the page cache: the disk figure may "
+                         "be the page cache's\n", args.disk_path);
+    result->profile.disk = placement::DiskFigures{args.disk_path, disk->bytes_per_s, disk->block_bytes};
+    if (result->cache_write_error.empty()) {
+      std::ofstream out(result->cache_path);
+      out << placement::profile_to_json(result->profile);
+      if (!out) result->cache_write_error = fmt::format("{}: cannot write", result->cache_path.string());
+    }
+  }
   if (!result->from_cache && args.json) fmt::print(stderr, "hetmoe probe: measured ({})\n", result->reason);
   if (result->created_cache_dir)
     fmt::print(stderr, "hetmoe probe: created the cache directory {}\n", result->cache_path.parent_path().string());
@@ -114,6 +139,10 @@ void add_probe_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--json", args->json, "Print the profile as JSON");
   cmd->add_option("--cache-dir", args->cache_dir,
                   "Cache directory (default: $XDG_CACHE_HOME/hetmoe or ~/.cache/hetmoe)");
+  cmd->add_option("--disk", args->disk_path,
+                  "Time random 4 MiB reads of this file (a model; dropped from the page cache first) for the RAM "
+                  "tier's paging cost, and add them to the profile")
+      ->option_text("FILE");
   cmd->callback([args, &exit_code] { exit_code = run_probe(*args); });
 }
 

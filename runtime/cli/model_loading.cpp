@@ -40,7 +40,9 @@ Expected<Model> load_model_with_progress(std::string_view command, const std::st
     }
     std::fflush(stderr);
   };
-  return Model::load(path, mode, progress);
+  auto model = Model::load(path, mode, progress);
+  if (model) fmt::print(stderr, "hetmoe {}: weights {}\n", command, model->file->load_note());
+  return model;
 }
 
 }  // namespace hetmoe::cli

@@ -10,6 +10,9 @@
 #include "placement/cost_model.h"
 #include "placement/optimizer.h"
 #include "placement/profile_rates.h"
+#include "placement/ram_tier.h"
+#include "profiler/memory.h"
+#include "profiler/memory_limit.h"
 #include "placement/static_plans.h"
 #include "runtime/base/byte_size.h"
 #include "runtime/cli/cli_files.h"
@@ -242,10 +245,75 @@ Expected<placement::Plan> make_run_plan(const Model& model, const DeviceArgs& ar
       placement::apply_placement_settings(plan, RuntimeConfig::Placement{}, dynamic);
     }
   }
+  // Memory: what the run needs against what the process can use; the RAM tier when a mapped model is short of it.
+  const profiler::MemoryRoom room = profiler::memory_room();
+  // What the run can have: what is still free plus what this process holds already (the weights when copied, or the
+  // resident part of an earlier forward pass of the same model); at most --ram-budget.
+  uint64_t available = room.bytes() > 0 ? room.bytes() + profiler::current_rss_bytes() : 0;
+  if (ram > 0) available = available > 0 ? std::min(available, ram) : ram;
+  if (!options.use_reference && !model.file->in_memory() &&
+      model.file->requested_mode() == gguf::File::LoadMode::kAuto) {
+    placement::RamTierRequest tier;
+    tier.room_bytes = available;
+    tier.kv_bytes = plan.totals.cpu_kv_bytes;
+    tier.disk_read_bytes_per_s = profile && profile->disk ? profile->disk->read_bytes_per_s : 0;
+    tier.lock = true;
+    HETMOE_RETURN_IF_ERROR(placement::plan_ram_tier(plan, cost_model.inputs().bytes,
+                                                    cost_model.inputs().probabilities, tier));
+  }
+  for (const std::string& n : memory_lines(plan, cost_model, room, available, options.context_length,
+                                           options.kv_type, model.file->in_memory()))
+    note(n);
   for (const std::string& n : plan.notes)  // what did not fit and why; not `hetmoe plan`'s comparison
     if (n.rfind("no GPU", 0) != 0 && n.rfind("best per-layer split", 0) != 0) note(n);
   note(summary_line(plan, source, options.device != ForwardOptions::Device::kCpu || plan.uses_gpu()));
   return plan;
+}
+
+std::vector<std::string> memory_lines(const placement::Plan& plan, const placement::CostModel& cost_model,
+                                      const profiler::MemoryRoom& room, uint64_t usable, uint32_t context_length,
+                                      KvCacheType kv_type, bool weights_in_memory) {
+  std::vector<std::string> lines;
+  const placement::ModelBytes& bytes = cost_model.inputs().bytes;
+  const uint64_t weights = placement::ram_weight_bytes(plan, bytes);
+  const uint64_t kv = plan.totals.cpu_kv_bytes;
+  const uint64_t buffers = placement::RamTierRequest{}.buffer_bytes;
+  const uint64_t vram = plan.totals.gpu_bytes;
+  const placement::RamTier& rt = plan.ram_tier;
+  std::string weights_text = rt.enabled ? fmt::format("weights {} ({} resident, {} paged from disk)", gib(weights),
+                                                      gib(rt.resident_bytes), gib(rt.paged_bytes))
+                                        : fmt::format("weights {}", gib(weights));
+  lines.push_back(fmt::format("memory: needs {} in RAM: {}, KV cache {} at context {} ({}), buffers {}{}; usable {}",
+                              gib(weights + kv + buffers), weights_text, gib(kv), context_length,
+                              kv_type == KvCacheType::kF16 ? "f16" : "f32", gib(buffers),
+                              vram > 0 ? fmt::format("; {} in VRAM", gib(vram)) : std::string(),
+                              usable > 0 ? fmt::format("{} (free now: {})", gib(usable), room.describe())
+                                         : std::string("unknown")));
+  if (usable == 0) return lines;
+  // What must be in RAM whatever is paged: the weights that are not experts, the KV cache and the buffers.
+  uint64_t experts_in_ram = 0;
+  for (size_t l = 0; l < plan.layers.size() && l < bytes.layers.size(); ++l)
+    for (placement::Device d : plan.layers[l].experts)
+      if (d == placement::Device::kCpu) experts_in_ram += bytes.layers[l].expert_bytes;
+  const uint64_t dense = weights - experts_in_ram;
+  // A model copied into memory needs all of it there; a mapped one only what is not an expert (the rest pages).
+  const uint64_t target = weights_in_memory ? weights + kv + buffers : dense + kv + buffers;
+  if (target <= usable) return lines;
+  // A context whose KV cache leaves room (KV bytes scale about linearly with the context; sliding layers less).
+  std::string fix;
+  if (kv > 0 && target - kv < usable) {
+    const double per_token = static_cast<double>(kv) / context_length;
+    const auto ctx = static_cast<uint64_t>(static_cast<double>(usable - (target - kv)) / per_token) / 256 * 256;
+    if (ctx >= 256) fix = fmt::format("-c {} would fit", ctx);
+  }
+  if (kv_type == KvCacheType::kF32 && target - kv / 2 <= usable)
+    fix += fmt::format("{}--kv-type f16 would fit (KV cache {})", fix.empty() ? "" : "; ", gib(kv / 2));
+  if (fix.empty()) fix = "nothing at this context fits: free memory (close programs) or raise the limit";
+  lines.push_back(fmt::format("memory: this run cannot fit: {} ({}, KV cache and buffers) exceed the usable {}; "
+                              "expect reclaim or the OOM killer. {}",
+                              gib(target), weights_in_memory ? "the weights copied into memory" : "the weights that are not experts",
+                              gib(usable), fix));
+  return lines;
 }
 
 placement::ExpertStats run_expert_stats(const Model& model) {

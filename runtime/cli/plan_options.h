@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "placement/expert_stats.h"
+#include "placement/cost_model.h"
 #include "placement/plan.h"
+#include "profiler/memory_limit.h"
 #include "runtime/cli/run_options.h"
 #include "runtime/app/config.h"
 #include "runtime/base/expected.h"
@@ -42,6 +44,15 @@ namespace hetmoe::cli {
 /// statistics file of another model; plan_load's, expert_stats_load's, optimize_plan's and the overrides' errors.
 Expected<placement::Plan> make_run_plan(const Model& model, const DeviceArgs& args, const RuntimeConfig* config,
                                         ForwardOptions& options, std::vector<std::string>* notes);
+
+/// The start-up lines about memory: "memory: needs X in RAM: weights W (R resident, P paged from disk), KV cache K
+/// at context C (f16), buffers B[; V in VRAM]; usable U (free now: ...)" and, when even what cannot be paged
+/// (weights that are not experts, or all weights when copied into memory, KV cache, buffers) exceeds `usable`
+/// (bytes the run can have: free memory plus what it holds), "memory: this run cannot fit: ..." naming a context
+/// (-c N) or KV type that would. `room`: the free memory as read (for its description).
+std::vector<std::string> memory_lines(const placement::Plan& plan, const placement::CostModel& cost_model,
+                                      const profiler::MemoryRoom& room, uint64_t usable, uint32_t context_length,
+                                      KvCacheType kv_type, bool weights_in_memory);
 
 /// Expert selection counts of a run (issue 6: every run counts them): zero counts of the model's shape, to pass as
 /// ForwardOptions::expert_counts = stats.counts.data().

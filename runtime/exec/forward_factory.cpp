@@ -8,6 +8,7 @@
 #include "runtime/exec/hybrid_step.h"
 #include "runtime/exec/multi_forward_cpu.h"
 #include "runtime/exec/multi_forward_sequential.h"
+#include "runtime/exec/ram_tier.h"
 #include "runtime/exec/worker_pool.h"
 
 namespace hetmoe {
@@ -96,6 +97,11 @@ Expected<std::unique_ptr<ForwardPass>> create_hybrid_forward(const Model& model,
 Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const ForwardOptions& options,
                                                       std::vector<std::string>* notes) {
   if (options.plan) HETMOE_RETURN_IF_ERROR(check_plan_shape(model, *options.plan));
+  // The RAM tier: resident weights copied into memory in place, paged experts left in the mapping.
+  if (options.plan && !options.use_reference) {
+    HETMOE_ASSIGN_OR_RETURN(std::string tier, apply_ram_tier(model, *options.plan, options.ram_tier_progress));
+    if (!tier.empty() && notes) notes->push_back(std::move(tier));
+  }
   const bool gpu_plan = options.plan && options.plan->uses_gpu();
   if (gpu_plan && options.use_reference)
     return make_error(ErrorCode::kInvalidArgument,
@@ -112,7 +118,16 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
                         "the GPU path runs a placement Plan (ForwardOptions::plan); none was given");
     if (gpu_plan) {
       auto gpu = create_gpu_forward(model, options, notes);
-      if (gpu) return gpu;
+      if (gpu) {
+        // GPU-resident experts need no RAM: their pages of a mapped file are dropped once uploaded (a CPU read
+        // after a migration faults them in again). A model copied into memory keeps them (anonymous pages cannot
+        // be fetched again).
+        const uint64_t released = model.file->release_pages(gpu_expert_ranges(model, *options.plan));
+        if (released > 0 && notes)
+          notes->push_back(fmt::format("released {:.2f} GiB of host pages of the experts uploaded to the GPU",
+                                       static_cast<double>(released) / static_cast<double>(uint64_t{1} << 30)));
+        return gpu;
+      }
       if (options.device == ForwardOptions::Device::kGpu)
         return make_error(gpu.error().code, "--device gpu: " + gpu.error().to_string());
       if (notes) notes->push_back(fmt::format("{}; running on the CPU", gpu.error().to_string()));

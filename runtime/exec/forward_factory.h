@@ -52,6 +52,8 @@ struct ForwardOptions {
   int gpu_idx = 0;                           // CUDA device
   bool overlap = true;                       // hybrid: the device's experts run while the CPU's do (--no-overlap:
                                              // one after the other, to measure the overlap's gain)
+  /// Progress while the plan's RAM tier copies resident weights into memory (runtime/exec/ram_tier.h).
+  gguf::File::LoadProgress ram_tier_progress;
 };
 
 /// Parses --device: "cpu", "gpu" or "auto". Errors: kInvalidArgument naming the value and the choices.

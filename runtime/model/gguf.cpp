@@ -1,6 +1,10 @@
 #include "runtime/model/gguf.h"
 
 #include "profiler/bandwidth.h"
+#include "profiler/memory_limit.h"
+
+#include <fmt/format.h>
+#include <sys/resource.h>
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -25,6 +29,7 @@ static_assert(std::endian::native == std::endian::little, "the GGUF reader decod
 struct File::Mapping {
   void* addr = nullptr;
   size_t size = 0;
+  std::vector<File::ByteRange> resident;  // page-rounded ranges make_resident replaced with anonymous copies
   Mapping(void* a, size_t n) : addr(a), size(n) {}
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
@@ -561,28 +566,70 @@ File::~File() = default;
 
 namespace {
 
-/// Reads the whole of `fd` (size bytes) into `dst`. The page cache keeps the file (clean pages the kernel reclaims
-/// under memory pressure), so the next run loads from memory rather than disk.
-Status read_whole_file(int fd, const std::string& path, uint8_t* dst, uint64_t size,
-                       const File::LoadProgress& progress) {
+constexpr uint64_t kHugePage = 2ull << 20;
+
+double gib(uint64_t bytes) { return static_cast<double>(bytes) / static_cast<double>(uint64_t{1} << 30); }
+
+/// Reads [offset, offset + size) of `fd` into `dst` in 64 MiB chunks. With drop_cache, each chunk's page cache is
+/// dropped once copied (posix_fadvise DONTNEED), so the file is not held twice: the copy plus its cache. `progress`
+/// gets done_before + bytes read so far of `total`.
+Status read_range(int fd, const std::string& path, uint8_t* dst, uint64_t offset, uint64_t size, bool drop_cache,
+                  const File::LoadProgress& progress, uint64_t done_before, uint64_t total) {
   constexpr uint64_t kChunk = 64ull << 20;
   for (uint64_t off = 0; off < size;) {
-    if (progress) progress(off, size);
+    if (progress) progress(done_before + off, total);
     const uint64_t want = std::min(kChunk, size - off);
-    const ssize_t got = ::pread(fd, dst + off, static_cast<size_t>(want), static_cast<off_t>(off));
+    const ssize_t got =
+        ::pread(fd, dst + off, static_cast<size_t>(want), static_cast<off_t>(offset + off));
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0)
-      return make_error(ErrorCode::kIo, path + ": read failed at offset " + std::to_string(off) + ": " +
+      return make_error(ErrorCode::kIo, path + ": read failed at offset " + std::to_string(offset + off) + ": " +
                                             (got == 0 ? std::string("unexpected end of file") : std::strerror(errno)));
+    if (drop_cache)
+      ::posix_fadvise(fd, static_cast<off_t>(offset + off), static_cast<off_t>(got), POSIX_FADV_DONTNEED);
     off += static_cast<uint64_t>(got);
   }
-  if (progress) progress(size, size);
   return {};
+}
+
+/// Maps `bytes` of `fd` read-only at a 2 MiB-aligned address (so ranges made resident later can use huge pages);
+/// MAP_FAILED on failure with errno set.
+void* map_file_aligned(int fd, size_t bytes) {
+  const size_t span = bytes + kHugePage;
+  void* reserve = ::mmap(nullptr, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (reserve == MAP_FAILED) return MAP_FAILED;
+  const auto base = reinterpret_cast<uintptr_t>(reserve);
+  const uintptr_t aligned = (base + kHugePage - 1) / kHugePage * kHugePage;
+  void* addr = ::mmap(reinterpret_cast<void*>(aligned), bytes, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
+  if (addr == MAP_FAILED) {
+    const int err = errno;
+    ::munmap(reserve, span);
+    errno = err;
+    return MAP_FAILED;
+  }
+  if (aligned > base) ::munmap(reserve, aligned - base);
+  const uintptr_t end = aligned + bytes, reserve_end = base + span;
+  const uintptr_t end_page = (end + 4095) / 4096 * 4096;
+  if (reserve_end > end_page) ::munmap(reinterpret_cast<void*>(end_page), reserve_end - end_page);
+  return addr;
 }
 
 }  // namespace
 
-Expected<File> File::open(const std::string& path, LoadMode mode, const LoadProgress& progress) {
+File::LoadMode File::choose_load_mode(uint64_t file_bytes, uint64_t room_bytes, uint64_t reserve_bytes) {
+  if (room_bytes == 0) return LoadMode::kMmap;
+  return file_bytes <= room_bytes && reserve_bytes <= room_bytes - file_bytes ? LoadMode::kMemory : LoadMode::kMmap;
+}
+
+bool File::drop_cache_while_copying(uint64_t file_bytes, uint64_t room_bytes, uint64_t reserve_bytes,
+                                    bool cgroup_limited) {
+  if (cgroup_limited) return true;
+  const uint64_t need = 2 * file_bytes + reserve_bytes;
+  return room_bytes < need;
+}
+
+Expected<File> File::open(const std::string& path, LoadMode mode, const LoadProgress& progress,
+                          uint64_t reserve_bytes) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return make_error(ErrorCode::kIo, path + ": cannot open: " + std::strerror(errno));
   struct stat st {};
@@ -598,12 +645,22 @@ Expected<File> File::open(const std::string& path, LoadMode mode, const LoadProg
   File file;
   file.path_ = path;
   file.size_ = static_cast<uint64_t>(st.st_size);
-  if (mode == LoadMode::kAuto) {
-    const uint64_t available = profiler::mem_available_bytes();
-    mode = available > (2ull << 30) && file.size_ < available - (2ull << 30) ? LoadMode::kMemory : LoadMode::kMmap;
+  file.requested_mode_ = mode;
+  bool drop_cache = false;
+  if (mode == LoadMode::kAuto || mode == LoadMode::kMemory) {
+    const profiler::MemoryRoom room = profiler::memory_room();
+    const bool auto_mode = mode == LoadMode::kAuto;
+    if (auto_mode) mode = choose_load_mode(file.size_, room.bytes(), reserve_bytes);
+    drop_cache = drop_cache_while_copying(file.size_, room.bytes(), reserve_bytes, room.cgroup.has_value());
+    file.load_note_ = fmt::format(
+        "{} ({:.1f} GiB file + {:.1f} GiB reserve {} {}{})",
+        mode == LoadMode::kMemory ? "copied into memory" : "mapped, paged from disk", gib(file.size_),
+        gib(reserve_bytes), mode == LoadMode::kMemory ? "fit in" : "exceed", room.describe(),
+        !auto_mode ? ", --load memory asked" : mode == LoadMode::kMemory && drop_cache ? "; page cache dropped behind the copy" : "");
+  } else {
+    file.load_note_ = "mapped, paged from disk (--load mmap)";
   }
   if (file.size_ > 0 && mode == LoadMode::kMemory) {
-    constexpr uint64_t kHugePage = 2ull << 20;
     const auto bytes = static_cast<size_t>((file.size_ + kHugePage - 1) / kHugePage * kHugePage);
     void* addr = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (addr == MAP_FAILED) {
@@ -614,15 +671,20 @@ Expected<File> File::open(const std::string& path, LoadMode mode, const LoadProg
     }
     file.mapping_ = std::make_unique<Mapping>(addr, bytes);
     ::madvise(addr, bytes, MADV_HUGEPAGE);  // advice only: without THP the copy still works
-    if (Status s = read_whole_file(fd, path, static_cast<uint8_t*>(addr), file.size_, progress); !s) {
+    if (drop_cache) ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    if (progress) progress(0, file.size_);
+    if (Status s = read_range(fd, path, static_cast<uint8_t*>(addr), 0, file.size_, drop_cache, progress, 0,
+                              file.size_);
+        !s) {
       ::close(fd);
       return s.error();
     }
+    if (progress) progress(file.size_, file.size_);
     ::mprotect(addr, bytes, PROT_READ);  // the weights are read-only from here on
     file.base_ = static_cast<const uint8_t*>(addr);
     file.in_memory_ = true;
   } else if (file.size_ > 0) {
-    void* addr = ::mmap(nullptr, static_cast<size_t>(file.size_), PROT_READ, MAP_PRIVATE, fd, 0);
+    void* addr = map_file_aligned(fd, static_cast<size_t>(file.size_));
     if (addr == MAP_FAILED) {
       const int err = errno;
       ::close(fd);
@@ -636,6 +698,116 @@ Expected<File> File::open(const std::string& path, LoadMode mode, const LoadProg
   Parser parser(file);
   if (Status s = parser.parse(); !s) return s.error();
   return file;
+}
+
+Expected<File::ResidentResult> File::make_resident(std::vector<ByteRange> ranges, bool lock,
+                                                   const LoadProgress& progress) const {
+  ResidentResult result;
+  if (in_memory_ || mapping_ == nullptr || ranges.empty()) return result;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  for (ByteRange& r : ranges) {
+    if (r.offset > size_ || r.num_bytes > size_ - r.offset)
+      return make_error(ErrorCode::kInvalidArgument,
+                        fmt::format("{}: resident range [{}, {}) is past the end of the file ({} bytes)", path_,
+                                    r.offset, r.offset + r.num_bytes, size_));
+    const uint64_t begin = r.offset / page * page;
+    const uint64_t end = std::min((r.offset + r.num_bytes + page - 1) / page * page, (size_ + page - 1) / page * page);
+    r = {begin, end - begin};
+  }
+  std::sort(ranges.begin(), ranges.end(), [](const ByteRange& a, const ByteRange& b) { return a.offset < b.offset; });
+  std::vector<ByteRange> merged;
+  for (const ByteRange& r : ranges) {
+    if (r.num_bytes == 0) continue;
+    if (!merged.empty() && r.offset <= merged.back().offset + merged.back().num_bytes)
+      merged.back().num_bytes = std::max(merged.back().offset + merged.back().num_bytes, r.offset + r.num_bytes) -
+                                merged.back().offset;
+    else
+      merged.push_back(r);
+  }
+  // Ranges made resident before (a second forward pass of the same model) are not copied again.
+  std::erase_if(merged, [&](const ByteRange& r) {
+    return std::any_of(mapping_->resident.begin(), mapping_->resident.end(), [&](const ByteRange& res) {
+      return res.offset <= r.offset && r.offset + r.num_bytes <= res.offset + res.num_bytes;
+    });
+  });
+  uint64_t total = 0;
+  for (const ByteRange& r : merged) total += r.num_bytes;
+  if (total == 0) return result;
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return make_error(ErrorCode::kIo, path_ + ": cannot reopen to load resident weights: " + std::strerror(errno));
+  // RLIMIT_MEMLOCK bounds what an unprivileged process may lock; with CAP_IPC_LOCK it does not apply, so mlock is
+  // tried whatever the limit says and its refusal reported.
+  struct rlimit memlock {};
+  const bool have_limit = ::getrlimit(RLIMIT_MEMLOCK, &memlock) == 0;
+  uint64_t done = 0;
+  if (progress) progress(0, total);
+  for (const ByteRange& r : merged) {
+    // The bytes read past the end of the file in the last page are zeros in the file mapping too.
+    const uint64_t read_bytes = std::min(r.num_bytes, size_ - r.offset);
+    auto* at = const_cast<uint8_t*>(base_) + r.offset;
+    void* anon = ::mmap(at, r.num_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (anon == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      // MAP_FIXED failing leaves the old mapping in place: the weights are still readable from the file.
+      return make_error(ErrorCode::kIo, fmt::format("{}: cannot allocate {} bytes for resident weights at offset {}: "
+                                                    "{}", path_, r.num_bytes, r.offset, std::strerror(err)));
+    }
+    ::madvise(anon, r.num_bytes, MADV_HUGEPAGE);
+    if (Status s = read_range(fd, path_, static_cast<uint8_t*>(anon), r.offset, read_bytes, true, progress, done,
+                              total);
+        !s) {
+      ::close(fd);
+      return s.error();  // the range holds what was read so far: the caller must not use this File
+    }
+    ::mprotect(anon, r.num_bytes, PROT_READ);
+    mapping_->resident.push_back(r);
+    done += r.num_bytes;
+    result.resident_bytes += r.num_bytes;
+    if (lock && result.lock_note.empty()) {
+      if (::mlock(anon, r.num_bytes) == 0) {
+        result.locked_bytes += r.num_bytes;
+      } else {
+        const int err = errno;
+        result.lock_note =
+            have_limit && memlock.rlim_cur != RLIM_INFINITY
+                ? fmt::format("not locked: mlock: {} (RLIMIT_MEMLOCK {} bytes, below the {} resident: ulimit -l)",
+                              std::strerror(err), memlock.rlim_cur, total)
+                : fmt::format("not locked: mlock: {}", std::strerror(err));
+      }
+    }
+  }
+  if (progress) progress(total, total);
+  ::close(fd);
+  return result;
+}
+
+uint64_t File::release_pages(std::span<const ByteRange> ranges) const {
+  if (in_memory_ || mapping_ == nullptr) return 0;
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  uint64_t released = 0;
+  for (const ByteRange& r : ranges) {
+    if (r.offset >= size_) continue;
+    uint64_t begin = (r.offset + page - 1) / page * page;
+    const uint64_t end = std::min(r.offset + std::min(r.num_bytes, size_ - r.offset), size_) / page * page;
+    while (begin < end) {
+      // The next resident range at or after `begin` bounds this piece; a resident range covering `begin` skips.
+      uint64_t piece_end = end;
+      bool skip = false;
+      for (const ByteRange& res : mapping_->resident) {
+        if (res.offset <= begin && begin < res.offset + res.num_bytes) {
+          skip = true;
+          piece_end = std::min(end, res.offset + res.num_bytes);
+          break;
+        }
+        if (res.offset > begin) piece_end = std::min(piece_end, res.offset);
+      }
+      if (!skip && ::madvise(const_cast<uint8_t*>(base_) + begin, piece_end - begin, MADV_DONTNEED) == 0)
+        released += piece_end - begin;
+      begin = piece_end;
+    }
+  }
+  return released;
 }
 
 Expected<File> File::from_memory(std::span<const uint8_t> bytes, std::string name) {

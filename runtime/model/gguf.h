@@ -86,8 +86,23 @@ class File {
     kMmap,    // map the file read-only (pages come from the page cache on first touch; 4 KiB pages)
     kMemory,  // read it into anonymous memory advised for transparent huge pages (fewer TLB misses: the CPU
               // kernels stream weights about 30 % faster than from 4 KiB file pages)
-    kAuto,    // kMemory when the file fits in MemAvailable with 2 GiB to spare, else kMmap
+    kAuto,    // kMemory when the file and a reserve fit in what the process can use (choose_load_mode), else kMmap
   };
+
+  /// Bytes kAuto keeps free beside the file by default: KV cache, activations and buffers of a run at a default
+  /// context (the 20b at 8,192 tokens needs about 0.5 GiB; the rest is margin for the desktop's fluctuations).
+  static constexpr uint64_t kDefaultReserveBytes = 2ull << 30;
+
+  /// kAuto's rule, bytes: kMemory when file_bytes + reserve_bytes ≤ room_bytes (room: what the process can use,
+  /// profiler::MemoryRoom::bytes(): min(MemAvailable, the cgroup's room)), else kMmap. room 0 (unknown) → kMmap.
+  static LoadMode choose_load_mode(uint64_t file_bytes, uint64_t room_bytes, uint64_t reserve_bytes);
+
+  /// Whether a copy into memory drops the file's page cache chunk by chunk as it goes (posix_fadvise DONTNEED), so
+  /// the file is never held twice: when the copy and the cached file together would not fit in room
+  /// (2 · file_bytes + reserve_bytes > room_bytes), or when a cgroup limit applies (its page cache is charged to
+  /// the process). Otherwise the cache is kept, so the next run loads from memory rather than disk.
+  static bool drop_cache_while_copying(uint64_t file_bytes, uint64_t room_bytes, uint64_t reserve_bytes,
+                                       bool cgroup_limited);
 
   /// Called while the file is read into memory (kMemory): bytes read so far and the file size, in bytes; at least
   /// once at 0 and once at the end. Not called for a mapped file (nothing is read up front).
@@ -95,11 +110,47 @@ class File {
 
   /// Opens and parses `path` (mapped by default). Errors: kIo (open/stat/mmap/read/allocation), kFormat,
   /// kUnsupported.
+  /// `reserve_bytes`: kAuto's reserve (choose_load_mode).
   static Expected<File> open(const std::string& path, LoadMode mode = LoadMode::kMmap,
-                             const LoadProgress& progress = {});
+                             const LoadProgress& progress = {}, uint64_t reserve_bytes = kDefaultReserveBytes);
 
+  /// How open made the bytes addressable and why, one line for start-up output: e.g. "copied into memory (12.1 GB
+  /// file + 2.0 GiB reserve fit in 20.3 GiB: ...)" or "mapped (...)".
+  const std::string& load_note() const { return load_note_; }
+
+  /// File byte range [offset, offset + num_bytes).
+  struct ByteRange {
+    uint64_t offset = 0;
+    uint64_t num_bytes = 0;
+  };
+
+  /// What make_resident did, bytes.
+  struct ResidentResult {
+    uint64_t resident_bytes = 0;  // copied into anonymous memory (page-rounded ranges, merged)
+    uint64_t locked_bytes = 0;    // of those, locked with mlock (0 when RLIMIT_MEMLOCK refused)
+    std::string lock_note;        // why not locked, when locked_bytes < resident_bytes; else empty
+  };
+
+  /// For a mapped file (not in_memory()): replaces the pages of `ranges` (rounded out to whole pages, merged) with
+  /// anonymous copies of the same bytes at the same addresses (huge pages advised), so they stay in memory whatever
+  /// the page cache does, and locks them (mlock) when `lock` and RLIMIT_MEMLOCK allow. Tensor pointers stay valid;
+  /// the rest of the file stays paged from disk. The file's page cache of each range is dropped after the copy.
+  /// `progress` as for open (bytes of the ranges). Errors: kIo naming the file and offset (reopen, mmap, read);
+  /// kInvalidArgument for a range past the end of the file. A file in memory already returns {} with nothing done.
+  /// Logically const: the bytes at every address stay the same.
+  Expected<ResidentResult> make_resident(std::vector<ByteRange> ranges, bool lock,
+                                         const LoadProgress& progress = {}) const;
+
+  /// For a mapped file: drops this process's pages of `ranges` (whole pages inside each range, not those made
+  /// resident) with madvise(MADV_DONTNEED); the bytes stay readable (a later read faults them in from the file
+  /// again). For weights copied to a GPU, which the CPU no longer reads. Returns the bytes released; 0 for a file
+  /// in memory (anonymous pages cannot be refetched) or from_memory.
+  uint64_t release_pages(std::span<const ByteRange> ranges) const;
   /// True when the bytes live in anonymous memory (LoadMode::kMemory, or kAuto that chose it).
   bool in_memory() const { return in_memory_; }
+
+  /// The mode open was asked for (kAuto when it chose): a RAM tier is planned only for a file kAuto mapped.
+  LoadMode requested_mode() const { return requested_mode_; }
 
   /// Parses a buffer the caller keeps alive for the File's lifetime (tests, fuzzing).
   /// `name` is used in error messages in place of a path.
@@ -147,6 +198,8 @@ class File {
   uint32_t alignment_ = kDefaultAlignment;
   uint64_t data_offset_ = 0;
   bool in_memory_ = false;
+  std::string load_note_;
+  LoadMode requested_mode_ = LoadMode::kMmap;
   std::vector<KeyValue> kvs_;
   std::vector<TensorInfo> tensors_;
   friend class Parser;

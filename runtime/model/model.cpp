@@ -197,8 +197,8 @@ Expected<ModelHparams> read_hparams(const gguf::File& f) {
 }
 
 Expected<Model> Model::load(const std::string& path, gguf::File::LoadMode mode,
-                            const gguf::File::LoadProgress& progress) {
-  auto file = gguf::File::open(path, mode, progress);
+                            const gguf::File::LoadProgress& progress, uint64_t reserve_bytes) {
+  auto file = gguf::File::open(path, mode, progress, reserve_bytes);
   if (!file) return file.error();
   return from_file(std::move(*file));
 }

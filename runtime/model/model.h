@@ -95,8 +95,10 @@ struct Model {
   /// `mode`: how the file's bytes are made addressable (gguf::File::LoadMode; kAuto copies the weights into
   /// huge-page memory when they fit in RAM, else maps the file).
   /// `progress`: gguf::File::open's, while the weights are read into memory.
+  /// `reserve_bytes`: what kAuto keeps free beside the weights (gguf::File::choose_load_mode).
   static Expected<Model> load(const std::string& path, gguf::File::LoadMode mode = gguf::File::LoadMode::kAuto,
-                              const gguf::File::LoadProgress& progress = {});
+                              const gguf::File::LoadProgress& progress = {},
+                              uint64_t reserve_bytes = gguf::File::kDefaultReserveBytes);
   /// Same, from an already-opened file.
   static Expected<Model> from_file(gguf::File file);
 };
