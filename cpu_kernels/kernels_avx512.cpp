@@ -9,9 +9,11 @@
 // block yields the exact Σ w_q · x_q (|lane| ≤ 4 · 255 · 127 + 4 · 128 · 127 fits int32).
 
 // GCC 12's AVX-512 intrinsics initialize their "undefined" operands from themselves (`__m512i __Y = __Y;`), which
-// -Wmaybe-uninitialized reports at every inlined use (GCC bug 105593, fixed in GCC 13).
+// -Wmaybe-uninitialized (and, for some such as _mm512_shuffle_f32x4, -Wuninitialized) reports at every inlined use
+// (GCC bug 105593, fixed in GCC 13).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 #include <immintrin.h>
@@ -176,6 +178,21 @@ struct LaneGemm {
   }
 };
 
+/// Block pairs (quant_tile_pairs in kernels_simd.h): one zmm holds two 32-value blocks, so one vpdpbusd, convert,
+/// multiply by d_x and fma with d_w serve both; the per-(row, token) accumulator is a zmm of 16 partial sums.
+struct PairAccOps {
+  using Acc = __m512;
+  static Acc acc_zero() { return _mm512_setzero_ps(); }
+  static float acc_reduce(Acc a) { return _mm512_reduce_add_ps(a); }
+};
+
+/// Activations of two blocks with their offset correction (see prepare_act) and d_x per int32 lane.
+struct PairQuantAct {
+  __m512i q;
+  __m512i neg_offset;
+  __m512 dx;
+};
+
 struct Mxfp4Ops {
   using Arch = xsimd::fma3<xsimd::avx2>;
   static constexpr int64_t kBlockBytes = kMXFP4BlockBytes;
@@ -205,6 +222,51 @@ struct Mxfp4Ops {
 
   static xsimd::batch<float, Arch> scale(const uint8_t* block) {
     return _mm256_broadcast_ss(&detail::kMxfp4Scale.v[block[0]]);  // a load, no shuffle
+  }
+
+  // Block pairs. 128-bit lanes of a pair's zmm: [block 0 values 0..15 | block 1 values 0..15 | block 0 values 16..31 |
+  // block 1 values 16..31] — the low nibbles of both blocks' 16 code bytes, then the high nibbles, so a pair decodes
+  // with one shift, one AND and one vpshufb (6 instructions for 64 values, 4 per block before); int32 lanes 0–3 and
+  // 8–11 sum block 0, lanes 4–7 and 12–15 block 1 (mask 0xF0F0).
+  using Acc = PairAccOps::Acc;
+  static Acc acc_zero() { return PairAccOps::acc_zero(); }
+  static float acc_reduce(Acc a) { return PairAccOps::acc_reduce(a); }
+
+  using PairAct = PairQuantAct;
+  static PairAct prepare_pair(const ActQ8Block* x) {
+    const __m512i both = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[0].q))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[1].q)), 1);
+    const __m512i q = _mm512_shuffle_i64x2(both, both, _MM_SHUFFLE(3, 1, 2, 0));  // [x0 lo | x1 lo | x0 hi | x1 hi]
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i sum = _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(detail::kMxfp4Offset), q);
+    return {q, _mm512_sub_epi32(zero, sum), _mm512_mask_blend_ps(0xF0F0, _mm512_set1_ps(x[0].d), _mm512_set1_ps(x[1].d))};
+  }
+
+  struct PairWeights {
+    __m512i w;   // codes + 12 in the pair layout
+    __m512 dw;   // d_w of block 0 / 1 per int32 lane
+  };
+  static PairWeights decode_pair(const uint8_t* block) {
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(detail::kMxfp4OffsetValues.v)));
+    const __m256i qs = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 1))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + kBlockBytes + 1)), 1);
+    const __m512i codes = _mm512_inserti64x4(_mm512_castsi256_si512(qs), _mm256_srli_epi16(qs, 4), 1);
+    const __m512i w = _mm512_shuffle_epi8(lut, _mm512_and_si512(codes, _mm512_set1_epi8(0x0F)));
+    const __m512 dw = _mm512_mask_mov_ps(_mm512_set1_ps(detail::kMxfp4Scale.v[block[0]]), 0xF0F0,
+                                         _mm512_set1_ps(detail::kMxfp4Scale.v[block[kBlockBytes]]));
+    return {w, dw};
+  }
+
+  static Acc fma_pair(const PairWeights& w, const PairAct& a, Acc acc) {
+    const __m512i dot = _mm512_dpbusd_epi32(a.neg_offset, w.w, a.q);
+    return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), a.dx), w.dw, acc);
+  }
+
+  static Acc fma_last(const uint8_t* block, const ActQ8Block& x, Acc acc) {
+    const __m256 part = _mm256_mul_ps(_mm256_mul_ps(dot(decode(block), prepare(x)), _mm256_set1_ps(x.d)), scale(block));
+    return _mm512_add_ps(acc, _mm512_zextps256_ps512(part));
   }
 
   using Lanes = LaneGemm;
@@ -245,6 +307,48 @@ struct Q8Ops {
     uint16_t d;
     std::memcpy(&d, block, sizeof d);
     return xsimd::batch<float, Arch>(_cvtsh_ss(d));
+  }
+
+  // Block pairs: a zmm holds block 0's 32 values, then block 1's; int32 lanes 0–7 sum block 0, 8–15 block 1. The two
+  // f16 scales are broadcast into one ymm of halves (vpbroadcastw, the second under a mask) and converted together.
+  using Acc = PairAccOps::Acc;
+  static Acc acc_zero() { return PairAccOps::acc_zero(); }
+  static float acc_reduce(Acc a) { return PairAccOps::acc_reduce(a); }
+
+  using PairAct = PairQuantAct;
+  static PairAct prepare_pair(const ActQ8Block* x) {
+    const __m512i q = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[0].q))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[1].q)), 1);
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i sum = _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(static_cast<char>(0x80)), q);
+    return {q, _mm512_sub_epi32(zero, sum), _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(x[0].d), _mm512_set1_ps(x[1].d))};
+  }
+
+  struct PairWeights {
+    __m512i w;  // w_q + 128 of block 0, then block 1
+    __m512 dw;  // d_w of block 0 / 1 per int32 lane
+  };
+  static PairWeights decode_pair(const uint8_t* block) {
+    const __m512i raw = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + kBlockBytes + 2)), 1);
+    uint16_t d0, d1;
+    std::memcpy(&d0, block, sizeof d0);
+    std::memcpy(&d1, block + kBlockBytes, sizeof d1);
+    const __m256i halves = _mm256_mask_set1_epi16(_mm256_set1_epi16(static_cast<short>(d0)), 0xFF00,
+                                                  static_cast<short>(d1));
+    return {_mm512_xor_si512(raw, _mm512_set1_epi8(static_cast<char>(0x80))), _mm512_cvtph_ps(halves)};
+  }
+
+  static Acc fma_pair(const PairWeights& w, const PairAct& a, Acc acc) {
+    const __m512i dot = _mm512_dpbusd_epi32(a.neg_offset, w.w, a.q);
+    return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), a.dx), w.dw, acc);
+  }
+
+  static Acc fma_last(const uint8_t* block, const ActQ8Block& x, Acc acc) {
+    const __m256 part = _mm256_mul_ps(_mm256_mul_ps(dot(decode(block), prepare(x)), _mm256_set1_ps(x.d)), scale(block));
+    return _mm512_add_ps(acc, _mm512_zextps256_ps512(part));
   }
 
   using Lanes = LaneGemm;

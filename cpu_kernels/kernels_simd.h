@@ -22,6 +22,13 @@
 //     static batch<float, Arch> scale(const uint8_t* block);       the weight block's scale d_w, broadcast
 //     optional, for the token-lane GEMM (gemm_quant_lanes): using Lanes; kLaneMinTokens; kLaneWholeTiles;
 //       decode_lane(block, out)
+//     optional, block pairs for the GEMV and the GEMM row tiles (quant_tile_pairs; fewer instructions per block:
+//       one weight decode, dot, convert and scale step per two blocks, the scales applied per pair):
+//       using Acc; acc_zero(); float acc_reduce(Acc);          per (row, token) accumulator and its horizontal sum
+//       using PairAct; prepare_pair(const ActQ8Block* x);     activation blocks x[0], x[1] in the pair layout
+//       using PairWeights; decode_pair(const uint8_t* block); weight blocks at block and block + kBlockBytes
+//       Acc fma_pair(const PairWeights&, const PairAct&, Acc); acc + the two blocks' (dot · d_x) · d_w, per lane
+//       Acc fma_last(const uint8_t* block, const ActQ8Block&, Acc); the same for one block (odd num_blocks)
 // A block adds (float(Σ_j w_q·x_q) · d_x) · d_w to the accumulator, the association of the scalar variant.
 // No SIMD value may live at namespace scope or in a static initializer: those run before dispatch (SIGILL on a CPU
 // without the ISA). Constants are built inside the functions. Standard-library templates are avoided here too: an
@@ -79,6 +86,41 @@ inline void prefetch_span(const uint8_t* p) {
   __builtin_prefetch(p + kNumBytes - 1, 0, 3);
 }
 
+/// Whether Q multiplies weight blocks two at a time (the pair members listed at the top of this file).
+template <class Q>
+concept QuantBlockPairs = requires { typename Q::PairAct; };
+
+/// R rows × T tokens with Q's block-pair members: y[t · y_stride + i] = Σ_b (dot · d_x) · d_w per (row i, token t),
+/// two blocks per step (one activation pair prepared per token for the R rows, one weight pair decoded per row for
+/// the T tokens) and an odd last block alone. x: [T][num_blocks]. The GEMV (T = 1) and the GEMM row tiles (T < 5)
+/// both run this, so every (row, token) sees the same operations in the same order: the bit-identity of
+/// kGemmMatchesGemvBelowTokens. With kPrefetch, the R rows at `prefetch` are streamed into L1 at the loop's pace
+/// (see gemv_quant_rows).
+template <class Q, int R, int T, bool kPrefetch>
+inline void quant_tile_pairs(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_blocks, float* y,
+                             int64_t y_stride, const uint8_t* prefetch) {
+  typename Q::Acc acc[R][T];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < T; ++t) acc[i][t] = Q::acc_zero();
+  int64_t b = 0;
+  for (; b + 2 <= num_blocks; b += 2) {
+    if constexpr (kPrefetch) prefetch_span<2 * R * Q::kBlockBytes>(prefetch + b * (R * Q::kBlockBytes));
+    typename Q::PairAct act[T];
+    for (int t = 0; t < T; ++t) act[t] = Q::prepare_pair(x + t * num_blocks + b);
+    for (int i = 0; i < R; ++i) {
+      const typename Q::PairWeights wp = Q::decode_pair(w + i * row_bytes + b * Q::kBlockBytes);
+      for (int t = 0; t < T; ++t) acc[i][t] = Q::fma_pair(wp, act[t], acc[i][t]);
+    }
+  }
+  if (b < num_blocks) {
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t)
+        acc[i][t] = Q::fma_last(w + i * row_bytes + b * Q::kBlockBytes, x[t * num_blocks + b], acc[i][t]);
+  }
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < T; ++t) y[t * y_stride + i] = Q::acc_reduce(acc[i][t]);
+}
+
 /// R consecutive rows starting at w: y[i] = Σ_b (Σ_j w_q[i,b,j] · x_q[b,j] · d_x[b]) · d_w[i,b]. Each activation block
 /// is prepared once for the R rows; every row keeps its own float vector accumulator, reduced at the end.
 /// R rows advancing side by side are R interleaved streams that the hardware prefetchers follow poorly (about 6 of
@@ -87,19 +129,23 @@ inline void prefetch_span(const uint8_t* p) {
 template <class Q, int R>
 inline void gemv_quant_rows(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_blocks, float* y,
                             const uint8_t* prefetch) {
-  using fb = xsimd::batch<float, typename Q::Arch>;
-  fb acc[R];
-  for (int i = 0; i < R; ++i) acc[i] = fb(0.0f);
-  for (int64_t b = 0; b < num_blocks; ++b) {
-    prefetch_span<R * Q::kBlockBytes>(prefetch + b * (R * Q::kBlockBytes));
-    const typename Q::Act act = Q::prepare(x[b]);
-    const fb dx(x[b].d);
-    for (int i = 0; i < R; ++i) {
-      const uint8_t* block = w + i * row_bytes + b * Q::kBlockBytes;
-      acc[i] = xsimd::fma(Q::dot(Q::decode(block), act) * dx, Q::scale(block), acc[i]);
+  if constexpr (QuantBlockPairs<Q>) {
+    quant_tile_pairs<Q, R, 1, true>(w, row_bytes, x, num_blocks, y, 1, prefetch);
+  } else {
+    using fb = xsimd::batch<float, typename Q::Arch>;
+    fb acc[R];
+    for (int i = 0; i < R; ++i) acc[i] = fb(0.0f);
+    for (int64_t b = 0; b < num_blocks; ++b) {
+      prefetch_span<R * Q::kBlockBytes>(prefetch + b * (R * Q::kBlockBytes));
+      const typename Q::Act act = Q::prepare(x[b]);
+      const fb dx(x[b].d);
+      for (int i = 0; i < R; ++i) {
+        const uint8_t* block = w + i * row_bytes + b * Q::kBlockBytes;
+        acc[i] = xsimd::fma(Q::dot(Q::decode(block), act) * dx, Q::scale(block), acc[i]);
+      }
     }
+    for (int i = 0; i < R; ++i) y[i] = xsimd::hadd(acc[i]);
   }
-  for (int i = 0; i < R; ++i) y[i] = xsimd::hadd(acc[i]);
 }
 
 /// How far ahead gemv_quant_rows prefetches, in bytes, rounded down to whole row groups (at least one): 12 KB = 2
@@ -137,6 +183,9 @@ void gemv_quant(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t
 template <class Q, int R, int T>
 inline void gemm_quant_tile(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_blocks, float* y,
                             int64_t y_stride) {
+  if constexpr (QuantBlockPairs<Q>) {
+    return quant_tile_pairs<Q, R, T, false>(w, row_bytes, x, num_blocks, y, y_stride, nullptr);
+  }
   using fb = xsimd::batch<float, typename Q::Arch>;
   fb acc[R][T];
   for (int i = 0; i < R; ++i)
