@@ -182,8 +182,9 @@ void gemv_quant(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t
 /// activation block is prepared once for the R rows. x: [T][num_blocks] (token stride num_blocks); y[t · y_stride + i].
 template <class Q, int R, int T>
 inline void gemm_quant_tile(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_blocks, float* y,
-                            int64_t y_stride) {
+                            int64_t y_stride, const uint8_t* prefetch = nullptr) {
   if constexpr (QuantBlockPairs<Q>) {
+    if (prefetch != nullptr) return quant_tile_pairs<Q, R, T, true>(w, row_bytes, x, num_blocks, y, y_stride, prefetch);
     return quant_tile_pairs<Q, R, T, false>(w, row_bytes, x, num_blocks, y, y_stride, nullptr);
   }
   using fb = xsimd::batch<float, typename Q::Arch>;
@@ -211,24 +212,28 @@ inline void gemm_quant_tile(const uint8_t* w, uint64_t row_bytes, const ActQ8Blo
 /// The last num_tokens < Q::kGemmTokens tokens of a row tile, with a tile of exactly that many tokens.
 template <class Q, int R, int T = 1>
 inline void gemm_quant_token_tail(int64_t num_tokens, const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x,
-                                  int64_t num_blocks, float* y, int64_t y_stride) {
+                                  int64_t num_blocks, float* y, int64_t y_stride, const uint8_t* prefetch) {
   if constexpr (T < Q::kGemmTokens) {
-    if (num_tokens == T) return gemm_quant_tile<Q, R, T>(w, row_bytes, x, num_blocks, y, y_stride);
-    gemm_quant_token_tail<Q, R, T + 1>(num_tokens, w, row_bytes, x, num_blocks, y, y_stride);
+    if (num_tokens == T) return gemm_quant_tile<Q, R, T>(w, row_bytes, x, num_blocks, y, y_stride, prefetch);
+    gemm_quant_token_tail<Q, R, T + 1>(num_tokens, w, row_bytes, x, num_blocks, y, y_stride, prefetch);
   }
 }
 
-/// R rows for num_tokens tokens: the R weight rows stay in L1 while the token tiles pass over them.
+/// R rows for num_tokens tokens: the R weight rows stay in L1 while the token tiles pass over them. The first tile
+/// streams the row group at `prefetch` (nullptr: none) into L1 at its pace, as the GEMV does: with few tokens (batched
+/// decode) the weights come from DRAM just as in the GEMV.
 template <class Q, int R>
 inline void gemm_quant_rows(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_tokens,
-                            int64_t num_blocks, float* y, int64_t y_stride) {
+                            int64_t num_blocks, float* y, int64_t y_stride, const uint8_t* prefetch) {
   constexpr int kT = Q::kGemmTokens;
   int64_t t = 0;
-  for (; t + kT <= num_tokens; t += kT)
-    gemm_quant_tile<Q, R, kT>(w, row_bytes, x + t * num_blocks, num_blocks, y + t * y_stride, y_stride);
+  for (; t + kT <= num_tokens; t += kT) {
+    gemm_quant_tile<Q, R, kT>(w, row_bytes, x + t * num_blocks, num_blocks, y + t * y_stride, y_stride,
+                              t == 0 ? prefetch : nullptr);
+  }
   if (t < num_tokens)
     gemm_quant_token_tail<Q, R>(num_tokens - t, w, row_bytes, x + t * num_blocks, num_blocks, y + t * y_stride,
-                                y_stride);
+                                y_stride, t == 0 ? prefetch : nullptr);
 }
 
 /// Activation bytes per token chunk of the GEMMs: the chunk's activations (re-read for every row tile) stay in L2
@@ -327,11 +332,18 @@ void gemm_quant(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t
     const int64_t n = num_tokens - t0 < chunk ? num_tokens - t0 : chunk;
     const ActQ8Block* xc = x + t0 * num_blocks;
     float* yc = y + t0 * y_stride;
+    constexpr int kR = Q::kGemmRows;
+    const int64_t groups_ahead = prefetch_groups_ahead(kR * row_bytes);
     int64_t r = row_begin;
-    for (; r + Q::kGemmRows <= row_end; r += Q::kGemmRows)
-      gemm_quant_rows<Q, Q::kGemmRows>(w + r * row_bytes, row_bytes, xc, n, num_blocks, yc + (r - row_begin), y_stride);
+    for (; r + kR <= row_end; r += kR) {
+      // As in gemv_quant: a later row group of the range (the last one near the end), only in the first chunk.
+      const int64_t prefetch_row = r + groups_ahead * kR <= row_end - kR ? r + groups_ahead * kR : row_end - kR;
+      gemm_quant_rows<Q, kR>(w + r * row_bytes, row_bytes, xc, n, num_blocks, yc + (r - row_begin), y_stride,
+                             t0 == 0 ? w + prefetch_row * row_bytes : nullptr);
+    }
     for (; r < row_end; ++r)
-      gemm_quant_rows<Q, 1>(w + r * row_bytes, row_bytes, xc, n, num_blocks, yc + (r - row_begin), y_stride);
+      gemm_quant_rows<Q, 1>(w + r * row_bytes, row_bytes, xc, n, num_blocks, yc + (r - row_begin), y_stride,
+                            t0 == 0 ? w + r * row_bytes : nullptr);
   }
 }
 
