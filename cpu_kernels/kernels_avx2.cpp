@@ -203,7 +203,7 @@ struct Q8LaneGemm {
   }
 };
 
-/// Block pairs (quant_tile_pairs in kernels_simd.h): the multiply by d_x, the fma with d_w and the int32 → float
+/// Block pairs (quant_tile_steps in kernels_simd.h): the multiply by d_x, the fma with d_w and the int32 → float
 /// conversion serve two blocks at once (int32 lanes of a ymm split between the two); the per-(row, token)
 /// accumulator is a ymm of 8 partial sums.
 struct PairAccOps {
@@ -256,13 +256,14 @@ struct Mxfp4Ops {
   static Acc acc_zero() { return PairAccOps::acc_zero(); }
   static float acc_reduce(Acc a) { return PairAccOps::acc_reduce(a); }
 
-  struct PairAct {
+  static constexpr int64_t kStepBlocks = 2;
+  struct StepAct {
     __m256i lo;          // [x0[0..15] | x1[0..15]]
     __m256i hi;          // [x0[16..31] | x1[16..31]]
     __m256i offset_sum;  // int16 k: 12 · (lo[2k] + lo[2k+1] + hi[2k] + hi[2k+1])
     __m256 dx;           // d_x of block 0 / 1 per int32 lane
   };
-  static PairAct prepare_pair(const ActQ8Block* x) {
+  static StepAct prepare_step(const ActQ8Block* x) {
     const __m256i a0 = load_act_q(x[0]), a1 = load_act_q(x[1]);
     const __m256i lo = _mm256_permute2x128_si256(a0, a1, 0x20), hi = _mm256_permute2x128_si256(a0, a1, 0x31);
     const __m256i offset = _mm256_set1_epi8(detail::kMxfp4Offset);
@@ -270,11 +271,11 @@ struct Mxfp4Ops {
             _mm256_blend_ps(_mm256_set1_ps(x[0].d), _mm256_set1_ps(x[1].d), 0xF0)};
   }
 
-  struct PairWeights {
-    __m256i lo, hi;  // codes + 12, in the layout of PairAct::lo / hi
+  struct StepWeights {
+    __m256i lo, hi;  // codes + 12, in the layout of StepAct::lo / hi
     __m256 dw;       // d_w of block 0 / 1 per int32 lane
   };
-  static PairWeights decode_pair(const uint8_t* block) {
+  static StepWeights decode_step(const uint8_t* block) {
     const __m256i lut =
         _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(detail::kMxfp4OffsetValues.v)));
     const __m256i qs = _mm256_inserti128_si256(
@@ -287,7 +288,7 @@ struct Mxfp4Ops {
                             _mm256_broadcast_ss(&detail::kMxfp4Scale.v[block[kBlockBytes]]), 0xF0)};
   }
 
-  static Acc fma_pair(const PairWeights& w, const PairAct& a, Acc acc) {
+  static Acc fma_step(const StepWeights& w, const StepAct& a, Acc acc) {
     const __m256i pairs = _mm256_sub_epi16(
         _mm256_add_epi16(_mm256_maddubs_epi16(w.lo, a.lo), _mm256_maddubs_epi16(w.hi, a.hi)), a.offset_sum);
     const __m256i dot = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
@@ -342,19 +343,20 @@ struct Q8Ops {
   static Acc acc_zero() { return PairAccOps::acc_zero(); }
   static float acc_reduce(Acc a) { return PairAccOps::acc_reduce(a); }
 
-  struct PairAct {
+  static constexpr int64_t kStepBlocks = 2;
+  struct StepAct {
     __m256i q0, q1;  // x_q of block 0 and 1
     __m256 dx;       // d_x per int32 lane of the merged sums: [0 0 1 1 | 0 0 1 1]
   };
-  static PairAct prepare_pair(const ActQ8Block* x) {
+  static StepAct prepare_step(const ActQ8Block* x) {
     return {load_act_q(x[0]), load_act_q(x[1]), _mm256_blend_ps(_mm256_set1_ps(x[0].d), _mm256_set1_ps(x[1].d), 0xCC)};
   }
 
-  struct PairWeights {
+  struct StepWeights {
     __m256i w0, w1;
-    __m256 dw;  // [0 0 1 1 | 0 0 1 1] as PairAct::dx
+    __m256 dw;  // [0 0 1 1 | 0 0 1 1] as StepAct::dx
   };
-  static PairWeights decode_pair(const uint8_t* block) {
+  static StepWeights decode_step(const uint8_t* block) {
     uint16_t d0, d1;
     std::memcpy(&d0, block, sizeof d0);
     std::memcpy(&d1, block + kBlockBytes, sizeof d1);
@@ -366,7 +368,7 @@ struct Q8Ops {
   static __m256i block_sums(__m256i w, __m256i x) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)), _mm256_set1_epi16(1));
   }
-  static Acc fma_pair(const PairWeights& w, const PairAct& a, Acc acc) {
+  static Acc fma_step(const StepWeights& w, const StepAct& a, Acc acc) {
     const __m256i dot = _mm256_hadd_epi32(block_sums(w.w0, a.q0), block_sums(w.w1, a.q1));
     return _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), a.dx), w.dw, acc);
   }

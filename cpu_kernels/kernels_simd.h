@@ -22,13 +22,15 @@
 //     static batch<float, Arch> scale(const uint8_t* block);       the weight block's scale d_w, broadcast
 //     optional, for the token-lane GEMM (gemm_quant_lanes): using Lanes; kLaneMinTokens; kLaneWholeTiles;
 //       decode_lane(block, out)
-//     optional, block pairs for the GEMV and the GEMM row tiles (quant_tile_pairs; fewer instructions per block:
-//       one weight decode, dot, convert and scale step per two blocks, the scales applied per pair):
+//     optional, block steps for the GEMV and the GEMM row tiles (quant_tile_steps; fewer instructions per block:
+//       one weight decode, dot, convert and scale step per kStepBlocks blocks, the scales applied per step):
+//       static constexpr int64_t kStepBlocks;                   blocks per step (2 or 4)
 //       using Acc; acc_zero(); float acc_reduce(Acc);          per (row, token) accumulator and its horizontal sum
-//       using PairAct; prepare_pair(const ActQ8Block* x);     activation blocks x[0], x[1] in the pair layout
-//       using PairWeights; decode_pair(const uint8_t* block); weight blocks at block and block + kBlockBytes
-//       Acc fma_pair(const PairWeights&, const PairAct&, Acc); acc + the two blocks' (dot · d_x) · d_w, per lane
-//       Acc fma_last(const uint8_t* block, const ActQ8Block&, Acc); the same for one block (odd num_blocks)
+//       using StepAct; prepare_step(const ActQ8Block* x);      activation blocks x[0 .. kStepBlocks) in Q's layout
+//       using StepWeights; decode_step(const uint8_t* block);  the weight blocks at block + i · kBlockBytes
+//       Acc fma_step(const StepWeights&, const StepAct&, Acc); acc + the blocks' (dot · d_x) · d_w, per lane
+//       Acc fma_last(const uint8_t* block, const ActQ8Block&, Acc); the same for one block (the last
+//                                                                   num_blocks % kStepBlocks)
 // A block adds (float(Σ_j w_q·x_q) · d_x) · d_w to the accumulator, the association of the scalar variant.
 // No SIMD value may live at namespace scope or in a static initializer: those run before dispatch (SIGILL on a CPU
 // without the ISA). Constants are built inside the functions. Standard-library templates are avoided here too: an
@@ -86,33 +88,34 @@ inline void prefetch_span(const uint8_t* p) {
   __builtin_prefetch(p + kNumBytes - 1, 0, 3);
 }
 
-/// Whether Q multiplies weight blocks two at a time (the pair members listed at the top of this file).
+/// Whether Q multiplies weight blocks several at a time (the step members listed at the top of this file).
 template <class Q>
-concept QuantBlockPairs = requires { typename Q::PairAct; };
+concept QuantBlockSteps = requires { typename Q::StepAct; };
 
-/// R rows × T tokens with Q's block-pair members: y[t · y_stride + i] = Σ_b (dot · d_x) · d_w per (row i, token t),
-/// two blocks per step (one activation pair prepared per token for the R rows, one weight pair decoded per row for
-/// the T tokens) and an odd last block alone. x: [T][num_blocks]. The GEMV (T = 1) and the GEMM row tiles (T < 5)
-/// both run this, so every (row, token) sees the same operations in the same order: the bit-identity of
-/// kGemmMatchesGemvBelowTokens. With kPrefetch, the R rows at `prefetch` are streamed into L1 at the loop's pace
-/// (see gemv_quant_rows).
+/// R rows × T tokens with Q's block-step members: y[t · y_stride + i] = Σ_b (dot · d_x) · d_w per (row i, token t),
+/// kStepBlocks blocks per step (one activation step prepared per token for the R rows, one weight step decoded per
+/// row for the T tokens) and the last num_blocks % kStepBlocks blocks alone. x: [T][num_blocks]. The GEMV (T = 1)
+/// and the GEMM row tiles (T < 5) both run this, so every (row, token) sees the same operations in the same order:
+/// the bit-identity of kGemmMatchesGemvBelowTokens. With kPrefetch, the R rows at `prefetch` are streamed into L1
+/// at the loop's pace (see gemv_quant_rows).
 template <class Q, int R, int T, bool kPrefetch>
-inline void quant_tile_pairs(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_blocks, float* y,
+inline void quant_tile_steps(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_blocks, float* y,
                              int64_t y_stride, const uint8_t* prefetch) {
+  constexpr int64_t kS = Q::kStepBlocks;
   typename Q::Acc acc[R][T];
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < T; ++t) acc[i][t] = Q::acc_zero();
   int64_t b = 0;
-  for (; b + 2 <= num_blocks; b += 2) {
-    if constexpr (kPrefetch) prefetch_span<2 * R * Q::kBlockBytes>(prefetch + b * (R * Q::kBlockBytes));
-    typename Q::PairAct act[T];
-    for (int t = 0; t < T; ++t) act[t] = Q::prepare_pair(x + t * num_blocks + b);
+  for (; b + kS <= num_blocks; b += kS) {
+    if constexpr (kPrefetch) prefetch_span<kS * R * Q::kBlockBytes>(prefetch + b * (R * Q::kBlockBytes));
+    typename Q::StepAct act[T];
+    for (int t = 0; t < T; ++t) act[t] = Q::prepare_step(x + t * num_blocks + b);
     for (int i = 0; i < R; ++i) {
-      const typename Q::PairWeights wp = Q::decode_pair(w + i * row_bytes + b * Q::kBlockBytes);
-      for (int t = 0; t < T; ++t) acc[i][t] = Q::fma_pair(wp, act[t], acc[i][t]);
+      const typename Q::StepWeights ws = Q::decode_step(w + i * row_bytes + b * Q::kBlockBytes);
+      for (int t = 0; t < T; ++t) acc[i][t] = Q::fma_step(ws, act[t], acc[i][t]);
     }
   }
-  if (b < num_blocks) {
+  for (; b < num_blocks; ++b) {
     for (int i = 0; i < R; ++i)
       for (int t = 0; t < T; ++t)
         acc[i][t] = Q::fma_last(w + i * row_bytes + b * Q::kBlockBytes, x[t * num_blocks + b], acc[i][t]);
@@ -129,8 +132,8 @@ inline void quant_tile_pairs(const uint8_t* w, uint64_t row_bytes, const ActQ8Bl
 template <class Q, int R>
 inline void gemv_quant_rows(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_blocks, float* y,
                             const uint8_t* prefetch) {
-  if constexpr (QuantBlockPairs<Q>) {
-    quant_tile_pairs<Q, R, 1, true>(w, row_bytes, x, num_blocks, y, 1, prefetch);
+  if constexpr (QuantBlockSteps<Q>) {
+    quant_tile_steps<Q, R, 1, true>(w, row_bytes, x, num_blocks, y, 1, prefetch);
   } else {
     using fb = xsimd::batch<float, typename Q::Arch>;
     fb acc[R];
@@ -183,9 +186,9 @@ void gemv_quant(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t
 template <class Q, int R, int T>
 inline void gemm_quant_tile(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_blocks, float* y,
                             int64_t y_stride, const uint8_t* prefetch = nullptr) {
-  if constexpr (QuantBlockPairs<Q>) {
-    if (prefetch != nullptr) return quant_tile_pairs<Q, R, T, true>(w, row_bytes, x, num_blocks, y, y_stride, prefetch);
-    return quant_tile_pairs<Q, R, T, false>(w, row_bytes, x, num_blocks, y, y_stride, nullptr);
+  if constexpr (QuantBlockSteps<Q>) {
+    if (prefetch != nullptr) return quant_tile_steps<Q, R, T, true>(w, row_bytes, x, num_blocks, y, y_stride, prefetch);
+    return quant_tile_steps<Q, R, T, false>(w, row_bytes, x, num_blocks, y, y_stride, nullptr);
   }
   using fb = xsimd::batch<float, typename Q::Arch>;
   fb acc[R][T];
