@@ -11,6 +11,10 @@
 //   roofline — bytes/s ÷ the memory read bandwidth measured once at start-up (profiler::measure_read_bandwidth, with
 //              the benchmark's thread count). Meaningful where the data streams from DRAM (the weight and KV-cache
 //              benchmarks, see "Caches" below); above 1 means the data sat in a cache.
+//   B/cyc    — bytes per cycle per core: bytes/s ÷ threads ÷ the core clock measured at start-up (below).
+//   of_L2    — B/cyc ÷ the core's L2-resident read peak (below): how much of what one core can load per cycle the
+//              kernel uses. Near 1: the core's load path is the limit; well below 1 with data in cache: the kernel's
+//              instructions are (compute bound).
 //   nmse     — the kernel's output against the scalar reference (cpu_kernels/reference.h, or a double-precision
 //              loop where reference.h has no such function), checked before timing on the same data that is timed.
 //              Above the tolerance the benchmark fails with SkipWithError and is not timed.
@@ -28,10 +32,19 @@
 // float sum, no ISA flags), the read roofline of that allocation (two large allocations can stream at rates up to
 // ~30 % apart here: host page placement).
 //
+// The per-core model, measured once at start-up and printed first (stderr, and the JSON context): the core clock
+// (a chain of dependent 1-cycle integer adds), the core's read peak in bytes per cycle from an L1-resident and an
+// L2-resident buffer (the widest loads the CPU has: AVX-512, AVX2 or SSE2, 8 independent sums), and the DRAM read per
+// core in bytes per cycle (the read bandwidth below ÷ threads). BM_GemvHot/<type>/<isa> runs each GEMV on a matrix
+// that fits in half the L2, one thread: the kernel's own limit. Its `vs_dram` = B/cyc ÷ the DRAM read per core
+// (1 thread): above 1 the kernel outpaces one core's DRAM stream, so decode is memory bound on that core; below 1 it
+// is compute bound and fewer instructions per block would speed decode up. The DRAM rows of BM_Gemv have `roofline`
+// (the fraction of the measured DRAM read at that thread count) for the same question from the other side.
+//
 // "threads:2" variants split the rows of every matrix between the calling thread and one persistent worker
 // (std::barrier), as a forward pass would.
 //
-// Run: build/bin/bench_cpu_kernels [--benchmark_filter=...] [--benchmark_min_time=0.05s]. On a shared machine (CPU
+// Run: build/bin/bench_cpu_kernels [--benchmark_filter=...] [--benchmark_min_time=0.05]. On a shared machine (CPU
 // and DRAM shared with other work) take the best of interleaved repetitions: --benchmark_repetitions=5
 // --benchmark_enable_random_interleaving --benchmark_out=FILE --benchmark_out_format=json, then the max of the bytes
 // rate per name; and check `uptime`.
@@ -40,6 +53,9 @@
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#endif
+#if defined(__x86_64__)
+#include <immintrin.h>  // the per-core model's read peaks (functions with target attributes only)
 #endif
 #include <unistd.h>
 
@@ -51,6 +67,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <functional>
 #include <map>
 #include <string>
@@ -271,6 +288,126 @@ class LoopTimer {
   std::chrono::steady_clock::time_point t0_;
 };
 
+// ---- the per-core model ------------------------------------------------------------------------------------------
+
+/// Measured once in main(): the core clock (Hz; 0 where it cannot be measured), the core's read peaks in bytes per
+/// cycle with the data in L1 and in L2, and the loads used for them.
+struct CoreModel {
+  double hz = 0.0;
+  double l1_bytes_per_cycle = 0.0;
+  double l2_bytes_per_cycle = 0.0;
+  const char* loads = "none";
+};
+CoreModel g_core;
+
+/// CPU time of the calling thread in seconds: the model's loops are timed in it, so that time slices other processes
+/// take on a shared machine do not count (they would lower the clock and the peaks).
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+/// Core clock: kAdds dependent 1-cycle integer adds per loop pass take kAdds cycles on any x86-64 core (the loop's own
+/// counter runs beside them); best of 5 runs of 2^26 cycles, in thread CPU time. 0 on other architectures.
+double measure_core_hz() {
+#if defined(__x86_64__)
+  constexpr int64_t kAdds = 32, kPasses = int64_t{1} << 21;
+  double best = 0.0;
+  for (int run = 0; run < 5; ++run) {
+    uint64_t v = 0;
+    const double t0 = thread_cpu_seconds();
+    for (int64_t i = 0; i < kPasses; ++i) asm volatile(".rept 32\n\tadd $1, %0\n\t.endr" : "+r"(v));
+    const double s = thread_cpu_seconds() - t0;
+    if (s > 0.0) best = std::max(best, static_cast<double>(kAdds * kPasses) / s);
+  }
+  return best;
+#else
+  return 0.0;
+#endif
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/// n bytes (a multiple of 512) as floats, 8 independent sums of 64-byte loads.
+__attribute__((target("avx512f"))) float read_sum_avx512(const uint8_t* p, uint64_t n) {
+  __m512 a[8];
+  for (auto& v : a) v = _mm512_setzero_ps();
+  for (uint64_t i = 0; i < n; i += 512)
+    for (int j = 0; j < 8; ++j) a[j] = _mm512_add_ps(a[j], _mm512_loadu_ps(reinterpret_cast<const float*>(p + i + 64 * j)));
+  for (int j = 1; j < 8; ++j) a[0] = _mm512_add_ps(a[0], a[j]);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, a[0]);
+  return lanes[0] + lanes[15];
+}
+/// The same with 32-byte loads.
+__attribute__((target("avx2"))) float read_sum_avx2(const uint8_t* p, uint64_t n) {
+  __m256 a[8];
+  for (auto& v : a) v = _mm256_setzero_ps();
+  for (uint64_t i = 0; i < n; i += 256)
+    for (int j = 0; j < 8; ++j) a[j] = _mm256_add_ps(a[j], _mm256_loadu_ps(reinterpret_cast<const float*>(p + i + 32 * j)));
+  for (int j = 1; j < 8; ++j) a[0] = _mm256_add_ps(a[0], a[j]);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, a[0]);
+  return lanes[0] + lanes[7];
+}
+#endif
+
+float read_sum(const uint8_t* p, uint64_t n);
+
+/// The core's read peak (bytes per CPU second) over a buffer of `bytes` (a multiple of 512) read again and again: best
+/// of 5 runs of 64 MiB each, with the widest loads this CPU has.
+double cache_read_peak(uint64_t bytes, const char** loads) {
+  std::vector<uint8_t> buf(bytes);
+  fill_values(TensorType::kF32, buf.data(), bytes, 77);
+  const Isa best_isa = hetmoe::cpu::best_isa();
+  auto pass = [&]() -> float {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (best_isa == Isa::kAvx512) return read_sum_avx512(buf.data(), bytes);
+    if (best_isa == Isa::kAvx2) return read_sum_avx2(buf.data(), bytes);
+#endif
+    return read_sum(buf.data(), bytes);
+  };
+  *loads = best_isa == Isa::kAvx512 ? "avx512 (64 B)" : best_isa == Isa::kAvx2 ? "avx2 (32 B)" : "sse2 (16 B)";
+  const int64_t passes = std::max<int64_t>(1, static_cast<int64_t>((64ull << 20) / bytes));  // ~64 MiB per run
+  double best = 0.0;
+  float sink = 0.0f;
+  sink += pass();  // warm: bring the buffer into the cache
+  for (int run = 0; run < 5; ++run) {
+    const double t0 = thread_cpu_seconds();
+    for (int64_t i = 0; i < passes; ++i) sink += pass();
+    const double s = thread_cpu_seconds() - t0;
+    if (s > 0.0) best = std::max(best, static_cast<double>(passes) * static_cast<double>(bytes) / s);
+  }
+  benchmark::DoNotOptimize(sink);
+  return best;
+}
+
+/// L2 size of cpu0 in bytes (sysfs, then sysconf), 1 MiB if unknown.
+uint64_t l2_cache_bytes() {
+  long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  if (std::FILE* f = std::fopen("/sys/devices/system/cpu/cpu0/cache/index2/size", "r")) {
+    unsigned long kib = 0;
+    char unit = 0;
+    if (std::fscanf(f, "%lu%c", &kib, &unit) >= 1) bytes = static_cast<long>(unit == 'M' ? kib << 20 : kib << 10);
+    std::fclose(f);
+  }
+  return bytes > 0 ? static_cast<uint64_t>(bytes) : (1ull << 20);
+}
+
+CoreModel measure_core_model() {
+  CoreModel m;
+  m.hz = measure_core_hz();
+  if (m.hz <= 0.0) return m;
+  m.l1_bytes_per_cycle = cache_read_peak(16 << 10, &m.loads) / m.hz;                   // half of a 32 KiB L1D
+  m.l2_bytes_per_cycle = cache_read_peak(l2_cache_bytes() / 2 / 512 * 512, &m.loads) / m.hz;
+  return m;
+}
+
+/// DRAM read per core in bytes per cycle at num_threads threads (0 when the clock is unknown).
+double dram_bytes_per_cycle(int num_threads) {
+  return g_core.hz > 0.0 ? g_read_bandwidth[num_threads] / num_threads / g_core.hz : 0.0;
+}
+
 void set_counters(benchmark::State& state, double bytes_per_iter, double flops_per_iter, double seconds,
                   int num_threads) {
   const auto iters = static_cast<double>(state.iterations());
@@ -278,6 +415,9 @@ void set_counters(benchmark::State& state, double bytes_per_iter, double flops_p
   state.counters["FLOP"] = benchmark::Counter(flops_per_iter * iters, benchmark::Counter::kIsRate);
   const double bw = g_read_bandwidth[num_threads];
   state.counters["roofline"] = seconds > 0.0 && bw > 0.0 ? bytes_per_iter * iters / seconds / bw : 0.0;
+  const double bpc = seconds > 0.0 && g_core.hz > 0.0 ? bytes_per_iter * iters / seconds / num_threads / g_core.hz : 0.0;
+  state.counters["B/cyc"] = bpc;
+  state.counters["of_L2"] = g_core.l2_bytes_per_cycle > 0.0 ? bpc / g_core.l2_bytes_per_cycle : 0.0;
 }
 
 // ---- threads -----------------------------------------------------------------------------------------------------
@@ -397,6 +537,39 @@ void BM_Gemv(benchmark::State& state, Isa isa, TensorType type, MatShape shape, 
   const double m = static_cast<double>(shape.mats_per_step);
   set_counters(state, m * (static_cast<double>(mat_bytes) + activation_bytes(type, shape.cols) + 4.0 * shape.rows),
                m * 2.0 * static_cast<double>(shape.rows * shape.cols), timer.seconds(), num_threads);
+}
+
+/// The GEMV on one matrix of 2880 columns that fits in half the L2 (at least 8 rows), one thread, the same matrix every
+/// iteration: the kernel's limit when loads are not the bottleneck. Counters as BM_Gemv plus vs_dram (see the top).
+void BM_GemvHot(benchmark::State& state, Isa isa, TensorType type) {
+  const KernelTable& k = hetmoe::cpu::kernel_table(isa);
+  constexpr int64_t kCols = kHidden;
+  const uint64_t row_bytes = hetmoe::tensor_row_bytes(type, kCols);
+  const int64_t rows = std::max<int64_t>(8, static_cast<int64_t>(l2_cache_bytes() / 2 / row_bytes) / 8 * 8);
+  std::vector<uint8_t> w(row_bytes * static_cast<uint64_t>(rows));
+  fill_values(type, w.data(), w.size(), 41);
+  const std::vector<float> x = random_floats(kCols, 43);
+  std::vector<ActQ8Block> xq(static_cast<size_t>(kCols / 32));
+  k.quantize_act_q8(x.data(), xq.data(), kCols);
+  std::vector<float> y(static_cast<size_t>(rows));
+  if (!validate(state, validation_key("gemv_hot", isa, type, rows),
+                is_quantized(type) ? kQuantVsRefNmse : kFloatVsRefNmse, [&] {
+                  call_gemv(k, type, w.data(), row_bytes, 0, rows, x.data(), xq.data(), kCols, y.data());
+                  std::vector<double> want(static_cast<size_t>(rows));
+                  for (int64_t r = 0; r < rows; ++r)
+                    want[static_cast<size_t>(r)] = hetmoe::ref::dot_row(type, w.data() + r * row_bytes, x.data(), kCols);
+                  return nmse(want, y);
+                }))
+    return;
+  const LoopTimer timer;
+  for (auto _ : state) {
+    call_gemv(k, type, w.data(), row_bytes, 0, rows, x.data(), xq.data(), kCols, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_counters(state, static_cast<double>(w.size()) + activation_bytes(type, kCols) + 4.0 * rows,
+               2.0 * static_cast<double>(rows * kCols), timer.seconds(), 1);
+  const double dram = dram_bytes_per_cycle(1);
+  state.counters["vs_dram"] = dram > 0.0 ? state.counters["B/cyc"].value / dram : 0.0;
 }
 
 /// Prefill GEMM: y[tokens][rows] = x[tokens][cols] · W[rows][cols]ᵀ for one expert matrix [2880][2880], rotating.
@@ -790,9 +963,16 @@ void register_benchmarks(const std::vector<Isa>& isas) {
       }
     }
     for (Isa isa : isas)
+      configure(benchmark::RegisterBenchmark(("BM_GemvHot/" + tn + "/" + hetmoe::cpu::isa_name(isa)).c_str(),
+                                             BM_GemvHot, isa, type));
+    // 1–4 tokens: the row tiles (bit-identical to the GEMV), the small batches of batched decode; 8 and 64: prefill.
+    for (Isa isa : isas)
       configure(benchmark::RegisterBenchmark(("BM_Gemm/" + tn + "/expert/" + hetmoe::cpu::isa_name(isa)).c_str(),
                                              BM_Gemm, isa, type))
           ->ArgName("tokens")
+          ->Arg(1)
+          ->Arg(2)
+          ->Arg(4)
           ->Arg(8)
           ->Arg(64);
     if (type != TensorType::kF16 && type != TensorType::kF32) continue;
@@ -844,6 +1024,17 @@ int main(int argc, char** argv) {
   std::string isa_list;
   for (Isa isa : isas) isa_list += std::string(isa_list.empty() ? "" : ",") + hetmoe::cpu::isa_name(isa);
   for (int t : {1, 2}) g_read_bandwidth[t] = hetmoe::profiler::measure_read_bandwidth(ws, t);
+  g_core = measure_core_model();
+  std::fprintf(stderr,
+               "bench_cpu_kernels: core model: clock %.3f GHz; read peak per core %.1f B/cycle in L1, %.1f B/cycle in "
+               "L2 (%s loads); DRAM read per core %.2f B/cycle (1 thread), %.2f B/cycle (2 threads)\n",
+               g_core.hz / 1e9, g_core.l1_bytes_per_cycle, g_core.l2_bytes_per_cycle, g_core.loads,
+               dram_bytes_per_cycle(1), dram_bytes_per_cycle(2));
+  benchmark::AddCustomContext("core_ghz", std::to_string(g_core.hz / 1e9));
+  benchmark::AddCustomContext("l1_read_bytes_per_cycle", std::to_string(g_core.l1_bytes_per_cycle));
+  benchmark::AddCustomContext("l2_read_bytes_per_cycle", std::to_string(g_core.l2_bytes_per_cycle));
+  benchmark::AddCustomContext("dram_read_bytes_per_cycle_1t", std::to_string(dram_bytes_per_cycle(1)));
+  benchmark::AddCustomContext("dram_read_bytes_per_cycle_2t_per_core", std::to_string(dram_bytes_per_cycle(2)));
   std::fprintf(stderr,
                "bench_cpu_kernels: ISAs %s; working set %.0f MiB (last-level cache %.0f MiB); read bandwidth "
                "%.2f GB/s (1 thread), %.2f GB/s (2 threads)\n",

@@ -1,7 +1,9 @@
 // One quantized GEMV/GEMM of a fixed shape on synthetic weights, repeated REPS times, for instruction counts that do
 // not depend on the machine's load (callgrind counts the same on a busy and a quiet host; AVX-512 does not run
 // under valgrind 3.19, so that variant is only timed here):
-//   valgrind --tool=callgrind --toggle-collect='*gemm_quant*' build/bin/bench_kernel_call avx2 mxfp4 256 2880 512
+//   valgrind --tool=callgrind --toggle-collect='*gemm_quant<*' build/bin/bench_kernel_call avx2 mxfp4 256 2880 512
+// (TOKENS = 1: '*gemv_quant<*'. Not '*gemm_quant*': that pattern also matches the functions gemm_quant<> calls, and
+// each match toggles collection, so entering one switches counting off.)
 // Prints ms per call and GMAC/s (wall clock: compare only runs interleaved in time) and a checksum of y.
 // Usage: bench_kernel_call ISA(scalar|avx2|avx512) TYPE(mxfp4|q8_0) ROWS COLS(multiple of 32) TOKENS [REPS]
 // (TOKENS = 1 calls the GEMV).

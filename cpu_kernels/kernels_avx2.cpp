@@ -203,6 +203,15 @@ struct Q8LaneGemm {
   }
 };
 
+/// Block pairs (quant_tile_steps in kernels_simd.h): the multiply by d_x, the fma with d_w and the int32 → float
+/// conversion serve two blocks at once (int32 lanes of a ymm split between the two); the per-(row, token)
+/// accumulator is a ymm of 8 partial sums.
+struct PairAccOps {
+  using Acc = __m256;
+  static Acc acc_zero() { return _mm256_setzero_ps(); }
+  static float acc_reduce(Acc a) { return xsimd::hadd(xsimd::batch<float, xsimd::fma3<xsimd::avx2>>(a)); }
+};
+
 struct Mxfp4Ops {
   using Arch = xsimd::fma3<xsimd::avx2>;
   static constexpr int64_t kBlockBytes = kMXFP4BlockBytes;
@@ -239,8 +248,62 @@ struct Mxfp4Ops {
     return _mm256_broadcast_ss(&detail::kMxfp4Scale.v[block[0]]);  // a load, no shuffle
   }
 
+  // Block pairs: the 16 code bytes of both blocks in one ymm [block 0 | block 1]; its low nibbles (values 0..15 of
+  // each block) and its high nibbles (values 16..31) each take one vpshufb, against a broadcast, shift, AND and vpshufb
+  // per block before. The activations are prepared in the same layout, so two maddubs, an add and one madd give int32
+  // lanes 0–3 for block 0 and 4–7 for block 1. |int16| ≤ 2 · 6096 before the offset is taken off: no saturation.
+  using Acc = PairAccOps::Acc;
+  static Acc acc_zero() { return PairAccOps::acc_zero(); }
+  static float acc_reduce(Acc a) { return PairAccOps::acc_reduce(a); }
+
+  static constexpr int64_t kStepBlocks = 2;
+  struct StepAct {
+    __m256i lo;          // [x0[0..15] | x1[0..15]]
+    __m256i hi;          // [x0[16..31] | x1[16..31]]
+    __m256i offset_sum;  // int16 k: 12 · (lo[2k] + lo[2k+1] + hi[2k] + hi[2k+1])
+    __m256 dx;           // d_x of block 0 / 1 per int32 lane
+  };
+  static StepAct prepare_step(const ActQ8Block* x) {
+    const __m256i a0 = load_act_q(x[0]), a1 = load_act_q(x[1]);
+    const __m256i lo = _mm256_permute2x128_si256(a0, a1, 0x20), hi = _mm256_permute2x128_si256(a0, a1, 0x31);
+    const __m256i offset = _mm256_set1_epi8(detail::kMxfp4Offset);
+    return {lo, hi, _mm256_add_epi16(_mm256_maddubs_epi16(offset, lo), _mm256_maddubs_epi16(offset, hi)),
+            _mm256_blend_ps(_mm256_set1_ps(x[0].d), _mm256_set1_ps(x[1].d), 0xF0)};
+  }
+
+  struct StepWeights {
+    __m256i lo, hi;  // codes + 12, in the layout of StepAct::lo / hi
+    __m256 dw;       // d_w of block 0 / 1 per int32 lane
+  };
+  static StepWeights decode_step(const uint8_t* block) {
+    const __m256i lut =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(detail::kMxfp4OffsetValues.v)));
+    const __m256i qs = _mm256_inserti128_si256(
+        _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 1))),
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + kBlockBytes + 1)), 1);
+    const __m256i mask = _mm256_set1_epi8(0x0F);
+    return {_mm256_shuffle_epi8(lut, _mm256_and_si256(qs, mask)),
+            _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(qs, 4), mask)),
+            _mm256_blend_ps(_mm256_broadcast_ss(&detail::kMxfp4Scale.v[block[0]]),
+                            _mm256_broadcast_ss(&detail::kMxfp4Scale.v[block[kBlockBytes]]), 0xF0)};
+  }
+
+  static Acc fma_step(const StepWeights& w, const StepAct& a, Acc acc) {
+    const __m256i pairs = _mm256_sub_epi16(
+        _mm256_add_epi16(_mm256_maddubs_epi16(w.lo, a.lo), _mm256_maddubs_epi16(w.hi, a.hi)), a.offset_sum);
+    const __m256i dot = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+    return _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), a.dx), w.dw, acc);
+  }
+
+  static Acc fma_last(const uint8_t* block, const ActQ8Block& x, Acc acc) {
+    return _mm256_fmadd_ps(_mm256_mul_ps(dot(decode(block), prepare(x)), _mm256_set1_ps(x.d)), scale(block), acc);
+  }
+
   using Lanes = Mxfp4LaneGemm;
-  static constexpr int64_t kLaneMinTokens = kGemmMatchesGemvBelowTokens;
+  // Row tiles below 8 tokens: callgrind (bench_kernel_call avx2 mxfp4 256 2880 N) counts the lanes' 8-token tile
+  // (1.24 M instructions for 5 to 8 tokens) above the row tiles' 0.94 M at 5 tokens, 1.05 M at 6 and 1.17 M at 7;
+  // see docs/performance.md.
+  static constexpr int64_t kLaneMinTokens = 8;
   static constexpr bool kLaneWholeTiles = false;
   static void decode_lane(const uint8_t* block, Mxfp4LaneGemm::WeightBlock* out) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out->q), decode(block));
@@ -274,6 +337,47 @@ struct Q8Ops {
     uint16_t d;
     std::memcpy(&d, block, sizeof d);
     return xsimd::batch<float, Arch>(_cvtsh_ss(d));
+  }
+
+  // Block pairs: each block's dot as before (sign trick, maddubs, madd: 8 int32 partial sums), then one vphaddd
+  // merges the two into [b0 b0 b1 b1 | b0 b0 b1 b1], so the conversion, the d_x multiply and the d_w fma are paid
+  // once per pair; both f16 scales are converted by one vcvtph2ps and spread by one vpermps.
+  using Acc = PairAccOps::Acc;
+  static Acc acc_zero() { return PairAccOps::acc_zero(); }
+  static float acc_reduce(Acc a) { return PairAccOps::acc_reduce(a); }
+
+  static constexpr int64_t kStepBlocks = 2;
+  struct StepAct {
+    __m256i q0, q1;  // x_q of block 0 and 1
+    __m256 dx;       // d_x per int32 lane of the merged sums: [0 0 1 1 | 0 0 1 1]
+  };
+  static StepAct prepare_step(const ActQ8Block* x) {
+    return {load_act_q(x[0]), load_act_q(x[1]), _mm256_blend_ps(_mm256_set1_ps(x[0].d), _mm256_set1_ps(x[1].d), 0xCC)};
+  }
+
+  struct StepWeights {
+    __m256i w0, w1;
+    __m256 dw;  // [0 0 1 1 | 0 0 1 1] as StepAct::dx
+  };
+  static StepWeights decode_step(const uint8_t* block) {
+    uint16_t d0, d1;
+    std::memcpy(&d0, block, sizeof d0);
+    std::memcpy(&d1, block + kBlockBytes, sizeof d1);
+    const __m256 d = _mm256_castps128_ps256(_mm_cvtph_ps(_mm_cvtsi32_si128(d0 | (static_cast<uint32_t>(d1) << 16))));
+    return {decode(block), decode(block + kBlockBytes),
+            _mm256_permutevar8x32_ps(d, _mm256_setr_epi32(0, 0, 1, 1, 0, 0, 1, 1))};
+  }
+
+  static __m256i block_sums(__m256i w, __m256i x) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)), _mm256_set1_epi16(1));
+  }
+  static Acc fma_step(const StepWeights& w, const StepAct& a, Acc acc) {
+    const __m256i dot = _mm256_hadd_epi32(block_sums(w.w0, a.q0), block_sums(w.w1, a.q1));
+    return _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), a.dx), w.dw, acc);
+  }
+
+  static Acc fma_last(const uint8_t* block, const ActQ8Block& x, Acc acc) {
+    return _mm256_fmadd_ps(_mm256_mul_ps(dot(decode(block), prepare(x)), _mm256_set1_ps(x.d)), scale(block), acc);
   }
 
   using Lanes = Q8LaneGemm;

@@ -9,9 +9,11 @@
 // block yields the exact Σ w_q · x_q (|lane| ≤ 4 · 255 · 127 + 4 · 128 · 127 fits int32).
 
 // GCC 12's AVX-512 intrinsics initialize their "undefined" operands from themselves (`__m512i __Y = __Y;`), which
-// -Wmaybe-uninitialized reports at every inlined use (GCC bug 105593, fixed in GCC 13).
+// -Wmaybe-uninitialized (and, for some such as _mm512_shuffle_f32x4, -Wuninitialized) reports at every inlined use
+// (GCC bug 105593, fixed in GCC 13).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 
 #include <immintrin.h>
@@ -176,6 +178,21 @@ struct LaneGemm {
   }
 };
 
+/// Block pairs (quant_tile_steps in kernels_simd.h): one zmm holds two 32-value blocks, so one vpdpbusd, convert,
+/// multiply by d_x and fma with d_w serve both; the per-(row, token) accumulator is a zmm of 16 partial sums.
+struct PairAccOps {
+  using Acc = __m512;
+  static Acc acc_zero() { return _mm512_setzero_ps(); }
+  static float acc_reduce(Acc a) { return _mm512_reduce_add_ps(a); }
+};
+
+/// Activations of two blocks with their offset correction (see prepare_act) and d_x per int32 lane.
+struct PairQuantAct {
+  __m512i q;
+  __m512i neg_offset;
+  __m512 dx;
+};
+
 struct Mxfp4Ops {
   using Arch = xsimd::fma3<xsimd::avx2>;
   static constexpr int64_t kBlockBytes = kMXFP4BlockBytes;
@@ -207,8 +224,76 @@ struct Mxfp4Ops {
     return _mm256_broadcast_ss(&detail::kMxfp4Scale.v[block[0]]);  // a load, no shuffle
   }
 
+  // Steps of 4 blocks in two zmm: `lo` holds values 0..15 of blocks 0–3 (one 128-bit lane each), `hi` values 16..31 —
+  // the low and the high nibbles of the four blocks' 16 code bytes, so a step decodes with one shift, two ANDs and two
+  // vpshufb (10 instructions with the loads for 128 values; 4 per block with the single-block decode). Both vpdpbusd
+  // add into the same int32 lanes (lane group i = block i, mask bits 4i..4i+3), so one convert, d_x multiply and d_w
+  // fma serve the four blocks. GCC 12's GEMV loop (8 rows): 7.1 instructions per row and block, activation preparation
+  // and prefetch included, against 8.6 with pairs of blocks and 11.75 one block at a time (docs/performance.md).
+  using Acc = PairAccOps::Acc;
+  static Acc acc_zero() { return PairAccOps::acc_zero(); }
+  static float acc_reduce(Acc a) { return PairAccOps::acc_reduce(a); }
+
+  static constexpr int64_t kStepBlocks = 4;
+  struct StepAct {
+    __m512i lo, hi;      // [x0[0..15] | x1[0..15] | x2[0..15] | x3[0..15]], and values 16..31
+    __m512i neg_offset;  // −12 · the 4-value sums of lo and hi, per int32 lane
+    __m512 dx;           // d_x of block i in lane group i
+  };
+  static StepAct prepare_step(const ActQ8Block* x) {
+    __m256i a[4];
+    for (int i = 0; i < 4; ++i) a[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].q));
+    const __m512i z01 = _mm512_inserti64x4(_mm512_castsi256_si512(a[0]), a[1], 1);  // [a0 lo | a0 hi | a1 lo | a1 hi]
+    const __m512i z23 = _mm512_inserti64x4(_mm512_castsi256_si512(a[2]), a[3], 1);
+    const __m512i lo = _mm512_shuffle_i64x2(z01, z23, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512i hi = _mm512_shuffle_i64x2(z01, z23, _MM_SHUFFLE(3, 1, 3, 1));
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i offset = _mm512_set1_epi8(detail::kMxfp4Offset);
+    const __m512i sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, offset, lo), offset, hi);
+    const __m512 d = _mm512_castps128_ps512(_mm_setr_ps(x[0].d, x[1].d, x[2].d, x[3].d));
+    const __m512 dx = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3), d);
+    return {lo, hi, _mm512_sub_epi32(zero, sum), dx};
+  }
+
+  struct StepWeights {
+    __m512i lo, hi;  // codes + 12 in the layout of StepAct::lo / hi
+    __m512 dw;       // d_w of block i in lane group i
+  };
+  static StepWeights decode_step(const uint8_t* block) {
+    const __m512i lut =
+        _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(detail::kMxfp4OffsetValues.v)));
+    auto codes2 = [](const uint8_t* b) {  // code bytes of blocks b and b + 1
+      return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 1))),
+                                     _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + kBlockBytes + 1)), 1);
+    };
+    const __m512i codes =
+        _mm512_inserti64x4(_mm512_castsi256_si512(codes2(block)), codes2(block + 2 * kBlockBytes), 1);
+    const __m512i mask = _mm512_set1_epi8(0x0F);
+    const __m512i lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(codes, mask));
+    const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(codes, 4), mask));
+    __m512 dw = _mm512_set1_ps(detail::kMxfp4Scale.v[block[0]]);
+    dw = _mm512_mask_mov_ps(dw, 0x00F0, _mm512_set1_ps(detail::kMxfp4Scale.v[block[kBlockBytes]]));
+    dw = _mm512_mask_mov_ps(dw, 0x0F00, _mm512_set1_ps(detail::kMxfp4Scale.v[block[2 * kBlockBytes]]));
+    dw = _mm512_mask_mov_ps(dw, 0xF000, _mm512_set1_ps(detail::kMxfp4Scale.v[block[3 * kBlockBytes]]));
+    return {lo, hi, dw};
+  }
+
+  static Acc fma_step(const StepWeights& w, const StepAct& a, Acc acc) {
+    const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a.neg_offset, w.lo, a.lo), w.hi, a.hi);
+    return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), a.dx), w.dw, acc);
+  }
+
+  static Acc fma_last(const uint8_t* block, const ActQ8Block& x, Acc acc) {
+    const __m256 part = _mm256_mul_ps(_mm256_mul_ps(dot(decode(block), prepare(x)), _mm256_set1_ps(x.d)), scale(block));
+    return _mm512_add_ps(acc, _mm512_zextps256_ps512(part));
+  }
+
   using Lanes = LaneGemm;
-  static constexpr int64_t kLaneMinTokens = kGemmMatchesGemvBelowTokens;
+  // Row tiles below 9 tokens: with 4-block steps and steps prepared once per call they cost 2.9 instructions per row,
+  // token and block (11.6 per 4-token tile), against ~39 per row and block for a 16-token lane tile with its decode
+  // (2.4 at 16 tokens, 4.8 at 8): at 5–8 tokens the row tiles take 60–75 % of the lanes' instructions (GCC 12's
+  // loops). From 9 tokens the margin is thin, so the lanes take over there.
+  static constexpr int64_t kLaneMinTokens = 9;
   static constexpr bool kLaneWholeTiles = false;
   /// The block as signed codes (the doubled E2M1 values, −12..12) for LaneGemm.
   static void decode_lane(const uint8_t* block, LaneGemm::WeightBlock* out) {
@@ -245,6 +330,49 @@ struct Q8Ops {
     uint16_t d;
     std::memcpy(&d, block, sizeof d);
     return xsimd::batch<float, Arch>(_cvtsh_ss(d));
+  }
+
+  // Block pairs: a zmm holds block 0's 32 values, then block 1's; int32 lanes 0–7 sum block 0, 8–15 block 1. The two
+  // f16 scales are broadcast into one ymm of halves (vpbroadcastw, the second under a mask) and converted together.
+  using Acc = PairAccOps::Acc;
+  static Acc acc_zero() { return PairAccOps::acc_zero(); }
+  static float acc_reduce(Acc a) { return PairAccOps::acc_reduce(a); }
+
+  static constexpr int64_t kStepBlocks = 2;
+  using StepAct = PairQuantAct;
+  static StepAct prepare_step(const ActQ8Block* x) {
+    const __m512i q = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[0].q))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[1].q)), 1);
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i sum = _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(static_cast<char>(0x80)), q);
+    return {q, _mm512_sub_epi32(zero, sum), _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(x[0].d), _mm512_set1_ps(x[1].d))};
+  }
+
+  struct StepWeights {
+    __m512i w;  // w_q + 128 of block 0, then block 1
+    __m512 dw;  // d_w of block 0 / 1 per int32 lane
+  };
+  static StepWeights decode_step(const uint8_t* block) {
+    const __m512i raw = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2))),
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + kBlockBytes + 2)), 1);
+    uint16_t d0, d1;
+    std::memcpy(&d0, block, sizeof d0);
+    std::memcpy(&d1, block + kBlockBytes, sizeof d1);
+    const __m256i halves = _mm256_mask_set1_epi16(_mm256_set1_epi16(static_cast<short>(d0)), 0xFF00,
+                                                  static_cast<short>(d1));
+    return {_mm512_xor_si512(raw, _mm512_set1_epi8(static_cast<char>(0x80))), _mm512_cvtph_ps(halves)};
+  }
+
+  static Acc fma_step(const StepWeights& w, const StepAct& a, Acc acc) {
+    const __m512i dot = _mm512_dpbusd_epi32(a.neg_offset, w.w, a.q);
+    return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), a.dx), w.dw, acc);
+  }
+
+  static Acc fma_last(const uint8_t* block, const ActQ8Block& x, Acc acc) {
+    const __m256 part = _mm256_mul_ps(_mm256_mul_ps(dot(decode(block), prepare(x)), _mm256_set1_ps(x.d)), scale(block));
+    return _mm512_add_ps(acc, _mm512_zextps256_ps512(part));
   }
 
   using Lanes = LaneGemm;

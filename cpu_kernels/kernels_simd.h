@@ -22,6 +22,15 @@
 //     static batch<float, Arch> scale(const uint8_t* block);       the weight block's scale d_w, broadcast
 //     optional, for the token-lane GEMM (gemm_quant_lanes): using Lanes; kLaneMinTokens; kLaneWholeTiles;
 //       decode_lane(block, out)
+//     optional, block steps for the GEMV and the GEMM row tiles (quant_tile_steps; fewer instructions per block:
+//       one weight decode, dot, convert and scale step per kStepBlocks blocks, the scales applied per step):
+//       static constexpr int64_t kStepBlocks;                   blocks per step (2 or 4)
+//       using Acc; acc_zero(); float acc_reduce(Acc);          per (row, token) accumulator and its horizontal sum
+//       using StepAct; prepare_step(const ActQ8Block* x);      activation blocks x[0 .. kStepBlocks) in Q's layout
+//       using StepWeights; decode_step(const uint8_t* block);  the weight blocks at block + i · kBlockBytes
+//       Acc fma_step(const StepWeights&, const StepAct&, Acc); acc + the blocks' (dot · d_x) · d_w, per lane
+//       Acc fma_last(const uint8_t* block, const ActQ8Block&, Acc); the same for one block (the last
+//                                                                   num_blocks % kStepBlocks)
 // A block adds (float(Σ_j w_q·x_q) · d_x) · d_w to the accumulator, the association of the scalar variant.
 // No SIMD value may live at namespace scope or in a static initializer: those run before dispatch (SIGILL on a CPU
 // without the ISA). Constants are built inside the functions. Standard-library templates are avoided here too: an
@@ -79,6 +88,87 @@ inline void prefetch_span(const uint8_t* p) {
   __builtin_prefetch(p + kNumBytes - 1, 0, 3);
 }
 
+/// Whether Q multiplies weight blocks several at a time (the step members listed at the top of this file).
+template <class Q>
+concept QuantBlockSteps = requires { typename Q::StepAct; };
+
+/// R rows × T tokens with Q's block-step members: y[t · y_stride + i] = Σ_b (dot · d_x) · d_w per (row i, token t),
+/// kStepBlocks blocks per step (one activation step prepared per token for the R rows, one weight step decoded per
+/// row for the T tokens) and the last num_blocks % kStepBlocks blocks alone. x: [T][num_blocks]. The GEMV (T = 1)
+/// and the GEMM row tiles (T < 5) both run this, so every (row, token) sees the same operations in the same order:
+/// the bit-identity of kGemmMatchesGemvBelowTokens. With kPrefetch, the R rows at `prefetch` are streamed into L1
+/// at the loop's pace (see gemv_quant_rows). `packed` (nullptr: none) holds the tokens' activation steps prepared once
+/// per call by pack_steps ([T][num_blocks / kStepBlocks], Q::StepAct); the same values as prepare_step, read from L1
+/// instead of recomputed for every row group.
+template <class Q, int R, int T, bool kPrefetch>
+inline void quant_tile_steps(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_blocks, float* y,
+                             int64_t y_stride, const uint8_t* prefetch, const void* packed) {
+  constexpr int64_t kS = Q::kStepBlocks;
+  typename Q::Acc acc[R][T];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < T; ++t) acc[i][t] = Q::acc_zero();
+  int64_t b = 0;
+  if (packed != nullptr) {
+    const auto* acts = static_cast<const typename Q::StepAct*>(packed);
+    const int64_t num_steps = num_blocks / kS;
+    const uint8_t* wb = w;  // the step's first block in row 0
+    for (int64_t st = 0; st < num_steps; ++st, wb += kS * Q::kBlockBytes) {
+      if constexpr (kPrefetch) prefetch_span<kS * R * Q::kBlockBytes>(prefetch + st * (kS * R * Q::kBlockBytes));
+      for (int i = 0; i < R; ++i) {
+        const typename Q::StepWeights ws = Q::decode_step(wb + i * row_bytes);
+        for (int t = 0; t < T; ++t) acc[i][t] = Q::fma_step(ws, acts[t * num_steps + st], acc[i][t]);
+      }
+    }
+    b = num_steps * kS;
+  }
+  for (; b + kS <= num_blocks; b += kS) {
+    if constexpr (kPrefetch) prefetch_span<kS * R * Q::kBlockBytes>(prefetch + b * (R * Q::kBlockBytes));
+    typename Q::StepAct act[T];
+    for (int t = 0; t < T; ++t) act[t] = Q::prepare_step(x + t * num_blocks + b);
+    for (int i = 0; i < R; ++i) {
+      const typename Q::StepWeights ws = Q::decode_step(w + i * row_bytes + b * Q::kBlockBytes);
+      for (int t = 0; t < T; ++t) acc[i][t] = Q::fma_step(ws, act[t], acc[i][t]);
+    }
+  }
+  for (; b < num_blocks; ++b) {
+    for (int i = 0; i < R; ++i)
+      for (int t = 0; t < T; ++t)
+        acc[i][t] = Q::fma_last(w + i * row_bytes + b * Q::kBlockBytes, x[t * num_blocks + b], acc[i][t]);
+  }
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < T; ++t) y[t * y_stride + i] = Q::acc_reduce(acc[i][t]);
+}
+
+/// The activation steps of num_tokens tokens (x: [num_tokens][num_blocks]) prepared once, in the calling thread's
+/// scratch buffer: [num_tokens][num_blocks / kStepBlocks] Q::StepAct. nullptr when Q has no steps, there is no whole
+/// step, or the buffer cannot grow (the tiles then prepare the steps themselves, with the same values).
+template <class Q>
+const void* pack_steps(const ActQ8Block* x, int64_t num_tokens, int64_t num_blocks) {
+  if constexpr (QuantBlockSteps<Q>) {
+    const int64_t num_steps = num_blocks / Q::kStepBlocks;
+    if (num_steps == 0 || num_tokens == 0) return nullptr;
+    void* buffer =
+        detail::thread_scratch(static_cast<uint64_t>(num_tokens * num_steps) * sizeof(typename Q::StepAct));
+    if (buffer == nullptr) return nullptr;
+    auto* acts = static_cast<typename Q::StepAct*>(buffer);
+    for (int64_t t = 0; t < num_tokens; ++t)
+      for (int64_t st = 0; st < num_steps; ++st)
+        acts[t * num_steps + st] = Q::prepare_step(x + t * num_blocks + st * Q::kStepBlocks);
+    return buffer;
+  } else {
+    return nullptr;
+  }
+}
+
+/// Token t of a pack_steps buffer (nullptr stays nullptr).
+template <class Q>
+const void* packed_token(const void* packed, int64_t t, int64_t num_blocks) {
+  if constexpr (QuantBlockSteps<Q>) {
+    if (packed != nullptr) return static_cast<const typename Q::StepAct*>(packed) + t * (num_blocks / Q::kStepBlocks);
+  }
+  return nullptr;
+}
+
 /// R consecutive rows starting at w: y[i] = Σ_b (Σ_j w_q[i,b,j] · x_q[b,j] · d_x[b]) · d_w[i,b]. Each activation block
 /// is prepared once for the R rows; every row keeps its own float vector accumulator, reduced at the end.
 /// R rows advancing side by side are R interleaved streams that the hardware prefetchers follow poorly (about 6 of
@@ -86,20 +176,24 @@ inline void prefetch_span(const uint8_t* p) {
 /// R · row_bytes bytes) into L1 at the same pace: R · kBlockBytes bytes per block step.
 template <class Q, int R>
 inline void gemv_quant_rows(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_blocks, float* y,
-                            const uint8_t* prefetch) {
-  using fb = xsimd::batch<float, typename Q::Arch>;
-  fb acc[R];
-  for (int i = 0; i < R; ++i) acc[i] = fb(0.0f);
-  for (int64_t b = 0; b < num_blocks; ++b) {
-    prefetch_span<R * Q::kBlockBytes>(prefetch + b * (R * Q::kBlockBytes));
-    const typename Q::Act act = Q::prepare(x[b]);
-    const fb dx(x[b].d);
-    for (int i = 0; i < R; ++i) {
-      const uint8_t* block = w + i * row_bytes + b * Q::kBlockBytes;
-      acc[i] = xsimd::fma(Q::dot(Q::decode(block), act) * dx, Q::scale(block), acc[i]);
+                            const uint8_t* prefetch, const void* packed) {
+  if constexpr (QuantBlockSteps<Q>) {
+    quant_tile_steps<Q, R, 1, true>(w, row_bytes, x, num_blocks, y, 1, prefetch, packed);
+  } else {
+    using fb = xsimd::batch<float, typename Q::Arch>;
+    fb acc[R];
+    for (int i = 0; i < R; ++i) acc[i] = fb(0.0f);
+    for (int64_t b = 0; b < num_blocks; ++b) {
+      prefetch_span<R * Q::kBlockBytes>(prefetch + b * (R * Q::kBlockBytes));
+      const typename Q::Act act = Q::prepare(x[b]);
+      const fb dx(x[b].d);
+      for (int i = 0; i < R; ++i) {
+        const uint8_t* block = w + i * row_bytes + b * Q::kBlockBytes;
+        acc[i] = xsimd::fma(Q::dot(Q::decode(block), act) * dx, Q::scale(block), acc[i]);
+      }
     }
+    for (int i = 0; i < R; ++i) y[i] = xsimd::hadd(acc[i]);
   }
-  for (int i = 0; i < R; ++i) y[i] = xsimd::hadd(acc[i]);
 }
 
 /// How far ahead gemv_quant_rows prefetches, in bytes, rounded down to whole row groups (at least one): 12 KB = 2
@@ -121,22 +215,29 @@ void gemv_quant(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t
   constexpr int kR = Q::kGemvRows;
   const int64_t num_blocks = num_cols / kBlock;
   const int64_t groups_ahead = prefetch_groups_ahead(kR * row_bytes);
+  const void* packed = row_end > row_begin ? pack_steps<Q>(x, 1, num_blocks) : nullptr;
   int64_t r = row_begin;
   for (; r + kR <= row_end; r += kR) {
     // Rows past row_end are not ours to read: prefetch the last group of the range instead (already in cache).
     const int64_t prefetch_row = r + groups_ahead * kR <= row_end - kR ? r + groups_ahead * kR : row_end - kR;
     gemv_quant_rows<Q, kR>(w + r * row_bytes, row_bytes, x, num_blocks, y + (r - row_begin),
-                           w + prefetch_row * row_bytes);
+                           w + prefetch_row * row_bytes, packed);
   }
   for (; r < row_end; ++r)
-    gemv_quant_rows<Q, 1>(w + r * row_bytes, row_bytes, x, num_blocks, y + (r - row_begin), w + r * row_bytes);
+    gemv_quant_rows<Q, 1>(w + r * row_bytes, row_bytes, x, num_blocks, y + (r - row_begin), w + r * row_bytes,
+                          packed);
 }
 
 /// A tile of R rows × T tokens: each weight block is decoded once and multiplied with T activation blocks; each
 /// activation block is prepared once for the R rows. x: [T][num_blocks] (token stride num_blocks); y[t · y_stride + i].
 template <class Q, int R, int T>
 inline void gemm_quant_tile(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_blocks, float* y,
-                            int64_t y_stride) {
+                            int64_t y_stride, const uint8_t* prefetch = nullptr, const void* packed = nullptr) {
+  if constexpr (QuantBlockSteps<Q>) {
+    if (prefetch != nullptr)
+      return quant_tile_steps<Q, R, T, true>(w, row_bytes, x, num_blocks, y, y_stride, prefetch, packed);
+    return quant_tile_steps<Q, R, T, false>(w, row_bytes, x, num_blocks, y, y_stride, nullptr, packed);
+  }
   using fb = xsimd::batch<float, typename Q::Arch>;
   fb acc[R][T];
   for (int i = 0; i < R; ++i)
@@ -162,24 +263,30 @@ inline void gemm_quant_tile(const uint8_t* w, uint64_t row_bytes, const ActQ8Blo
 /// The last num_tokens < Q::kGemmTokens tokens of a row tile, with a tile of exactly that many tokens.
 template <class Q, int R, int T = 1>
 inline void gemm_quant_token_tail(int64_t num_tokens, const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x,
-                                  int64_t num_blocks, float* y, int64_t y_stride) {
+                                  int64_t num_blocks, float* y, int64_t y_stride, const uint8_t* prefetch,
+                                  const void* packed) {
   if constexpr (T < Q::kGemmTokens) {
-    if (num_tokens == T) return gemm_quant_tile<Q, R, T>(w, row_bytes, x, num_blocks, y, y_stride);
-    gemm_quant_token_tail<Q, R, T + 1>(num_tokens, w, row_bytes, x, num_blocks, y, y_stride);
+    if (num_tokens == T) return gemm_quant_tile<Q, R, T>(w, row_bytes, x, num_blocks, y, y_stride, prefetch, packed);
+    gemm_quant_token_tail<Q, R, T + 1>(num_tokens, w, row_bytes, x, num_blocks, y, y_stride, prefetch, packed);
   }
 }
 
-/// R rows for num_tokens tokens: the R weight rows stay in L1 while the token tiles pass over them.
+/// R rows for num_tokens tokens: the R weight rows stay in L1 while the token tiles pass over them. The first tile
+/// streams the row group at `prefetch` (nullptr: none) into L1 at its pace, as the GEMV does: with few tokens (batched
+/// decode) the weights come from DRAM just as in the GEMV.
 template <class Q, int R>
 inline void gemm_quant_rows(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_tokens,
-                            int64_t num_blocks, float* y, int64_t y_stride) {
+                            int64_t num_blocks, float* y, int64_t y_stride, const uint8_t* prefetch,
+                            const void* packed) {
   constexpr int kT = Q::kGemmTokens;
   int64_t t = 0;
-  for (; t + kT <= num_tokens; t += kT)
-    gemm_quant_tile<Q, R, kT>(w, row_bytes, x + t * num_blocks, num_blocks, y + t * y_stride, y_stride);
+  for (; t + kT <= num_tokens; t += kT) {
+    gemm_quant_tile<Q, R, kT>(w, row_bytes, x + t * num_blocks, num_blocks, y + t * y_stride, y_stride,
+                              t == 0 ? prefetch : nullptr, packed_token<Q>(packed, t, num_blocks));
+  }
   if (t < num_tokens)
     gemm_quant_token_tail<Q, R>(num_tokens - t, w, row_bytes, x + t * num_blocks, num_blocks, y + t * y_stride,
-                                y_stride);
+                                y_stride, t == 0 ? prefetch : nullptr, packed_token<Q>(packed, t, num_blocks));
 }
 
 /// Activation bytes per token chunk of the GEMMs: the chunk's activations (re-read for every row tile) stay in L2
@@ -278,11 +385,19 @@ void gemm_quant(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t
     const int64_t n = num_tokens - t0 < chunk ? num_tokens - t0 : chunk;
     const ActQ8Block* xc = x + t0 * num_blocks;
     float* yc = y + t0 * y_stride;
+    constexpr int kR = Q::kGemmRows;
+    const int64_t groups_ahead = prefetch_groups_ahead(kR * row_bytes);
+    const void* packed = row_end > row_begin ? pack_steps<Q>(xc, n, num_blocks) : nullptr;
     int64_t r = row_begin;
-    for (; r + Q::kGemmRows <= row_end; r += Q::kGemmRows)
-      gemm_quant_rows<Q, Q::kGemmRows>(w + r * row_bytes, row_bytes, xc, n, num_blocks, yc + (r - row_begin), y_stride);
+    for (; r + kR <= row_end; r += kR) {
+      // As in gemv_quant: a later row group of the range (the last one near the end), only in the first chunk.
+      const int64_t prefetch_row = r + groups_ahead * kR <= row_end - kR ? r + groups_ahead * kR : row_end - kR;
+      gemm_quant_rows<Q, kR>(w + r * row_bytes, row_bytes, xc, n, num_blocks, yc + (r - row_begin), y_stride,
+                             t0 == 0 ? w + prefetch_row * row_bytes : nullptr, packed);
+    }
     for (; r < row_end; ++r)
-      gemm_quant_rows<Q, 1>(w + r * row_bytes, row_bytes, xc, n, num_blocks, yc + (r - row_begin), y_stride);
+      gemm_quant_rows<Q, 1>(w + r * row_bytes, row_bytes, xc, n, num_blocks, yc + (r - row_begin), y_stride,
+                            t0 == 0 ? w + r * row_bytes : nullptr, packed);
   }
 }
 
