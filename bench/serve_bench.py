@@ -3,10 +3,11 @@
 first token (TTFT) p50/p99, and the second turn of a ~2,000-token conversation with and without the prompt cache.
 
 usage: bench/serve_bench.py --binary build/bin/hetmoe --model MODEL.gguf [--threads 2] [--tokens 32]
-       [--streams 1,2,4,8] [--url http://HOST:PORT]  (--url: an already running server, e.g. llama-server -np 4;
+       [--streams 1,2,4,8] [--parallel N] [--url http://HOST:PORT]  (--url: an already running server, e.g. llama-server -np 4;
        the cache comparison then needs --url-no-cache too, or is skipped)
 
-Each level sends N streamed chat requests at once (temperature 0, max_tokens = --tokens, distinct prompts).
+Each level sends N streamed chat requests at once (temperature 0, max_tokens = --tokens, distinct prompts) to a
+server with --parallel slots (default: the largest level; streams beyond the slots wait in its queue).
 Aggregate decode tok/s = tokens after each stream's first / (last token time - first token time over all streams).
 Prints a Markdown table; run it on a quiet machine (nothing else building).
 """
@@ -111,6 +112,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--streams", default="1,2,4,8")
+    ap.add_argument("--parallel", type=int, help="the server's slots (default: the largest --streams level)")
     ap.add_argument("--ctx", type=int, default=8192)
     ap.add_argument("--url")
     ap.add_argument("--url-no-cache")
@@ -119,7 +121,7 @@ def main():
     procs = []
     url = a.url
     if not url:
-        proc, url = start_server(a.binary, a.model, a.threads, max(levels), a.ctx, [])
+        proc, url = start_server(a.binary, a.model, a.threads, a.parallel or max(levels), a.ctx, [])
         procs.append(proc)
     try:
         print("| streams | aggregate decode tok/s | TTFT p50 s | TTFT p99 s |\n|---|---|---|---|")
@@ -132,6 +134,11 @@ def main():
         cached = second_turn_ttft(url, 8)
         url_nc = a.url_no_cache
         if not url_nc and not a.url:
+            # One model in memory at a time (the 20b's 12 GB fit in a 24 GB machine's RAM once): stop the first server.
+            for p in procs:
+                p.terminate()
+                p.wait()
+            procs.clear()
             proc, url_nc = start_server(a.binary, a.model, a.threads, 1, a.ctx, ["--no-cache-prompt"])
             procs.append(proc)
         print("\n| second turn of a ~2,000-token chat | TTFT s | prompt tokens | cached tokens |\n|---|---|---|---|")

@@ -4,7 +4,11 @@
 // (slot independence, queue bound, cancellation, prompt-cache reuse, a failing slot, deadlines).
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <future>
@@ -690,6 +694,122 @@ TEST(ServeHttp, HealthSaysLoadingUntilTheModelIsAttachedAndCorsOnlyWhenAsked) {
     server.stop();
     thread.join();
   }
+}
+
+/// A server on any free port over `scheduler`, serving on its own thread until destroyed.
+class TestServer {
+ public:
+  TestServer(Scheduler& scheduler, uint32_t context, uint64_t* expert_counts = nullptr, size_t num_counts = 0) {
+    ServerOptions options;
+    options.port = 0;
+    server_ = std::make_unique<Server>(options);
+    EXPECT_TRUE(server_->bind());
+    thread_ = std::thread([this] { server_->run(); });
+    ServeModel model;
+    model.scheduler = &scheduler;
+    model.tokenizer = tiny().tokenizer.get();
+    model.context_length = context;
+    model.expert_counts = expert_counts;
+    model.num_expert_counts = num_counts;
+    server_->attach(model);
+  }
+  ~TestServer() {
+    server_->stop();
+    thread_.join();
+  }
+  int port() const { return server_->port(); }
+
+ private:
+  std::unique_ptr<Server> server_;
+  std::thread thread_;
+};
+
+/// Waits up to `limit` for `condition`.
+template <class F>
+bool wait_until(F condition, std::chrono::milliseconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+/// Opens a TCP connection to 127.0.0.1:port and sends `request`; returns the socket.
+int send_raw(int port, const std::string& request) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  EXPECT_EQ(send(fd, request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  return fd;
+}
+
+// A client that closes its connection while its non-streamed request runs cancels the job: the slot is freed long
+// before the job's 100,000 tokens, and the forward pass stops stepping. A client that stays gets its whole answer.
+TEST(ServeHttp, ADisconnectDuringANonStreamedRequestCancelsItsJob) {
+  FakeMulti fake(1, 200000, 97);
+  fake.step_delay = std::chrono::milliseconds(2);
+  Scheduler scheduler(fake, SchedulerOptions{});
+  TestServer server(scheduler, 200000);
+  for (const std::string path : {"/v1/completions", "/v1/chat/completions"}) {
+    const std::string body = path == "/v1/completions"
+                                 ? R"({"prompt": [1, 2, 3], "max_tokens": 100000, "temperature": 0})"
+                                 : R"({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000})";
+    const uint64_t finished_before = scheduler.stats().jobs_finished;
+    const int fd = send_raw(server.port(), "POST " + path + " HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                           "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+    ASSERT_TRUE(wait_until([&] { return scheduler.stats().slots_busy == 1; }, std::chrono::seconds(10))) << path;
+    close(fd);
+    ASSERT_TRUE(wait_until([&] { return scheduler.stats().jobs_finished == finished_before + 1; },
+                           std::chrono::seconds(10)))
+        << path << ": the job still runs after its client left";
+    EXPECT_EQ(scheduler.stats().slots_busy, 0u);
+    const int steps = fake.num_steps.load();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(fake.num_steps.load(), steps) << path << ": steps go on without a job";
+    EXPECT_LT(scheduler.stats().generated_tokens, 100000u);
+  }
+  httplib::Client client("127.0.0.1", server.port());
+  auto staying = client.Post("/v1/completions", R"({"prompt": [1, 2, 3], "max_tokens": 30, "temperature": 0})",
+                             "application/json");
+  ASSERT_TRUE(staying);
+  EXPECT_EQ(staying->status, 200) << staying->body;
+  EXPECT_EQ(json::parse(staying->body)["usage"]["completion_tokens"], 30);
+}
+
+// /metrics sums the expert selection counts with atomic loads while the forward pass increments them on the
+// scheduler thread (here: a writer thread with relaxed atomic adds, as CpuForward does): every scrape parses and
+// sees a total that only grows, up to the final one.
+TEST(ServeHttp, MetricsReadsTheExpertCountsWhileTheyAreIncremented) {
+  FakeMulti fake(1, 64, 97);
+  Scheduler scheduler(fake, SchedulerOptions{});
+  std::vector<uint64_t> counts(24 * 32, 0);
+  TestServer server(scheduler, 64, counts.data(), counts.size());
+  constexpr uint64_t kRounds = 2000;
+  std::thread writer([&] {
+    for (uint64_t r = 0; r < kRounds; ++r)
+      for (uint64_t& c : counts) std::atomic_ref<uint64_t>(c).fetch_add(1, std::memory_order_relaxed);
+  });
+  httplib::Client client("127.0.0.1", server.port());
+  auto total_of = [&] {
+    auto r = client.Get("/metrics");
+    EXPECT_TRUE(r);
+    const std::string key = "hetmoe_expert_selections_total{device=\"cpu\"} ";
+    const size_t at = r ? r->body.find(key) : std::string::npos;
+    EXPECT_NE(at, std::string::npos);
+    return at == std::string::npos ? uint64_t{0} : std::stoull(r->body.substr(at + key.size()));
+  };
+  uint64_t last = 0;
+  for (int i = 0; i < 50; ++i) {
+    const uint64_t total = total_of();
+    EXPECT_GE(total, last);
+    last = total;
+  }
+  writer.join();
+  EXPECT_EQ(total_of(), kRounds * counts.size());
 }
 
 }  // namespace

@@ -5,8 +5,9 @@
 // read once for every slot, experts grouped across slots) or one slot after the other; the results must not depend on
 // which other slots share the step (a slot's logits are those a single-sequence pass computes).
 //
-// Implementations today: SequentialMultiForward (runtime/exec/multi_forward_sequential.h) runs one ForwardPass per
-// slot in turn. A batched CPU implementation is the next step (docs/serving.md).
+// Implementations: CpuMultiForward (runtime/exec/multi_forward_cpu.h) batches the slots' decode tokens on the CPU
+// path; SequentialMultiForward (runtime/exec/multi_forward_sequential.h) runs one ForwardPass per slot in turn (the
+// reference and GPU passes). docs/serving.md describes both.
 
 #include <cstdint>
 #include <span>

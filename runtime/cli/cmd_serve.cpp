@@ -19,7 +19,6 @@
 #include "runtime/cli/plan_options.h"
 #include "runtime/cli/run_options.h"
 #include "runtime/exec/forward_factory.h"
-#include "runtime/exec/multi_forward_sequential.h"
 #include "runtime/model/model.h"
 #include "runtime/text/tokenizer.h"
 
@@ -142,27 +141,23 @@ int run_serve(ServeArgs args) {
   // cache_reuse spare positions for that.
   forward_options->rollback_slots = std::min<uint32_t>(static_cast<uint32_t>(args.cache_reuse),
                                                        forward_options->context_length);
-  std::vector<std::unique_ptr<ForwardPass>> slots;
-  for (int i = 0; i < args.parallel; ++i) {
-    fmt::print(stderr, "hetmoe serve: slot {}/{}: creating the forward pass and its KV cache ({} positions)\n", i + 1,
-               args.parallel, forward_options->context_length);
-    auto forward = create_forward(*model, *forward_options, i == 0 ? &notes : nullptr);
-    if (i == 0) print_notes("serve", notes);
-    if (!forward) return fail(forward.error());
-    if (i == 0) {
-      const std::string path = forward_path_name(*forward_options, forward->get());
-      fmt::print(stderr, "hetmoe serve: {} path, {}\n", path, threads_text(*forward_options));
-      // Every GPU pass holds its own copy of the weights it keeps on the GPU; slots do not share one yet.
-      if (path.starts_with("gpu") && args.parallel > 1)
-        return fail(make_error(ErrorCode::kUnsupported,
-                               fmt::format("--parallel {} with the GPU pass: each slot would hold its own copy of the "
-                                           "GPU weights (a GPU pass shared by several slots is not implemented); use "
-                                           "--parallel 1, or --device cpu",
-                                           args.parallel)));
-    }
-    slots.push_back(std::move(*forward));
-  }
-  auto multi = SequentialMultiForward::create(std::move(slots));
+  fmt::print(stderr, "hetmoe serve: creating the forward pass and {} KV cache(s) of {} positions\n", args.parallel,
+             forward_options->context_length);
+  auto forward = create_forward(*model, *forward_options, &notes);
+  print_notes("serve", notes);
+  if (!forward) return fail(forward.error());
+  const std::string path = forward_path_name(*forward_options, forward->get());
+  fmt::print(stderr, "hetmoe serve: {} path, {}\n", path, threads_text(*forward_options));
+  // Every GPU pass holds its own copy of the weights it keeps on the GPU; slots do not share one yet.
+  if (path.starts_with("gpu") && args.parallel > 1)
+    return fail(make_error(ErrorCode::kUnsupported,
+                           fmt::format("--parallel {} with the GPU pass: each slot would hold its own copy of the GPU "
+                                       "weights (a GPU pass shared by several slots is not implemented); use "
+                                       "--parallel 1, or --device cpu",
+                                       args.parallel)));
+  // The CPU path batches the slots' decode tokens (groups of up to 4); the reference pass runs slots in turn.
+  auto multi =
+      create_multi_forward(*model, *forward_options, std::move(*forward), static_cast<uint32_t>(args.parallel));
   if (!multi) return fail(multi.error());
   server::SchedulerOptions scheduler_options;
   scheduler_options.max_queue = static_cast<uint32_t>(args.max_queue);

@@ -99,7 +99,7 @@ Expected<std::unique_ptr<CpuForward>> CpuForward::create(const Model& model, con
 
 CpuForward::CpuForward(const Model& model, KvCache kv, const CpuForwardOptions& options,
                        const cpu::KernelTable& kernels)
-    : model_(&model), kv_(std::move(kv)), kernels_(&kernels) {
+    : model_(&model), own_{std::move(kv)}, kernels_(&kernels) {
   const ModelHparams& hp = model.hparams;
   if (options.arena) {
     arena_ = options.arena;
@@ -111,12 +111,17 @@ CpuForward::CpuForward(const Model& model, KvCache kv, const CpuForwardOptions& 
     own_arena_ = std::make_unique<tbb::task_arena>(num_threads_);
     arena_ = own_arena_.get();
   }
-  max_batch_ = std::min(options.max_batch_tokens, kv_.context_length());
+  max_batch_ = std::min(options.max_batch_tokens, own_.kv.context_length());
+  kv_extra_slots_ = options.max_batch_tokens - 1 + options.rollback_slots;  // as create() made own_.kv
   rollback_slots_ = options.rollback_slots;
   expert_counts_ = options.expert_counts;
   const size_t B = max_batch_, D = hp.hidden_dim, Q = hp.q_dim(), KV = hp.kv_dim(), F = hp.expert_ffn_dim;
   const size_t E = hp.num_experts, K = hp.num_experts_used, G = hp.num_heads / hp.num_kv_heads;
   const size_t blk = cpu::kActBlockElems;
+  token_sequence_.resize(B);
+  token_pos_.resize(B);
+  token_logits_.resize(B);
+  group_logits_.resize(B > 1 ? static_cast<size_t>(max_group_tokens()) * hp.vocab_size : 0);
   x_.resize(B * D);
   xb_.resize(B * D);
   xq_.resize(B * D / blk);
@@ -124,7 +129,7 @@ CpuForward::CpuForward(const Model& model, KvCache kv, const CpuForwardOptions& 
   attn_out_.resize(B * Q);
   attn_q8_.resize(B * Q / blk);
   proj_.resize(B * D);
-  scores_.resize(static_cast<size_t>(num_threads_ + 1) * G * kv_.context_length());
+  scores_.resize(static_cast<size_t>(num_threads_ + 1) * G * own_.kv.context_length());
   rope_cos_.resize(B * hp.head_dim / 2);
   rope_sin_.resize(B * hp.head_dim / 2);
   router_.resize(B * E);
@@ -270,19 +275,30 @@ void CpuForward::run_expert_jobs(uint32_t l, std::span<const MatJob> jobs, const
     if (node_job_begin_[n + 1] > node_job_begin_[n]) node_arenas_[n]->execute([&, n] { node_groups_[n]->wait(); });
 }
 
-Status CpuForward::truncate(uint32_t target) {
-  if (target > num_positions_)
+Expected<CpuForward::Sequence> CpuForward::create_sequence() const {
+  auto kv = KvCache::create(model_->hparams, own_.kv.context_length(), own_.kv.k_type(), own_.kv.v_type(),
+                            kv_extra_slots_);
+  if (!kv) return kv.error();
+  return Sequence{std::move(*kv)};
+}
+
+uint32_t CpuForward::max_group_tokens() const {
+  return std::min(static_cast<uint32_t>(cpu::kGemmMatchesGemvBelowTokens - 1), max_batch_);
+}
+
+Status CpuForward::truncate_sequence(Sequence& seq, uint32_t target) const {
+  if (target > seq.num_positions)
     return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("cannot truncate to {} positions: only {} are processed", target, num_positions_));
+                      fmt::format("cannot truncate to {} positions: only {} are processed", target, seq.num_positions));
   // Measured from the furthest position ever written, not the current one: after truncate → shorter write, the
   // ring slots of the discarded positions still hold keys that overwrote older ones.
-  furthest_written_ = std::max(furthest_written_, num_positions_);
-  if (furthest_written_ - target > rollback_slots_)
+  seq.furthest_written = std::max(seq.furthest_written, seq.num_positions);
+  if (seq.furthest_written - target > rollback_slots_)
     return make_error(ErrorCode::kUnsupported,
                       fmt::format("cannot go back to {} positions: {} were written, and the KV ring keeps {} spare "
                                   "slots (rollback_slots)",
-                                  target, furthest_written_, rollback_slots_));
-  num_positions_ = target;
+                                  target, seq.furthest_written, rollback_slots_));
+  seq.num_positions = target;
   return {};
 }
 
@@ -292,11 +308,16 @@ Status CpuForward::forward(int32_t token_id, std::span<float> logits_out) {
 }
 
 Status CpuForward::forward_batch(std::span<const int32_t> token_ids, std::span<float> last_logits) {
+  return forward_sequence(own_, token_ids, last_logits);
+}
+
+Status CpuForward::check_step(const Sequence& seq, std::span<const int32_t> token_ids,
+                              std::span<float> last_logits) const {
   const ModelHparams& hp = model_->hparams;
-  if (static_cast<uint64_t>(num_positions_) + token_ids.size() > kv_.context_length())
+  if (static_cast<uint64_t>(seq.num_positions) + token_ids.size() > seq.kv.context_length())
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("{} tokens at position {} do not fit: the context is full ({} positions)",
-                                  token_ids.size(), num_positions_, kv_.context_length()));
+                                  token_ids.size(), seq.num_positions, seq.kv.context_length()));
   for (size_t i = 0; i < token_ids.size(); ++i)
     if (token_ids[i] < 0 || static_cast<uint32_t>(token_ids[i]) >= hp.vocab_size)
       return make_error(ErrorCode::kInvalidArgument,
@@ -305,47 +326,105 @@ Status CpuForward::forward_batch(std::span<const int32_t> token_ids, std::span<f
   if (!last_logits.empty() && last_logits.size() != hp.vocab_size)
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("logits buffer has {} floats, expected {}", last_logits.size(), hp.vocab_size));
+  return {};
+}
+
+Status CpuForward::forward_sequence(Sequence& seq, std::span<const int32_t> token_ids, std::span<float> last_logits) {
+  HETMOE_RETURN_IF_ERROR(check_step(seq, token_ids, last_logits));
+  const ModelHparams& hp = model_->hparams;
   arena_->execute([&] {
     for (size_t start = 0; start < token_ids.size(); start += max_batch_) {
       const auto n = static_cast<uint32_t>(std::min<size_t>(max_batch_, token_ids.size() - start));
-      for (uint32_t t = 0; t < n; ++t)
+      const bool last = start + n == token_ids.size();
+      for (uint32_t t = 0; t < n; ++t) {
         ref::dequantize_row(model_->token_embd.type,
                             model_->token_embd.row(static_cast<uint64_t>(token_ids[start + t])),
                             &x_[static_cast<size_t>(t) * hp.hidden_dim], hp.hidden_dim);
-      const bool last = start + n == token_ids.size();
-      run_batch(n, last ? last_logits : std::span<float>());
+        token_sequence_[t] = &seq;
+        token_pos_[t] = seq.num_positions + t;
+        token_logits_[t] = last && t == n - 1 && !last_logits.empty() ? last_logits.data() : nullptr;
+      }
+      run_batch(n, n == 1 ? "decode" : "prefill");
     }
   });
   return {};
 }
 
-void CpuForward::run_batch(uint32_t num_tokens, std::span<float> last_logits) {
+Status CpuForward::forward_group(std::span<const GroupToken> tokens) {
+  if (tokens.empty() || tokens.size() > max_group_tokens())
+    return make_error(ErrorCode::kInvalidArgument, fmt::format("a decode group of {} tokens (expected 1..{})",
+                                                               tokens.size(), max_group_tokens()));
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (!tokens[i].sequence)
+      return make_error(ErrorCode::kInvalidArgument, fmt::format("decode group token {} has no sequence", i));
+    for (size_t j = 0; j < i; ++j)
+      if (tokens[j].sequence == tokens[i].sequence)
+        return make_error(ErrorCode::kInvalidArgument,
+                          fmt::format("decode group tokens {} and {} belong to the same sequence", j, i));
+    HETMOE_RETURN_IF_ERROR(check_step(*tokens[i].sequence, {&tokens[i].token_id, 1}, tokens[i].logits));
+  }
   const ModelHparams& hp = model_->hparams;
-  profiler::TraceSpan step(profiler::TraceCategory::kStep, num_tokens == 1 ? "decode" : "prefill",
-                           {{"position", num_positions_}, {"num_tokens", num_tokens}});
+  arena_->execute([&] {
+    for (size_t t = 0; t < tokens.size(); ++t) {
+      ref::dequantize_row(model_->token_embd.type, model_->token_embd.row(static_cast<uint64_t>(tokens[t].token_id)),
+                          &x_[t * hp.hidden_dim], hp.hidden_dim);
+      token_sequence_[t] = tokens[t].sequence;
+      token_pos_[t] = tokens[t].sequence->num_positions;
+      token_logits_[t] = tokens[t].logits.empty() ? nullptr : tokens[t].logits.data();
+    }
+    run_batch(static_cast<uint32_t>(tokens.size()), "decode");
+  });
+  return {};
+}
+
+void CpuForward::run_batch(uint32_t num_tokens, const char* step_name) {
+  const ModelHparams& hp = model_->hparams;
+  profiler::TraceSpan step(profiler::TraceCategory::kStep, step_name,
+                           {{"position", token_pos_[0]}, {"num_tokens", num_tokens}});
   const ref::RopeYarnParams rope = rope_params(hp);
   for (uint32_t t = 0; t < num_tokens; ++t)
-    ref::rope_yarn_cos_sin(rope, num_positions_ + t, &rope_cos_[t * hp.head_dim / 2], &rope_sin_[t * hp.head_dim / 2]);
+    ref::rope_yarn_cos_sin(rope, token_pos_[t], &rope_cos_[t * hp.head_dim / 2], &rope_sin_[t * hp.head_dim / 2]);
   for (uint32_t l = 0; l < hp.num_layers; ++l) {
     attention_layer(l, num_tokens);
     moe_layer(l, num_tokens);
   }
-  if (!last_logits.empty()) {
-    profiler::TraceSpan op(profiler::TraceCategory::kOp, "output");
-    const float* x_last = &x_[static_cast<size_t>(num_tokens - 1) * hp.hidden_dim];
-    ref::rms_norm(x_last, model_->output_norm.data(), xb_.data(), hp.hidden_dim, hp.rms_eps);
-    quantize_rows(xb_.data(), xq_.data(), 1, hp.hidden_dim);
-    MatJob job;
-    job.w = &model_->output;
-    job.x_f32 = xb_.data();
-    job.x_q8 = xq_.data();
-    job.y = last_logits.data();
-    run_jobs({&job, 1}, {.name = "output"});
-  }
+  output_layer(num_tokens);
   // Every selected expert runs on the CPU in this pass.
   profiler::trace_counter(profiler::kTraceCounterExpertHitsCpu,
                           static_cast<double>(num_tokens) * hp.num_experts_used * hp.num_layers);
-  num_positions_ += num_tokens;
+  for (uint32_t t = 0; t < num_tokens; ++t) ++token_sequence_[t]->num_positions;
+}
+
+void CpuForward::output_layer(uint32_t num_tokens) {
+  const ModelHparams& hp = model_->hparams;
+  const uint32_t D = hp.hidden_dim;
+  // The tokens that want logits, normed into consecutive rows of xb_ (prefill: the last one; a group: each one).
+  uint32_t num_rows = 0;
+  for (uint32_t t = 0; t < num_tokens; ++t)
+    if (token_logits_[t])
+      ref::rms_norm(&x_[static_cast<size_t>(t) * D], model_->output_norm.data(),
+                    &xb_[static_cast<size_t>(num_rows++) * D], D, hp.rms_eps);
+  if (num_rows == 0) return;
+  profiler::TraceSpan op(profiler::TraceCategory::kOp, "output");
+  quantize_rows(xb_.data(), xq_.data(), num_rows, D);
+  MatJob job;
+  job.w = &model_->output;
+  job.x_f32 = xb_.data();
+  job.x_q8 = xq_.data();
+  job.num_tokens = num_rows;
+  // One row: straight into its buffer (the GEMV); several (at most max_group_tokens(), so the GEMM gives each the
+  // GEMV's bits): into group_logits_, then copied out.
+  job.y = num_rows == 1 ? nullptr : group_logits_.data();
+  job.y_stride = hp.vocab_size;
+  for (uint32_t t = 0; t < num_tokens && num_rows == 1; ++t)
+    if (token_logits_[t]) job.y = token_logits_[t];
+  run_jobs({&job, 1}, {.name = "output"});
+  if (num_rows == 1) return;
+  uint32_t row = 0;
+  for (uint32_t t = 0; t < num_tokens; ++t)
+    if (token_logits_[t])
+      std::memcpy(token_logits_[t], &group_logits_[static_cast<size_t>(row++) * hp.vocab_size],
+                  hp.vocab_size * sizeof(float));
 }
 
 void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
@@ -387,7 +466,7 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
     const float* s = &rope_sin_[t * HD / 2];
     for (uint32_t h = 0; h < hp.num_heads; ++h) ref::rope_neox_apply(q + h * HD, static_cast<int32_t>(HD), c, s);
     for (uint32_t g = 0; g < hp.num_kv_heads; ++g) ref::rope_neox_apply(q + Q + g * HD, static_cast<int32_t>(HD), c, s);
-    kv_.store(l, num_positions_ + t, q + Q, q + Q + KV);
+    token_sequence_[t]->kv.store(l, token_pos_[t], q + Q, q + Q + KV);
   }
 
   // 4. Attention with sinks, one task per (token, KV head): the group's query heads share each K/V row read.
@@ -395,14 +474,17 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
   const profiler::TraceWorkInfo attention_trace{.name = "attention", .layer_idx = layer_arg};
   const uint32_t group = hp.num_heads / hp.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
-  const KvAttentionKernels kv_kernels = kv_attention_kernels(*kernels_, kv_.k_type(), kv_.v_type());
-  const uint64_t kv_row_bytes = kv_.k_stride_bytes() + kv_.v_stride_bytes();
-  const uint32_t ctx = kv_.context_length();
+  // Every sequence's cache has the same types and context.
+  const KvAttentionKernels kv_kernels = kv_attention_kernels(*kernels_, own_.kv.k_type(), own_.kv.v_type());
+  const uint64_t kv_row_bytes = own_.kv.k_stride_bytes() + own_.kv.v_stride_bytes();
+  const uint32_t ctx = own_.kv.context_length();
   const uint32_t num_tasks = num_tokens * hp.num_kv_heads;
   // Few tasks and many keys (decode at depth): split each task's keys into chunks over the threads and merge
-  // (flash-decoding, attention_cpu.h). The first token has the fewest keys.
-  const uint32_t num_chunks = attention_num_chunks(
-      num_tasks, num_positions_ + 1 - kv_.first_visible_position(l, num_positions_), num_threads_);
+  // (flash-decoding, attention_cpu.h), by the token with the fewest keys.
+  uint32_t min_num_keys = UINT32_MAX;
+  for (uint32_t t = 0; t < num_tokens; ++t)
+    min_num_keys = std::min(min_num_keys, token_pos_[t] + 1 - token_sequence_[t]->kv.first_visible_position(l, token_pos_[t]));
+  const uint32_t num_chunks = attention_num_chunks(num_tasks, min_num_keys, num_threads_);
   if (num_chunks > 1) {
     // Per task: outputs (chunk, group, head_dim), then maxs (chunk, group), then sums (chunk, group).
     const size_t part = static_cast<size_t>(group) * (HD + 2);  // floats per chunk
@@ -413,8 +495,10 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
                  const auto task = static_cast<uint32_t>(chunk_task / num_chunks);
                  const auto c = static_cast<uint32_t>(chunk_task % num_chunks);
                  const uint32_t t = task / hp.num_kv_heads, g = task % hp.num_kv_heads;
-                 const uint32_t pos = num_positions_ + t;
-                 const uint32_t first = kv_.first_visible_position(l, pos);
+                 // The token's own sequence's KV cache, at its own position there.
+                 const KvCache& kv = token_sequence_[t]->kv;
+                 const uint32_t pos = token_pos_[t];
+                 const uint32_t first = kv.first_visible_position(l, pos);
                  const uint32_t num_keys = pos - first + 1;
                  const uint32_t begin = static_cast<uint32_t>(static_cast<uint64_t>(num_keys) * c / num_chunks);
                  const uint32_t end = static_cast<uint32_t>(static_cast<uint64_t>(num_keys) * (c + 1) / num_chunks);
@@ -423,7 +507,7 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
                  float* scores = &scores_[static_cast<size_t>(slot) * group * ctx];
                  float* parts = &attn_chunks_[static_cast<size_t>(task) * num_chunks * part];
                  const float* q = &qkv_[static_cast<size_t>(t) * qkv_stride + static_cast<size_t>(g) * group * HD];
-                 attention_chunk(*kernels_, kv_kernels, kv_, l, g, first + begin, end - begin, q, group, scale, scores,
+                 attention_chunk(*kernels_, kv_kernels, kv, l, g, first + begin, end - begin, q, group, scale, scores,
                                  parts + static_cast<size_t>(c) * group * HD,
                                  parts + static_cast<size_t>(num_chunks) * group * HD + c * group,
                                  parts + static_cast<size_t>(num_chunks) * group * (HD + 1) + c * group);
@@ -439,15 +523,17 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
     const auto attention_task = [&](int64_t task_idx, profiler::TraceWorkLane& lane) {
       const auto task = static_cast<uint32_t>(task_idx);
       const uint32_t t = task / hp.num_kv_heads, g = task % hp.num_kv_heads;
-      const uint32_t pos = num_positions_ + t;
-      const uint32_t first = kv_.first_visible_position(l, pos);
+      // The token's own sequence's KV cache, at its own position there.
+      const KvCache& kv = token_sequence_[t]->kv;
+      const uint32_t pos = token_pos_[t];
+      const uint32_t first = kv.first_visible_position(l, pos);
       const uint32_t num_keys = pos - first + 1;
       lane.piece(0, -1, 1, static_cast<int64_t>(num_keys * kv_row_bytes));  // K and V rows read
       const int slot = std::max(0, tbb::this_task_arena::current_thread_index());
       float* scores = &scores_[static_cast<size_t>(slot) * group * ctx];  // (group, num_keys)
       const float* q = &qkv_[static_cast<size_t>(t) * qkv_stride + static_cast<size_t>(g) * group * HD];
       float* out = &attn_out_[static_cast<size_t>(t) * Q + static_cast<size_t>(g) * group * HD];
-      attention_full(*kernels_, kv_kernels, kv_, l, g, first, num_keys, q, group, scale, &w.sinks[g * group], scores,
+      attention_full(*kernels_, kv_kernels, kv, l, g, first, num_keys, q, group, scale, &w.sinks[g * group], scores,
                      out);
     };
     run_chunks(num_threads_, static_cast<int64_t>(num_tasks), profiler::trace_enabled() ? &attention_trace : nullptr,
@@ -508,8 +594,10 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
       cw[k] = r[best];
     }
     ref::softmax(cw, K);
-    if (expert_counts_)
-      for (uint32_t k = 0; k < K; ++k) ++expert_counts_[static_cast<size_t>(l) * E + static_cast<uint32_t>(c[k])];
+    if (expert_counts_)  // atomic: the server's /metrics reads them meanwhile
+      for (uint32_t k = 0; k < K; ++k)
+        std::atomic_ref<uint64_t>(expert_counts_[static_cast<size_t>(l) * E + static_cast<uint32_t>(c[k])])
+            .fetch_add(1, std::memory_order_relaxed);
   }
 
   // 3. Group the batch's (token, expert) pairs by expert and gather each group's inputs.

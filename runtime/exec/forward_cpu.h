@@ -4,6 +4,10 @@
 // Q8_0 weights (as llama.cpp's CPU backend does, gpt-oss-spec.md §6), oneTBB threads over rows / heads / experts,
 // and batched prefill: a batch's tokens are grouped by expert so each expert's weights are read once per batch.
 // Every buffer is planned in create(); forward() and forward_batch() do not allocate.
+// The pass runs its own sequence (KV cache and positions) through the ForwardPass interface, and other sequences of
+// create_sequence() through forward_sequence() and forward_group(): the batch's tokens may belong to several
+// sequences, each token attending to its own sequence's KV cache at its own position (CpuMultiForward,
+// runtime/exec/multi_forward_cpu.h, serves several slots that way).
 
 #include <cstdint>
 #include <memory>
@@ -43,11 +47,27 @@ struct CpuForwardOptions {
   std::vector<uint8_t> expert_node;
   /// Expert selection counts (num_layers, num_experts), incremented for every expert the router chooses for every
   /// token (placement/expert_stats.h); the caller owns the buffer and keeps it alive. nullptr: not counted.
+  /// Incremented with relaxed atomic adds (std::atomic_ref), so another thread may read them meanwhile with
+  /// std::atomic_ref loads (the server's /metrics).
   uint64_t* expert_counts = nullptr;
 };
 
 class CpuForward final : public ForwardPass {
  public:
+  /// A sequence's state: its KV cache and the positions it holds.
+  struct Sequence {
+    KvCache kv;
+    uint32_t num_positions = 0;
+    uint32_t furthest_written = 0;  // most positions processed since reset (updated at truncate)
+  };
+  /// One token of a decode group: the next token of `sequence`, its logits to `logits` (vocab_size f32; empty: not
+  /// computed).
+  struct GroupToken {
+    Sequence* sequence = nullptr;
+    int32_t token_id = 0;
+    std::span<float> logits;
+  };
+
   /// Plans all buffers and the KV cache. Errors: KvCache::create's (context out of range, allocation failure);
   /// kInvalidArgument for max_batch_tokens 0 or above 4096.
   static Expected<std::unique_ptr<CpuForward>> create(const Model& model, const CpuForwardOptions& options,
@@ -55,13 +75,37 @@ class CpuForward final : public ForwardPass {
 
   Status forward(int32_t token_id, std::span<float> logits_out) override;
   Status forward_batch(std::span<const int32_t> token_ids, std::span<float> last_logits) override;
-  uint32_t num_positions() const override { return num_positions_; }
-  uint32_t context_length() const override { return kv_.context_length(); }
+  uint32_t num_positions() const override { return own_.num_positions; }
+  uint32_t context_length() const override { return own_.kv.context_length(); }
   uint32_t vocab_size() const override { return model_->hparams.vocab_size; }
-  void reset() override { num_positions_ = furthest_written_ = 0; }
+  void reset() override { reset_sequence(own_); }
   /// Allowed when (the furthest position count ever reached since reset) − num_positions ≤ rollback_slots (see
   /// CpuForwardOptions): a truncate after a truncate and a shorter write is measured from the furthest write.
-  Status truncate(uint32_t num_positions) override;
+  Status truncate(uint32_t num_positions) override { return truncate_sequence(own_, num_positions); }
+
+  // ---- Several sequences through this pass's weights, buffers and threads (one caller thread at a time). ----
+  /// The pass's own sequence (the one the ForwardPass interface runs).
+  Sequence& sequence() { return own_; }
+  /// A new empty sequence with a KV cache like the pass's own (same context, type and spare ring slots).
+  /// Errors: KvCache::create's (allocation failure).
+  Expected<Sequence> create_sequence() const;
+  /// forward_batch's checks for running token_ids on `sequence`: its errors, and nothing is changed.
+  Status check_step(const Sequence& sequence, std::span<const int32_t> token_ids, std::span<float> last_logits) const;
+  /// forward_batch on `sequence` (the pass's own or one of create_sequence()'s): the same batches, the same bits.
+  Status forward_sequence(Sequence& sequence, std::span<const int32_t> token_ids, std::span<float> last_logits);
+  /// Most tokens forward_group() takes: below cpu::kGemmMatchesGemvBelowTokens (every matrix product over the group
+  /// then gives each token the bits of its one-token GEMV) and at most max_batch_tokens.
+  uint32_t max_group_tokens() const;
+  /// One decode token for each of up to max_group_tokens() distinct sequences, as one batch: the dense matrices
+  /// (q/k/v/o, router, unembedding) as one GEMM over the group, each expert's weights read once for the group's
+  /// tokens routed to it, each token's attention against its own sequence's KV cache at its own position. Every
+  /// token's logits and KV entries are bit for bit those of forward_sequence(its sequence, {its token}) run alone
+  /// (same kernels' sums, experts added in the same order). Errors: kInvalidArgument for an empty or too large group,
+  /// a missing or repeated sequence, or a token check_step refuses; nothing runs then.
+  Status forward_group(std::span<const GroupToken> tokens);
+  static void reset_sequence(Sequence& sequence) { sequence.num_positions = sequence.furthest_written = 0; }
+  /// truncate() on `sequence`.
+  Status truncate_sequence(Sequence& sequence, uint32_t num_positions) const;
 
   const cpu::KernelTable& kernels() const { return *kernels_; }
   int num_threads() const { return num_threads_; }
@@ -80,8 +124,13 @@ class CpuForward final : public ForwardPass {
 
  private:
   CpuForward(const Model& model, KvCache kv, const CpuForwardOptions& options, const cpu::KernelTable& kernels);
-  /// Runs a batch of num_tokens ≤ max_batch_tokens whose embeddings are in x_ (validated by the caller).
-  void run_batch(uint32_t num_tokens, std::span<float> last_logits);
+  /// Runs a batch of num_tokens ≤ max_batch_tokens whose embeddings are in x_ and whose sequence, position and
+  /// logits buffer are in token_sequence_, token_pos_, token_logits_ (validated by the caller); advances each
+  /// token's sequence by one position. step_name: the trace span's ("decode" or "prefill").
+  void run_batch(uint32_t num_tokens, const char* step_name);
+  /// Writes the logits of the batch's tokens that want them (token_logits_): one GEMM over up to max_group_tokens()
+  /// of them (a GEMV for one).
+  void output_layer(uint32_t num_tokens);
   void attention_layer(uint32_t layer_idx, uint32_t num_tokens);
   void moe_layer(uint32_t layer_idx, uint32_t num_tokens);
   /// Quantizes rows [num_tokens][num_cols] of src into dst [num_tokens][num_cols / 32].
@@ -93,7 +142,8 @@ class CpuForward final : public ForwardPass {
   void run_expert_jobs(uint32_t layer_idx, std::span<const MatJob> jobs, const profiler::TraceWorkInfo& trace);
 
   const Model* model_;
-  KvCache kv_;
+  Sequence own_;
+  uint32_t kv_extra_slots_ = 0;  // spare sliding-ring slots of every sequence's KV cache
   const cpu::KernelTable* kernels_;
   std::unique_ptr<tbb::task_arena> own_arena_;
   tbb::task_arena* arena_ = nullptr;
@@ -108,11 +158,13 @@ class CpuForward final : public ForwardPass {
   int num_threads_ = 1;
   uint32_t max_batch_ = 1;
   uint32_t rollback_slots_ = 0;
-  uint32_t num_positions_ = 0;
-  uint32_t furthest_written_ = 0;      // most positions processed since reset (updated at truncate)
-  uint64_t* expert_counts_ = nullptr;  // (num_layers, num_experts) or nullptr
+  uint64_t* expert_counts_ = nullptr;  // (num_layers, num_experts) or nullptr, incremented atomically (relaxed)
 
   // Buffers for up to max_batch_ tokens (B), planned in the constructor.
+  std::vector<Sequence*> token_sequence_;  // (B) the sequence of each token of the batch in flight
+  std::vector<uint32_t> token_pos_;        // (B) its position there
+  std::vector<float*> token_logits_;       // (B) where its logits go (vocab_size floats), or nullptr
+  std::vector<float> group_logits_;        // (max_group_tokens, vocab_size) the output GEMM's rows for a group
   std::vector<float> x_;             // (B, hidden_dim) residual stream
   std::vector<float> xb_;            // (B, hidden_dim) normed block input
   std::vector<cpu::ActQ8Block> xq_;  // (B, hidden_dim / 32) quantized xb_

@@ -6,6 +6,8 @@
 #include "runtime/exec/forward_cpu.h"
 #include "runtime/exec/forward_reference.h"
 #include "runtime/exec/hybrid_step.h"
+#include "runtime/exec/multi_forward_cpu.h"
+#include "runtime/exec/multi_forward_sequential.h"
 #include "runtime/exec/worker_pool.h"
 
 namespace hetmoe {
@@ -173,6 +175,29 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
   auto cpu_forward = CpuForward::create(model, cpu_options, cpu::kernel_table(*isa));
   if (!cpu_forward) return cpu_forward.error();
   return std::unique_ptr<ForwardPass>(std::move(*cpu_forward));
+}
+
+Expected<std::unique_ptr<MultiSequenceForward>> create_multi_forward(const Model& model, const ForwardOptions& options,
+                                                                     std::unique_ptr<ForwardPass> first,
+                                                                     uint32_t num_slots) {
+  if (!first || num_slots == 0)
+    return make_error(ErrorCode::kInvalidArgument, "a multi-sequence forward needs a first pass and at least one slot");
+  if (dynamic_cast<CpuForward*>(first.get())) {
+    std::unique_ptr<CpuForward> cpu(static_cast<CpuForward*>(first.release()));
+    auto multi = CpuMultiForward::create(std::move(cpu), num_slots);
+    if (!multi) return multi.error();
+    return std::unique_ptr<MultiSequenceForward>(std::move(*multi));
+  }
+  std::vector<std::unique_ptr<ForwardPass>> slots;
+  slots.push_back(std::move(first));
+  for (uint32_t s = 1; s < num_slots; ++s) {
+    auto forward = create_forward(model, options);
+    if (!forward) return make_error(forward.error().code, fmt::format("slot {}: {}", s, forward.error().to_string()));
+    slots.push_back(std::move(*forward));
+  }
+  auto multi = SequentialMultiForward::create(std::move(slots));
+  if (!multi) return multi.error();
+  return std::unique_ptr<MultiSequenceForward>(std::move(*multi));
 }
 
 std::string forward_path_name(const ForwardOptions& options, const ForwardPass* forward) {

@@ -18,6 +18,7 @@
 #include "runtime/backend/device_plan.h"
 #include "runtime/base/expected.h"
 #include "runtime/backend/forward_pass.h"
+#include "runtime/backend/multi_forward.h"
 #include "runtime/backend/step_device.h"
 #include "runtime/exec/kv_cache.h"
 #include "runtime/model/model.h"
@@ -81,6 +82,16 @@ Expected<std::unique_ptr<ForwardPass>> create_hybrid_forward(const Model& model,
                                                              std::unique_ptr<GpuStepDevice> device,
                                                              const ForwardOptions& options,
                                                              std::vector<std::string>* notes);
+
+/// A forward pass over num_slots sequences (a server's slots), made from `first`, create_forward(model, options)'s
+/// pass, which becomes slot 0: the batched CPU pass (CpuMultiForward, runtime/exec/multi_forward_cpu.h: the slots'
+/// decode tokens in groups of up to 4 through one CpuForward) when `first` is the CPU path; otherwise
+/// SequentialMultiForward over `first` and num_slots − 1 more create_forward passes (each its own weights' copy on a
+/// GPU). Errors: kInvalidArgument for no pass or num_slots 0; those of create_forward, CpuMultiForward::create and
+/// SequentialMultiForward::create.
+Expected<std::unique_ptr<MultiSequenceForward>> create_multi_forward(const Model& model, const ForwardOptions& options,
+                                                                     std::unique_ptr<ForwardPass> first,
+                                                                     uint32_t num_slots);
 
 /// Creates the GPU (or hybrid) forward pass on options.gpu_idx for `model` (which must outlive it), executing
 /// options.plan: the experts it puts on the GPU are resident (runtime/backend/device_plan.h lays them out under the VRAM

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <thread>
 
 #include "cpu_kernels/reference.h"
@@ -161,7 +162,8 @@ Status HybridForward::run_step(std::span<const int32_t> token_ids, std::span<flo
       const int32_t* ids = dev.step_expert_ids(l);
       uint64_t* counts = expert_counts_ + static_cast<size_t>(l) * hp.num_experts;
       for (uint32_t i = 0; i < num_tokens * K; ++i)
-        if (ids[i] >= 0 && static_cast<uint32_t>(ids[i]) < hp.num_experts) ++counts[ids[i]];
+        if (ids[i] >= 0 && static_cast<uint32_t>(ids[i]) < hp.num_experts)  // atomic: /metrics reads them meanwhile
+          std::atomic_ref<uint64_t>(counts[ids[i]]).fetch_add(1, std::memory_order_relaxed);
     }
   }
   return {};

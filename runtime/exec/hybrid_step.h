@@ -39,7 +39,8 @@ struct HybridForwardOptions {
   /// measuring what the overlap gains; the results are the same.
   bool overlap = true;
   /// Expert selection counts (num_layers, num_experts) to increment, one per selected (layer, expert) per token,
-  /// from the device's staged ids (GpuStepDevice::set_expert_id_staging); nullptr: not counted.
+  /// from the device's staged ids (GpuStepDevice::set_expert_id_staging); nullptr: not counted. Relaxed atomic adds
+  /// (std::atomic_ref), so another thread may read them meanwhile with std::atomic_ref loads.
   uint64_t* expert_counts = nullptr;
   /// Called on the decode thread at each StepEvent with the layer index; nullptr: none.
   std::function<void(StepEvent, uint32_t layer_idx)> on_event;

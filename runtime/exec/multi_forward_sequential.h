@@ -1,7 +1,7 @@
 #pragma once
 // MultiSequenceForward (runtime/backend/multi_forward.h) over one ForwardPass per slot, run one after the other in a
 // step: correct and independent of the other slots by construction, but each slot reads the weights on its own (no
-// batching across slots yet).
+// batching across slots; the CPU path has CpuMultiForward, runtime/exec/multi_forward_cpu.h, for that).
 
 #include <memory>
 #include <vector>

@@ -1,8 +1,17 @@
 #include "runtime/app/server/server.h"
 
+#include <dirent.h>
 #include <fmt/format.h>
 #include <httplib.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
 
+#include <cerrno>
+#include <cstdlib>
+
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <ctime>
@@ -236,11 +245,65 @@ void stream_events(httplib::Response& res, std::shared_ptr<Consumer> consumer, s
       });
 }
 
-/// Waits for the whole job; returns its output deltas.
-std::vector<OutputDelta> wait_for_all(Consumer& consumer) {
-  std::vector<OutputDelta> deltas;
-  while (!consumer.pump(std::chrono::milliseconds(1000), &deltas)) {
+/// "address" and port of a socket address, as cpp-httplib writes Request::remote_addr / local_addr (numeric host).
+bool address_of(const sockaddr_storage& addr, socklen_t len, std::string* host, int* port) {
+  if (addr.ss_family == AF_INET) *port = ntohs(reinterpret_cast<const sockaddr_in*>(&addr)->sin_port);
+  else if (addr.ss_family == AF_INET6) *port = ntohs(reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_port);
+  else return false;
+  char text[NI_MAXHOST] = {};
+  if (getnameinfo(reinterpret_cast<const sockaddr*>(&addr), len, text, sizeof(text), nullptr, 0, NI_NUMERICHOST))
+    return false;
+  *host = text;
+  return true;
+}
+
+/// The socket a request came on, or -1. cpp-httplib 0.11 gives a handler no socket (later versions have
+/// Request::is_connection_closed), so this finds the process's TCP socket whose local and peer addresses are the
+/// request's (local_addr:local_port, remote_addr:remote_port: one connection) among /proc/self/fd. The socket stays
+/// this connection's while the handler runs.
+int request_socket(const httplib::Request& req) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int found = -1;
+  while (const dirent* entry = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(entry->d_name, &end, 10);
+    if (end == entry->d_name || *end != '\0' || fd == dirfd(dir)) continue;
+    sockaddr_storage peer{}, local{};
+    socklen_t peer_len = sizeof(peer), local_len = sizeof(local);
+    if (getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0 ||
+        getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local), &local_len) != 0)
+      continue;
+    std::string peer_host, local_host;
+    int peer_port = -1, local_port = -1;
+    if (address_of(peer, peer_len, &peer_host, &peer_port) && peer_port == req.remote_port &&
+        peer_host == req.remote_addr && address_of(local, local_len, &local_host, &local_port) &&
+        local_port == req.local_port && local_host == req.local_addr) {
+      found = static_cast<int>(fd);
+      break;
+    }
   }
+  closedir(dir);
+  return found;
+}
+
+/// Whether the peer has closed the connection: the socket reads end of file (or fails). Bytes waiting (a pipelined
+/// next request) mean it is alive. (cpp-httplib's is_socket_alive does the same for streamed responses.)
+bool peer_closed(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  if (poll(&p, 1, 0) <= 0) return false;
+  char byte = 0;
+  const ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+/// Waits for the whole job (a response that is not streamed); returns its output deltas. A client that closes the
+/// connection meanwhile cancels the job (checked every 100 ms).
+std::vector<OutputDelta> wait_for_all(Consumer& consumer, JobHandle& handle, const httplib::Request& req) {
+  const int fd = request_socket(req);
+  std::vector<OutputDelta> deltas;
+  while (!consumer.pump(std::chrono::milliseconds(100), &deltas))
+    if (fd >= 0 && !handle.cancelled() && peer_closed(fd)) handle.cancel();
   return deltas;
 }
 
@@ -502,7 +565,7 @@ void Server::Impl::handle_generate(Api api, const httplib::Request& req, httplib
   if (api == Api::kResponses) {
     auto stream = std::make_shared<ResponsesStream>("resp_" + hex, created, *request, model_id);
     if (!request->stream) {
-      stream->deltas(wait_for_all(*consumer));
+      stream->deltas(wait_for_all(*consumer, **handle, req));
       const Ending e = ending_of(*consumer);
       if (e.outcome == Outcome::kError) return send_error(res, e.error);
       stream->end(e.outcome, consumer->usage());
@@ -520,7 +583,7 @@ void Server::Impl::handle_generate(Api api, const httplib::Request& req, httplib
   auto stream = std::make_shared<ChatStream>((text_completion ? "cmpl-" : "chatcmpl-") + hex, model_id, created,
                                              text_completion);
   if (!request->stream) {
-    wait_for_all(*consumer);
+    wait_for_all(*consumer, **handle, req);
     const Ending e = ending_of(*consumer);
     if (e.outcome == Outcome::kError) return send_error(res, e.error);
     return send_json(res, 200, stream->object(consumer->output(), e.finish_reason, consumer->usage()));
@@ -578,7 +641,8 @@ std::string Server::Impl::metrics_text() {
   out += fmt::format("hetmoe_kv_cache_cells_used {}\n", s.kv_cells_used);
   if (m->expert_counts) {
     uint64_t total = 0;
-    for (size_t i = 0; i < m->num_expert_counts; ++i) total += m->expert_counts[i];
+    for (size_t i = 0; i < m->num_expert_counts; ++i)  // the scheduler thread increments them meanwhile
+      total += std::atomic_ref<uint64_t>(m->expert_counts[i]).load(std::memory_order_relaxed);
     metric("hetmoe_expert_selections_total", "counter",
            "Router selections of experts by the device that ran them (the GPU pass does not count yet).");
     out += fmt::format("hetmoe_expert_selections_total{{device=\"cpu\"}} {}\n", total);

@@ -38,7 +38,9 @@ struct ServeModel {
   Scheduler* scheduler = nullptr;
   std::vector<int32_t> stop_ids;         // end of turn (<|return|>, <|call|>, <|endoftext|>)
   uint32_t context_length = 0;
-  const uint64_t* expert_counts = nullptr;  // (num_expert_counts) selections, or nullptr
+  /// (num_expert_counts) selections, or nullptr; the forward pass increments them on the scheduler thread with
+  /// relaxed atomic adds (CpuForwardOptions::expert_counts), /metrics reads them with atomic loads (std::atomic_ref).
+  uint64_t* expert_counts = nullptr;
   size_t num_expert_counts = 0;
 };
 
