@@ -113,13 +113,29 @@ bool isa_compiled(Isa isa) {
 #endif
 }
 
+namespace {
+
+/// A variant's table (kernels_<isa>.cpp) completed with its attention kernels (attention_<isa>.cpp); copies function
+/// pointers only, no SIMD code runs.
+template <const KernelTable& (*Base)(), void (*AddAttention)(KernelTable&)>
+const KernelTable& complete_table() {
+  static const KernelTable table = [] {
+    KernelTable t = Base();
+    AddAttention(t);
+    return t;
+  }();
+  return table;
+}
+
+}  // namespace
+
 const KernelTable& kernel_table(Isa isa) {
 #if defined(HETMOE_CPU_KERNELS_X86)
-  if (isa == Isa::kAvx2) return detail::kernel_table_avx2();
-  if (isa == Isa::kAvx512) return detail::kernel_table_avx512();
+  if (isa == Isa::kAvx2) return complete_table<detail::kernel_table_avx2, detail::add_attention_kernels_avx2>();
+  if (isa == Isa::kAvx512) return complete_table<detail::kernel_table_avx512, detail::add_attention_kernels_avx512>();
 #endif
   (void)isa;
-  return detail::kernel_table_scalar();
+  return complete_table<detail::kernel_table_scalar, detail::add_attention_kernels_scalar>();
 }
 
 std::vector<Isa> supported_isas() {

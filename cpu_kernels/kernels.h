@@ -121,6 +121,24 @@ struct KernelTable {
   ///   M = max(max_j s_j, sink); Z = Σ_j exp(s_j − M) + exp(sink − M); s_j ← exp(s_j − M) / Z.
   /// The sink is a raw logit that takes probability mass but has no value row.
   void (*softmax_with_sink)(float* s, int64_t n, float sink);
+
+  // Entries filled after the variant's constexpr table is built (dispatch.cpp adds attention_<isa>.cpp's).
+
+  /// attn_scores_* / attn_values_* over block-quantized K/V rows (kv_blocks.h: q8_0 34 bytes, q4_0 18 bytes per 32
+  /// values; head_dim a multiple of 32). Each row is dequantized once for the group (value = d · q, one rounding, as
+  /// dequantize_kv_*), then used as the f32 kernels use it. Defined in attention_<isa>.cpp.
+  void (*attn_scores_q8_0)(const float* q, int64_t group, const uint8_t* k, int64_t stride_bytes, int64_t num_keys,
+                           int64_t head_dim, float scale, float* scores, int64_t scores_stride) = nullptr;
+  void (*attn_values_q8_0)(const float* p, int64_t p_stride, int64_t group, const uint8_t* v, int64_t stride_bytes,
+                           int64_t num_keys, int64_t head_dim, float* out) = nullptr;
+  void (*attn_scores_q4_0)(const float* q, int64_t group, const uint8_t* k, int64_t stride_bytes, int64_t num_keys,
+                           int64_t head_dim, float scale, float* scores, int64_t scores_stride) = nullptr;
+  void (*attn_values_q4_0)(const float* p, int64_t p_stride, int64_t group, const uint8_t* v, int64_t stride_bytes,
+                           int64_t num_keys, int64_t head_dim, float* out) = nullptr;
+  /// One chunk of a split (flash-decoding) softmax, in place over s[n], n ≥ 1: m = max_j s_j; s_j ← exp(s_j − m);
+  /// returns Σ_j s_j and sets *max_out = m. The caller merges chunks (and the sink) exactly: with M the largest of the
+  /// chunks' m and the sink, Z = Σ_c sum_c · exp(m_c − M) + exp(sink − M).
+  float (*softmax_partial)(float* s, int64_t n, float* max_out) = nullptr;
 };
 
 /// The table of `isa`. Every ISA name exists; kScalar is always compiled, the others only on x86-64 builds

@@ -17,6 +17,14 @@ const KernelTable& kernel_table_avx2();
 const KernelTable& kernel_table_avx512();
 #endif
 
+/// Set the q8_0/q4_0 attention entries and softmax_partial of a table (attention_<isa>.cpp); dispatch.cpp adds them to
+/// the variant's table once, before first use.
+void add_attention_kernels_scalar(KernelTable& t);
+#if defined(HETMOE_CPU_KERNELS_X86)
+void add_attention_kernels_avx2(KernelTable& t);
+void add_attention_kernels_avx512(KernelTable& t);
+#endif
+
 /// A 64-byte-aligned scratch buffer of at least `bytes` bytes owned by the calling thread (grown as needed, kept
 /// until the thread exits), or nullptr when it cannot be allocated. Valid until the thread's next call; kernels use
 /// it for per-call packing (gemm_quant_lanes) instead of a heap allocation per call, whose fresh pages the OS

@@ -35,7 +35,8 @@ TEST_F(CliRoundTrip, SynthInfoEvalAgreeWithTheInProcessReference) {
   EXPECT_NE(r.out.find("general.architecture"), std::string::npos);
   EXPECT_NE(r.out.find("blk.3.ffn_down_exps.weight"), std::string::npos);
   EXPECT_NE(r.out.find("MXFP4"), std::string::npos);
-  EXPECT_NE(r.out.find("KV cache (f16)"), std::string::npos);
+  EXPECT_NE(r.out.find("KV cache ("), std::string::npos);
+  for (const char* type : {"f16", "q8_0", "q4_0", "f32"}) EXPECT_NE(r.out.find(std::string("\n  ") + type), std::string::npos) << type;
 
   const fs::path ids = dir_ / "ids.txt";
   std::ofstream(ids) << "1 2 3 4000 17 99\n4096 5 250";

@@ -42,7 +42,10 @@ const BadFile kBadFiles[] = {
     {"ContextTooLong", "[model]\ncontext = 16777217\n", {"t.toml:2:11:", "model.context", "1..16777216"}},
     {"BadKvType",
      "[model]\nkv_type = \"f8\"\n",
-     {"t.toml:2:11:", "model.kv_type", "expected one of 'f16', 'f32'", "got string 'f8'"}},
+     {"t.toml:2:11:", "model.kv_type", "expected one of 'f16', 'f32', 'q8_0', 'q4_0'", "got string 'f8'"}},
+    {"BadKvTypeOfK",
+     "[model]\nkv_type_k = \"q5_0\"\n",
+     {"t.toml:2:13:", "model.kv_type_k", "expected one of 'f16', 'f32', 'q8_0', 'q4_0'", "got string 'q5_0'"}},
     {"MisspelledNumaPolicy",
      "[numa]\npolicy = \"interleaved\"\n",
      {"t.toml:2:10:", "numa.policy", "'interleave', 'local', 'none'", "did you mean 'interleave'?"}},
@@ -144,6 +147,8 @@ ram_budget = "1.5 GB"
 [model]
 context = 4096
 kv_type = "f32"
+kv_type_k = "q8_0"
+kv_type_v = "q4_0"
 [placement]
 mode = "dynamic"
 num_gpu_experts = 12
@@ -175,6 +180,8 @@ output = "run \"1\".json"
   EXPECT_EQ(c->gpu.ram_budget_bytes, 1500000000ull);
   EXPECT_EQ(c->model.context_length, 4096u);
   EXPECT_EQ(c->model.kv_type, KvCacheType::kF32);
+  EXPECT_EQ(c->model.kv_type_k, KvCacheType::kQ8_0);
+  EXPECT_EQ(c->model.kv_type_v, KvCacheType::kQ4_0);
   EXPECT_EQ(c->placement.mode, PlacementMode::kDynamic);
   EXPECT_EQ(c->placement.num_gpu_experts, 12u);
   EXPECT_EQ(c->placement.prefill_crossover, 48u);
@@ -255,7 +262,7 @@ TEST(ConfigTest, DefaultFileCoversEveryKeyTheParserKnows) {
   EXPECT_TRUE(c->threads.count && c->threads.per_node && c->threads.cores && c->threads.smt);
   EXPECT_TRUE(c->numa.policy);
   EXPECT_TRUE(c->gpu.id && c->gpu.vram_budget_bytes && c->gpu.ram_budget_bytes);
-  EXPECT_TRUE(c->model.context_length && c->model.kv_type);
+  EXPECT_TRUE(c->model.context_length && c->model.kv_type && c->model.kv_type_k && c->model.kv_type_v);
   EXPECT_TRUE(c->placement.mode && c->placement.num_gpu_experts && c->placement.prefill_crossover);
   EXPECT_EQ(c->placement.expert_overrides.size(), 1u);
   EXPECT_EQ(c->placement.tensor_overrides.size(), 1u);

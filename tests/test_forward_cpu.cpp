@@ -23,9 +23,12 @@ const std::vector<int32_t>& fixture_ids() {
   return ids;
 }
 
-std::unique_ptr<CpuForward> make(cpu::Isa isa, uint32_t max_batch = 64, uint32_t rollback = 0, int threads = 2) {
+std::unique_ptr<CpuForward> make(cpu::Isa isa, uint32_t max_batch = 64, uint32_t rollback = 0, int threads = 2,
+                                 KvCacheType k_type = KvCacheType::kF16, KvCacheType v_type = KvCacheType::kF16) {
   CpuForwardOptions o;
   o.context_length = 256;
+  o.kv_type = k_type;
+  o.kv_type_v = v_type;
   o.num_threads = threads;
   o.max_batch_tokens = max_batch;
   o.rollback_slots = rollback;
@@ -65,6 +68,43 @@ TEST_P(ForwardCpuPerIsa, MeetsTheFixtureAgreementBar) {
               cpu::isa_name(GetParam()), a.p50_all, a.p99_confident, 100 * a.top1);
   EXPECT_LE(a.p50_all, 1e-3);        // the bar (llama.cpp: 4.3e-4)
   EXPECT_LE(a.p99_confident, 5e-3);  // the bar (llama.cpp: 2.6e-3)
+}
+
+// The quantized KV cache holds the same bar: q8_0 K and V (34 bytes per 32 values, 53 % of f16's).
+TEST_P(ForwardCpuPerIsa, MeetsTheFixtureAgreementBarWithAQ8_0KvCache) {
+  auto f = make(GetParam(), 64, 0, 2, KvCacheType::kQ8_0, KvCacheType::kQ8_0);
+  const auto ours = decode_all(*f, fixture_ids());
+  for (float x : ours) ASSERT_TRUE(std::isfinite(x));
+  const auto reference = test::read_f32_file(kData + "/gpt-oss-tiny.reference.logits.f32");
+  const auto margin = test::read_numbers<double>(kData + "/gpt-oss-tiny.router-margin.txt");
+  const auto a = test::agreement(reference, ours, 4106, margin);
+  std::printf("[ agreement ] cpu %s, KV q8_0/q8_0 vs f32 reference: KL p50 %.3g, p99 (margin >= 0.15) %.3g, top-1 "
+              "%.1f %%\n",
+              cpu::isa_name(GetParam()), a.p50_all, a.p99_confident, 100 * a.top1);
+  EXPECT_LE(a.p50_all, 1e-3);        // the bar (llama.cpp with an f16 cache: 4.3e-4)
+  EXPECT_LE(a.p99_confident, 5e-3);  // the bar (llama.cpp with an f16 cache: 2.6e-3)
+}
+
+// q4_0 (18 bytes per 32 values, 28 % of f16's) has no bar: its figures are printed for the notes. The bound checked
+// only catches a broken cache (a wrong layout gives logits unrelated to the reference, KL ~0.1–1 per position as the
+// bugs in tests/data/README.md do); the measured values are far below it.
+TEST_P(ForwardCpuPerIsa, ReportsTheFixtureAgreementWithQ4_0AndMixedKvCaches) {
+  const auto reference = test::read_f32_file(kData + "/gpt-oss-tiny.reference.logits.f32");
+  const auto margin = test::read_numbers<double>(kData + "/gpt-oss-tiny.router-margin.txt");
+  struct Types {
+    KvCacheType k, v;
+  };
+  for (Types t : {Types{KvCacheType::kQ4_0, KvCacheType::kQ4_0}, Types{KvCacheType::kQ8_0, KvCacheType::kQ4_0}}) {
+    auto f = make(GetParam(), 64, 0, 2, t.k, t.v);
+    const auto ours = decode_all(*f, fixture_ids());
+    for (float x : ours) ASSERT_TRUE(std::isfinite(x));
+    const auto a = test::agreement(reference, ours, 4106, margin);
+    std::printf("[ agreement ] cpu %s, KV %s/%s vs f32 reference: KL p50 %.3g, p99 (margin >= 0.15) %.3g, top-1 "
+                "%.1f %%\n",
+                cpu::isa_name(GetParam()), kv_cache_type_name(t.k), kv_cache_type_name(t.v), a.p50_all,
+                a.p99_confident, 100 * a.top1);
+    EXPECT_LE(a.p50_all, 0.05) << kv_cache_type_name(t.k) << "/" << kv_cache_type_name(t.v);
+  }
 }
 
 // Logits of a batched prefill (got) against token-by-token decoding (want) at one position, with the f32

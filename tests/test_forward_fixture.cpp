@@ -102,6 +102,20 @@ TEST(ForwardFixture, F32KvCacheMatchesReferenceLogits) {
   expect_agreement_bar(test::agreement(f.reference_logits, ours, 4106, f.router_margin), "f32 KV vs f32 reference");
 }
 
+// The reference pass reads the cache through KvCache::load_k/load_v (scalar dequantization): with q8_0 K and V it
+// holds the bar too; q4_0 is printed (no bar; the CPU pass's kernels give the same figures, tests/test_forward_cpu.cpp).
+TEST(ForwardFixture, QuantizedKvCacheOnTheReferencePass) {
+  const Model m = load_tiny();
+  const Fixture& f = fixture();
+  expect_agreement_bar(test::agreement(f.reference_logits, run_reference(m, KvCacheType::kQ8_0), 4106, f.router_margin),
+                       "reference pass, q8_0 KV vs f32 reference");
+  const auto a = test::agreement(f.reference_logits, run_reference(m, KvCacheType::kQ4_0), 4106, f.router_margin);
+  std::printf("[ agreement ] reference pass, q4_0 KV vs f32 reference: KL p50 (all) %.3g, p99 (margin >= 0.15) %.3g, "
+              "top-1 %.1f %%\n",
+              a.p50_all, a.p99_confident, 100.0 * a.top1);
+  EXPECT_LE(a.p50_all, 0.05);  // only catches a broken cache (see test_forward_cpu.cpp)
+}
+
 // The measure catches real bugs: removing a piece of the math must break the bar.
 TEST(ForwardFixture, DroppingAttentionSinksBreaksTheAgreementBar) {
   Model m = load_tiny();

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -224,6 +225,32 @@ TEST(GpuForward, F32KvCacheIsRefusedOnTheGpuAndRunsOnTheCpuWithAutoWithoutAGpuTo
   auto f = create_forward(tiny(), o, &notes);
   ASSERT_TRUE(f.has_value()) << f.error().to_string();
   EXPECT_EQ(forward_path_name(o, f->get()).rfind("cpu", 0), 0u);
+}
+
+// A q8_0/q4_0 KV cache (K or V) has CPU attention kernels only: the GPU and hybrid passes refuse it naming the flag
+// and the value, and --device auto runs it on the CPU. Decided before any device is touched (no GPU needed).
+TEST(GpuForward, QuantizedKvCacheIsRefusedOnTheGpuNamingTheFlagAndRunsOnTheCpuWithAuto) {
+  const placement::Plan plan = gpu_plan(8);
+  for (const auto& [k, v, flag, value] :
+       {std::tuple{KvCacheType::kQ8_0, KvCacheType::kF16, "--cache-type-k", "q8_0"},
+        std::tuple{KvCacheType::kF16, KvCacheType::kQ4_0, "--cache-type-v", "q4_0"}}) {
+    ForwardOptions o;
+    o.plan = &plan;
+    o.context_length = 256;
+    o.num_threads = 2;
+    o.kv_type = k;
+    o.kv_type_v = v;
+    auto gpu = create_gpu_forward(tiny(), o, nullptr);
+    ASSERT_FALSE(gpu.has_value());
+    EXPECT_EQ(gpu.error().code, ErrorCode::kUnsupported);
+    EXPECT_NE(gpu.error().message.find(std::string(flag) + " " + value), std::string::npos) << gpu.error().message;
+    EXPECT_NE(gpu.error().message.find("CPU pass only"), std::string::npos) << gpu.error().message;
+    o.device = ForwardOptions::Device::kAuto;
+    std::vector<std::string> notes;
+    auto f = create_forward(tiny(), o, &notes);
+    ASSERT_TRUE(f.has_value()) << f.error().to_string();
+    EXPECT_EQ(forward_path_name(o, f->get()).rfind("cpu", 0), 0u);
+  }
 }
 
 TEST(GpuForward, BudgetBelowTheDensePartIsAnErrorNotACrash) {

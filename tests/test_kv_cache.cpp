@@ -1,4 +1,5 @@
-// KV cache: sliding-window ring buffer, full-context layers, f16/f32 storage, context limits.
+// KV cache: sliding-window ring buffer, full-context layers, f16/f32 storage, context limits (the quantized types:
+// tests/test_kv_attention.cpp).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -129,7 +130,7 @@ TEST(KvCache, TypeParsingNamesTheChoices) {
   EXPECT_TRUE(parse_kv_cache_type("f16").has_value());
   auto bad = parse_kv_cache_type("q4");
   ASSERT_FALSE(bad.has_value());
-  EXPECT_NE(bad.error().message.find("expected f16 or f32"), std::string::npos);
+  EXPECT_NE(bad.error().message.find("expected f16, f32, q8_0 or q4_0"), std::string::npos) << bad.error().message;
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 //                        like "0-7,16-23"), smt (bool)
 //   [numa]               policy ("interleave" | "local" | "none")
 //   [gpu]                id (int, 0..1023), vram_budget and ram_budget (byte sizes)
-//   [model]              context (int, 1..16777216 tokens), kv_type ("f16" | "f32")
+//   [model]              context (int, 1..16777216 tokens), kv_type, kv_type_k, kv_type_v ("f16" | "f32" | "q8_0" |
+//                        "q4_0")
 //   [placement]          mode ("static" | "dynamic"), num_gpu_experts (int, 0..1048576), prefill_crossover (int,
 //                        1..1048576 tokens), overrides (array of {layer, expert, device}), tensor_overrides (array of
 //                        {name, device})
@@ -56,7 +57,9 @@ struct RuntimeConfig {
   } gpu;
   struct Model {
     std::optional<uint32_t> context_length;  // tokens (= -c)
-    std::optional<KvCacheType> kv_type;      // (= --kv-type)
+    std::optional<KvCacheType> kv_type;      // K and V (= --kv-type)
+    std::optional<KvCacheType> kv_type_k;    // K alone, over kv_type (= -ctk)
+    std::optional<KvCacheType> kv_type_v;    // V alone, over kv_type (= -ctv)
     bool operator==(const Model&) const = default;
   } model;
   using Placement = placement::PlacementSettings;

@@ -6,6 +6,8 @@
 #include <charconv>
 #include <cmath>
 #include <map>
+#include <string_view>
+#include <utility>
 
 #include "runtime/base/byte_size.h"
 
@@ -132,6 +134,20 @@ std::optional<std::string> closest_word(const std::string& word, const std::vect
     }
   }
   return best;
+}
+
+std::vector<std::string> expand_llama_cpp_aliases(int argc, const char* const* argv) {
+  static const std::pair<std::string_view, std::string_view> kAliases[] = {{"-ctk", "--cache-type-k"},
+                                                                           {"-ctv", "--cache-type-v"}};
+  std::vector<std::string> out(argv, argv + argc);
+  for (size_t i = 1; i < out.size(); ++i) {
+    if (out[i] == "--") break;
+    for (const auto& [alias, name] : kAliases)
+      if (out[i] == alias || (out[i].size() > alias.size() && out[i].compare(0, alias.size(), alias) == 0 &&
+                              out[i][alias.size()] == '='))
+        out[i] = std::string(name) + out[i].substr(alias.size());
+  }
+  return out;
 }
 
 std::optional<std::string> scan_command_line(const CLI::App& app, int argc, const char* const* argv) {

@@ -30,6 +30,11 @@ CLI::Validator date_arg();
 /// The closest of `candidates` to `word` (a prefix of one, or within a small edit distance), or nullopt.
 std::optional<std::string> closest_word(const std::string& word, const std::vector<std::string>& candidates);
 
+/// llama.cpp's multi-letter single-dash flags that hetmoe takes under their long name (CLI11 accepts one letter after
+/// a single dash): -ctk → --cache-type-k, -ctv → --cache-type-v (also in the -ctk=VALUE form). Returns argv with
+/// those words replaced, everything else as is (argv[0] included).
+std::vector<std::string> expand_llama_cpp_aliases(int argc, const char* const* argv);
+
 /// Scans argv before parsing: the subcommand must exist; each option must exist on it (an option CLI11 would split,
 /// like -ngl into -n gl, is an unknown option); llama.cpp's -ngl/--n-gpu-layers and -cnv get a message naming the
 /// flags that do that here. Returns the message for stderr when the command line is wrong, nullopt when fine.

@@ -47,7 +47,7 @@ struct BenchArgs {
   std::vector<int> threads = {default_num_threads()};
   int num_reps = 5;
   std::string output = "md";
-  std::string kv_type = "f16";
+  KvTypeArgs kv;  // --kv-type, -ctk, -ctv
   std::string load = "auto";
   bool use_reference = false;
   std::string trace_path;
@@ -87,8 +87,6 @@ std::string test_name(const Row& r) {
 }
 
 int run_bench(const BenchArgs& args) {
-  auto kv_type = parse_kv_cache_type(args.kv_type);
-  if (!kv_type) return report_error("bench", kv_type.error());
   if (args.output != "md" && args.output != "csv" && args.output != "json")
     return report_error("bench", make_error(ErrorCode::kInvalidArgument,
                                             fmt::format("-o {}: expected md, csv or json", args.output)));
@@ -103,6 +101,8 @@ int run_bench(const BenchArgs& args) {
     if (!loaded) return report_error("bench", loaded.error());
     config = std::move(*loaded);
   }
+  auto kv_types = resolve_kv_types(args.kv, config ? &*config : nullptr);
+  if (!kv_types) return report_error("bench", kv_types.error());
   if (!args.model_path.empty())
     if (auto s = check_input_file("-m", args.model_path); !s) return report_error("bench", s.error());
   auto model_path = model_or_default(args.model_path);
@@ -164,7 +164,8 @@ int run_bench(const BenchArgs& args) {
   for (int num_threads : args.threads) {
     ForwardOptions options;
     options.context_length = ctx;
-    options.kv_type = *kv_type;
+    options.kv_type = kv_types->k;
+    options.kv_type_v = kv_types->v;
     options.num_threads = num_threads;
     options.use_reference = args.use_reference;
     options.rollback_slots = static_cast<uint32_t>(std::max(max_p, max_n) + 1);
@@ -215,7 +216,11 @@ int run_bench(const BenchArgs& args) {
       for (int n : args.num_gen) {
         if (n <= 0) continue;
         Row row{0, n, depth, num_threads, {}, 0, 0, path};
-        row.bytes_per_token = placement::decode_traffic(*model, static_cast<uint32_t>(depth + n / 2), *kv_type).total();
+        // decode_traffic takes one KV type; K and V each take half of a position's bytes of their type.
+        const auto traffic_depth = static_cast<uint32_t>(depth + n / 2);
+        const placement::DecodeTraffic k_traffic = placement::decode_traffic(*model, traffic_depth, kv_types->k);
+        const placement::DecodeTraffic v_traffic = placement::decode_traffic(*model, traffic_depth, kv_types->v);
+        row.bytes_per_token = k_traffic.total() - k_traffic.kv_bytes + (k_traffic.kv_bytes + v_traffic.kv_bytes) / 2;
         tests.push_back({row, [&fwd, &logits, &tokens, depth, n]() -> Status {
                            for (int i = 0; i < n; ++i) HETMOE_RETURN_IF_ERROR(fwd.forward(tokens[depth + i], logits));
                            return {};
@@ -271,6 +276,9 @@ int run_bench(const BenchArgs& args) {
   for (const auto& t : model->file->tensors()) num_params += t.num_elements;
   const std::string model_type = fmt::format("gpt-oss {}L {}x{}E", hp.num_layers, hp.num_experts,
                                              hp.num_experts_used);
+  // KV cache: one position in every layer, and all of it at the run's context (sliding layers: their window).
+  const uint64_t kv_bytes_per_token = kv_bytes_per_position(hp, kv_types->k, kv_types->v) * hp.num_layers;
+  const uint64_t kv_bytes_at_context = kv_cache_bytes(hp, ctx, kv_types->k, kv_types->v);
   const auto roofline = [](const Row& r, double avg_ts) {
     return r.bytes_per_token > 0 && r.bandwidth > 0 ? avg_ts / (r.bandwidth / static_cast<double>(r.bytes_per_token))
                                                     : 0.0;
@@ -284,14 +292,16 @@ int run_bench(const BenchArgs& args) {
       const auto [avg_ns, sd_ns] = mean_stddev(r.samples_ns);
       nlohmann::json j = {{"model_filename", *model_path}, {"model_type", model_type},
                           {"model_size", file_bytes}, {"model_n_params", num_params},
-                          {"backend", r.path}, {"n_threads", r.n_threads}, {"type_k", args.kv_type},
-                          {"type_v", args.kv_type}, {"n_prompt", r.n_prompt}, {"n_gen", r.n_gen},
+                          {"backend", r.path}, {"n_threads", r.n_threads}, {"type_k", kv_cache_type_name(kv_types->k)},
+                          {"type_v", kv_cache_type_name(kv_types->v)}, {"n_prompt", r.n_prompt}, {"n_gen", r.n_gen},
                           {"n_depth", r.n_depth}, {"avg_ns", avg_ns}, {"stddev_ns", sd_ns}, {"avg_ts", avg_ts},
                           {"stddev_ts", sd_ts}, {"samples_ns", r.samples_ns}, {"samples_ts", ts},
                           {"peak_rss_bytes", peak_rss}, {"rss_anon_bytes", anon_rss},
                           {"rss_beyond_weights_bytes", beyond_weights},
                           {"weights_load", in_memory ? "memory" : "mmap"},
-                          {"mem_read_bw_gbs", r.bandwidth / 1e9}};
+                          {"mem_read_bw_gbs", r.bandwidth / 1e9},
+                          {"kv_bytes_per_token", kv_bytes_per_token},
+                          {"kv_bytes_at_context", kv_bytes_at_context}, {"n_ctx", ctx}};
       if (r.n_gen > 0) {
         j["bytes_per_token"] = r.bytes_per_token;
         j["roofline_fraction"] = roofline(r, avg_ts);
@@ -325,6 +335,7 @@ int run_bench(const BenchArgs& args) {
     fmt::print("\nweights {} ({}); peak RSS {}; resident beyond the weights (KV cache and buffers included): {}\n",
                format_bytes(file_bytes), in_memory ? "loaded into huge-page memory" : "memory-mapped",
                format_bytes(peak_rss), format_bytes(beyond_weights));
+    fmt::print("{}\n", kv_size_text(hp, *kv_types, ctx));
   }
   if (auto s = finish_trace(*trace); !s) return report_error("bench", s.error());
   return 0;
@@ -364,9 +375,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-o,--output", args->output, "Output format: md, csv or json")
       ->check(CLI::IsMember({"md", "csv", "json"}))
       ->capture_default_str();
-  cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")
-      ->check(CLI::IsMember({"f16", "f32"}))
-      ->capture_default_str();
+  add_kv_type_options(cmd, args->kv);
   cmd->add_option("--load", args->load, kLoadHelp)->check(CLI::IsMember({"auto", "mmap", "memory"}))->capture_default_str();
   cmd->add_flag("--reference", args->use_reference, "Benchmark the scalar reference path");
   add_trace_option(cmd, args->trace_path);

@@ -28,7 +28,7 @@ struct EvalArgs {
   std::string logits_path;
   int num_threads = default_num_threads();
   uint32_t context_length = 0;  // 0: the number of ids, at least 8192 (capped at the model's context)
-  std::string kv_type = "f16";
+  KvTypeArgs kv;  // --kv-type, -ctk, -ctv
   std::string load = "auto";
   bool use_reference = false;
   std::string config_path;  // --config FILE: thread layout, NUMA, GPU and placement keys
@@ -38,8 +38,6 @@ struct EvalArgs {
 
 int run_eval(const EvalArgs& args) {
   const double t_start = profiler::now_seconds();
-  auto kv_type = parse_kv_cache_type(args.kv_type);
-  if (!kv_type) return report_error("eval", kv_type.error());
   auto load_mode = parse_load_mode(args.load);
   if (!load_mode) return report_error("eval", load_mode.error());
   if (auto s = check_input_file("-m", args.model_path); !s) return report_error("eval", s.error());
@@ -64,9 +62,12 @@ int run_eval(const EvalArgs& args) {
     return report_error("eval", make_error(ErrorCode::kInvalidArgument,
                                            fmt::format("{} has {} tokens but the context is {} (--ctx)",
                                                        args.ids_path, num_tokens, ctx)));
+  auto kv_types = resolve_kv_types(args.kv, config ? &*config : nullptr);
+  if (!kv_types) return report_error("eval", kv_types.error());
   ForwardOptions options;
   options.context_length = ctx;
-  options.kv_type = *kv_type;
+  options.kv_type = kv_types->k;
+  options.kv_type_v = kv_types->v;
   options.num_threads = args.num_threads;
   options.use_reference = args.use_reference;
   if (auto s = apply_device_options(args.device, options); !s) return report_error("eval", s.error());
@@ -120,9 +121,7 @@ void add_eval_command(CLI::App& app, int& exit_code) {
       cmd->add_option("-t,--threads", args->num_threads, "CPU threads")->check(int_range(1, 4096))->capture_default_str();
   cmd->add_option("-c,--ctx,--ctx-size", args->context_length, "Context length (default: max(8192, n_tokens))")
       ->check(int_range(1, 1 << 24));
-  cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")
-      ->check(CLI::IsMember({"f16", "f32"}))
-      ->capture_default_str();
+  add_kv_type_options(cmd, args->kv);
   cmd->add_option("--load", args->load, kLoadHelp)->check(CLI::IsMember({"auto", "mmap", "memory"}))->capture_default_str();
   cmd->add_flag("--reference", args->use_reference, "Run the scalar reference forward pass (the correctness oracle)");
   cmd->add_option("--config", args->config_path,

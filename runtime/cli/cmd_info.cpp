@@ -1,4 +1,5 @@
-// hetmoe info -m MODEL: metadata, tensor table, weight bytes per device class, KV cache bytes per 1K tokens.
+// hetmoe info -m MODEL [-c N]: metadata, tensor table, weight bytes per device class, KV cache bytes per token and
+// at the context for each KV cache type.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -45,7 +46,7 @@ std::string value_to_string(const gguf::Value& v) {
   return "?";
 }
 
-int run_info(const std::string& model_path, bool show_tensors) {
+int run_info(const std::string& model_path, bool show_tensors, uint32_t context_length) {
   if (auto s = check_input_file("-m", model_path); !s) return report_error("info", s.error());
   auto file = gguf::File::open(model_path);
   if (!file) return report_error("info", file.error());
@@ -87,16 +88,26 @@ int run_info(const std::string& model_path, bool show_tensors) {
   } else {
     uint32_t num_full = 0, num_sliding = 0;
     for (uint32_t l = 0; l < hp->num_layers; ++l) (hp->is_sliding(l) ? num_sliding : num_full)++;
-    const uint64_t per_pos = kv_bytes_per_position(*hp, KvCacheType::kF16);
     fmt::print("\nmodel: {} layers ({} full attention, {} sliding window {}), hidden {}, {} heads x {} (KV {}), "
                "{} experts (top {}), expert FFN {}, vocab {}, trained context {}\n",
                hp->num_layers, num_full, num_sliding, hp->sliding_window, hp->hidden_dim, hp->num_heads, hp->head_dim,
                hp->num_kv_heads, hp->num_experts, hp->num_experts_used, hp->expert_ffn_dim, hp->vocab_size,
                hp->context_length);
-    fmt::print("KV cache (f16): {} per 1K tokens in the {} full-attention layers; the {} sliding layers hold at most "
-               "{} positions ({} in all)\n",
-               format_bytes(per_pos * 1024 * num_full), num_full, num_sliding, hp->sliding_window,
-               format_bytes(per_pos * hp->sliding_window * num_sliding));
+    // Per KV cache type (K and V of one type; mixed -ctk/-ctv is the mean of two rows): bytes of one position in
+    // every layer, and the whole cache at the chosen context and at the trained one (sliding layers keep at most
+    // their window).
+    const uint32_t ctx = std::min(context_length, hp->context_length);
+    fmt::print("KV cache ({} full-attention layers grow with the context, {} sliding layers hold at most {} positions):\n",
+               num_full, num_sliding, hp->sliding_window);
+    fmt::print("  {:<6} {:>14} {:>16} {:>18}\n", "type", "bytes/token", fmt::format("at ctx {}", ctx),
+               fmt::format("at ctx {}", hp->context_length));
+    for (KvCacheType type : {KvCacheType::kF16, KvCacheType::kQ8_0, KvCacheType::kQ4_0, KvCacheType::kF32}) {
+      if (!check_kv_cache_type(*hp, type, "")) continue;  // head_dim not a multiple of 32
+      fmt::print("  {:<6} {:>14} {:>16} {:>18}\n", kv_cache_type_name(type),
+                 kv_bytes_per_position(*hp, type) * hp->num_layers,
+                 format_bytes(kv_cache_bytes(*hp, ctx, type, type)),
+                 format_bytes(kv_cache_bytes(*hp, hp->context_length, type, type)));
+    }
   }
 
   auto gpus = gpu::list_devices();
@@ -118,12 +129,18 @@ int run_info(const std::string& model_path, bool show_tensors) {
 
 void add_info_command(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("info", "Print a GGUF file's metadata, tensor table, weight bytes per device class "
-                                         "and KV cache bytes per 1K tokens");
+                                         "and KV cache bytes per token and at a context, per KV type");
   auto model_path = std::make_shared<std::string>();
   auto no_tensors = std::make_shared<bool>(false);
   cmd->add_option("-m,--model", *model_path, "GGUF file")->required();
   cmd->add_flag("--no-tensors", *no_tensors, "Omit the tensor table");
-  cmd->callback([model_path, no_tensors, &exit_code] { exit_code = run_info(*model_path, !*no_tensors); });
+  auto context_length = std::make_shared<uint32_t>(8192);
+  cmd->add_option("-c,--ctx,--ctx-size", *context_length, "Context for the KV cache sizes (capped at the trained one)")
+      ->check(CLI::Range(1, 1 << 24))
+      ->capture_default_str();
+  cmd->callback([model_path, no_tensors, context_length, &exit_code] {
+    exit_code = run_info(*model_path, !*no_tensors, *context_length);
+  });
 }
 
 }  // namespace hetmoe::cli

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "runtime/cli/cli_args.h"
 #include "runtime/cli/commands.h"
@@ -30,12 +31,18 @@ int main(int argc, char** argv) {
   hetmoe::cli::add_profile_command(app, exit_code);
   hetmoe::cli::add_trace_summary_command(app, exit_code);
   hetmoe::cli::add_serve_command(app, exit_code);
-  if (auto message = hetmoe::cli::scan_command_line(app, argc, argv)) {
+  // -ctk/-ctv (llama.cpp's names) → --cache-type-k/-v: CLI11 takes one letter after a single dash.
+  const std::vector<std::string> args = hetmoe::cli::expand_llama_cpp_aliases(argc, argv);
+  std::vector<const char*> arg_ptrs;
+  for (const std::string& a : args) arg_ptrs.push_back(a.c_str());
+  argc = static_cast<int>(arg_ptrs.size());
+  const char* const* const expanded_argv = arg_ptrs.data();
+  if (auto message = hetmoe::cli::scan_command_line(app, argc, expanded_argv)) {
     fmt::print(stderr, "hetmoe: {}\n", *message);
     return hetmoe::cli::kExitUsage;
   }
   try {
-    app.parse(argc, argv);
+    app.parse(argc, expanded_argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version: printed on stdout
     std::string command = "hetmoe";

@@ -78,6 +78,14 @@ std::string summary_line(const placement::Plan& plan, const std::string& source,
   return line;
 }
 
+/// The cost model takes one KV type for K and V: with different types, the one with more bytes (memory estimates stay
+/// on the safe side).
+KvCacheType plan_kv_type(const ModelHparams& hp, const ForwardOptions& options) {
+  return kv_row_bytes(options.kv_type, hp.head_dim) >= kv_row_bytes(options.v_type(), hp.head_dim)
+             ? options.kv_type
+             : options.v_type();
+}
+
 }  // namespace
 
 Expected<placement::Plan> make_run_plan(const Model& model, const DeviceArgs& args, const RuntimeConfig* config,
@@ -164,7 +172,7 @@ Expected<placement::Plan> make_run_plan(const Model& model, const DeviceArgs& ar
   const std::string rates_source = profile ? "rates of hetmoe probe" : "default rates";
   auto inputs = placement::cost_inputs_from_header(*model.file, stats ? &*stats : nullptr, rates,
                                                    options.context_length, options.context_length - 1,
-                                                   options.kv_type);
+                                                   plan_kv_type(model.hparams, options));
   if (!inputs) return inputs.error();
   HETMOE_ASSIGN_OR_RETURN(const placement::CostModel cost_model, placement::CostModel::create(std::move(*inputs)));
   std::string model_name;
@@ -230,7 +238,9 @@ Expected<placement::Plan> make_run_plan(const Model& model, const DeviceArgs& ar
     plan.num_cpu_threads = options.num_threads;
     plan.vram_budget_bytes = vram;
     plan.ram_budget_bytes = ram;
-    plan.kv_type = options.kv_type == KvCacheType::kF16 ? "f16" : "f32";
+    plan.kv_type = options.kv_type == options.v_type()
+                       ? std::string(kv_cache_type_name(options.kv_type))
+                       : fmt::format("{}/{}", kv_cache_type_name(options.kv_type), kv_cache_type_name(options.v_type()));
     HETMOE_RETURN_IF_ERROR(cost_model.evaluate(plan));
     if (settings) {
       if (plan.uses_gpu())

@@ -19,9 +19,7 @@ void add_run_options(CLI::App* cmd, RunArgs& args) {
   auto* ctx = cmd->add_option("-c,--ctx,--ctx-size", args.context_length, "Context length in tokens")
                   ->check(int_range(1, 1 << 24))
                   ->capture_default_str();
-  auto* kv_type = cmd->add_option("--kv-type", args.kv_type, "KV cache type: f16 or f32")
-                     ->check(CLI::IsMember({"f16", "f32"}))
-                     ->capture_default_str();
+  add_kv_type_options(cmd, args.kv);
   cmd->add_option("--load", args.load, kLoadHelp)->check(CLI::IsMember({"auto", "mmap", "memory"}))->capture_default_str();
   cmd->add_flag("--reference", args.use_reference, "Run the scalar reference forward pass (the correctness oracle)");
   auto* config = cmd->add_option("--config", args.config_path,
@@ -30,7 +28,7 @@ void add_run_options(CLI::App* cmd, RunArgs& args) {
   // After the command line is parsed: file values for the flags that were not given (count() == 0).
   add_trace_option(cmd, args.trace_path);
   auto* trace = cmd->get_option("--trace");
-  cmd->parse_complete_callback([&args, threads, ctx, kv_type, config, trace] {
+  cmd->parse_complete_callback([&args, threads, ctx, config, trace] {
     args.threads_given = threads->count() > 0;
     if (config->count() == 0) return;
     if (auto s = check_input_file("--config", args.config_path); !s) {
@@ -46,7 +44,6 @@ void add_run_options(CLI::App* cmd, RunArgs& args) {
     const RuntimeConfig& c = *args.config;
     if (c.threads.count && threads->count() == 0) args.num_threads = *c.threads.count;
     if (c.model.context_length && ctx->count() == 0) args.context_length = *c.model.context_length;
-    if (c.model.kv_type && kv_type->count() == 0) args.kv_type = *c.model.kv_type == KvCacheType::kF16 ? "f16" : "f32";
     if (c.trace.output && trace->count() == 0) args.trace_path = *c.trace.output;
   });
   add_device_options(cmd, args.device);
@@ -55,13 +52,60 @@ void add_run_options(CLI::App* cmd, RunArgs& args) {
       ->option_text("FILE");
 }
 
+void add_kv_type_options(CLI::App* cmd, KvTypeArgs& args) {
+  const auto choices = CLI::IsMember({"f16", "f32", "q8_0", "q4_0"});
+  cmd->add_option("--kv-type", args.kv_type,
+                  "KV cache type of K and V: f16 (default), f32, q8_0 or q4_0 (q8_0/q4_0: CPU pass only)")
+      ->check(choices)
+      ->option_text("TYPE");
+  cmd->add_option("--cache-type-k", args.cache_type_k,
+                  "KV cache type of K (llama.cpp's -ctk, accepted too; over --kv-type): f16, f32, q8_0, q4_0")
+      ->check(choices)
+      ->option_text("TYPE");
+  cmd->add_option("--cache-type-v", args.cache_type_v,
+                  "KV cache type of V (llama.cpp's -ctv, accepted too; over --kv-type): f16, f32, q8_0, q4_0")
+      ->check(choices)
+      ->option_text("TYPE");
+}
+
+Expected<KvTypes> resolve_kv_types(const KvTypeArgs& args, const RuntimeConfig* config) {
+  const auto pick = [&](const std::string& specific, const char* flag, const std::optional<KvCacheType>& config_specific,
+                        KvCacheType& out) -> Status {
+    const std::string& given = !specific.empty() ? specific : args.kv_type;
+    if (!given.empty()) {
+      auto t = parse_kv_cache_type(given);
+      if (!t) return make_error(t.error().code, fmt::format("{}: {}", !specific.empty() ? flag : "--kv-type",
+                                                           t.error().message));
+      out = *t;
+    } else if (config && config_specific) {
+      out = *config_specific;
+    } else if (config && config->model.kv_type) {
+      out = *config->model.kv_type;
+    }
+    return {};
+  };
+  KvTypes types;
+  HETMOE_RETURN_IF_ERROR(pick(args.cache_type_k, "--cache-type-k", config ? config->model.kv_type_k : std::nullopt,
+                              types.k));
+  HETMOE_RETURN_IF_ERROR(pick(args.cache_type_v, "--cache-type-v", config ? config->model.kv_type_v : std::nullopt,
+                              types.v));
+  return types;
+}
+
+std::string kv_size_text(const ModelHparams& hp, KvTypes types, uint32_t context_length) {
+  const uint64_t per_position = kv_bytes_per_position(hp, types.k, types.v);
+  return fmt::format("KV cache K {}, V {}: {} per token ({} B per layer), {} at context {}", kv_cache_type_name(types.k),
+                     kv_cache_type_name(types.v), format_bytes(per_position * hp.num_layers), per_position,
+                     format_bytes(kv_cache_bytes(hp, context_length, types.k, types.v)), context_length);
+}
+
 Expected<ForwardOptions> forward_options(const RunArgs& args) {
   if (!args.config_status) return args.config_status.error();
-  auto kv_type = parse_kv_cache_type(args.kv_type);
-  if (!kv_type) return kv_type.error();
+  HETMOE_ASSIGN_OR_RETURN(const KvTypes kv_types, resolve_kv_types(args.kv, args.config ? &*args.config : nullptr));
   ForwardOptions options;
   options.context_length = args.context_length;
-  options.kv_type = *kv_type;
+  options.kv_type = kv_types.k;
+  options.kv_type_v = kv_types.v;
   options.num_threads = args.num_threads;
   options.use_reference = args.use_reference;
   if (auto s = apply_device_options(args.device, options); !s) return s.error();

@@ -41,16 +41,36 @@ void add_device_options(CLI::App* cmd, DeviceArgs& args);
 /// --cpu-moe with --n-gpu-experts, or --reference (options.use_reference) with --device gpu.
 Status apply_device_options(const DeviceArgs& args, ForwardOptions& options);
 
-/// -t, -c/--ctx-size, --kv-type, --load, --reference, --config, --trace and the device options.
+/// The KV cache's types: --kv-type (K and V), -ctk/--cache-type-k and -ctv/--cache-type-v (llama.cpp's names, over
+/// --kv-type), each f16, f32, q8_0 or q4_0. Empty: not given.
+struct KvTypeArgs {
+  std::string kv_type;
+  std::string cache_type_k;
+  std::string cache_type_v;
+};
+void add_kv_type_options(CLI::App* cmd, KvTypeArgs& args);
+/// K's type: -ctk, else --kv-type, else the config file's model.kv_type_k, else model.kv_type, else f16; V's
+/// likewise (-ctv, model.kv_type_v). config may be nullptr. Errors: kInvalidArgument naming the flag and the value
+/// (a library caller's bad string; the CLI checks the choices while parsing).
+struct KvTypes {
+  KvCacheType k = KvCacheType::kF16;
+  KvCacheType v = KvCacheType::kF16;
+};
+Expected<KvTypes> resolve_kv_types(const KvTypeArgs& args, const RuntimeConfig* config);
+/// "K q8_0, V q8_0: 1088 B per token and layer, 25.5 MiB per token ... " — the KV cache's size for `hp` at
+/// context_length tokens (sliding layers keep at most their window): one line for info, bench and the start-up notes.
+std::string kv_size_text(const ModelHparams& hp, KvTypes types, uint32_t context_length);
+
+/// -t, -c/--ctx-size, --kv-type/-ctk/-ctv, --load, --reference, --config, --trace and the device options.
 struct RunArgs {
   int num_threads = 1;
   uint32_t context_length = 8192;
-  std::string kv_type = "f16";
+  KvTypeArgs kv;
   std::string load = "auto";
   bool use_reference = false;
   /// --config FILE: when given, the parsed file (all of it, for the keys other parts consume), and its values for
-  /// threads.count, model.context and model.kv_type are copied into the fields above unless the flag was given too
-  /// (command-line flags override the file). config_status holds the file's error, if any.
+  /// threads.count and model.context are copied into the fields above unless the flag was given too (command-line
+  /// flags override the file; model.kv_type* are applied by resolve_kv_types). config_status holds the file's error.
   std::string config_path;
   std::optional<RuntimeConfig> config;
   Status config_status;

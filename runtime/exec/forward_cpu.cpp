@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "cpu_kernels/reference.h"
+#include "runtime/exec/attention_cpu.h"
 
 namespace hetmoe {
 namespace {
@@ -90,7 +91,7 @@ Expected<std::unique_ptr<CpuForward>> CpuForward::create(const Model& model, con
         return make_error(ErrorCode::kInvalidArgument,
                           fmt::format("expert_node names arena {} of {}", n, options.node_arenas.size()));
   }
-  auto kv = KvCache::create(hp, options.context_length, options.kv_type,
+  auto kv = KvCache::create(hp, options.context_length, options.kv_type, options.kv_type_v.value_or(options.kv_type),
                             options.max_batch_tokens - 1 + options.rollback_slots);
   if (!kv) return kv.error();
   return std::unique_ptr<CpuForward>(new CpuForward(model, std::move(*kv), options, kernels));
@@ -275,7 +276,8 @@ void CpuForward::run_expert_jobs(uint32_t l, std::span<const MatJob> jobs, const
 }
 
 Expected<CpuForward::Sequence> CpuForward::create_sequence() const {
-  auto kv = KvCache::create(model_->hparams, own_.kv.context_length(), own_.kv.type(), kv_extra_slots_);
+  auto kv = KvCache::create(model_->hparams, own_.kv.context_length(), own_.kv.k_type(), own_.kv.v_type(),
+                            kv_extra_slots_);
   if (!kv) return kv.error();
   return Sequence{std::move(*kv)};
 }
@@ -472,45 +474,71 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
   const profiler::TraceWorkInfo attention_trace{.name = "attention", .layer_idx = layer_arg};
   const uint32_t group = hp.num_heads / hp.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
-  const bool f16 = own_.kv.type() == KvCacheType::kF16;  // every sequence's cache has the same type and context
+  // Every sequence's cache has the same types and context.
+  const KvAttentionKernels kv_kernels = kv_attention_kernels(*kernels_, own_.kv.k_type(), own_.kv.v_type());
+  const uint64_t kv_row_bytes = own_.kv.k_stride_bytes() + own_.kv.v_stride_bytes();
   const uint32_t ctx = own_.kv.context_length();
-  const auto attention_task = [&](int64_t task_idx, profiler::TraceWorkLane& lane) {
-    const auto task = static_cast<uint32_t>(task_idx);
-    const uint32_t t = task / hp.num_kv_heads, g = task % hp.num_kv_heads;
-    // The token's own sequence's KV cache, at its own position there.
-    const KvCache& kv = token_sequence_[t]->kv;
-    const uint32_t pos = token_pos_[t];
-    const uint32_t first = kv.first_visible_position(l, pos);
-    const uint32_t num_keys = pos - first + 1;
-    lane.piece(0, -1, 1, static_cast<int64_t>(num_keys) * 2 * HD * (f16 ? 2 : 4));  // K and V rows read
-    const int slot = std::max(0, tbb::this_task_arena::current_thread_index());
-    float* scores = &scores_[static_cast<size_t>(slot) * group * ctx];  // (group, num_keys)
-    const float* q = &qkv_[static_cast<size_t>(t) * qkv_stride + static_cast<size_t>(g) * group * HD];
-    float* out = &attn_out_[static_cast<size_t>(t) * Q + static_cast<size_t>(g) * group * HD];
-    std::fill(out, out + group * HD, 0.0f);
-    // Positions [first, pos] lie in at most two runs of consecutive ring slots (the ring may wrap once).
-    const uint32_t capacity = kv.capacity(l);
-    const auto stride = static_cast<int64_t>(kv.slot_stride_bytes());
-    const auto for_each_run = [&](auto&& body) {
-      for (uint32_t j = 0; j < num_keys;) {
-        const uint32_t run = std::min(num_keys - j, capacity - (first + j) % capacity);
-        body(j, run);
-        j += run;
-      }
+  const uint32_t num_tasks = num_tokens * hp.num_kv_heads;
+  // Few tasks and many keys (decode at depth): split each task's keys into chunks over the threads and merge
+  // (flash-decoding, attention_cpu.h), by the token with the fewest keys.
+  uint32_t min_num_keys = UINT32_MAX;
+  for (uint32_t t = 0; t < num_tokens; ++t)
+    min_num_keys = std::min(min_num_keys, token_pos_[t] + 1 - token_sequence_[t]->kv.first_visible_position(l, token_pos_[t]));
+  const uint32_t num_chunks = attention_num_chunks(num_tasks, min_num_keys, num_threads_);
+  if (num_chunks > 1) {
+    // Per task: outputs (chunk, group, head_dim), then maxs (chunk, group), then sums (chunk, group).
+    const size_t part = static_cast<size_t>(group) * (HD + 2);  // floats per chunk
+    attn_chunks_.resize(static_cast<size_t>(num_tasks) * num_chunks * part);
+    run_chunks(num_threads_, static_cast<int64_t>(num_tasks) * num_chunks,
+               profiler::trace_enabled() ? &attention_trace : nullptr,
+               [&](int64_t chunk_task, profiler::TraceWorkLane& lane) {
+                 const auto task = static_cast<uint32_t>(chunk_task / num_chunks);
+                 const auto c = static_cast<uint32_t>(chunk_task % num_chunks);
+                 const uint32_t t = task / hp.num_kv_heads, g = task % hp.num_kv_heads;
+                 // The token's own sequence's KV cache, at its own position there.
+                 const KvCache& kv = token_sequence_[t]->kv;
+                 const uint32_t pos = token_pos_[t];
+                 const uint32_t first = kv.first_visible_position(l, pos);
+                 const uint32_t num_keys = pos - first + 1;
+                 const uint32_t begin = static_cast<uint32_t>(static_cast<uint64_t>(num_keys) * c / num_chunks);
+                 const uint32_t end = static_cast<uint32_t>(static_cast<uint64_t>(num_keys) * (c + 1) / num_chunks);
+                 lane.piece(0, -1, 1, static_cast<int64_t>((end - begin) * kv_row_bytes));  // K and V rows read
+                 const int slot = std::max(0, tbb::this_task_arena::current_thread_index());
+                 float* scores = &scores_[static_cast<size_t>(slot) * group * ctx];
+                 float* parts = &attn_chunks_[static_cast<size_t>(task) * num_chunks * part];
+                 const float* q = &qkv_[static_cast<size_t>(t) * qkv_stride + static_cast<size_t>(g) * group * HD];
+                 attention_chunk(*kernels_, kv_kernels, kv, l, g, first + begin, end - begin, q, group, scale, scores,
+                                 parts + static_cast<size_t>(c) * group * HD,
+                                 parts + static_cast<size_t>(num_chunks) * group * HD + c * group,
+                                 parts + static_cast<size_t>(num_chunks) * group * (HD + 1) + c * group);
+               });
+    for (uint32_t task = 0; task < num_tasks; ++task) {
+      const uint32_t t = task / hp.num_kv_heads, g = task % hp.num_kv_heads;
+      const float* parts = &attn_chunks_[static_cast<size_t>(task) * num_chunks * part];
+      merge_attention_chunks(num_chunks, group, HD, parts, parts + static_cast<size_t>(num_chunks) * group * HD,
+                             parts + static_cast<size_t>(num_chunks) * group * (HD + 1), &w.sinks[g * group],
+                             &attn_out_[static_cast<size_t>(t) * Q + static_cast<size_t>(g) * group * HD]);
+    }
+  } else {
+    const auto attention_task = [&](int64_t task_idx, profiler::TraceWorkLane& lane) {
+      const auto task = static_cast<uint32_t>(task_idx);
+      const uint32_t t = task / hp.num_kv_heads, g = task % hp.num_kv_heads;
+      // The token's own sequence's KV cache, at its own position there.
+      const KvCache& kv = token_sequence_[t]->kv;
+      const uint32_t pos = token_pos_[t];
+      const uint32_t first = kv.first_visible_position(l, pos);
+      const uint32_t num_keys = pos - first + 1;
+      lane.piece(0, -1, 1, static_cast<int64_t>(num_keys * kv_row_bytes));  // K and V rows read
+      const int slot = std::max(0, tbb::this_task_arena::current_thread_index());
+      float* scores = &scores_[static_cast<size_t>(slot) * group * ctx];  // (group, num_keys)
+      const float* q = &qkv_[static_cast<size_t>(t) * qkv_stride + static_cast<size_t>(g) * group * HD];
+      float* out = &attn_out_[static_cast<size_t>(t) * Q + static_cast<size_t>(g) * group * HD];
+      attention_full(*kernels_, kv_kernels, kv, l, g, first, num_keys, q, group, scale, &w.sinks[g * group], scores,
+                     out);
     };
-    for_each_run([&](uint32_t j, uint32_t run) {
-      (f16 ? kernels_->attn_scores_f16 : kernels_->attn_scores_f32)(q, group, kv.k_row(l, first + j, g), stride, run,
-                                                                     HD, scale, scores + j, num_keys);
-    });
-    for (uint32_t h = 0; h < group; ++h)  // the sink is a raw logit, not scaled
-      kernels_->softmax_with_sink(&scores[static_cast<size_t>(h) * num_keys], num_keys, w.sinks[g * group + h]);
-    for_each_run([&](uint32_t j, uint32_t run) {
-      (f16 ? kernels_->attn_values_f16 : kernels_->attn_values_f32)(scores + j, num_keys, group,
-                                                                     kv.v_row(l, first + j, g), stride, run, HD, out);
-    });
-  };
-  run_chunks(num_threads_, static_cast<int64_t>(num_tokens) * hp.num_kv_heads,
-             profiler::trace_enabled() ? &attention_trace : nullptr, attention_task);
+    run_chunks(num_threads_, static_cast<int64_t>(num_tasks), profiler::trace_enabled() ? &attention_trace : nullptr,
+               attention_task);
+  }
 
   // 5. Output projection with bias, residual add.
   op.next("o_proj");

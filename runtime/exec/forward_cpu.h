@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -28,7 +29,8 @@ namespace hetmoe {
 
 struct CpuForwardOptions {
   uint32_t context_length = 8192;
-  KvCacheType kv_type = KvCacheType::kF16;
+  KvCacheType kv_type = KvCacheType::kF16;  // KV cache: K's type, and V's unless kv_type_v is set (kv_type.h)
+  std::optional<KvCacheType> kv_type_v;
   int num_threads = 0;           // 0 = all cores
   uint32_t max_batch_tokens = 64;  // prefill tokens processed together (buffers are sized for it)
   uint32_t rollback_slots = 0;     // positions truncate() may go back; costs this many sliding-ring slots per layer
@@ -171,6 +173,8 @@ class CpuForward final : public ForwardPass {
   std::vector<cpu::ActQ8Block> attn_q8_;  // (B, q_dim / 32)
   std::vector<float> proj_;          // (B, hidden_dim) attention output projection
   std::vector<float> scores_;        // (num_threads + 1, group, context) attention logits per worker
+  std::vector<float> attn_chunks_;   // split attention (attention_cpu.h): per (token, KV head, chunk) the partial
+                                     // output (group, head_dim), then max and sum (group) each
   std::vector<float> rope_cos_;      // (B, head_dim / 2)
   std::vector<float> rope_sin_;      // (B, head_dim / 2)
   std::vector<float> router_;        // (B, num_experts)

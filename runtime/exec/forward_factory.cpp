@@ -44,6 +44,21 @@ std::string gpu_part(const placement::Plan& plan) {
                      plan.output == placement::Device::kGpu ? " and the unembedding" : "");
 }
 
+/// The CUDA attention kernels read an f16 cache only; f32 and the quantized types have CPU kernels only
+/// (attention_cpu.h). An error naming the flag and the type, else empty.
+Status check_gpu_kv_types(const ForwardOptions& options) {
+  for (const auto& [flag, type] : {std::pair{"--cache-type-k", options.kv_type}, {"--cache-type-v", options.v_type()}})
+    if (type != KvCacheType::kF16)
+      return make_error(ErrorCode::kUnsupported,
+                        is_quantized(type)
+                            ? fmt::format("{} {}: a q8_0/q4_0 KV cache runs on the CPU pass only for now (--device cpu)",
+                                          flag, kv_cache_type_name(type))
+                            : fmt::format("the GPU pass keeps the KV cache in f16; {} {} runs on the CPU only "
+                                          "(--device cpu)",
+                                          flag, kv_cache_type_name(type)));
+  return {};
+}
+
 }  // namespace
 
 Expected<ForwardOptions::Device> parse_device(std::string_view text) {
@@ -55,9 +70,7 @@ Expected<ForwardOptions::Device> parse_device(std::string_view text) {
 
 Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, const ForwardOptions& options,
                                                           std::vector<std::string>* notes) {
-  if (options.kv_type != KvCacheType::kF16)
-    return make_error(ErrorCode::kUnsupported,
-                      "the GPU pass keeps the KV cache in f16; --kv-type f32 runs on the CPU only (--device cpu)");
+  HETMOE_RETURN_IF_ERROR(check_gpu_kv_types(options));
   gpu::StepDeviceOptions device_options;
   device_options.plan = options.plan;
   device_options.context_length = options.context_length;
@@ -74,6 +87,7 @@ Expected<std::unique_ptr<ForwardPass>> create_hybrid_forward(const Model& model,
                                                              std::unique_ptr<GpuStepDevice> device,
                                                              const ForwardOptions& options,
                                                              std::vector<std::string>* notes) {
+  HETMOE_RETURN_IF_ERROR(check_gpu_kv_types(options));
   auto isa = cpu::selected_isa();
   if (!isa) return isa.error();
   // The CPU experts run on the pinned workers of the thread layout (runtime/exec/worker_pool.h), in one arena: with
@@ -141,7 +155,8 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
   if (options.use_reference) {
     if (options.expert_counts)
       return make_error(ErrorCode::kUnsupported, "expert selection counting needs the CPU path, not --reference");
-    auto ref = ReferenceForward::create(model, options.context_length, options.kv_type, options.num_threads);
+    auto ref = ReferenceForward::create(model, options.context_length, options.kv_type, options.v_type(),
+                                        options.num_threads);
     if (!ref) return ref.error();
     return std::unique_ptr<ForwardPass>(std::make_unique<ReferenceForward>(std::move(*ref)));
   }
@@ -150,6 +165,7 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
   CpuForwardOptions cpu_options;
   cpu_options.context_length = options.context_length;
   cpu_options.kv_type = options.kv_type;
+  cpu_options.kv_type_v = options.kv_type_v;
   cpu_options.num_threads = options.num_threads;
   cpu_options.max_batch_tokens = options.max_batch_tokens;
   cpu_options.rollback_slots = options.rollback_slots;

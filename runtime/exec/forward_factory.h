@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,7 +27,9 @@ namespace hetmoe {
 
 struct ForwardOptions {
   uint32_t context_length = 8192;            // tokens (1..model context_length)
-  KvCacheType kv_type = KvCacheType::kF16;
+  KvCacheType kv_type = KvCacheType::kF16;    // KV cache: K's type, and V's unless kv_type_v is set (kv_type.h);
+  std::optional<KvCacheType> kv_type_v;       // the GPU pass needs f16 for both
+  KvCacheType v_type() const { return kv_type_v.value_or(kv_type); }
   int num_threads = 0;                       // 0 = all cores
   bool use_reference = false;                // the scalar oracle (runtime/exec/forward_reference.h)
   uint32_t max_batch_tokens = 64;            // CPU path: prefill tokens per batch

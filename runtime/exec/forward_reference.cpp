@@ -14,8 +14,8 @@
 namespace hetmoe {
 
 Expected<ReferenceForward> ReferenceForward::create(const Model& model, uint32_t context_length,
-                                                    KvCacheType kv_type, int num_threads) {
-  auto kv = KvCache::create(model.hparams, context_length, kv_type);
+                                                    KvCacheType k_type, KvCacheType v_type, int num_threads) {
+  auto kv = KvCache::create(model.hparams, context_length, k_type, v_type);
   if (!kv) return kv.error();
   return ReferenceForward(model, std::move(*kv), num_threads);
 }

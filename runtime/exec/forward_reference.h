@@ -30,8 +30,13 @@ class ReferenceForward final : public ForwardPass {
  public:
   /// Plans buffers and the KV cache for `context_length` positions. num_threads ≥ 1 (0 = all cores).
   /// Errors: KvCache::create's (context out of range).
+  static Expected<ReferenceForward> create(const Model& model, uint32_t context_length, KvCacheType k_type,
+                                           KvCacheType v_type, int num_threads);
+  /// K and V of one type.
   static Expected<ReferenceForward> create(const Model& model, uint32_t context_length, KvCacheType kv_type,
-                                           int num_threads);
+                                           int num_threads) {
+    return create(model, context_length, kv_type, kv_type, num_threads);
+  }
   ReferenceForward(ReferenceForward&&) noexcept;
   ReferenceForward& operator=(ReferenceForward&&) noexcept;
   ~ReferenceForward();

@@ -6,35 +6,86 @@
 #include <cstring>
 #include <new>
 
+#include "cpu_kernels/kv_blocks.h"
 #include "cpu_kernels/reference.h"
 
 namespace hetmoe {
 
-Expected<KvCache> KvCache::create(const ModelHparams& hp, uint32_t context_length, KvCacheType type,
-                                  uint32_t extra_sliding_slots) {
+namespace {
+
+/// One head's row of head_dim f32 values → dst in `type`.
+void store_row(KvCacheType type, const float* src, uint32_t head_dim, uint8_t* dst) {
+  switch (type) {
+    case KvCacheType::kF32:
+      std::memcpy(dst, src, head_dim * sizeof(float));
+      return;
+    case KvCacheType::kF16:
+      for (uint32_t i = 0; i < head_dim; ++i) {
+        const uint16_t h = ref::f32_to_f16(src[i]);
+        std::memcpy(dst + 2 * i, &h, 2);
+      }
+      return;
+    case KvCacheType::kQ8_0:
+      cpu::quantize_kv_q8_0(src, dst, head_dim);
+      return;
+    case KvCacheType::kQ4_0:
+      cpu::quantize_kv_q4_0(src, dst, head_dim);
+      return;
+  }
+}
+
+void load_row(KvCacheType type, const uint8_t* src, uint32_t head_dim, float* dst) {
+  switch (type) {
+    case KvCacheType::kF32:
+      ref::dequantize_row(TensorType::kF32, src, dst, head_dim);
+      return;
+    case KvCacheType::kF16:
+      ref::dequantize_row(TensorType::kF16, src, dst, head_dim);
+      return;
+    case KvCacheType::kQ8_0:
+      cpu::dequantize_kv_q8_0(src, dst, head_dim);
+      return;
+    case KvCacheType::kQ4_0:
+      cpu::dequantize_kv_q4_0(src, dst, head_dim);
+      return;
+  }
+}
+
+}  // namespace
+
+Expected<KvCache> KvCache::create(const ModelHparams& hp, uint32_t context_length, KvCacheType k_type,
+                                  KvCacheType v_type, uint32_t extra_sliding_slots) {
   if (context_length == 0 || context_length > hp.context_length)
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("context length {} is out of range (expected 1..{}, the model's context_length)",
                                   context_length, hp.context_length));
+  HETMOE_RETURN_IF_ERROR(check_kv_cache_type(hp, k_type, "KV cache type (K)"));
+  HETMOE_RETURN_IF_ERROR(check_kv_cache_type(hp, v_type, "KV cache type (V)"));
   KvCache c;
   c.hp_ = hp;
-  c.type_ = type;
+  c.k_type_ = k_type;
+  c.v_type_ = v_type;
   c.context_length_ = context_length;
-  c.element_bytes_ = type == KvCacheType::kF16 ? 2 : 4;
-  const uint64_t layer_stride = static_cast<uint64_t>(hp.kv_dim()) * c.element_bytes_;  // bytes per slot
+  c.k_row_bytes_ = kv_row_bytes(k_type, hp.head_dim);
+  c.v_row_bytes_ = kv_row_bytes(v_type, hp.head_dim);
   c.capacity_.resize(hp.num_layers);
   c.window_.resize(hp.num_layers);
-  c.layer_offset_.resize(hp.num_layers);
+  c.k_layer_offset_.resize(hp.num_layers);
+  c.v_layer_offset_.resize(hp.num_layers);
+  uint64_t k_bytes = 0, v_bytes = 0;
   for (uint32_t l = 0; l < hp.num_layers; ++l) {
     const uint64_t ring = static_cast<uint64_t>(hp.sliding_window) + extra_sliding_slots;
     c.capacity_[l] = hp.is_sliding(l) ? static_cast<uint32_t>(std::min<uint64_t>(ring, context_length)) : context_length;
     c.window_[l] = hp.is_sliding(l) ? hp.sliding_window : context_length;
-    c.layer_offset_[l] = c.total_bytes_ / 2;
-    c.total_bytes_ += 2 * layer_stride * c.capacity_[l];
+    c.k_layer_offset_[l] = k_bytes;
+    c.v_layer_offset_[l] = v_bytes;
+    k_bytes += static_cast<uint64_t>(hp.num_kv_heads) * c.capacity_[l] * c.k_row_bytes_;
+    v_bytes += static_cast<uint64_t>(hp.num_kv_heads) * c.capacity_[l] * c.v_row_bytes_;
   }
+  c.total_bytes_ = k_bytes + v_bytes;
   // new[] without value-initialization: large blocks come from mmap and pages are committed on first write.
-  c.k_.reset(new (std::nothrow) uint8_t[c.total_bytes_ / 2]);
-  c.v_.reset(new (std::nothrow) uint8_t[c.total_bytes_ / 2]);
+  c.k_.reset(new (std::nothrow) uint8_t[k_bytes]);
+  c.v_.reset(new (std::nothrow) uint8_t[v_bytes]);
   if (!c.k_ || !c.v_)
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("cannot allocate the KV cache: {} bytes for context {}", c.total_bytes_,
@@ -47,43 +98,20 @@ uint32_t KvCache::first_visible_position(uint32_t layer_idx, uint32_t query_pos)
   return query_pos + 1 > window ? query_pos + 1 - window : 0;
 }
 
-uint64_t KvCache::slot_offset(uint32_t layer_idx, uint32_t pos, uint32_t kv_head_idx) const {
-  const uint32_t slot = pos % capacity_[layer_idx];
-  return layer_offset_[layer_idx] +
-         (static_cast<uint64_t>(kv_head_idx) * capacity_[layer_idx] + slot) * hp_.head_dim * element_bytes_;
-}
-
 void KvCache::store(uint32_t layer_idx, uint32_t pos, const float* k, const float* v) {
   for (uint32_t h = 0; h < hp_.num_kv_heads; ++h) {
-    uint8_t* kd = k_.get() + slot_offset(layer_idx, pos, h);
-    uint8_t* vd = v_.get() + slot_offset(layer_idx, pos, h);
-    const float* ks = k + static_cast<uint64_t>(h) * hp_.head_dim;
-    const float* vs = v + static_cast<uint64_t>(h) * hp_.head_dim;
-    if (type_ == KvCacheType::kF32) {
-      std::memcpy(kd, ks, hp_.head_dim * sizeof(float));
-      std::memcpy(vd, vs, hp_.head_dim * sizeof(float));
-    } else {
-      for (uint32_t i = 0; i < hp_.head_dim; ++i) {
-        const uint16_t kh = ref::f32_to_f16(ks[i]);
-        const uint16_t vh = ref::f32_to_f16(vs[i]);
-        std::memcpy(kd + 2 * i, &kh, 2);
-        std::memcpy(vd + 2 * i, &vh, 2);
-      }
-    }
+    const uint64_t off = static_cast<uint64_t>(h) * hp_.head_dim;
+    store_row(k_type_, k + off, hp_.head_dim, k_.get() + slot_offset(k_layer_offset_, k_row_bytes_, layer_idx, pos, h));
+    store_row(v_type_, v + off, hp_.head_dim, v_.get() + slot_offset(v_layer_offset_, v_row_bytes_, layer_idx, pos, h));
   }
 }
 
-void KvCache::load(const uint8_t* base, uint32_t layer_idx, uint32_t pos, uint32_t kv_head_idx, float* out) const {
-  const uint8_t* src = base + slot_offset(layer_idx, pos, kv_head_idx);
-  ref::dequantize_row(type_ == KvCacheType::kF16 ? TensorType::kF16 : TensorType::kF32, src, out, hp_.head_dim);
-}
-
 void KvCache::load_k(uint32_t layer_idx, uint32_t pos, uint32_t kv_head_idx, float* out) const {
-  load(k_.get(), layer_idx, pos, kv_head_idx, out);
+  load_row(k_type_, k_row(layer_idx, pos, kv_head_idx), hp_.head_dim, out);
 }
 
 void KvCache::load_v(uint32_t layer_idx, uint32_t pos, uint32_t kv_head_idx, float* out) const {
-  load(v_.get(), layer_idx, pos, kv_head_idx, out);
+  load_row(v_type_, v_row(layer_idx, pos, kv_head_idx), hp_.head_dim, out);
 }
 
 }  // namespace hetmoe

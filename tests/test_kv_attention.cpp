@@ -1,0 +1,441 @@
+// Quantized KV cache (q8_0, q4_0) and split attention: the block layouts against hand-made blocks, the attention
+// kernels over quantized rows at every ISA against the scalar variant and the scalar variant against double sums, the
+// split-softmax chunk kernel, and the CPU attention (attention_cpu.h) unsplit and split over threads, at odd key
+// counts, mixed K/V types, and at the sliding window's edge where the ring wraps.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "cpu_kernels/kernels.h"
+#include "cpu_kernels/kv_blocks.h"
+#include "cpu_kernels/reference.h"
+#include "runtime/exec/attention_cpu.h"
+#include "runtime/exec/kv_cache.h"
+
+namespace hetmoe {
+namespace {
+
+using cpu::Isa;
+using cpu::KernelTable;
+
+// SIMD vs scalar variant over quantized rows: each row dequantizes to the same f32 values (d · q, one rounding, in
+// both), so only the order of the f32 additions differs: NMSE ~1e-14 (as the f16/f32 attention kernels,
+// tests/test_cpu_kernels.cpp); 1e-10 still catches one wrong element of a 32-value block (NMSE ~1e-3).
+constexpr double kSimdVsScalarNmse = 1e-10;
+// Scalar variant vs double sums over the same dequantized values: f32 rounding of sums of up to 256 products.
+constexpr double kScalarVsDoubleNmse = 1e-10;
+// Split (chunks merged) vs unsplit attention over the same cache: exp(s − m_c) · exp(m_c − M) instead of exp(s − M)
+// and another summation order, a few ulp per term: NMSE ~1e-13 expected; 1e-9 leaves room, while dropping a chunk
+// or its rescaling moves the output by O(1) (NMSE ≥ 1e-3).
+constexpr double kSplitVsUnsplitNmse = 1e-9;
+
+double nmse(const std::vector<float>& ref, const std::vector<float>& got) {
+  double err = 0.0, norm = 0.0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double d = static_cast<double>(got[i]) - static_cast<double>(ref[i]);
+    err += d * d;
+    norm += static_cast<double>(ref[i]) * static_cast<double>(ref[i]);
+  }
+  return norm > 0.0 ? err / norm : err;
+}
+
+std::vector<float> random_floats(int64_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (auto& v : x) v = normal(rng);
+  return x;
+}
+
+float block_scale(const uint8_t* block) {
+  uint16_t d;
+  std::memcpy(&d, block, 2);
+  return ref::f16_to_f32(d);
+}
+
+// ---- block layouts ------------------------------------------------------------------------------------------------
+
+// Integers in [-127, 127] with 127 present: d = 127 / 127 = 1 exactly, so every value must come back exactly, in
+// order; an all-zero block gets d = 0 and zeros.
+TEST(KvBlocks, Q8_0KeepsIntegerBlocksExactlyAndInOrder) {
+  std::vector<float> x(64);
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>((j * 37) % 255 - 127);
+  x[5] = 127.0f;
+  std::vector<uint8_t> q(2 * cpu::kKvQ8_0BlockBytes, 0xAB);
+  cpu::quantize_kv_q8_0(x.data(), q.data(), 64);
+  EXPECT_EQ(block_scale(q.data()), 1.0f);
+  EXPECT_EQ(block_scale(q.data() + cpu::kKvQ8_0BlockBytes), 0.0f);
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(static_cast<int8_t>(q[2 + j]), static_cast<int>(x[j])) << j;
+  std::vector<float> back(64, -1.0f);
+  cpu::dequantize_kv_q8_0(q.data(), back.data(), 64);
+  EXPECT_EQ(back, x);
+}
+
+// Integers in [-8, 7] with -8 the value of largest magnitude: d = -8 / -8 = 1, so nibble = value + 8 exactly. Byte j
+// holds value j in its low nibble and value j + 16 in its high one (ggml's block_q4_0).
+TEST(KvBlocks, Q4_0KeepsIntegerBlocksExactlyWithGgmlsNibbleOrder) {
+  std::vector<float> x(32);
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>((j * 5) % 16 - 8);
+  x[3] = -8.0f;
+  std::vector<uint8_t> q(cpu::kKvQ4_0BlockBytes);
+  cpu::quantize_kv_q4_0(x.data(), q.data(), 32);
+  EXPECT_EQ(block_scale(q.data()), 1.0f);
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(q[2 + j] & 0x0F, static_cast<int>(x[j]) + 8) << j;
+    EXPECT_EQ(q[2 + j] >> 4, static_cast<int>(x[j + 16]) + 8) << j;
+  }
+  std::vector<float> back(32);
+  cpu::dequantize_kv_q4_0(q.data(), back.data(), 32);
+  EXPECT_EQ(back, x);
+}
+
+// Random blocks: every value within half a step (q8_0) or one step (q4_0: the clamp at nibble 15 costs up to a whole
+// step for values near −max) of the input, plus the f16 rounding of d (2^-11 relative, times |q| ≤ 127 or 8).
+TEST(KvBlocks, RandomBlocksStayWithinTheQuantizationStep) {
+  const auto x = random_floats(32 * 64, 5, 3.0f);
+  std::vector<uint8_t> q8(64 * cpu::kKvQ8_0BlockBytes), q4(64 * cpu::kKvQ4_0BlockBytes);
+  cpu::quantize_kv_q8_0(x.data(), q8.data(), 32 * 64);
+  cpu::quantize_kv_q4_0(x.data(), q4.data(), 32 * 64);
+  std::vector<float> b8(x.size()), b4(x.size());
+  cpu::dequantize_kv_q8_0(q8.data(), b8.data(), 32 * 64);
+  cpu::dequantize_kv_q4_0(q4.data(), b4.data(), 32 * 64);
+  for (size_t i = 0; i < x.size(); ++i) {
+    const float d8 = std::fabs(block_scale(q8.data() + (i / 32) * cpu::kKvQ8_0BlockBytes));
+    const float d4 = std::fabs(block_scale(q4.data() + (i / 32) * cpu::kKvQ4_0BlockBytes));
+    EXPECT_LE(std::fabs(b8[i] - x[i]), d8 * (0.5f + 127.0f / 2048.0f)) << i;
+    EXPECT_LE(std::fabs(b4[i] - x[i]), d4 * (1.0f + 8.0f / 2048.0f)) << i;
+  }
+}
+
+// ---- kernels over quantized rows, per ISA -------------------------------------------------------------------------
+
+enum class Quant { kQ8_0, kQ4_0 };
+
+int64_t block_bytes(Quant t) { return t == Quant::kQ8_0 ? cpu::kKvQ8_0BlockBytes : cpu::kKvQ4_0BlockBytes; }
+
+/// num_keys slots of two KV heads' quantized rows, interleaved like the cache's (stride = two rows), and the
+/// dequantized values of the second head's rows, [num_keys][head_dim].
+struct QuantRows {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;
+  int64_t stride = 0;
+  const uint8_t* second_head() const { return bytes.data() + stride / 2; }
+};
+
+QuantRows make_rows(Quant t, int64_t num_keys, int64_t head_dim, uint32_t seed) {
+  const int64_t row = head_dim / 32 * block_bytes(t);
+  QuantRows r;
+  r.stride = 2 * row;
+  r.bytes.resize(static_cast<size_t>(num_keys * r.stride));
+  r.values.resize(static_cast<size_t>(num_keys * head_dim));
+  const auto x = random_floats(num_keys * 2 * head_dim, seed);
+  for (int64_t j = 0; j < num_keys; ++j)
+    for (int64_t h = 0; h < 2; ++h) {
+      const float* src = &x[static_cast<size_t>((j * 2 + h) * head_dim)];
+      uint8_t* dst = r.bytes.data() + j * r.stride + h * row;
+      if (t == Quant::kQ8_0) cpu::quantize_kv_q8_0(src, dst, head_dim);
+      else cpu::quantize_kv_q4_0(src, dst, head_dim);
+    }
+  for (int64_t j = 0; j < num_keys; ++j) {
+    const uint8_t* src = r.second_head() + j * r.stride;
+    float* dst = &r.values[static_cast<size_t>(j * head_dim)];
+    if (t == Quant::kQ8_0) cpu::dequantize_kv_q8_0(src, dst, head_dim);
+    else cpu::dequantize_kv_q4_0(src, dst, head_dim);
+  }
+  return r;
+}
+
+auto scores_fn(const KernelTable& k, Quant t) { return t == Quant::kQ8_0 ? k.attn_scores_q8_0 : k.attn_scores_q4_0; }
+auto values_fn(const KernelTable& k, Quant t) { return t == Quant::kQ8_0 ? k.attn_values_q8_0 : k.attn_values_q4_0; }
+
+class KvAttentionPerIsa : public ::testing::TestWithParam<Isa> {
+ protected:
+  const KernelTable& table() const { return cpu::kernel_table(GetParam()); }
+  const KernelTable& scalar() const { return cpu::kernel_table(Isa::kScalar); }
+};
+
+INSTANTIATE_TEST_SUITE_P(SupportedIsas, KvAttentionPerIsa, ::testing::ValuesIn(cpu::supported_isas()),
+                         [](const auto& info) { return std::string(cpu::isa_name(info.param)); });
+
+TEST_P(KvAttentionPerIsa, TableHasTheQuantizedAttentionKernels) {
+  EXPECT_EQ(table().isa, GetParam());
+  EXPECT_NE(table().attn_scores_q8_0, nullptr);
+  EXPECT_NE(table().attn_values_q8_0, nullptr);
+  EXPECT_NE(table().attn_scores_q4_0, nullptr);
+  EXPECT_NE(table().attn_values_q4_0, nullptr);
+  EXPECT_NE(table().softmax_partial, nullptr);
+}
+
+// Odd shapes: 1, 3 and 8 query heads per KV head; head_dim 32 (one block), 64 (gpt-oss), 96 (three blocks) and 256
+// (the largest); 1, 7, 33 and 201 keys; the second KV head's rows at a stride of two rows. Scores against the scalar
+// variant and against double sums over the dequantized values; values (accumulated onto a non-zero output) likewise.
+// A wrong block, nibble or scale anywhere moves the pooled NMSE far above the bars (~1e-3 for one block of 32).
+TEST_P(KvAttentionPerIsa, QuantizedRowsMatchScalarVariantAndDoubleSums) {
+  for (Quant t : {Quant::kQ8_0, Quant::kQ4_0}) {
+    // Outputs pooled over the shapes: a single score can sit near zero by cancellation (one key, one head), which
+    // says nothing about the kernel.
+    std::vector<float> all_want, all_got, all_exact;
+    const auto pool = [&](const std::vector<float>& want, const std::vector<float>& got,
+                          const std::vector<float>& exact) {
+      all_want.insert(all_want.end(), want.begin(), want.end());
+      all_got.insert(all_got.end(), got.begin(), got.end());
+      all_exact.insert(all_exact.end(), exact.begin(), exact.end());
+    };
+    for (int64_t group : {1, 3, 8}) {
+      for (int64_t head_dim : {32, 64, 96, 256}) {
+        for (int64_t num_keys : {1, 7, 33, 201}) {
+          const QuantRows rows = make_rows(t, num_keys, head_dim, 11 + static_cast<uint32_t>(num_keys));
+          const auto q = random_floats(group * head_dim, 12);
+          const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+          std::vector<float> want(group * num_keys), got(group * num_keys), exact(group * num_keys);
+          scores_fn(scalar(), t)(q.data(), group, rows.second_head(), rows.stride, num_keys, head_dim, scale,
+                                 want.data(), num_keys);
+          scores_fn(table(), t)(q.data(), group, rows.second_head(), rows.stride, num_keys, head_dim, scale,
+                                got.data(), num_keys);
+          for (int64_t h = 0; h < group; ++h)
+            for (int64_t j = 0; j < num_keys; ++j) {
+              double acc = 0;
+              for (int64_t i = 0; i < head_dim; ++i)
+                acc += static_cast<double>(q[h * head_dim + i]) * rows.values[j * head_dim + i];
+              exact[h * num_keys + j] = static_cast<float>(scale * acc);
+            }
+          pool(want, got, exact);
+
+          const auto p = random_floats(group * num_keys, 13);
+          std::vector<float> want_o(group * head_dim, 0.5f), got_o(group * head_dim, 0.5f);
+          std::vector<float> exact_o(group * head_dim);
+          values_fn(scalar(), t)(p.data(), num_keys, group, rows.second_head(), rows.stride, num_keys, head_dim,
+                                 want_o.data());
+          values_fn(table(), t)(p.data(), num_keys, group, rows.second_head(), rows.stride, num_keys, head_dim,
+                                got_o.data());
+          for (int64_t h = 0; h < group; ++h)
+            for (int64_t i = 0; i < head_dim; ++i) {
+              double acc = 0.5;
+              for (int64_t j = 0; j < num_keys; ++j)
+                acc += static_cast<double>(p[h * num_keys + j]) * rows.values[j * head_dim + i];
+              exact_o[h * head_dim + i] = static_cast<float>(acc);
+            }
+          pool(want_o, got_o, exact_o);
+        }
+      }
+    }
+    EXPECT_LE(nmse(all_want, all_got), kSimdVsScalarNmse) << (t == Quant::kQ8_0 ? "q8_0" : "q4_0");
+    EXPECT_LE(nmse(all_exact, all_want), kScalarVsDoubleNmse) << (t == Quant::kQ8_0 ? "q8_0" : "q4_0");
+  }
+}
+
+// The split-softmax chunk on lengths around the vector width: the max exactly, the exponentials and their sum against
+// double. f32 exp is within a few ulp: NMSE ~1e-14; 1e-10 leaves room for the summation order.
+TEST_P(KvAttentionPerIsa, SoftmaxPartialMatchesDouble) {
+  for (int64_t n : {1, 7, 15, 16, 17, 300, 4097}) {
+    auto s = random_floats(n, 21 + static_cast<uint32_t>(n), 3.0f);
+    double m = s[0];
+    for (float v : s) m = std::max<double>(m, v);
+    std::vector<float> want(s.size());
+    double want_sum = 0;
+    for (size_t j = 0; j < s.size(); ++j) {
+      want[j] = static_cast<float>(std::exp(s[j] - m));
+      want_sum += want[j];
+    }
+    float got_max = 0;
+    const float got_sum = table().softmax_partial(s.data(), n, &got_max);
+    EXPECT_EQ(got_max, static_cast<float>(m)) << n;
+    EXPECT_LE(nmse(want, s), 1e-10) << n;
+    EXPECT_NEAR(got_sum, want_sum, 1e-5 * want_sum) << n;
+  }
+}
+
+// ---- CPU attention over a KV cache: unsplit against double, split against unsplit ----------------------------------
+
+ModelHparams attention_hparams(uint32_t head_dim) {
+  ModelHparams hp;
+  hp.num_layers = 2;  // layer 0 sliding (window 8), layer 1 full
+  hp.hidden_dim = 64;
+  hp.num_heads = 6;
+  hp.num_kv_heads = 2;  // group 3
+  hp.head_dim = head_dim;
+  hp.num_experts = 4;
+  hp.num_experts_used = 2;
+  hp.expert_ffn_dim = 64;
+  hp.vocab_size = 100;
+  hp.context_length = 4096;
+  hp.sliding_window = 8;
+  return hp;
+}
+
+/// Stores random K and V of position `pos` in both layers.
+void store_position(KvCache& cache, const ModelHparams& hp, uint32_t pos) {
+  const auto k = random_floats(hp.kv_dim(), 1000 + pos, 1.5f);
+  const auto v = random_floats(hp.kv_dim(), 50000 + pos);
+  cache.store(0, pos, k.data(), v.data());
+  cache.store(1, pos, k.data(), v.data());
+}
+
+/// A cache of `num_positions` random K/V positions (the sliding layer's ring of 8 + 3 slots wraps many times).
+KvCache filled_cache(const ModelHparams& hp, KvCacheType k_type, KvCacheType v_type, uint32_t num_positions) {
+  auto cache = KvCache::create(hp, hp.context_length, k_type, v_type, /*extra_sliding_slots=*/3);
+  EXPECT_TRUE(cache.has_value());
+  for (uint32_t pos = 0; pos < num_positions; ++pos) store_position(*cache, hp, pos);
+  return std::move(*cache);
+}
+
+/// Softmax-with-sink attention in double over what load_k / load_v return (the dequantized cache), positions
+/// [first, first + num_keys) of one KV head: out[group][head_dim].
+std::vector<float> attention_double(const KvCache& kv, uint32_t layer, uint32_t kv_head, uint32_t first,
+                                    uint32_t num_keys, const std::vector<float>& q, uint32_t group, float scale,
+                                    const std::vector<float>& sinks) {
+  const uint32_t hd = kv.head_dim();
+  std::vector<float> out(group * hd), k(hd), v(hd);
+  for (uint32_t h = 0; h < group; ++h) {
+    std::vector<double> s(num_keys);
+    double m = sinks[h];
+    for (uint32_t j = 0; j < num_keys; ++j) {
+      kv.load_k(layer, first + j, kv_head, k.data());
+      double acc = 0;
+      for (uint32_t i = 0; i < hd; ++i) acc += static_cast<double>(q[h * hd + i]) * k[i];
+      s[j] = scale * acc;
+      m = std::max(m, s[j]);
+    }
+    double z = std::exp(sinks[h] - m);
+    for (double& x : s) z += (x = std::exp(x - m));
+    std::vector<double> o(hd, 0.0);
+    for (uint32_t j = 0; j < num_keys; ++j) {
+      kv.load_v(layer, first + j, kv_head, v.data());
+      for (uint32_t i = 0; i < hd; ++i) o[i] += s[j] / z * v[i];
+    }
+    for (uint32_t i = 0; i < hd; ++i) out[h * hd + i] = static_cast<float>(o[i]);
+  }
+  return out;
+}
+
+struct KvTypePair {
+  KvCacheType k, v;
+};
+constexpr KvTypePair kTypePairs[] = {{KvCacheType::kF16, KvCacheType::kF16},
+                                     {KvCacheType::kQ8_0, KvCacheType::kQ8_0},
+                                     {KvCacheType::kQ4_0, KvCacheType::kQ4_0},
+                                     {KvCacheType::kQ8_0, KvCacheType::kQ4_0},
+                                     {KvCacheType::kF32, KvCacheType::kQ8_0}};
+
+std::string pair_name(KvTypePair p) {
+  return std::string(kv_cache_type_name(p.k)) + "/" + kv_cache_type_name(p.v);
+}
+
+// The unsplit attention (what each (token, KV head) task runs) against double over the dequantized cache, on the
+// sliding layer at and past its window's edge (query positions 7..9 and 17..20 with a window of 8 and a ring of 11
+// slots: the visible keys wrap around the ring) and on the full layer. Both sides read the same quantized bytes, so
+// only f32 rounding separates them.
+TEST_P(KvAttentionPerIsa, UnsplitAttentionMatchesDoubleAtTheSlidingWindowEdge) {
+  const uint32_t group = 3;
+  for (KvTypePair types : kTypePairs) {
+    for (uint32_t head_dim : {32u, 64u}) {
+      const ModelHparams hp = attention_hparams(head_dim);
+      KvCache kv = filled_cache(hp, types.k, types.v, 0);
+      const KvAttentionKernels kk = kv_attention_kernels(table(), types.k, types.v);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+      const auto q = random_floats(group * head_dim, 77);
+      const std::vector<float> sinks = {0.5f, -1.0f, 2.0f};
+      for (uint32_t pos = 0; pos <= 20; ++pos) {  // the query at pos sees the cache as decoding leaves it
+        store_position(kv, hp, pos);
+        if (pos != 0 && (pos < 7 || pos > 9) && pos < 17) continue;
+        for (uint32_t layer : {0u, 1u}) {
+          const uint32_t first = kv.first_visible_position(layer, pos);
+          const uint32_t num_keys = pos - first + 1;
+          EXPECT_EQ(num_keys, layer == 0 ? std::min(pos + 1, 8u) : pos + 1);
+          std::vector<float> scores(group * num_keys), got(group * head_dim);
+          attention_full(table(), kk, kv, layer, 1, first, num_keys, q.data(), group, scale, sinks.data(),
+                         scores.data(), got.data());
+          const auto want = attention_double(kv, layer, 1, first, num_keys, q, group, scale, sinks);
+          EXPECT_LE(nmse(want, got), kScalarVsDoubleNmse)
+              << pair_name(types) << " head_dim " << head_dim << " layer " << layer << " pos " << pos;
+        }
+      }
+    }
+  }
+}
+
+// Split into chunks and merged (flash-decoding) against unsplit, at odd key counts (1, 7, 1001, 2047 keys, and a
+// sliding-layer range that wraps the ring) and 1, 2, 3 and 7 chunks (chunks of unequal sizes, some of one key).
+TEST_P(KvAttentionPerIsa, SplitAttentionMatchesUnsplitAtOddKeyCounts) {
+  const uint32_t group = 3, head_dim = 64;
+  const ModelHparams hp = attention_hparams(head_dim);
+  const float scale = 0.125f;
+  const auto q = random_floats(group * head_dim, 78, 2.0f);
+  const std::vector<float> sinks = {1.0f, -3.0f, 6.0f};  // 6: a sink that takes most of the mass
+  for (KvTypePair types : kTypePairs) {
+    const KvCache kv = filled_cache(hp, types.k, types.v, 2048);
+    const KvAttentionKernels kk = kv_attention_kernels(table(), types.k, types.v);
+    struct Range {
+      uint32_t layer, first, num_keys;
+    };
+    for (Range r : {Range{1, 0, 1}, Range{1, 0, 7}, Range{1, 5, 1001}, Range{1, 0, 2047}, Range{0, 2040, 8}}) {
+      std::vector<float> scores(group * r.num_keys), want(group * head_dim);
+      attention_full(table(), kk, kv, r.layer, 0, r.first, r.num_keys, q.data(), group, scale, sinks.data(),
+                     scores.data(), want.data());
+      for (uint32_t num_chunks : {1u, 2u, 3u, 7u}) {
+        if (num_chunks > r.num_keys) continue;
+        std::vector<float> outs(num_chunks * group * head_dim), maxs(num_chunks * group), sums(num_chunks * group);
+        for (uint32_t c = 0; c < num_chunks; ++c) {
+          const uint32_t begin = r.num_keys * c / num_chunks, end = r.num_keys * (c + 1) / num_chunks;
+          attention_chunk(table(), kk, kv, r.layer, 0, r.first + begin, end - begin, q.data(), group, scale,
+                          scores.data(), &outs[c * group * head_dim], &maxs[c * group], &sums[c * group]);
+        }
+        std::vector<float> got(group * head_dim);
+        merge_attention_chunks(num_chunks, group, head_dim, outs.data(), maxs.data(), sums.data(), sinks.data(),
+                               got.data());
+        EXPECT_LE(nmse(want, got), kSplitVsUnsplitNmse)
+            << pair_name(types) << " layer " << r.layer << " keys " << r.num_keys << " chunks " << num_chunks;
+      }
+    }
+  }
+}
+
+TEST(AttentionChunks, SplitOnlyWhenTasksAreFewerThanThreadsAndKeysAreMany) {
+  EXPECT_EQ(attention_num_chunks(8, 100000, 8), 1u);    // as many tasks as threads
+  EXPECT_EQ(attention_num_chunks(8, 100000, 16), 2u);   // 8 KV heads, 16 threads
+  EXPECT_EQ(attention_num_chunks(8, 100000, 12), 2u);   // rounded up: every thread gets a chunk
+  EXPECT_EQ(attention_num_chunks(2, 1023, 16), 1u);     // fewer than 2 chunks of kMinKeysPerAttentionChunk keys
+  EXPECT_EQ(attention_num_chunks(2, 1024, 16), 2u);
+  EXPECT_EQ(attention_num_chunks(2, 100000, 16), 8u);
+  EXPECT_EQ(attention_num_chunks(0, 100000, 16), 1u);
+}
+
+TEST(KvCacheTypes, BytesPerPositionAndCacheSizeFollowTheBlockLayouts) {
+  ModelHparams hp = attention_hparams(64);
+  hp.num_kv_heads = 8;  // gpt-oss-20b: 8 KV heads of 64
+  EXPECT_EQ(kv_bytes_per_position(hp, KvCacheType::kF16), 2048u);
+  EXPECT_EQ(kv_bytes_per_position(hp, KvCacheType::kQ8_0), 8u * 2 * 68);   // 2 blocks of 34 per row
+  EXPECT_EQ(kv_bytes_per_position(hp, KvCacheType::kQ4_0), 8u * 2 * 36);   // 2 blocks of 18 per row
+  EXPECT_EQ(kv_bytes_per_position(hp, KvCacheType::kQ8_0, KvCacheType::kQ4_0), 8u * (68 + 36));
+  // Sliding layer 0 keeps 8 positions, full layer 1 all 100.
+  EXPECT_EQ(kv_cache_bytes(hp, 100, KvCacheType::kQ8_0, KvCacheType::kF16), (8u + 100) * 8 * (68 + 128));
+  auto cache = KvCache::create(hp, 100, KvCacheType::kQ8_0, KvCacheType::kF16);
+  ASSERT_TRUE(cache.has_value());
+  EXPECT_EQ(cache->reserved_bytes(), kv_cache_bytes(hp, 100, KvCacheType::kQ8_0, KvCacheType::kF16));
+  EXPECT_EQ(cache->k_stride_bytes(), 68u);
+  EXPECT_EQ(cache->v_stride_bytes(), 128u);
+}
+
+TEST(KvCacheTypes, ParseNamesEveryTypeAndRejectsOthersNamingTheValue) {
+  for (KvCacheType t : {KvCacheType::kF16, KvCacheType::kF32, KvCacheType::kQ8_0, KvCacheType::kQ4_0})
+    EXPECT_EQ(parse_kv_cache_type(kv_cache_type_name(t)).value(), t);
+  auto bad = parse_kv_cache_type("q5_0");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message.find("'q5_0'"), std::string::npos) << bad.error().message;
+  EXPECT_NE(bad.error().message.find("q4_0"), std::string::npos) << bad.error().message;
+}
+
+TEST(KvCacheTypes, QuantizedTypeNeedsAHeadDimThatIsAMultipleOf32) {
+  const ModelHparams hp = attention_hparams(40);
+  auto cache = KvCache::create(hp, 16, KvCacheType::kF16, KvCacheType::kQ8_0);
+  ASSERT_FALSE(cache.has_value());
+  EXPECT_NE(cache.error().message.find("q8_0"), std::string::npos) << cache.error().message;
+  EXPECT_NE(cache.error().message.find("head_dim 40"), std::string::npos) << cache.error().message;
+  EXPECT_TRUE(KvCache::create(hp, 16, KvCacheType::kF16, KvCacheType::kF32).has_value());
+}
+
+}  // namespace
+}  // namespace hetmoe
