@@ -7,6 +7,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "runtime/model/kv_type.h"
+
 namespace hetmoe::placement {
 namespace {
 
@@ -186,8 +188,19 @@ Expected<Plan> plan_from_json(const nlohmann::json& j, const std::string& source
   HETMOE_ASSIGN_OR_RETURN(v, top.u64("context_length", 1u << 24));
   p.context_length = static_cast<uint32_t>(v);
   HETMOE_ASSIGN_OR_RETURN(p.kv_type, top.string("kv_type"));
-  if (p.kv_type != "f16" && p.kv_type != "f32")
-    return format_error(source, fmt::format("key 'kv_type' is '{}', expected f16 or f32", p.kv_type));
+  {
+    // One type for K and V ("q8_0"), or K's and V's ("q8_0/q4_0"), as a run records it.
+    const std::string_view text = p.kv_type;
+    const size_t slash = text.find('/');
+    const bool ok = slash == std::string_view::npos
+                        ? parse_kv_cache_type(text).has_value()
+                        : parse_kv_cache_type(text.substr(0, slash)).has_value() &&
+                              parse_kv_cache_type(text.substr(slash + 1)).has_value();
+    if (!ok)
+      return format_error(source, fmt::format("key 'kv_type' is '{}', expected f16, f32, q8_0 or q4_0, or K/V "
+                                              "types such as q8_0/q4_0",
+                                              p.kv_type));
+  }
   HETMOE_ASSIGN_OR_RETURN(p.strategy, top.string("strategy"));
   HETMOE_ASSIGN_OR_RETURN(p.embedding, top.device("embedding"));
   HETMOE_ASSIGN_OR_RETURN(p.output, top.device("output"));

@@ -319,6 +319,23 @@ TEST(PlanJson, LoadNamesWhatIsWrong) {
   j["format"] = "something-else";
   expect_error(j, "format");
   EXPECT_FALSE(plan_from_json(nlohmann::json::array(), "x"));
+  j = good;
+  j["kv_type"] = "q5_1";  // not a KV cache type hetmoe has
+  expect_error(j, "'kv_type' is 'q5_1'");
+  j = good;
+  j["kv_type"] = "q8_0/q5_1";
+  expect_error(j, "'kv_type' is 'q8_0/q5_1'");
+}
+
+TEST(PlacementOptimizer, PlanFileKeepsQuantizedAndSplitKvTypes) {
+  const CostModel m = make_model(1.0);
+  for (const char* kv_type : {"q8_0", "q4_0", "q8_0/q4_0", "f32"}) {
+    nlohmann::json j = plan_to_json(optimize(m, 4 * kGiB));
+    j["kv_type"] = kv_type;
+    auto back = plan_from_json(j, "plan.json");
+    ASSERT_TRUE(back) << kv_type << ": " << back.error().to_string();
+    EXPECT_EQ(back->kv_type, kv_type);
+  }
 }
 
 TEST(PlacementOptimizer, Gpt120bShapePlansAndStaysInBudget) {

@@ -338,8 +338,8 @@ void add_plan_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--depth", args->depth, "Context depth the decode prediction is for (default: ctx − 1)")
       ->check(int_range(0, 1 << 24));
-  cmd->add_option("--kv-type", args->kv_type, "KV cache type: f16 or f32")
-      ->check(CLI::IsMember({"f16", "f32"}))
+  cmd->add_option("--kv-type", args->kv_type, "KV cache type of K and V: f16, f32, q8_0 or q4_0")
+      ->check(CLI::IsMember({"f16", "f32", "q8_0", "q4_0"}))
       ->capture_default_str();
   cmd->add_option("--stats", args->stats_path, "Expert statistics from `hetmoe profile` (default: router-bias prior)");
   cmd->add_flag("--json", args->json, "Print the Plan as JSON");

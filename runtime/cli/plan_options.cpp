@@ -295,7 +295,7 @@ std::vector<std::string> memory_lines(const placement::Plan& plan, const placeme
                                         : fmt::format("weights {}", gib(weights));
   lines.push_back(fmt::format("memory: needs {} in RAM: {}, KV cache {} at context {} ({}), buffers {}{}; usable {}",
                               gib(weights + kv + buffers), weights_text, gib(kv), context_length,
-                              kv_type == KvCacheType::kF16 ? "f16" : "f32", gib(buffers),
+                              kv_cache_type_name(kv_type), gib(buffers),
                               vram > 0 ? fmt::format("; {} in VRAM", gib(vram)) : std::string(),
                               usable > 0 ? fmt::format("{} (free now: {})", gib(usable), room.describe())
                                          : std::string("unknown")));
@@ -316,8 +316,18 @@ std::vector<std::string> memory_lines(const placement::Plan& plan, const placeme
     const auto ctx = static_cast<uint64_t>(static_cast<double>(usable - (target - kv)) / per_token) / 256 * 256;
     if (ctx >= 256) fix = fmt::format("-c {} would fit", ctx);
   }
-  if (kv_type == KvCacheType::kF32 && target - kv / 2 <= usable)
-    fix += fmt::format("{}--kv-type f16 would fit (KV cache {})", fix.empty() ? "" : "; ", gib(kv / 2));
+  // A smaller KV type: the cache scales with the bytes of a row (the ratio is the same for any head_dim that is a
+  // multiple of the 32-value quantization block).
+  constexpr uint32_t kHeadDimForKvRatio = 64;
+  const auto row = [&](KvCacheType t) { return static_cast<double>(kv_row_bytes(t, kHeadDimForKvRatio)); };
+  for (KvCacheType smaller : {KvCacheType::kF16, KvCacheType::kQ8_0, KvCacheType::kQ4_0}) {
+    if (row(smaller) >= row(kv_type)) continue;
+    const auto kv_smaller = static_cast<uint64_t>(static_cast<double>(kv) * row(smaller) / row(kv_type));
+    if (target - kv + kv_smaller > usable) continue;
+    fix += fmt::format("{}--kv-type {} would fit (KV cache {})", fix.empty() ? "" : "; ", kv_cache_type_name(smaller),
+                       gib(kv_smaller));
+    break;
+  }
   if (fix.empty()) fix = "nothing at this context fits: free memory (close programs) or raise the limit";
   lines.push_back(fmt::format("memory: this run cannot fit: {} ({}, KV cache and buffers) exceed the usable {}; "
                               "expect reclaim or the OOM killer. {}",
