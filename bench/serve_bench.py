@@ -44,11 +44,15 @@ def start_server(binary, model, threads, parallel, ctx, extra):
             time.sleep(0.2)
 
 
-def stream_chat(url, messages, max_tokens, out):
-    """One streamed request; appends (t_start, t_first, t_last, num_tokens, usage) to out."""
-    body = json.dumps({"messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
+def stream_chat(url, messages, max_tokens, out, raw_prompt=None):
+    """One streamed request; appends (t_start, t_first, t_last, num_tokens, usage) to out. With raw_prompt, a
+    /v1/completions request instead: its chunks carry every token's text, where a chat's text may only appear once
+    the harmony parser has decided a channel (random-weight models), which would hide when tokens arrive."""
+    fields = {"prompt": raw_prompt} if raw_prompt is not None else {"messages": messages}
+    body = json.dumps({**fields, "max_tokens": max_tokens, "temperature": 0, "stream": True,
                        "stream_options": {"include_usage": True}}).encode()
-    req = urllib.request.Request(url + "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    path = "/v1/completions" if raw_prompt is not None else "/v1/chat/completions"
+    req = urllib.request.Request(url + path, body, {"Content-Type": "application/json"})
     t0 = time.perf_counter()
     first = last = None
     usage = None
@@ -64,7 +68,11 @@ def stream_chat(url, messages, max_tokens, out):
             chunk = json.loads(line[6:])
             if chunk.get("usage"):
                 usage = chunk["usage"]
-            if chunk.get("choices") and chunk["choices"][0].get("delta", {}).keys() - {"role"}:
+            # A token's chunk carries text, reasoning or a tool call; the opening chunk ({"role", "content": ""})
+            # comes before the prefill and must not count as the first token.
+            choice = chunk["choices"][0] if chunk.get("choices") else {}
+            delta = choice.get("delta", {})
+            if choice.get("text") or any(delta.get(k) for k in ("content", "reasoning", "reasoning_content", "tool_calls")):
                 now = time.perf_counter()
                 first = first or now
                 last = now
@@ -74,8 +82,8 @@ def stream_chat(url, messages, max_tokens, out):
 def level(url, n, max_tokens, salt):
     out, threads = [], []
     for i in range(n):
-        msgs = [{"role": "user", "content": f"Request {salt}-{i}: write about the number {i * 7 + salt}."}]
-        threads.append(threading.Thread(target=stream_chat, args=(url, msgs, max_tokens, out)))
+        prompt = f"Request {salt}-{i}: write about the number {i * 7 + salt}."
+        threads.append(threading.Thread(target=stream_chat, args=(url, None, max_tokens, out, prompt)))
     for t in threads:
         t.start()
     for t in threads:
