@@ -100,6 +100,7 @@ TEST(ServeChatRequest, EveryBadFieldIsA400NamingIt) {
       {R"({"messages": [{"role": "user", "content": "x"}], "stop": [1]})", "stop[0]"},
       {R"({"messages": [{"role": "user", "content": "x"}], "seed": "a"})", "seed"},
       {R"({"messages": [{"role": "user", "content": "x"}], "stream": "yes"})", "stream"},
+      {R"({"messages": [{"role": "user", "content": "x"}], "cache_prompt": 0})", "cache_prompt"},
       {R"({"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "max"})", "reasoning_effort"},
       {R"({"messages": [{"role": "user", "content": "x"}], "logprobs": true})", "logprobs"},
       {R"({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required"})", "tool_choice"},
@@ -408,7 +409,9 @@ TEST(ServeSse, ChatChunksEndWithUsageAndDone) {
     if (delta.contains("tool_calls")) {
       const json& c = delta["tool_calls"][0];
       EXPECT_EQ(c["index"], 0);
-      if (c.contains("id")) EXPECT_EQ(c["function"]["name"], "f");
+      if (c.contains("id")) {
+        EXPECT_EQ(c["function"]["name"], "f");
+      }
       args += c["function"]["arguments"].get<std::string>();
     }
   }
@@ -454,7 +457,9 @@ TEST(ServeSse, ResponsesEventsAreOrderedAndEndIncompleteAtTheTokenCap) {
   std::set<int> added;
   for (const json& e : events) {
     if (e["type"] == "response.output_item.added") added.insert(e["output_index"].get<int>());
-    if (e["type"].get<std::string>().ends_with(".delta")) EXPECT_TRUE(added.count(e["output_index"].get<int>()));
+    if (e["type"].get<std::string>().ends_with(".delta")) {
+      EXPECT_TRUE(added.count(e["output_index"].get<int>()));
+    }
   }
 }
 
@@ -527,7 +532,8 @@ struct Outcome_ {
 
 /// Submits a greedy job; the future gives its tokens and result.
 std::future<Outcome_> run_job(Scheduler& s, std::vector<int32_t> prompt, uint32_t max_new,
-                              std::shared_ptr<JobHandle>* handle = nullptr, Status* submit_status = nullptr) {
+                              std::shared_ptr<JobHandle>* handle = nullptr, Status* submit_status = nullptr,
+                              bool cache_prompt = true) {
   auto promise = std::make_shared<std::promise<Outcome_>>();
   auto outcome = std::make_shared<Outcome_>();
   Job job;
@@ -535,6 +541,7 @@ std::future<Outcome_> run_job(Scheduler& s, std::vector<int32_t> prompt, uint32_
   job.sampling.temperature = 0;
   job.max_new_tokens = max_new;
   job.stop_ids = {0};
+  job.cache_prompt = cache_prompt;
   job.on_token = [outcome](int32_t t) {
     outcome->tokens.push_back(t);
     return true;
@@ -612,6 +619,20 @@ TEST(ServeScheduler, PromptCacheReusesTheLongestPrefixAndGivesTheSameTokens) {
   EXPECT_EQ(run_job(cold, turn2, 5).get().tokens, b.tokens);
   // Repeating a prompt exactly recomputes its last token only.
   EXPECT_EQ(run_job(s, turn2, 5).get().result.num_cached_tokens, turn2.size() - 1);
+}
+
+TEST(ServeScheduler, AJobWithCachePromptFalseComputesItsWholePrompt) {
+  FakeMulti fake(1, 256, 97);
+  Scheduler s(fake, SchedulerOptions{});
+  const std::vector<int32_t> prompt = {5, 6, 7, 8, 9, 10};
+  const Outcome_ a = run_job(s, prompt, 3).get();
+  const uint64_t before = fake.computed_tokens.load();
+  const Outcome_ b = run_job(s, prompt, 3, nullptr, nullptr, /*cache_prompt=*/false).get();
+  EXPECT_EQ(b.result.num_cached_tokens, 0u);
+  EXPECT_EQ(fake.computed_tokens.load() - before, prompt.size() + 2u);  // the whole prompt, then 2 fed decode tokens
+  EXPECT_EQ(b.tokens, a.tokens);
+  // The slot still holds the job's tokens: the next request with caching reuses them.
+  EXPECT_EQ(run_job(s, prompt, 3).get().result.num_cached_tokens, prompt.size() - 1);
 }
 
 TEST(ServeScheduler, AFailingSlotDoesNotDisturbTheOthers) {

@@ -76,6 +76,7 @@ std::optional<ApiError> common_fields(const json& body, GenerationRequest* out) 
     out->model = body.at("model").get<std::string>();
   }
   if (auto e = bool_field(body, "stream", &out->stream)) return e;
+  if (auto e = bool_field(body, "cache_prompt", &out->cache_prompt)) return e;
   if (auto e = number_field(body, "temperature", 0.0, 2.0, &out->sampling.temperature)) return e;
   if (auto e = number_field(body, "top_p", 0.0, 1.0, &out->sampling.top_p)) return e;
   if (out->sampling.top_p <= 0.0f) return bad("top_p", "'top_p': expected a number in (0, 1], got 0");

@@ -36,6 +36,7 @@ struct GenerationRequest {
   std::vector<int32_t> raw_prompt_ids;  // completions with a prompt of token ids
   SamplerParams sampling;               // OpenAI defaults: temperature 1, top_p 1, no top-k, no min-p
   bool seed_given = false;
+  bool cache_prompt = true;             // llama-server's per-request "cache_prompt": false computes the whole prompt
   std::optional<uint32_t> max_tokens;   // max_tokens / max_completion_tokens / max_output_tokens
   bool stream = false;
   bool include_usage = false;           // chat: stream_options.include_usage

@@ -117,7 +117,7 @@ void Scheduler::admit_locked(std::vector<Active>& active) {
     size_t best_prefix = 0;
     for (uint32_t s = 0; s < slot_busy_.size(); ++s) {
       if (slot_busy_[s]) continue;
-      const size_t prefix = options_.cache_prompts ? common_prefix_length(slot_tokens_[s], q.job.prompt) : 0;
+      const size_t prefix = options_.cache_prompts && q.job.cache_prompt ? common_prefix_length(slot_tokens_[s], q.job.prompt) : 0;
       if (best < 0 || prefix > best_prefix ||
           (prefix == best_prefix && slot_tokens_[s].size() < slot_tokens_[best].size())) {
         best = static_cast<int>(s);

@@ -53,6 +53,9 @@ struct Job {
   uint32_t max_new_tokens = 256;    // clipped to the context left after the prompt
   std::vector<int32_t> stop_ids;    // tokens that end the turn (not fed, reported in JobResult::stop_token)
   std::optional<std::chrono::steady_clock::time_point> deadline;
+  /// false: never reuse a slot's cached prefix for this job (its whole prompt is computed; the request's
+  /// "cache_prompt": false, as llama-server takes it). The slot's cache still holds the job's tokens afterwards.
+  bool cache_prompt = true;
   /// Called on the scheduler thread with every generated token that is not a stop token; must be quick (hand the
   /// token to another thread). Returns false to stop (as cancel()).
   std::function<bool(int32_t)> on_token;

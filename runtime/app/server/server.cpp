@@ -526,6 +526,7 @@ void Server::Impl::handle_generate(Api api, const httplib::Request& req, httplib
   if (options.max_new_tokens > 0) max_new = std::min(max_new, options.max_new_tokens);
   job.max_new_tokens = max_new;
   job.stop_ids = m->stop_ids;
+  job.cache_prompt = request->cache_prompt;
   if (options.request_timeout_seconds > 0)
     job.deadline = std::chrono::steady_clock::now() +
                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(
