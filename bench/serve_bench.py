@@ -163,6 +163,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="repetitions of all levels, interleaved (1 2 4 8 1 2 4 8)")
     ap.add_argument("--turn-tokens", type=int, default=2000, help="prompt tokens of the conversation's first turn")
     ap.add_argument("--conversation", choices=["chat", "completions"], default="chat")
+    ap.add_argument("--conversation-rounds", type=int, help="rounds of the conversation test (default: --rounds)")
     ap.add_argument("--url", help="an already running server (e.g. llama-server -np 4) instead of starting hetmoe")
     a = ap.parse_args()
     levels = [int(x) for x in a.streams.split(",")]
@@ -187,7 +188,7 @@ def main():
                   f"{pct(ttfts[n], 99):.3f} |")
         print(f"\n| ~{a.turn_tokens}-token conversation ({a.conversation}) | round | time to first token s | "
               "prompt tokens | cached tokens |\n|---|---|---|---|---|")
-        for r in range(a.rounds):
+        for r in range(a.conversation_rounds if a.conversation_rounds is not None else a.rounds):
             for label, seconds, prompt_tokens, cached in second_turn(url, a.conversation, a.turn_tokens, r):
                 print(f"| {label} | {r + 1} | {seconds:.3f} | {prompt_tokens} | {cached} |")
     finally:
