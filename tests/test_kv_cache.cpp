@@ -2,10 +2,16 @@
 // tests/test_kv_attention.cpp).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
+#include "cpu_kernels/kernels.h"
+#include "runtime/exec/forward_cpu.h"
 #include "runtime/exec/kv_cache.h"
+#include "runtime/exec/forward_reference.h"
+#include "runtime/model/model.h"
 
 namespace hetmoe {
 namespace {
@@ -124,6 +130,52 @@ TEST(KvCache, BytesPerPositionFor20bIsTwoKibPerLayer) {
   hp.head_dim = 64;
   EXPECT_EQ(kv_bytes_per_position(hp, KvCacheType::kF16), 2048u);  // gpt-oss-spec.md §7
   EXPECT_EQ(kv_bytes_per_position(hp, KvCacheType::kF32), 4096u);
+}
+
+// bench --depth-fill repeat: positions appended without computing repeat the entries `period` positions back
+// (period = min(positions cached, sliding window)), in every layer (the tiny model's sliding ones wrap their ring),
+// and decoding continues from there; bad requests are errors that change nothing.
+TEST(KvCache, RepeatedPositionsCopyTheEntriesAPeriodBackAndDecodingContinues) {
+  auto model = Model::load(std::string(HETMOE_TEST_DATA_DIR) + "/gpt-oss-tiny.gguf");
+  ASSERT_TRUE(model.has_value()) << model.error().to_string();
+  const ModelHparams& hp = model->hparams;
+  CpuForwardOptions o;
+  o.context_length = 1024;
+  o.num_threads = 2;
+  auto fwd = CpuForward::create(*model, o, cpu::kernel_table(*cpu::selected_isa()));
+  ASSERT_TRUE(fwd.has_value()) << fwd.error().to_string();
+  CpuForward& f = **fwd;
+  EXPECT_EQ(f.append_repeated_positions(10).error().code, ErrorCode::kInvalidArgument);  // nothing cached yet
+  const uint32_t computed = 200;
+  std::vector<int32_t> ids(computed);
+  for (uint32_t i = 0; i < computed; ++i) ids[i] = static_cast<int32_t>((i * 37 + 11) % hp.vocab_size);
+  ASSERT_TRUE(f.forward_batch(ids, {}));
+  EXPECT_EQ(f.append_repeated_positions(1024 - computed + 1).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(f.num_positions(), computed);
+  ASSERT_TRUE(f.append_repeated_positions(600));
+  EXPECT_EQ(f.num_positions(), computed + 600);
+  const uint32_t period = std::min(computed, hp.sliding_window);
+  const KvCache& kv = f.sequence().kv;
+  const uint64_t k_bytes = kv.k_stride_bytes(), v_bytes = kv.v_stride_bytes();
+  for (uint32_t l = 0; l < hp.num_layers; ++l)
+    for (uint32_t p : {computed, computed + 1, computed + 599})
+      for (uint32_t g = 0; g < hp.num_kv_heads; ++g) {
+        // The repeated position and the computed one it repeats (period, 2·period, … back).
+        uint32_t src = p;
+        while (src >= computed) src -= period;
+        if (hp.is_sliding(l) && p - src >= kv.capacity(l)) src = p - period;  // the source left the ring: compare
+        EXPECT_EQ(0, std::memcmp(kv.k_row(l, p, g), kv.k_row(l, src, g), k_bytes)) << l << " " << p;
+        EXPECT_EQ(0, std::memcmp(kv.v_row(l, p, g), kv.v_row(l, src, g), v_bytes)) << l << " " << p;
+      }
+  std::vector<float> logits(hp.vocab_size);
+  ASSERT_TRUE(f.forward(5, logits));
+  EXPECT_EQ(f.num_positions(), computed + 601);
+  for (float x : logits) ASSERT_TRUE(std::isfinite(x));
+  // Paths that do not implement it say so.
+  auto reference = ReferenceForward::create(*model, 256, KvCacheType::kF16, 1);
+  ASSERT_TRUE(reference.has_value());
+  ASSERT_TRUE(reference->forward_batch(std::span<const int32_t>(ids).subspan(0, 4), {}));
+  EXPECT_EQ(reference->append_repeated_positions(1).error().code, ErrorCode::kUnsupported);
 }
 
 TEST(KvCache, TypeParsingNamesTheChoices) {

@@ -21,6 +21,10 @@ Status ForwardPass::forward_batch(std::span<const int32_t> token_ids, std::span<
   return {};
 }
 
+Status ForwardPass::append_repeated_positions(uint32_t) {
+  return make_error(ErrorCode::kUnsupported, "this forward pass cannot append repeated KV positions (CPU path only)");
+}
+
 Status ForwardPass::truncate(uint32_t target) {
   if (target > num_positions())
     return make_error(ErrorCode::kInvalidArgument,

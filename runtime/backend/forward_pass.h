@@ -35,6 +35,12 @@ class ForwardPass {
   /// ahead of num_positions(); kUnsupported if the sliding-window ring has already overwritten positions the next
   /// token would need (the default: implementations that keep no spare ring slots support only a no-op).
   virtual Status truncate(uint32_t num_positions);
+
+  /// For benchmarks of decode at depth only: appends num_positions positions without computing them, their K/V
+  /// entries repeating the cache's entries of earlier positions (the cost of attending to a position does not depend
+  /// on its values; the context is not a real one afterwards). Errors: kInvalidArgument when the context would
+  /// overflow or nothing is cached yet; kUnsupported (the default) for paths that do not implement it.
+  virtual Status append_repeated_positions(uint32_t num_positions);
 };
 
 }  // namespace hetmoe

@@ -44,6 +44,7 @@ struct BenchArgs {
   std::vector<int> num_prompt = {512};
   std::vector<int> num_gen = {128};
   std::vector<int> depths = {0};
+  std::string depth_fill = "prefill";  // --depth-fill: prefill, or repeat (CPU path)
   std::vector<int> threads = {default_num_threads()};
   int num_reps = 5;
   std::string output = "md";
@@ -200,8 +201,17 @@ int run_bench(const BenchArgs& args) {
       const std::span<const int32_t> all(tokens);
       if (depth > 0) {
         const double t0 = profiler::now_seconds();
-        if (auto s = fwd.forward_batch(all.subspan(0, depth), {}); !s) return report_error("bench", s.error());
-        fmt::print(stderr, "hetmoe bench: filled depth {} in {:.1f} s\n", depth, profiler::now_seconds() - t0);
+        const bool repeat = args.depth_fill == "repeat";
+        const int computed = repeat ? std::min(depth, 128) : depth;
+        if (auto s = fwd.forward_batch(all.subspan(0, computed), {}); !s) return report_error("bench", s.error());
+        if (repeat && depth > computed)
+          if (auto s = fwd.append_repeated_positions(static_cast<uint32_t>(depth - computed)); !s)
+            return report_error("bench", Error{s.error().code, "--depth-fill repeat: " + s.error().message, {}});
+        fmt::print(stderr, "hetmoe bench: filled depth {} in {:.1f} s{}\n", depth, profiler::now_seconds() - t0,
+                   repeat && depth > computed
+                       ? fmt::format(" ({} tokens computed, {} positions repeating their KV entries)", computed,
+                                     depth - computed)
+                       : std::string());
       }
       struct Test {
         Row row;
@@ -364,6 +374,13 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("-d,--n-depth", args->depths, "Context depths (tokens already in the KV cache)")
       ->delimiter(',')
       ->check(int_range(0, 1 << 24))
+      ->capture_default_str();
+  cmd->add_option("--depth-fill", args->depth_fill,
+                  "How the context is filled to a depth: prefill (every token computed, like llama-bench) or repeat "
+                  "(CPU path: 128 tokens prefilled, then their KV entries repeated without computing; decode tests "
+                  "cost the same, the fill takes seconds instead of minutes at depth 32768; pp tests at depth then "
+                  "attend to a context that is not a real one, their cost is the same too)")
+      ->check(CLI::IsMember({"prefill", "repeat"}))
       ->capture_default_str();
   cmd->add_option("-r,--repetitions", args->num_reps, "Repetitions per test (after one warm-up)")
       ->check(int_range(1, 1000))

@@ -302,6 +302,29 @@ Status CpuForward::truncate_sequence(Sequence& seq, uint32_t target) const {
   return {};
 }
 
+Status CpuForward::append_repeated_positions(uint32_t num_positions) {
+  Sequence& seq = own_;
+  const uint32_t context = seq.kv.context_length();
+  if (seq.num_positions == 0)
+    return make_error(ErrorCode::kInvalidArgument, "append_repeated_positions: no position is cached yet to repeat");
+  if (num_positions > context - seq.num_positions)
+    return make_error(ErrorCode::kInvalidArgument,
+                      fmt::format("append_repeated_positions: {} + {} positions exceed the context of {}",
+                                  seq.num_positions, num_positions, context));
+  const ModelHparams& hp = model_->hparams;
+  uint32_t period = seq.num_positions;
+  for (uint32_t l = 0; l < hp.num_layers; ++l)
+    if (hp.is_sliding(l)) period = std::min(period, hp.sliding_window);
+  // A sliding layer's ring holds its last capacity ≥ sliding_window ≥ period positions, so p − period is still
+  // there when p is written (or is p's own slot, leaving the window).
+  const uint32_t end = seq.num_positions + num_positions;
+  for (uint32_t p = seq.num_positions; p < end; ++p)
+    for (uint32_t l = 0; l < hp.num_layers; ++l) seq.kv.copy_position(l, p - period, p);
+  seq.num_positions = end;
+  seq.furthest_written = std::max(seq.furthest_written, end);
+  return {};
+}
+
 Status CpuForward::forward(int32_t token_id, std::span<float> logits_out) {
   const int32_t one[] = {token_id};
   return forward_batch(one, logits_out);

@@ -82,6 +82,8 @@ class CpuForward final : public ForwardPass {
   /// Allowed when (the furthest position count ever reached since reset) − num_positions ≤ rollback_slots (see
   /// CpuForwardOptions): a truncate after a truncate and a shorter write is measured from the furthest write.
   Status truncate(uint32_t num_positions) override { return truncate_sequence(own_, num_positions); }
+  /// Position p's K/V repeat those of p − period, period = min(num_positions(), the smallest sliding window).
+  Status append_repeated_positions(uint32_t num_positions) override;
 
   // ---- Several sequences through this pass's weights, buffers and threads (one caller thread at a time). ----
   /// The pass's own sequence (the one the ForwardPass interface runs).

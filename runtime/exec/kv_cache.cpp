@@ -98,6 +98,15 @@ uint32_t KvCache::first_visible_position(uint32_t layer_idx, uint32_t query_pos)
   return query_pos + 1 > window ? query_pos + 1 - window : 0;
 }
 
+void KvCache::copy_position(uint32_t layer_idx, uint32_t src_pos, uint32_t dst_pos) {
+  for (uint32_t h = 0; h < hp_.num_kv_heads; ++h) {
+    std::memmove(k_.get() + slot_offset(k_layer_offset_, k_row_bytes_, layer_idx, dst_pos, h),
+                 k_.get() + slot_offset(k_layer_offset_, k_row_bytes_, layer_idx, src_pos, h), k_row_bytes_);
+    std::memmove(v_.get() + slot_offset(v_layer_offset_, v_row_bytes_, layer_idx, dst_pos, h),
+                 v_.get() + slot_offset(v_layer_offset_, v_row_bytes_, layer_idx, src_pos, h), v_row_bytes_);
+  }
+}
+
 void KvCache::store(uint32_t layer_idx, uint32_t pos, const float* k, const float* v) {
   for (uint32_t h = 0; h < hp_.num_kv_heads; ++h) {
     const uint64_t off = static_cast<uint64_t>(h) * hp_.head_dim;

@@ -34,6 +34,10 @@ class KvCache {
   /// head-major). pos < context_length (the caller validates).
   void store(uint32_t layer_idx, uint32_t pos, const float* k, const float* v);
 
+  /// Copies K and V of every KV head of `layer_idx` from position src_pos to dst_pos (raw rows, any type). Both must
+  /// be in the ring (dst_pos − capacity ≤ src_pos ≤ newest stored; equal: the same slot); the caller validates.
+  void copy_position(uint32_t layer_idx, uint32_t src_pos, uint32_t dst_pos);
+
   /// Reads K (or V) of head `kv_head_idx` at position `pos` into out[head_dim] (f32). The position must still be
   /// in the ring: newest stored − capacity < pos <= newest stored.
   void load_k(uint32_t layer_idx, uint32_t pos, uint32_t kv_head_idx, float* out) const;
