@@ -35,7 +35,7 @@ Status plan_ram_tier(Plan& plan, const ModelBytes& bytes, std::span<const double
   plan.ram_tier = RamTier{};
   for (LayerPlan& lp : plan.layers) lp.paged_experts.clear();
   const uint64_t weights = ram_weight_bytes(plan, bytes);
-  const uint64_t fixed = request.kv_bytes + request.buffer_bytes;
+  const uint64_t fixed = request.kv_bytes + request.buffer_bytes + request.headroom_bytes;
   if (request.room_bytes == 0 || weights + fixed <= request.room_bytes) return {};
 
   // Dense (non-expert) bytes in RAM, and the CPU experts by descending selection probability.
@@ -96,9 +96,11 @@ Status plan_ram_tier(Plan& plan, const ModelBytes& bytes, std::span<const double
     }
   }
   plan.notes.push_back(fmt::format(
-      "RAM tier: {:.2f} GiB of weights do not fit in {:.2f} GiB usable (KV cache {:.2f} GiB, buffers {:.2f} GiB): "
+      "RAM tier: {:.2f} GiB of weights do not fit in {:.2f} GiB usable (KV cache {:.2f} GiB, buffers {:.2f} GiB, "
+      "page-cache headroom {:.2f} GiB): "
       "{:.2f} GiB resident{}, {} experts ({:.2f} GiB) paged from disk, {:.2f} loads per token{}",
-      gib(weights), gib(request.room_bytes), gib(request.kv_bytes), gib(request.buffer_bytes), gib(rt.resident_bytes),
+      gib(weights), gib(request.room_bytes), gib(request.kv_bytes), gib(request.buffer_bytes),
+      gib(request.headroom_bytes), gib(rt.resident_bytes),
       request.lock ? " (locked where allowed)" : "", rt.num_paged_experts, gib(rt.paged_bytes),
       rt.paged_loads_per_token,
       request.disk_read_bytes_per_s > 0

@@ -25,6 +25,11 @@ struct RamTierRequest {
   uint64_t room_bytes = 0;          // what the process can use now (min(MemAvailable, cgroup room)); 0: unknown
   uint64_t kv_bytes = 0;            // the KV cache at the run's context, in RAM
   uint64_t buffer_bytes = 256ull << 20;  // activations, scratch, tokenizer, allocator slack
+  /// Room kept free for the page cache beyond what the plan counts (paged experts, the rest of the process, the
+  /// kernel's reclaim margin): a mapped model that "just fits" thrashes. Measured (docs/memory.md): the synthetic 20b
+  /// in a 12 GiB cgroup (12.05 GiB usable) decoded at 0.96 / 1.21 tok/s mapped without a tier, 1.52 / 1.56 with a
+  /// tier leaving 1.05 GiB, 1.88 / 2.46 leaving 1.55 GiB (two interleaved rounds, busy host).
+  uint64_t headroom_bytes = 1536ull << 20;
   double disk_read_bytes_per_s = 0; // `hetmoe probe`'s random-read rate of the model's disk; 0: not measured
   bool lock = true;                 // lock resident weights (mlock) where RLIMIT_MEMLOCK allows
 };

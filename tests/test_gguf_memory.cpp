@@ -73,6 +73,9 @@ TEST(MakeResident, SameBytesAtTheSameAddressesNowAnonymous) {
   EXPECT_EQ(result->resident_bytes % 4096, 0u);
   EXPECT_GE(result->resident_bytes, 2 * 4096u + 4096u);
   EXPECT_TRUE(result->locked_bytes == result->resident_bytes || !result->lock_note.empty()) << result->lock_note;
+  EXPECT_EQ(file->resident_bytes(), result->resident_bytes);  // what bench subtracts from the anonymous RSS
+  ASSERT_TRUE(file->make_resident({{4097, 100}}, false));      // already resident: not counted twice
+  EXPECT_EQ(file->resident_bytes(), result->resident_bytes);
   EXPECT_TRUE(anonymous_at(base + 4097));
   EXPECT_TRUE(anonymous_at(base + size - 1));
   EXPECT_FALSE(anonymous_at(base));  // the first page was not asked for: still the file
@@ -91,6 +94,7 @@ TEST(MakeResident, RangePastTheEndIsAnErrorAndMemoryFilesAreLeftAlone) {
   auto none = in_memory->make_resident({{0, 4096}}, false);
   ASSERT_TRUE(none);
   EXPECT_EQ(none->resident_bytes, 0u);
+  EXPECT_EQ(in_memory->resident_bytes(), 0u);
 }
 
 TEST(ReleasePages, KeepsTheBytesReadableAndSparesResidentRanges) {

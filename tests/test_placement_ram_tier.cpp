@@ -36,6 +36,23 @@ TEST(RamTier, DisabledWhenTheModelFits) {
   EXPECT_FALSE(f.plan.ram_tier.enabled);
 }
 
+// A mapped model that only just fits (weights + KV + buffers under the room, but less than headroom_bytes to spare)
+// thrashes the page cache: the tier engages and leaves the headroom free; without headroom it would not.
+TEST(RamTier, AModelThatOnlyJustFitsKeepsTheHeadroomFree) {
+  Fixture f;
+  RamTierRequest req;
+  req.kv_bytes = kGiB / 2;
+  const uint64_t weights = ram_weight_bytes(f.plan, f.in.bytes);
+  req.room_bytes = weights + req.kv_bytes + req.buffer_bytes + req.headroom_bytes / 2;
+  ASSERT_TRUE(plan_ram_tier(f.plan, f.in.bytes, f.in.probabilities, req));
+  ASSERT_TRUE(f.plan.ram_tier.enabled);
+  EXPECT_GT(f.plan.ram_tier.num_paged_experts, 0u);
+  EXPECT_LE(f.plan.ram_tier.resident_bytes + req.kv_bytes + req.buffer_bytes + req.headroom_bytes, req.room_bytes);
+  req.headroom_bytes = 0;
+  ASSERT_TRUE(plan_ram_tier(f.plan, f.in.bytes, f.in.probabilities, req));
+  EXPECT_FALSE(f.plan.ram_tier.enabled);
+}
+
 TEST(RamTier, ShortOfRamPagesTheColdestExpertsAndFitsTheRoom) {
   Fixture f;
   RamTierRequest req;

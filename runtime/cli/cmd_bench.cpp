@@ -281,7 +281,9 @@ int run_bench(const BenchArgs& args) {
   // Resident memory beyond the weights (and the KV cache, which is anonymous too): anonymous RSS minus the weights
   // when they were loaded into memory (mapped weights are file-backed and not in the anonymous count).
   const bool in_memory = model->file->in_memory();
-  const uint64_t beyond_weights = anon_rss - std::min(anon_rss, in_memory ? file_bytes : 0);
+  // Weights in anonymous memory: the whole file when copied, or the RAM tier's resident part of a mapped one.
+  const uint64_t anon_weights = in_memory ? file_bytes : model->file->resident_bytes();
+  const uint64_t beyond_weights = anon_rss - std::min(anon_rss, anon_weights);
   uint64_t num_params = 0;
   for (const auto& t : model->file->tensors()) num_params += t.num_elements;
   const std::string model_type = fmt::format("gpt-oss {}L {}x{}E", hp.num_layers, hp.num_experts,
@@ -343,7 +345,10 @@ int run_bench(const BenchArgs& args) {
                  r.n_gen > 0 ? fmt::format("{:.0f} %", 100.0 * roofline(r, avg_ts)) : "-");
     }
     fmt::print("\nweights {} ({}); peak RSS {}; resident beyond the weights (KV cache and buffers included): {}\n",
-               format_bytes(file_bytes), in_memory ? "loaded into huge-page memory" : "memory-mapped",
+               format_bytes(file_bytes),
+               in_memory          ? std::string("loaded into huge-page memory")
+               : anon_weights > 0 ? fmt::format("memory-mapped, {} of it resident (RAM tier)", format_bytes(anon_weights))
+                                  : std::string("memory-mapped"),
                format_bytes(peak_rss), format_bytes(beyond_weights));
     fmt::print("{}\n", kv_size_text(hp, *kv_types, ctx));
   }

@@ -782,6 +782,13 @@ Expected<File::ResidentResult> File::make_resident(std::vector<ByteRange> ranges
   return result;
 }
 
+uint64_t File::resident_bytes() const {
+  uint64_t total = 0;
+  if (mapping_ != nullptr)
+    for (const ByteRange& r : mapping_->resident) total += r.num_bytes;
+  return total;
+}
+
 uint64_t File::release_pages(std::span<const ByteRange> ranges) const {
   if (in_memory_ || mapping_ == nullptr) return 0;
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));

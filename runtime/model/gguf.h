@@ -146,6 +146,8 @@ class File {
   /// again). For weights copied to a GPU, which the CPU no longer reads. Returns the bytes released; 0 for a file
   /// in memory (anonymous pages cannot be refetched) or from_memory.
   uint64_t release_pages(std::span<const ByteRange> ranges) const;
+  /// Bytes make_resident has copied into anonymous memory so far (page-rounded; 0 for a file in memory).
+  uint64_t resident_bytes() const;
   /// True when the bytes live in anonymous memory (LoadMode::kMemory, or kAuto that chose it).
   bool in_memory() const { return in_memory_; }
 
