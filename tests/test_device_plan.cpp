@@ -150,6 +150,8 @@ TEST(DevicePlan, QuantizedKvCacheBuffersHoldRowsOfTheirTypePerSlot) {
   EXPECT_EQ(p->dense_bytes, f16->dense_bytes);
   EXPECT_EQ(p->activation_bytes, f16->activation_bytes);
   EXPECT_LT(p->kv_bytes, f16->kv_bytes * 42 / 100);  // (68 + 36) / 256 = 40.6 % of f16's, plus padding
+  EXPECT_NE(p->summary().find("KV cache " + format_byte_size(p->kv_bytes) + " K q8_0, V q4_0"), std::string::npos)
+      << p->summary();
   expect_consistent(*p);
 }
 

@@ -96,11 +96,12 @@ uint64_t DevicePlan::num_gpu_experts_total() const {
 
 std::string DevicePlan::summary() const {
   const uint64_t num_experts_total = slot_of_expert.empty() ? 0 : slot_of_expert.size() * slot_of_expert[0].size();
-  return fmt::format("{} of {} experts on the GPU; {} of the {} VRAM budget (dense weights {}, KV cache {}, "
+  return fmt::format("{} of {} experts on the GPU; {} of the {} VRAM budget (dense weights {}, KV cache {} {}, "
                      "activations {}, experts {})",
                      num_gpu_experts_total(), num_experts_total, format_byte_size(total_bytes),
                      format_byte_size(budget_bytes), format_byte_size(dense_bytes), format_byte_size(kv_bytes),
-                     format_byte_size(activation_bytes), format_byte_size(expert_bytes));
+                     kv_types_text(k_type, v_type), format_byte_size(activation_bytes),
+                     format_byte_size(expert_bytes));
 }
 
 Expected<DevicePlan> plan_device_memory(const DeviceModelDesc& desc, const DevicePlanOptions& options) {

@@ -90,22 +90,22 @@ struct DevicePlan {
     return slot_of_expert[layer_idx][static_cast<size_t>(expert_idx)] >= 0;
   }
   uint64_t num_gpu_experts_total() const;
-  /// A short summary: "12 of 24·32 experts on the GPU, 5.1 GiB of 6 GiB (dense 1.4, KV 0.2, experts 3.4 GiB)".
+  /// A short summary: "12 of 24·32 experts on the GPU, 5.1 GiB of 6 GiB (dense 1.4, KV 0.2 q8_0, experts 3.4 GiB)".
   std::string summary() const;
 };
 
 /// Plans the device arena for `desc` under options.vram_budget_bytes: dense weights (attention, norms, router,
 /// output; the token embedding stays on the host: the step uploads one row per token), the KV cache (kv_capacity
 /// slots per layer, K and V rows of options.k_type / v_type: kv_row_bytes), activations and scratch for
-/// max_batch_tokens, then the experts of options.gpu_experts, each layer's experts in their own (slots, rows, cols) stacks in the GGUF block layout.
+/// max_batch_tokens, then the experts of options.gpu_experts: per layer (slots, rows, cols) stacks, GGUF block layout.
 /// When they do not all fit, they are taken rank by rank over the layers (within a layer by descending router bias,
 /// ties to the lower id), so a tight budget spreads the resident experts evenly; the rest stay on the CPU and a note
 /// says how many and why.
 /// Errors: kInvalidArgument when the dense part (weights + KV + activations) exceeds the budget (the message names
 /// both figures and suggests a smaller --ctx, a smaller KV type where one exists, or a larger --vram-budget), for
 /// gpu_experts with another layer count, an expert id out of range or listed twice, a zero context or batch,
-/// router_bias rows of the wrong size, an f32 KV type (no CUDA kernels read it) or a quantized one that does not
-/// fit head_dim (check_kv_cache_type).
+/// router_bias rows of the wrong size, or a quantized KV type that does not fit head_dim (check_kv_cache_type);
+/// kUnsupported for an f32 KV type (no CUDA kernel reads it).
 Expected<DevicePlan> plan_device_memory(const DeviceModelDesc& desc, const DevicePlanOptions& options);
 
 /// The GPU-resident experts of a placement Plan as DevicePlanOptions::gpu_experts wants them, for the GPU pass,

@@ -283,9 +283,12 @@ int run_bench(const BenchArgs& args) {
   // The GPU pass keeps the KV cache in VRAM in the same types (f16, q8_0, q4_0), not in the RSS figures.
   const bool kv_on_gpu =
       std::any_of(rows.begin(), rows.end(), [](const Row& r) { return r.path.rfind("gpu", 0) == 0; });
+  // bandwidth ≥ the decode's read rate (raised to it above), so the fraction is ≤ 1 but for rounding: when it was
+  // raised, avg_ts · bytes / (mean · bytes) can come out 1 + 2⁻⁵² (seen in CliUnix.BenchPeakRss…), clamped.
   const auto roofline = [](const Row& r, double avg_ts) {
-    return r.bytes_per_token > 0 && r.bandwidth > 0 ? avg_ts / (r.bandwidth / static_cast<double>(r.bytes_per_token))
-                                                    : 0.0;
+    return r.bytes_per_token > 0 && r.bandwidth > 0
+               ? std::min(1.0, avg_ts / (r.bandwidth / static_cast<double>(r.bytes_per_token)))
+               : 0.0;
   };
 
   if (args.output == "json") {
