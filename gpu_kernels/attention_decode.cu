@@ -1,12 +1,14 @@
-// Decode attention with sinks over the f16 KV cache (gpt-oss-spec.md §3 step 4, runtime/exec/forward_reference.cpp):
+// Decode attention with sinks over the KV cache (f16, q8_0 or q4_0 K and V; gpt-oss-spec.md §3 step 4,
+// runtime/exec/forward_reference.cpp):
 // flash-decoding. Token t at position pos sees the n = min(pos + 1, window) keys at positions pos − n + 1 .. pos
 // (slot = position % capacity: ring wrap on sliding layers); query head h reads KV head h / (num_heads /
 // num_kv_heads); s_j = (q·k_j) / sqrt(head_dim); out = Σ_j exp(s_j − M) v_j / (Σ_j exp(s_j − M) + exp(sink − M)).
 // Parallelization, pass 1: grid (split, head, token), one 128-thread block per split of kKeysPerSplit keys; each of
 // the 4 warps walks every 4th key of the split with an online softmax (lane l holds the head_dim/32 consecutive
-// dims from l·head_dim/32: one coalesced warp read per K or V row), then the block merges its warps into a partial
-// (max, sum, unnormalized output) in scratch. The last split
-// also takes every key past the planned splits, so a position above max_position only costs time, not correctness.
+// dims from l·head_dim/32: one coalesced warp read per K or V row; in a q8_0 / q4_0 row those dims lie in one
+// 32-value block, dequantized by the lane as cpu::dequantize_kv_* does), then the block merges its warps into a
+// partial (max, sum, unnormalized output) in scratch. The last split also takes every key past the planned splits,
+// so a position above max_position only costs time, not correctness.
 // Pass 2: grid (head, token), one head_dim-thread block merges the splits and the sink logit.
 // Supported head_dim: 32, 64 and 128 (cudaErrorInvalidValue otherwise).
 
@@ -25,25 +27,12 @@ constexpr int kWarps = 4;
 
 int64_t num_splits_for(int64_t max_keys) { return max_keys <= 0 ? 1 : detail::ceil_div(max_keys, kKeysPerSplit); }
 
-/// Loads N consecutive f16 values (N = 1, 2 or 4; p aligned to 2·N bytes) as floats.
-template <int N>
-__device__ __forceinline__ void load_halves(const __half* p, float out[N]) {
-  if constexpr (N == 1) {
-    out[0] = __half2float(*p);
-  } else {
-#pragma unroll
-    for (int i = 0; i < N / 2; ++i) {
-      const float2 f = __half22float2(reinterpret_cast<const __half2*>(p)[i]);
-      out[2 * i] = f.x;
-      out[2 * i + 1] = f.y;
-    }
-  }
-}
-
 // Scratch: partial outputs (token, head, split, head_dim), then (max, sum) pairs (token, head, split, 2).
 template <int HeadDim>
-__global__ void attention_decode_split_kernel(const float* __restrict__ q, const __half* __restrict__ k_cache,
-                                              const __half* __restrict__ v_cache, int32_t capacity, int32_t window,
+__global__ void attention_decode_split_kernel(const float* __restrict__ q, const uint8_t* __restrict__ k_cache,
+                                              const uint8_t* __restrict__ v_cache, KvType k_type, KvType v_type,
+                                              int64_t k_row_bytes, int64_t v_row_bytes, int32_t capacity,
+                                              int32_t window,
                                               int num_heads, int group, const int32_t* __restrict__ positions,
                                               float scale, int num_splits, float* __restrict__ partial_out,
                                               float* __restrict__ partial_ml) {
@@ -75,12 +64,11 @@ __global__ void attention_decode_split_kernel(const float* __restrict__ q, const
   float l = 0.0f;
   float acc[kDims] = {};
 
-  const int64_t head_base = static_cast<int64_t>(g) * capacity;
   for (int64_t j = key_begin + warp; j < key_end; j += kWarps) {
     const int64_t slot = (first + j) % capacity;
-    const int64_t row = (head_base + slot) * HeadDim + lane * kDims;
     float kf[kDims], vf[kDims];
-    load_halves<kDims>(k_cache + row, kf);
+    detail::load_kv_values<kDims>(k_type, k_cache + detail::kv_row_offset(g, slot, capacity, k_row_bytes),
+                                  lane * kDims, kf);
     float dot = 0.0f;
 #pragma unroll
     for (int i = 0; i < kDims; ++i) dot += qv[i] * kf[i];
@@ -89,7 +77,8 @@ __global__ void attention_decode_split_kernel(const float* __restrict__ q, const
     const float corr = expf(m - m_new);  // m = −inf on the first key: corr = 0 and l, acc are 0
     const float p = expf(s - m_new);
     l = l * corr + p;
-    load_halves<kDims>(v_cache + row, vf);
+    detail::load_kv_values<kDims>(v_type, v_cache + detail::kv_row_offset(g, slot, capacity, v_row_bytes),
+                                  lane * kDims, vf);
 #pragma unroll
     for (int i = 0; i < kDims; ++i) acc[i] = acc[i] * corr + p * vf[i];
     m = m_new;
@@ -156,7 +145,8 @@ cudaError_t launch_decode(const float* q, const KvLayerView& kv, const float* si
   const dim3 grid1(static_cast<unsigned>(num_splits), static_cast<unsigned>(num_heads),
                    static_cast<unsigned>(num_tokens));
   attention_decode_split_kernel<HeadDim><<<grid1, kWarps * kWarpSize, 0, stream>>>(
-      q, static_cast<const __half*>(kv.k), static_cast<const __half*>(kv.v), kv.capacity, kv.window,
+      q, static_cast<const uint8_t*>(kv.k), static_cast<const uint8_t*>(kv.v), kv.k_type, kv.v_type,
+      kv_type_row_bytes(kv.k_type, HeadDim), kv_type_row_bytes(kv.v_type, HeadDim), kv.capacity, kv.window,
       static_cast<int>(num_heads), static_cast<int>(num_heads / num_kv_heads), positions, scale,
       static_cast<int>(num_splits), partial_out, partial_ml);
   if (const cudaError_t err = detail::launch_status(); err != cudaSuccess) return err;

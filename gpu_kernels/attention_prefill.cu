@@ -1,11 +1,13 @@
-// Prefill attention with sinks over the f16 KV cache: the math of attention_decode (causal mask, sliding window via
-// kv.window, GQA, sink logit), for a batch of queries whose K/V are already in the cache.
+// Prefill attention with sinks over the KV cache (f16, q8_0 or q4_0 K and V): the math of attention_decode (causal
+// mask, sliding window via kv.window, GQA, sink logit), for a batch of queries whose K/V are already in the cache.
 // Parallelization: grid (query tile, head); a 256-thread block holds kQueries = 8 queries of one head, one warp per
 // query. The block walks the union of its queries' key ranges in tiles of kKeys keys: all threads convert a K and
-// V tile from f16 into shared memory (K rows padded by one float so lane j reading key j is bank-conflict free),
-// then each warp scores its query against the tile (lane = key), masks keys outside [pos − window + 1, pos],
-// and updates its online softmax (max, sum, output in registers: lane l holds dims l, l + 32, …). A tile with
-// no visible key for a warp is skipped by that warp (warp-uniform; the __syncthreads are outside that branch).
+// V tile to f32 in shared memory, two consecutive values per thread and step (a q8_0 / q4_0 pair lies in one block
+// and is dequantized as cpu::dequantize_kv_* does; K rows padded by one float so lane j reading key j is
+// bank-conflict free), then each warp scores its query against the tile (lane = key), masks keys outside
+// [pos − window + 1, pos], and updates its online softmax (max, sum, output in registers: lane l holds dims l,
+// l + 32, …). A tile with no visible key for a warp is skipped by that warp (warp-uniform; the __syncthreads are
+// outside that branch).
 // Supported head_dim: 32, 64 and 128 (cudaErrorInvalidValue otherwise).
 
 #include <cmath>
@@ -28,8 +30,9 @@ struct PrefillTile {
 
 template <int HeadDim>
 __global__ void __launch_bounds__(kQueries * kWarpSize)
-    attention_prefill_kernel(const float* __restrict__ q, const __half* __restrict__ k_cache,
-                             const __half* __restrict__ v_cache, int32_t capacity, int32_t window,
+    attention_prefill_kernel(const float* __restrict__ q, const uint8_t* __restrict__ k_cache,
+                             const uint8_t* __restrict__ v_cache, KvType k_type, KvType v_type, int64_t k_row_bytes,
+                             int64_t v_row_bytes, int32_t capacity, int32_t window,
                              const float* __restrict__ sinks, int64_t num_tokens, int num_heads, int group,
                              const int32_t* __restrict__ positions, float scale, float* __restrict__ out) {
   using Tile = PrefillTile<HeadDim>;
@@ -70,7 +73,6 @@ __global__ void __launch_bounds__(kQueries * kWarpSize)
   float m = -INFINITY;
   float l = 0.0f;
   float acc[Tile::kDimsPerLane] = {};
-  const int64_t head_base = static_cast<int64_t>(g) * capacity;
 
   for (int64_t tile_start = key_lo; tile_start <= key_hi; tile_start += kKeys) {
     __syncthreads();  // the previous tile is no longer read
@@ -78,16 +80,18 @@ __global__ void __launch_bounds__(kQueries * kWarpSize)
       const int j = e / (HeadDim / 2);
       const int d = 2 * (e % (HeadDim / 2));
       const int64_t p = tile_start + j;
-      float2 kf = make_float2(0.0f, 0.0f), vf = make_float2(0.0f, 0.0f);
+      float kf[2] = {0.0f, 0.0f}, vf[2] = {0.0f, 0.0f};
       if (p <= key_hi) {
-        const int64_t row = (head_base + p % capacity) * HeadDim + d;
-        kf = __half22float2(*reinterpret_cast<const __half2*>(k_cache + row));
-        vf = __half22float2(*reinterpret_cast<const __half2*>(v_cache + row));
+        const int64_t slot = p % capacity;
+        detail::load_kv_values<2>(k_type, k_cache + detail::kv_row_offset(g, slot, capacity, k_row_bytes), d,
+                                  kf);
+        detail::load_kv_values<2>(v_type, v_cache + detail::kv_row_offset(g, slot, capacity, v_row_bytes), d,
+                                  vf);
       }
-      k_tile[j][d] = kf.x;
-      k_tile[j][d + 1] = kf.y;
-      v_tile[j][d] = vf.x;
-      v_tile[j][d + 1] = vf.y;
+      k_tile[j][d] = kf[0];
+      k_tile[j][d + 1] = kf[1];
+      v_tile[j][d] = vf[0];
+      v_tile[j][d + 1] = vf[1];
     }
     __syncthreads();
     if (!active) continue;
@@ -151,7 +155,8 @@ cudaError_t launch_prefill(const float* q, const KvLayerView& kv, const float* s
   const float scale = 1.0f / sqrtf(static_cast<float>(HeadDim));
   const dim3 grid(static_cast<unsigned>(detail::ceil_div(num_tokens, kQueries)), static_cast<unsigned>(num_heads));
   attention_prefill_kernel<HeadDim><<<grid, kQueries * kWarpSize, 0, stream>>>(
-      q, static_cast<const __half*>(kv.k), static_cast<const __half*>(kv.v), kv.capacity, kv.window, sinks,
+      q, static_cast<const uint8_t*>(kv.k), static_cast<const uint8_t*>(kv.v), kv.k_type, kv.v_type,
+      kv_type_row_bytes(kv.k_type, HeadDim), kv_type_row_bytes(kv.v_type, HeadDim), kv.capacity, kv.window, sinks,
       num_tokens, static_cast<int>(num_heads), static_cast<int>(num_heads / num_kv_heads), positions, scale, out);
   return detail::launch_status();
 }

@@ -51,6 +51,8 @@ Expected<std::unique_ptr<GpuStepDevice>> create_step_device(const Model& model, 
   const uint32_t max_batch = std::clamp<uint32_t>(options.max_batch_tokens, 1, std::min(512u, options.context_length));
   plan_options.max_batch_tokens = max_batch;
   plan_options.extra_sliding_slots = max_batch - 1 + options.rollback_slots;
+  plan_options.k_type = options.k_type;
+  plan_options.v_type = options.v_type;
   plan_options.gpu_experts = std::move(*gpu_experts);
   plan_options.attention_scratch_floats =
       attention_scratch_floats(1, hp.num_heads, hp.head_dim, options.context_length);

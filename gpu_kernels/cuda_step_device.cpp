@@ -1,5 +1,6 @@
 #include "gpu_kernels/cuda_step_device.h"
 
+#include "cpu_kernels/kv_blocks.h"
 #include "gpu_kernels/cublas_library.h"
 
 #include <fmt/format.h>
@@ -32,6 +33,30 @@ Status op_status(cudaError_t err, const char* op, uint32_t layer_idx) {
   return make_error(ErrorCode::kIo, fmt::format("layer {}: {}: {} ({})", layer_idx, op, cudaGetErrorName(err),
                                                 cudaGetErrorString(err)));
 }
+
+// The device KV cache's blocks are the CPU cache's (ops.h KvType, cpu_kernels/kv_blocks.h).
+static_assert(kKvBlockElems == cpu::kKvBlockElems && kKvQ8_0BlockBytes == cpu::kKvQ8_0BlockBytes &&
+              kKvQ4_0BlockBytes == cpu::kKvQ4_0BlockBytes);
+
+}  // namespace
+
+Expected<KvType> device_kv_type(KvCacheType type) {
+  switch (type) {
+    case KvCacheType::kF16:
+      return KvType::kF16;
+    case KvCacheType::kQ8_0:
+      return KvType::kQ8_0;
+    case KvCacheType::kQ4_0:
+      return KvType::kQ4_0;
+    case KvCacheType::kF32:
+      break;
+  }
+  return make_error(ErrorCode::kUnsupported,
+                    fmt::format("the CUDA attention kernels read an f16, q8_0 or q4_0 KV cache, not {}",
+                                kv_cache_type_name(type)));
+}
+
+namespace {
 
 /// Timing events per layer: attention begin/end, experts begin/end, combine begin/end, router copy begin/end, CPU
 /// partial upload begin/end; and per step: anchor, embeddings copy, output, logits copy.
@@ -164,6 +189,8 @@ Status CudaStepDevice::upload(std::vector<std::string>* notes) {
 
     p.kv.k = buffer<void>(fmt::format("kv.{}.k", l));
     p.kv.v = buffer<void>(fmt::format("kv.{}.v", l));
+    HETMOE_ASSIGN_OR_RETURN(p.kv.k_type, device_kv_type(plan_.k_type));
+    HETMOE_ASSIGN_OR_RETURN(p.kv.v_type, device_kv_type(plan_.v_type));
     p.kv.capacity = static_cast<int32_t>(plan_.kv_capacity[l]);
     // A context shorter than the window holds every position: the window is then the capacity (window ≤ capacity).
     p.kv.window = static_cast<int32_t>(hp.is_sliding(l) ? std::min(hp.sliding_window, plan_.kv_capacity[l])

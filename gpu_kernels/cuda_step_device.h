@@ -1,8 +1,9 @@
 #pragma once
 // GpuStepDevice (runtime/exec/hybrid_step.h) on a CUDA GPU with the launchers of gpu_kernels/ops.h: weights uploaded once
-// into the planned arena (GGUF blocks unchanged), an f16 KV cache on the device, three streams — compute, host→device
-// and device→host — and events at every hand-off. Nothing is allocated after create(); the decode loop synchronizes
-// only where the step needs the host: the router output of a layer with CPU experts, and the logits.
+// into the planned arena (GGUF blocks unchanged), a KV cache on the device (f16, q8_0 or q4_0: the plan's k_type and
+// v_type), three streams — compute, host→device and device→host — and events at every hand-off. Nothing is
+// allocated after create(); the decode loop synchronizes only where the step needs the host: the router output of a
+// layer with CPU experts, and the logits.
 // Prefill steps of kPrefillGemmMinTokens or more run the attention projections as dequantize-to-f16 + cuBLAS GEMM.
 // While a trace records (profiler/trace.h), timing events at the step's hand-offs become spans on the tracks
 // "gpu compute", "h2d copy" and "d2h copy" (mapped onto the host clock at finish_step), with a VRAM counter sample.
@@ -17,6 +18,7 @@
 #include "profiler/trace.h"
 #include "runtime/backend/device_plan.h"
 #include "runtime/backend/step_device.h"
+#include "runtime/model/kv_type.h"
 #include "runtime/model/model.h"
 
 namespace hetmoe::gpu {
@@ -27,6 +29,9 @@ namespace hetmoe::gpu {
 /// reads ~1.06 bytes per weight per 8 tokens: equal near 38 tokens). scripts/gpu_check.sh's pp512 is the first
 /// measurement to set it from.
 inline constexpr uint32_t kPrefillGemmMinTokens = 32;
+
+/// The device cache type of a KV cache type (f16, q8_0, q4_0). Errors: kUnsupported for f32 (no CUDA reader).
+Expected<KvType> device_kv_type(KvCacheType type);
 
 /// Device bytes of the prefill GEMM scratch for steps of up to max_batch_tokens: the largest attention matrix and
 /// the step's activations, both f16; 0 when max_batch_tokens < kPrefillGemmMinTokens (no GEMM path).

@@ -12,7 +12,8 @@
 // - alignment: f32 activation inputs of matvec and the MoE launchers, and `scratch`, 16-byte aligned (true for
 //   cudaMalloc'ed buffers at offsets that are multiples of 4 floats); q of the attention launchers 8-byte aligned;
 // - num_cols of matvec / dequantize_to_f16 (and hidden_dim, ffn_dim of the experts) a multiple of 4 and of the
-//   type's block size; attention head_dim 32, 64 or 128; moe_experts_decode needs num_tokens·top_k ≤ 65535;
+//   type's block size; attention head_dim 32, 64 or 128 (KV cache f16, q8_0 or q4_0); moe_experts_decode needs
+//   num_tokens·top_k ≤ 65535;
 // - a shape, type or alignment outside these answers cudaErrorInvalidValue before anything is launched.
 
 #include <cublas_v2.h>
@@ -63,23 +64,50 @@ cudaError_t gemm_f16(cublasHandle_t cublas, const void* w_f16, int64_t num_rows,
 cudaError_t rope_neox_yarn(float* x, int64_t num_tokens, int64_t num_heads, int64_t head_dim,
                            const int32_t* positions, const ref::RopeYarnParams& params, cudaStream_t stream);
 
-/// One layer's view of the device KV cache, laid out as runtime/exec/kv_cache.h: (kv_head, slot, head_dim) f16, slot =
-/// pos % capacity (sliding layers: a ring; full layers: capacity = context).
+/// Element types of the device KV cache: f16, and ggml's q8_0 / q4_0 blocks of 32 values with an f16 scale d first,
+/// exactly as the CPU cache stores them (cpu_kernels/kv_blocks.h, quantized with the same rounding):
+///   q8_0 (34 bytes): {f16 d; int8 q[32]}, value j = d · q[j];
+///   q4_0 (18 bytes): {f16 d; uint8 qs[16]}, value j = d · (nibble − 8), the low nibble of qs[j] for j < 16 and the
+///   high nibble of qs[j − 16] for j ≥ 16.
+/// The runtime's KvCacheType (runtime/model/kv_type.h) maps onto it (f32 has no CUDA kernels); kept apart so the .cu
+/// sources (C++17) need not include the runtime's headers.
+enum class KvType : uint8_t { kF16, kQ8_0, kQ4_0 };
+
+inline constexpr int64_t kKvBlockElems = 32;
+inline constexpr int64_t kKvQ8_0BlockBytes = 34;
+inline constexpr int64_t kKvQ4_0BlockBytes = 18;
+
+/// Bytes of one head's row of head_dim values (a multiple of 32 for q8_0 / q4_0): 2 · head_dim, 34 · head_dim / 32
+/// or 18 · head_dim / 32 (runtime/model/kv_type.h kv_row_bytes).
+inline constexpr int64_t kv_type_row_bytes(KvType type, int64_t head_dim) {
+  return type == KvType::kF16    ? 2 * head_dim
+         : type == KvType::kQ8_0 ? kKvQ8_0BlockBytes * (head_dim / kKvBlockElems)
+                                 : kKvQ4_0BlockBytes * (head_dim / kKvBlockElems);
+}
+
+/// One layer's view of the device KV cache, laid out as runtime/exec/kv_cache.h: (kv_head, slot, row of head_dim
+/// values of k_type / v_type, kv_type_row_bytes each), slot = pos % capacity (sliding layers: a ring; full layers:
+/// capacity = context).
 struct KvLayerView {
-  void* k = nullptr;           // (num_kv_heads, capacity, head_dim) f16
-  void* v = nullptr;           // (num_kv_heads, capacity, head_dim) f16
+  void* k = nullptr;           // (num_kv_heads, capacity, kv_type_row_bytes(k_type, head_dim))
+  void* v = nullptr;           // (num_kv_heads, capacity, kv_type_row_bytes(v_type, head_dim))
   int32_t capacity = 0;        // slots
   int32_t window = 0;          // keys a query sees: sliding_window, or capacity on full-attention layers
+  KvType k_type = KvType::kF16;
+  KvType v_type = KvType::kF16;
 };
 
-/// Writes k, v (num_tokens, num_kv_heads, head_dim) f32 of positions positions[t] into the cache as f16 (round to
-/// nearest even, as ref::f32_to_f16). The tokens' slots must be distinct (num_tokens ≤ capacity; a sliding ring
-/// needs capacity ≥ window + num_tokens − 1 so that the batch's first query still finds its keys).
+/// Writes k, v (num_tokens, num_kv_heads, head_dim) f32 of positions positions[t] into the cache in its types: f16
+/// rounded to nearest even (as ref::f32_to_f16); q8_0 / q4_0 quantized per 32-value block bit-exactly as
+/// cpu::quantize_kv_q8_0 / quantize_kv_q4_0 (same f32 operations, unfused; the scale rounded as ref::f32_to_f16).
+/// The tokens' slots must be distinct (num_tokens ≤ capacity; a sliding ring needs capacity ≥ window + num_tokens − 1
+/// so that the batch's first query still finds its keys). q8_0 / q4_0 need head_dim a multiple of 32.
 cudaError_t kv_store(const KvLayerView& kv, const float* k, const float* v, int64_t num_tokens,
                      int64_t num_kv_heads, int64_t head_dim, const int32_t* positions, cudaStream_t stream);
 
 /// Attention with sinks (gpt-oss-spec.md §3 step 5): out (num_tokens, num_heads, head_dim) f32 from q (num_tokens,
-/// num_heads, head_dim) f32, the cache (already holding these tokens' K/V), sinks[num_heads] f32 logits, GQA group =
+/// num_heads, head_dim) f32, the cache (already holding these tokens' K/V, any KvType for K and for V, read and
+/// dequantized in the kernel as cpu::dequantize_kv_* does), sinks[num_heads] f32 logits, GQA group =
 /// num_heads / num_kv_heads, scale = 1/sqrt(head_dim). Token t at position positions[t] sees keys
 /// max(0, pos − window + 1) .. pos. `decode` = flash-decoding with split-K over the keys (num_tokens small);
 /// `prefill` = tiled, causal + sliding-window mask. sinks may be nullptr (no sink). head_dim 32, 64 or 128.

@@ -250,7 +250,7 @@ Status CostModel::evaluate(Plan& plan) const {
     }
   plan.totals = t;
   plan.prediction = pr;
-  plan.kv_type = in_.kv_type == KvCacheType::kF16 ? "f16" : "f32";
+  plan.kv_type = kv_cache_type_name(in_.kv_type);
   plan.context_length = in_.context_length;
   return {};
 }

@@ -3,14 +3,16 @@
 # with an NVIDIA GPU, in about 8 minutes (H100/H200-class GPU, 16 cores), it
 #   1. records nvidia-smi, the driver and CUDA versions;
 #   2. builds hetmoe and the GPU tests for this GPU's architecture only;
-#   3. runs HETMOE_REQUIRE_GPU=1 ctest -L gpu (a GPU that cannot be used fails the tests instead of skipping them);
-#   4. runs eval --device gpu on the fixture (tests/data) all-GPU, hybrid (half the experts) and --cpu-moe, each with
-#      KL p50 / p99 against the f32 reference logits (the fixture bar: p50 ≤ 1e-3, p99 over confident positions
-#      ≤ 5e-3);
+#   3. runs the quantized-KV-cache GPU tests first (test_cuda_kernels and test_gpu_forward, filtered; their agreement
+#      lines in OUTDIR/kvq_agreement.txt), then HETMOE_REQUIRE_GPU=1 ctest -L gpu (a GPU that cannot be used fails
+#      the tests instead of skipping them);
+#   4. runs eval --device gpu on the fixture (tests/data) all-GPU, hybrid (half the experts), --cpu-moe and all-GPU
+#      with a q8_0 KV cache, each with KL p50 / p99 against the f32 reference logits (the fixture bar: p50 ≤ 1e-3,
+#      p99 over confident positions ≤ 5e-3);
 #   5. synthesizes gpt-oss-20b and benches it: decode all-GPU with the roofline fraction (bytes per token × tok/s ÷
-#      the GPU read bandwidth hetmoe probe measures), hybrid at 8 and 6 GiB of VRAM with 16 and 8 threads, the same
-#      with --no-overlap (the overlap's speed-up), a --trace of the hybrid with trace-summary's overlap efficiency per
-#      layer, and pp512 with every expert on the CPU (--cpu-moe);
+#      the GPU read bandwidth hetmoe probe measures), all-GPU with a q8_0 KV cache at depths 0 and 4096, hybrid at 8
+#      and 6 GiB of VRAM with 16 and 8 threads, the same with --no-overlap (the overlap's speed-up), a --trace of the
+#      hybrid with trace-summary's overlap efficiency per layer, and pp512 with every expert on the CPU (--cpu-moe);
 # writing OUTDIR/gpu_check.log (every command and its output), OUTDIR/results.json, OUTDIR/summary.txt and the
 # trace summary, and printing the summary at the end. Without a usable GPU it stops at step 1 with a message and
 # exit status 1. Exit status: 0 when every step ran and passed, 1 otherwise (results.json says which step failed).
@@ -151,6 +153,23 @@ run build "${HETMOE_GPU_CHECK_BUILD_TIMEOUT_S:-300}" cmake --build "$BUILD" -j "
 step build passed "hetmoe and ${GPU_TESTS[*]} for sm_$ARCH"
 HETMOE=$BUILD/bin/hetmoe
 
+# ---- 3a. first: the quantized KV cache (issue 14), written and compiled without a GPU and never run before --------
+# kv_store's bit-exactness with the CPU cache, the decode/prefill kernels over q8_0/q4_0 blocks, then the GPU pass
+# with a quantized cache against the fixture and against the CPU pass with the same cache.
+if run kvq_kernels 180 env HETMOE_REQUIRE_GPU=1 "$BUILD/bin/test_cuda_kernels" \
+    --gtest_filter='*KvStore*:*Attention*:*KvCacheLayout*'; then
+  step kvq_kernels passed "$(grep -Eo '[0-9]+ tests? from [0-9]+ test suites? ran.*' "$WORK/kvq_kernels.out" | tail -1)"
+else
+  step kvq_kernels failed "$(grep -E '^\[  FAILED  \]' "$WORK/kvq_kernels.out" | head -3 | tr '\n' ' ')"
+fi
+if run kvq_forward 240 env HETMOE_REQUIRE_GPU=1 "$BUILD/bin/test_gpu_forward" \
+    --gtest_filter='*Quantized*:*Q8_0*'; then
+  step kvq_forward passed "$(grep -E '^\[ agreement \]' "$WORK/kvq_forward.out" | head -1)"
+else
+  step kvq_forward failed "$(grep -E '^\[  FAILED  \]' "$WORK/kvq_forward.out" | head -3 | tr '\n' ' ')"
+fi
+grep -E '^\[ agreement \]' "$WORK/kvq_forward.out" >"$OUT/kvq_agreement.txt" 2>/dev/null
+
 # ---- 3. the GPU tests, required to run --------------------------------------------------------------------------
 if run ctest_gpu 240 env HETMOE_REQUIRE_GPU=1 ctest --test-dir "$BUILD" -L gpu --output-on-failure --timeout 120 -j 4
 then
@@ -197,7 +216,8 @@ for p in range(len(ref) // vocab):
 print(f"{pct(kls, 50):.3g} {pct(confident, 99):.3g}")
 EOF
 }
-for config in "all-gpu:--n-gpu-experts 8" "hybrid-half:--n-gpu-experts 4" "cpu-moe:--cpu-moe"; do
+for config in "all-gpu:--n-gpu-experts 8" "hybrid-half:--n-gpu-experts 4" "cpu-moe:--cpu-moe" \
+              "all-gpu-kv-q8_0:--n-gpu-experts 8 --kv-type q8_0"; do
   name=${config%%:*}
   flags=${config#*:}
   time_left || { step "eval_$name" skipped "time budget"; continue; }
@@ -237,6 +257,8 @@ start = text.find("[")
 rows = json.loads(text[start:text.rfind("]") + 1]) if start >= 0 else []
 for r in rows:
     kind = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+    if r.get("n_depth"):
+        kind += f".d{r['n_depth']}"
     key = f"{sys.argv[2]}.t{r['n_threads']}.{kind}"
     print(f"{key}.tok_s\t{r['avg_ts']:.2f}")
     if r.get("bytes_per_token"):
@@ -262,9 +284,10 @@ if [ -s "$MODEL" ]; then
     [bench_hybrid_6g]="-p 0 -n 32 -t 16,8 --device gpu --vram-budget 6GiB"
     [bench_hybrid_6g_serial]="-p 0 -n 32 -t 16,8 --device gpu --vram-budget 6GiB --no-overlap"
     [bench_pp512_cpu_moe]="-p 512 -n 0 -r 1 -t 16 --device gpu --cpu-moe"
+    [bench_all_gpu_kv_q8_0]="-p 0 -n 32 -t 16 -d 0,4096 --device gpu --n-gpu-experts 32 --kv-type q8_0"
   )
-  for name in bench_all_gpu bench_hybrid_8g bench_hybrid_8g_serial bench_hybrid_6g bench_hybrid_6g_serial \
-              bench_pp512_cpu_moe; do
+  for name in bench_all_gpu bench_all_gpu_kv_q8_0 bench_hybrid_8g bench_hybrid_8g_serial bench_hybrid_6g \
+              bench_hybrid_6g_serial bench_pp512_cpu_moe; do
     time_left || { step "$name" skipped "time budget"; continue; }
     # shellcheck disable=SC2086
     if run "$name" 120 "${BENCH[@]}" ${RUNS[$name]}; then

@@ -1,7 +1,7 @@
 #pragma once
-// A GpuStepDevice that runs on the host with the scalar reference kernels (f32 activations, f16 KV cache), for
-// testing the hybrid step's orchestration without a GPU. The expert part runs on its own thread, like work on a
-// CUDA stream: enqueue_experts() returns at once and enqueue_combine() waits for it. Tests only.
+// A GpuStepDevice that runs on the host with the scalar reference kernels (f32 activations, an f16 or quantized KV
+// cache), for testing the hybrid step's orchestration without a GPU. The expert part runs on its own thread, like
+// work on a CUDA stream: enqueue_experts() returns at once and enqueue_combine() waits for it. Tests only.
 
 #include <algorithm>
 #include <cmath>
@@ -21,12 +21,13 @@ namespace hetmoe::test {
 
 class FakeStepDevice final : public GpuStepDevice {
  public:
-  /// Resident experts from plan.slot_of_expert. KV cache f16 of `context` positions plus `rollback` ring slots; steps
-  /// of up to max_batch tokens (their tokens are run one after the other inside each call).
+  /// Resident experts from plan.slot_of_expert. KV cache of kv_type (f16 by default; q8_0 / q4_0 as the GPU keeps
+  /// them) of `context` positions plus `rollback` ring slots; steps of up to max_batch tokens (their tokens are run
+  /// one after the other inside each call).
   FakeStepDevice(const Model& model, const DevicePlan& plan, uint32_t context, uint32_t rollback = 0,
-                 uint32_t max_batch = 1)
+                 uint32_t max_batch = 1, KvCacheType kv_type = KvCacheType::kF16)
       : model_(&model), hp_(model.hparams), slot_of_expert_(plan.slot_of_expert), rollback_(rollback),
-        max_batch_(max_batch), kv_(std::move(*KvCache::create(model.hparams, context, KvCacheType::kF16, rollback))) {
+        max_batch_(max_batch), kv_(std::move(*KvCache::create(model.hparams, context, kv_type, rollback))) {
     const size_t D = hp_.hidden_dim, B = max_batch, K = hp_.num_experts_used;
     x_.resize(B * D);
     xb_.resize(B * D);

@@ -26,10 +26,14 @@
 #include <string>
 #include <vector>
 
+#include "cpu_kernels/kv_blocks.h"
 #include "cpu_kernels/reference.h"
 #include "gpu_kernels/cublas_library.h"
+#include "gpu_kernels/cuda_step_device.h"
 #include "gpu_kernels/ops.h"
 #include "runtime/base/ggml_types.h"
+#include "runtime/model/kv_type.h"
+#include "tests/kv_rows.h"
 
 namespace hetmoe::gpu {
 namespace {
@@ -44,9 +48,11 @@ constexpr double kF32AccumNmse = 1e-9;
 // RoPE: θ is bit-identical to the reference (same float operations, unfused); only cosf/sinf differ (≤ 2 ulp each on
 // the device, 1 ulp in glibc), i.e. a relative error ≤ 4e-7 per element: NMSE ≤ 1e-12.
 constexpr double kRopeNmse = 1e-11;
-// Attention: scores are f32 dot products of 64 or 128 terms, the online softmax rescales in f32 with expf and the
-// split merge reorders the sums over ≤ 300 keys; K and V are the same f16 values on both sides. Relative error
-// ~1e-6 per output, NMSE ~1e-12; 1e-9 for margin. A wrong mask or a missing sink moves NMSE by > 1e-3.
+// Attention: scores are f32 dot products of 32 to 128 terms, the online softmax rescales in f32 with expf and the
+// split merge reorders the sums over ≤ 300 keys; K and V are the same values on both sides (f16 widened, or q8_0 /
+// q4_0 blocks dequantized with the same float product d · q as cpu::dequantize_kv_*). Relative error ~1e-6 per
+// output, NMSE ~1e-12; 1e-9 for margin. A wrong mask, a missing sink, one misread block scale or nibble order (NMSE
+// ≳ 1e-4 on 300 keys) fails it.
 constexpr double kAttentionNmse = 1e-9;
 // Router softmax over ≤ 8 logits: f32 expf on the device vs f32 std::exp in ref::softmax, double sum on both.
 constexpr double kRouterWeightNmse = 1e-12;
@@ -474,9 +480,14 @@ TEST_F(CudaKernels, KvStoreWritesRoundedF16AtRingSlots) {
   EXPECT_EQ(d_v.download(), expected_v);
 }
 
-/// Attention over a host-built f16 cache: positions 0 .. last_pos were written in order (a ring of `capacity` slots
-/// keeps the newest), the queries are the last num_tokens positions. Reference: double loop of
-/// runtime/exec/forward_reference.cpp (scores in double, the sink as an extra logit).
+using test::host_kv_row_load;
+using test::host_kv_row_store;
+using test::kv_type_name;
+
+/// Attention over a host-built cache of K type k_type and V type v_type: positions 0 .. last_pos were written in
+/// order (a ring of `capacity` slots keeps the newest), the queries are the last num_tokens positions. Reference:
+/// double loop of runtime/exec/forward_reference.cpp (scores in double, the sink as an extra logit) over the K and
+/// V values the CPU's scalar functions read back (host_kv_row_load), which are the values the kernels must read.
 class AttentionTester {
  public:
   AttentionTester& heads(int64_t q, int64_t kv) { num_heads_ = q; num_kv_heads_ = kv; return *this; }
@@ -485,40 +496,57 @@ class AttentionTester {
   AttentionTester& last_position(int32_t p) { last_pos_ = p; return *this; }
   /// window 0: full attention (capacity = last_pos + 1 + spare); otherwise a ring of window + num_tokens − 1 + spare.
   AttentionTester& window(int32_t w) { window_ = w; return *this; }
+  /// Ring slots beyond window + num_tokens − 1 on sliding layers (default 3).
+  AttentionTester& spare_slots(int32_t n) { spare_slots_ = n; return *this; }
   AttentionTester& with_sinks(bool s) { with_sinks_ = s; return *this; }
   /// attention_decode's max_position argument (default last_pos); smaller values test the overflow split.
   AttentionTester& planned_max_position(int32_t p) { planned_max_pos_ = p; return *this; }
+  AttentionTester& kv_types(KvType k, KvType v) { k_type_ = k; v_type_ = v; return *this; }
 
   void test(cudaStream_t stream, bool prefill) const {
-    const int32_t capacity = window_ > 0 ? window_ + static_cast<int32_t>(num_tokens_) - 1 + 3 : last_pos_ + 1 + 5;
+    const int32_t capacity =
+        window_ > 0 ? window_ + static_cast<int32_t>(num_tokens_) - 1 + spare_slots_ : last_pos_ + 1 + 5;
     const int32_t window = window_ > 0 ? window_ : capacity;
-    SCOPED_TRACE(std::string(prefill ? "prefill" : "decode") + " heads " + std::to_string(num_heads_) + "/" +
+    SCOPED_TRACE(std::string(prefill ? "prefill" : "decode") + " K " + kv_type_name(k_type_) + " V " +
+                 kv_type_name(v_type_) + " heads " + std::to_string(num_heads_) + "/" +
                  std::to_string(num_kv_heads_) + " head_dim " + std::to_string(head_dim_) + " tokens " +
                  std::to_string(num_tokens_) + " last_pos " + std::to_string(last_pos_) + " window " +
                  std::to_string(window) + " capacity " + std::to_string(capacity));
     const auto seed = static_cast<uint32_t>(last_pos_ * 3 + num_tokens_ + head_dim_);
-    const size_t cache_elems = static_cast<size_t>(num_kv_heads_ * capacity * head_dim_);
-    std::vector<uint16_t> k_cache(cache_elems, ref::f32_to_f16(1000.0f)), v_cache(cache_elems, ref::f32_to_f16(1000.0f));
+    const auto k_row = static_cast<size_t>(kv_type_row_bytes(k_type_, head_dim_));
+    const auto v_row = static_cast<size_t>(kv_type_row_bytes(v_type_, head_dim_));
+    const auto num_rows = static_cast<size_t>(num_kv_heads_ * capacity);
+    std::vector<uint8_t> k_cache(num_rows * k_row), v_cache(num_rows * v_row);
+    // Slots never written hold rows of 1000.0: a key read from outside the visible range moves the result far.
+    const std::vector<float> big(static_cast<size_t>(head_dim_), 1000.0f);
+    for (size_t r = 0; r < num_rows; ++r) {
+      host_kv_row_store(k_type_, big.data(), head_dim_, &k_cache[r * k_row]);
+      host_kv_row_store(v_type_, big.data(), head_dim_, &v_cache[r * v_row]);
+    }
     std::mt19937 rng(seed);
     std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::vector<float> k_src(static_cast<size_t>(head_dim_)), v_src(static_cast<size_t>(head_dim_));
     for (int32_t p = 0; p <= last_pos_; ++p)  // written in position order: the ring keeps the newest
-      for (int64_t g = 0; g < num_kv_heads_; ++g)
+      for (int64_t g = 0; g < num_kv_heads_; ++g) {
         for (int64_t d = 0; d < head_dim_; ++d) {
-          const size_t i = static_cast<size_t>((g * capacity + p % capacity) * head_dim_ + d);
-          k_cache[i] = ref::f32_to_f16(2.0f * normal(rng));
-          v_cache[i] = ref::f32_to_f16(normal(rng));
+          k_src[d] = 2.0f * normal(rng);
+          v_src[d] = normal(rng);
         }
+        const auto r = static_cast<size_t>(g * capacity + p % capacity);
+        host_kv_row_store(k_type_, k_src.data(), head_dim_, &k_cache[r * k_row]);
+        host_kv_row_store(v_type_, v_src.data(), head_dim_, &v_cache[r * v_row]);
+      }
     const std::vector<float> q = random_floats(num_tokens_ * num_heads_ * head_dim_, seed + 1, 2.0f);
     const std::vector<float> sinks = random_floats(num_heads_, seed + 2, 2.0f);
     std::vector<int32_t> positions(static_cast<size_t>(num_tokens_));
     for (int64_t t = 0; t < num_tokens_; ++t) positions[t] = last_pos_ - static_cast<int32_t>(num_tokens_ - 1 - t);
 
     const std::vector<float> expected = reference(q, k_cache, v_cache, sinks, positions, capacity, window);
-    DeviceBuffer<uint16_t> d_k(k_cache), d_v(v_cache);
+    DeviceBuffer<uint8_t> d_k(k_cache), d_v(v_cache);
     DeviceBuffer<float> d_q(q), d_sinks(sinks), d_out(expected.size());
     DeviceBuffer<int32_t> d_pos(positions);
     d_out.fill_bytes(0xFF);
-    const KvLayerView kv{d_k.get(), d_v.get(), capacity, window};
+    const KvLayerView kv{d_k.get(), d_v.get(), capacity, window, k_type_, v_type_};
     const float* sinks_ptr = with_sinks_ ? d_sinks.get() : nullptr;
     if (prefill) {
       ASSERT_EQ(attention_prefill(d_q.get(), kv, sinks_ptr, num_tokens_, num_heads_, num_kv_heads_, head_dim_,
@@ -538,9 +566,18 @@ class AttentionTester {
   }
 
  private:
-  std::vector<float> reference(const std::vector<float>& q, const std::vector<uint16_t>& k_cache,
-                               const std::vector<uint16_t>& v_cache, const std::vector<float>& sinks,
+  std::vector<float> reference(const std::vector<float>& q, const std::vector<uint8_t>& k_cache,
+                               const std::vector<uint8_t>& v_cache, const std::vector<float>& sinks,
                                const std::vector<int32_t>& positions, int32_t capacity, int32_t window) const {
+    const auto k_row = static_cast<size_t>(kv_type_row_bytes(k_type_, head_dim_));
+    const auto v_row = static_cast<size_t>(kv_type_row_bytes(v_type_, head_dim_));
+    // Every row read back once, as the CPU cache's readers do: (kv_head, slot, head_dim) f32.
+    const auto num_rows = static_cast<size_t>(num_kv_heads_ * capacity);
+    std::vector<float> k_values(num_rows * head_dim_), v_values(num_rows * head_dim_);
+    for (size_t r = 0; r < num_rows; ++r) {
+      host_kv_row_load(k_type_, &k_cache[r * k_row], head_dim_, &k_values[r * head_dim_]);
+      host_kv_row_load(v_type_, &v_cache[r * v_row], head_dim_, &v_values[r * head_dim_]);
+    }
     std::vector<float> out(q.size());
     const int64_t group = num_heads_ / num_kv_heads_;
     const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
@@ -556,7 +593,7 @@ class AttentionTester {
           const int64_t slot = (pos - num_keys + 1 + j) % capacity;
           double dot = 0.0;
           for (int64_t d = 0; d < head_dim_; ++d)
-            dot += static_cast<double>(qh[d]) * ref::f16_to_f32(k_cache[(g * capacity + slot) * head_dim_ + d]);
+            dot += static_cast<double>(qh[d]) * k_values[(g * capacity + slot) * head_dim_ + d];
           s[j] = dot * scale;
           max_s = std::max(max_s, s[j]);
         }
@@ -569,7 +606,7 @@ class AttentionTester {
           double o = 0.0;
           for (int64_t j = 0; j < num_keys; ++j) {
             const int64_t slot = (pos - num_keys + 1 + j) % capacity;
-            o += s[j] * ref::f16_to_f32(v_cache[(g * capacity + slot) * head_dim_ + d]);
+            o += s[j] * v_values[(g * capacity + slot) * head_dim_ + d];
           }
           out[(t * num_heads_ + h) * head_dim_ + d] = static_cast<float>(o / z);
         }
@@ -578,8 +615,9 @@ class AttentionTester {
   }
 
   int64_t num_heads_ = 64, num_kv_heads_ = 8, head_dim_ = 64, num_tokens_ = 1;
-  int32_t last_pos_ = 0, window_ = 0, planned_max_pos_ = -1;
+  int32_t last_pos_ = 0, window_ = 0, planned_max_pos_ = -1, spare_slots_ = 3;
   bool with_sinks_ = true;
+  KvType k_type_ = KvType::kF16, v_type_ = KvType::kF16;
 };
 
 // Keys per query: 1, 5, 129 and 300 on full layers; on sliding layers (window 128) at most 128, the ring wrapping
@@ -616,6 +654,197 @@ TEST_F(CudaKernels, AttentionPrefillHeadDims32And128AndNoSinks) {
   AttentionTester().heads(8, 2).head_dim(32).tokens(17).last_position(140).window(128).test(stream_, true);
   AttentionTester().heads(8, 2).head_dim(32).tokens(130).last_position(129).test(stream_, true);
   AttentionTester().tokens(9).last_position(20).with_sinks(false).test(stream_, true);
+}
+
+// ---- quantized KV cache (q8_0, q4_0) ------------------------------------------------------------------------------
+
+constexpr KvType kAllKvTypes[] = {KvType::kF16, KvType::kQ8_0, KvType::kQ4_0};
+
+/// kv_store into a ring of `capacity` slots with K of k_type and V of v_type: the cache bytes must equal the CPU
+/// cache's store (host_kv_row_store: cpu::quantize_kv_* or ref::f32_to_f16) of the same rows at slot pos % capacity,
+/// bit for bit; slots not written keep their 0xAB fill.
+void expect_kv_store_matches_cpu(cudaStream_t stream, KvType k_type, KvType v_type, int64_t kv_heads, int64_t head_dim,
+                                 int32_t capacity, const std::vector<int32_t>& positions, uint32_t seed) {
+  SCOPED_TRACE(std::string("K ") + kv_type_name(k_type) + " V " + kv_type_name(v_type) + " kv_heads " +
+               std::to_string(kv_heads) + " head_dim " + std::to_string(head_dim) + " capacity " +
+               std::to_string(capacity));
+  const auto tokens = static_cast<int64_t>(positions.size());
+  std::vector<float> k = random_floats(tokens * kv_heads * head_dim, seed, 3.0f);
+  std::vector<float> v = random_floats(k.size(), seed + 1, 0.5f);
+  // Blocks that stress the rounding rules (the first block of each row of token 0):
+  //  K: all zero (d = 0, id = 0); V: |x| ties of opposite sign (q4_0: the first one sets the sign of d).
+  //  Token 1's first K block: amax 127 (d = 1, id = 1) with halves (q8_0 rounds half away from zero: 0.5 → 1,
+  //  −2.5 → −3); its first V block: x_max −8 (q4_0 d = 1, id = 1) with halves (x + 8.5 exact: truncation decides).
+  for (int64_t g = 0; g < kv_heads; ++g) {
+    float* k0 = &k[static_cast<size_t>(g * head_dim)];
+    float* v0 = &v[static_cast<size_t>(g * head_dim)];
+    for (int j = 0; j < 32; ++j) {
+      k0[j] = 0.0f;
+      v0[j] = (j % 2 == 0 ? 1.0f : -1.0f) * (j % 5 == 0 ? 2.0f : 0.25f * static_cast<float>(j % 4));
+    }
+    if (tokens > 1) {
+      float* k1 = &k[static_cast<size_t>((kv_heads + g) * head_dim)];
+      float* v1 = &v[static_cast<size_t>((kv_heads + g) * head_dim)];
+      for (int j = 0; j < 32; ++j) {
+        k1[j] = static_cast<float>(j % 7) - 3.5f;
+        v1[j] = 0.5f * static_cast<float>(j % 9) - 2.0f;
+      }
+      k1[31] = 127.0f;
+      v1[30] = -8.0f;
+    }
+  }
+  const auto k_row = static_cast<size_t>(kv_type_row_bytes(k_type, head_dim));
+  const auto v_row = static_cast<size_t>(kv_type_row_bytes(v_type, head_dim));
+  const auto num_rows = static_cast<size_t>(kv_heads * capacity);
+  DeviceBuffer<uint8_t> d_k(num_rows * k_row), d_v(num_rows * v_row);
+  d_k.fill_bytes(0xAB);
+  d_v.fill_bytes(0xAB);
+  DeviceBuffer<float> d_kin(k), d_vin(v);
+  DeviceBuffer<int32_t> d_pos(positions);
+  const KvLayerView kv{d_k.get(), d_v.get(), capacity, capacity, k_type, v_type};
+  ASSERT_EQ(kv_store(kv, d_kin.get(), d_vin.get(), tokens, kv_heads, head_dim, d_pos.get(), stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  std::vector<uint8_t> expected_k(num_rows * k_row, 0xAB), expected_v(num_rows * v_row, 0xAB);
+  for (int64_t t = 0; t < tokens; ++t)
+    for (int64_t g = 0; g < kv_heads; ++g) {
+      const auto r = static_cast<size_t>(g * capacity + positions[static_cast<size_t>(t)] % capacity);
+      const auto src = static_cast<size_t>((t * kv_heads + g) * head_dim);
+      host_kv_row_store(k_type, &k[src], head_dim, &expected_k[r * k_row]);
+      host_kv_row_store(v_type, &v[src], head_dim, &expected_v[r * v_row]);
+    }
+  // Byte for byte; the first difference of each cache is named (row = kv_head · capacity + slot).
+  const auto expect_same = [](const char* what, const std::vector<uint8_t>& got, const std::vector<uint8_t>& want,
+                              size_t row_bytes) {
+    ASSERT_EQ(got.size(), want.size());
+    size_t num_diff = 0, first = 0;
+    for (size_t i = 0; i < got.size(); ++i)
+      if (got[i] != want[i] && num_diff++ == 0) first = i;
+    EXPECT_EQ(num_diff, 0u) << what << ": first difference at byte " << first << " (row " << first / row_bytes
+                            << ", byte " << first % row_bytes << " of the row): " << int{got[first]}
+                            << ", the CPU's " << int{want[first]};
+  };
+  expect_same("K", d_k.download(), expected_k, k_row);
+  expect_same("V", d_v.download(), expected_v, v_row);
+}
+
+// Every K/V type pair; head_dim 32 (a q4_0 row of 18 bytes: rows only 2-byte aligned), 64 and 128; 3 KV heads;
+// positions that wrap the ring (capacity 7: 5 → 5, 6 → 6, 7 → 0, 8 → 1) and a single token.
+TEST_F(CudaKernels, KvStoreQuantizesBlocksBitExactlyAsTheCpuCacheAtRingSlots) {
+  for (KvType k_type : kAllKvTypes)
+    for (KvType v_type : kAllKvTypes)
+      for (int64_t head_dim : {32, 64, 128}) {
+        expect_kv_store_matches_cpu(stream_, k_type, v_type, 3, head_dim, 7, {5, 6, 7, 8},
+                                    static_cast<uint32_t>(head_dim) + 10 * static_cast<uint32_t>(k_type));
+        expect_kv_store_matches_cpu(stream_, k_type, v_type, 1, head_dim, 3, {2}, 99);
+      }
+}
+
+// gpt-oss-20b's shape (8 KV heads of 64) with a 64-token prefill batch into a ring of 191 slots from position 150:
+// the grid-stride loop over 8 · 2 · 64 blocks, and the wrap in the middle of the batch.
+TEST_F(CudaKernels, KvStoreQuantizedPrefillBatchAcrossTheRingWrap) {
+  std::vector<int32_t> positions(64);
+  std::iota(positions.begin(), positions.end(), 150);
+  expect_kv_store_matches_cpu(stream_, KvType::kQ8_0, KvType::kQ8_0, 8, 64, 191, positions, 5);
+  expect_kv_store_matches_cpu(stream_, KvType::kQ4_0, KvType::kQ8_0, 8, 64, 191, positions, 6);
+}
+
+TEST_F(CudaKernels, KvStoreRejectsQuantizedRowsOfPartialBlocks) {
+  DeviceBuffer<float> buf(4096);
+  DeviceBuffer<int32_t> pos(std::vector<int32_t>{0});
+  for (KvType type : {KvType::kQ8_0, KvType::kQ4_0}) {
+    const KvLayerView k_quantized{buf.get(), buf.get(), 4, 4, type, KvType::kF16};
+    EXPECT_EQ(kv_store(k_quantized, buf.get(), buf.get(), 1, 1, 48, pos.get(), stream_), cudaErrorInvalidValue);
+    const KvLayerView v_quantized{buf.get(), buf.get(), 4, 4, KvType::kF16, type};
+    EXPECT_EQ(kv_store(v_quantized, buf.get(), buf.get(), 1, 1, 48, pos.get(), stream_), cudaErrorInvalidValue);
+  }
+  const KvLayerView bad_type{buf.get(), buf.get(), 4, 4, static_cast<KvType>(7), KvType::kF16};
+  EXPECT_EQ(kv_store(bad_type, buf.get(), buf.get(), 1, 1, 64, pos.get(), stream_), cudaErrorInvalidValue);
+}
+
+// Decode over q8_0 / q4_0 K and V (and mixed with f16): full layers with 1, 5, 129 (one past a 128-key split) and
+// 300 keys (a count that is no multiple of 32, 64 or 128); sliding layers (window 128) at the window's edge — 127
+// (the window not yet full), 128 (exactly full), 130 (the ring's last slot, capacity 131) and 131 (the ring wrapped,
+// the first visible key at slot 1; capacities for one query token) — with and without sinks, 1 and 3 query tokens.
+TEST_F(CudaKernels, AttentionDecodeQuantizedKvFullSlidingWindowEdgeAndRingWrap) {
+  const std::pair<KvType, KvType> pairs[] = {{KvType::kQ8_0, KvType::kQ8_0}, {KvType::kQ4_0, KvType::kQ4_0},
+                                             {KvType::kQ8_0, KvType::kQ4_0}, {KvType::kF16, KvType::kQ8_0}};
+  for (const auto& [k_type, v_type] : pairs) {
+    for (int32_t last_pos : {0, 4, 128, 299})
+      AttentionTester().kv_types(k_type, v_type).last_position(last_pos).test(stream_, false);
+    for (int32_t last_pos : {127, 128, 130, 131, 299})
+      for (int64_t tokens : {1, 3})
+        AttentionTester().kv_types(k_type, v_type).window(128).tokens(tokens).last_position(last_pos)
+            .with_sinks(last_pos % 2 == 0).test(stream_, false);
+  }
+}
+
+// head_dim 32 (one block per row; q4_0 rows of 18 bytes) and 128 (four blocks, 4 dims per lane), GQA groups of 1,
+// 4 and 8, and the last split taking the keys past max_position.
+TEST_F(CudaKernels, AttentionDecodeQuantizedKvHeadDims32And128AndUnderplannedPosition) {
+  for (KvType type : {KvType::kQ8_0, KvType::kQ4_0}) {
+    AttentionTester().kv_types(type, type).heads(4, 4).head_dim(128).last_position(299).tokens(3)
+        .with_sinks(false).test(stream_, false);
+    AttentionTester().kv_types(type, type).heads(8, 2).head_dim(32).last_position(299).tokens(3).window(128)
+        .test(stream_, false);
+    AttentionTester().kv_types(type, type).heads(8, 1).head_dim(32).last_position(140).test(stream_, false);
+    AttentionTester().kv_types(type, type).last_position(299).planned_max_position(0).test(stream_, false);
+  }
+}
+
+// Prefill over q8_0 / q4_0 K and V: batches of 1, 17 and 130 queries (tiles of 64 keys: 130 is no multiple) from
+// position 0 and late enough that the sliding ring wrapped; a batch whose first query sits exactly at the window's
+// edge (positions 128 .. 144: the first sees keys 1 .. 128); head_dim 32 and 128; no sinks.
+TEST_F(CudaKernels, AttentionPrefillQuantizedKvCausalSlidingWindowEdgeAndHeadDims) {
+  const std::pair<KvType, KvType> pairs[] = {{KvType::kQ8_0, KvType::kQ8_0}, {KvType::kQ4_0, KvType::kQ4_0},
+                                             {KvType::kQ4_0, KvType::kQ8_0}};
+  for (const auto& [k_type, v_type] : pairs) {
+    for (int32_t window : {0, 128})
+      for (int64_t tokens : {1, 17, 130}) {
+        AttentionTester().kv_types(k_type, v_type).window(window).tokens(tokens)
+            .last_position(static_cast<int32_t>(tokens) - 1).test(stream_, true);
+        AttentionTester().kv_types(k_type, v_type).window(window).tokens(tokens).last_position(299).test(stream_, true);
+      }
+    AttentionTester().kv_types(k_type, v_type).window(128).tokens(17).last_position(144).spare_slots(0)
+        .test(stream_, true);
+    AttentionTester().kv_types(k_type, v_type).heads(4, 1).head_dim(128).tokens(17).last_position(140).window(128)
+        .test(stream_, true);
+    AttentionTester().kv_types(k_type, v_type).heads(8, 2).head_dim(32).tokens(17).last_position(140).window(128)
+        .test(stream_, true);
+    AttentionTester().kv_types(k_type, v_type).tokens(9).last_position(20).with_sinks(false).test(stream_, true);
+  }
+}
+
+TEST_F(CudaKernels, AttentionRejectsAnUnknownKvType) {
+  DeviceBuffer<float> buf(4096);
+  DeviceBuffer<int32_t> pos(4);
+  const KvLayerView kv{buf.get(), buf.get(), 16, 16, KvType::kQ8_0, static_cast<KvType>(3)};
+  EXPECT_EQ(attention_prefill(buf.get(), kv, nullptr, 1, 2, 1, 64, pos.get(), buf.get(), stream_),
+            cudaErrorInvalidValue);
+  EXPECT_EQ(attention_decode(buf.get(), kv, nullptr, 1, 2, 1, 64, pos.get(), 3, buf.get(), buf.get(), stream_),
+            cudaErrorInvalidValue);
+}
+
+// The device cache's row sizes and block constants are the runtime's (kv_type.h) and the CPU cache's (kv_blocks.h),
+// and f32 has no device type. No GPU needed.
+TEST(CudaKvCacheLayout, RowBytesAndBlocksAreTheCpuCachesWithoutAGpu) {
+  EXPECT_EQ(kKvQ8_0BlockBytes, cpu::kKvQ8_0BlockBytes);
+  EXPECT_EQ(kKvQ4_0BlockBytes, cpu::kKvQ4_0BlockBytes);
+  EXPECT_EQ(kKvBlockElems, cpu::kKvBlockElems);
+  for (uint32_t head_dim : {32u, 64u, 96u, 128u, 256u}) {
+    EXPECT_EQ(static_cast<uint64_t>(kv_type_row_bytes(KvType::kF16, head_dim)),
+              kv_row_bytes(KvCacheType::kF16, head_dim));
+    EXPECT_EQ(static_cast<uint64_t>(kv_type_row_bytes(KvType::kQ8_0, head_dim)),
+              kv_row_bytes(KvCacheType::kQ8_0, head_dim));
+    EXPECT_EQ(static_cast<uint64_t>(kv_type_row_bytes(KvType::kQ4_0, head_dim)),
+              kv_row_bytes(KvCacheType::kQ4_0, head_dim));
+  }
+  EXPECT_EQ(*device_kv_type(KvCacheType::kF16), KvType::kF16);
+  EXPECT_EQ(*device_kv_type(KvCacheType::kQ8_0), KvType::kQ8_0);
+  EXPECT_EQ(*device_kv_type(KvCacheType::kQ4_0), KvType::kQ4_0);
+  auto f32 = device_kv_type(KvCacheType::kF32);
+  ASSERT_FALSE(f32.has_value());
+  EXPECT_EQ(f32.error().code, ErrorCode::kUnsupported);
+  EXPECT_NE(f32.error().message.find("f32"), std::string::npos) << f32.error().message;
 }
 
 TEST_F(CudaKernels, AttentionRejectsUnsupportedHeadDim) {

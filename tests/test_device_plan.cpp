@@ -7,6 +7,7 @@
 
 #include "placement/plan.h"
 #include "runtime/backend/device_plan.h"
+#include "runtime/model/kv_type.h"
 #include "runtime/model/model.h"
 #include "runtime/model/synth.h"
 
@@ -118,6 +119,77 @@ TEST(DevicePlan, Gpt20bDenseWeightSizesMatchTheQ8LayoutOfThePublishedFile) {
   EXPECT_EQ(p->num_gpu_experts_total(), 24u * 32u);
   EXPECT_TRUE(p->notes.empty());
   expect_consistent(*p);
+}
+
+// A quantized KV cache on the GPU: each layer's K and V buffers hold kv_capacity slots of 8 KV heads in rows of
+// kv_row_bytes (q8_0: 2 blocks of 34 bytes for head_dim 64; q4_0: 2 of 18), K and V each of its own type; the plan's
+// kv_bytes is their sum, and everything else (dense weights, activations) is unchanged.
+TEST(DevicePlan, QuantizedKvCacheBuffersHoldRowsOfTheirTypePerSlot) {
+  const DeviceModelDesc d = desc_20b();
+  auto f16 = plan_device_memory(d, options(1ull << 40, {}));
+  ASSERT_TRUE(f16.has_value()) << f16.error().to_string();
+  DevicePlanOptions o = options(1ull << 40, {});
+  o.k_type = KvCacheType::kQ8_0;
+  o.v_type = KvCacheType::kQ4_0;
+  auto p = plan_device_memory(d, o);
+  ASSERT_TRUE(p.has_value()) << p.error().to_string();
+  EXPECT_EQ(p->k_type, KvCacheType::kQ8_0);
+  EXPECT_EQ(p->v_type, KvCacheType::kQ4_0);
+  EXPECT_EQ(p->find("kv.0.k")->bytes, 8ull * 128 * 68);   // sliding layer: 128 slots
+  EXPECT_EQ(p->find("kv.0.v")->bytes, 8ull * 128 * 36);
+  EXPECT_EQ(p->find("kv.1.k")->bytes, 8ull * 4096 * 68);  // full layer: the context
+  EXPECT_EQ(p->find("kv.1.v")->bytes, 8ull * 4096 * 36);
+  uint64_t kv_buffers = 0;
+  for (const DeviceBuffer& b : p->buffers)
+    if (b.kind == DeviceBufferKind::kKvCache) kv_buffers += b.bytes;
+  // kv_bytes counts the buffers and their alignment padding (each buffer starts at a multiple of 256).
+  EXPECT_GE(p->kv_bytes, kv_buffers);
+  EXPECT_LT(p->kv_bytes, kv_buffers + 2ull * d.hparams.num_layers * kDeviceBufferAlign);
+  // The positions the rows hold are the f16 plan's: its K rows are 128 bytes, so its K buffers 128 / 68 larger.
+  EXPECT_EQ(f16->find("kv.1.k")->bytes * 68, p->find("kv.1.k")->bytes * 128);
+  EXPECT_EQ(p->dense_bytes, f16->dense_bytes);
+  EXPECT_EQ(p->activation_bytes, f16->activation_bytes);
+  EXPECT_LT(p->kv_bytes, f16->kv_bytes * 42 / 100);  // (68 + 36) / 256 = 40.6 % of f16's, plus padding
+  EXPECT_NE(p->summary().find("KV cache " + format_byte_size(p->kv_bytes) + " K q8_0, V q4_0"), std::string::npos)
+      << p->summary();
+  expect_consistent(*p);
+}
+
+// f32 has no CUDA attention kernel (the plan refuses it, naming K or V), and a quantized type needs head_dim to be a
+// multiple of 32 (check_kv_cache_type's message).
+TEST(DevicePlan, F32OrAQuantizedTypeThatDoesNotFitHeadDimIsAnError) {
+  DevicePlanOptions o = options(1ull << 40, {});
+  o.v_type = KvCacheType::kF32;
+  auto f32 = plan_device_memory(desc_20b(), o);
+  ASSERT_FALSE(f32.has_value());
+  EXPECT_EQ(f32.error().code, ErrorCode::kUnsupported);
+  EXPECT_NE(f32.error().message.find("(V) f32"), std::string::npos) << f32.error().message;
+  DeviceModelDesc d = desc_20b();
+  d.hparams.head_dim = 48;
+  o = options(1ull << 40, {});
+  o.k_type = KvCacheType::kQ4_0;
+  auto partial = plan_device_memory(d, o);
+  ASSERT_FALSE(partial.has_value());
+  EXPECT_NE(partial.error().message.find("q4_0"), std::string::npos) << partial.error().message;
+  EXPECT_NE(partial.error().message.find("48"), std::string::npos) << partial.error().message;
+}
+
+// Over the budget, the message names the KV types and suggests the next smaller one (none after q4_0).
+TEST(DevicePlan, OverTheBudgetTheMessageNamesTheKvTypeAndASmallerOne) {
+  for (const auto& [type, hint] : {std::pair{KvCacheType::kF16, "--kv-type q8_0"},
+                                   std::pair{KvCacheType::kQ8_0, "--kv-type q4_0"},
+                                   std::pair{KvCacheType::kQ4_0, ""}}) {
+    DevicePlanOptions o = options(1ull << 20, {});
+    o.k_type = o.v_type = type;
+    auto p = plan_device_memory(desc_20b(), o);
+    ASSERT_FALSE(p.has_value());
+    const std::string& m = p.error().message;
+    EXPECT_NE(m.find(std::string("4096, ") + kv_cache_type_name(type) + ")"), std::string::npos) << m;
+    if (*hint != '\0')
+      EXPECT_NE(m.find(hint), std::string::npos) << m;
+    else
+      EXPECT_EQ(m.find("--kv-type"), std::string::npos) << m;
+  }
 }
 
 TEST(DevicePlan, DensePartOneByteOverTheBudgetIsAnErrorNamingBudgetAndNeed) {

@@ -1,13 +1,16 @@
-// The GPU forward pass (runtime/exec/forward_factory.h create_gpu_forward) against the fixture logits: GPU-only (every expert resident) and
-// hybrid (half the experts on the CPU), with the foundation issue's agreement bar; the device arena, pinned staging
-// and the VRAM budget. Skips without a CUDA build or without a GPU.
+// The GPU forward pass (runtime/exec/forward_factory.h create_gpu_forward) against the fixture logits: GPU-only (every
+// expert resident) and hybrid (half the experts on the CPU), with the foundation issue's agreement bar, with an f16
+// and a quantized (q8_0 / q4_0) KV cache, the latter also against the CPU pass with the same cache; the device arena,
+// pinned staging and the VRAM budget. Skips without a CUDA build or without a GPU.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <string>
 #include <tuple>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -110,30 +113,43 @@ TEST(GpuForward, CpuMoeMeetsTheFixtureBar) {
   expect_fixture_bar(o, "GPU attention, --cpu-moe");
 }
 
+double nmse(const std::vector<float>& reference, const std::vector<float>& other) {
+  double err = 0, ref = 0;
+  for (size_t i = 0; i < reference.size(); ++i) {
+    err += (static_cast<double>(reference[i]) - other[i]) * (static_cast<double>(reference[i]) - other[i]);
+    ref += static_cast<double>(reference[i]) * reference[i];
+  }
+  return err / ref;
+}
+
+/// The logits at position 149 of the fixture's first 150 tokens from two passes made with `o`: one run with
+/// forward() (steps of one token), one with forward_batch() (steps of 64, 64 and 22 tokens with max_batch_tokens 64).
+std::pair<std::vector<float>, std::vector<float>> stepped_and_batched(const ForwardOptions& o) {
+  const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
+  std::vector<float> a(4106), b(4106);
+  auto step = create_forward(tiny(), o);
+  auto batched = create_forward(tiny(), o);
+  EXPECT_TRUE(step.has_value() && batched.has_value());
+  if (!step || !batched) return {};
+  for (size_t t = 0; t < 150; ++t)
+    EXPECT_TRUE((*step)->forward(ids[t], t == 149 ? std::span<float>(a) : std::span<float>()).has_value());
+  EXPECT_TRUE((*batched)->forward_batch(std::span<const int32_t>(ids).subspan(0, 150), b).has_value());
+  return {a, b};
+}
+
 // Prefill in device steps (attention_prefill, grouped MoE) against token-by-token decoding on the same device.
 TEST(GpuForward, BatchedPrefillMatchesTokenByTokenForGpuOnlyAndHybrid) {
   HETMOE_SKIP_WITHOUT_GPU();
-  const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
   for (uint32_t k : {8u, 4u}) {
     const placement::Plan plan = gpu_plan(k);
     ForwardOptions o = gpu_options(plan);
     o.max_batch_tokens = 64;
-    auto step = create_forward(tiny(), o);     // run with forward(): steps of one token
-    auto batched = create_forward(tiny(), o);  // run with forward_batch(): steps of 64, 64 and 22 tokens
-    ASSERT_TRUE(step.has_value() && batched.has_value());
-    std::vector<float> a(4106), b(4106);
-    for (size_t t = 0; t < 150; ++t)
-      ASSERT_TRUE((*step)->forward(ids[t], t == 149 ? std::span<float>(a) : std::span<float>()).has_value());
-    ASSERT_TRUE((*batched)->forward_batch(std::span<const int32_t>(ids).subspan(0, 150), b).has_value());
-    double err = 0, ref = 0;
-    for (size_t i = 0; i < a.size(); ++i) {
-      err += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-      ref += static_cast<double>(a[i]) * a[i];
-    }
+    const auto [a, b] = stepped_and_batched(o);
+    ASSERT_EQ(a.size(), 4106u);
     // NMSE: the same math in other kernels (tiled vs split-K attention, grouped vs per-token experts, and for the
     // 64-token steps the f16 cuBLAS GEMM projections, kPrefillGemmMinTokens = 32): summation order and the f16
     // rounding of weights and activations in the GEMM, unless a near-tie flips an expert choice.
-    EXPECT_LT(err / ref, 1e-4) << k << " experts per layer on the GPU";
+    EXPECT_LT(nmse(a, b), 1e-4) << k << " experts per layer on the GPU";
   }
 }
 
@@ -207,8 +223,8 @@ TEST(GpuForward, TraceHasGpuComputeAndCopyTracksOnTheHostClock) {
   std::remove(path.c_str());
 }
 
-// The GPU pass keeps its KV cache in f16: --kv-type f32 is refused with a message, and --device auto runs it on the
-// CPU instead (saying why). Decided before any device is touched, so it runs without a GPU.
+// The GPU pass keeps its KV cache in f16, q8_0 or q4_0: --kv-type f32 is refused with a message, and --device auto
+// runs it on the CPU instead (saying why). Decided before any device is touched, so it runs without a GPU.
 TEST(GpuForward, F32KvCacheIsRefusedOnTheGpuAndRunsOnTheCpuWithAutoWithoutAGpuToo) {
   const placement::Plan plan = gpu_plan(8);
   ForwardOptions o;
@@ -227,13 +243,14 @@ TEST(GpuForward, F32KvCacheIsRefusedOnTheGpuAndRunsOnTheCpuWithAutoWithoutAGpuTo
   EXPECT_EQ(forward_path_name(o, f->get()).rfind("cpu", 0), 0u);
 }
 
-// A q8_0/q4_0 KV cache (K or V) has CPU attention kernels only: the GPU and hybrid passes refuse it naming the flag
-// and the value, and --device auto runs it on the CPU. Decided before any device is touched (no GPU needed).
-TEST(GpuForward, QuantizedKvCacheIsRefusedOnTheGpuNamingTheFlagAndRunsOnTheCpuWithAuto) {
+// A q8_0/q4_0 KV cache (K or V, with f16 or mixed) is no longer refused by the GPU pass: without a GPU the error is
+// the missing device, not the cache type, and --device auto runs on the CPU; with one, the pass is created.
+TEST(GpuForward, QuantizedKvCacheIsAcceptedByTheGpuPassAndAutoFallsBackWithoutAGpu) {
   const placement::Plan plan = gpu_plan(8);
-  for (const auto& [k, v, flag, value] :
-       {std::tuple{KvCacheType::kQ8_0, KvCacheType::kF16, "--cache-type-k", "q8_0"},
-        std::tuple{KvCacheType::kF16, KvCacheType::kQ4_0, "--cache-type-v", "q4_0"}}) {
+  for (const auto& [k, v] : {std::pair{KvCacheType::kQ8_0, KvCacheType::kF16},
+                             std::pair{KvCacheType::kF16, KvCacheType::kQ4_0},
+                             std::pair{KvCacheType::kQ8_0, KvCacheType::kQ4_0}}) {
+    SCOPED_TRACE(std::string(kv_cache_type_name(k)) + "/" + kv_cache_type_name(v));
     ForwardOptions o;
     o.plan = &plan;
     o.context_length = 256;
@@ -241,15 +258,117 @@ TEST(GpuForward, QuantizedKvCacheIsRefusedOnTheGpuNamingTheFlagAndRunsOnTheCpuWi
     o.kv_type = k;
     o.kv_type_v = v;
     auto gpu = create_gpu_forward(tiny(), o, nullptr);
-    ASSERT_FALSE(gpu.has_value());
-    EXPECT_EQ(gpu.error().code, ErrorCode::kUnsupported);
-    EXPECT_NE(gpu.error().message.find(std::string(flag) + " " + value), std::string::npos) << gpu.error().message;
-    EXPECT_NE(gpu.error().message.find("CPU pass only"), std::string::npos) << gpu.error().message;
+    if (has_gpu()) {
+      EXPECT_TRUE(gpu.has_value()) << gpu.error().to_string();
+    } else {
+      ASSERT_FALSE(gpu.has_value());
+      EXPECT_EQ(gpu.error().message.find("cache-type"), std::string::npos) << gpu.error().message;
+      EXPECT_EQ(gpu.error().message.find("CPU pass only"), std::string::npos) << gpu.error().message;
+    }
     o.device = ForwardOptions::Device::kAuto;
     std::vector<std::string> notes;
     auto f = create_forward(tiny(), o, &notes);
     ASSERT_TRUE(f.has_value()) << f.error().to_string();
-    EXPECT_EQ(forward_path_name(o, f->get()).rfind("cpu", 0), 0u);
+    EXPECT_EQ(forward_path_name(o, f->get()).rfind(has_gpu() ? "gpu" : "cpu", 0), 0u);
+  }
+}
+
+// The fidelity bar with q8_0 K and V on the GPU pass: GPU-only and hybrid (K and V quantized on the device
+// by kv_store, read by attention_decode).
+TEST(GpuForward, Q8_0KvCacheMeetsTheFixtureBarGpuOnlyAndHybrid) {
+  HETMOE_SKIP_WITHOUT_GPU();
+  for (uint32_t k : {8u, 4u}) {
+    const placement::Plan plan = gpu_plan(k);
+    ForwardOptions o;
+    o.plan = &plan;
+    o.kv_type = KvCacheType::kQ8_0;
+    o.kv_type_v = KvCacheType::kQ8_0;
+    expect_fixture_bar(o, k == 8 ? "GPU-only, KV q8_0/q8_0" : "hybrid, 4 of 8 experts on the GPU, KV q8_0/q8_0");
+  }
+}
+
+/// Logits of the whole fixture decoded token by token with `options` (create_forward).
+std::vector<float> decode_fixture_with(const ForwardOptions& options) {
+  auto f = create_forward(tiny(), options);
+  EXPECT_TRUE(f.has_value()) << f.error().to_string();
+  if (!f) return {};
+  return decode_fixture(**f);
+}
+
+// The GPU pass with a quantized KV cache against the CPU pass with the same cache types, position by position.
+// Both quantize K and V with the same arithmetic (kv_store is bit-exact with cpu::quantize_kv_*, test_cuda_kernels)
+// and read the same values back; they differ only where the two passes' f32 K/V inputs differ (the CPU's int8
+// activations in its GEMVs, other summation orders), which can move a value to the neighbouring quantization step.
+// q8_0 K and V: the fixture bar (KL p50 ≤ 1e-3, p99 ≤ 5e-3) between the two passes (each meets it against the f32
+// reference: CPU p50 5.4e-4, docs/performance.md). q4_0 (step amax / 8, 16× q8_0's; CPU vs reference p50 3.6e-2):
+// such moves are large, so no bar between the passes; instead the GPU must be about as close to the f32 reference as
+// the CPU pass (KL p50 within 1.5× + 1e-3 of the CPU's). NOT MEASURED (no GPU where this was written): a misread
+// block, scale or nibble, or a row at the wrong slot, gives KL ~0.1–1 per position, far past both bounds.
+TEST(GpuForward, QuantizedKvCacheOnTheGpuAgreesWithTheCpuPassWithTheSameCache) {
+  HETMOE_SKIP_WITHOUT_GPU();
+  const auto margin = test::read_numbers<double>(kData + "/gpt-oss-tiny.router-margin.txt");
+  const auto reference = test::read_f32_file(kData + "/gpt-oss-tiny.reference.logits.f32");
+  const placement::Plan plan = gpu_plan(8);
+  for (const auto& [k, v] : {std::pair{KvCacheType::kQ8_0, KvCacheType::kQ8_0},
+                             std::pair{KvCacheType::kQ4_0, KvCacheType::kQ4_0},
+                             std::pair{KvCacheType::kQ8_0, KvCacheType::kQ4_0}}) {
+    const std::string types = std::string(kv_cache_type_name(k)) + "/" + kv_cache_type_name(v);
+    ForwardOptions cpu;
+    cpu.device = ForwardOptions::Device::kCpu;
+    cpu.context_length = 256;
+    cpu.num_threads = 2;
+    cpu.kv_type = k;
+    cpu.kv_type_v = v;
+    ForwardOptions gpu = gpu_options(plan);
+    gpu.kv_type = k;
+    gpu.kv_type_v = v;
+    const auto cpu_logits = decode_fixture_with(cpu);
+    const auto gpu_logits = decode_fixture_with(gpu);
+    ASSERT_EQ(cpu_logits.size(), gpu_logits.size()) << types;
+    for (float x : gpu_logits) ASSERT_TRUE(std::isfinite(x)) << types;
+    const auto between = test::agreement(cpu_logits, gpu_logits, 4106, margin);
+    const auto cpu_ref = test::agreement(reference, cpu_logits, 4106, margin);
+    const auto gpu_ref = test::agreement(reference, gpu_logits, 4106, margin);
+    std::printf("[ agreement ] KV %s: GPU-only vs CPU pass KL p50 %.3g, p99 (margin >= 0.15) %.3g, top-1 %.1f %%; "
+                "vs f32 reference: CPU p50 %.3g p99 %.3g, GPU p50 %.3g p99 %.3g\n",
+                types.c_str(), between.p50_all, between.p99_confident, 100 * between.top1, cpu_ref.p50_all,
+                cpu_ref.p99_confident, gpu_ref.p50_all, gpu_ref.p99_confident);
+    if (k == KvCacheType::kQ8_0 && v == KvCacheType::kQ8_0) {
+      EXPECT_LE(between.p50_all, 1e-3) << types;
+      EXPECT_LE(between.p99_confident, 5e-3) << types;
+    } else {
+      EXPECT_LE(gpu_ref.p50_all, 1.5 * cpu_ref.p50_all + 1e-3) << types;
+    }
+  }
+}
+
+// Prefill with a quantized cache: device steps of 64 tokens (kv_store of a batch across the sliding ring's wrap,
+// attention_prefill over q8_0 / q4_0 blocks) against token-by-token decoding on the same device. The two paths'
+// K/V inputs differ by the prefill GEMM's f16 rounding, which moves some values to the neighbouring quantization
+// step, so their difference is quantization noise: bounded relative to the pass's own error against the f32
+// reference at that position, as tests/test_forward_cpu.cpp bounds the CPU's batched prefill (there 0.2×, measured
+// ≤ 3.6 %; here 0.5× and 1.5×, NOT MEASURED: no GPU where this was written). A wrong slot, mask or block read gives
+// NMSE ~1, far past both.
+TEST(GpuForward, QuantizedKvBatchedPrefillMatchesTokenByToken) {
+  HETMOE_SKIP_WITHOUT_GPU();
+  const auto all_reference = test::read_f32_file(kData + "/gpt-oss-tiny.reference.logits.f32");
+  ASSERT_GE(all_reference.size(), 150u * 4106);
+  const std::vector<float> reference(all_reference.begin() + 149 * 4106, all_reference.begin() + 150 * 4106);
+  const placement::Plan plan = gpu_plan(8);
+  for (const auto& [k, v] : {std::pair{KvCacheType::kQ8_0, KvCacheType::kQ8_0},
+                             std::pair{KvCacheType::kQ4_0, KvCacheType::kQ8_0}}) {
+    const std::string types = std::string(kv_cache_type_name(k)) + "/" + kv_cache_type_name(v);
+    ForwardOptions o = gpu_options(plan);
+    o.max_batch_tokens = 64;
+    o.kv_type = k;
+    o.kv_type_v = v;
+    const auto [stepped, batched] = stepped_and_batched(o);
+    ASSERT_EQ(stepped.size(), 4106u) << types;
+    const double error = nmse(reference, stepped);
+    std::printf("[ prefill ] KV %s: stepped vs batched NMSE %.3g; vs f32 reference: stepped %.3g, batched %.3g\n",
+                types.c_str(), nmse(stepped, batched), error, nmse(reference, batched));
+    EXPECT_LT(nmse(stepped, batched), 0.5 * error) << types;
+    EXPECT_LT(nmse(reference, batched), 1.5 * error) << types;
   }
 }
 

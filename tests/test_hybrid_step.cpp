@@ -256,6 +256,29 @@ TEST(HybridStep, FactoryRunsTheCpuExpertsOnThePinnedWorkersOfTheThreadLayout) {
   EXPECT_LT(nmse(b, a), 1e-12);  // the same arithmetic on other threads
 }
 
+// The hybrid step with a quantized KV cache on the device: the factory no longer refuses q8_0 / q4_0 (f32 it still
+// refuses, naming the flag), and with q8_0 K and V on the (host) device, half the experts on the CPU, the fixture
+// bar holds as on the CPU pass (tests/test_forward_cpu.cpp).
+TEST(HybridStep, FactoryTakesAQuantizedKvCacheAndTheHybridMeetsTheFixtureBarWithQ8_0) {
+  const DevicePlan plan = plan_for(4);
+  ForwardOptions o;
+  o.num_threads = 2;
+  o.kv_type = KvCacheType::kF32;
+  auto f32 = create_hybrid_forward(tiny(), std::make_unique<test::FakeStepDevice>(tiny(), plan, 256), o, nullptr);
+  ASSERT_FALSE(f32.has_value());
+  EXPECT_NE(f32.error().message.find("--cache-type-k f32"), std::string::npos) << f32.error().message;
+  o.kv_type = KvCacheType::kQ8_0;
+  auto f = create_hybrid_forward(
+      tiny(), std::make_unique<test::FakeStepDevice>(tiny(), plan, 256, 0, 1, KvCacheType::kQ8_0), o, nullptr);
+  ASSERT_TRUE(f.has_value()) << f.error().to_string();
+  const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
+  const size_t vocab = tiny().hparams.vocab_size;
+  std::vector<float> out(ids.size() * vocab);
+  for (size_t i = 0; i < ids.size(); ++i)
+    ASSERT_TRUE((*f)->forward(ids[i], std::span<float>(&out[i * vocab], vocab)).has_value());
+  expect_fixture_bar(out, "fake device, KV q8_0/q8_0, half the experts on the CPU");
+}
+
 TEST(HybridStep, PlacementDoesNotChangeTheRouterChoiceSoLogitsStayClose) {
   // The same tokens with 4 and with 8 resident experts: only the CPU experts' 8-bit activations differ.
   const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");

@@ -79,6 +79,29 @@ TEST_F(PlacementCli, PlanPagesColdExpertsWhenRamIsShortAndSaysWhatFits) {
   EXPECT_NE(r.out.find("-c "), std::string::npos) << r.out;
 }
 
+// With the attention on the GPU the KV cache is in VRAM, in the chosen type: the memory line says how much of the
+// VRAM it takes and in which type, and q8_0 takes 34 / 64 of f16's bytes (head_dim 64: 68-byte rows against 128).
+TEST_F(PlacementCli, PlanMemoryLineShowsTheGpuKvCacheInItsType) {
+  const std::string path = (dir_ / "gpt-oss-20b-header.gguf").string();
+  ASSERT_TRUE(write_header_only_gguf(path, 24, 32));
+  const auto gpu_kv = [&](const char* type) -> double {
+    const RunResult r = run("plan -m " + path + " --vram-budget 24GiB -c 32768 --kv-type " + type);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    const std::string key = " in VRAM (KV cache ";
+    const size_t at = r.out.find(key);
+    EXPECT_NE(at, std::string::npos) << r.out;
+    if (at == std::string::npos) return 0.0;
+    EXPECT_NE(r.out.find(std::string(" of it, ") + type + ")", at), std::string::npos) << r.out;
+    return std::stod(r.out.substr(at + key.size()));
+  };
+  const double f16 = gpu_kv("f16"), q8_0 = gpu_kv("q8_0");
+  // The plan's header line names the type too (it said "f32" for every type but f16).
+  const RunResult r = run("plan -m " + path + " --vram-budget 24GiB -c 32768 --kv-type q4_0");
+  EXPECT_NE(r.out.find("(q4_0 KV cache)"), std::string::npos) << r.out;
+  ASSERT_GT(f16, 0.0);
+  EXPECT_NEAR(q8_0 / f16, 68.0 / 128.0, 0.02);  // the GiB figures are printed to two decimals
+}
+
 TEST_F(PlacementCli, PlanRefusesBadArguments) {
   RunResult r = run("plan -m " + kTiny + " --vram-budget 8XB");
   EXPECT_EQ(r.exit_code, 2);

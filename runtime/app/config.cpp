@@ -672,7 +672,8 @@ std::string default_config_text() {
 # Default: 8192.
 # context = 8192
 # KV cache element type of K and V (in effect, as --kv-type): "f16", "f32", "q8_0" or "q4_0" (ggml's 32-value
-# blocks: q8_0 takes 53 %, q4_0 28 % of f16's bytes; the quantized types run on the CPU pass only). Default: "f16".
+# blocks: q8_0 takes 53 %, q4_0 28 % of f16's bytes; the CPU and GPU passes read them; f32 runs on the CPU pass
+# only). Default: "f16".
 # kv_type = "f16"
 # K's or V's type alone (as -ctk / -ctv), over kv_type. Same choices. Default: kv_type.
 # kv_type_k = "q8_0"

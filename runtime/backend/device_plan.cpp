@@ -11,6 +11,20 @@
 namespace hetmoe {
 namespace {
 
+/// "q8_0" for one type, "K q8_0, V q4_0" for two.
+std::string kv_types_text(KvCacheType k, KvCacheType v) {
+  if (k == v) return kv_cache_type_name(k);
+  return fmt::format("K {}, V {}", kv_cache_type_name(k), kv_cache_type_name(v));
+}
+
+/// "--kv-type q8_0 (or q4_0), " when a smaller type than the larger of K's and V's exists, else empty.
+std::string smaller_kv_hint(KvCacheType k, KvCacheType v) {
+  const uint64_t largest = std::max(kv_row_bytes(k, 64), kv_row_bytes(v, 64));  // 64: any multiple of 32 orders alike
+  if (largest > kv_row_bytes(KvCacheType::kQ8_0, 64)) return "--kv-type q8_0 (or q4_0), ";
+  if (largest > kv_row_bytes(KvCacheType::kQ4_0, 64)) return "--kv-type q4_0, ";
+  return "";
+}
+
 uint64_t align_up(uint64_t n) { return (n + kDeviceBufferAlign - 1) / kDeviceBufferAlign * kDeviceBufferAlign; }
 
 /// Appends buffers at aligned offsets.
@@ -82,11 +96,12 @@ uint64_t DevicePlan::num_gpu_experts_total() const {
 
 std::string DevicePlan::summary() const {
   const uint64_t num_experts_total = slot_of_expert.empty() ? 0 : slot_of_expert.size() * slot_of_expert[0].size();
-  return fmt::format("{} of {} experts on the GPU; {} of the {} VRAM budget (dense weights {}, KV cache {}, "
+  return fmt::format("{} of {} experts on the GPU; {} of the {} VRAM budget (dense weights {}, KV cache {} {}, "
                      "activations {}, experts {})",
                      num_gpu_experts_total(), num_experts_total, format_byte_size(total_bytes),
                      format_byte_size(budget_bytes), format_byte_size(dense_bytes), format_byte_size(kv_bytes),
-                     format_byte_size(activation_bytes), format_byte_size(expert_bytes));
+                     kv_types_text(k_type, v_type), format_byte_size(activation_bytes),
+                     format_byte_size(expert_bytes));
 }
 
 Expected<DevicePlan> plan_device_memory(const DeviceModelDesc& desc, const DevicePlanOptions& options) {
@@ -125,6 +140,15 @@ Expected<DevicePlan> plan_device_memory(const DeviceModelDesc& desc, const Devic
                         fmt::format("device plan: a router bias row has {} entries, expected {}", row.size(),
                                     hp.num_experts));
 
+  for (const auto& [what, type] :
+       {std::pair{"KV cache type (K)", options.k_type}, std::pair{"KV cache type (V)", options.v_type}}) {
+    if (type == KvCacheType::kF32)
+      return make_error(ErrorCode::kUnsupported,
+                        fmt::format("device plan: {} f32: the CUDA attention kernels read f16, q8_0 and q4_0 only",
+                                    what));
+    HETMOE_RETURN_IF_ERROR(check_kv_cache_type(hp, type, what));
+  }
+
   DevicePlan plan;
   plan.budget_bytes = options.vram_budget_bytes;
   ArenaBuilder arena{&plan};
@@ -159,15 +183,18 @@ Expected<DevicePlan> plan_device_memory(const DeviceModelDesc& desc, const Devic
   arena.add("output.weight", W, desc.output_bytes ? desc.output_bytes : matrix(desc.output_type, hp.vocab_size, D));
   plan.dense_bytes = arena.end;
 
-  // KV cache, f16, (kv_head, slot, head_dim) per layer as runtime/exec/kv_cache.h.
+  // KV cache, (kv_head, slot, row of head_dim values of k_type / v_type) per layer as runtime/exec/kv_cache.h.
   plan.kv_capacity.resize(hp.num_layers);
+  plan.k_type = options.k_type;
+  plan.v_type = options.v_type;
+  const uint64_t k_row = kv_row_bytes(options.k_type, hp.head_dim), v_row = kv_row_bytes(options.v_type, hp.head_dim);
   for (uint32_t l = 0; l < hp.num_layers; ++l) {
     const uint64_t ring = static_cast<uint64_t>(hp.sliding_window) + options.extra_sliding_slots;
     plan.kv_capacity[l] =
         hp.is_sliding(l) ? static_cast<uint32_t>(std::min<uint64_t>(ring, options.context_length)) : options.context_length;
-    const uint64_t bytes = KVD * plan.kv_capacity[l] * 2;
-    arena.add(fmt::format("kv.{}.k", l), DeviceBufferKind::kKvCache, bytes);
-    arena.add(fmt::format("kv.{}.v", l), DeviceBufferKind::kKvCache, bytes);
+    const uint64_t slots = static_cast<uint64_t>(hp.num_kv_heads) * plan.kv_capacity[l];
+    arena.add(fmt::format("kv.{}.k", l), DeviceBufferKind::kKvCache, slots * k_row);
+    arena.add(fmt::format("kv.{}.v", l), DeviceBufferKind::kKvCache, slots * v_row);
   }
   plan.kv_bytes = arena.end - plan.dense_bytes;
 
@@ -196,12 +223,14 @@ Expected<DevicePlan> plan_device_memory(const DeviceModelDesc& desc, const Devic
   const uint64_t fixed = arena.end;
   if (fixed > options.vram_budget_bytes)
     return make_error(ErrorCode::kInvalidArgument,
-                      fmt::format("the VRAM budget {} is too small: dense weights {} + KV cache {} (context {}) + "
-                                  "activations {} need {}; use a smaller --ctx, a larger --vram-budget, or "
+                      fmt::format("the VRAM budget {} is too small: dense weights {} + KV cache {} (context {}, {}) "
+                                  "+ activations {} need {}; use a smaller --ctx, {}a larger --vram-budget, or "
                                   "--device cpu",
                                   format_byte_size(options.vram_budget_bytes), format_byte_size(plan.dense_bytes),
                                   format_byte_size(plan.kv_bytes), options.context_length,
-                                  format_byte_size(plan.activation_bytes), format_byte_size(fixed)));
+                                  kv_types_text(options.k_type, options.v_type),
+                                  format_byte_size(plan.activation_bytes), format_byte_size(fixed),
+                                  smaller_kv_hint(options.k_type, options.v_type)));
 
   // Experts: rank each layer's wanted experts by router bias (ties: lower index first), then fill rank by rank over
   // the layers so a tight budget spreads the resident experts evenly.

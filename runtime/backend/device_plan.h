@@ -14,6 +14,7 @@
 #include "runtime/base/byte_size.h"
 #include "runtime/base/expected.h"
 #include "runtime/base/ggml_types.h"
+#include "runtime/model/kv_type.h"
 #include "runtime/model/model.h"
 #include "placement/plan.h"
 
@@ -56,6 +57,8 @@ struct DevicePlanOptions {
   uint32_t context_length = 8192;   // tokens the KV cache holds (full-attention layers)
   uint32_t max_batch_tokens = 1;    // tokens of one device step (activations are sized for it)
   uint32_t extra_sliding_slots = 0; // sliding-window ring slots beyond the window (as KvCache::create)
+  KvCacheType k_type = KvCacheType::kF16;  // the KV cache's K and V types (kv_type.h; the CUDA kernels read f16,
+  KvCacheType v_type = KvCacheType::kF16;  // q8_0 and q4_0)
   /// (num_layers) ids of the experts the Plan puts on the GPU, per layer (gpu_experts_of_plan); empty: none.
   std::vector<std::vector<int32_t>> gpu_experts;
   // Scratch the kernels need (gpu_kernels/ops.h attention_scratch_floats / moe_scratch_floats for this batch and
@@ -70,11 +73,13 @@ struct DevicePlan {
   uint64_t budget_bytes = 0;
   uint64_t total_bytes = 0;           // arena bytes = end of the last buffer (≤ budget_bytes)
   uint64_t dense_bytes = 0;           // non-expert weights
-  uint64_t kv_bytes = 0;
+  uint64_t kv_bytes = 0;              // K and V of every layer at kv_capacity slots, in k_type / v_type
   uint64_t activation_bytes = 0;      // activations and scratch
   uint64_t expert_bytes = 0;          // resident experts
   uint64_t bytes_per_expert = 0;      // one expert of one layer: gate, up, down and their biases
   std::vector<uint32_t> kv_capacity;                 // (num_layers) KV slots per layer
+  KvCacheType k_type = KvCacheType::kF16;            // of the "kv.<layer>.k" buffers
+  KvCacheType v_type = KvCacheType::kF16;            // of the "kv.<layer>.v" buffers
   std::vector<std::vector<int32_t>> gpu_experts;     // (num_layers) resident expert ids; index = device slot
   std::vector<std::vector<int32_t>> slot_of_expert;  // (num_layers, num_experts) device slot or −1 (CPU)
   std::vector<std::string> notes;                    // what stays on the CPU and why
@@ -85,20 +90,22 @@ struct DevicePlan {
     return slot_of_expert[layer_idx][static_cast<size_t>(expert_idx)] >= 0;
   }
   uint64_t num_gpu_experts_total() const;
-  /// A short summary: "12 of 24·32 experts on the GPU, 5.1 GiB of 6 GiB (dense 1.4, KV 0.2, experts 3.4 GiB)".
+  /// A short summary: "12 of 24·32 experts on the GPU, 5.1 GiB of 6 GiB (dense 1.4, KV 0.2 q8_0, experts 3.4 GiB)".
   std::string summary() const;
 };
 
 /// Plans the device arena for `desc` under options.vram_budget_bytes: dense weights (attention, norms, router,
-/// output; the token embedding stays on the host: the step uploads one row per token), the f16 KV cache
-/// (kv_capacity slots per layer), activations and scratch for max_batch_tokens, then the experts of
-/// options.gpu_experts, each layer's experts in their own (slots, rows, cols) stacks in the GGUF block layout.
+/// output; the token embedding stays on the host: the step uploads one row per token), the KV cache (kv_capacity
+/// slots per layer, K and V rows of options.k_type / v_type: kv_row_bytes), activations and scratch for
+/// max_batch_tokens, then the experts of options.gpu_experts: per layer (slots, rows, cols) stacks, GGUF block layout.
 /// When they do not all fit, they are taken rank by rank over the layers (within a layer by descending router bias,
 /// ties to the lower id), so a tight budget spreads the resident experts evenly; the rest stay on the CPU and a note
 /// says how many and why.
 /// Errors: kInvalidArgument when the dense part (weights + KV + activations) exceeds the budget (the message names
-/// both figures and suggests a smaller --ctx or a larger --vram-budget), for gpu_experts with another layer count,
-/// an expert id out of range or listed twice, a zero context or batch, or router_bias rows of the wrong size.
+/// both figures and suggests a smaller --ctx, a smaller KV type where one exists, or a larger --vram-budget), for
+/// gpu_experts with another layer count, an expert id out of range or listed twice, a zero context or batch,
+/// router_bias rows of the wrong size, or a quantized KV type that does not fit head_dim (check_kv_cache_type);
+/// kUnsupported for an f32 KV type (no CUDA kernel reads it).
 Expected<DevicePlan> plan_device_memory(const DeviceModelDesc& desc, const DevicePlanOptions& options);
 
 /// The GPU-resident experts of a placement Plan as DevicePlanOptions::gpu_experts wants them, for the GPU pass,

@@ -290,13 +290,19 @@ std::vector<std::string> memory_lines(const placement::Plan& plan, const placeme
   const uint64_t buffers = placement::RamTierRequest{}.buffer_bytes;
   const uint64_t vram = plan.totals.gpu_bytes;
   const placement::RamTier& rt = plan.ram_tier;
+  // The blocks whose attention runs on the GPU keep their KV cache there, in the same type (the CUDA kernels read
+  // f16, q8_0 and q4_0 blocks; the cost model sized it with kv_bytes_per_position of kv_type).
+  const std::string gpu_kv_text =
+      plan.totals.gpu_kv_bytes > 0 ? fmt::format(" (KV cache {} of it, {})", gib(plan.totals.gpu_kv_bytes),
+                                                 kv_cache_type_name(kv_type))
+                                   : std::string();
   std::string weights_text = rt.enabled ? fmt::format("weights {} ({} resident, {} paged from disk)", gib(weights),
                                                       gib(rt.resident_bytes), gib(rt.paged_bytes))
                                         : fmt::format("weights {}", gib(weights));
   lines.push_back(fmt::format("memory: needs {} in RAM: {}, KV cache {} at context {} ({}), buffers {}{}; usable {}",
                               gib(weights + kv + buffers), weights_text, gib(kv), context_length,
                               kv_cache_type_name(kv_type), gib(buffers),
-                              vram > 0 ? fmt::format("; {} in VRAM", gib(vram)) : std::string(),
+                              vram > 0 ? fmt::format("; {} in VRAM{}", gib(vram), gpu_kv_text) : std::string(),
                               usable > 0 ? fmt::format("{} (free now: {})", gib(usable), room.describe())
                                          : std::string("unknown")));
   if (usable == 0) return lines;

@@ -46,7 +46,8 @@ Expected<placement::Plan> make_run_plan(const Model& model, const DeviceArgs& ar
                                         ForwardOptions& options, std::vector<std::string>* notes);
 
 /// The start-up lines about memory: "memory: needs X in RAM: weights W (R resident, P paged from disk), KV cache K
-/// at context C (f16), buffers B[; V in VRAM]; usable U (free now: ...)" and, when even what cannot be paged
+/// at context C (f16), buffers B[; V in VRAM (KV cache G of it, f16)]; usable U (free now: ...)" — the RAM's KV
+/// cache is that of the blocks whose attention is on the CPU, G that of the GPU's — and, when even what cannot be paged
 /// (weights that are not experts, or all weights when copied into memory, KV cache, buffers) exceeds `usable`
 /// (bytes the run can have: free memory plus what it holds), "memory: this run cannot fit: ..." naming a context
 /// (-c N) or KV type that would. `room`: the free memory as read (for its description).

@@ -55,7 +55,7 @@ void add_run_options(CLI::App* cmd, RunArgs& args) {
 void add_kv_type_options(CLI::App* cmd, KvTypeArgs& args) {
   const auto choices = CLI::IsMember({"f16", "f32", "q8_0", "q4_0"});
   cmd->add_option("--kv-type", args.kv_type,
-                  "KV cache type of K and V: f16 (default), f32, q8_0 or q4_0 (q8_0/q4_0: CPU pass only)")
+                  "KV cache type of K and V: f16 (default), f32, q8_0 or q4_0 (f32: CPU pass only)")
       ->check(choices)
       ->option_text("TYPE");
   cmd->add_option("--cache-type-k", args.cache_type_k,

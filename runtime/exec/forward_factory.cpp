@@ -44,18 +44,15 @@ std::string gpu_part(const placement::Plan& plan) {
                      plan.output == placement::Device::kGpu ? " and the unembedding" : "");
 }
 
-/// The CUDA attention kernels read an f16 cache only; f32 and the quantized types have CPU kernels only
-/// (attention_cpu.h). An error naming the flag and the type, else empty.
+/// The CUDA attention kernels read an f16, q8_0 or q4_0 cache (gpu_kernels/ops.h KvType); f32 has CPU kernels only.
+/// An error naming the flag and the type, else empty.
 Status check_gpu_kv_types(const ForwardOptions& options) {
   for (const auto& [flag, type] : {std::pair{"--cache-type-k", options.kv_type}, {"--cache-type-v", options.v_type()}})
-    if (type != KvCacheType::kF16)
+    if (type == KvCacheType::kF32)
       return make_error(ErrorCode::kUnsupported,
-                        is_quantized(type)
-                            ? fmt::format("{} {}: a q8_0/q4_0 KV cache runs on the CPU pass only for now (--device cpu)",
-                                          flag, kv_cache_type_name(type))
-                            : fmt::format("the GPU pass keeps the KV cache in f16; {} {} runs on the CPU only "
-                                          "(--device cpu)",
-                                          flag, kv_cache_type_name(type)));
+                        fmt::format("the GPU pass keeps the KV cache in f16, q8_0 or q4_0; {} f32 runs on the CPU only "
+                                    "(--device cpu)",
+                                    flag));
   return {};
 }
 
@@ -76,6 +73,8 @@ Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, co
   device_options.context_length = options.context_length;
   device_options.max_batch_tokens = options.max_batch_tokens;
   device_options.rollback_slots = options.rollback_slots;
+  device_options.k_type = options.kv_type;
+  device_options.v_type = options.v_type();
   device_options.vram_budget_bytes = options.vram_budget_bytes;
   device_options.gpu_idx = options.gpu_idx;
   auto device = gpu::create_step_device(model, device_options, notes);

@@ -28,7 +28,7 @@ namespace hetmoe {
 struct ForwardOptions {
   uint32_t context_length = 8192;            // tokens (1..model context_length)
   KvCacheType kv_type = KvCacheType::kF16;    // KV cache: K's type, and V's unless kv_type_v is set (kv_type.h);
-  std::optional<KvCacheType> kv_type_v;       // the GPU pass needs f16 for both
+  std::optional<KvCacheType> kv_type_v;       // the GPU pass takes f16, q8_0 and q4_0 (not f32)
   KvCacheType v_type() const { return kv_type_v.value_or(kv_type); }
   int num_threads = 0;                       // 0 = all cores
   bool use_reference = false;                // the scalar oracle (runtime/exec/forward_reference.h)
@@ -100,8 +100,11 @@ Expected<std::unique_ptr<MultiSequenceForward>> create_multi_forward(const Model
 /// budget; any that do not fit run on the CPU, with a note), the others run on the CPU. Appends to `notes` (optional)
 /// the device, the placement summary and what stays on the CPU and why. The plan's dynamic policy is not executed
 /// yet (expert migrations are the device runtime's next step).
-/// Errors: kUnsupported "built without CUDA" / "no CUDA GPU found (…)" / a device older than sm_75, a plan that
-/// keeps a block's attention or the unembedding on the CPU (gpu_experts_of_plan); kInvalidArgument for no plan, a
+/// The KV cache lives on the GPU in options.kv_type / v_type(): f16, q8_0 or q4_0 (the CUDA attention kernels read
+/// the blocks directly).
+/// Errors: kUnsupported "built without CUDA" / "no CUDA GPU found (…)" / a device older than sm_75 / an f32 KV cache
+/// (naming the flag), a plan that keeps a block's attention or the unembedding on the CPU (gpu_experts_of_plan);
+/// kInvalidArgument for no plan, a
 /// plan of another model, a VRAM budget the dense part does not fit in (plan_device_memory's message), a bad
 /// gpu_idx; kIo for a CUDA error (the message carries cudaGetErrorString and the call).
 Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, const ForwardOptions& options,
