@@ -196,8 +196,9 @@ struct RowRange {
 constexpr RowRange kRowRanges[] = {{0, 1}, {2, 5}, {1, 6}, {3, 40}};
 constexpr int64_t kNumRows = 41;
 constexpr int64_t kNumCols[] = {32, 96, 2880};
-// 4 and 5 straddle kGemmMatchesGemvBelowTokens; 16 is one whole token-lane tile, 33 two or four and a 1-token tail.
-constexpr int64_t kNumTokens[] = {1, 4, 5, 9, 16, 33};
+// 4 and 5 straddle the row tiles of 4 tokens and the wide tile of 5 to 8 (gemm_quant_wide); 8 and 9 straddle
+// kGemmMatchesGemvBelowTokens; 16 is one whole token-lane tile, 33 two or four and a 1-token tail.
+constexpr int64_t kNumTokens[] = {1, 4, 5, 8, 9, 16, 33};
 
 class CpuKernelsTest : public ::testing::TestWithParam<Isa> {
  protected:
