@@ -85,7 +85,8 @@ struct KernelTable {
   /// activations fit in L2 (512 KiB: 160 tokens of 2880 quantized values, 44 of f32); W streams from memory once
   /// per chunk. The quantized GEMMs of the AVX2/AVX-512 variants, from a per-variant count of tokens on (never below
   /// kGemmMatchesGemvBelowTokens), put the tokens across the vector lanes instead (activations packed per call,
-  /// weights decoded once per 4–8 rows and chunk; kernels_avx512.cpp). Scratch: a per-thread buffer of about the chunk's activations, kept between calls.
+  /// weights decoded once per 4–8 rows and chunk; kernels_avx512.cpp). Scratch: a per-thread buffer of about the
+  /// chunk's activations, kept between calls.
   void (*gemm_mxfp4)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
                      int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride);
   void (*gemm_q8_0)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,

@@ -98,11 +98,11 @@ concept QuantBlockSteps = requires { typename Q::StepAct; };
 /// R rows × T tokens with Q's block-step members: y[t · y_stride + i] = Σ_b (dot · d_x) · d_w per (row i, token t),
 /// kStepBlocks blocks per step (one activation step prepared per token for the R rows, one weight step decoded per
 /// row for the T tokens) and the last num_blocks % kStepBlocks blocks alone. x: [T][num_blocks]. The GEMV (T = 1)
-/// and the GEMM row tiles (below Q::kLaneMinTokens tokens) all run this, so every (row, token) sees the same operations in the same order:
-/// the bit-identity of kGemmMatchesGemvBelowTokens. With kPrefetch, the R rows at `prefetch` are streamed into L1
-/// at the loop's pace (see gemv_quant_rows). `packed` (nullptr: none) holds the tokens' activation steps prepared once
-/// per call by pack_steps ([T][num_blocks / kStepBlocks], Q::StepAct); the same values as prepare_step, read from L1
-/// instead of recomputed for every row group.
+/// and the GEMM row tiles (below Q::kLaneMinTokens tokens) all run this, so every (row, token) sees the same
+/// operations in the same order: the bit-identity of kGemmMatchesGemvBelowTokens. With kPrefetch, the R rows at
+/// `prefetch` are streamed into L1 at the loop's pace (see gemv_quant_rows). `packed` (nullptr: none) holds the
+/// tokens' activation steps prepared once per call by pack_steps ([T][num_blocks / kStepBlocks], Q::StepAct); the
+/// same values as prepare_step, read from L1 instead of recomputed for every row group.
 template <class Q, int R, int T, bool kPrefetch>
 inline void quant_tile_steps(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_blocks, float* y,
                              int64_t y_stride, const uint8_t* prefetch, const void* packed) {
@@ -372,7 +372,8 @@ inline void gemm_quant_tile_of(int64_t num_tokens, const uint8_t* w, uint64_t ro
                                int64_t num_blocks, float* y, int64_t y_stride, const uint8_t* prefetch,
                                const void* packed) {
   if constexpr (kLo <= kHi) {
-    if (num_tokens == kLo) return gemm_quant_tile<Q, R, kLo>(w, row_bytes, x, num_blocks, y, y_stride, prefetch, packed);
+    if (num_tokens == kLo)
+      return gemm_quant_tile<Q, R, kLo>(w, row_bytes, x, num_blocks, y, y_stride, prefetch, packed);
     gemm_quant_tile_of<Q, R, kLo + 1, kHi>(num_tokens, w, row_bytes, x, num_blocks, y, y_stride, prefetch, packed);
   }
 }

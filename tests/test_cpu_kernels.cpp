@@ -272,7 +272,8 @@ TEST_P(CpuKernelsTest, Mxfp4EveryExponentAtEveryBlockPositionMatchesScalar) {
       for (int64_t t = 0; t < num_tokens; ++t)
         for (int64_t r = high ? 128 : 0; r < (high ? 256 : 128); ++r) {
           const double s = std::ldexp(1.0, exponent(r) - 128);
-          const double a = want[static_cast<size_t>(t * kRows + r)] / s, b = got[static_cast<size_t>(t * kRows + r)] / s;
+          const size_t k = static_cast<size_t>(t * kRows + r);
+          const double a = want[k] / s, b = got[k] / s;
           ASSERT_TRUE(std::isfinite(a) && std::isfinite(b)) << "row " << r;
           ASSERT_NEAR(a, b, 1e-3 * (1.0 + std::fabs(a))) << num_tokens << " tokens, token " << t << ", e = " << r;
         }
