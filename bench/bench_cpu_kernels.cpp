@@ -965,7 +965,9 @@ void register_benchmarks(const std::vector<Isa>& isas) {
     for (Isa isa : isas)
       configure(benchmark::RegisterBenchmark(("BM_GemvHot/" + tn + "/" + hetmoe::cpu::isa_name(isa)).c_str(),
                                              BM_GemvHot, isa, type));
-    // 1–4 tokens: the row tiles (bit-identical to the GEMV), the small batches of batched decode; 8 and 64: prefill.
+    // 1–8 tokens: the row tiles (bit-identical to the GEMV), the small batches of batched decode (5–8: the wide tile
+    // of all the batch's tokens); 9–16: the token lanes' smallest batches, where prefill's experts mostly are; 64:
+    // prefill.
     for (Isa isa : isas)
       configure(benchmark::RegisterBenchmark(("BM_Gemm/" + tn + "/expert/" + hetmoe::cpu::isa_name(isa)).c_str(),
                                              BM_Gemm, isa, type))
@@ -973,7 +975,11 @@ void register_benchmarks(const std::vector<Isa>& isas) {
           ->Arg(1)
           ->Arg(2)
           ->Arg(4)
+          ->Arg(5)
           ->Arg(8)
+          ->Arg(9)
+          ->Arg(12)
+          ->Arg(16)
           ->Arg(64);
     if (type != TensorType::kF16 && type != TensorType::kF32) continue;
     // KV cache rows: f16 (the default) and f32 (--kv-type f32).

@@ -32,16 +32,18 @@ struct ActQ8Block {
 static_assert(sizeof(ActQ8Block) == 36);
 
 /// GEMMs over fewer tokens than this give, for every token, exactly the GEMV's result (the same per-lane sums):
-/// batches of up to 4 tokens (batched decode, speculative verification) see the bits a single-token step sees.
-/// A guarantee, not the switch point: each variant's Q::kLaneMinTokens (≥ this) is where its token-lane GEMM takes
-/// over (AVX-512 and AVX2 MXFP4: 9 and 8 tokens, where the row tiles stop costing fewer instructions; Q8_0: 5 and 8).
-/// Not higher: in prefill most experts get few tokens (pp64: 8 per expert on average), and the lanes win from about a
-/// dozen tokens on (AVX-512 MXFP4: ~39 instructions per row and block for a tile of up to 16 tokens, weight decoding
-/// included, against 2.9 per token in the row tiles).
+/// batches of up to 8 tokens (batched decode, speculative verification) see the bits a single-token step sees.
+/// Every variant runs such batches through its row tiles (quant_tile_steps in kernels_simd.h: up to 4 tokens one tile
+/// of Q::kGemmRows rows, 5 to 8 tokens one tile of Q::kGemmWideRows rows × all the tokens, so each weight block is
+/// decoded once for the batch), whose every (row, token) sum runs the GEMV's operations in the GEMV's order.
+/// A guarantee, not the switch point: each variant's Q::kLaneMinTokens (≥ this, static_assert) is where its token-lane
+/// GEMM takes over (9 tokens in every variant today). Not higher: in prefill most experts get few tokens (pp64: 8 per
+/// expert on average), and the lanes win from about a dozen tokens on (AVX-512 MXFP4: ~39 instructions per row and
+/// block for a tile of up to 16 tokens, weight decoding included, against 2.9 per token in the row tiles).
 /// From Q::kLaneMinTokens tokens on, the SIMD variants sum in another order (token-lane GEMM, kernels_avx512.cpp): NMSE
 /// ~1e-13 from the GEMV per matrix, but a changed bit can flip an activation's int8 rounding in the next layer, so a
 /// long prefill's logits differ from token-by-token decoding by quantization noise (NMSE ~1e-4 on the tiny model).
-inline constexpr int64_t kGemmMatchesGemvBelowTokens = 5;
+inline constexpr int64_t kGemmMatchesGemvBelowTokens = 9;
 
 /// Kernel variants. kScalar runs everywhere; kAvx2 needs AVX2+FMA+F16C; kAvx512 needs AVX-512 F/BW/VL/DQ and VNNI.
 enum class Isa { kScalar, kAvx2, kAvx512 };
@@ -81,9 +83,10 @@ struct KernelTable {
   /// x: [num_tokens][num_cols / 32] blocks (token-major); y_stride ≥ row_end - row_begin. Inside: tiles of rows ×
   /// tokens (each weight block decoded once per tile and used for all its tokens), over chunks of tokens whose
   /// activations fit in L2 (512 KiB: 160 tokens of 2880 quantized values, 44 of f32); W streams from memory once
-  /// per chunk. The quantized GEMMs of the AVX2/AVX-512 variants, from a per-variant count of tokens on (5 to 9, never
-  /// below kGemmMatchesGemvBelowTokens), put the tokens across the vector lanes instead (activations packed per call, weights decoded once per 4–8 rows and
-  /// chunk; kernels_avx512.cpp). Scratch: a per-thread buffer of about the chunk's activations, kept between calls.
+  /// per chunk. The quantized GEMMs of the AVX2/AVX-512 variants, from a per-variant count of tokens on (never below
+  /// kGemmMatchesGemvBelowTokens), put the tokens across the vector lanes instead (activations packed per call,
+  /// weights decoded once per 4–8 rows and chunk; kernels_avx512.cpp). Scratch: a per-thread buffer of about the
+  /// chunk's activations, kept between calls.
   void (*gemm_mxfp4)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
                      int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride);
   void (*gemm_q8_0)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,

@@ -218,6 +218,9 @@ struct Mxfp4Ops {
   static constexpr int kGemvRows = 4;
   static constexpr int kGemmRows = 2;
   static constexpr int kGemmTokens = 4;
+  // 5 to 8 tokens: one row × up to 8 tokens (8 accumulators, 3 weight registers and temporaries of 16 ymm).
+  static constexpr int kGemmWideRows = 1;
+  static constexpr int kGemmWideTokens = 8;
 
   struct Act {
     __m256i q;           // x_q[0..31]
@@ -300,11 +303,14 @@ struct Mxfp4Ops {
   }
 
   using Lanes = Mxfp4LaneGemm;
-  // Row tiles below 8 tokens: callgrind (bench_kernel_call avx2 mxfp4 256 2880 N) counts the lanes' 8-token tile
-  // (1.24 M instructions for 5 to 8 tokens) above the row tiles' 0.94 M at 5 tokens, 1.05 M at 6 and 1.17 M at 7;
-  // see docs/performance.md.
-  static constexpr int64_t kLaneMinTokens = 8;
-  static constexpr bool kLaneWholeTiles = false;
+  // Row tiles below 9 tokens (the bit-identity of kGemmMatchesGemvBelowTokens; 5–8 tokens the wide tile of 1 row ×
+  // all the tokens), and for a last partial lane tile of up to 6 tokens. Callgrind (bench_kernel_call avx2 mxfp4 256
+  // 2880 N, instructions of the call): the wide tile at 5 / 6 / 7 / 8 tokens 0.78 / 0.89 / 1.00 / 1.11 M, against
+  // 0.94 / 1.05 / 1.17 M for tiles of 2 rows × 4 tokens and 1.24 M for an 8-token lane tile (which adds ~0.9 M per
+  // further tile): so 9 tokens = 8 in the lanes + 1 in the row tiles cost 1.55 M (2.14 M as two lane tiles), 12 tokens
+  // 1.89 M (2.14), and a tail of 7 is cheaper as a partial lane tile (~0.9 M against 1.0 M).
+  static constexpr int64_t kLaneMinTokens = kGemmMatchesGemvBelowTokens;
+  static constexpr int64_t kLaneMinTail = 7;
   static void decode_lane(const uint8_t* block, Mxfp4LaneGemm::WeightBlock* out) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out->q), decode(block));
     out->d = detail::kMxfp4Scale.v[block[0]];
@@ -317,6 +323,9 @@ struct Q8Ops {
   static constexpr int kGemvRows = 4;
   static constexpr int kGemmRows = 2;
   static constexpr int kGemmTokens = 4;
+  // 5 to 8 tokens: one row × up to 8 tokens (8 accumulators, 3 weight registers and temporaries of 16 ymm).
+  static constexpr int kGemmWideRows = 1;
+  static constexpr int kGemmWideTokens = 8;
 
   struct Act {
     __m256i q;
@@ -381,11 +390,12 @@ struct Q8Ops {
   }
 
   using Lanes = Q8LaneGemm;
-  // Callgrind, 256 rows × 2880, AVX2: an 8-token tile costs about what 8 tokens cost in the row tiles (1.74 M against
-  // 1.81 M instructions) and 20 % less from 64 tokens on, but a partial tile costs a whole one (9 tokens: 3.17 M
-  // against 2.16 M), so only whole tiles take this path.
-  static constexpr int64_t kLaneMinTokens = 8;
-  static constexpr bool kLaneWholeTiles = true;
+  // Callgrind, 256 rows × 2880, AVX2: an 8-token lane tile costs 1.74 M instructions and each further one ~1.4 M, 20 %
+  // less per token than the row tiles from 64 tokens on, but a partial tile costs a whole one; the wide row tile of 1
+  // row × 5–8 tokens costs 0.96 / 1.11 / 1.25 / 1.41 M. So the lanes take whole tiles only, from 9 tokens on (below,
+  // the row tiles give the GEMV's bits).
+  static constexpr int64_t kLaneMinTokens = kGemmMatchesGemvBelowTokens;
+  static constexpr int64_t kLaneMinTail = Q8LaneGemm::kTokens;  // whole tiles only
   static void decode_lane(const uint8_t* block, Q8LaneGemm::WeightBlock* out) {
     const __m256i w = decode(block);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out->q), w);

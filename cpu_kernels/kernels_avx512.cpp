@@ -186,12 +186,36 @@ struct PairAccOps {
   static float acc_reduce(Acc a) { return _mm512_reduce_add_ps(a); }
 };
 
-/// Activations of two blocks with their offset correction (see prepare_act) and d_x per int32 lane.
-struct PairQuantAct {
-  __m512i q;
-  __m512i neg_offset;
-  __m512 dx;
+/// Activations of four blocks for steps of 4 blocks (Mxfp4Ops, Q8Ops): `lo` holds values 0..15 of blocks 0–3 (one
+/// 128-bit lane each), `hi` values 16..31, so that the two vpdpbusd of a step add block i's products into int32 lane
+/// group i (lanes 4i..4i+3) and one convert, d_x multiply and d_w fma serve the four blocks.
+struct Step4Act {
+  __m512i lo, hi;      // [x0[0..15] | x1[0..15] | x2[0..15] | x3[0..15]], and values 16..31
+  __m512i neg_offset;  // −offset · the 4-value sums of lo and hi, per int32 lane (the weights' unsigned offset)
+  __m512 dx;           // d_x of block i in lane group i
 };
+
+/// x[0..3] in the Step4Act layout, for weights stored as w_q + offset.
+inline Step4Act prepare_step4(const ActQ8Block* x, int8_t offset) {
+  __m256i a[4];
+  for (int i = 0; i < 4; ++i) a[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].q));
+  const __m512i z01 = _mm512_inserti64x4(_mm512_castsi256_si512(a[0]), a[1], 1);  // [a0 lo | a0 hi | a1 lo | a1 hi]
+  const __m512i z23 = _mm512_inserti64x4(_mm512_castsi256_si512(a[2]), a[3], 1);
+  const __m512i lo = _mm512_shuffle_i64x2(z01, z23, _MM_SHUFFLE(2, 0, 2, 0));
+  const __m512i hi = _mm512_shuffle_i64x2(z01, z23, _MM_SHUFFLE(3, 1, 3, 1));
+  const __m512i zero = _mm512_setzero_si512();
+  const __m512i off = _mm512_set1_epi8(offset);
+  const __m512i sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, off, lo), off, hi);
+  const __m512 d = _mm512_castps128_ps512(_mm_setr_ps(x[0].d, x[1].d, x[2].d, x[3].d));
+  const __m512 dx = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3), d);
+  return {lo, hi, _mm512_sub_epi32(zero, sum), dx};
+}
+
+/// acc + the step's (float(dot) · d_x) · d_w per lane, for weights lo / hi / dw in the Step4Act layout.
+inline __m512 fma_step4(__m512i w_lo, __m512i w_hi, __m512 dw, const Step4Act& a, __m512 acc) {
+  const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a.neg_offset, w_lo, a.lo), w_hi, a.hi);
+  return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), a.dx), dw, acc);
+}
 
 struct Mxfp4Ops {
   using Arch = xsimd::fma3<xsimd::avx2>;
@@ -201,6 +225,9 @@ struct Mxfp4Ops {
   static constexpr int kGemvRows = 8;
   static constexpr int kGemmRows = 4;
   static constexpr int kGemmTokens = 4;
+  // 5 to 8 tokens: 2 rows × up to 8 tokens = 16 accumulators + 2 × 3 weight registers + the activation operands.
+  static constexpr int kGemmWideRows = 2;
+  static constexpr int kGemmWideTokens = 8;
 
   using Act = QuantAct;
   static Act prepare(const ActQ8Block& xb) { return prepare_act(xb, detail::kMxfp4Offset); }
@@ -228,32 +255,16 @@ struct Mxfp4Ops {
   // the low and the high nibbles of the four blocks' 16 code bytes, so a step decodes with one shift, two ANDs and two
   // vpshufb (10 instructions with the loads for 128 values; 4 per block with the single-block decode). Both vpdpbusd
   // add into the same int32 lanes (lane group i = block i, mask bits 4i..4i+3), so one convert, d_x multiply and d_w
-  // fma serve the four blocks. GCC 12's GEMV loop (8 rows): 7.1 instructions per row and block, activation preparation
-  // and prefetch included, against 8.6 with pairs of blocks and 11.75 one block at a time (docs/performance.md).
+  // fma serve the four blocks. GCC 12's GEMV loop (8 rows): 5.9 instructions per row and block with the activation
+  // steps packed per call and the scales from one load (below), prefetch included; 7.1 with the activation steps
+  // prepared in the loop, 8.6 with pairs of blocks and 11.75 one block at a time (docs/performance.md).
   using Acc = PairAccOps::Acc;
   static Acc acc_zero() { return PairAccOps::acc_zero(); }
   static float acc_reduce(Acc a) { return PairAccOps::acc_reduce(a); }
 
   static constexpr int64_t kStepBlocks = 4;
-  struct StepAct {
-    __m512i lo, hi;      // [x0[0..15] | x1[0..15] | x2[0..15] | x3[0..15]], and values 16..31
-    __m512i neg_offset;  // −12 · the 4-value sums of lo and hi, per int32 lane
-    __m512 dx;           // d_x of block i in lane group i
-  };
-  static StepAct prepare_step(const ActQ8Block* x) {
-    __m256i a[4];
-    for (int i = 0; i < 4; ++i) a[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[i].q));
-    const __m512i z01 = _mm512_inserti64x4(_mm512_castsi256_si512(a[0]), a[1], 1);  // [a0 lo | a0 hi | a1 lo | a1 hi]
-    const __m512i z23 = _mm512_inserti64x4(_mm512_castsi256_si512(a[2]), a[3], 1);
-    const __m512i lo = _mm512_shuffle_i64x2(z01, z23, _MM_SHUFFLE(2, 0, 2, 0));
-    const __m512i hi = _mm512_shuffle_i64x2(z01, z23, _MM_SHUFFLE(3, 1, 3, 1));
-    const __m512i zero = _mm512_setzero_si512();
-    const __m512i offset = _mm512_set1_epi8(detail::kMxfp4Offset);
-    const __m512i sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(zero, offset, lo), offset, hi);
-    const __m512 d = _mm512_castps128_ps512(_mm_setr_ps(x[0].d, x[1].d, x[2].d, x[3].d));
-    const __m512 dx = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3), d);
-    return {lo, hi, _mm512_sub_epi32(zero, sum), dx};
-  }
+  using StepAct = Step4Act;
+  static StepAct prepare_step(const ActQ8Block* x) { return prepare_step4(x, detail::kMxfp4Offset); }
 
   struct StepWeights {
     __m512i lo, hi;  // codes + 12 in the layout of StepAct::lo / hi
@@ -271,17 +282,20 @@ struct Mxfp4Ops {
     const __m512i mask = _mm512_set1_epi8(0x0F);
     const __m512i lo = _mm512_shuffle_epi8(lut, _mm512_and_si512(codes, mask));
     const __m512i hi = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(codes, 4), mask));
-    __m512 dw = _mm512_set1_ps(detail::kMxfp4Scale.v[block[0]]);
-    dw = _mm512_mask_mov_ps(dw, 0x00F0, _mm512_set1_ps(detail::kMxfp4Scale.v[block[kBlockBytes]]));
-    dw = _mm512_mask_mov_ps(dw, 0x0F00, _mm512_set1_ps(detail::kMxfp4Scale.v[block[2 * kBlockBytes]]));
-    dw = _mm512_mask_mov_ps(dw, 0xF000, _mm512_set1_ps(detail::kMxfp4Scale.v[block[3 * kBlockBytes]]));
+    // The scales: byte 17i of the step (block i's exponent e_i) lies at position i of 128-bit lane i, so one load of
+    // the step's first 64 bytes and one vpshufb put e_i into every int32 of lane group i; d_w = 2^(e − 128) exactly
+    // (vscalefps, subnormals for e < 2 included) — 5 instructions against 4 byte loads and 4 broadcasts.
+    constexpr int kLane0 = static_cast<int>(0x80808000u);  // bytes [0, 0x80, 0x80, 0x80]: byte 0, three zeros
+    const __m512i ctrl = _mm512_set_epi32(kLane0 + 3, kLane0 + 3, kLane0 + 3, kLane0 + 3, kLane0 + 2, kLane0 + 2,
+                                          kLane0 + 2, kLane0 + 2, kLane0 + 1, kLane0 + 1, kLane0 + 1, kLane0 + 1,
+                                          kLane0, kLane0, kLane0, kLane0);
+    const __m512i e = _mm512_shuffle_epi8(_mm512_loadu_si512(block), ctrl);
+    const __m512 dw =
+        _mm512_scalef_ps(_mm512_set1_ps(1.0f), _mm512_cvtepi32_ps(_mm512_sub_epi32(e, _mm512_set1_epi32(128))));
     return {lo, hi, dw};
   }
 
-  static Acc fma_step(const StepWeights& w, const StepAct& a, Acc acc) {
-    const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(a.neg_offset, w.lo, a.lo), w.hi, a.hi);
-    return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), a.dx), w.dw, acc);
-  }
+  static Acc fma_step(const StepWeights& w, const StepAct& a, Acc acc) { return fma_step4(w.lo, w.hi, w.dw, a, acc); }
 
   static Acc fma_last(const uint8_t* block, const ActQ8Block& x, Acc acc) {
     const __m256 part = _mm256_mul_ps(_mm256_mul_ps(dot(decode(block), prepare(x)), _mm256_set1_ps(x.d)), scale(block));
@@ -292,9 +306,10 @@ struct Mxfp4Ops {
   // Row tiles below 9 tokens: with 4-block steps and steps prepared once per call they cost 2.9 instructions per row,
   // token and block (11.6 per 4-token tile), against ~39 per row and block for a 16-token lane tile with its decode
   // (2.4 at 16 tokens, 4.8 at 8): at 5–8 tokens the row tiles take 60–75 % of the lanes' instructions (GCC 12's
-  // loops). From 9 tokens the margin is thin, so the lanes take over there.
+  // loops). From 9 tokens the margin is thin, so the lanes take over there (and below 9 the row tiles give the GEMV's
+  // bits, kGemmMatchesGemvBelowTokens).
   static constexpr int64_t kLaneMinTokens = 9;
-  static constexpr bool kLaneWholeTiles = false;
+  static constexpr int64_t kLaneMinTail = 1;  // partial tiles too
   /// The block as signed codes (the doubled E2M1 values, −12..12) for LaneGemm.
   static void decode_lane(const uint8_t* block, LaneGemm::WeightBlock* out) {
     const __m256i lut =
@@ -312,6 +327,8 @@ struct Q8Ops {
   static constexpr int kGemvRows = 4;
   static constexpr int kGemmRows = 4;
   static constexpr int kGemmTokens = 4;
+  static constexpr int kGemmWideRows = 2;  // 16 accumulators + 2 × 3 weight registers
+  static constexpr int kGemmWideTokens = 8;
 
   using Act = QuantAct;
   static Act prepare(const ActQ8Block& xb) { return prepare_act(xb, static_cast<int8_t>(0x80)); }
@@ -332,43 +349,43 @@ struct Q8Ops {
     return xsimd::batch<float, Arch>(_cvtsh_ss(d));
   }
 
-  // Block pairs: a zmm holds block 0's 32 values, then block 1's; int32 lanes 0–7 sum block 0, 8–15 block 1. The two
-  // f16 scales are broadcast into one ymm of halves (vpbroadcastw, the second under a mask) and converted together.
+  // Steps of 4 blocks in the layout of Step4Act (as Mxfp4Ops): the blocks' values 0..15 in one zmm and 16..31 in
+  // another (two 256-bit loads of block pairs, two 128-bit lane shuffles), so a step is two vpdpbusd into lane groups
+  // of one block each and one convert, d_x multiply and d_w fma for the four blocks; the four f16 scales are
+  // broadcast into one ymm of halves (vpbroadcastw, three under masks) and converted together. Per (row, token)
+  // and 4 blocks: the seed copy, 2 vpdpbusd, convert, multiply, fma — against twice the convert, multiply and fma
+  // with pairs of blocks (the batched-decode tiles pay that per token).
   using Acc = PairAccOps::Acc;
   static Acc acc_zero() { return PairAccOps::acc_zero(); }
   static float acc_reduce(Acc a) { return PairAccOps::acc_reduce(a); }
 
-  static constexpr int64_t kStepBlocks = 2;
-  using StepAct = PairQuantAct;
-  static StepAct prepare_step(const ActQ8Block* x) {
-    const __m512i q = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[0].q))),
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x[1].q)), 1);
-    const __m512i zero = _mm512_setzero_si512();
-    const __m512i sum = _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(static_cast<char>(0x80)), q);
-    return {q, _mm512_sub_epi32(zero, sum), _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(x[0].d), _mm512_set1_ps(x[1].d))};
-  }
+  static constexpr int64_t kStepBlocks = 4;
+  using StepAct = Step4Act;
+  static StepAct prepare_step(const ActQ8Block* x) { return prepare_step4(x, static_cast<int8_t>(0x80)); }
 
   struct StepWeights {
-    __m512i w;  // w_q + 128 of block 0, then block 1
-    __m512 dw;  // d_w of block 0 / 1 per int32 lane
+    __m512i lo, hi;  // w_q + 128 in the layout of StepAct::lo / hi
+    __m512 dw;       // d_w of block i in lane group i
   };
   static StepWeights decode_step(const uint8_t* block) {
-    const __m512i raw = _mm512_inserti64x4(
-        _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2))),
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + kBlockBytes + 2)), 1);
-    uint16_t d0, d1;
-    std::memcpy(&d0, block, sizeof d0);
-    std::memcpy(&d1, block + kBlockBytes, sizeof d1);
-    const __m256i halves = _mm256_mask_set1_epi16(_mm256_set1_epi16(static_cast<short>(d0)), 0xFF00,
-                                                  static_cast<short>(d1));
-    return {_mm512_xor_si512(raw, _mm512_set1_epi8(static_cast<char>(0x80))), _mm512_cvtph_ps(halves)};
+    auto pair = [](const uint8_t* b) {  // [block b | block b + 1] codes
+      return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 2))),
+                                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + kBlockBytes + 2)), 1);
+    };
+    const __m512i z01 = pair(block), z23 = pair(block + 2 * kBlockBytes);
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    const __m512i lo = _mm512_xor_si512(_mm512_shuffle_i64x2(z01, z23, _MM_SHUFFLE(2, 0, 2, 0)), flip);
+    const __m512i hi = _mm512_xor_si512(_mm512_shuffle_i64x2(z01, z23, _MM_SHUFFLE(3, 1, 3, 1)), flip);
+    uint16_t d[4];
+    for (int i = 0; i < 4; ++i) std::memcpy(&d[i], block + i * kBlockBytes, sizeof d[i]);
+    __m256i halves = _mm256_set1_epi16(static_cast<short>(d[0]));
+    halves = _mm256_mask_set1_epi16(halves, 0x00F0, static_cast<short>(d[1]));
+    halves = _mm256_mask_set1_epi16(halves, 0x0F00, static_cast<short>(d[2]));
+    halves = _mm256_mask_set1_epi16(halves, 0xF000, static_cast<short>(d[3]));
+    return {lo, hi, _mm512_cvtph_ps(halves)};
   }
 
-  static Acc fma_step(const StepWeights& w, const StepAct& a, Acc acc) {
-    const __m512i dot = _mm512_dpbusd_epi32(a.neg_offset, w.w, a.q);
-    return _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), a.dx), w.dw, acc);
-  }
+  static Acc fma_step(const StepWeights& w, const StepAct& a, Acc acc) { return fma_step4(w.lo, w.hi, w.dw, a, acc); }
 
   static Acc fma_last(const uint8_t* block, const ActQ8Block& x, Acc acc) {
     const __m256 part = _mm256_mul_ps(_mm256_mul_ps(dot(decode(block), prepare(x)), _mm256_set1_ps(x.d)), scale(block));
@@ -376,8 +393,9 @@ struct Q8Ops {
   }
 
   using Lanes = LaneGemm;
+  // Below 9 tokens the row tiles (the GEMV's bits); 5 to 8 tokens one tile of 2 rows × all tokens: WIDE512_Q8.
   static constexpr int64_t kLaneMinTokens = kGemmMatchesGemvBelowTokens;
-  static constexpr bool kLaneWholeTiles = false;
+  static constexpr int64_t kLaneMinTail = 1;  // partial tiles too
   static void decode_lane(const uint8_t* block, LaneGemm::WeightBlock* out) {
     uint16_t d;
     std::memcpy(&d, block, sizeof d);

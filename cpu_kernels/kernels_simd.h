@@ -15,12 +15,15 @@
 //     using Arch;                           xsimd arch of the float accumulators
 //     static constexpr int64_t kBlockBytes; bytes of one weight block (32 values)
 //     static constexpr int kGemvRows, kGemmRows, kGemmTokens;   register tiling
+//     static constexpr int kGemmWideRows, kGemmWideTokens;  the one tile of batches of kGemmTokens + 1 to
+//                                                          kGemmWideTokens tokens (gemm_quant_wide)
 //     struct Act;  static Act prepare(const ActQ8Block&);        per activation block, shared by all rows
 //     using Weights; static Weights decode(const uint8_t* block); per weight block, shared by all tokens
 //     static batch<float, Arch> dot(const Weights&, const Act&);  the block's integer dot Σ_j w_q[j]·x_q[j],
 //                                                                 exact, split over the lanes, converted to float
 //     static batch<float, Arch> scale(const uint8_t* block);       the weight block's scale d_w, broadcast
-//     optional, for the token-lane GEMM (gemm_quant_lanes): using Lanes; kLaneMinTokens; kLaneWholeTiles;
+//     optional, for the token-lane GEMM (gemm_quant_lanes): using Lanes; kLaneMinTokens; kLaneMinTail (a last
+//       partial tile of fewer tokens goes to the row tiles);
 //       decode_lane(block, out)
 //     optional, block steps for the GEMV and the GEMM row tiles (quant_tile_steps; fewer instructions per block:
 //       one weight decode, dot, convert and scale step per kStepBlocks blocks, the scales applied per step):
@@ -95,11 +98,11 @@ concept QuantBlockSteps = requires { typename Q::StepAct; };
 /// R rows × T tokens with Q's block-step members: y[t · y_stride + i] = Σ_b (dot · d_x) · d_w per (row i, token t),
 /// kStepBlocks blocks per step (one activation step prepared per token for the R rows, one weight step decoded per
 /// row for the T tokens) and the last num_blocks % kStepBlocks blocks alone. x: [T][num_blocks]. The GEMV (T = 1)
-/// and the GEMM row tiles (T < 5) both run this, so every (row, token) sees the same operations in the same order:
-/// the bit-identity of kGemmMatchesGemvBelowTokens. With kPrefetch, the R rows at `prefetch` are streamed into L1
-/// at the loop's pace (see gemv_quant_rows). `packed` (nullptr: none) holds the tokens' activation steps prepared once
-/// per call by pack_steps ([T][num_blocks / kStepBlocks], Q::StepAct); the same values as prepare_step, read from L1
-/// instead of recomputed for every row group.
+/// and the GEMM row tiles (below Q::kLaneMinTokens tokens) all run this, so every (row, token) sees the same
+/// operations in the same order: the bit-identity of kGemmMatchesGemvBelowTokens. With kPrefetch, the R rows at
+/// `prefetch` are streamed into L1 at the loop's pace (see gemv_quant_rows). `packed` (nullptr: none) holds the
+/// tokens' activation steps prepared once per call by pack_steps ([T][num_blocks / kStepBlocks], Q::StepAct); the
+/// same values as prepare_step, read from L1 instead of recomputed for every row group.
 template <class Q, int R, int T, bool kPrefetch>
 inline void quant_tile_steps(const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x, int64_t num_blocks, float* y,
                              int64_t y_stride, const uint8_t* prefetch, const void* packed) {
@@ -363,15 +366,52 @@ bool gemm_quant_lanes(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, i
   return true;
 }
 
+/// gemm_quant_tile<Q, R, T> for the T in [kLo, kHi] that equals num_tokens (none when outside).
+template <class Q, int R, int kLo, int kHi>
+inline void gemm_quant_tile_of(int64_t num_tokens, const uint8_t* w, uint64_t row_bytes, const ActQ8Block* x,
+                               int64_t num_blocks, float* y, int64_t y_stride, const uint8_t* prefetch,
+                               const void* packed) {
+  if constexpr (kLo <= kHi) {
+    if (num_tokens == kLo)
+      return gemm_quant_tile<Q, R, kLo>(w, row_bytes, x, num_blocks, y, y_stride, prefetch, packed);
+    gemm_quant_tile_of<Q, R, kLo + 1, kHi>(num_tokens, w, row_bytes, x, num_blocks, y, y_stride, prefetch, packed);
+  }
+}
+
+/// Batches of kGemmTokens < num_tokens ≤ kGemmWideTokens (batched decode of 5 to 8 sequences): one tile of
+/// Q::kGemmWideRows rows × all the tokens, so every weight block is decoded once for the batch (with tiles of
+/// kGemmTokens tokens it would be decoded twice). The same per-(row, token) operations as the GEMV.
+template <class Q>
+void gemm_quant_wide(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
+                     int64_t num_tokens, int64_t num_blocks, float* y, int64_t y_stride) {
+  constexpr int kR = Q::kGemmWideRows;
+  constexpr int kLo = Q::kGemmTokens + 1, kHi = Q::kGemmWideTokens;
+  const int64_t groups_ahead = prefetch_groups_ahead(kR * row_bytes);
+  const void* packed = row_end > row_begin ? pack_steps<Q>(x, num_tokens, num_blocks) : nullptr;
+  int64_t r = row_begin;
+  for (; r + kR <= row_end; r += kR) {
+    const int64_t prefetch_row = r + groups_ahead * kR <= row_end - kR ? r + groups_ahead * kR : row_end - kR;
+    gemm_quant_tile_of<Q, kR, kLo, kHi>(num_tokens, w + r * row_bytes, row_bytes, x, num_blocks,
+                                        y + (r - row_begin), y_stride, w + prefetch_row * row_bytes, packed);
+  }
+  for (; r < row_end; ++r)
+    gemm_quant_tile_of<Q, 1, kLo, kHi>(num_tokens, w + r * row_bytes, row_bytes, x, num_blocks, y + (r - row_begin),
+                                       y_stride, w + r * row_bytes, packed);
+}
+
 template <class Q>
 void gemm_quant(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
                 int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride) {
   const int64_t num_blocks = num_cols / kBlock;
+  if constexpr (requires { typename Q::Lanes; })
+    static_assert(Q::kLaneMinTokens >= kGemmMatchesGemvBelowTokens, "the token lanes sum in another order");
   if constexpr (requires { typename Q::Lanes; }) {
     if (num_tokens >= Q::kLaneMinTokens) {
-      // Q::kLaneWholeTiles: only whole tiles pay off (AVX2 Q8_0); the remaining tokens go to the row tiles below.
+      // A last partial tile of fewer than Q::kLaneMinTail tokens costs the lanes more than the row tiles (AVX2):
+      // those tokens go to the row tiles below.
       constexpr int64_t kT = Q::Lanes::kTokens;
-      const int64_t lane_tokens = Q::kLaneWholeTiles ? num_tokens / kT * kT : num_tokens;
+      const int64_t tail = num_tokens % kT;
+      const int64_t lane_tokens = tail >= Q::kLaneMinTail ? num_tokens : num_tokens - tail;
       if (gemm_quant_lanes<Q>(w, row_bytes, row_begin, row_end, x, lane_tokens, num_blocks, y, y_stride)) {
         if (lane_tokens == num_tokens) return;
         x += lane_tokens * num_blocks;
@@ -380,6 +420,8 @@ void gemm_quant(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t
       }
     }
   }
+  if (num_tokens > Q::kGemmTokens && num_tokens <= Q::kGemmWideTokens)
+    return gemm_quant_wide<Q>(w, row_bytes, row_begin, row_end, x, num_tokens, num_blocks, y, y_stride);
   const int64_t chunk = gemm_chunk_tokens<Q::kGemmTokens>(num_blocks * static_cast<int64_t>(sizeof(ActQ8Block)));
   for (int64_t t0 = 0; t0 < num_tokens; t0 += chunk) {
     const int64_t n = num_tokens - t0 < chunk ? num_tokens - t0 : chunk;

@@ -196,8 +196,9 @@ struct RowRange {
 constexpr RowRange kRowRanges[] = {{0, 1}, {2, 5}, {1, 6}, {3, 40}};
 constexpr int64_t kNumRows = 41;
 constexpr int64_t kNumCols[] = {32, 96, 2880};
-// 4 and 5 straddle kGemmMatchesGemvBelowTokens; 16 is one whole token-lane tile, 33 two or four and a 1-token tail.
-constexpr int64_t kNumTokens[] = {1, 4, 5, 9, 16, 33};
+// 4 and 5 straddle the row tiles of 4 tokens and the wide tile of 5 to 8 (gemm_quant_wide); 8 and 9 straddle
+// kGemmMatchesGemvBelowTokens; 16 is one whole token-lane tile, 33 two or four and a 1-token tail.
+constexpr int64_t kNumTokens[] = {1, 4, 5, 8, 9, 16, 33};
 
 class CpuKernelsTest : public ::testing::TestWithParam<Isa> {
  protected:
@@ -229,6 +230,53 @@ TEST_P(CpuKernelsTest, QuantizeActQ8MatchesScalarRecomputation) {
       const float v = x[b * 32 + j];
       ASSERT_EQ(got[b].q[j], static_cast<int8_t>(std::nearbyint(v * inv_d))) << "block " << b << " j " << j;
       ASSERT_LE(std::fabs(got[b].d * got[b].q[j] - v), 0.5f * d * (1.0f + 1e-5f) + 1e-30f);
+    }
+  }
+}
+
+// Every MXFP4 exponent byte, 0 (the subnormal scale 2^-128) to 255 (2^127), at every block position of a 4-block step:
+// row r has block i's exponent (r + 64 i) mod 256 and codes only in block r mod 4, so its value is that block's
+// (dot · d_x) · 2^(e - 128), summed over the SIMD lanes. Divided by 2^(e - 128) it must match the scalar variant to
+// float rounding of the lanes' partial sums, which may cancel (1.2e-5 relative seen; bar 1e-3), while a wrong scale is
+// off by a factor ≥ 2. Activations are scaled by 2^30 for e < 128 and 2^-30 from 128
+// on, so every value stays a normal float.
+TEST_P(CpuKernelsTest, Mxfp4EveryExponentAtEveryBlockPositionMatchesScalar) {
+  constexpr int64_t kRows = 256, kCols = 128, kBlocks = kCols / 32;
+  const uint64_t row_bytes = tensor_row_bytes(hetmoe::TensorType::kMXFP4, kCols);
+  std::vector<uint8_t> w(row_bytes * kRows, 0);
+  std::mt19937 rng(77);
+  std::uniform_int_distribution<int> byte(0, 255);
+  const auto exponent = [](int64_t r) { return static_cast<int>(r % 256); };  // of the row's block with codes
+  for (int64_t r = 0; r < kRows; ++r)
+    for (int64_t i = 0; i < kBlocks; ++i) {
+      uint8_t* block = w.data() + r * row_bytes + i * kMXFP4BlockBytes;
+      const int64_t k = r % kBlocks;  // the block with codes; its exponent is r (i = k: (r + 64 k) - 64 k)
+      block[0] = static_cast<uint8_t>((r + 64 * (i - k) + 256) % 256);
+      if (i == k)
+        for (int j = 1; j < 17; ++j) block[j] = static_cast<uint8_t>(byte(rng));
+    }
+  for (const int64_t num_tokens : {int64_t{1}, int64_t{8}}) {
+    for (const bool high : {false, true}) {
+      auto x = random_floats(num_tokens * kCols, 78);
+      for (float& v : x) v = std::ldexp(v, high ? -30 : 30);
+      std::vector<ActQ8Block> xq(static_cast<size_t>(num_tokens * kBlocks));
+      scalar().quantize_act_q8(x.data(), xq.data(), num_tokens * kCols);
+      std::vector<float> want(static_cast<size_t>(num_tokens * kRows)), got(want.size());
+      if (num_tokens == 1) {
+        scalar().gemv_mxfp4(w.data(), row_bytes, 0, kRows, xq.data(), kCols, want.data());
+        table().gemv_mxfp4(w.data(), row_bytes, 0, kRows, xq.data(), kCols, got.data());
+      } else {
+        scalar().gemm_mxfp4(w.data(), row_bytes, 0, kRows, xq.data(), num_tokens, kCols, want.data(), kRows);
+        table().gemm_mxfp4(w.data(), row_bytes, 0, kRows, xq.data(), num_tokens, kCols, got.data(), kRows);
+      }
+      for (int64_t t = 0; t < num_tokens; ++t)
+        for (int64_t r = high ? 128 : 0; r < (high ? 256 : 128); ++r) {
+          const double s = std::ldexp(1.0, exponent(r) - 128);
+          const size_t k = static_cast<size_t>(t * kRows + r);
+          const double a = want[k] / s, b = got[k] / s;
+          ASSERT_TRUE(std::isfinite(a) && std::isfinite(b)) << "row " << r;
+          ASSERT_NEAR(a, b, 1e-3 * (1.0 + std::fabs(a))) << num_tokens << " tokens, token " << t << ", e = " << r;
+        }
     }
   }
 }

@@ -113,9 +113,11 @@ TEST_P(ForwardCpuPerIsa, ReportsTheFixtureAgreementWithQ4_0AndMixedKvCaches) {
 // order differs (NMSE < 1e-8). Larger batches use the token-lane GEMM of the SIMD variants, whose other summation
 // order can flip int8 roundings of later activations: the difference is then quantization noise, bounded relative to
 // the quantization error itself (stepped vs f32 reference: NMSE 1.8e-3 and 3.3e-3 at positions 198 and 199 of the
-// tiny model; measured differences at batches 7 and 64: 3.5e-5 to 1.2e-4, at most 3.6 % of it, so the bar of 20 %
-// has 5× headroom), and the batched logits must be as close to the reference as the stepped ones (measured: within
-// 2.3 %). A wrong position, mask or KV slot gives NMSE ~1.
+// tiny model; measured differences at batch 64: 3.5e-5 to 1.2e-4, at most 3.6 % of it, so the bar of 20 % has 5×
+// headroom), and the batched logits must be about as close to the reference as the stepped ones: both are one sample
+// of the same int8 rounding noise (measured: within 2.3 %, and 15 % after the AVX-512 Q8_0 GEMV began to sum 4 blocks
+// per step — stepped 1.55e-3, batched 1.79e-3 unchanged —, so the bar is 30 %). A wrong position, mask or KV slot
+// gives NMSE ~1.
 void check_batched(cpu::Isa isa, const std::vector<float>& want, const std::vector<float>& got,
                    const std::vector<float>& reference, uint32_t batch) {
   if (isa == cpu::Isa::kScalar || batch < cpu::kGemmMatchesGemvBelowTokens) {
@@ -124,7 +126,7 @@ void check_batched(cpu::Isa isa, const std::vector<float>& want, const std::vect
   }
   const double quant_error = nmse(reference, want);
   EXPECT_LT(nmse(want, got), 0.2 * quant_error) << "batch " << batch;
-  EXPECT_LT(nmse(reference, got), 1.1 * quant_error) << "batch " << batch;
+  EXPECT_LT(nmse(reference, got), 1.3 * quant_error) << "batch " << batch;
 }
 
 // Prefill in batches of 64 (and of 7, which straddles the 128-token window edge at odd places) gives the logits

@@ -134,7 +134,7 @@ class MultiForwardCpuPerIsa : public ::testing::TestWithParam<cpu::Isa> {};
 
 // 1 to 8 slots, each started one step after the previous, with prompts of 1 to 140 tokens (a 1-token prompt joins a
 // decode group; 140 crosses the 128-token sliding window and the 64-token batches): every slot's logits at every
-// step are bit for bit those of its solo run. The steps mix prompt chunks with decode groups of up to 4 slots.
+// step are bit for bit those of its solo run. The steps mix prompt chunks with decode groups of up to 8 slots.
 TEST_P(MultiForwardCpuPerIsa, EverySlotGetsItsSoloLogitsBitForBitFrom1To8Slots) {
   const PassOptions p;
   const uint32_t prompt_len[] = {9, 140, 1, 33, 5, 70, 2, 17};
@@ -149,7 +149,7 @@ TEST_P(MultiForwardCpuPerIsa, EverySlotGetsItsSoloLogitsBitForBitFrom1To8Slots) 
     std::vector<size_t> start(num_slots);
     std::iota(start.begin(), start.end(), size_t{0});
     auto multi = make_multi(GetParam(), num_slots, p);
-    EXPECT_EQ(multi->pass().max_group_tokens(), 4u);
+    EXPECT_EQ(multi->pass().max_group_tokens(), 8u);
     const auto got = run_interleaved(*multi, ops, start);
     for (uint32_t s = 0; s < num_slots; ++s) {
       const auto& want = solo[s];
@@ -163,17 +163,18 @@ TEST_P(MultiForwardCpuPerIsa, EverySlotGetsItsSoloLogitsBitForBitFrom1To8Slots) 
   }
 }
 
-// Prompts in chunks (of 3: below the lane GEMM, and of 6: above it) while other slots decode, and batches of 2
-// tokens (max_batch_tokens 2: decode groups of 2, and the prompt chunks split in 2-token batches).
+// Prompts in chunks (of 3 and 6: the GEMM's row tiles, and of 10: its token lanes, from 9 tokens on) while other
+// slots decode, and batches of 2 tokens (max_batch_tokens 2: decode groups of 2, and the prompt chunks split in
+// 2-token batches).
 TEST_P(MultiForwardCpuPerIsa, ChunkedPromptsBesideDecodingSlotsAndSmallBatches) {
   for (const uint32_t max_batch : {64u, 2u}) {
     PassOptions p;
     p.max_batch = max_batch;
     std::vector<std::vector<SlotOp>> ops;
-    const uint32_t chunk[] = {3, 6, 1, 6, 3};
+    const uint32_t chunk[] = {3, 10, 1, 6, 3};
     for (uint32_t s = 0; s < 5; ++s) ops.push_back(slot_ops(s, 4 + 5 * s, chunk[s], 5));
     auto multi = make_multi(GetParam(), 5, p);
-    EXPECT_EQ(multi->pass().max_group_tokens(), std::min(4u, max_batch));
+    EXPECT_EQ(multi->pass().max_group_tokens(), std::min(8u, max_batch));
     const auto got = run_interleaved(*multi, ops, {0, 0, 2, 3, 1});
     for (uint32_t s = 0; s < 5; ++s) {
       const auto want = solo_run(GetParam(), p, ops[s]);
@@ -251,12 +252,12 @@ TEST(MultiForwardCpu, ForwardGroupRefusesRepeatedSequencesAndTooManyTokens) {
   ASSERT_FALSE(s);
   EXPECT_NE(s.error().message.find("same sequence"), std::string::npos);
   std::vector<CpuForward::Sequence> many;
-  for (int i = 0; i < 5; ++i) many.push_back(std::move(*pass->create_sequence()));
-  std::vector<CpuForward::GroupToken> five;
-  for (auto& seq : many) five.push_back({&seq, t, {}});
-  s = pass->forward_group(five);
+  for (int i = 0; i < 9; ++i) many.push_back(std::move(*pass->create_sequence()));
+  std::vector<CpuForward::GroupToken> nine;
+  for (auto& seq : many) nine.push_back({&seq, t, {}});
+  s = pass->forward_group(nine);
   ASSERT_FALSE(s);
-  EXPECT_NE(s.error().message.find("expected 1..4"), std::string::npos);
+  EXPECT_NE(s.error().message.find("expected 1..8"), std::string::npos);
   EXPECT_FALSE(pass->forward_group({}));
   for (auto& seq : many) EXPECT_EQ(seq.num_positions, 0u);
   EXPECT_EQ(pass->num_positions(), 0u);

@@ -163,7 +163,7 @@ int run_serve(ServeArgs args) {
                                        "weights (a GPU pass shared by several slots is not implemented); use "
                                        "--parallel 1, or --device cpu",
                                        args.parallel)));
-  // The CPU path batches the slots' decode tokens (groups of up to 4); the reference pass runs slots in turn.
+  // The CPU path batches the slots' decode tokens (groups of up to 8); the reference pass runs slots in turn.
   auto multi =
       create_multi_forward(*model, *forward_options, std::move(*forward), static_cast<uint32_t>(args.parallel));
   if (!multi) return fail(multi.error());

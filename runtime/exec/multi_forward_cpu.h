@@ -1,7 +1,7 @@
 #pragma once
 // MultiSequenceForward (runtime/backend/multi_forward.h) on the CPU path with continuous batching: one CpuForward
 // (its weights, buffers and threads) and a KV cache per slot. In a step, the slots' one-token steps (decode) run as
-// batches of up to CpuForward::max_group_tokens() = 4 tokens (CpuForward::forward_group: each dense matrix one GEMM
+// batches of up to CpuForward::max_group_tokens() = 8 tokens (CpuForward::forward_group: each dense matrix one GEMM
 // over the group, each expert's weights read once for the group's tokens routed to it, each token's attention on its
 // own slot's KV cache); below cpu::kGemmMatchesGemvBelowTokens tokens the GEMM gives every token the bits of the
 // one-token GEMV, so a slot's logits are those it gets alone. Prompt chunks (several tokens) run as their own slot's
