@@ -884,7 +884,8 @@ void BM_AttnTile(benchmark::State& state, Isa isa, TensorType kv_type) {
             for (int64_t j = 0; j < num_keys; ++j)
               o += sc[static_cast<size_t>(j)] * kv_value(kv_type, values.head(0, g), j * kHeadDim + i);
             want.push_back(o / z);
-            got.push_back(out[static_cast<size_t>((g * rows + r) * pitch + i)] / sum[static_cast<size_t>(g * rows + r)]);
+            const auto row = static_cast<size_t>(g * rows + r);
+            got.push_back(out[row * static_cast<size_t>(pitch) + static_cast<size_t>(i)] / sum[row]);
           }
         }
         return nmse(want, std::vector<float>(got.begin(), got.end()));

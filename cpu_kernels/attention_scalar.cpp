@@ -137,7 +137,8 @@ void kv_rows_f32_blocks(const uint8_t* src, int64_t stride_bytes, int64_t num_ke
 
 void attn_tile_pack_q(const float* q, int64_t num_rows, int64_t head_dim, int64_t row_begin, float* qt) {
   const int64_t pitch = attn_tile_pitch(head_dim);
-  for (int64_t r = 0; r < num_rows; ++r) std::copy(q + r * head_dim, q + (r + 1) * head_dim, qt + (row_begin + r) * pitch);
+  for (int64_t r = 0; r < num_rows; ++r)
+    std::copy(q + r * head_dim, q + (r + 1) * head_dim, qt + (row_begin + r) * pitch);
 }
 
 void attn_tile_update(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,

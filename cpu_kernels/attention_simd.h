@@ -167,7 +167,8 @@ inline void tile_scores_keys(const float* qt_group, int64_t num_dim_vecs, const 
   const fb vs(scale);
   float* out = s_group + key_begin / KP * s_key_stride;
   if constexpr (KP == 2) {
-    for (int kk = 0; kk < NK; kk += 2) (fold_key_pair(acc[kk], acc[kk + 1]) * vs).store_unaligned(out + kk / 2 * s_key_stride);
+    for (int kk = 0; kk < NK; kk += 2)
+      (fold_key_pair(acc[kk], acc[kk + 1]) * vs).store_unaligned(out + kk / 2 * s_key_stride);
   } else {
     for (int kk = 0; kk < NK; ++kk) (acc[kk] * vs).store_unaligned(out + kk * s_key_stride);
   }
@@ -302,7 +303,8 @@ inline void kv_rows_f32_f32(const uint8_t* src, int64_t stride_bytes, int64_t nu
 template <int64_t kBlockBytes, void (*Dequantize)(const uint8_t*, float*)>
 void kv_rows_f32_blocks(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) {
   const int64_t pitch = attn_tile_pitch(head_dim);  // = head_dim: a multiple of 32
-  for (int64_t j = 0; j < num_keys; ++j) dequantize_row<kBlockBytes, Dequantize>(src + j * stride_bytes, head_dim, dst + j * pitch);
+  for (int64_t j = 0; j < num_keys; ++j)
+    dequantize_row<kBlockBytes, Dequantize>(src + j * stride_bytes, head_dim, dst + j * pitch);
 }
 
 inline void add_attention_kernels(KernelTable& t) {

@@ -508,7 +508,8 @@ TEST_P(KvAttentionPerIsa, TileUpdateMatchesScalarVariantOnOddShapesAndMasks) {
         }
         const auto want = tile_result(out_want, max_want, sum_want, num_rows, head_dim);
         const auto got = tile_result(out_got, max_got, sum_got, num_rows, head_dim);
-        EXPECT_LE(nmse(want, got), kTileNmse) << "rows " << num_rows << " head_dim " << head_dim << " keys " << num_keys;
+        EXPECT_LE(nmse(want, got), kTileNmse)
+            << "rows " << num_rows << " head_dim " << head_dim << " keys " << num_keys;
         all_want.insert(all_want.end(), want.begin(), want.end());
         all_got.insert(all_got.end(), got.begin(), got.end());
       }

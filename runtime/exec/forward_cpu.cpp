@@ -484,7 +484,8 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
   const uint64_t kv_row_bytes = own_.kv.k_stride_bytes() + own_.kv.v_stride_bytes();
   uint32_t num_tiles = 0;
   for (uint32_t t = 0; t < num_tokens; ++t)
-    if (t == 0 || token_sequence_[t] != token_sequence_[t - 1] || t - tile_begin_[num_tiles - 1] == kAttentionTileTokens)
+    if (t == 0 || token_sequence_[t] != token_sequence_[t - 1] ||
+        t - tile_begin_[num_tiles - 1] == kAttentionTileTokens)
       tile_begin_[num_tiles++] = t;
   tile_begin_[num_tiles] = num_tokens;
   // The key span of a tile: from its tokens' first visible key to its last token's own position.
