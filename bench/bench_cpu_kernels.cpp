@@ -823,6 +823,86 @@ void BM_AttnValues(benchmark::State& state, Isa isa, TensorType kv_type) {
                2.0 * kNumHeads * num_keys * kHeadDim, timer.seconds(), 1);
 }
 
+/// Tiled (flash) attention for one layer and one query (decode), as CpuForward runs it (attention_cpu.h): per KV head
+/// its 8 query heads packed once, then per block of kAttnTileMaxKeys keys the K and V rows converted to f32
+/// (kv_rows_f32_*) and attn_tile_update (scores, online softmax, values). FLOP = 4 · heads · keys · head_dim (scores
+/// and values); bytes = K + V + q + out. Compare with BM_AttnScores + BM_SoftmaxWithSink + BM_AttnValues, the per-key
+/// path.
+void BM_AttnTile(benchmark::State& state, Isa isa, TensorType kv_type) {
+  const KernelTable& k = hetmoe::cpu::kernel_table(isa);
+  const auto rows_fn = kv_type == TensorType::kF16 ? k.kv_rows_f32_f16 : k.kv_rows_f32_f32;
+  const LayerKv keys(kv_type, state.range(0)), values(kv_type, state.range(0));
+  const int64_t num_keys = keys.num_keys;
+  const int64_t pitch = hetmoe::cpu::attn_tile_pitch(kHeadDim), rows = hetmoe::cpu::attn_tile_rows(kGroup);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+  const std::vector<float> q = random_floats(kQDim, 13);  // (heads, head_dim)
+  std::vector<float> qt(static_cast<size_t>(hetmoe::cpu::attn_tile_qt_floats(kGroup, kHeadDim)));
+  std::vector<float> kf(static_cast<size_t>((hetmoe::cpu::kAttnTileMaxKeys + 1) * pitch), 0.0f);
+  std::vector<float> vf(static_cast<size_t>(hetmoe::cpu::kAttnTileMaxKeys * pitch));
+  std::vector<float> s(static_cast<size_t>(hetmoe::cpu::attn_tile_scores_floats(kGroup)));
+  std::vector<float> out(static_cast<size_t>(kNumKvHeads * rows * pitch));  // (kv heads, rows, pitch)
+  std::vector<float> mx(static_cast<size_t>(kNumKvHeads * rows)), sum(mx.size());
+  std::vector<int32_t> begin(static_cast<size_t>(kGroup), 0), end(static_cast<size_t>(kGroup));
+  const auto run_layer = [&](int64_t copy_idx) {
+    std::fill(out.begin(), out.end(), 0.0f);
+    std::fill(mx.begin(), mx.end(), -std::numeric_limits<float>::infinity());
+    std::fill(sum.begin(), sum.end(), 0.0f);
+    for (int64_t g = 0; g < kNumKvHeads; ++g) {
+      std::fill(qt.begin(), qt.end(), 0.0f);
+      k.attn_tile_pack_q(q.data() + g * kGroup * kHeadDim, kGroup, kHeadDim, 0, qt.data());
+      for (int64_t j = 0; j < num_keys; j += hetmoe::cpu::kAttnTileMaxKeys) {
+        const int64_t n = std::min(hetmoe::cpu::kAttnTileMaxKeys, num_keys - j);
+        const auto stride = static_cast<int64_t>(keys.stride_bytes);
+        rows_fn(keys.head(copy_idx, g) + j * stride, stride, n, kHeadDim, kf.data());
+        rows_fn(values.head(copy_idx, g) + j * stride, stride, n, kHeadDim, vf.data());
+        std::fill(end.begin(), end.end(), static_cast<int32_t>(n));
+        k.attn_tile_update(qt.data(), kGroup, kf.data(), vf.data(), n, kHeadDim, scale, begin.data(), end.data(),
+                           s.data(), mx.data() + g * rows, sum.data() + g * rows, out.data() + g * rows * pitch);
+      }
+    }
+  };
+
+  if (!validate(state, validation_key("attn_tile", isa, kv_type, num_keys), kAttnVsRefNmse, [&] {
+        run_layer(0);
+        std::vector<double> want, got;
+        for (int64_t h = 0; h < kNumHeads; ++h) {
+          const int64_t g = h / kGroup, r = h % kGroup;
+          std::vector<double> sc(static_cast<size_t>(num_keys));
+          double m = -1e300;
+          for (int64_t j = 0; j < num_keys; ++j) {
+            double acc = 0.0;
+            for (int64_t i = 0; i < kHeadDim; ++i)
+              acc += static_cast<double>(q[static_cast<size_t>(h * kHeadDim + i)]) *
+                     kv_value(kv_type, keys.head(0, g), j * kHeadDim + i);
+            sc[static_cast<size_t>(j)] = scale * acc;
+            m = std::max(m, scale * acc);
+          }
+          double z = 0.0;
+          for (double& x : sc) z += (x = std::exp(x - m));
+          for (int64_t i = 0; i < kHeadDim; ++i) {
+            double o = 0.0;
+            for (int64_t j = 0; j < num_keys; ++j)
+              o += sc[static_cast<size_t>(j)] * kv_value(kv_type, values.head(0, g), j * kHeadDim + i);
+            want.push_back(o / z);
+            const auto row = static_cast<size_t>(g * rows + r);
+            got.push_back(out[row * static_cast<size_t>(pitch) + static_cast<size_t>(i)] / sum[row]);
+          }
+        }
+        return nmse(want, std::vector<float>(got.begin(), got.end()));
+      }))
+    return;
+
+  int64_t idx = 0;
+  const LoopTimer timer;
+  for (auto _ : state) {
+    run_layer(idx);
+    benchmark::DoNotOptimize(out.data());
+    idx = (idx + 1) % keys.copies.num_copies;
+  }
+  set_counters(state, 2.0 * static_cast<double>(kNumKvHeads * keys.head_bytes) + 8.0 * kQDim,
+               4.0 * kNumHeads * num_keys * kHeadDim, timer.seconds(), 1);
+}
+
 /// The per-row helpers dot_f32_f16 / dot_f32 (scores) and axpy_f16 / axpy_f32 (values) as a naive attention would
 /// call them: one query head against the num_keys rows of one KV head (head_dim 64), rows rotating.
 /// FLOP = 2 · keys · head_dim; bytes = K or V rows + q or out (dot: + the keys' scores written; axpy: out read and
@@ -990,6 +1070,10 @@ void register_benchmarks(const std::vector<Isa>& isas) {
           ->Arg(128)
           ->Arg(4096);
       configure(benchmark::RegisterBenchmark(("BM_AttnValues" + sfx).c_str(), BM_AttnValues, isa, type))
+          ->ArgName("keys")
+          ->Arg(128)
+          ->Arg(4096);
+      configure(benchmark::RegisterBenchmark(("BM_AttnTile" + sfx).c_str(), BM_AttnTile, isa, type))
           ->ArgName("keys")
           ->Arg(128)
           ->Arg(4096);

@@ -22,6 +22,10 @@ inline float block_scale(const uint8_t* block) {
   return _cvtsh_ss(d);
 }
 
+inline xsimd::batch<float, Arch> load_f16(const uint16_t* src) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
+}
+
 inline void dequantize_q8_0_block(const uint8_t* block, float* out) {
   const __m256 d = _mm256_set1_ps(block_scale(block));
   for (int i = 0; i < 4; ++i) {

@@ -29,6 +29,10 @@ inline float block_scale(const uint8_t* block) {
   return _cvtsh_ss(d);
 }
 
+inline xsimd::batch<float, Arch> load_f16(const uint16_t* src) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)));
+}
+
 inline void dequantize_q8_0_block(const uint8_t* block, float* out) {
   const __m512 d = _mm512_set1_ps(block_scale(block));
   for (int i = 0; i < 2; ++i) {

@@ -1,6 +1,6 @@
-// Scalar attention kernels over block-quantized KV-cache rows (q8_0, q4_0), the split-softmax chunk, and the KV block
-// quantization itself (kv_blocks.h). No ISA flags: this is the reference the SIMD variants (attention_avx2.cpp,
-// attention_avx512.cpp) are tested against.
+// Scalar attention kernels over block-quantized KV-cache rows (q8_0, q4_0), the split-softmax chunk, the tiled
+// (flash) attention kernels, and the KV block quantization itself (kv_blocks.h). No ISA flags: this is the reference
+// the SIMD variants (attention_avx2.cpp, attention_avx512.cpp) are tested against.
 
 #include <algorithm>
 #include <cmath>
@@ -108,6 +108,66 @@ float softmax_partial(float* s, int64_t n, float* max_out) {
   return sum;
 }
 
+// Tiled attention, scalar: qt is the query rows themselves, [attn_tile_rows][pitch]; s is [row][kAttnTileMaxKeys].
+
+void kv_rows_f32_f16(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) {
+  const int64_t pitch = attn_tile_pitch(head_dim);
+  for (int64_t j = 0; j < num_keys; ++j) {
+    const auto* row = src + j * stride_bytes;
+    for (int64_t d = 0; d < pitch; ++d) {
+      uint16_t h = 0;
+      if (d < head_dim) std::memcpy(&h, row + 2 * d, 2);
+      dst[j * pitch + d] = ref::f16_to_f32(h);  // f16 0 → 0.0f for the padding
+    }
+  }
+}
+
+void kv_rows_f32_f32(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) {
+  const int64_t pitch = attn_tile_pitch(head_dim);
+  for (int64_t j = 0; j < num_keys; ++j) {
+    std::memcpy(dst + j * pitch, src + j * stride_bytes, static_cast<size_t>(head_dim) * sizeof(float));
+    std::fill(dst + j * pitch + head_dim, dst + (j + 1) * pitch, 0.0f);
+  }
+}
+
+template <DequantizeRow Dequantize>
+void kv_rows_f32_blocks(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) {
+  for (int64_t j = 0; j < num_keys; ++j) Dequantize(src + j * stride_bytes, dst + j * head_dim, head_dim);
+}
+
+void attn_tile_pack_q(const float* q, int64_t num_rows, int64_t head_dim, int64_t row_begin, float* qt) {
+  const int64_t pitch = attn_tile_pitch(head_dim);
+  for (int64_t r = 0; r < num_rows; ++r)
+    std::copy(q + r * head_dim, q + (r + 1) * head_dim, qt + (row_begin + r) * pitch);
+}
+
+void attn_tile_update(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
+                      int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
+                      float* max_io, float* sum_io, float* out) {
+  const int64_t pitch = attn_tile_pitch(head_dim);
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const int64_t begin = key_begin[r], end = std::min<int64_t>(key_end[r], num_keys);
+    if (begin >= end) continue;
+    float* sr = s + r * kAttnTileMaxKeys;
+    float m = max_io[r];
+    for (int64_t j = begin; j < end; ++j) {
+      float acc = 0.0f;
+      for (int64_t d = 0; d < head_dim; ++d) acc += qt[r * pitch + d] * k[j * pitch + d];
+      sr[j] = scale * acc;
+      m = std::max(m, sr[j]);
+    }
+    const float alpha = std::exp(max_io[r] - m);  // 0 for a row's first keys (max_io = −∞)
+    float sum = 0.0f;
+    for (int64_t j = begin; j < end; ++j) sum += (sr[j] = std::exp(sr[j] - m));
+    sum_io[r] = alpha * sum_io[r] + sum;
+    max_io[r] = m;
+    float* o = out + r * pitch;
+    for (int64_t d = 0; d < head_dim; ++d) o[d] *= alpha;
+    for (int64_t j = begin; j < end; ++j)
+      for (int64_t d = 0; d < head_dim; ++d) o[d] += sr[j] * v[j * pitch + d];
+  }
+}
+
 }  // namespace
 
 namespace detail {
@@ -118,6 +178,12 @@ void add_attention_kernels_scalar(KernelTable& t) {
   t.attn_scores_q4_0 = attn_scores<dequantize_kv_q4_0>;
   t.attn_values_q4_0 = attn_values<dequantize_kv_q4_0>;
   t.softmax_partial = softmax_partial;
+  t.kv_rows_f32_f16 = kv_rows_f32_f16;
+  t.kv_rows_f32_f32 = kv_rows_f32_f32;
+  t.kv_rows_f32_q8_0 = kv_rows_f32_blocks<dequantize_kv_q8_0>;
+  t.kv_rows_f32_q4_0 = kv_rows_f32_blocks<dequantize_kv_q4_0>;
+  t.attn_tile_pack_q = attn_tile_pack_q;
+  t.attn_tile_update = attn_tile_update;
 }
 
 }  // namespace detail

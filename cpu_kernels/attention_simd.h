@@ -5,6 +5,7 @@
 //   using Arch;                                          xsimd arch of the f32 math
 //   void dequantize_q8_0_block(const uint8_t* block, float* out)   34-byte block → out[32], value d · q
 //   void dequantize_q4_0_block(const uint8_t* block, float* out)   18-byte block → out[32], value d · (nibble − 8)
+//   xsimd::batch<float, Arch> load_f16(const uint16_t* src)        one batch of f16 values widened to f32
 // Both round each value once (d · q exactly as dequantize_kv_* in kv_blocks.h), so a dequantized row equals the
 // scalar variant's bit for bit; only the order of the dot product's additions differs.
 // No SIMD value at namespace scope, no standard-library templates (see kernels_simd.h for why).
@@ -19,9 +20,12 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <limits>
 
 #include "cpu_kernels/kernels.h"
 #include "cpu_kernels/kv_blocks.h"
+#include "cpu_kernels/reference.h"
 
 namespace hetmoe::cpu::HETMOE_ATTN_NS {
 
@@ -103,7 +107,213 @@ inline float softmax_partial(float* s, int64_t n, float* max_out) {
   return sum;
 }
 
+// ---- tiled (flash) attention ------------------------------------------------------------------------------------
+//
+// Layouts (kernels.h: attn_tile_update). With L lanes, KP = L / 8 (1 for AVX2, 2 for AVX-512): every vector holds
+// 8 query rows × KP, so rows are across the lanes and the group of 8 query heads of a KV head fills a vector.
+//   qt: [row group of 8][pitch / KP][L], lane r·KP + p = q[8·group + r][KP·i + p]: one vector per KP head dims.
+//   s:  [key / KP][row group][L], lane r·KP + p = score of key KP·(key / KP) + p for row 8·group + r.
+// Scores: for each head-dim pair (AVX-512) the K row's two values are broadcast as one 64-bit pair and multiplied
+// into every row at once (one FMA per key and KP dims for 8 rows, no horizontal sums); the two dims' partial sums
+// of a row are added at the end (fold_key_pair), which also interleaves two keys into the scores layout.
+// Values: out rows across the lanes of head_dim, each probability broadcast from s.
+
+inline constexpr int64_t kTileKeysPerLane = xsimd::batch<float, Arch>::size / 8;
+
+struct SwapLanePairs {
+  static constexpr uint32_t get(unsigned i, unsigned) { return i ^ 1u; }
+};
+struct EvenLanes {
+  static constexpr bool get(unsigned i, unsigned) { return i % 2 == 0; }
+};
+
+/// Lanes 2i and 2i + 1 swapped.
+inline xsimd::batch<float, Arch> swap_lane_pairs(const xsimd::batch<float, Arch>& x) {
+  return xsimd::swizzle(x, xsimd::make_batch_constant<xsimd::batch<uint32_t, Arch>, SwapLanePairs>());
+}
+
+/// Two keys' accumulators (lane r·2 + p: row r, head dims of parity p) → lane r·2 + 0: key a's score of row r,
+/// lane r·2 + 1: key b's.
+inline xsimd::batch<float, Arch> fold_key_pair(const xsimd::batch<float, Arch>& a, const xsimd::batch<float, Arch>& b) {
+  return xsimd::select(xsimd::make_batch_bool_constant<xsimd::batch<float, Arch>, EvenLanes>(), a + swap_lane_pairs(a),
+                       b + swap_lane_pairs(b));
+}
+
+/// KP consecutive floats broadcast to every lane group of KP.
+inline xsimd::batch<float, Arch> broadcast_dims(const float* p) {
+  if constexpr (kTileKeysPerLane == 2) {
+    double pair;
+    std::memcpy(&pair, p, sizeof pair);
+    return xsimd::bitwise_cast<xsimd::batch<float, Arch>>(xsimd::batch<double, Arch>(pair));
+  } else {
+    return xsimd::batch<float, Arch>(*p);
+  }
+}
+
+/// Scores of keys [key_begin, key_begin + NK) (NK a multiple of KP) for one row group: qt_group = its qt vectors,
+/// k = the tile's K rows; written to s at the group's lanes.
+template <int NK>
+inline void tile_scores_keys(const float* qt_group, int64_t num_dim_vecs, const float* k, int64_t pitch,
+                             int64_t key_begin, float scale, float* s_group, int64_t s_key_stride) {
+  using fb = xsimd::batch<float, Arch>;
+  constexpr int64_t KP = kTileKeysPerLane;
+  fb acc[NK];
+  for (int kk = 0; kk < NK; ++kk) acc[kk] = fb(0.0f);
+  const float* kb = k + key_begin * pitch;
+  for (int64_t i = 0; i < num_dim_vecs; ++i) {
+    const fb qv = fb::load_unaligned(qt_group + i * fb::size);
+    for (int kk = 0; kk < NK; ++kk) acc[kk] = xsimd::fma(qv, broadcast_dims(kb + kk * pitch + i * KP), acc[kk]);
+  }
+  const fb vs(scale);
+  float* out = s_group + key_begin / KP * s_key_stride;
+  if constexpr (KP == 2) {
+    for (int kk = 0; kk < NK; kk += 2)
+      (fold_key_pair(acc[kk], acc[kk + 1]) * vs).store_unaligned(out + kk / 2 * s_key_stride);
+  } else {
+    for (int kk = 0; kk < NK; ++kk) (acc[kk] * vs).store_unaligned(out + kk * s_key_stride);
+  }
+}
+
+inline void attn_tile_pack_q(const float* q, int64_t num_rows, int64_t head_dim, int64_t row_begin, float* qt) {
+  constexpr int64_t KP = kTileKeysPerLane, L = 8 * KP;
+  const int64_t group_floats = attn_tile_pitch(head_dim) * 8;
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const int64_t row = row_begin + r;
+    float* dst = qt + row / 8 * group_floats + row % 8 * KP;
+    for (int64_t d = 0; d < head_dim; ++d) dst[d / KP * L + d % KP] = q[r * head_dim + d];
+  }
+}
+
+inline void attn_tile_update(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
+                             int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
+                             float* max_io, float* sum_io, float* out) {
+  using fb = xsimd::batch<float, Arch>;
+  constexpr int64_t KP = kTileKeysPerLane, L = fb::size;
+  constexpr int kScoreKeys = L == 16 ? 16 : 8;  // accumulators: 16 of 32 registers (AVX-512), 8 of 16 (AVX2)
+  constexpr int kValueVecs = L == 16 ? 2 : 1;   // per row: 8 rows × 2 = 16 accumulators (AVX-512), 8 (AVX2)
+  const int64_t pitch = attn_tile_pitch(head_dim);
+  const int64_t num_groups = attn_tile_rows(num_rows) / 8;
+  const int64_t num_dim_vecs = pitch / KP;
+  const int64_t num_key_vecs = (num_keys + KP - 1) / KP;
+  const int64_t s_key_stride = num_groups * L;  // floats from one key vector of s to the next
+  const float inf = std::numeric_limits<float>::infinity();
+
+  for (int64_t g = 0; g < num_groups; ++g) {
+    const float* qt_group = qt + g * pitch * 8;
+    float* s_group = s + g * L;
+    // 1. Scores of every key of the block (keys past num_keys up to a multiple of KP: masked below).
+    int64_t j = 0;
+    for (; j + kScoreKeys <= num_keys; j += kScoreKeys)
+      tile_scores_keys<kScoreKeys>(qt_group, num_dim_vecs, k, pitch, j, scale, s_group, s_key_stride);
+    for (; j < num_keys; j += KP)
+      tile_scores_keys<static_cast<int>(KP)>(qt_group, num_dim_vecs, k, pitch, j, scale, s_group, s_key_stride);
+
+    // 2. Online softmax per row: mask, block max, rescale factor, exponentials.
+    alignas(64) float lane_begin[L], lane_end[L], lane_key[L], lane_max[L], lane_sum[L];
+    for (int64_t l = 0; l < L; ++l) {
+      const int64_t row = g * 8 + l / KP;
+      const bool real = row < num_rows;
+      lane_begin[l] = real ? static_cast<float>(key_begin[row]) : 0.0f;
+      lane_end[l] = real ? static_cast<float>(key_end[row]) : 0.0f;
+      lane_key[l] = static_cast<float>(l % KP);
+      lane_max[l] = max_io[row];
+      lane_sum[l] = sum_io[row];
+    }
+    const fb vbegin = fb::load_aligned(lane_begin), vend = fb::load_aligned(lane_end);
+    const fb vneg_inf(-inf);
+    fb key = fb::load_aligned(lane_key);
+    fb block_max = vneg_inf;
+    for (int64_t kv = 0; kv < num_key_vecs; ++kv, key += fb(static_cast<float>(KP))) {
+      float* p = s_group + kv * s_key_stride;
+      const fb x = xsimd::select((key >= vbegin) && (key < vend), fb::load_unaligned(p), vneg_inf);
+      x.store_unaligned(p);
+      block_max = xsimd::max(block_max, x);
+    }
+    if constexpr (KP == 2) block_max = xsimd::max(block_max, swap_lane_pairs(block_max));
+    const fb old_max = fb::load_aligned(lane_max);
+    const fb new_max = xsimd::max(old_max, block_max);
+    // A row without a key so far keeps −∞: subtract 0 instead so that exp(−∞ − 0) = 0 (not NaN).
+    const fb sub = xsimd::select(new_max == vneg_inf, fb(0.0f), new_max);
+    const fb alpha = xsimd::exp(old_max - sub);
+    fb sum(0.0f);
+    for (int64_t kv = 0; kv < num_key_vecs; ++kv) {
+      float* p = s_group + kv * s_key_stride;
+      const fb e = xsimd::exp(fb::load_unaligned(p) - sub);
+      e.store_unaligned(p);
+      sum += e;
+    }
+    if constexpr (KP == 2) sum += swap_lane_pairs(sum);
+    (alpha * fb::load_aligned(lane_sum) + sum).store_aligned(lane_sum);
+    new_max.store_aligned(lane_max);
+    alignas(64) float lane_alpha[L];
+    alpha.store_aligned(lane_alpha);
+    for (int64_t r = 0; r < 8 && g * 8 + r < num_rows; ++r) {
+      max_io[g * 8 + r] = lane_max[r * KP];
+      sum_io[g * 8 + r] = lane_sum[r * KP];
+    }
+
+    // 3. out[r] ← alpha_r · out[r] + Σ_j p_rj · V_j, 8 rows × kValueVecs vectors of head dims at a time.
+    for (int64_t d = 0; d < pitch; d += kValueVecs * L) {
+      fb acc[8][kValueVecs];
+      for (int r = 0; r < 8; ++r)
+        for (int c = 0; c < kValueVecs; ++c)
+          acc[r][c] = fb::load_unaligned(out + (g * 8 + r) * pitch + d + c * L) * fb(lane_alpha[r * KP]);
+      for (int64_t jj = 0; jj < num_keys; ++jj) {
+        fb vv[kValueVecs];
+        for (int c = 0; c < kValueVecs; ++c) vv[c] = fb::load_unaligned(v + jj * pitch + d + c * L);
+        const float* pj = s_group + jj / KP * s_key_stride + jj % KP;
+        for (int r = 0; r < 8; ++r) {
+          const fb pr(pj[r * KP]);
+          for (int c = 0; c < kValueVecs; ++c) acc[r][c] = xsimd::fma(pr, vv[c], acc[r][c]);
+        }
+      }
+      for (int r = 0; r < 8; ++r)
+        for (int c = 0; c < kValueVecs; ++c) acc[r][c].store_unaligned(out + (g * 8 + r) * pitch + d + c * L);
+    }
+  }
+}
+
+/// K/V rows of the tile: f32, zero padded to the pitch.
+inline void pad_row(float* dst, int64_t head_dim) {
+  for (int64_t d = head_dim; d < attn_tile_pitch(head_dim); ++d) dst[d] = 0.0f;
+}
+
+inline void kv_rows_f32_f16(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) {
+  using fb = xsimd::batch<float, Arch>;
+  constexpr int64_t kLanes = fb::size;
+  const int64_t pitch = attn_tile_pitch(head_dim);
+  for (int64_t j = 0; j < num_keys; ++j) {
+    const auto* row = reinterpret_cast<const uint16_t*>(src + j * stride_bytes);
+    float* out = dst + j * pitch;
+    int64_t d = 0;
+    for (; d + kLanes <= head_dim; d += kLanes) load_f16(row + d).store_unaligned(out + d);
+    for (; d < head_dim; ++d) out[d] = ref::f16_to_f32(row[d]);
+    pad_row(out, head_dim);
+  }
+}
+
+inline void kv_rows_f32_f32(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) {
+  const int64_t pitch = attn_tile_pitch(head_dim);
+  for (int64_t j = 0; j < num_keys; ++j) {
+    std::memcpy(dst + j * pitch, src + j * stride_bytes, static_cast<size_t>(head_dim) * sizeof(float));
+    pad_row(dst + j * pitch, head_dim);
+  }
+}
+
+template <int64_t kBlockBytes, void (*Dequantize)(const uint8_t*, float*)>
+void kv_rows_f32_blocks(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) {
+  const int64_t pitch = attn_tile_pitch(head_dim);  // = head_dim: a multiple of 32
+  for (int64_t j = 0; j < num_keys; ++j)
+    dequantize_row<kBlockBytes, Dequantize>(src + j * stride_bytes, head_dim, dst + j * pitch);
+}
+
 inline void add_attention_kernels(KernelTable& t) {
+  t.kv_rows_f32_f16 = kv_rows_f32_f16;
+  t.kv_rows_f32_f32 = kv_rows_f32_f32;
+  t.kv_rows_f32_q8_0 = kv_rows_f32_blocks<kKvQ8_0BlockBytes, dequantize_q8_0_block>;
+  t.kv_rows_f32_q4_0 = kv_rows_f32_blocks<kKvQ4_0BlockBytes, dequantize_q4_0_block>;
+  t.attn_tile_pack_q = attn_tile_pack_q;
+  t.attn_tile_update = attn_tile_update;
   t.attn_scores_q8_0 = attn_scores<kKvQ8_0BlockBytes, dequantize_q8_0_block>;
   t.attn_values_q8_0 = attn_values<kKvQ8_0BlockBytes, dequantize_q8_0_block>;
   t.attn_scores_q4_0 = attn_scores<kKvQ4_0BlockBytes, dequantize_q4_0_block>;

@@ -142,7 +142,52 @@ struct KernelTable {
   /// returns Σ_j s_j and sets *max_out = m. The caller merges chunks (and the sink) exactly: with M the largest of the
   /// chunks' m and the sink, Z = Σ_c sum_c · exp(m_c − M) + exp(sink − M).
   float (*softmax_partial)(float* s, int64_t n, float* max_out) = nullptr;
+
+  /// Tiled (flash) attention, one block of keys at a time with an online softmax (runtime/exec/attention_cpu.h drives
+  /// it). A tile is num_rows query rows (tokens × the query heads of one KV head) against ≤ kAttnTileMaxKeys keys whose
+  /// K and V rows were converted to f32 rows of attn_tile_pitch(head_dim) floats (zeros past head_dim). The layouts of
+  /// qt and s are the variant's own; their sizes are attn_tile_qt_floats and attn_tile_scores_floats.
+  ///
+  /// kv_rows_f32_*: num_keys rows of head_dim values of the type (f16 bits, f32, q8_0 / q4_0 blocks with head_dim a
+  /// multiple of 32) at stride_bytes from one to the next → dst[num_keys][attn_tile_pitch(head_dim)], zero padded.
+  void (*kv_rows_f32_f16)(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim,
+                          float* dst) = nullptr;
+  void (*kv_rows_f32_f32)(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim,
+                          float* dst) = nullptr;
+  void (*kv_rows_f32_q8_0)(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim,
+                           float* dst) = nullptr;
+  void (*kv_rows_f32_q4_0)(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim,
+                           float* dst) = nullptr;
+  /// Writes query rows q[num_rows][head_dim] (f32, contiguous) as rows [row_begin, row_begin + num_rows) of the tile
+  /// qt. The caller zeroes qt (attn_tile_qt_floats) before packing a tile's first rows; rows never packed stay zero.
+  void (*attn_tile_pack_q)(const float* q, int64_t num_rows, int64_t head_dim, int64_t row_begin, float* qt) = nullptr;
+  /// One key block of the online softmax for every row r of the tile, over the keys j in [key_begin[r], key_end[r])
+  /// (0 ≤ begin ≤ end ≤ num_keys; other keys are masked; num_keys in [1, kAttnTileMaxKeys]):
+  ///   s_j = scale · q_r · K_j;  M = max(max_io[r], max_j s_j);  a = exp(max_io[r] − M);
+  ///   sum_io[r] ← a · sum_io[r] + Σ_j exp(s_j − M);  out[r][:] ← a · out[r][:] + Σ_j exp(s_j − M) · V_j;
+  ///   max_io[r] ← M.
+  /// A row with no unmasked key in this block is left unchanged. Start a row with max_io = −∞, sum_io = 0, out = 0.
+  /// k, v: [num_keys][pitch] f32 (kv_rows_f32_*; k is read one row past num_keys when num_keys is odd: any finite
+  /// values); out: [attn_tile_rows(num_rows)][pitch]; max_io, sum_io: [attn_tile_rows(num_rows)]; s: scratch of
+  /// attn_tile_scores_floats(num_rows) floats.
+  void (*attn_tile_update)(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
+                           int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
+                           float* max_io, float* sum_io, float* out) = nullptr;
 };
+
+/// Most keys one attn_tile_update call takes.
+inline constexpr int64_t kAttnTileMaxKeys = 64;
+/// Floats per f32 K/V row and query row in a tile: head_dim rounded up to 32.
+constexpr int64_t attn_tile_pitch(int64_t head_dim) { return (head_dim + 31) / 32 * 32; }
+/// Rows a tile of num_rows query rows occupies: rounded up to 8 (the SIMD variants put 8 rows across the lanes).
+constexpr int64_t attn_tile_rows(int64_t num_rows) { return (num_rows + 7) / 8 * 8; }
+/// Sizes of a tile's qt and score scratch, in floats, for every variant.
+constexpr int64_t attn_tile_qt_floats(int64_t num_rows, int64_t head_dim) {
+  return attn_tile_rows(num_rows) * attn_tile_pitch(head_dim);
+}
+constexpr int64_t attn_tile_scores_floats(int64_t num_rows) {
+  return attn_tile_rows(num_rows) * (kAttnTileMaxKeys + 2);
+}
 
 /// The table of `isa`. Every ISA name exists; kScalar is always compiled, the others only on x86-64 builds
 /// (isa_compiled). For an ISA that is not compiled the scalar table is returned (its .isa says kScalar).

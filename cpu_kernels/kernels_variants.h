@@ -17,8 +17,8 @@ const KernelTable& kernel_table_avx2();
 const KernelTable& kernel_table_avx512();
 #endif
 
-/// Set the q8_0/q4_0 attention entries and softmax_partial of a table (attention_<isa>.cpp); dispatch.cpp adds them to
-/// the variant's table once, before first use.
+/// Set the q8_0/q4_0 attention entries, softmax_partial and the tiled attention entries (kv_rows_f32_*, attn_tile_*) of
+/// a table (attention_<isa>.cpp); dispatch.cpp adds them to the variant's table once, before first use.
 void add_attention_kernels_scalar(KernelTable& t);
 #if defined(HETMOE_CPU_KERNELS_X86)
 void add_attention_kernels_avx2(KernelTable& t);

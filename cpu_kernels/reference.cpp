@@ -158,22 +158,23 @@ void rope_yarn_corr_dims(const RopeYarnParams& p, float* low, float* high) {
 void rope_yarn_cos_sin(const RopeYarnParams& p, int64_t pos, float* cos_out, float* sin_out) {
   float low = 0, high = 0;
   rope_yarn_corr_dims(p, &low, &high);
-  const float theta_scale = std::pow(p.freq_base, -2.0f / static_cast<float>(p.num_rot_dims));
   float mscale = p.attn_factor;
   if (p.ext_factor != 0.0f) mscale *= 1.0f + 0.1f * std::log(1.0f / p.freq_scale);
-  float theta_extrap = static_cast<float>(pos);
+  // θ in double: at position 131,071 an f32 θ (~1.3e5 rad) is off by up to 2^-7 rad, and θ built by repeated f32
+  // products drifts further; in double θ and its cos/sin are exact to f32 output precision at any context length.
+  const double base = p.freq_base, freq_scale = p.freq_scale, ext_factor = p.ext_factor;
+  const double ramp_width = std::max(0.001, static_cast<double>(high) - low);
   for (int32_t i = 0; i < p.num_rot_dims / 2; ++i) {
-    const float theta_interp = p.freq_scale * theta_extrap;
-    float theta = theta_interp;
-    if (p.ext_factor != 0.0f) {
-      const float y = (static_cast<float>(i) - low) / std::max(0.001f, high - low);
-      const float ramp = 1.0f - std::min(1.0f, std::max(0.0f, y));
-      const float mix = ramp * p.ext_factor;
-      theta = theta_interp * (1.0f - mix) + theta_extrap * mix;
+    const double theta_extrap = static_cast<double>(pos) * std::pow(base, -2.0 * i / p.num_rot_dims);
+    const double theta_interp = freq_scale * theta_extrap;
+    double theta = theta_interp;
+    if (ext_factor != 0.0) {
+      const double y = (static_cast<double>(i) - low) / ramp_width;
+      const double mix = (1.0 - std::min(1.0, std::max(0.0, y))) * ext_factor;
+      theta = theta_interp * (1.0 - mix) + theta_extrap * mix;
     }
-    cos_out[i] = std::cos(theta) * mscale;
-    sin_out[i] = std::sin(theta) * mscale;
-    theta_extrap *= theta_scale;
+    cos_out[i] = static_cast<float>(std::cos(theta) * mscale);
+    sin_out[i] = static_cast<float>(std::sin(theta) * mscale);
   }
 }
 

@@ -69,8 +69,9 @@ struct RopeYarnParams {
 void rope_yarn_corr_dims(const RopeYarnParams& p, float* low, float* high);
 
 /// cos/sin tables for one position: cos_out[num_rot_dims/2], sin_out[num_rot_dims/2], already multiplied by the
-/// YaRN magnitude m = attn_factor·(1 + 0.1·ln(1/freq_scale)). θ for pair i is built iteratively in float as
-/// llama.cpp does (θ_0 = pos, θ_{i+1} = θ_i · base^(−2/d)).
+/// YaRN magnitude m = attn_factor·(1 + 0.1·ln(1/freq_scale)). θ for pair i (θ_extrap = pos · base^(−2i/d), the ramp
+/// mix with θ_extrap · freq_scale) and its cos/sin are computed in double, each output rounded once to f32, so
+/// positions up to the 131,072-token context keep f32 accuracy (llama.cpp builds θ in f32: ~1e-3 off there).
 void rope_yarn_cos_sin(const RopeYarnParams& p, int64_t pos, float* cos_out, float* sin_out);
 
 /// NEOX rotation of one head in place, x[head_dim]: pair i ∈ [0, d/2) rotates (x[i], x[i + d/2]), d = num_rot_dims.

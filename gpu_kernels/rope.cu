@@ -1,9 +1,9 @@
 // YaRN RoPE in the NEOX layout, in place, as ref::rope_yarn_cos_sin + ref::rope_neox_apply.
-// Parallelization: one block per token. The first num_rot_dims/2 threads each build the cos/sin of one pair i
-// exactly as the reference does (θ_extrap multiplied i times by base^(−2/d) in float, the ramp mix unfused) into
-// shared memory; then all threads rotate the (head, pair) elements of the token. The host computes the correction
-// range, base^(−2/d) and the magnitude with the reference's own float formulas, so θ is bit-identical to the CPU;
-// only cosf/sinf (≤ 2 ulp on the device) differ.
+// Parallelization: one block per token. The first num_rot_dims/2 threads each build the cos/sin of one pair i as
+// the reference does, in double (θ_extrap = pos · base^(−2i/d), the ramp mix, cos/sin, then one rounding to float)
+// into shared memory; then all threads rotate the (head, pair) elements of the token. The host computes the
+// correction range and the magnitude with the reference's own float formulas; only the device's double pow/cos/sin
+// (≤ 2 ulp in double) differ from the CPU's, far below the final float rounding.
 
 #include <algorithm>
 #include <cmath>
@@ -17,11 +17,11 @@ namespace {
 constexpr int kThreads = 128;
 
 struct RopeConstants {
-  float freq_scale;
-  float theta_scale;  // base^(−2/d)
-  float low;          // YaRN correction range in pair indices
+  double freq_base;
+  double freq_scale;
+  float low;  // YaRN correction range in pair indices
   float high;
-  float ext_factor;
+  double ext_factor;
   float mscale;
 };
 
@@ -38,8 +38,8 @@ RopeConstants rope_constants(const ref::RopeYarnParams& p) {
   const float end = std::ceil(corr_dim(p.num_rot_dims, p.original_context, p.beta_slow, p.freq_base));
   c.low = std::max(0.0f, start);
   c.high = std::min(static_cast<float>(p.num_rot_dims - 1), end);
+  c.freq_base = p.freq_base;
   c.freq_scale = p.freq_scale;
-  c.theta_scale = std::pow(p.freq_base, -2.0f / static_cast<float>(p.num_rot_dims));
   c.ext_factor = p.ext_factor;
   c.mscale = p.attn_factor;
   if (p.ext_factor != 0.0f) c.mscale *= 1.0f + 0.1f * std::log(1.0f / p.freq_scale);
@@ -52,18 +52,16 @@ __global__ void rope_neox_yarn_kernel(float* x, int64_t num_heads, int64_t head_
   const int half = num_rot_dims / 2;
   const int64_t t = blockIdx.x;
   for (int i = threadIdx.x; i < half; i += kThreads) {
-    float theta_extrap = static_cast<float>(positions[t]);
-    for (int step = 0; step < i; ++step) theta_extrap = __fmul_rn(theta_extrap, c.theta_scale);
-    const float theta_interp = __fmul_rn(c.freq_scale, theta_extrap);
-    float theta = theta_interp;
-    if (c.ext_factor != 0.0f) {
-      const float y = __fdiv_rn(__fsub_rn(static_cast<float>(i), c.low), fmaxf(0.001f, __fsub_rn(c.high, c.low)));
-      const float ramp = __fsub_rn(1.0f, fminf(1.0f, fmaxf(0.0f, y)));
-      const float mix = __fmul_rn(ramp, c.ext_factor);
-      theta = __fadd_rn(__fmul_rn(theta_interp, __fsub_rn(1.0f, mix)), __fmul_rn(theta_extrap, mix));
+    const double theta_extrap = static_cast<double>(positions[t]) * pow(c.freq_base, -2.0 * i / num_rot_dims);
+    const double theta_interp = c.freq_scale * theta_extrap;
+    double theta = theta_interp;
+    if (c.ext_factor != 0.0) {
+      const double y = (static_cast<double>(i) - c.low) / fmax(0.001, static_cast<double>(c.high) - c.low);
+      const double mix = (1.0 - fmin(1.0, fmax(0.0, y))) * c.ext_factor;
+      theta = theta_interp * (1.0 - mix) + theta_extrap * mix;
     }
-    cos_sin[i] = __fmul_rn(cosf(theta), c.mscale);
-    cos_sin[half + i] = __fmul_rn(sinf(theta), c.mscale);
+    cos_sin[i] = static_cast<float>(cos(theta) * c.mscale);
+    cos_sin[half + i] = static_cast<float>(sin(theta) * c.mscale);
   }
   __syncthreads();
   float* xt = x + t * num_heads * head_dim;

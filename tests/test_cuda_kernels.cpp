@@ -45,8 +45,9 @@ namespace {
 // its expf). 1e-9 leaves three orders of margin and still catches one wrong element of a 2880-long row (~1e-4) or a
 // wrong nibble or scale (NMSE ~1).
 constexpr double kF32AccumNmse = 1e-9;
-// RoPE: θ is bit-identical to the reference (same float operations, unfused); only cosf/sinf differ (≤ 2 ulp each on
-// the device, 1 ulp in glibc), i.e. a relative error ≤ 4e-7 per element: NMSE ≤ 1e-12.
+// RoPE: θ and cos/sin in double on both sides (the device's pow/cos/sin within 2 ulp of double), rounded once to
+// float: the tables differ by at most 1 float ulp where a double result lies next to a rounding boundary, i.e. a
+// relative error ≤ 1.2e-7 per element after the rotation's float products: NMSE ≤ 1e-12.
 constexpr double kRopeNmse = 1e-11;
 // Attention: scores are f32 dot products of 32 to 128 terms, the online softmax rescales in f32 with expf and the
 // split merge reorders the sums over ≤ 300 keys; K and V are the same values on both sides (f16 widened, or q8_0 /

@@ -1,6 +1,7 @@
 // Quantized KV cache (q8_0, q4_0) and split attention: the block layouts against hand-made blocks, the attention
 // kernels over quantized rows at every ISA against the scalar variant and the scalar variant against double sums, the
-// split-softmax chunk kernel, and the CPU attention (attention_cpu.h) unsplit and split over threads, at odd key
+// split-softmax chunk kernel, the tiled (flash) attention kernels against the scalar variant, and the CPU attention
+// (attention_cpu.h) per key and tiled, unsplit and split over threads, for decode and prefill tiles, at odd key
 // counts, mixed K/V types, and at the sliding window's edge where the ring wraps.
 #include <gtest/gtest.h>
 
@@ -274,9 +275,11 @@ void store_position(KvCache& cache, const ModelHparams& hp, uint32_t pos) {
   cache.store(1, pos, k.data(), v.data());
 }
 
-/// A cache of `num_positions` random K/V positions (the sliding layer's ring of 8 + 3 slots wraps many times).
-KvCache filled_cache(const ModelHparams& hp, KvCacheType k_type, KvCacheType v_type, uint32_t num_positions) {
-  auto cache = KvCache::create(hp, hp.context_length, k_type, v_type, /*extra_sliding_slots=*/3);
+/// A cache of `num_positions` random K/V positions (the sliding layer's ring of 8 + extra_sliding_slots slots wraps
+/// many times).
+KvCache filled_cache(const ModelHparams& hp, KvCacheType k_type, KvCacheType v_type, uint32_t num_positions,
+                     uint32_t extra_sliding_slots = 3) {
+  auto cache = KvCache::create(hp, hp.context_length, k_type, v_type, extra_sliding_slots);
   EXPECT_TRUE(cache.has_value());
   for (uint32_t pos = 0; pos < num_positions; ++pos) store_position(*cache, hp, pos);
   return std::move(*cache);
@@ -388,6 +391,234 @@ TEST_P(KvAttentionPerIsa, SplitAttentionMatchesUnsplitAtOddKeyCounts) {
                                got.data());
         EXPECT_LE(nmse(want, got), kSplitVsUnsplitNmse)
             << pair_name(types) << " layer " << r.layer << " keys " << r.num_keys << " chunks " << num_chunks;
+      }
+    }
+  }
+}
+
+// ---- tiled (flash) attention ---------------------------------------------------------------------------------------
+
+// Tiled vs per-key attention and the SIMD tile kernels vs the scalar ones: the same f32 products summed in another
+// order, and exp(s − m_block) · exp(m_block − M) instead of exp(s − M): a few ulp per term, NMSE ~1e-13 expected;
+// 1e-9 leaves room, while a wrong mask, a lost rescale or a wrong row or lane moves the output by O(1) (NMSE ≥ 1e-3).
+constexpr double kTileNmse = 1e-9;
+
+// The K/V row converters give the scalar variant's values bit for bit (f16 widening, d · q with one rounding, a
+// copy), zero padded to the pitch, at every type and head_dim 32, 64, 72 (f16/f32: a tail past the vector width), 96.
+TEST_P(KvAttentionPerIsa, KvRowConvertersMatchScalarVariantBitForBit) {
+  struct Conv {
+    KvCacheType type;
+    decltype(&KernelTable::kv_rows_f32_f16) entry;
+  };
+  for (Conv conv : {Conv{KvCacheType::kF16, &KernelTable::kv_rows_f32_f16},
+                    Conv{KvCacheType::kF32, &KernelTable::kv_rows_f32_f32},
+                    Conv{KvCacheType::kQ8_0, &KernelTable::kv_rows_f32_q8_0},
+                    Conv{KvCacheType::kQ4_0, &KernelTable::kv_rows_f32_q4_0}}) {
+    for (int64_t head_dim : {32, 64, 72, 96}) {
+      const bool quantized = conv.type == KvCacheType::kQ8_0 || conv.type == KvCacheType::kQ4_0;
+      if (quantized && head_dim % 32 != 0) continue;
+      const int64_t num_keys = 5;
+      const int64_t row_bytes = static_cast<int64_t>(kv_row_bytes(conv.type, static_cast<uint32_t>(head_dim)));
+      const int64_t stride = row_bytes + 6;  // rows apart, as two heads' rows are in the cache
+      std::vector<uint8_t> src(static_cast<size_t>(num_keys * stride));
+      const auto x = random_floats(num_keys * head_dim, 91, 2.0f);
+      for (int64_t j = 0; j < num_keys; ++j) {
+        uint8_t* row = src.data() + j * stride;
+        const float* xr = &x[static_cast<size_t>(j * head_dim)];
+        if (conv.type == KvCacheType::kF16)
+          for (int64_t d = 0; d < head_dim; ++d) {
+            const uint16_t h = ref::f32_to_f16(xr[d]);
+            std::memcpy(row + 2 * d, &h, 2);
+          }
+        else if (conv.type == KvCacheType::kF32) std::memcpy(row, xr, static_cast<size_t>(head_dim) * 4);
+        else if (conv.type == KvCacheType::kQ8_0) cpu::quantize_kv_q8_0(xr, row, head_dim);
+        else cpu::quantize_kv_q4_0(xr, row, head_dim);
+      }
+      const int64_t pitch = cpu::attn_tile_pitch(head_dim);
+      std::vector<float> want(static_cast<size_t>(num_keys * pitch), -1.0f), got = want;
+      (scalar().*conv.entry)(src.data(), stride, num_keys, head_dim, want.data());
+      (table().*conv.entry)(src.data(), stride, num_keys, head_dim, got.data());
+      EXPECT_EQ(want, got) << kv_cache_type_name(conv.type) << " head_dim " << head_dim;
+      for (int64_t j = 0; j < num_keys; ++j)
+        for (int64_t d = head_dim; d < pitch; ++d) EXPECT_EQ(got[static_cast<size_t>(j * pitch + d)], 0.0f);
+    }
+  }
+}
+
+/// One tile's online-softmax state, normalized for comparison: out[r] / sum[r] and m + ln(sum) per real row.
+std::vector<float> tile_result(const std::vector<float>& out, const std::vector<float>& max,
+                               const std::vector<float>& sum, int64_t num_rows, int64_t head_dim) {
+  const int64_t pitch = cpu::attn_tile_pitch(head_dim);
+  std::vector<float> r;
+  for (int64_t i = 0; i < num_rows; ++i) {
+    if (sum[static_cast<size_t>(i)] == 0.0f) {  // a row that never saw a key: still the initial state
+      r.insert(r.end(), static_cast<size_t>(head_dim) + 1, 0.0f);
+      continue;
+    }
+    for (int64_t d = 0; d < head_dim; ++d)
+      r.push_back(out[static_cast<size_t>(i * pitch + d)] / sum[static_cast<size_t>(i)]);
+    r.push_back(max[static_cast<size_t>(i)] + std::log(sum[static_cast<size_t>(i)]));
+  }
+  return r;
+}
+
+// attn_tile_update at every ISA against the scalar variant on odd shapes: 1, 3, 8, 13 and 64 rows (row groups of 8
+// partly filled), head_dim 32, 64, 72 (pitch 96, zero padded), 1, 7, 33 and 64 keys (odd: the SIMD scores read the
+// padding row), two key blocks in a row (the second rescales the first), and per-row masks that leave rows empty in
+// one block, start mid-block or end before it.
+TEST_P(KvAttentionPerIsa, TileUpdateMatchesScalarVariantOnOddShapesAndMasks) {
+  std::vector<float> all_want, all_got;
+  for (int64_t num_rows : {1, 3, 8, 13, 64}) {
+    for (int64_t head_dim : {32, 64, 72}) {
+      for (int64_t num_keys : {1, 7, 33, 64}) {
+        const int64_t pitch = cpu::attn_tile_pitch(head_dim), rows = cpu::attn_tile_rows(num_rows);
+        const auto q = random_floats(num_rows * head_dim, 101 + static_cast<uint32_t>(num_rows), 1.5f);
+        std::vector<float> qt_want(static_cast<size_t>(cpu::attn_tile_qt_floats(num_rows, head_dim)), 0.0f);
+        std::vector<float> qt_got = qt_want;
+        // Packed in two calls (rows [0, 1) and [1, num_rows)), as a prefill tile packs token by token.
+        scalar().attn_tile_pack_q(q.data(), 1, head_dim, 0, qt_want.data());
+        scalar().attn_tile_pack_q(q.data() + head_dim, num_rows - 1, head_dim, 1, qt_want.data());
+        table().attn_tile_pack_q(q.data(), 1, head_dim, 0, qt_got.data());
+        table().attn_tile_pack_q(q.data() + head_dim, num_rows - 1, head_dim, 1, qt_got.data());
+        std::vector<float> out_want(static_cast<size_t>(rows * pitch), 0.0f), out_got = out_want;
+        std::vector<float> max_want(static_cast<size_t>(rows), -INFINITY), max_got = max_want;
+        std::vector<float> sum_want(static_cast<size_t>(rows), 0.0f), sum_got = sum_want;
+        std::vector<float> s(static_cast<size_t>(cpu::attn_tile_scores_floats(num_rows)));
+        for (int block = 0; block < 2; ++block) {
+          const uint32_t seed = 200 + static_cast<uint32_t>(block * 1000 + num_keys + head_dim);
+          auto k = random_floats((num_keys + 1) * pitch, seed, 1.0f);
+          const auto v = random_floats(num_keys * pitch, seed + 1);
+          for (int64_t j = 0; j <= num_keys; ++j)  // zero padding past head_dim, as kv_rows_f32_* writes it
+            for (int64_t d = head_dim; d < pitch; ++d) k[static_cast<size_t>(j * pitch + d)] = 0.0f;
+          std::vector<int32_t> begin(static_cast<size_t>(num_rows)), end(static_cast<size_t>(num_rows));
+          for (int64_t r = 0; r < num_rows; ++r) {
+            const auto n = static_cast<int32_t>(num_keys);
+            switch ((r + block) % 4) {
+              case 0: begin[r] = 0, end[r] = n; break;                      // every key
+              case 1: begin[r] = n / 3, end[r] = n; break;                  // a window starting mid-block
+              case 2: begin[r] = 0, end[r] = std::max(1, n - 2); break;     // causal: ends before the block does
+              default: begin[r] = block == 0 ? n : 0, end[r] = n; break;    // empty in the first block
+            }
+          }
+          scalar().attn_tile_update(qt_want.data(), num_rows, k.data(), v.data(), num_keys, head_dim, 0.125f,
+                                    begin.data(), end.data(), s.data(), max_want.data(), sum_want.data(),
+                                    out_want.data());
+          table().attn_tile_update(qt_got.data(), num_rows, k.data(), v.data(), num_keys, head_dim, 0.125f,
+                                   begin.data(), end.data(), s.data(), max_got.data(), sum_got.data(), out_got.data());
+        }
+        const auto want = tile_result(out_want, max_want, sum_want, num_rows, head_dim);
+        const auto got = tile_result(out_got, max_got, sum_got, num_rows, head_dim);
+        EXPECT_LE(nmse(want, got), kTileNmse)
+            << "rows " << num_rows << " head_dim " << head_dim << " keys " << num_keys;
+        all_want.insert(all_want.end(), want.begin(), want.end());
+        all_got.insert(all_got.end(), got.begin(), got.end());
+      }
+    }
+  }
+  EXPECT_LE(nmse(all_want, all_got), kTileNmse);
+}
+
+/// attention_tile over query tokens at `positions` (one sequence) for KV head kv_head of `layer`, split into
+/// num_chunks chunks of the span and combined: out[tokens][group][head_dim].
+std::vector<float> tiled_attention(const KernelTable& kernels, const KvCache& kv, uint32_t layer, uint32_t kv_head,
+                                   const std::vector<uint32_t>& positions, const std::vector<float>& q,
+                                   uint32_t group, float scale, const std::vector<float>& sinks, uint32_t num_chunks) {
+  const uint32_t hd = kv.head_dim(), num_tokens = static_cast<uint32_t>(positions.size());
+  std::vector<uint32_t> lo(num_tokens), hi(num_tokens);
+  uint32_t span_lo = UINT32_MAX, span_hi = 0;
+  for (uint32_t i = 0; i < num_tokens; ++i) {
+    lo[i] = kv.first_visible_position(layer, positions[i]);
+    hi[i] = positions[i] + 1;
+    span_lo = std::min(span_lo, lo[i]);
+    span_hi = std::max(span_hi, hi[i]);
+  }
+  AttentionTileScratch scratch(num_tokens * group, hd);
+  AttentionTile tile;
+  tile.q = q.data();
+  tile.q_token_stride = static_cast<uint64_t>(group) * hd;
+  tile.num_tokens = num_tokens;
+  tile.key_lo = lo.data();
+  tile.key_hi = hi.data();
+  tile.scale = scale;
+  const KvTileKernels tk = kv_tile_kernels(kernels, kv.k_type(), kv.v_type());
+  std::vector<float> parts(num_chunks * scratch.part_floats());
+  for (uint32_t c = 0; c < num_chunks; ++c) {
+    const uint32_t begin = span_lo + (span_hi - span_lo) * c / num_chunks;
+    const uint32_t end = span_lo + (span_hi - span_lo) * (c + 1) / num_chunks;
+    attention_tile(kernels, tk, kv, layer, kv_head, tile, group, begin, end, scratch);
+    std::copy(scratch.part(), scratch.part() + scratch.part_floats(), parts.begin() + c * scratch.part_floats());
+  }
+  std::vector<float> out(static_cast<size_t>(num_tokens) * group * hd, -1.0f);
+  attention_tile_combine(num_chunks, parts.data(), scratch.part_floats(), scratch.max_rows(), num_tokens * group, group,
+                         hd, sinks.data(), out.data(), static_cast<uint64_t>(group) * hd);
+  return out;
+}
+
+// Decode tiles (one token) against double over the dequantized cache, as the per-key path is tested above: the
+// sliding layer at and past its window's edge (the visible keys wrap the ring) and the full layer, with sinks, every
+// K/V type pair, head_dim 32 and 64, unsplit and split into 3 chunks (chunks of the short ranges hold no key).
+TEST_P(KvAttentionPerIsa, TiledDecodeAttentionMatchesDoubleAtTheSlidingWindowEdge) {
+  const uint32_t group = 3;
+  for (KvTypePair types : kTypePairs) {
+    for (uint32_t head_dim : {32u, 64u}) {
+      const ModelHparams hp = attention_hparams(head_dim);
+      KvCache kv = filled_cache(hp, types.k, types.v, 0);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+      const auto q = random_floats(group * head_dim, 77);
+      const std::vector<float> sinks = {0.5f, -1.0f, 2.0f};
+      for (uint32_t pos = 0; pos <= 20; ++pos) {
+        store_position(kv, hp, pos);
+        if (pos != 0 && (pos < 7 || pos > 9) && pos < 17) continue;
+        for (uint32_t layer : {0u, 1u}) {
+          const uint32_t first = kv.first_visible_position(layer, pos);
+          const auto want = attention_double(kv, layer, 1, first, pos - first + 1, q, group, scale, sinks);
+          for (uint32_t chunks : {1u, 3u}) {
+            const auto got = tiled_attention(table(), kv, layer, 1, {pos}, q, group, scale, sinks, chunks);
+            EXPECT_LE(nmse(want, got), kScalarVsDoubleNmse) << pair_name(types) << " head_dim " << head_dim
+                                                            << " layer " << layer << " pos " << pos << " chunks "
+                                                            << chunks;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Prefill tiles: 1, 5 and 8 consecutive tokens (rows 3 .. 24) whose key ranges differ (causal: each sees up to its
+// own position; sliding layer: each its own window, the ring holding the tile's extra positions), over long spans of
+// 2 to 33 key blocks, against the per-key path (attention_full) for each token; unsplit and in 2 chunks.
+TEST_P(KvAttentionPerIsa, TiledPrefillAttentionMatchesPerKeyPathForEveryToken) {
+  const uint32_t group = 3, head_dim = 64;
+  const ModelHparams hp = attention_hparams(head_dim);
+  const float scale = 0.125f;
+  const std::vector<float> sinks = {1.0f, -3.0f, 6.0f};
+  for (KvTypePair types : {kTypePairs[0], kTypePairs[3]}) {
+    const KvAttentionKernels kk = kv_attention_kernels(table(), types.k, types.v);
+    for (uint32_t num_tokens : {1u, 5u, 8u}) {
+      for (uint32_t last : {100u, 2047u}) {
+        // The cache as a prefill leaves it when the tile's tokens have been stored: up to the last one.
+        // 7 extra ring slots: the sliding layer still holds the first token's window.
+        const KvCache kv = filled_cache(hp, types.k, types.v, last + 1, /*extra_sliding_slots=*/7);
+        std::vector<uint32_t> positions;
+        for (uint32_t i = 0; i < num_tokens; ++i) positions.push_back(last + 1 - num_tokens + i);
+        const auto q = random_floats(num_tokens * group * head_dim, 300 + num_tokens, 2.0f);
+        for (uint32_t layer : {0u, 1u}) {
+          std::vector<float> want;
+          for (uint32_t i = 0; i < num_tokens; ++i) {
+            const uint32_t first = kv.first_visible_position(layer, positions[i]);
+            const uint32_t n = positions[i] - first + 1;
+            std::vector<float> scores(group * n), o(group * head_dim);
+            const std::vector<float> qi(q.begin() + i * group * head_dim, q.begin() + (i + 1) * group * head_dim);
+            attention_full(table(), kk, kv, layer, 0, first, n, qi.data(), group, scale, sinks.data(), scores.data(),
+                           o.data());
+            want.insert(want.end(), o.begin(), o.end());
+          }
+          for (uint32_t chunks : {1u, 2u}) {
+            const auto got = tiled_attention(table(), kv, layer, 0, positions, q, group, scale, sinks, chunks);
+            EXPECT_LE(nmse(want, got), kTileNmse) << pair_name(types) << " tokens " << num_tokens << " last " << last
+                                                  << " layer " << layer << " chunks " << chunks;
+          }
+        }
       }
     }
   }

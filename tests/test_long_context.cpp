@@ -87,10 +87,10 @@ TEST(LongContext, SplitDecodeAttentionMatchesUnsplit) {
 // long full-attention ranges is the split test above and bench -d). A position's logits depend only on the last
 // 4 × 127 tokens (4 layers of window 128) and on relative positions (RoPE rotates q and k alike), so the last 64
 // positions, decoded one at a time at 131,008..131,071, must give the logits of a fresh run over just those tokens at
-// positions 508..571. Measured median per-position NMSE 2.3e-3 (q8_0) — the same as the same comparison at depth 1024
-// (2.5e-3): the noise floor of this random-weight model (different prefill batch boundaries flip int8 roundings, and
-// router near-ties turn those into other experts; f32 KV: 1.1e-3 at 131,072, of which ~1e-3 is the float RoPE angle
-// rounding at large positions that ggml shares). The bar is 1e-2; one position off gives a median NMSE ~1 (the
+// positions 508..571. Measured median per-position NMSE 2.6e-3 (q8_0, tiled attention) — as the same comparison at
+// depth 1024 (2.5e-3): the noise floor of this random-weight model (different prefill batch boundaries flip int8
+// roundings, and router near-ties turn those into other experts). Before the RoPE angles were computed in double, f32
+// KV gave 1.1e-3 at 131,072, of which ~1e-3 was the f32 angle rounding at large positions. The bar is 1e-2; one position off gives a median NMSE ~1 (the
 // control below). Then the context is full: one more token is an error.
 TEST(LongContext, TrainedContextOf131072PositionsEndToEnd) {
   Model m = load_tiny();

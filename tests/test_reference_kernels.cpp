@@ -1,6 +1,7 @@
 // Scalar reference kernels against hand-computed values and independent double-precision formulas.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -153,21 +154,41 @@ TEST(ReferenceKernels, YarnCorrectionDimsUseLlamaCppRoundedBounds) {
   EXPECT_EQ(high, 18.0f);  // ceil(17.40)
 }
 
-TEST(ReferenceKernels, YarnCosSinMatchTheSpecFormulaInDouble) {
-  ref::RopeYarnParams p;
-  const int64_t pos = 1234;
-  std::vector<float> c(32), s(32);
-  ref::rope_yarn_cos_sin(p, pos, c.data(), s.data());
+/// The spec's YaRN cos/sin of one position in double (gpt-oss-20b's parameters: base 150000, factor 32, corr dims
+/// 8..18): cos_out[32], sin_out[32].
+void yarn_cos_sin_double(int64_t pos, std::vector<double>& c, std::vector<double>& s) {
   const double m = 1.0 + 0.1 * std::log(32.0);
+  c.resize(32);
+  s.resize(32);
   for (int i = 0; i < 32; ++i) {
     const double extrap = static_cast<double>(pos) * std::pow(150000.0, -2.0 * i / 64.0);
     const double interp = extrap / 32.0;
     const double ramp = 1.0 - std::clamp((i - 8.0) / (18.0 - 8.0), 0.0, 1.0);
     const double theta = interp * (1 - ramp) + extrap * ramp;
-    // θ is built iteratively in float (as llama.cpp does): relative error grows with i; 2e-3 absolute is loose
-    // enough for that and far tighter than a wrong ramp (pairs 9..17 would differ by O(1)).
-    EXPECT_NEAR(c[i], std::cos(theta) * m, 2e-3) << "pair " << i;
-    EXPECT_NEAR(s[i], std::sin(theta) * m, 2e-3) << "pair " << i;
+    c[i] = std::cos(theta) * m;
+    s[i] = std::sin(theta) * m;
+  }
+}
+
+// At small and at the largest positions of the 131,072-token context (and one past 2^16, where an f32 θ ~ 6.5e4
+// rad carries an absolute error of ~4e-3): every entry within 2 f32 ulp of 1.35 (the magnitude m) of the double
+// formula, since θ and cos/sin are computed in double and rounded once. NMSE against double ≤ 1e-13 (an f32 θ at
+// 131,071 gave 1.3e-3, a wrong ramp or base gives O(1)).
+TEST(ReferenceKernels, YarnCosSinMatchTheSpecFormulaInDoubleUpToTheLongestContext) {
+  ref::RopeYarnParams p;
+  for (int64_t pos : {int64_t{1234}, int64_t{65537}, int64_t{131071}}) {
+    std::vector<float> c(32), s(32);
+    ref::rope_yarn_cos_sin(p, pos, c.data(), s.data());
+    std::vector<double> wc, ws;
+    yarn_cos_sin_double(pos, wc, ws);
+    double err = 0.0, norm = 0.0;
+    for (int i = 0; i < 32; ++i) {
+      EXPECT_NEAR(c[i], wc[i], 2.5e-7) << "pos " << pos << " pair " << i;
+      EXPECT_NEAR(s[i], ws[i], 2.5e-7) << "pos " << pos << " pair " << i;
+      err += (c[i] - wc[i]) * (c[i] - wc[i]) + (s[i] - ws[i]) * (s[i] - ws[i]);
+      norm += wc[i] * wc[i] + ws[i] * ws[i];
+    }
+    EXPECT_LE(err / norm, 1e-13) << "pos " << pos;
   }
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace hetmoe {
 
@@ -88,6 +89,97 @@ void merge_attention_chunks(uint32_t num_chunks, uint32_t group, uint32_t head_d
       const float w = std::exp(maxs[c * group + h] - m);
       z += w * sums[c * group + h];
       const float* oc = outs + (static_cast<size_t>(c) * group + h) * head_dim;
+      for (uint32_t i = 0; i < head_dim; ++i) o[i] += w * oc[i];
+    }
+    const float inv = 1.0f / z;
+    for (uint32_t i = 0; i < head_dim; ++i) o[i] *= inv;
+  }
+}
+
+KvTileKernels kv_tile_kernels(const cpu::KernelTable& kernels, KvCacheType k_type, KvCacheType v_type) {
+  KvTileKernels k;
+  k.k_rows = for_type(k_type, kernels.kv_rows_f32_f16, kernels.kv_rows_f32_f32, kernels.kv_rows_f32_q8_0,
+                      kernels.kv_rows_f32_q4_0);
+  k.v_rows = for_type(v_type, kernels.kv_rows_f32_f16, kernels.kv_rows_f32_f32, kernels.kv_rows_f32_q8_0,
+                      kernels.kv_rows_f32_q4_0);
+  return k;
+}
+
+AttentionTileScratch::AttentionTileScratch(uint32_t max_rows, uint32_t head_dim)
+    : max_rows_(max_rows),
+      rows_(static_cast<uint32_t>(cpu::attn_tile_rows(max_rows))),
+      pitch_(static_cast<uint32_t>(cpu::attn_tile_pitch(head_dim))) {
+  part_floats_ = static_cast<size_t>(rows_) * (pitch_ + 2);
+  const size_t qt = static_cast<size_t>(cpu::attn_tile_qt_floats(max_rows, head_dim));
+  const size_t kv = static_cast<size_t>(2 * cpu::kAttnTileMaxKeys + 1) * pitch_;
+  buf_.assign(part_floats_ + qt + kv + static_cast<size_t>(cpu::attn_tile_scores_floats(max_rows)), 0.0f);
+  ranges_.assign(2 * static_cast<size_t>(rows_), 0);
+}
+
+void attention_tile(const cpu::KernelTable& kernels, const KvTileKernels& tile_kernels, const KvCache& kv,
+                    uint32_t layer_idx, uint32_t kv_head_idx, const AttentionTile& tile, uint32_t group,
+                    uint32_t span_lo, uint32_t span_hi, AttentionTileScratch& scratch) {
+  const auto hd = static_cast<int64_t>(kv.head_dim());
+  const int64_t pitch = cpu::attn_tile_pitch(hd);
+  const uint32_t num_rows = tile.num_tokens * group;
+  const int64_t rows = cpu::attn_tile_rows(num_rows);
+  float* out = scratch.out();
+  float* max = scratch.max();
+  float* sum = scratch.sum();
+  std::fill(out, out + rows * pitch, 0.0f);
+  std::fill(max, max + rows, -std::numeric_limits<float>::infinity());
+  std::fill(sum, sum + rows, 0.0f);
+  float* qt = scratch.qt();
+  std::fill(qt, qt + cpu::attn_tile_qt_floats(num_rows, hd), 0.0f);
+  for (uint32_t i = 0; i < tile.num_tokens; ++i)
+    kernels.attn_tile_pack_q(tile.q + i * tile.q_token_stride, group, hd, static_cast<int64_t>(i) * group, qt);
+
+  const auto k_stride = static_cast<int64_t>(kv.k_stride_bytes());
+  const auto v_stride = static_cast<int64_t>(kv.v_stride_bytes());
+  float* k = scratch.k();
+  float* v = scratch.v();
+  int32_t* key_begin = scratch.key_begin();
+  int32_t* key_end = scratch.key_end();
+  for (uint32_t block = span_lo; block < span_hi; block += static_cast<uint32_t>(cpu::kAttnTileMaxKeys)) {
+    const auto n = static_cast<uint32_t>(std::min<int64_t>(cpu::kAttnTileMaxKeys, span_hi - block));
+    bool any = false;
+    for (uint32_t i = 0; i < tile.num_tokens; ++i) {
+      // Token i's keys inside the block, as offsets from its start.
+      const uint32_t lo = std::clamp(tile.key_lo[i], block, block + n) - block;
+      const uint32_t hi = std::clamp(tile.key_hi[i], block, block + n) - block;
+      any |= lo < hi;
+      for (uint32_t h = 0; h < group; ++h) {
+        key_begin[i * group + h] = static_cast<int32_t>(lo);
+        key_end[i * group + h] = static_cast<int32_t>(std::max(lo, hi));
+      }
+    }
+    if (!any) continue;
+    for_each_slot_run(kv, layer_idx, block, n, [&](uint32_t j, uint32_t run) {
+      tile_kernels.k_rows(kv.k_row(layer_idx, block + j, kv_head_idx), k_stride, run, hd, k + j * pitch);
+      tile_kernels.v_rows(kv.v_row(layer_idx, block + j, kv_head_idx), v_stride, run, hd, v + j * pitch);
+    });
+    if (n % 2 != 0) std::fill(k + n * pitch, k + (n + 1) * pitch, 0.0f);  // read by the SIMD scores, masked
+    kernels.attn_tile_update(qt, num_rows, k, v, n, hd, tile.scale, key_begin, key_end, scratch.s(), max, sum, out);
+  }
+}
+
+void attention_tile_combine(uint32_t num_chunks, const float* parts, size_t part_floats, uint32_t max_rows,
+                            uint32_t num_rows, uint32_t group, uint32_t head_dim, const float* sinks, float* out,
+                            uint64_t out_token_stride) {
+  const auto rows = static_cast<size_t>(cpu::attn_tile_rows(max_rows));
+  const auto pitch = static_cast<size_t>(cpu::attn_tile_pitch(head_dim));
+  for (uint32_t r = 0; r < num_rows; ++r) {
+    const float sink = sinks[r % group];
+    float m = sink;
+    for (uint32_t c = 0; c < num_chunks; ++c) m = std::max(m, parts[c * part_floats + rows * pitch + r]);
+    float z = std::exp(sink - m);
+    float* o = out + (r / group) * out_token_stride + (r % group) * head_dim;
+    std::fill(o, o + head_dim, 0.0f);
+    for (uint32_t c = 0; c < num_chunks; ++c) {
+      const float* part = parts + c * part_floats;
+      const float w = std::exp(part[rows * pitch + r] - m);  // 0 for a chunk without keys (max −∞)
+      z += w * part[rows * pitch + rows + r];
+      const float* oc = part + r * pitch;
       for (uint32_t i = 0; i < head_dim; ++i) o[i] += w * oc[i];
     }
     const float inv = 1.0f / z;

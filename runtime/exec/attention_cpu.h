@@ -7,8 +7,16 @@
 // sum_c = Σ_j∈c exp(s_j − m_c) and o_c = Σ_j∈c exp(s_j − m_c) · V_j, the sink logit σ and M = max(σ, max_c m_c):
 //   out = Σ_c exp(m_c − M) · o_c / (Σ_c exp(m_c − M) · sum_c + exp(σ − M)),
 // which is the unsplit softmax-with-sink attention up to float rounding.
+//
+// Two paths compute it. attention_full / attention_chunk go key by key (all scores, then the softmax, then the
+// values): the plain path the tiled one is tested against. attention_tile (what CpuForward runs) takes a tile of
+// query rows — the group of query heads of one KV head, for one token (decode) or several consecutive tokens of one
+// sequence (prefill) — through blocks of kAttnTileMaxKeys keys converted once to f32, with an online softmax
+// (cpu::KernelTable::attn_tile_update), so each K/V row is read once per tile instead of once per token, and the
+// scores stay in cache.
 
 #include <cstdint>
+#include <vector>
 
 #include "cpu_kernels/kernels.h"
 #include "runtime/exec/kv_cache.h"
@@ -65,5 +73,72 @@ void attention_chunk(const cpu::KernelTable& kernels, const KvAttentionKernels& 
 /// outs[num_chunks][group][head_dim], maxs and sums [num_chunks][group] (attention_chunk's outputs) → out[group][head_dim].
 void merge_attention_chunks(uint32_t num_chunks, uint32_t group, uint32_t head_dim, const float* outs,
                             const float* maxs, const float* sums, const float* sinks, float* out);
+
+/// The f32 row converters (KernelTable::kv_rows_f32_*) for K of k_type and V of v_type.
+struct KvTileKernels {
+  void (*k_rows)(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) = nullptr;
+  void (*v_rows)(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) = nullptr;
+};
+KvTileKernels kv_tile_kernels(const cpu::KernelTable& kernels, KvCacheType k_type, KvCacheType v_type);
+
+/// Tokens per prefill attention tile: 8 tokens × 8 query heads (gpt-oss) = 64 rows, whose working set (queries,
+/// one block of f32 K and V rows, scores, outputs: ~80 KiB at head_dim 64) stays in L2; every K/V row is converted
+/// once per 8 tokens, and a 512-token prefill still gives 64 tiles per KV head to spread over the threads.
+inline constexpr uint32_t kAttentionTileTokens = 8;
+
+/// A tile of queries: num_tokens tokens of one sequence; token i's query group is q + i · q_token_stride
+/// ([group][head_dim] f32, the query heads of the tile's KV head) and sees key positions [key_lo[i], key_hi[i]).
+struct AttentionTile {
+  const float* q = nullptr;
+  uint64_t q_token_stride = 0;
+  uint32_t num_tokens = 0;
+  const uint32_t* key_lo = nullptr;
+  const uint32_t* key_hi = nullptr;
+  float scale = 0.0f;  // scores are scale · q·K (1 / √head_dim for gpt-oss)
+};
+
+/// Scratch of one thread's tiles of up to max_rows query rows of head_dim, and the tile's result ("part"):
+/// out[rows][pitch] (unnormalized Σ_j exp(s_j − m) · V_j), max[rows] (m), sum[rows] (Σ_j exp(s_j − m)), rows =
+/// cpu::attn_tile_rows(max_rows), pitch = cpu::attn_tile_pitch(head_dim), contiguous in that order (part_floats).
+class AttentionTileScratch {
+ public:
+  AttentionTileScratch(uint32_t max_rows, uint32_t head_dim);
+  uint32_t max_rows() const { return max_rows_; }
+  /// Floats of a part: what a split task keeps per chunk (merge with attention_tile_combine).
+  size_t part_floats() const { return part_floats_; }
+  const float* part() const { return buf_.data(); }
+
+  // Pieces for attention_tile.
+  float* out() { return buf_.data(); }                                  // (rows, pitch)
+  float* max() { return out() + static_cast<size_t>(rows_) * pitch_; }  // (rows)
+  float* sum() { return max() + rows_; }                                // (rows)
+  float* qt() { return buf_.data() + part_floats_; }                    // cpu::attn_tile_qt_floats
+  float* k() { return qt() + static_cast<size_t>(rows_) * pitch_; }     // (kAttnTileMaxKeys + 1, pitch)
+  float* v() { return k() + static_cast<size_t>(cpu::kAttnTileMaxKeys + 1) * pitch_; }  // (kAttnTileMaxKeys, pitch)
+  float* s() { return v() + static_cast<size_t>(cpu::kAttnTileMaxKeys) * pitch_; }      // attn_tile_scores_floats
+  int32_t* key_begin() { return ranges_.data(); }                        // (rows)
+  int32_t* key_end() { return ranges_.data() + rows_; }                  // (rows)
+
+ private:
+  uint32_t max_rows_ = 0, rows_ = 0, pitch_ = 0;
+  size_t part_floats_ = 0;
+  std::vector<float> buf_;       // part, then qt, K rows, V rows, scores
+  std::vector<int32_t> ranges_;  // (2, rows)
+};
+
+/// Online-softmax attention of the tile's num_tokens · group rows (row i · group + h: token i, query head h) against
+/// KV head kv_head_idx of layer layer_idx over key positions [span_lo, span_hi) ∩ each token's range (all in the ring),
+/// in blocks of cpu::kAttnTileMaxKeys keys. Result: scratch.part() (see AttentionTileScratch); a row with no key in
+/// the span gets max −∞, sum 0, out 0. num_tokens · group ≤ scratch.max_rows().
+void attention_tile(const cpu::KernelTable& kernels, const KvTileKernels& tile_kernels, const KvCache& kv,
+                    uint32_t layer_idx, uint32_t kv_head_idx, const AttentionTile& tile, uint32_t group,
+                    uint32_t span_lo, uint32_t span_hi, AttentionTileScratch& scratch);
+
+/// Merges num_chunks parts of one tile (parts + c · part_floats, laid out as AttentionTileScratch's part for
+/// max_rows rows of head_dim) with the group's sinks[group] (raw logits), as merge_attention_chunks does, and writes
+/// row i · group + h, normalized, to out + i · out_token_stride + h · head_dim, for num_rows rows.
+void attention_tile_combine(uint32_t num_chunks, const float* parts, size_t part_floats, uint32_t max_rows,
+                            uint32_t num_rows, uint32_t group, uint32_t head_dim, const float* sinks, float* out,
+                            uint64_t out_token_stride);
 
 }  // namespace hetmoe

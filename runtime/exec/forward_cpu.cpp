@@ -129,7 +129,10 @@ CpuForward::CpuForward(const Model& model, KvCache kv, const CpuForwardOptions& 
   attn_out_.resize(B * Q);
   attn_q8_.resize(B * Q / blk);
   proj_.resize(B * D);
-  scores_.resize(static_cast<size_t>(num_threads_ + 1) * G * own_.kv.context_length());
+  tile_scratch_.reserve(static_cast<size_t>(num_threads_) + 1);
+  for (int i = 0; i <= num_threads_; ++i)
+    tile_scratch_.emplace_back(static_cast<uint32_t>(std::min<size_t>(B, kAttentionTileTokens) * G), hp.head_dim);
+  tile_begin_.resize(B + 1);
   rope_cos_.resize(B * hp.head_dim / 2);
   rope_sin_.resize(B * hp.head_dim / 2);
   router_.resize(B * E);
@@ -492,75 +495,89 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
     token_sequence_[t]->kv.store(l, token_pos_[t], q + Q, q + Q + KV);
   }
 
-  // 4. Attention with sinks, one task per (token, KV head): the group's query heads share each K/V row read.
+  // 4. Attention with sinks, one task per (tile, KV head): a tile is up to kAttentionTileTokens consecutive tokens of
+  // one sequence (prefill) or one token (decode), whose query heads of the KV head share every K/V row converted
+  // (attention_cpu.h: attention_tile).
   op.next("attention");
   const profiler::TraceWorkInfo attention_trace{.name = "attention", .layer_idx = layer_arg};
   const uint32_t group = hp.num_heads / hp.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
   // Every sequence's cache has the same types and context.
-  const KvAttentionKernels kv_kernels = kv_attention_kernels(*kernels_, own_.kv.k_type(), own_.kv.v_type());
+  const KvTileKernels tile_kernels = kv_tile_kernels(*kernels_, own_.kv.k_type(), own_.kv.v_type());
   const uint64_t kv_row_bytes = own_.kv.k_stride_bytes() + own_.kv.v_stride_bytes();
-  const uint32_t ctx = own_.kv.context_length();
-  const uint32_t num_tasks = num_tokens * hp.num_kv_heads;
-  // Few tasks and many keys (decode at depth): split each task's keys into chunks over the threads and merge
-  // (flash-decoding, attention_cpu.h), by the token with the fewest keys.
-  uint32_t min_num_keys = UINT32_MAX;
+  uint32_t num_tiles = 0;
   for (uint32_t t = 0; t < num_tokens; ++t)
-    min_num_keys = std::min(min_num_keys, token_pos_[t] + 1 - token_sequence_[t]->kv.first_visible_position(l, token_pos_[t]));
-  const uint32_t num_chunks = attention_num_chunks(num_tasks, min_num_keys, num_threads_);
-  if (num_chunks > 1) {
-    // Per task: outputs (chunk, group, head_dim), then maxs (chunk, group), then sums (chunk, group).
-    const size_t part = static_cast<size_t>(group) * (HD + 2);  // floats per chunk
-    attn_chunks_.resize(static_cast<size_t>(num_tasks) * num_chunks * part);
-    run_chunks(num_threads_, static_cast<int64_t>(num_tasks) * num_chunks,
-               profiler::trace_enabled() ? &attention_trace : nullptr,
-               [&](int64_t chunk_task, profiler::TraceWorkLane& lane) {
-                 const auto task = static_cast<uint32_t>(chunk_task / num_chunks);
-                 const auto c = static_cast<uint32_t>(chunk_task % num_chunks);
-                 const uint32_t t = task / hp.num_kv_heads, g = task % hp.num_kv_heads;
-                 // The token's own sequence's KV cache, at its own position there.
-                 const KvCache& kv = token_sequence_[t]->kv;
-                 const uint32_t pos = token_pos_[t];
-                 const uint32_t first = kv.first_visible_position(l, pos);
-                 const uint32_t num_keys = pos - first + 1;
-                 const uint32_t begin = static_cast<uint32_t>(static_cast<uint64_t>(num_keys) * c / num_chunks);
-                 const uint32_t end = static_cast<uint32_t>(static_cast<uint64_t>(num_keys) * (c + 1) / num_chunks);
-                 lane.piece(0, -1, 1, static_cast<int64_t>((end - begin) * kv_row_bytes));  // K and V rows read
-                 const int slot = std::max(0, tbb::this_task_arena::current_thread_index());
-                 float* scores = &scores_[static_cast<size_t>(slot) * group * ctx];
-                 float* parts = &attn_chunks_[static_cast<size_t>(task) * num_chunks * part];
-                 const float* q = &qkv_[static_cast<size_t>(t) * qkv_stride + static_cast<size_t>(g) * group * HD];
-                 attention_chunk(*kernels_, kv_kernels, kv, l, g, first + begin, end - begin, q, group, scale, scores,
-                                 parts + static_cast<size_t>(c) * group * HD,
-                                 parts + static_cast<size_t>(num_chunks) * group * HD + c * group,
-                                 parts + static_cast<size_t>(num_chunks) * group * (HD + 1) + c * group);
-               });
-    for (uint32_t task = 0; task < num_tasks; ++task) {
-      const uint32_t t = task / hp.num_kv_heads, g = task % hp.num_kv_heads;
-      const float* parts = &attn_chunks_[static_cast<size_t>(task) * num_chunks * part];
-      merge_attention_chunks(num_chunks, group, HD, parts, parts + static_cast<size_t>(num_chunks) * group * HD,
-                             parts + static_cast<size_t>(num_chunks) * group * (HD + 1), &w.sinks[g * group],
-                             &attn_out_[static_cast<size_t>(t) * Q + static_cast<size_t>(g) * group * HD]);
+    if (t == 0 || token_sequence_[t] != token_sequence_[t - 1] ||
+        t - tile_begin_[num_tiles - 1] == kAttentionTileTokens)
+      tile_begin_[num_tiles++] = t;
+  tile_begin_[num_tiles] = num_tokens;
+  // The key span of a tile: from its tokens' first visible key to its last token's own position.
+  const auto tile_span = [&](uint32_t tile_idx, uint32_t* span_lo, uint32_t* span_hi) {
+    *span_lo = UINT32_MAX;
+    *span_hi = 0;
+    for (uint32_t t = tile_begin_[tile_idx]; t < tile_begin_[tile_idx + 1]; ++t) {
+      *span_lo = std::min(*span_lo, token_sequence_[t]->kv.first_visible_position(l, token_pos_[t]));
+      *span_hi = std::max(*span_hi, token_pos_[t] + 1);
     }
-  } else {
-    const auto attention_task = [&](int64_t task_idx, profiler::TraceWorkLane& lane) {
-      const auto task = static_cast<uint32_t>(task_idx);
-      const uint32_t t = task / hp.num_kv_heads, g = task % hp.num_kv_heads;
-      // The token's own sequence's KV cache, at its own position there.
-      const KvCache& kv = token_sequence_[t]->kv;
-      const uint32_t pos = token_pos_[t];
-      const uint32_t first = kv.first_visible_position(l, pos);
-      const uint32_t num_keys = pos - first + 1;
-      lane.piece(0, -1, 1, static_cast<int64_t>(num_keys * kv_row_bytes));  // K and V rows read
-      const int slot = std::max(0, tbb::this_task_arena::current_thread_index());
-      float* scores = &scores_[static_cast<size_t>(slot) * group * ctx];  // (group, num_keys)
-      const float* q = &qkv_[static_cast<size_t>(t) * qkv_stride + static_cast<size_t>(g) * group * HD];
-      float* out = &attn_out_[static_cast<size_t>(t) * Q + static_cast<size_t>(g) * group * HD];
-      attention_full(*kernels_, kv_kernels, kv, l, g, first, num_keys, q, group, scale, &w.sinks[g * group], scores,
-                     out);
-    };
-    run_chunks(num_threads_, static_cast<int64_t>(num_tasks), profiler::trace_enabled() ? &attention_trace : nullptr,
-               attention_task);
+  };
+  const uint32_t num_tasks = num_tiles * hp.num_kv_heads;
+  // Few tasks and many keys (decode at depth): split each task's key span into chunks over the threads and merge
+  // (flash-decoding, attention_cpu.h), by the tile with the fewest keys.
+  uint32_t min_num_keys = UINT32_MAX;
+  for (uint32_t i = 0; i < num_tiles; ++i) {
+    uint32_t lo = 0, hi = 0;
+    tile_span(i, &lo, &hi);
+    min_num_keys = std::min(min_num_keys, hi - lo);
+  }
+  const uint32_t num_chunks = attention_num_chunks(num_tasks, min_num_keys, num_threads_);
+  const size_t part_floats = tile_scratch_[0].part_floats();
+  if (num_chunks > 1) attn_chunks_.resize(static_cast<size_t>(num_tasks) * num_chunks * part_floats);
+  run_chunks(num_threads_, static_cast<int64_t>(num_tasks) * num_chunks,
+             profiler::trace_enabled() ? &attention_trace : nullptr,
+             [&](int64_t chunk_task, profiler::TraceWorkLane& lane) {
+               const auto task = static_cast<uint32_t>(chunk_task / num_chunks);
+               const auto c = static_cast<uint32_t>(chunk_task % num_chunks);
+               const uint32_t tile_idx = task / hp.num_kv_heads, g = task % hp.num_kv_heads;
+               const uint32_t t0 = tile_begin_[tile_idx], num_tile_tokens = tile_begin_[tile_idx + 1] - t0;
+               // The tile's own sequence's KV cache, each token at its own position there.
+               const KvCache& kv = token_sequence_[t0]->kv;
+               std::array<uint32_t, kAttentionTileTokens> key_lo{}, key_hi{};
+               for (uint32_t i = 0; i < num_tile_tokens; ++i) {
+                 key_lo[i] = kv.first_visible_position(l, token_pos_[t0 + i]);
+                 key_hi[i] = token_pos_[t0 + i] + 1;
+               }
+               uint32_t lo = 0, hi = 0;
+               tile_span(tile_idx, &lo, &hi);
+               const uint32_t begin = lo + static_cast<uint32_t>(static_cast<uint64_t>(hi - lo) * c / num_chunks);
+               const uint32_t end = lo + static_cast<uint32_t>(static_cast<uint64_t>(hi - lo) * (c + 1) / num_chunks);
+               lane.piece(0, -1, 1, static_cast<int64_t>((end - begin) * kv_row_bytes));  // K and V rows read
+               const int slot = std::max(0, tbb::this_task_arena::current_thread_index());
+               AttentionTileScratch& scratch = tile_scratch_[static_cast<size_t>(slot)];
+               AttentionTile tile;
+               tile.q = &qkv_[static_cast<size_t>(t0) * qkv_stride + static_cast<size_t>(g) * group * HD];
+               tile.q_token_stride = qkv_stride;
+               tile.num_tokens = num_tile_tokens;
+               tile.key_lo = key_lo.data();
+               tile.key_hi = key_hi.data();
+               tile.scale = scale;
+               attention_tile(*kernels_, tile_kernels, kv, l, g, tile, group, begin, end, scratch);
+               float* out = &attn_out_[static_cast<size_t>(t0) * Q + static_cast<size_t>(g) * group * HD];
+               if (num_chunks == 1)
+                 attention_tile_combine(1, scratch.part(), part_floats, scratch.max_rows(), num_tile_tokens * group,
+                                        group, HD, &w.sinks[g * group], out, Q);
+               else
+                 std::memcpy(&attn_chunks_[(static_cast<size_t>(task) * num_chunks + c) * part_floats], scratch.part(),
+                             part_floats * sizeof(float));
+             });
+  if (num_chunks > 1) {
+    for (uint32_t task = 0; task < num_tasks; ++task) {
+      const uint32_t tile_idx = task / hp.num_kv_heads, g = task % hp.num_kv_heads;
+      const uint32_t t0 = tile_begin_[tile_idx], num_tile_tokens = tile_begin_[tile_idx + 1] - t0;
+      attention_tile_combine(num_chunks, &attn_chunks_[static_cast<size_t>(task) * num_chunks * part_floats],
+                             part_floats, tile_scratch_[0].max_rows(), num_tile_tokens * group, group, HD,
+                             &w.sinks[g * group],
+                             &attn_out_[static_cast<size_t>(t0) * Q + static_cast<size_t>(g) * group * HD], Q);
+    }
   }
 
   // 5. Output projection with bias, residual add.

@@ -22,6 +22,7 @@
 #include "profiler/trace.h"
 #include "runtime/base/expected.h"
 #include "runtime/backend/forward_pass.h"
+#include "runtime/exec/attention_cpu.h"
 #include "runtime/exec/kv_cache.h"
 #include "runtime/model/model.h"
 
@@ -174,9 +175,9 @@ class CpuForward final : public ForwardPass {
   std::vector<float> attn_out_;      // (B, q_dim)
   std::vector<cpu::ActQ8Block> attn_q8_;  // (B, q_dim / 32)
   std::vector<float> proj_;          // (B, hidden_dim) attention output projection
-  std::vector<float> scores_;        // (num_threads + 1, group, context) attention logits per worker
-  std::vector<float> attn_chunks_;   // split attention (attention_cpu.h): per (token, KV head, chunk) the partial
-                                     // output (group, head_dim), then max and sum (group) each
+  std::vector<AttentionTileScratch> tile_scratch_;  // (num_threads + 1) attention tiles, per worker
+  std::vector<uint32_t> tile_begin_;  // (B + 1) first token of each attention tile of the batch, then the end
+  std::vector<float> attn_chunks_;   // split attention (attention_cpu.h): per (tile, KV head, chunk) a tile's part
   std::vector<float> rope_cos_;      // (B, head_dim / 2)
   std::vector<float> rope_sin_;      // (B, head_dim / 2)
   std::vector<float> router_;        // (B, num_experts)
