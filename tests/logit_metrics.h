@@ -1,5 +1,6 @@
 #pragma once
-// Metrics for comparing next-token distributions (tests only): per-position KL divergence and percentiles.
+// Metrics for comparing outputs (tests only): NMSE of two vectors, per-position KL divergence of next-token
+// distributions and percentiles.
 // The fixture agreement bar (tests/data/README.md): KL(reference ‖ other) p50 ≤ 1e-3 over all positions and
 // p99 ≤ 5e-3 over the positions whose router margin is ≥ 0.15.
 
@@ -11,6 +12,18 @@
 #include <vector>
 
 namespace hetmoe::test {
+
+/// Normalized mean squared error Σ (got − ref)² / Σ ref², both [n] f32, summed in double (the plain squared error
+/// when ref is all zeros).
+inline double nmse(const std::vector<float>& ref, const std::vector<float>& got) {
+  double err = 0.0, norm = 0.0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double d = static_cast<double>(got[i]) - static_cast<double>(ref[i]);
+    err += d * d;
+    norm += static_cast<double>(ref[i]) * static_cast<double>(ref[i]);
+  }
+  return norm > 0.0 ? err / norm : err;
+}
 
 /// KL(p ‖ q) of softmax(p_logits) and softmax(q_logits), both [n] f32, computed in double.
 inline double kl_divergence(const float* p_logits, const float* q_logits, size_t n) {

@@ -20,6 +20,7 @@
 #include "cpu_kernels/kernels.h"
 #include "cpu_kernels/kernels_variants.h"
 #include "cpu_kernels/reference.h"
+#include "tests/logit_metrics.h"
 
 namespace hetmoe::cpu {
 namespace {
@@ -40,15 +41,7 @@ constexpr double kFloatVsRefNmse = 1e-10;
 // shape 4.0e-5. 1e-4 = 2.5× the worst; a layout error (nibble order, scale) gives NMSE ~1.
 constexpr double kQuantVsRefNmse = 1e-4;
 
-double nmse(const std::vector<float>& ref, const std::vector<float>& got) {
-  double err = 0.0, norm = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double d = static_cast<double>(got[i]) - static_cast<double>(ref[i]);
-    err += d * d;
-    norm += static_cast<double>(ref[i]) * static_cast<double>(ref[i]);
-  }
-  return norm > 0.0 ? err / norm : err;
-}
+using test::nmse;
 
 enum class WType { kMxfp4, kQ8_0, kF32, kF16, kBF16 };
 

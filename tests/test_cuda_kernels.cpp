@@ -34,6 +34,7 @@
 #include "runtime/base/ggml_types.h"
 #include "runtime/model/kv_type.h"
 #include "tests/kv_rows.h"
+#include "tests/logit_metrics.h"
 
 namespace hetmoe::gpu {
 namespace {
@@ -61,15 +62,7 @@ constexpr double kRouterWeightNmse = 1e-12;
 // the tensor-core GEMM differs (as kF32AccumNmse).
 constexpr double kGemmNmse = 1e-9;
 
-double nmse(const std::vector<float>& ref, const std::vector<float>& got) {
-  double err = 0.0, norm = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double d = static_cast<double>(got[i]) - static_cast<double>(ref[i]);
-    err += d * d;
-    norm += static_cast<double>(ref[i]) * static_cast<double>(ref[i]);
-  }
-  return norm > 0.0 ? err / norm : err;
-}
+using test::nmse;
 
 // ---- device buffers ------------------------------------------------------------------------------------------------
 

@@ -46,14 +46,7 @@ std::vector<float> decode_all(CpuForward& f, std::span<const int32_t> ids) {
   return out;
 }
 
-double nmse(const std::vector<float>& a, const std::vector<float>& b) {
-  double err = 0, ref = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    err += (static_cast<double>(a[i]) - b[i]) * (static_cast<double>(a[i]) - b[i]);
-    ref += static_cast<double>(a[i]) * a[i];
-  }
-  return err / ref;
-}
+using test::nmse;
 
 class ForwardCpuPerIsa : public ::testing::TestWithParam<cpu::Isa> {};
 

@@ -113,14 +113,7 @@ TEST(GpuForward, CpuMoeMeetsTheFixtureBar) {
   expect_fixture_bar(o, "GPU attention, --cpu-moe");
 }
 
-double nmse(const std::vector<float>& reference, const std::vector<float>& other) {
-  double err = 0, ref = 0;
-  for (size_t i = 0; i < reference.size(); ++i) {
-    err += (static_cast<double>(reference[i]) - other[i]) * (static_cast<double>(reference[i]) - other[i]);
-    ref += static_cast<double>(reference[i]) * reference[i];
-  }
-  return err / ref;
-}
+using test::nmse;
 
 /// The logits at position 149 of the fixture's first 150 tokens from two passes made with `o`: one run with
 /// forward() (steps of one token), one with forward_batch() (steps of 64, 64 and 22 tokens with max_batch_tokens 64).

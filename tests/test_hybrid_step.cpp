@@ -68,14 +68,7 @@ std::vector<float> decode_fixture(HybridForward& f) {
   return out;
 }
 
-double nmse(const std::vector<float>& reference, const std::vector<float>& other) {
-  double err = 0, ref = 0;
-  for (size_t i = 0; i < reference.size(); ++i) {
-    err += (static_cast<double>(reference[i]) - other[i]) * (static_cast<double>(reference[i]) - other[i]);
-    ref += static_cast<double>(reference[i]) * reference[i];
-  }
-  return err / ref;
-}
+using test::nmse;
 
 void expect_fixture_bar(const std::vector<float>& ours, const char* what) {
   for (float x : ours) ASSERT_TRUE(std::isfinite(x));

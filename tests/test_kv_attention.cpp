@@ -15,6 +15,7 @@
 #include "cpu_kernels/reference.h"
 #include "runtime/exec/attention_cpu.h"
 #include "runtime/exec/kv_cache.h"
+#include "tests/logit_metrics.h"
 
 namespace hetmoe {
 namespace {
@@ -33,15 +34,7 @@ constexpr double kScalarVsDoubleNmse = 1e-10;
 // or its rescaling moves the output by O(1) (NMSE ≥ 1e-3).
 constexpr double kSplitVsUnsplitNmse = 1e-9;
 
-double nmse(const std::vector<float>& ref, const std::vector<float>& got) {
-  double err = 0.0, norm = 0.0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double d = static_cast<double>(got[i]) - static_cast<double>(ref[i]);
-    err += d * d;
-    norm += static_cast<double>(ref[i]) * static_cast<double>(ref[i]);
-  }
-  return norm > 0.0 ? err / norm : err;
-}
+using test::nmse;
 
 std::vector<float> random_floats(int64_t n, uint32_t seed, float scale = 1.0f) {
   std::mt19937 rng(seed);

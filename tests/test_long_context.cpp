@@ -29,14 +29,7 @@ std::vector<int32_t> random_ids(size_t n, uint32_t vocab, uint32_t seed) {
   return ids;
 }
 
-double nmse(const std::vector<float>& ref, const std::vector<float>& got) {
-  double err = 0, norm = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    err += (static_cast<double>(got[i]) - ref[i]) * (static_cast<double>(got[i]) - ref[i]);
-    norm += static_cast<double>(ref[i]) * ref[i];
-  }
-  return err / norm;
-}
+using test::nmse;
 
 std::unique_ptr<CpuForward> make(const Model& m, uint32_t context, int threads, KvCacheType k, KvCacheType v,
                                  uint32_t max_batch = 64) {
