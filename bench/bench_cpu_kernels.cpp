@@ -76,6 +76,7 @@
 
 #include "cpu_kernels/kernels.h"
 #include "cpu_kernels/reference.h"
+#include "cpu_kernels/repack.h"
 #include "profiler/bandwidth.h"
 #include "runtime/base/ggml_types.h"
 
@@ -170,6 +171,9 @@ uint64_t working_set_bytes() {
   return std::max<uint64_t>(2 * last_level_cache_bytes(), 256ull << 20);
 }
 
+/// Row bytes of the kMXFP4_R16 matrices benchmarked (2880 columns).
+constexpr uint64_t kR16RowBytes = 2880 / 32 * 17;
+
 /// Fills p[n] with valid values of `type` (n a multiple of the block bytes): no inf/NaN/subnormal products, which
 /// would time microcode assists instead of the kernel. MXFP4: exponents 2^-8..2^1, random codes; Q8_0: d = 0.01,
 /// random int8 q; F16/BF16/F32: uniform in ±1 (steps of 1/128).
@@ -180,8 +184,15 @@ void fill_values(TensorType type, uint8_t* p, uint64_t n, uint64_t seed) {
   }
   switch (type) {
     case TensorType::kMXFP4:
+    case TensorType::kMXFP4_R16:
       for (uint64_t b = 0; b < n / hetmoe::kMXFP4BlockBytes; ++b)
         p[b * hetmoe::kMXFP4BlockBytes] = static_cast<uint8_t>(120 + p[b * hetmoe::kMXFP4BlockBytes] % 10);
+      // R16: every whole group of 16 rows of kHidden columns from p on (the benchmarks' matrices are such groups).
+      if (type == TensorType::kMXFP4_R16) {
+        std::vector<uint8_t> scratch(16 * kR16RowBytes);
+        hetmoe::cpu::repack_mxfp4_r16(p, kR16RowBytes, 0, static_cast<int64_t>(n / (16 * kR16RowBytes)),
+                                      scratch.data());
+      }
       break;
     case TensorType::kQ8_0: {
       const uint16_t d = hetmoe::ref::f32_to_f16(0.01f);
@@ -461,18 +472,33 @@ class ThreadPair {
 };
 
 /// Rows [begin, end) of thread `thread_idx` out of num_threads.
-std::pair<int64_t, int64_t> thread_rows(int64_t num_rows, int thread_idx, int num_threads) {
-  return {num_rows * thread_idx / num_threads, num_rows * (thread_idx + 1) / num_threads};
+/// (kMXFP4_R16: in whole groups of 16 rows.)
+std::pair<int64_t, int64_t> thread_rows(int64_t num_rows, int thread_idx, int num_threads, TensorType type) {
+  const int64_t unit = type == TensorType::kMXFP4_R16 ? 16 : 1;
+  const int64_t units = num_rows / unit;
+  return {units * thread_idx / num_threads * unit, units * (thread_idx + 1) / num_threads * unit};
 }
 
 // ---- GEMV and GEMM -----------------------------------------------------------------------------------------------
 
-bool is_quantized(TensorType type) { return type == TensorType::kMXFP4 || type == TensorType::kQ8_0; }
+bool is_quantized(TensorType type) {
+  return type == TensorType::kMXFP4 || type == TensorType::kQ8_0 || type == TensorType::kMXFP4_R16;
+}
+
+/// ref::dot_row of row r of a matrix of `type`; a kMXFP4_R16 row is first gathered back into the file's layout.
+double ref_dot_row(TensorType type, const uint8_t* mat, int64_t r, uint64_t row_bytes, const float* x, int64_t cols) {
+  if (type != TensorType::kMXFP4_R16) return hetmoe::ref::dot_row(type, mat + r * row_bytes, x, cols);
+  std::vector<uint8_t> group(mat + (r / 16) * 16 * row_bytes, mat + (r / 16 + 1) * 16 * row_bytes);
+  std::vector<uint8_t> scratch(16 * row_bytes);
+  hetmoe::cpu::unpack_mxfp4_r16(group.data(), row_bytes, 0, 1, scratch.data());
+  return hetmoe::ref::dot_row(TensorType::kMXFP4, group.data() + (r % 16) * row_bytes, x, cols);
+}
 
 void call_gemv(const KernelTable& k, TensorType type, const uint8_t* w, uint64_t row_bytes, int64_t r0, int64_t r1,
                const float* x, const ActQ8Block* xq, int64_t num_cols, float* y) {
   switch (type) {
     case TensorType::kMXFP4: k.gemv_mxfp4(w, row_bytes, r0, r1, xq, num_cols, y); break;
+    case TensorType::kMXFP4_R16: k.gemm_mxfp4_r16(w, row_bytes, r0, r1, xq, 1, num_cols, y, r1 - r0); break;
     case TensorType::kQ8_0: k.gemv_q8_0(w, row_bytes, r0, r1, xq, num_cols, y); break;
     case TensorType::kF32: k.gemv_f32(w, row_bytes, r0, r1, x, num_cols, y); break;
     case TensorType::kF16: k.gemv_f16(w, row_bytes, r0, r1, x, num_cols, y); break;
@@ -484,6 +510,9 @@ void call_gemm(const KernelTable& k, TensorType type, const uint8_t* w, uint64_t
                const float* x, const ActQ8Block* xq, int64_t num_tokens, int64_t num_cols, float* y) {
   switch (type) {
     case TensorType::kMXFP4: k.gemm_mxfp4(w, row_bytes, 0, num_rows, xq, num_tokens, num_cols, y, num_rows); break;
+    case TensorType::kMXFP4_R16:
+      k.gemm_mxfp4_r16(w, row_bytes, 0, num_rows, xq, num_tokens, num_cols, y, num_rows);
+      break;
     case TensorType::kQ8_0: k.gemm_q8_0(w, row_bytes, 0, num_rows, xq, num_tokens, num_cols, y, num_rows); break;
     case TensorType::kF32: k.gemm_f32(w, row_bytes, 0, num_rows, x, num_tokens, num_cols, y, num_rows); break;
     case TensorType::kF16: k.gemm_f16(w, row_bytes, 0, num_rows, x, num_tokens, num_cols, y, num_rows); break;
@@ -513,8 +542,7 @@ void BM_Gemv(benchmark::State& state, Isa isa, TensorType type, MatShape shape, 
                   call_gemv(k, type, mats.copy(0), row_bytes, 0, shape.rows, x.data(), xq.data(), shape.cols, y.data());
                   std::vector<double> want(static_cast<size_t>(shape.rows));
                   for (int64_t r = 0; r < shape.rows; ++r)
-                    want[static_cast<size_t>(r)] =
-                        hetmoe::ref::dot_row(type, mats.copy(0) + r * row_bytes, x.data(), shape.cols);
+                    want[static_cast<size_t>(r)] = ref_dot_row(type, mats.copy(0), r, row_bytes, x.data(), shape.cols);
                   return nmse(want, std::vector<float>(y.begin(), y.begin() + shape.rows));
                 }))
     return;
@@ -526,7 +554,7 @@ void BM_Gemv(benchmark::State& state, Isa isa, TensorType type, MatShape shape, 
   for (auto _ : state) {
     const int64_t first = step * shape.mats_per_step;
     threads.run([&](int thread_idx) {
-      const auto [r0, r1] = thread_rows(shape.rows, thread_idx, num_threads);
+      const auto [r0, r1] = thread_rows(shape.rows, thread_idx, num_threads, type);
       for (int64_t m = 0; m < shape.mats_per_step; ++m)
         call_gemv(k, type, mats.copy(first + m), row_bytes, r0, r1, x.data(), xq.data(), shape.cols,
                   y.data() + m * shape.rows + r0);
@@ -545,7 +573,7 @@ void BM_GemvHot(benchmark::State& state, Isa isa, TensorType type) {
   const KernelTable& k = hetmoe::cpu::kernel_table(isa);
   constexpr int64_t kCols = kHidden;
   const uint64_t row_bytes = hetmoe::tensor_row_bytes(type, kCols);
-  const int64_t rows = std::max<int64_t>(8, static_cast<int64_t>(l2_cache_bytes() / 2 / row_bytes) / 8 * 8);
+  const int64_t rows = std::max<int64_t>(16, static_cast<int64_t>(l2_cache_bytes() / 2 / row_bytes) / 16 * 16);
   std::vector<uint8_t> w(row_bytes * static_cast<uint64_t>(rows));
   fill_values(type, w.data(), w.size(), 41);
   const std::vector<float> x = random_floats(kCols, 43);
@@ -557,7 +585,7 @@ void BM_GemvHot(benchmark::State& state, Isa isa, TensorType type) {
                   call_gemv(k, type, w.data(), row_bytes, 0, rows, x.data(), xq.data(), kCols, y.data());
                   std::vector<double> want(static_cast<size_t>(rows));
                   for (int64_t r = 0; r < rows; ++r)
-                    want[static_cast<size_t>(r)] = hetmoe::ref::dot_row(type, w.data() + r * row_bytes, x.data(), kCols);
+                    want[static_cast<size_t>(r)] = ref_dot_row(type, w.data(), r, row_bytes, x.data(), kCols);
                   return nmse(want, y);
                 }))
     return;
@@ -596,8 +624,7 @@ void BM_Gemm(benchmark::State& state, Isa isa, TensorType type) {
                   std::vector<float> got;
                   for (int64_t t = 0; t < num_tokens; ++t)
                     for (int64_t r = 0; r < kRows; r += 45) {
-                      want.push_back(
-                          hetmoe::ref::dot_row(type, mats.copy(0) + r * row_bytes, x.data() + t * kCols, kCols));
+                      want.push_back(ref_dot_row(type, mats.copy(0), r, row_bytes, x.data() + t * kCols, kCols));
                       got.push_back(y[static_cast<size_t>(t * kRows + r)]);
                     }
                   return nmse(want, got);
@@ -654,7 +681,7 @@ void BM_ReadBandwidth(benchmark::State& state, TensorType type, int num_threads)
   for (auto _ : state) {
     const int64_t first = step * shape.mats_per_step;
     threads.run([&](int thread_idx) {
-      const auto [r0, r1] = thread_rows(shape.rows, thread_idx, num_threads);
+      const auto [r0, r1] = thread_rows(shape.rows, thread_idx, num_threads, type);
       // Whole 64-byte chunks of the thread's rows (the chunk grid starts at the rows' first byte).
       for (int64_t m = 0; m < shape.mats_per_step; ++m)
         sums[thread_idx] += read_sum(mats.copy(first + m) + static_cast<uint64_t>(r0) * row_bytes,
@@ -1023,32 +1050,38 @@ benchmark::internal::Benchmark* configure(benchmark::internal::Benchmark* b) {
 
 void register_benchmarks(const std::vector<Isa>& isas) {
   // Grouped by the working set's type, so that each working set is filled once.
-  for (TensorType type :
-       {TensorType::kMXFP4, TensorType::kQ8_0, TensorType::kBF16, TensorType::kF16, TensorType::kF32}) {
+  for (TensorType type : {TensorType::kMXFP4, TensorType::kMXFP4_R16, TensorType::kQ8_0, TensorType::kBF16,
+                          TensorType::kF16, TensorType::kF32}) {
     const std::string tn = type_name(type);
+    // R16 only for the variants with its kernel (the others never repack).
+    std::vector<Isa> type_isas;
+    for (Isa isa : isas)
+      if (type != TensorType::kMXFP4_R16 || hetmoe::cpu::kernel_table(isa).gemm_mxfp4_r16 != nullptr)
+        type_isas.push_back(isa);
     std::vector<MatShape> shapes = {kExpertStep};
     if (type == TensorType::kQ8_0) shapes.insert(shapes.end(), {kAttnQ, kAttnKv, kAttnOut, kVocabChunk});
     if (type == TensorType::kBF16 || type == TensorType::kF16) shapes.insert(shapes.end(), {kAttnQ, kAttnKv, kAttnOut});
     if (type == TensorType::kF32) shapes.push_back(kRouter);
     for (int num_threads : {1, 2}) {
       const std::string suffix = "/threads:" + std::to_string(num_threads);
-      configure(benchmark::RegisterBenchmark(("BM_ReadBandwidth/" + tn + suffix).c_str(), BM_ReadBandwidth, type,
-                                             num_threads));
+      if (type != TensorType::kMXFP4_R16)  // the same bytes as MXFP4
+        configure(benchmark::RegisterBenchmark(("BM_ReadBandwidth/" + tn + suffix).c_str(), BM_ReadBandwidth, type,
+                                               num_threads));
       for (const MatShape& shape : shapes) {
         if (num_threads == 2 && shape.rows < 256) continue;  // too little work to split
-        for (Isa isa : isas)
+        for (Isa isa : type_isas)
           configure(benchmark::RegisterBenchmark(
               ("BM_Gemv/" + tn + "/" + shape.name + "/" + hetmoe::cpu::isa_name(isa) + suffix).c_str(), BM_Gemv, isa,
               type, shape, num_threads));
       }
     }
-    for (Isa isa : isas)
+    for (Isa isa : type_isas)
       configure(benchmark::RegisterBenchmark(("BM_GemvHot/" + tn + "/" + hetmoe::cpu::isa_name(isa)).c_str(),
                                              BM_GemvHot, isa, type));
     // 1–8 tokens: the row tiles (bit-identical to the GEMV), the small batches of batched decode (5–8: the wide tile
     // of all the batch's tokens); 9–16: the token lanes' smallest batches, where prefill's experts mostly are; 64:
     // prefill.
-    for (Isa isa : isas)
+    for (Isa isa : type_isas)
       configure(benchmark::RegisterBenchmark(("BM_Gemm/" + tn + "/expert/" + hetmoe::cpu::isa_name(isa)).c_str(),
                                              BM_Gemm, isa, type))
           ->ArgName("tokens")

@@ -99,6 +99,15 @@ struct KernelTable {
   void (*gemm_bf16)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const float* x,
                     int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride);
 
+  /// GEMV and GEMM of kMXFP4_R16 weights (rows interleaved by 16, cpu_kernels/repack.h), gemm_mxfp4's contract for
+  /// any num_tokens ≥ 1 except: w is the matrix's (or expert's) first group and row_begin, row_end are multiples of
+  /// 16. Every token gets exactly the bits it gets alone (one code path for 1 token and for many). nullptr in
+  /// variants without one: weights are repacked only for a variant that has it (gemm_mxfp4_r16_scalar is the
+  /// reference, outside the tables).
+  void (*gemm_mxfp4_r16)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end,
+                         const ActQ8Block* x, int64_t num_tokens, int64_t num_cols, float* y,
+                         int64_t y_stride) = nullptr;
+
   /// Attention helpers over one f16 KV-cache row of n values (head_dim): Σ_i q[i] · k[i] (q f32, k f16 bits) ...
   float (*dot_f32_f16)(const float* q, const uint16_t* k, int64_t n);
   /// ... and out[i] += a · v[i] (v f16 bits, out f32).

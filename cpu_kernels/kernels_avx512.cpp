@@ -24,6 +24,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "cpu_kernels/kernels_variants.h"
+#include "cpu_kernels/repack.h"
 
 #define HETMOE_SIMD_NS avx512_kernels
 
@@ -407,10 +408,133 @@ struct Q8Ops {
 
 #include "cpu_kernels/kernels_simd.h"
 
+namespace hetmoe::cpu::HETMOE_SIMD_NS {
+
+// ---- kMXFP4_R16: 16 rows across the lanes (cpu_kernels/repack.h) ------------------------------------------------
+//
+// A zmm's 16 int32 lanes are the group's 16 rows. Per block: one 64-byte load per k in [0, 4) holds the code bytes
+// qs[4k..4k+3] of every row; AND / shift+AND and two vpshufb give the offset values (code + 12, unsigned) of values
+// 4k..4k+3 and 16+4k..16+4k+3; each meets the token's activation dword at x_q + 4k (x_q + 16 + 4k) broadcast from
+// memory in one vpdpbusd. The accumulator starts at −12 · Σ_j x_q[j] (the offset's correction, per token and block,
+// computed once per call), so after 8 vpdpbusd every lane holds its row's exact Σ_j w_q[j] · x_q[j]; then
+// acc += (float(dot) · d_x) · d_w with d_w of the 16 rows from their 16 scale bytes (vpmovzxbd, vscalefps).
+// Per block and 16 rows: ~24 instructions of weight decoding shared by the tile's tokens, and per token 8 vpdpbusd,
+// a broadcast seed, convert, multiply, fma; no horizontal sums (the lanes are the outputs). Against the file layout's
+// GEMV (5.9 instructions per row and block), one token costs ~2.3.
+
+/// Tokens per pass over a group's decoded weights: T accumulators + 8 weight registers + constants fit in 32 zmm.
+inline constexpr int kR16Tokens = 16;
+
+/// Bytes ahead of the block being decoded that the loop prefetches into L2 (30 blocks of 272 bytes per stream).
+/// Decode (tg16 end to end, runs interleaved on a noisy host, % of the in-run probe): 1 KB into L1 with one stream
+/// 72–83 %, 8 KB into L2 with two streams 83–86 %, the file layout's GEMV 79–84 % (docs/performance.md).
+inline constexpr int64_t kR16PrefetchBytes = 8192;
+
+/// −12 · Σ_j x_q[j] of one activation block: the correction of the weights' offset.
+inline int32_t mxfp4_r16_seed(const ActQ8Block& xb) {
+  const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.q));
+  const __m256i sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(detail::kMxfp4Offset), q);
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+  s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
+  return -_mm_cvtsi128_si32(s);
+}
+
+/// G groups (16 rows each, at groups[0..G)) × T tokens: y[gi][t · y_stride + i] for rows i in [0, 16). seeds:
+/// [T][num_blocks] for these tokens (token stride seed_stride), or nullptr: computed here (the same values).
+/// x: [T][num_blocks]. With G > 1 the groups' bytes are G streams read side by side (decode: one token leaves the
+/// core's loads too little work per byte to keep one stream's prefetch far enough ahead).
+template <int T, int G>
+inline void mxfp4_r16_tile(const uint8_t* const* groups, int64_t num_blocks, const ActQ8Block* x,
+                           const int32_t* seeds, int64_t seed_stride, float* const* y, int64_t y_stride) {
+  const __m512i lut =
+      _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(detail::kMxfp4OffsetValues.v)));
+  const __m512i mask = _mm512_set1_epi8(0x0F);
+  const __m512i bias = _mm512_set1_epi32(128);
+  const __m512 one = _mm512_set1_ps(1.0f);
+  __m512 acc[G][T];
+  for (int g = 0; g < G; ++g)
+    for (int t = 0; t < T; ++t) acc[g][t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < num_blocks; ++b) {
+    for (int g = 0; g < G; ++g) {
+      const uint8_t* blk = groups[g] + b * kMxfp4R16BlockBytes;
+      for (int q = 0; q < 5; ++q) __builtin_prefetch(blk + kR16PrefetchBytes + 64 * q, 0, 1);
+      const __m512i e = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
+      const __m512 dw = _mm512_scalef_ps(one, _mm512_cvtepi32_ps(_mm512_sub_epi32(e, bias)));  // 2^(e − 128), exact
+      __m512i lo[4], hi[4];
+      for (int k = 0; k < 4; ++k) {
+        const __m512i c = _mm512_loadu_si512(blk + 16 + 64 * k);
+        lo[k] = _mm512_shuffle_epi8(lut, _mm512_and_si512(c, mask));
+        hi[k] = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(c, 4), mask));
+      }
+      for (int t = 0; t < T; ++t) {
+        const ActQ8Block& xb = x[t * num_blocks + b];
+        __m512i dot = _mm512_set1_epi32(seeds != nullptr ? seeds[t * seed_stride + b] : mxfp4_r16_seed(xb));
+        for (int k = 0; k < 4; ++k) {
+          dot = LaneGemm::dpbusd_broadcast(dot, lo[k], xb.q + 4 * k);
+          dot = LaneGemm::dpbusd_broadcast(dot, hi[k], xb.q + 16 + 4 * k);
+        }
+        acc[g][t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(xb.d)), dw, acc[g][t]);
+      }
+    }
+  }
+  for (int g = 0; g < G; ++g)
+    for (int t = 0; t < T; ++t) _mm512_storeu_ps(y[g] + t * y_stride, acc[g][t]);
+}
+
+template <int T = 1>
+inline void mxfp4_r16_tile_of(int64_t num_tokens, const uint8_t* group, int64_t num_blocks, const ActQ8Block* x,
+                              const int32_t* seeds, int64_t seed_stride, float* y, int64_t y_stride) {
+  if constexpr (T <= kR16Tokens) {
+    if (num_tokens == T) return mxfp4_r16_tile<T, 1>(&group, num_blocks, x, seeds, seed_stride, &y, y_stride);
+    mxfp4_r16_tile_of<T + 1>(num_tokens, group, num_blocks, x, seeds, seed_stride, y, y_stride);
+  }
+}
+
+
+void gemm_mxfp4_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
+                    int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride) {
+  const int64_t num_blocks = num_cols / kBlock;
+  if (row_end <= row_begin || num_tokens <= 0) return;
+  // The offset's correction per token and block ([num_tokens][num_blocks]) once per call, in the thread's scratch
+  // (nullptr when it cannot grow: the tiles then compute it per group, with the same values).
+  auto* seeds = static_cast<int32_t*>(detail::thread_scratch(static_cast<uint64_t>(num_tokens * num_blocks) * 4));
+  if (seeds != nullptr)
+    for (int64_t i = 0; i < num_tokens * num_blocks; ++i) seeds[i] = mxfp4_r16_seed(x[i]);
+  const int64_t group_bytes = kMxfp4R16Rows * static_cast<int64_t>(row_bytes);
+  const int64_t g_begin = row_begin / kMxfp4R16Rows, g_end = row_end / kMxfp4R16Rows;
+  int64_t g0 = g_begin;
+  if (num_tokens == 1) {
+    // Decode: two streams, the first and the second half of the range, group by group.
+    const int64_t half = (g_end - g_begin) / 2;
+    for (; g0 < g_begin + half; ++g0) {
+      const uint8_t* groups[2] = {w + g0 * group_bytes, w + (g0 + half) * group_bytes};
+      float* ys[2] = {y + (g0 - g_begin) * kMxfp4R16Rows, y + (g0 + half - g_begin) * kMxfp4R16Rows};
+      mxfp4_r16_tile<1, 2>(groups, num_blocks, x, seeds, num_blocks, ys, y_stride);
+    }
+    g0 = g_begin + 2 * half;  // an odd count's last group alone below
+  }
+  for (int64_t g = g0; g < g_end; ++g) {
+    const uint8_t* group = w + g * group_bytes;
+    float* yg = y + (g - g_begin) * kMxfp4R16Rows;
+    for (int64_t t0 = 0; t0 < num_tokens; t0 += kR16Tokens) {
+      const int64_t n = std::min<int64_t>(kR16Tokens, num_tokens - t0);
+      mxfp4_r16_tile_of(n, group, num_blocks, x + t0 * num_blocks, seeds ? seeds + t0 * num_blocks : nullptr,
+                        num_blocks, yg + t0 * y_stride, y_stride);
+    }
+  }
+}
+
+}  // namespace hetmoe::cpu::HETMOE_SIMD_NS
+
 namespace hetmoe::cpu::detail {
 
 const KernelTable& kernel_table_avx512() {
-  static constexpr KernelTable kTable = HETMOE_SIMD_NS::make_kernel_table(Isa::kAvx512);
+  static constexpr KernelTable kTable = [] {
+    KernelTable t = HETMOE_SIMD_NS::make_kernel_table(Isa::kAvx512);
+    t.gemm_mxfp4_r16 = HETMOE_SIMD_NS::gemm_mxfp4_r16;
+    return t;
+  }();
   return kTable;
 }
 

@@ -38,6 +38,8 @@ inline bool is_supported_type(TensorType type) {
     case TensorType::kQ8_0:
     case TensorType::kMXFP4:
       return true;
+    case TensorType::kMXFP4_R16:  // the CPU kernels' layout (cpu_kernels/repack.h)
+      return false;
   }
   return false;
 }
@@ -58,6 +60,8 @@ inline bool weights_shape_ok(TensorType type, const void* w, int64_t num_cols) {
       return is_aligned(w, 2);
     case TensorType::kMXFP4:
       return true;
+    case TensorType::kMXFP4_R16:
+      return false;
   }
   return false;
 }
@@ -228,6 +232,8 @@ cudaError_t dispatch_type(TensorType type, F&& f) {
       return f(std::integral_constant<TensorType, TensorType::kQ8_0>{});
     case TensorType::kMXFP4:
       return f(std::integral_constant<TensorType, TensorType::kMXFP4>{});
+    case TensorType::kMXFP4_R16:
+      break;
   }
   return cudaErrorInvalidValue;
 }

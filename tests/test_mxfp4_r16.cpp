@@ -1,0 +1,178 @@
+// kMXFP4_R16 (cpu_kernels/repack.h): the repack is a permutation inside each 16-row group (unpack restores every
+// byte), the scalar R16 kernel gives the file layout's scalar GEMV bit for bit, and every variant that has a SIMD R16
+// kernel matches the scalar one, gives each token of a batch the bits it gets alone, and writes only its rows.
+// Shapes: 1, 3 and 90 blocks per row; row ranges of 1, 2 and 3 groups starting at 0 and past it (one token reads two
+// groups side by side, an odd count's last alone); token counts around the kernel's 16-token tile (1, 7, 8, 9, 17).
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "cpu_kernels/kernels.h"
+#include "cpu_kernels/repack.h"
+#include "runtime/base/ggml_types.h"
+#include "tests/logit_metrics.h"
+
+namespace hetmoe::cpu {
+namespace {
+
+// SIMD vs scalar R16: the same exact integer dots and the same (float(dot) · d_x) · d_w per block, summed in the same
+// order; the SIMD kernel fuses the last multiply and add (fma), which is exact here since d_w is a power of two
+// (observed NMSE 0 on these shapes). 1e-10 is the bar of the other SIMD kernels (tests/test_cpu_kernels.cpp), kept so
+// that a subnormal product rounding differently does not fail it; one wrong code in a 2880-long row moves NMSE by
+// ~1e-4.
+constexpr double kSimdVsScalarNmse = 1e-10;
+
+constexpr int64_t kRows = 48;
+constexpr int64_t kNumCols[] = {32, 96, 2880};
+
+std::vector<uint8_t> random_mxfp4(int64_t num_rows, int64_t num_cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const uint64_t row_bytes = tensor_row_bytes(TensorType::kMXFP4, static_cast<uint64_t>(num_cols));
+  std::vector<uint8_t> w(row_bytes * static_cast<uint64_t>(num_rows));
+  std::uniform_int_distribution<int> e_dist(122, 132), byte(0, 255);
+  for (size_t b = 0; b < w.size() / kMXFP4BlockBytes; ++b) {
+    uint8_t* block = w.data() + b * kMXFP4BlockBytes;
+    block[0] = static_cast<uint8_t>(b % 37 == 5 ? b % 2 : e_dist(rng));  // e = 0, 1: the subnormal scales
+    for (int j = 1; j < 17; ++j) block[j] = static_cast<uint8_t>(byte(rng));
+  }
+  return w;
+}
+
+std::vector<ActQ8Block> random_acts(int64_t num_tokens, int64_t num_cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(num_tokens * num_cols));
+  for (float& v : x) v = normal(rng);
+  std::vector<ActQ8Block> xq(static_cast<size_t>(num_tokens * num_cols / 32));
+  kernel_table(Isa::kScalar).quantize_act_q8(x.data(), xq.data(), num_tokens * num_cols);
+  return xq;
+}
+
+std::vector<uint8_t> repacked(std::vector<uint8_t> w, uint64_t row_bytes) {
+  std::vector<uint8_t> scratch(16 * row_bytes);
+  repack_mxfp4_r16(w.data(), row_bytes, 0, static_cast<int64_t>(w.size() / row_bytes) / 16, scratch.data());
+  return w;
+}
+
+TEST(Mxfp4R16, UnpackRestoresEveryByteAndRepackMovesThem) {
+  for (const int64_t num_cols : kNumCols) {
+    const uint64_t row_bytes = num_cols / 32 * 17;
+    const auto w = random_mxfp4(kRows, num_cols, 1);
+    auto r = w;
+    std::vector<uint8_t> scratch(16 * row_bytes);
+    // The middle group only: the others must stay as they are.
+    repack_mxfp4_r16(r.data(), row_bytes, 1, 2, scratch.data());
+    EXPECT_TRUE(std::equal(w.begin(), w.begin() + 16 * row_bytes, r.begin()));
+    EXPECT_TRUE(std::equal(w.begin() + 32 * row_bytes, w.end(), r.begin() + 32 * row_bytes));
+    EXPECT_NE(w, r) << num_cols;
+    unpack_mxfp4_r16(r.data(), row_bytes, 1, 2, scratch.data());
+    EXPECT_EQ(w, r) << num_cols;
+    // Layout spot check: block 1 of row 5 in group 0 → scale at 272 + 5, codes 4..7 at 272 + 16 + 64 + 20.
+    if (num_cols >= 64) {
+      auto all = repacked(w, row_bytes);
+      const uint8_t* file = w.data() + 5 * row_bytes + 17;
+      EXPECT_EQ(all[272 + 5], file[0]);
+      EXPECT_EQ(0, std::memcmp(&all[272 + 16 + 64 + 20], file + 1 + 4, 4));
+    }
+  }
+}
+
+TEST(Mxfp4R16, ScalarKernelEqualsFileLayoutScalarGemvBitForBit) {
+  const KernelTable& scalar = kernel_table(Isa::kScalar);
+  for (const int64_t num_cols : kNumCols) {
+    const uint64_t row_bytes = num_cols / 32 * 17;
+    const auto w = random_mxfp4(kRows, num_cols, 2);
+    const auto r = repacked(w, row_bytes);
+    for (const int64_t num_tokens : {1, 3, 9}) {
+      const auto xq = random_acts(num_tokens, num_cols, 3);
+      std::vector<float> want(static_cast<size_t>(num_tokens * 32)), got(want.size(), std::nanf(""));
+      for (int64_t t = 0; t < num_tokens; ++t)
+        scalar.gemv_mxfp4(w.data(), row_bytes, 16, 48, xq.data() + t * num_cols / 32, num_cols, &want[t * 32]);
+      gemm_mxfp4_r16_scalar(r.data(), row_bytes, 16, 48, xq.data(), num_tokens, num_cols, got.data(), 32);
+      EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)))
+          << num_cols << " cols, " << num_tokens << " tokens";
+    }
+  }
+}
+
+class Mxfp4R16Simd : public ::testing::TestWithParam<Isa> {};
+
+std::string isa_param_name(const ::testing::TestParamInfo<Isa>& info) { return isa_name(info.param); }
+
+INSTANTIATE_TEST_SUITE_P(Supported, Mxfp4R16Simd, ::testing::ValuesIn(supported_isas()), isa_param_name);
+
+TEST_P(Mxfp4R16Simd, MatchesScalarAndEachTokenGetsItsAloneBits) {
+  const KernelTable& table = kernel_table(GetParam());
+  if (table.gemm_mxfp4_r16 == nullptr) {
+    EXPECT_NE(GetParam(), Isa::kAvx512) << "the AVX-512 variant has the R16 kernel";
+    GTEST_SKIP() << isa_name(GetParam()) << " has no R16 kernel (weights stay in the file's layout there)";
+  }
+  double worst = 0.0;
+  for (const int64_t num_cols : kNumCols) {
+    const uint64_t row_bytes = num_cols / 32 * 17;
+    const auto r = repacked(random_mxfp4(kRows, num_cols, 4), row_bytes);
+    for (const auto& [row_begin, row_end] : {std::pair<int64_t, int64_t>{0, 16}, {16, 48}, {0, 48}}) {
+      const int64_t n = row_end - row_begin;
+      for (const int64_t num_tokens : {1, 7, 8, 9, 17}) {
+        const auto xq = random_acts(num_tokens, num_cols, 5 + static_cast<uint32_t>(num_tokens));
+        const int64_t y_stride = n + 3;  // a stride wider than the rows: the gap must stay untouched
+        std::vector<float> want(static_cast<size_t>(num_tokens * y_stride), -7.0f), got(want.size(), -7.0f);
+        gemm_mxfp4_r16_scalar(r.data(), row_bytes, row_begin, row_end, xq.data(), num_tokens, num_cols, want.data(),
+                              y_stride);
+        table.gemm_mxfp4_r16(r.data(), row_bytes, row_begin, row_end, xq.data(), num_tokens, num_cols, got.data(),
+                             y_stride);
+        for (int64_t t = 0; t < num_tokens; ++t)
+          for (int64_t i = n; i < y_stride; ++i) ASSERT_EQ(got[t * y_stride + i], -7.0f) << "stray write";
+        const double e = test::nmse(want, got);
+        worst = std::max(worst, e);
+        EXPECT_LE(e, kSimdVsScalarNmse) << num_cols << " cols, rows [" << row_begin << ", " << row_end << "), "
+                                        << num_tokens << " tokens";
+        for (int64_t t = 0; t < num_tokens; ++t) {
+          std::vector<float> alone(static_cast<size_t>(n));
+          table.gemm_mxfp4_r16(r.data(), row_bytes, row_begin, row_end, xq.data() + t * num_cols / 32, 1, num_cols,
+                               alone.data(), n);
+          ASSERT_EQ(0, std::memcmp(alone.data(), &got[t * y_stride], n * sizeof(float)))
+              << "token " << t << " of " << num_tokens << " differs from the token alone";
+        }
+      }
+    }
+  }
+  std::printf("[ NMSE     ] %s gemm_mxfp4_r16 vs scalar: max %.3g\n", isa_name(GetParam()), worst);
+}
+
+TEST_P(Mxfp4R16Simd, ExtremeCodesAndActivationsDoNotOverflow) {
+  const KernelTable& table = kernel_table(GetParam());
+  if (table.gemm_mxfp4_r16 == nullptr) GTEST_SKIP() << "no R16 kernel";
+  // Every code ±6 (nibble 0x7 / 0xF: the doubled value ±12, the offset byte 24 or 0) and activations ±127 of one sign:
+  // |Σ| = 32 · 12 · 127 per block, the largest the dot can reach.
+  constexpr int64_t kCols = 2880;
+  const uint64_t row_bytes = kCols / 32 * 17;
+  for (const uint8_t code : {uint8_t{0x77}, uint8_t{0xFF}}) {
+    std::vector<uint8_t> w(16 * row_bytes);
+    for (size_t b = 0; b < w.size() / 17; ++b) {
+      w[b * 17] = 127;
+      std::memset(&w[b * 17 + 1], code, 16);
+    }
+    const auto r = repacked(w, row_bytes);
+    std::vector<ActQ8Block> xq(kCols / 32);
+    for (auto& blk : xq) {
+      blk.d = 1.0f;
+      std::memset(blk.q, 127, 32);
+    }
+    std::vector<float> want(16), got(16);
+    gemm_mxfp4_r16_scalar(r.data(), row_bytes, 0, 16, xq.data(), 1, kCols, want.data(), 16);
+    table.gemm_mxfp4_r16(r.data(), row_bytes, 0, 16, xq.data(), 1, kCols, got.data(), 16);
+    const float expect = (code == 0x77 ? 1.0f : -1.0f) * 90 * 32 * 12 * 127 * 0.5f;  // d_w = 2^(127 − 128)
+    for (int i = 0; i < 16; ++i) {
+      EXPECT_EQ(want[i], expect) << "row " << i;
+      EXPECT_EQ(got[i], expect) << "row " << i;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace hetmoe::cpu
