@@ -14,18 +14,25 @@
 
 #include "cpu_kernels/reference.h"
 #include "runtime/exec/attention_cpu.h"
+#include "runtime/model/weights_repack.h"
 
 namespace hetmoe {
 namespace {
 
-bool uses_q8_activations(TensorType type) { return type == TensorType::kMXFP4 || type == TensorType::kQ8_0; }
+bool uses_q8_activations(TensorType type) {
+  return type == TensorType::kMXFP4 || type == TensorType::kQ8_0 || type == TensorType::kMXFP4_R16;
+}
 
-/// Runs rows [r0, r1) of one job (weights of any supported type; one token → GEMV, several → GEMM).
+/// Runs rows [r0, r1) of one job (weights of any supported type; one token → GEMV, several → GEMM). kMXFP4_R16: one
+/// kernel for any token count, r0 and r1 multiples of 16 (run_mat_jobs' chunks of expert rows are).
 void run_job_rows(const cpu::KernelTable& k, const CpuForward::MatJob& job, int64_t r0, int64_t r1) {
   const WeightView& w = *job.w;
   const uint8_t* base = w.row(0, job.expert_idx);
   const auto num_cols = static_cast<int64_t>(w.num_cols);
-  if (job.num_tokens == 1) {
+  if (w.type == TensorType::kMXFP4_R16) {
+    k.gemm_mxfp4_r16(base, w.row_bytes, r0, r1, job.x_q8, job.num_tokens, num_cols, job.y + r0,
+                     job.num_tokens == 1 ? r1 - r0 : job.y_stride);
+  } else if (job.num_tokens == 1) {
     float* y = job.y + r0;
     switch (w.type) {
       case TensorType::kMXFP4: k.gemv_mxfp4(base, w.row_bytes, r0, r1, job.x_q8, num_cols, y); break;
@@ -33,6 +40,7 @@ void run_job_rows(const cpu::KernelTable& k, const CpuForward::MatJob& job, int6
       case TensorType::kF32: k.gemv_f32(base, w.row_bytes, r0, r1, job.x_f32, num_cols, y); break;
       case TensorType::kF16: k.gemv_f16(base, w.row_bytes, r0, r1, job.x_f32, num_cols, y); break;
       case TensorType::kBF16: k.gemv_bf16(base, w.row_bytes, r0, r1, job.x_f32, num_cols, y); break;
+      case TensorType::kMXFP4_R16: break;  // above
     }
   } else {
     switch (w.type) {
@@ -51,6 +59,7 @@ void run_job_rows(const cpu::KernelTable& k, const CpuForward::MatJob& job, int6
       case TensorType::kBF16:
         k.gemm_bf16(base, w.row_bytes, r0, r1, job.x_f32, job.num_tokens, num_cols, job.y + r0, job.y_stride);
         break;
+      case TensorType::kMXFP4_R16: break;  // above
     }
   }
   if (job.bias)
@@ -77,6 +86,11 @@ Expected<std::unique_ptr<CpuForward>> CpuForward::create(const Model& model, con
   if (options.rollback_slots > (1u << 20))
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("rollback_slots {} is out of range (expected 0..{})", options.rollback_slots, 1u << 20));
+  if (kernels.gemm_mxfp4_r16 == nullptr && has_repacked_experts(model))
+    return make_error(ErrorCode::kUnsupported,
+                      fmt::format("the model's experts are repacked (MXFP4_R16) for kernels the {} variant does not "
+                                  "have: load the model again without repacking (--no-repack)",
+                                  cpu::isa_name(kernels.isa)));
   if (!options.node_arenas.empty()) {
     const size_t expected = static_cast<size_t>(hp.num_layers) * hp.num_experts;
     if (options.node_arenas.size() > 255 || options.node_arenas[0] != options.arena ||

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <thread>
+
 #include "runtime/backend/gpu_backend.h"
 #include "runtime/exec/forward_cpu.h"
 #include "runtime/exec/forward_reference.h"
@@ -10,6 +13,7 @@
 #include "runtime/exec/multi_forward_sequential.h"
 #include "runtime/exec/ram_tier.h"
 #include "runtime/exec/worker_pool.h"
+#include "runtime/model/weights_repack.h"
 
 namespace hetmoe {
 
@@ -125,6 +129,11 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
                       fmt::format("--device cpu conflicts with the plan, which places {} on the GPU (make the plan "
                                   "with --vram-budget 0, or run with --device gpu or auto)",
                                   gpu_part(*options.plan)));
+  if (has_repacked_experts(model) && (options.use_reference || gpu_plan))
+    return make_error(ErrorCode::kUnsupported,
+                      fmt::format("the model's experts were repacked for the CPU kernels (MXFP4_R16) by an earlier CPU "
+                                  "pass; {} needs the file's layout: load the model again",
+                                  options.use_reference ? "--reference" : "the GPU"));
   if (!options.use_reference && options.device != ForwardOptions::Device::kCpu) {
     if (!options.plan)
       return make_error(ErrorCode::kInvalidArgument,
@@ -161,6 +170,19 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
   }
   auto isa = cpu::selected_isa();
   if (!isa) return isa.error();
+  // The copy into memory is the moment to write the kernels' layout (before NUMA placement moves pages).
+  if (options.repack_experts && cpu::kernel_table(*isa).gemm_mxfp4_r16 != nullptr && model.file &&
+      model.file->in_memory()) {
+    const int threads = options.num_threads > 0 ? options.num_threads
+                                                : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+    // Not const: the CPU pass is the model's only reader from here on (the guard above refuses the others).
+    HETMOE_ASSIGN_OR_RETURN(RepackResult repack, repack_experts_r16(const_cast<Model&>(model), threads));
+    if (repack.num_tensors > 0 && notes)
+      notes->push_back(fmt::format("repacked {} MXFP4 expert tensors ({:.2f} GB) into the {} kernels' layout in "
+                                   "{:.1f} s (--no-repack keeps the file's)",
+                                   repack.num_tensors, static_cast<double>(repack.num_bytes) / 1e9,
+                                   cpu::isa_name(*isa), repack.seconds));
+  }
   CpuForwardOptions cpu_options;
   cpu_options.context_length = options.context_length;
   cpu_options.kv_type = options.kv_type;

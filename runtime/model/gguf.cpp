@@ -782,6 +782,17 @@ Expected<File::ResidentResult> File::make_resident(std::vector<ByteRange> ranges
   return result;
 }
 
+Status File::rewrite_in_memory(const std::function<void()>& rewrite) const {
+  if (!in_memory_ || mapping_ == nullptr)
+    return make_error(ErrorCode::kUnsupported,
+                      path_ + ": the weights are mapped from the file, not copied into memory: they cannot be rewritten");
+  if (::mprotect(mapping_->addr, mapping_->size, PROT_READ | PROT_WRITE) != 0)
+    return make_error(ErrorCode::kIo, path_ + ": cannot make the weights' memory writable: " + std::strerror(errno));
+  rewrite();
+  ::mprotect(mapping_->addr, mapping_->size, PROT_READ);
+  return {};
+}
+
 uint64_t File::resident_bytes() const {
   uint64_t total = 0;
   if (mapping_ != nullptr)

@@ -148,6 +148,12 @@ class File {
   uint64_t release_pages(std::span<const ByteRange> ranges) const;
   /// Bytes make_resident has copied into anonymous memory so far (page-rounded; 0 for a file in memory).
   uint64_t resident_bytes() const;
+  /// For a file in memory (in_memory()): makes its pages writable, calls `rewrite` (which may change tensor bytes
+  /// through their data pointers, e.g. an in-memory layout: runtime/model/weights_repack.h), and makes them read-only
+  /// again. Not logically const: the caller owns what the bytes then mean. Errors: kUnsupported for a mapped file
+  /// (its pages are the page cache's); kIo naming the file when mprotect fails (rewrite not called).
+  Status rewrite_in_memory(const std::function<void()>& rewrite) const;
+
   /// True when the bytes live in anonymous memory (LoadMode::kMemory, or kAuto that chose it).
   bool in_memory() const { return in_memory_; }
 

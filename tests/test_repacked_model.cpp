@@ -1,0 +1,189 @@
+// A model whose MXFP4 experts are repacked in memory for the CPU kernels (kMXFP4_R16, runtime/model/weights_repack.h):
+// the CPU pass on it meets the fixture agreement bar and stays within quantization noise of the file layout's pass,
+// repacking is refused for a mapped file and is idempotent, and every reader that needs the file's layout (the
+// reference pass, a CPU variant without R16 kernels) refuses a repacked model with an error naming the cause.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "cpu_kernels/kernels.h"
+#include "runtime/exec/forward_cpu.h"
+#include "runtime/exec/forward_factory.h"
+#include "runtime/exec/forward_reference.h"
+#include "runtime/model/model.h"
+#include "runtime/model/weights_repack.h"
+#include "tests/logit_metrics.h"
+
+namespace hetmoe {
+namespace {
+
+const std::string kData = HETMOE_TEST_DATA_DIR;
+
+Model load_tiny(gguf::File::LoadMode mode) {
+  auto m = Model::load(kData + "/gpt-oss-tiny.gguf", mode);
+  EXPECT_TRUE(m.has_value()) << (m ? "" : m.error().to_string());
+  return std::move(*m);
+}
+
+const std::vector<int32_t>& fixture_ids() {
+  static const auto ids = test::read_numbers<int32_t>(kData + "/gpt-oss-tiny.ids.txt");
+  return ids;
+}
+
+std::unique_ptr<CpuForward> make(const Model& model, cpu::Isa isa, uint32_t max_batch = 64) {
+  CpuForwardOptions o;
+  o.context_length = 256;
+  o.num_threads = 2;
+  o.max_batch_tokens = max_batch;
+  auto f = CpuForward::create(model, o, cpu::kernel_table(isa));
+  EXPECT_TRUE(f.has_value()) << (f ? "" : f.error().to_string());
+  return f ? std::move(*f) : nullptr;
+}
+
+std::vector<float> decode_all(CpuForward& f, std::span<const int32_t> ids, size_t vocab) {
+  std::vector<float> out(ids.size() * vocab);
+  for (size_t i = 0; i < ids.size(); ++i)
+    EXPECT_TRUE(f.forward(ids[i], std::span<float>(&out[i * vocab], vocab)).has_value());
+  return out;
+}
+
+/// The best supported variant with R16 kernels, if any.
+std::optional<cpu::Isa> r16_isa() {
+  for (cpu::Isa isa : cpu::supported_isas())
+    if (cpu::kernel_table(isa).gemm_mxfp4_r16 != nullptr) return isa;
+  return std::nullopt;
+}
+
+TEST(RepackedModel, RepacksEveryExpertTensorOnceAndOnlyInMemory) {
+  Model mapped = load_tiny(gguf::File::LoadMode::kMmap);
+  auto refused = repack_experts_r16(mapped, 2);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code, ErrorCode::kUnsupported);
+  EXPECT_NE(refused.error().message.find("mapped"), std::string::npos) << refused.error().message;
+  EXPECT_FALSE(has_repacked_experts(mapped));
+
+  Model model = load_tiny(gguf::File::LoadMode::kMemory);
+  const std::vector<uint8_t> before(model.layers[1].down_exps.data,
+                                    model.layers[1].down_exps.data + model.layers[1].down_exps.info->num_bytes);
+  auto r = repack_experts_r16(model, 2);
+  ASSERT_TRUE(r.has_value()) << r.error().to_string();
+  EXPECT_EQ(r->num_tensors, 3u * model.hparams.num_layers);
+  for (const LayerWeights& w : model.layers)
+    for (const WeightView* v : {&w.gate_exps, &w.up_exps, &w.down_exps}) EXPECT_EQ(v->type, TensorType::kMXFP4_R16);
+  EXPECT_NE(0, std::memcmp(before.data(), model.layers[1].down_exps.data, before.size()));  // the bytes moved
+  auto again = repack_experts_r16(model, 2);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->num_tensors, 0u);
+}
+
+TEST(RepackedModel, MeetsTheFixtureAgreementBarAndStaysNearTheFileLayout) {
+  const auto isa = r16_isa();
+  if (!isa) GTEST_SKIP() << "no kernel variant with R16 kernels on this CPU";
+  Model file_layout = load_tiny(gguf::File::LoadMode::kMemory);
+  Model repacked = load_tiny(gguf::File::LoadMode::kMemory);
+  ASSERT_TRUE(repack_experts_r16(repacked, 2).has_value());
+  const size_t vocab = repacked.hparams.vocab_size;
+  auto f = make(repacked, *isa);
+  auto g = make(file_layout, *isa);
+  ASSERT_TRUE(f && g);
+  const auto ours = decode_all(*f, fixture_ids(), vocab);
+  const auto theirs = decode_all(*g, fixture_ids(), vocab);
+  for (float x : ours) ASSERT_TRUE(std::isfinite(x));
+  const auto reference = test::read_f32_file(kData + "/gpt-oss-tiny.reference.logits.f32");
+  const auto margin = test::read_numbers<double>(kData + "/gpt-oss-tiny.router-margin.txt");
+  const auto a = test::agreement(reference, ours, 4106, margin);
+  std::printf("[ agreement ] cpu %s, repacked experts, vs f32 reference: KL p50 %.3g, p99 (margin >= 0.15) %.3g, "
+              "top-1 %.1f %%\n",
+              cpu::isa_name(*isa), a.p50_all, a.p99_confident, 100 * a.top1);
+  EXPECT_LE(a.p50_all, 1e-3);        // the fixture's bar (tests/test_forward_cpu.cpp)
+  EXPECT_LE(a.p99_confident, 5e-3);
+  // The R16 kernel sums each row's blocks in order (the file layout's AVX-512 GEMV in 4 lane groups), ~1e-13 apart per
+  // matrix; over 200 steps an int8 rounding of a later activation can flip, so the two passes differ by quantization
+  // noise: far below their distance to the f32 reference (a wrong row or scale gives NMSE ~1).
+  const double between = test::nmse(theirs, ours), to_reference = test::nmse(reference, theirs);
+  std::printf("[ NMSE     ] repacked vs file layout %.3g; file layout vs f32 reference %.3g\n", between, to_reference);
+  EXPECT_LT(between, 0.2 * to_reference);
+}
+
+TEST(RepackedModel, BatchedPrefillMatchesTokenByToken) {
+  const auto isa = r16_isa();
+  if (!isa) GTEST_SKIP() << "no kernel variant with R16 kernels on this CPU";
+  Model repacked = load_tiny(gguf::File::LoadMode::kMemory);
+  ASSERT_TRUE(repack_experts_r16(repacked, 2).has_value());
+  const size_t vocab = repacked.hparams.vocab_size;
+  const auto& ids = fixture_ids();
+  auto one = make(repacked, *isa);
+  const auto step = decode_all(*one, std::span<const int32_t>(ids).subspan(0, 100), vocab);
+  for (uint32_t batch : {64u, 7u}) {
+    auto f = make(repacked, *isa, batch);
+    std::vector<float> last(vocab);
+    ASSERT_TRUE(f->forward_batch(std::span<const int32_t>(ids).subspan(0, 100), last).has_value());
+    const std::vector<float> want(step.begin() + 99 * vocab, step.end());
+    // The experts give every token of a batch the bits it gets alone; attention and the Q8_0 matrices sum in another
+    // order from 9 tokens on (tests/test_forward_cpu.cpp, check_batched): quantization noise, NMSE ~1e-4.
+    EXPECT_LT(test::nmse(want, last), batch < 9 ? 1e-3 : 2e-3) << "batch " << batch;
+  }
+}
+
+TEST(RepackedModel, ReadersOfTheFileLayoutRefuseIt) {
+  Model repacked = load_tiny(gguf::File::LoadMode::kMemory);
+  ASSERT_TRUE(repack_experts_r16(repacked, 2).has_value());
+  // The reference pass.
+  auto ref = ReferenceForward::create(repacked, 64, KvCacheType::kF16, KvCacheType::kF16, 1);
+  ASSERT_FALSE(ref.has_value());
+  EXPECT_EQ(ref.error().code, ErrorCode::kUnsupported);
+  EXPECT_NE(ref.error().message.find("MXFP4_R16"), std::string::npos) << ref.error().message;
+  ForwardOptions options;
+  options.context_length = 64;
+  options.use_reference = true;
+  auto via_factory = create_forward(repacked, options);
+  ASSERT_FALSE(via_factory.has_value());
+  EXPECT_NE(via_factory.error().message.find("--reference"), std::string::npos) << via_factory.error().message;
+  // A CPU variant without R16 kernels.
+  for (cpu::Isa isa : cpu::supported_isas()) {
+    if (cpu::kernel_table(isa).gemm_mxfp4_r16 != nullptr) continue;
+    CpuForwardOptions o;
+    o.context_length = 64;
+    o.num_threads = 1;
+    auto f = CpuForward::create(repacked, o, cpu::kernel_table(isa));
+    ASSERT_FALSE(f.has_value()) << cpu::isa_name(isa);
+    EXPECT_EQ(f.error().code, ErrorCode::kUnsupported);
+    EXPECT_NE(f.error().message.find(cpu::isa_name(isa)), std::string::npos) << f.error().message;
+  }
+}
+
+TEST(RepackedModel, CreateForwardRepacksOnlyWhenAskedAndUseful) {
+  const auto best = cpu::selected_isa();
+  ASSERT_TRUE(best.has_value());
+  const bool has_r16 = cpu::kernel_table(*best).gemm_mxfp4_r16 != nullptr;
+  ForwardOptions options;
+  options.context_length = 64;
+  options.num_threads = 2;
+  EXPECT_FALSE(options.repack_experts) << "off for library callers (the CLI turns it on)";
+  {
+    Model model = load_tiny(gguf::File::LoadMode::kMemory);
+    options.repack_experts = false;
+    ASSERT_TRUE(create_forward(model, options).has_value());
+    EXPECT_FALSE(has_repacked_experts(model)) << "--no-repack";
+  }
+  {
+    Model model = load_tiny(gguf::File::LoadMode::kMemory);
+    options.repack_experts = true;
+    std::vector<std::string> notes;
+    ASSERT_TRUE(create_forward(model, options, &notes).has_value());
+    EXPECT_EQ(has_repacked_experts(model), has_r16) << cpu::isa_name(*best);
+    bool noted = false;
+    for (const auto& n : notes) noted |= n.find("repacked") != std::string::npos;
+    EXPECT_EQ(noted, has_r16);
+  }
+  {
+    Model model = load_tiny(gguf::File::LoadMode::kMmap);  // mapped: nothing to rewrite, and no error
+    options.repack_experts = true;
+    ASSERT_TRUE(create_forward(model, options).has_value());
+    EXPECT_FALSE(has_repacked_experts(model));
+  }
+}
+
+}  // namespace
+}  // namespace hetmoe
