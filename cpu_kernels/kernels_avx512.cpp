@@ -501,11 +501,7 @@ void gemm_mxfp4_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int
                     int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride) {
   const int64_t num_blocks = num_cols / kBlock;
   if (row_end <= row_begin || num_tokens <= 0) return;
-  // The offset's correction per token and block ([num_tokens][num_blocks]) once per call, in the thread's scratch
-  // (nullptr when it cannot grow: the tiles then compute it per group, with the same values).
-  auto* seeds = static_cast<int32_t*>(detail::thread_scratch(static_cast<uint64_t>(num_tokens * num_blocks) * 4));
-  if (seeds != nullptr)
-    for (int64_t i = 0; i < num_tokens * num_blocks; ++i) seeds[i] = mxfp4_r16_seed(x[i]);
+  const int32_t* seeds = mxfp4_r16_seeds<mxfp4_r16_seed>(x, num_tokens * num_blocks);  // [num_tokens][num_blocks]
   const int64_t group_bytes = kMxfp4R16Rows * static_cast<int64_t>(row_bytes);
   const int64_t g_begin = row_begin / kMxfp4R16Rows, g_end = row_end / kMxfp4R16Rows;
   int64_t g0 = g_begin;

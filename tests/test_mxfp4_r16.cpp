@@ -3,7 +3,7 @@
 // kernel matches the scalar one, gives each token of a batch the bits it gets alone, and writes only its rows.
 // Shapes: 1, 3 and 90 blocks per row; row ranges of 1, 2 and 3 groups starting at 0 and past it (one token reads two
 // groups side by side, an odd count's last alone); 1 and 2 tokens (two groups side by side), 3, and token counts
-// around the kernel's 16-token tile (7, 8, 9, 17).
+// around the kernel's 16-token tile (7, 8, 9, 17, 24).
 
 #include <gtest/gtest.h>
 
@@ -118,7 +118,7 @@ TEST_P(Mxfp4R16Simd, MatchesScalarAndEachTokenGetsItsAloneBits) {
     const auto r = repacked(random_mxfp4(kRows, num_cols, 4), row_bytes);
     for (const auto& [row_begin, row_end] : {std::pair<int64_t, int64_t>{0, 16}, {16, 48}, {0, 48}}) {
       const int64_t n = row_end - row_begin;
-      for (const int64_t num_tokens : {1, 2, 3, 7, 8, 9, 17}) {
+      for (const int64_t num_tokens : {1, 2, 3, 7, 8, 9, 17, 24}) {
         const auto xq = random_acts(num_tokens, num_cols, 5 + static_cast<uint32_t>(num_tokens));
         const int64_t y_stride = n + 3;  // a stride wider than the rows: the gap must stay untouched
         std::vector<float> want(static_cast<size_t>(num_tokens * y_stride), -7.0f), got(want.size(), -7.0f);

@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
+#include <vector>
 
 #include "cpu_kernels/kernels.h"
 #include "runtime/exec/forward_cpu.h"
@@ -48,11 +50,12 @@ std::vector<float> decode_all(CpuForward& f, std::span<const int32_t> ids, size_
   return out;
 }
 
-/// The best supported variant with R16 kernels, if any.
-std::optional<cpu::Isa> r16_isa() {
+/// The supported variants with R16 kernels.
+std::vector<cpu::Isa> r16_isas() {
+  std::vector<cpu::Isa> isas;
   for (cpu::Isa isa : cpu::supported_isas())
-    if (cpu::kernel_table(isa).gemm_mxfp4_r16 != nullptr) return isa;
-  return std::nullopt;
+    if (cpu::kernel_table(isa).gemm_mxfp4_r16 != nullptr) isas.push_back(isa);
+  return isas;
 }
 
 TEST(RepackedModel, RepacksEveryExpertTensorOnceAndOnlyInMemory) {
@@ -78,12 +81,13 @@ TEST(RepackedModel, RepacksEveryExpertTensorOnceAndOnlyInMemory) {
 }
 
 TEST(RepackedModel, MeetsTheFixtureAgreementBarAndStaysNearTheFileLayout) {
-  const auto isa = r16_isa();
-  if (!isa) GTEST_SKIP() << "no kernel variant with R16 kernels on this CPU";
+  if (r16_isas().empty()) GTEST_SKIP() << "no kernel variant with R16 kernels on this CPU";
   Model file_layout = load_tiny(gguf::File::LoadMode::kMemory);
   Model repacked = load_tiny(gguf::File::LoadMode::kMemory);
   ASSERT_TRUE(repack_experts_r16(repacked, 2).has_value());
   const size_t vocab = repacked.hparams.vocab_size;
+  for (const cpu::Isa r16 : r16_isas()) {
+  const auto isa = std::optional<cpu::Isa>(r16);
   auto f = make(repacked, *isa);
   auto g = make(file_layout, *isa);
   ASSERT_TRUE(f && g);
@@ -96,23 +100,26 @@ TEST(RepackedModel, MeetsTheFixtureAgreementBarAndStaysNearTheFileLayout) {
   std::printf("[ agreement ] cpu %s, repacked experts, vs f32 reference: KL p50 %.3g, p99 (margin >= 0.15) %.3g, "
               "top-1 %.1f %%\n",
               cpu::isa_name(*isa), a.p50_all, a.p99_confident, 100 * a.top1);
-  EXPECT_LE(a.p50_all, 1e-3);        // the fixture's bar (tests/test_forward_cpu.cpp)
-  EXPECT_LE(a.p99_confident, 5e-3);
+  EXPECT_LE(a.p50_all, 1e-3) << cpu::isa_name(*isa);  // the fixture's bar (tests/test_forward_cpu.cpp)
+  EXPECT_LE(a.p99_confident, 5e-3) << cpu::isa_name(*isa);
   // The R16 kernel sums each row's blocks in order (the file layout's AVX-512 GEMV in 4 lane groups), ~1e-13 apart per
   // matrix; over 200 steps an int8 rounding of a later activation can flip, so the two passes differ by quantization
   // noise: far below their distance to the f32 reference (a wrong row or scale gives NMSE ~1).
   const double between = test::nmse(theirs, ours), to_reference = test::nmse(reference, theirs);
-  std::printf("[ NMSE     ] repacked vs file layout %.3g; file layout vs f32 reference %.3g\n", between, to_reference);
-  EXPECT_LT(between, 0.2 * to_reference);
+  std::printf("[ NMSE     ] %s: repacked vs file layout %.3g; file layout vs f32 reference %.3g\n",
+              cpu::isa_name(*isa), between, to_reference);
+  EXPECT_LT(between, 0.2 * to_reference) << cpu::isa_name(*isa);
+  }
 }
 
 TEST(RepackedModel, BatchedPrefillMatchesTokenByToken) {
-  const auto isa = r16_isa();
-  if (!isa) GTEST_SKIP() << "no kernel variant with R16 kernels on this CPU";
+  if (r16_isas().empty()) GTEST_SKIP() << "no kernel variant with R16 kernels on this CPU";
   Model repacked = load_tiny(gguf::File::LoadMode::kMemory);
   ASSERT_TRUE(repack_experts_r16(repacked, 2).has_value());
   const size_t vocab = repacked.hparams.vocab_size;
   const auto& ids = fixture_ids();
+  for (const cpu::Isa r16 : r16_isas()) {
+  const auto isa = std::optional<cpu::Isa>(r16);
   auto one = make(repacked, *isa);
   const auto step = decode_all(*one, std::span<const int32_t>(ids).subspan(0, 100), vocab);
   for (uint32_t batch : {64u, 7u}) {
@@ -122,7 +129,8 @@ TEST(RepackedModel, BatchedPrefillMatchesTokenByToken) {
     const std::vector<float> want(step.begin() + 99 * vocab, step.end());
     // The experts give every token of a batch the bits it gets alone; attention and the Q8_0 matrices sum in another
     // order from 9 tokens on (tests/test_forward_cpu.cpp, check_batched): quantization noise, NMSE ~1e-4.
-    EXPECT_LT(test::nmse(want, last), batch < 9 ? 1e-3 : 2e-3) << "batch " << batch;
+    EXPECT_LT(test::nmse(want, last), batch < 9 ? 1e-3 : 2e-3) << cpu::isa_name(r16) << ", batch " << batch;
+  }
   }
 }
 
