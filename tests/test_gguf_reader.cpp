@@ -844,6 +844,18 @@ TEST(GgufReaderMalformed, UnsupportedTensorTypeId13) {
                          t.type));
 }
 
+// MXFP4_R16 is a layout hetmoe makes in memory (cpu_kernels/repack.h), not a GGML type: a file naming its id is refused.
+TEST(GgufReaderMalformed, InMemoryLayoutTypeIdIsRefused) {
+  RawGguf g(1, 0);
+  const auto id = static_cast<uint32_t>(TensorType::kMXFP4_R16);
+  const auto t = g.tensor("blk.0.ffn_up_exps.weight", {64, 16, 1}, id, 0);
+  g.zeros(1024);
+  EXPECT_TRUE(fails_with(g.bytes(), ErrorCode::kUnsupported,
+                         "type id " + std::to_string(id) + " is not supported (expected one of F32, F16, Q8_0, BF16, "
+                         "MXFP4)",
+                         t.type));
+}
+
 TEST(GgufReaderMalformed, UnknownTensorTypeIdBeyondGgml) {
   RawGguf g(1, 0);
   const auto t = g.tensor("t", {4}, 0xdeadbeefu, 0);
