@@ -308,6 +308,7 @@ struct CoreModel {
   double l1_bytes_per_cycle = 0.0;
   double l2_bytes_per_cycle = 0.0;
   const char* loads = "none";
+  double fma_flop_per_cycle = 0.0;  // f32 FLOP per cycle with the widest FMA (an FMA = 2 FLOP per lane)
 };
 CoreModel g_core;
 
@@ -393,6 +394,54 @@ double cache_read_peak(uint64_t bytes, const char** loads) {
   return best;
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// 2^20 passes of independent register-only FMAs (16 zmm or 12 ymm accumulators: more than latency × pipes), in
+// inline assembly: with intrinsics GCC kept an accumulator on the stack and the loop ran at a third of the peak.
+#define HETMOE_FMA4(r, a, b, c, d) \
+  "vfmadd231ps %%" r "30, %%" r "31, %%" r a "\n\t vfmadd231ps %%" r "30, %%" r "31, %%" r b "\n\t vfmadd231ps %%" r \
+  "30, %%" r "31, %%" r c "\n\t vfmadd231ps %%" r "30, %%" r "31, %%" r d "\n\t"
+__attribute__((target("avx512f"))) void fma_chains_avx512() {
+  for (int64_t i = 0; i < (int64_t{1} << 20); ++i)
+    asm volatile(HETMOE_FMA4("zmm", "0", "1", "2", "3") HETMOE_FMA4("zmm", "4", "5", "6", "7")
+                     HETMOE_FMA4("zmm", "8", "9", "10", "11") HETMOE_FMA4("zmm", "12", "13", "14", "15")::
+                         : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+                           "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+}
+__attribute__((target("avx2,fma"))) void fma_chains_avx2() {
+  for (int64_t i = 0; i < (int64_t{1} << 20); ++i)
+    asm volatile(HETMOE_FMA4("ymm", "0", "1", "2", "3") HETMOE_FMA4("ymm", "4", "5", "6", "7")
+                     HETMOE_FMA4("ymm", "8", "9", "10", "11")::
+                         : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10",
+                           "xmm11");
+}
+#undef HETMOE_FMA4
+#endif
+
+/// The core's f32 FMA peak in FLOP per cycle (0 where unknown): best of 5 runs of the widest FMA chains, in thread CPU
+/// time — the bound of a compute-bound kernel such as the attention tile (of_FMA counter).
+double fma_flop_per_cycle(double hz) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  const Isa best_isa = hetmoe::cpu::best_isa();
+  if (hz <= 0.0 || best_isa == Isa::kScalar) return 0.0;
+  const double lanes = best_isa == Isa::kAvx512 ? 16.0 : 8.0, chains = best_isa == Isa::kAvx512 ? 16.0 : 12.0;
+  double best = 0.0;
+  for (int run = 0; run < 5; ++run) {
+    const double t0 = thread_cpu_seconds();
+    if (best_isa == Isa::kAvx512) {
+      fma_chains_avx512();
+    } else {
+      fma_chains_avx2();
+    }
+    const double s = thread_cpu_seconds() - t0;
+    if (s > 0.0) best = std::max(best, 2.0 * lanes * chains * static_cast<double>(int64_t{1} << 20) / s / hz);
+  }
+  return best;
+#else
+  (void)hz;
+  return 0.0;
+#endif
+}
+
 /// L2 size of cpu0 in bytes (sysfs, then sysconf), 1 MiB if unknown.
 uint64_t l2_cache_bytes() {
   long bytes = sysconf(_SC_LEVEL2_CACHE_SIZE);
@@ -411,6 +460,7 @@ CoreModel measure_core_model() {
   if (m.hz <= 0.0) return m;
   m.l1_bytes_per_cycle = cache_read_peak(16 << 10, &m.loads) / m.hz;                   // half of a 32 KiB L1D
   m.l2_bytes_per_cycle = cache_read_peak(l2_cache_bytes() / 2 / 512 * 512, &m.loads) / m.hz;
+  m.fma_flop_per_cycle = fma_flop_per_cycle(m.hz);
   return m;
 }
 
@@ -429,6 +479,13 @@ void set_counters(benchmark::State& state, double bytes_per_iter, double flops_p
   const double bpc = seconds > 0.0 && g_core.hz > 0.0 ? bytes_per_iter * iters / seconds / num_threads / g_core.hz : 0.0;
   state.counters["B/cyc"] = bpc;
   state.counters["of_L2"] = g_core.l2_bytes_per_cycle > 0.0 ? bpc / g_core.l2_bytes_per_cycle : 0.0;
+}
+
+/// of_FMA: the FLOP rate per core as a fraction of the core's measured f32 FMA peak (compute-bound kernels).
+void set_fma_counter(benchmark::State& state, double flops_per_iter, double seconds, int num_threads) {
+  const double peak = g_core.hz * g_core.fma_flop_per_cycle * num_threads;
+  state.counters["of_FMA"] =
+      seconds > 0.0 && peak > 0.0 ? flops_per_iter * static_cast<double>(state.iterations()) / seconds / peak : 0.0;
 }
 
 // ---- threads -----------------------------------------------------------------------------------------------------
@@ -850,69 +907,73 @@ void BM_AttnValues(benchmark::State& state, Isa isa, TensorType kv_type) {
                2.0 * kNumHeads * num_keys * kHeadDim, timer.seconds(), 1);
 }
 
-/// Tiled (flash) attention for one layer and one query (decode), as CpuForward runs it (attention_cpu.h): per KV head
-/// its 8 query heads packed once, then per block of kAttnTileMaxKeys keys the K and V rows converted to f32
-/// (kv_rows_f32_*) and attn_tile_update (scores, online softmax, values). FLOP = 4 · heads · keys · head_dim (scores
-/// and values); bytes = K + V + q + out. Compare with BM_AttnScores + BM_SoftmaxWithSink + BM_AttnValues, the per-key
+/// Tiled (flash) attention for one layer and `tokens` queries (1: decode; 8: a prefill tile, kAttentionTileTokens), as
+/// CpuForward runs it (attention_cpu.h): per KV head the tokens' 8 query heads packed once (tokens · 8 rows), then per
+/// block of kAttnTileMaxKeys keys the K and V rows converted to f32 (kv_rows_f32_*) and attn_tile_update (scores,
+/// online softmax, values); every token sees every key. FLOP = 4 · tokens · heads · keys · head_dim (scores and
+/// values); bytes = K + V + q + out. Compare with BM_AttnScores + BM_SoftmaxWithSink + BM_AttnValues, the per-key
 /// path.
 void BM_AttnTile(benchmark::State& state, Isa isa, TensorType kv_type) {
   const KernelTable& k = hetmoe::cpu::kernel_table(isa);
   const auto rows_fn = kv_type == TensorType::kF16 ? k.kv_rows_f32_f16 : k.kv_rows_f32_f32;
   const LayerKv keys(kv_type, state.range(0)), values(kv_type, state.range(0));
-  const int64_t num_keys = keys.num_keys;
-  const int64_t pitch = hetmoe::cpu::attn_tile_pitch(kHeadDim), rows = hetmoe::cpu::attn_tile_rows(kGroup);
+  const int64_t num_keys = keys.num_keys, num_tokens = state.range(1), num_rows = num_tokens * kGroup;
+  const int64_t pitch = hetmoe::cpu::attn_tile_pitch(kHeadDim), rows = hetmoe::cpu::attn_tile_rows(num_rows);
   const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
-  const std::vector<float> q = random_floats(kQDim, 13);  // (heads, head_dim)
-  std::vector<float> qt(static_cast<size_t>(hetmoe::cpu::attn_tile_qt_floats(kGroup, kHeadDim)));
+  const std::vector<float> q = random_floats(num_tokens * kQDim, 13);  // (tokens, heads, head_dim)
+  std::vector<float> qt(static_cast<size_t>(hetmoe::cpu::attn_tile_qt_floats(num_rows, kHeadDim)));
   std::vector<float> kf(static_cast<size_t>((hetmoe::cpu::kAttnTileMaxKeys + 1) * pitch), 0.0f);
   std::vector<float> vf(static_cast<size_t>(hetmoe::cpu::kAttnTileMaxKeys * pitch));
-  std::vector<float> s(static_cast<size_t>(hetmoe::cpu::attn_tile_scores_floats(kGroup)));
+  std::vector<float> s(static_cast<size_t>(hetmoe::cpu::attn_tile_scores_floats(num_rows)));
   std::vector<float> out(static_cast<size_t>(kNumKvHeads * rows * pitch));  // (kv heads, rows, pitch)
   std::vector<float> mx(static_cast<size_t>(kNumKvHeads * rows)), sum(mx.size());
-  std::vector<int32_t> begin(static_cast<size_t>(kGroup), 0), end(static_cast<size_t>(kGroup));
+  std::vector<int32_t> begin(static_cast<size_t>(num_rows), 0), end(static_cast<size_t>(num_rows));
   const auto run_layer = [&](int64_t copy_idx) {
     std::fill(out.begin(), out.end(), 0.0f);
     std::fill(mx.begin(), mx.end(), -std::numeric_limits<float>::infinity());
     std::fill(sum.begin(), sum.end(), 0.0f);
     for (int64_t g = 0; g < kNumKvHeads; ++g) {
       std::fill(qt.begin(), qt.end(), 0.0f);
-      k.attn_tile_pack_q(q.data() + g * kGroup * kHeadDim, kGroup, kHeadDim, 0, qt.data());
+      for (int64_t t = 0; t < num_tokens; ++t)
+        k.attn_tile_pack_q(q.data() + t * kQDim + g * kGroup * kHeadDim, kGroup, kHeadDim, t * kGroup, qt.data());
       for (int64_t j = 0; j < num_keys; j += hetmoe::cpu::kAttnTileMaxKeys) {
         const int64_t n = std::min(hetmoe::cpu::kAttnTileMaxKeys, num_keys - j);
         const auto stride = static_cast<int64_t>(keys.stride_bytes);
         rows_fn(keys.head(copy_idx, g) + j * stride, stride, n, kHeadDim, kf.data());
         rows_fn(values.head(copy_idx, g) + j * stride, stride, n, kHeadDim, vf.data());
         std::fill(end.begin(), end.end(), static_cast<int32_t>(n));
-        k.attn_tile_update(qt.data(), kGroup, kf.data(), vf.data(), n, kHeadDim, scale, begin.data(), end.data(),
+        k.attn_tile_update(qt.data(), num_rows, kf.data(), vf.data(), n, kHeadDim, scale, begin.data(), end.data(),
                            s.data(), mx.data() + g * rows, sum.data() + g * rows, out.data() + g * rows * pitch);
       }
     }
   };
 
-  if (!validate(state, validation_key("attn_tile", isa, kv_type, num_keys), kAttnVsRefNmse, [&] {
+  if (!validate(state, validation_key("attn_tile", isa, kv_type, num_keys * 100 + num_tokens), kAttnVsRefNmse, [&] {
         run_layer(0);
         std::vector<double> want, got;
-        for (int64_t h = 0; h < kNumHeads; ++h) {
-          const int64_t g = h / kGroup, r = h % kGroup;
-          std::vector<double> sc(static_cast<size_t>(num_keys));
-          double m = -1e300;
-          for (int64_t j = 0; j < num_keys; ++j) {
-            double acc = 0.0;
-            for (int64_t i = 0; i < kHeadDim; ++i)
-              acc += static_cast<double>(q[static_cast<size_t>(h * kHeadDim + i)]) *
-                     kv_value(kv_type, keys.head(0, g), j * kHeadDim + i);
-            sc[static_cast<size_t>(j)] = scale * acc;
-            m = std::max(m, scale * acc);
-          }
-          double z = 0.0;
-          for (double& x : sc) z += (x = std::exp(x - m));
-          for (int64_t i = 0; i < kHeadDim; ++i) {
-            double o = 0.0;
-            for (int64_t j = 0; j < num_keys; ++j)
-              o += sc[static_cast<size_t>(j)] * kv_value(kv_type, values.head(0, g), j * kHeadDim + i);
-            want.push_back(o / z);
-            const auto row = static_cast<size_t>(g * rows + r);
-            got.push_back(out[row * static_cast<size_t>(pitch) + static_cast<size_t>(i)] / sum[row]);
+        for (int64_t t = 0; t < num_tokens; ++t) {
+          for (int64_t h = 0; h < kNumHeads; ++h) {
+            const int64_t g = h / kGroup, r = t * kGroup + h % kGroup;
+            std::vector<double> sc(static_cast<size_t>(num_keys));
+            double m = -1e300;
+            for (int64_t j = 0; j < num_keys; ++j) {
+              double acc = 0.0;
+              for (int64_t i = 0; i < kHeadDim; ++i)
+                acc += static_cast<double>(q[static_cast<size_t>(t * kQDim + h * kHeadDim + i)]) *
+                       kv_value(kv_type, keys.head(0, g), j * kHeadDim + i);
+              sc[static_cast<size_t>(j)] = scale * acc;
+              m = std::max(m, scale * acc);
+            }
+            double z = 0.0;
+            for (double& x : sc) z += (x = std::exp(x - m));
+            for (int64_t i = 0; i < kHeadDim; ++i) {
+              double o = 0.0;
+              for (int64_t j = 0; j < num_keys; ++j)
+                o += sc[static_cast<size_t>(j)] * kv_value(kv_type, values.head(0, g), j * kHeadDim + i);
+              want.push_back(o / z);
+              const auto row = static_cast<size_t>(g * rows + r);
+              got.push_back(out[row * static_cast<size_t>(pitch) + static_cast<size_t>(i)] / sum[row]);
+            }
           }
         }
         return nmse(want, std::vector<float>(got.begin(), got.end()));
@@ -926,8 +987,10 @@ void BM_AttnTile(benchmark::State& state, Isa isa, TensorType kv_type) {
     benchmark::DoNotOptimize(out.data());
     idx = (idx + 1) % keys.copies.num_copies;
   }
-  set_counters(state, 2.0 * static_cast<double>(kNumKvHeads * keys.head_bytes) + 8.0 * kQDim,
-               4.0 * kNumHeads * num_keys * kHeadDim, timer.seconds(), 1);
+  const double flops = 4.0 * static_cast<double>(num_tokens) * kNumHeads * num_keys * kHeadDim;
+  set_counters(state, 2.0 * static_cast<double>(kNumKvHeads * keys.head_bytes) + 8.0 * kQDim * num_tokens, flops,
+               timer.seconds(), 1);
+  set_fma_counter(state, flops, timer.seconds(), 1);
 }
 
 /// The per-row helpers dot_f32_f16 / dot_f32 (scores) and axpy_f16 / axpy_f32 (values) as a naive attention would
@@ -1107,9 +1170,8 @@ void register_benchmarks(const std::vector<Isa>& isas) {
           ->Arg(128)
           ->Arg(4096);
       configure(benchmark::RegisterBenchmark(("BM_AttnTile" + sfx).c_str(), BM_AttnTile, isa, type))
-          ->ArgName("keys")
-          ->Arg(128)
-          ->Arg(4096);
+          ->ArgNames({"keys", "tokens"})
+          ->ArgsProduct({{128, 4096}, {1, 8}});
       configure(benchmark::RegisterBenchmark(("BM_RowDot" + sfx).c_str(), BM_RowHelper, isa, type, RowOp::kDot))
           ->ArgName("keys")
           ->Arg(128)
@@ -1150,9 +1212,11 @@ int main(int argc, char** argv) {
   g_core = measure_core_model();
   std::fprintf(stderr,
                "bench_cpu_kernels: core model: clock %.3f GHz; read peak per core %.1f B/cycle in L1, %.1f B/cycle in "
-               "L2 (%s loads); DRAM read per core %.2f B/cycle (1 thread), %.2f B/cycle (2 threads)\n",
+               "L2 (%s loads); DRAM read per core %.2f B/cycle (1 thread), %.2f B/cycle (2 threads); f32 FMA peak "
+               "%.1f FLOP/cycle\n",
                g_core.hz / 1e9, g_core.l1_bytes_per_cycle, g_core.l2_bytes_per_cycle, g_core.loads,
-               dram_bytes_per_cycle(1), dram_bytes_per_cycle(2));
+               dram_bytes_per_cycle(1), dram_bytes_per_cycle(2), g_core.fma_flop_per_cycle);
+  benchmark::AddCustomContext("fma_flop_per_cycle", std::to_string(g_core.fma_flop_per_cycle));
   benchmark::AddCustomContext("core_ghz", std::to_string(g_core.hz / 1e9));
   benchmark::AddCustomContext("l1_read_bytes_per_cycle", std::to_string(g_core.l1_bytes_per_cycle));
   benchmark::AddCustomContext("l2_read_bytes_per_cycle", std::to_string(g_core.l2_bytes_per_cycle));
