@@ -150,28 +150,71 @@ inline xsimd::batch<float, Arch> broadcast_dims(const float* p) {
   }
 }
 
-/// Scores of keys [key_begin, key_begin + NK) (NK a multiple of KP) for one row group: qt_group = its qt vectors,
-/// k = the tile's K rows; written to s at the group's lanes.
-template <int NK>
-inline void tile_scores_keys(const float* qt_group, int64_t num_dim_vecs, const float* k, int64_t pitch,
+/// Scores of keys [key_begin, key_begin + NK) (NK a multiple of KP) for NG consecutive row groups: qt_group = the
+/// first group's qt vectors, k = the tile's K rows; written to s at the groups' lanes. Each K broadcast feeds NG FMAs
+/// (NG = 2: 10 loads per 16 FMAs instead of 17). kPitch: the pitch when known at compile time (K row addresses become
+/// constant offsets of one pointer instead of NK pointers, which spilled), 0 for runtime_pitch.
+template <int NG, int NK, int64_t kPitch>
+inline void tile_scores_keys(const float* qt_group, int64_t num_dim_vecs, const float* k, int64_t runtime_pitch,
                              int64_t key_begin, float scale, float* s_group, int64_t s_key_stride) {
   using fb = xsimd::batch<float, Arch>;
-  constexpr int64_t KP = kTileKeysPerLane;
-  fb acc[NK];
-  for (int kk = 0; kk < NK; ++kk) acc[kk] = fb(0.0f);
+  constexpr int64_t KP = kTileKeysPerLane, L = fb::size;
+  const int64_t pitch = kPitch > 0 ? kPitch : runtime_pitch;
+  const int64_t group_floats = pitch * 8;  // qt floats of one row group
+  fb acc[NG][NK];
+  for (int gg = 0; gg < NG; ++gg)
+    for (int kk = 0; kk < NK; ++kk) acc[gg][kk] = fb(0.0f);
   const float* kb = k + key_begin * pitch;
   for (int64_t i = 0; i < num_dim_vecs; ++i) {
-    const fb qv = fb::load_unaligned(qt_group + i * fb::size);
-    for (int kk = 0; kk < NK; ++kk) acc[kk] = xsimd::fma(qv, broadcast_dims(kb + kk * pitch + i * KP), acc[kk]);
+    fb qv[NG];
+    for (int gg = 0; gg < NG; ++gg) qv[gg] = fb::load_unaligned(qt_group + gg * group_floats + i * L);
+    for (int kk = 0; kk < NK; ++kk) {
+      const fb kv = broadcast_dims(kb + kk * pitch + i * KP);
+      for (int gg = 0; gg < NG; ++gg) acc[gg][kk] = xsimd::fma(qv[gg], kv, acc[gg][kk]);
+    }
   }
   const fb vs(scale);
-  float* out = s_group + key_begin / KP * s_key_stride;
-  if constexpr (KP == 2) {
-    for (int kk = 0; kk < NK; kk += 2)
-      (fold_key_pair(acc[kk], acc[kk + 1]) * vs).store_unaligned(out + kk / 2 * s_key_stride);
-  } else {
-    for (int kk = 0; kk < NK; ++kk) (acc[kk] * vs).store_unaligned(out + kk * s_key_stride);
+  for (int gg = 0; gg < NG; ++gg) {
+    float* out = s_group + gg * L + key_begin / KP * s_key_stride;
+    if constexpr (KP == 2) {
+      for (int kk = 0; kk < NK; kk += 2)
+        (fold_key_pair(acc[gg][kk], acc[gg][kk + 1]) * vs).store_unaligned(out + kk / 2 * s_key_stride);
+    } else {
+      for (int kk = 0; kk < NK; ++kk) (acc[gg][kk] * vs).store_unaligned(out + kk * s_key_stride);
+    }
   }
+}
+
+/// out rows [row_begin, row_begin + RV) (of one row group: row_begin % 8 + RV ≤ 8) ← alpha · out + Σ_j p_j · V_j over
+/// head dims [d, d + C · L): RV · C accumulators; per key C loads of V and RV probability broadcasts (RV = C = 4 on
+/// AVX-512: 8 loads per 16 FMAs instead of 10).
+template <int RV, int C, int64_t kPitch>
+inline void tile_values_rows(const float* s_group, int64_t s_key_stride, const float* lane_alpha, int64_t row_in_group,
+                             const float* v, int64_t num_keys, int64_t runtime_pitch, int64_t d, float* out_row) {
+  using fb = xsimd::batch<float, Arch>;
+  constexpr int64_t KP = kTileKeysPerLane, L = fb::size;
+  const int64_t pitch = kPitch > 0 ? kPitch : runtime_pitch;
+  fb acc[RV][C];
+  for (int r = 0; r < RV; ++r) {
+    const fb alpha(lane_alpha[(row_in_group + r) * KP]);
+    for (int c = 0; c < C; ++c) acc[r][c] = fb::load_unaligned(out_row + r * pitch + d + c * L) * alpha;
+  }
+  // Keys in steps of KP (one vector of s); with KP = 2 a key past num_keys (odd num_keys) has p = 0 and no V row:
+  // skipped.
+  const float* vd = v + d;
+  const float* sk = s_group + row_in_group * KP;
+  for (int64_t jj = 0; jj < num_keys; jj += KP, vd += KP * pitch, sk += s_key_stride) {
+    for (int64_t p = 0; p < KP && jj + p < num_keys; ++p) {
+      fb vv[C];
+      for (int c = 0; c < C; ++c) vv[c] = fb::load_unaligned(vd + p * pitch + c * L);
+      for (int r = 0; r < RV; ++r) {
+        const fb pr(sk[r * KP + p]);
+        for (int c = 0; c < C; ++c) acc[r][c] = xsimd::fma(pr, vv[c], acc[r][c]);
+      }
+    }
+  }
+  for (int r = 0; r < RV; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c].store_unaligned(out_row + r * pitch + d + c * L);
 }
 
 inline void attn_tile_pack_q(const float* q, int64_t num_rows, int64_t head_dim, int64_t row_begin, float* qt) {
@@ -180,34 +223,59 @@ inline void attn_tile_pack_q(const float* q, int64_t num_rows, int64_t head_dim,
   for (int64_t r = 0; r < num_rows; ++r) {
     const int64_t row = row_begin + r;
     float* dst = qt + row / 8 * group_floats + row % 8 * KP;
-    for (int64_t d = 0; d < head_dim; ++d) dst[d / KP * L + d % KP] = q[r * head_dim + d];
+    const float* src = q + r * head_dim;
+    int64_t d = 0;
+    for (; d + KP <= head_dim; d += KP, dst += L) std::memcpy(dst, src + d, KP * sizeof(float));  // KP dims per vector
+    if (d < head_dim) *dst = src[d];  // an odd head_dim's last dim (KP = 2); its pair stays 0
   }
 }
 
-inline void attn_tile_update(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
-                             int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
-                             float* max_io, float* sum_io, float* out) {
+/// attn_tile_update for a pitch known at compile time (kPitch > 0: 64 for gpt-oss) or any (kPitch = 0).
+template <int64_t kPitch>
+void attn_tile_update_pitch(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
+                            int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
+                            float* max_io, float* sum_io, float* out) {
   using fb = xsimd::batch<float, Arch>;
   constexpr int64_t KP = kTileKeysPerLane, L = fb::size;
-  constexpr int kScoreKeys = L == 16 ? 16 : 8;  // accumulators: 16 of 32 registers (AVX-512), 8 of 16 (AVX2)
-  constexpr int kValueVecs = L == 16 ? 2 : 1;   // per row: 8 rows × 2 = 16 accumulators (AVX-512), 8 (AVX2)
-  const int64_t pitch = attn_tile_pitch(head_dim);
+  // Score accumulators: one group × kScoreKeys or two groups × kScoreKeys / 2 (16 of 32 registers on AVX-512; AVX2:
+  // 8 or 2 × 6 of 16).
+  constexpr int kScoreKeys = L == 16 ? 16 : 8, kPairScoreKeys = L == 16 ? 8 : 6;
+  // Values: kValueRows rows × kValueVecs vectors of head dims (AVX-512 4 × 4 or 4 × 2, AVX2 2 × 4).
+  constexpr int kValueRows = L == 16 ? 4 : 2;
+  constexpr int kValueVecs = L == 16 ? ((kPitch / L) % 4 == 0 && kPitch > 0 ? 4 : 2) : 4;
+  const int64_t pitch = kPitch > 0 ? kPitch : attn_tile_pitch(head_dim);
   const int64_t num_groups = attn_tile_rows(num_rows) / 8;
   const int64_t num_dim_vecs = pitch / KP;
   const int64_t num_key_vecs = (num_keys + KP - 1) / KP;
   const int64_t s_key_stride = num_groups * L;  // floats from one key vector of s to the next
   const float inf = std::numeric_limits<float>::infinity();
 
-  for (int64_t g = 0; g < num_groups; ++g) {
+  // 1. Scores of every key of the block for every group (keys past num_keys up to a multiple of KP: masked below),
+  // two groups at a time.
+  for (int64_t g = 0; g < num_groups;) {
     const float* qt_group = qt + g * pitch * 8;
     float* s_group = s + g * L;
-    // 1. Scores of every key of the block (keys past num_keys up to a multiple of KP: masked below).
     int64_t j = 0;
-    for (; j + kScoreKeys <= num_keys; j += kScoreKeys)
-      tile_scores_keys<kScoreKeys>(qt_group, num_dim_vecs, k, pitch, j, scale, s_group, s_key_stride);
-    for (; j < num_keys; j += KP)
-      tile_scores_keys<static_cast<int>(KP)>(qt_group, num_dim_vecs, k, pitch, j, scale, s_group, s_key_stride);
+    if (g + 1 < num_groups) {
+      for (; j + kPairScoreKeys <= num_keys; j += kPairScoreKeys)
+        tile_scores_keys<2, kPairScoreKeys, kPitch>(qt_group, num_dim_vecs, k, pitch, j, scale, s_group,
+                                                    s_key_stride);
+      for (; j < num_keys; j += KP)
+        tile_scores_keys<2, static_cast<int>(KP), kPitch>(qt_group, num_dim_vecs, k, pitch, j, scale, s_group,
+                                                          s_key_stride);
+      g += 2;
+    } else {
+      for (; j + kScoreKeys <= num_keys; j += kScoreKeys)
+        tile_scores_keys<1, kScoreKeys, kPitch>(qt_group, num_dim_vecs, k, pitch, j, scale, s_group, s_key_stride);
+      for (; j < num_keys; j += KP)
+        tile_scores_keys<1, static_cast<int>(KP), kPitch>(qt_group, num_dim_vecs, k, pitch, j, scale, s_group,
+                                                          s_key_stride);
+      g += 1;
+    }
+  }
 
+  for (int64_t g = 0; g < num_groups; ++g) {
+    float* s_group = s + g * L;
     // 2. Online softmax per row: mask, block max, rescale factor, exponentials.
     alignas(64) float lane_begin[L], lane_end[L], lane_key[L], lane_max[L], lane_sum[L];
     for (int64_t l = 0; l < L; ++l) {
@@ -252,24 +320,27 @@ inline void attn_tile_update(const float* qt, int64_t num_rows, const float* k, 
       sum_io[g * 8 + r] = lane_sum[r * KP];
     }
 
-    // 3. out[r] ← alpha_r · out[r] + Σ_j p_rj · V_j, 8 rows × kValueVecs vectors of head dims at a time.
-    for (int64_t d = 0; d < pitch; d += kValueVecs * L) {
-      fb acc[8][kValueVecs];
-      for (int r = 0; r < 8; ++r)
-        for (int c = 0; c < kValueVecs; ++c)
-          acc[r][c] = fb::load_unaligned(out + (g * 8 + r) * pitch + d + c * L) * fb(lane_alpha[r * KP]);
-      for (int64_t jj = 0; jj < num_keys; ++jj) {
-        fb vv[kValueVecs];
-        for (int c = 0; c < kValueVecs; ++c) vv[c] = fb::load_unaligned(v + jj * pitch + d + c * L);
-        const float* pj = s_group + jj / KP * s_key_stride + jj % KP;
-        for (int r = 0; r < 8; ++r) {
-          const fb pr(pj[r * KP]);
-          for (int c = 0; c < kValueVecs; ++c) acc[r][c] = xsimd::fma(pr, vv[c], acc[r][c]);
-        }
-      }
-      for (int r = 0; r < 8; ++r)
-        for (int c = 0; c < kValueVecs; ++c) acc[r][c].store_unaligned(out + (g * 8 + r) * pitch + d + c * L);
-    }
+    // 3. out[r] ← alpha_r · out[r] + Σ_j p_rj · V_j, kValueRows rows × kValueVecs vectors of head dims at a time.
+    for (int64_t r = 0; r < 8; r += kValueRows)
+      for (int64_t d = 0; d < pitch; d += kValueVecs * L)
+        tile_values_rows<kValueRows, kValueVecs, kPitch>(s_group, s_key_stride, lane_alpha, r, v, num_keys, pitch, d,
+                                                          out + (g * 8 + r) * pitch);
+  }
+}
+
+inline void attn_tile_update(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
+                             int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
+                             float* max_io, float* sum_io, float* out) {
+  switch (attn_tile_pitch(head_dim)) {
+    case 64:
+      return attn_tile_update_pitch<64>(qt, num_rows, k, v, num_keys, head_dim, scale, key_begin, key_end, s, max_io,
+                                        sum_io, out);
+    case 128:
+      return attn_tile_update_pitch<128>(qt, num_rows, k, v, num_keys, head_dim, scale, key_begin, key_end, s,
+                                         max_io, sum_io, out);
+    default:
+      return attn_tile_update_pitch<0>(qt, num_rows, k, v, num_keys, head_dim, scale, key_begin, key_end, s, max_io,
+                                       sum_io, out);
   }
 }
 
@@ -278,12 +349,22 @@ inline void pad_row(float* dst, int64_t head_dim) {
   for (int64_t d = head_dim; d < attn_tile_pitch(head_dim); ++d) dst[d] = 0.0f;
 }
 
+/// Prefetches (into L2) the row_bytes of row j of the next block of kAttnTileMaxKeys rows, at stride_bytes from one
+/// row to the next: a KV head's rows are contiguous, so the next block of the same head is converted next, and the
+/// next block's rows then arrive while the tile computes (decode at depth 4096: the K/V rows come from DRAM; the
+/// hardware prefetcher stops at every 4 KiB page). A prefetch past the cache's end is harmless (no fault).
+inline void prefetch_next_block_row(const uint8_t* src, int64_t stride_bytes, int64_t j, int64_t row_bytes) {
+  const uint8_t* ahead = src + (j + kAttnTileMaxKeys) * stride_bytes;
+  for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(ahead + b, 0, 2);
+}
+
 inline void kv_rows_f32_f16(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) {
   using fb = xsimd::batch<float, Arch>;
   constexpr int64_t kLanes = fb::size;
   const int64_t pitch = attn_tile_pitch(head_dim);
   for (int64_t j = 0; j < num_keys; ++j) {
     const auto* row = reinterpret_cast<const uint16_t*>(src + j * stride_bytes);
+    prefetch_next_block_row(src, stride_bytes, j, head_dim * 2);
     float* out = dst + j * pitch;
     int64_t d = 0;
     for (; d + kLanes <= head_dim; d += kLanes) load_f16(row + d).store_unaligned(out + d);
@@ -295,6 +376,7 @@ inline void kv_rows_f32_f16(const uint8_t* src, int64_t stride_bytes, int64_t nu
 inline void kv_rows_f32_f32(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) {
   const int64_t pitch = attn_tile_pitch(head_dim);
   for (int64_t j = 0; j < num_keys; ++j) {
+    prefetch_next_block_row(src, stride_bytes, j, head_dim * 4);
     std::memcpy(dst + j * pitch, src + j * stride_bytes, static_cast<size_t>(head_dim) * sizeof(float));
     pad_row(dst + j * pitch, head_dim);
   }
@@ -303,8 +385,10 @@ inline void kv_rows_f32_f32(const uint8_t* src, int64_t stride_bytes, int64_t nu
 template <int64_t kBlockBytes, void (*Dequantize)(const uint8_t*, float*)>
 void kv_rows_f32_blocks(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) {
   const int64_t pitch = attn_tile_pitch(head_dim);  // = head_dim: a multiple of 32
-  for (int64_t j = 0; j < num_keys; ++j)
+  for (int64_t j = 0; j < num_keys; ++j) {
+    prefetch_next_block_row(src, stride_bytes, j, head_dim / kKvBlockElems * kBlockBytes);
     dequantize_row<kBlockBytes, Dequantize>(src + j * stride_bytes, head_dim, dst + j * pitch);
+  }
 }
 
 inline void add_attention_kernels(KernelTable& t) {

@@ -455,13 +455,14 @@ std::vector<float> tile_result(const std::vector<float>& out, const std::vector<
   return r;
 }
 
-// attn_tile_update at every ISA against the scalar variant on odd shapes: 1, 3, 8, 13 and 64 rows (row groups of 8
-// partly filled), head_dim 32, 64, 72 (pitch 96, zero padded), 1, 7, 33 and 64 keys (odd: the SIMD scores read the
-// padding row), two key blocks in a row (the second rescales the first), and per-row masks that leave rows empty in
-// one block, start mid-block or end before it.
+// attn_tile_update at every ISA against the scalar variant on odd shapes: 1, 3, 8, 9, 13, 16, 24 and 64 rows (row
+// groups of 8 partly filled, one to eight groups),
+// head_dim 32, 64, 72 (pitch 96, zero padded), 1, 7, 33 and 64 keys (odd: the SIMD scores read the padding row),
+// two key blocks in a row (the second rescales the first), and per-row masks that leave rows empty in one block, start
+// mid-block or end before it.
 TEST_P(KvAttentionPerIsa, TileUpdateMatchesScalarVariantOnOddShapesAndMasks) {
   std::vector<float> all_want, all_got;
-  for (int64_t num_rows : {1, 3, 8, 13, 64}) {
+  for (int64_t num_rows : {1, 3, 8, 9, 13, 16, 24, 64}) {
     for (int64_t head_dim : {32, 64, 72}) {
       for (int64_t num_keys : {1, 7, 33, 64}) {
         const int64_t pitch = cpu::attn_tile_pitch(head_dim), rows = cpu::attn_tile_rows(num_rows);
