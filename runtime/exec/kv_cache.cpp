@@ -6,6 +6,10 @@
 #include <cstring>
 #include <new>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "cpu_kernels/kv_blocks.h"
 #include "cpu_kernels/reference.h"
 
@@ -51,6 +55,22 @@ void load_row(KvCacheType type, const uint8_t* src, uint32_t head_dim, float* ds
   }
 }
 
+/// Advises the 2 MiB-aligned interior of [p, p + bytes) for transparent huge pages: attention streams a KV head's
+/// rows (~100 MB per decode step at depth 4096 for gpt-oss-20b), and with 4 KiB pages every page is a TLB miss and
+/// a stop for the hardware prefetcher. Advice only (no THP: nothing changes). Commits memory 2 MiB at a time; the
+/// RAM budget counts the whole cache at its context anyway (kv_cache_bytes).
+void advise_huge_pages(uint8_t* p, uint64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
+  const auto begin = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t lo = (begin + kHugePage - 1) & ~(kHugePage - 1), hi = (begin + bytes) & ~(kHugePage - 1);
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
+}
+
 }  // namespace
 
 Expected<KvCache> KvCache::create(const ModelHparams& hp, uint32_t context_length, KvCacheType k_type,
@@ -90,6 +110,8 @@ Expected<KvCache> KvCache::create(const ModelHparams& hp, uint32_t context_lengt
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("cannot allocate the KV cache: {} bytes for context {}", c.total_bytes_,
                                   context_length));
+  advise_huge_pages(c.k_.get(), k_bytes);
+  advise_huge_pages(c.v_.get(), v_bytes);
   return c;
 }
 
