@@ -917,6 +917,9 @@ void BM_AttnTile(benchmark::State& state, Isa isa, TensorType kv_type) {
   const KernelTable& k = hetmoe::cpu::kernel_table(isa);
   const auto rows_fn = kv_type == TensorType::kF16 ? k.kv_rows_f32_f16 : k.kv_rows_f32_f32;
   const LayerKv keys(kv_type, state.range(0)), values(kv_type, state.range(0));
+  // keys and values rotate over the same working set of the type: V half a rotation away from K, so that V is not
+  // the K just read (in cache) and both come from DRAM, as in a decode step.
+  const int64_t v_offset = values.copies.num_copies / 2;
   const int64_t num_keys = keys.num_keys, num_tokens = state.range(1), num_rows = num_tokens * kGroup;
   const int64_t pitch = hetmoe::cpu::attn_tile_pitch(kHeadDim), rows = hetmoe::cpu::attn_tile_rows(num_rows);
   const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
@@ -940,7 +943,7 @@ void BM_AttnTile(benchmark::State& state, Isa isa, TensorType kv_type) {
         const int64_t n = std::min(hetmoe::cpu::kAttnTileMaxKeys, num_keys - j);
         const auto stride = static_cast<int64_t>(keys.stride_bytes);
         rows_fn(keys.head(copy_idx, g) + j * stride, stride, n, kHeadDim, kf.data());
-        rows_fn(values.head(copy_idx, g) + j * stride, stride, n, kHeadDim, vf.data());
+        rows_fn(values.head(copy_idx + v_offset, g) + j * stride, stride, n, kHeadDim, vf.data());
         std::fill(end.begin(), end.end(), static_cast<int32_t>(n));
         k.attn_tile_update(qt.data(), num_rows, kf.data(), vf.data(), n, kHeadDim, scale, begin.data(), end.data(),
                            s.data(), mx.data() + g * rows, sum.data() + g * rows, out.data() + g * rows * pitch);
@@ -969,7 +972,7 @@ void BM_AttnTile(benchmark::State& state, Isa isa, TensorType kv_type) {
             for (int64_t i = 0; i < kHeadDim; ++i) {
               double o = 0.0;
               for (int64_t j = 0; j < num_keys; ++j)
-                o += sc[static_cast<size_t>(j)] * kv_value(kv_type, values.head(0, g), j * kHeadDim + i);
+                o += sc[static_cast<size_t>(j)] * kv_value(kv_type, values.head(v_offset, g), j * kHeadDim + i);
               want.push_back(o / z);
               const auto row = static_cast<size_t>(g * rows + r);
               got.push_back(out[row * static_cast<size_t>(pitch) + static_cast<size_t>(i)] / sum[row]);

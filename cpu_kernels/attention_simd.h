@@ -349,13 +349,14 @@ inline void pad_row(float* dst, int64_t head_dim) {
   for (int64_t d = head_dim; d < attn_tile_pitch(head_dim); ++d) dst[d] = 0.0f;
 }
 
-/// Prefetches (into L2) the row_bytes of row j of the next block of kAttnTileMaxKeys rows, at stride_bytes from one
-/// row to the next: a KV head's rows are contiguous, so the next block of the same head is converted next, and the
-/// next block's rows then arrive while the tile computes (decode at depth 4096: the K/V rows come from DRAM; the
-/// hardware prefetcher stops at every 4 KiB page). A prefetch past the cache's end is harmless (no fault).
+/// Prefetches the row_bytes of row j of the next block of kAttnTileMaxKeys rows, at stride_bytes from one row to the
+/// next: a KV head's rows are contiguous, so the next block of the same head is converted next, and its rows then
+/// arrive while the tile computes (decode at depth 4096: the K/V rows come from DRAM; the hardware prefetcher stops at
+/// every 4 KiB page). Into L1 (prefetcht0): ~12 % faster than into L2 in BM_AttnTile at 4096 keys; 2–4 blocks ahead
+/// measured the same as 1. A prefetch past the cache's end is harmless (no fault).
 inline void prefetch_next_block_row(const uint8_t* src, int64_t stride_bytes, int64_t j, int64_t row_bytes) {
   const uint8_t* ahead = src + (j + kAttnTileMaxKeys) * stride_bytes;
-  for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(ahead + b, 0, 2);
+  for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(ahead + b, 0, 3);
 }
 
 inline void kv_rows_f32_f16(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) {

@@ -159,6 +159,7 @@ struct KernelTable {
   ///
   /// kv_rows_f32_*: num_keys rows of head_dim values of the type (f16 bits, f32, q8_0 / q4_0 blocks with head_dim a
   /// multiple of 32) at stride_bytes from one to the next → dst[num_keys][attn_tile_pitch(head_dim)], zero padded.
+  /// The SIMD variants also prefetch the rows kAttnTileMaxKeys further on (the next block of the same KV head).
   void (*kv_rows_f32_f16)(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim,
                           float* dst) = nullptr;
   void (*kv_rows_f32_f32)(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim,
