@@ -133,6 +133,12 @@ struct KernelTable {
   ///   M = max(max_j s_j, sink); Z = Σ_j exp(s_j − M) + exp(sink − M); s_j ← exp(s_j − M) / Z.
   /// The sink is a raw logit that takes probability mass but has no value row.
   void (*softmax_with_sink)(float* s, int64_t n, float sink);
+  /// gpt-oss's clamped SwiGLU, elementwise over n ≥ 0 values (ref::swiglu_oai: out = g · sigmoid(alpha · g) · (a + 1),
+  /// g = min(gate, limit), a = clamp(up, −limit, limit)); out may alias gate or up; NaN in gives NaN out.
+  void (*swiglu_oai)(const float* gate, const float* up, float* out, int64_t n, float alpha, float limit);
+  /// NeoX RoPE of one head in place (ref::rope_neox_apply): x[num_rot_dims], pair i in [0, num_rot_dims / 2) rotates
+  /// (x[i], x[i + num_rot_dims / 2]) by cos_tab[i], sin_tab[i].
+  void (*rope_neox)(float* x, int32_t num_rot_dims, const float* cos_tab, const float* sin_tab);
 
   // Entries filled after the variant's constexpr table is built (dispatch.cpp adds attention_<isa>.cpp's).
 

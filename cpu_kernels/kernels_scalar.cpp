@@ -197,6 +197,8 @@ constexpr KernelTable kScalarTable{
     .attn_scores_f32 = attn_scores<false>,
     .attn_values_f32 = attn_values<false>,
     .softmax_with_sink = softmax_with_sink,
+    .swiglu_oai = ref::swiglu_oai,
+    .rope_neox = ref::rope_neox_apply,
 };
 
 }  // namespace

@@ -681,6 +681,41 @@ inline void softmax_with_sink(float* s, int64_t n, float sink) {
   for (int64_t j = i; j < n; ++j) s[j] *= 1.0f / z;
 }
 
+/// ref::swiglu_oai over the lanes (xsimd::exp, a few ulp from libm's expf). min / max take the data as their second
+/// operand: x86 min/max return the second operand when either is NaN, so a NaN gate or up stays NaN as in the
+/// reference (std::min / std::clamp).
+inline void swiglu_oai(const float* gate, const float* up, float* out, int64_t n, float alpha, float limit) {
+  using fb = xsimd::batch<float, DenseArch>;
+  constexpr int64_t kLanes = fb::size;
+  const fb vlimit(limit), vneg_limit(-limit), vneg_alpha(-alpha), one(1.0f);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const fb g = xsimd::min(vlimit, fb::load_unaligned(gate + i));
+    const fb a = xsimd::min(vlimit, xsimd::max(vneg_limit, fb::load_unaligned(up + i)));
+    ((g / (one + xsimd::exp(vneg_alpha * g))) * (a + one)).store_unaligned(out + i);
+  }
+  if (i < n) ref::swiglu_oai(gate + i, up + i, out + i, n - i, alpha, limit);
+}
+
+/// ref::rope_neox_apply over the lanes (products possibly contracted into FMAs: within an ulp of the reference).
+inline void rope_neox(float* x, int32_t num_rot_dims, const float* cos_tab, const float* sin_tab) {
+  using fb = xsimd::batch<float, DenseArch>;
+  constexpr int64_t kLanes = fb::size;
+  const int64_t half = num_rot_dims / 2;
+  int64_t i = 0;
+  for (; i + kLanes <= half; i += kLanes) {
+    const fb x0 = fb::load_unaligned(x + i), x1 = fb::load_unaligned(x + i + half);
+    const fb c = fb::load_unaligned(cos_tab + i), s = fb::load_unaligned(sin_tab + i);
+    (x0 * c - x1 * s).store_unaligned(x + i);
+    (x0 * s + x1 * c).store_unaligned(x + i + half);
+  }
+  for (; i < half; ++i) {
+    const float x0 = x[i], x1 = x[i + half];
+    x[i] = x0 * cos_tab[i] - x1 * sin_tab[i];
+    x[i + half] = x0 * sin_tab[i] + x1 * cos_tab[i];
+  }
+}
+
 // ---- the table ----------------------------------------------------------------------------------------------------
 
 constexpr KernelTable make_kernel_table(Isa isa) {
@@ -706,6 +741,8 @@ constexpr KernelTable make_kernel_table(Isa isa) {
       .attn_scores_f32 = attn_scores<F32Weights>,
       .attn_values_f32 = attn_values<F32Weights>,
       .softmax_with_sink = softmax_with_sink,
+      .swiglu_oai = swiglu_oai,
+      .rope_neox = rope_neox,
   };
 }
 

@@ -47,8 +47,10 @@ void softmax(float* x, int64_t n);
 
 /// SwiGLU as in gpt-oss (spec §3 step 8, reference openai/gpt-oss gpt_oss/torch/model.py swiglu):
 /// g' = min(gate, limit), a' = clamp(up, -limit, limit), out = g' * sigmoid(alpha * g') * (a' + 1).
-/// gate[n], up[n], out[n] f32; out may alias gate or up.
-void swiglu_oai(const float* gate, const float* up, float* out, int64_t n, float alpha = 1.702f, float limit = 7.0f);
+/// gate[n], up[n], out[n] f32; out may alias gate or up. NaN in gate or up gives NaN.
+inline constexpr float kSwigluAlpha = 1.702f, kSwigluLimit = 7.0f;
+void swiglu_oai(const float* gate, const float* up, float* out, int64_t n, float alpha = kSwigluAlpha,
+                float limit = kSwigluLimit);
 
 // ---- RoPE (YaRN, NEOX layout) ---------------------------------------------------------------------------
 

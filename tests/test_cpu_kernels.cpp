@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <random>
 #include <string>
@@ -496,6 +497,63 @@ TEST_P(CpuKernelsTest, SoftmaxWithSinkMatchesDouble) {
       for (float p : s) total += p;
       EXPECT_NEAR(total, 1.0, 1e-5) << n;  // with the sink's share, the probabilities sum to 1
     }
+  }
+}
+
+// SwiGLU-OAI at every ISA against ref::swiglu_oai on lengths around the vector width (0, 1, 15, 17, 300, 2881) and
+// values across both clamps (|x| up to 12 against limit 7), in place (out = gate, as the runtime calls it). The SIMD
+// exp is a few ulp from libm's expf, so the NMSE is ~1e-14; 1e-12 leaves room. Then the edges: a NaN gate or up stays
+// NaN (x86 min/max would return the limit if the data were their first operand), a gate of −1000 gives −0 (exp
+// overflows to inf), +inf and −inf inputs give what the reference gives (a −inf gate: NaN).
+TEST_P(CpuKernelsTest, SwigluOaiMatchesReferenceOnOddLengthsAndEdges) {
+  for (int64_t n : {0, 1, 15, 17, 300, 2881}) {
+    auto gate = random_floats(n, 61, 12.0f);
+    const auto up = random_floats(n, 62, 12.0f);
+    std::vector<float> want(static_cast<size_t>(n));
+    ref::swiglu_oai(gate.data(), up.data(), want.data(), n);
+    table().swiglu_oai(gate.data(), up.data(), gate.data(), n, ref::kSwigluAlpha, ref::kSwigluLimit);
+    if (n > 0) EXPECT_LE(nmse(want, gate), 1e-12) << n;
+  }
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  // 32 values (two AVX-512 vectors, four AVX2 ones): edges in the first vector, ordinary values elsewhere.
+  std::vector<float> gate(32, 0.5f), up(32, -0.25f);
+  gate[0] = nan;
+  up[1] = nan;
+  gate[2] = -1000.0f;
+  gate[3] = inf, up[3] = inf;
+  gate[4] = -inf, up[4] = -inf;
+  gate[5] = 7.5f, up[5] = -7.5f;
+  std::vector<float> want(32), got(32);
+  ref::swiglu_oai(gate.data(), up.data(), want.data(), 32);
+  table().swiglu_oai(gate.data(), up.data(), got.data(), 32, ref::kSwigluAlpha, ref::kSwigluLimit);
+  EXPECT_TRUE(std::isnan(want[0]) && std::isnan(want[1]));
+  EXPECT_TRUE(std::isnan(got[0])) << got[0];
+  EXPECT_TRUE(std::isnan(got[1])) << got[1];
+  for (size_t i = 2; i < 32; ++i) {
+    if (std::isnan(want[i]))  // a −inf gate: −inf / (1 + exp(+inf)) is NaN in the reference too
+      EXPECT_TRUE(std::isnan(got[i])) << i << " " << got[i];
+    else
+      EXPECT_NEAR(got[i], want[i], 1e-5f * std::max(1.0f, std::fabs(want[i]))) << i;
+  }
+  EXPECT_TRUE(std::signbit(got[2]) && got[2] == 0.0f) << got[2];
+}
+
+// NeoX RoPE at every ISA against ref::rope_neox_apply: rotary dims 2, 34, 64 (gpt-oss), 130 (halves below, at and
+// around the vector width), angles across the circle. The SIMD variant may contract the products into FMAs: each
+// value within an ulp or so, NMSE ≤ 1e-12.
+TEST_P(CpuKernelsTest, RopeNeoxMatchesReferenceOnOddDims) {
+  for (int32_t d : {2, 34, 64, 130}) {
+    const auto x = random_floats(d, 71, 3.0f);
+    std::vector<float> cos_tab(static_cast<size_t>(d / 2)), sin_tab(cos_tab.size());
+    for (int32_t i = 0; i < d / 2; ++i) {
+      cos_tab[static_cast<size_t>(i)] = std::cos(0.37f * static_cast<float>(i) + 0.1f);
+      sin_tab[static_cast<size_t>(i)] = std::sin(0.37f * static_cast<float>(i) + 0.1f);
+    }
+    auto want = x, got = x;
+    ref::rope_neox_apply(want.data(), d, cos_tab.data(), sin_tab.data());
+    table().rope_neox(got.data(), d, cos_tab.data(), sin_tab.data());
+    EXPECT_LE(nmse(want, got), 1e-12) << d;
+    EXPECT_GT(nmse(x, got), 1e-3) << d;  // it rotated
   }
 }
 

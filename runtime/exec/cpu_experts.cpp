@@ -114,7 +114,8 @@ void CpuExperts::compute_batch(uint32_t layer_idx, const float* x, uint32_t num_
 
   // 3. SwiGLU-OAI, quantize, down projections.
   const uint32_t num_rows = group_begin_[num_groups];
-  ref::swiglu_oai(gate_.data(), up_.data(), gate_.data(), static_cast<int64_t>(num_rows) * F);
+  kernels_->swiglu_oai(gate_.data(), up_.data(), gate_.data(), static_cast<int64_t>(num_rows) * F, ref::kSwigluAlpha,
+                       ref::kSwigluLimit);
   if (uses_q8_activations(w.down_exps.type))
     for (uint32_t r = 0; r < num_rows; ++r)
       kernels_->quantize_act_q8(&gate_[static_cast<size_t>(r) * F], &act_q8_[static_cast<size_t>(r) * F / blk], F);

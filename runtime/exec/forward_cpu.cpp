@@ -504,8 +504,8 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
     float* q = &qkv_[static_cast<size_t>(t) * qkv_stride];
     const float* c = &rope_cos_[t * HD / 2];
     const float* s = &rope_sin_[t * HD / 2];
-    for (uint32_t h = 0; h < hp.num_heads; ++h) ref::rope_neox_apply(q + h * HD, static_cast<int32_t>(HD), c, s);
-    for (uint32_t g = 0; g < hp.num_kv_heads; ++g) ref::rope_neox_apply(q + Q + g * HD, static_cast<int32_t>(HD), c, s);
+    for (uint32_t h = 0; h < hp.num_heads; ++h) kernels_->rope_neox(q + h * HD, static_cast<int32_t>(HD), c, s);
+    for (uint32_t g = 0; g < hp.num_kv_heads; ++g) kernels_->rope_neox(q + Q + g * HD, static_cast<int32_t>(HD), c, s);
     token_sequence_[t]->kv.store(l, token_pos_[t], q + Q, q + Q + KV);
   }
 
@@ -708,7 +708,8 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
 
   // 5. SwiGLU-OAI, quantize, down projections.
   const uint32_t num_rows = group_begin_[num_groups];
-  ref::swiglu_oai(gate_.data(), up_.data(), gate_.data(), static_cast<int64_t>(num_rows) * F);
+  kernels_->swiglu_oai(gate_.data(), up_.data(), gate_.data(), static_cast<int64_t>(num_rows) * F, ref::kSwigluAlpha,
+                       ref::kSwigluLimit);
   if (uses_q8_activations(w.down_exps.type)) quantize_rows(gate_.data(), act_q8_.data(), num_rows, F);
   num_jobs = 0;
   for (uint32_t gi = 0; gi < num_groups; ++gi) {
