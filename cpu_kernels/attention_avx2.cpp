@@ -26,6 +26,10 @@ inline xsimd::batch<float, Arch> load_f16(const uint16_t* src) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src)));
 }
 
+inline void store_f16(const xsimd::batch<float, Arch>& x, uint16_t* dst) {
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+}
+
 inline void dequantize_q8_0_block(const uint8_t* block, float* out) {
   const __m256 d = _mm256_set1_ps(block_scale(block));
   for (int i = 0; i < 4; ++i) {

@@ -33,6 +33,10 @@ inline xsimd::batch<float, Arch> load_f16(const uint16_t* src) {
   return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src)));
 }
 
+inline void store_f16(const xsimd::batch<float, Arch>& x, uint16_t* dst) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT));
+}
+
 inline void dequantize_q8_0_block(const uint8_t* block, float* out) {
   const __m512 d = _mm512_set1_ps(block_scale(block));
   for (int i = 0; i < 2; ++i) {

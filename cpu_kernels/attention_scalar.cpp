@@ -110,6 +110,10 @@ float softmax_partial(float* s, int64_t n, float* max_out) {
 
 // Tiled attention, scalar: qt is the query rows themselves, [attn_tile_rows][pitch]; s is [row][kAttnTileMaxKeys].
 
+void kv_row_f16_from_f32(const float* src, uint16_t* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = ref::f32_to_f16(src[i]);
+}
+
 void kv_rows_f32_f16(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) {
   const int64_t pitch = attn_tile_pitch(head_dim);
   for (int64_t j = 0; j < num_keys; ++j) {
@@ -179,6 +183,7 @@ void add_attention_kernels_scalar(KernelTable& t) {
   t.attn_values_q4_0 = attn_values<dequantize_kv_q4_0>;
   t.softmax_partial = softmax_partial;
   t.kv_rows_f32_f16 = kv_rows_f32_f16;
+  t.kv_row_f16_from_f32 = kv_row_f16_from_f32;
   t.kv_rows_f32_f32 = kv_rows_f32_f32;
   t.kv_rows_f32_q8_0 = kv_rows_f32_blocks<dequantize_kv_q8_0>;
   t.kv_rows_f32_q4_0 = kv_rows_f32_blocks<dequantize_kv_q4_0>;

@@ -6,6 +6,7 @@
 //   void dequantize_q8_0_block(const uint8_t* block, float* out)   34-byte block → out[32], value d · q
 //   void dequantize_q4_0_block(const uint8_t* block, float* out)   18-byte block → out[32], value d · (nibble − 8)
 //   xsimd::batch<float, Arch> load_f16(const uint16_t* src)        one batch of f16 values widened to f32
+//   void store_f16(const xsimd::batch<float, Arch>& x, uint16_t* dst)  x rounded to f16 (nearest even) at dst
 // Both round each value once (d · q exactly as dequantize_kv_* in kv_blocks.h), so a dequantized row equals the
 // scalar variant's bit for bit; only the order of the dot product's additions differs.
 // No SIMD value at namespace scope, no standard-library templates (see kernels_simd.h for why).
@@ -392,7 +393,16 @@ void kv_rows_f32_blocks(const uint8_t* src, int64_t stride_bytes, int64_t num_ke
   }
 }
 
+/// f32 → f16 bits, rounded to nearest even (F16C): the same bits as ref::f32_to_f16 (IEEE conversion).
+inline void kv_row_f16_from_f32(const float* src, uint16_t* dst, int64_t n) {
+  using fb = xsimd::batch<float, Arch>;
+  int64_t i = 0;
+  for (; i + static_cast<int64_t>(fb::size) <= n; i += fb::size) store_f16(fb::load_unaligned(src + i), dst + i);
+  for (; i < n; ++i) dst[i] = ref::f32_to_f16(src[i]);
+}
+
 inline void add_attention_kernels(KernelTable& t) {
+  t.kv_row_f16_from_f32 = kv_row_f16_from_f32;
   t.kv_rows_f32_f16 = kv_rows_f32_f16;
   t.kv_rows_f32_f32 = kv_rows_f32_f32;
   t.kv_rows_f32_q8_0 = kv_rows_f32_blocks<kKvQ8_0BlockBytes, dequantize_q8_0_block>;

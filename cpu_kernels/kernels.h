@@ -174,6 +174,9 @@ struct KernelTable {
                            float* dst) = nullptr;
   void (*kv_rows_f32_q4_0)(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim,
                            float* dst) = nullptr;
+  /// K/V rows stored as f16 (the default KV type): src[n] f32 → dst[n] f16 bits, rounded to nearest even; the same
+  /// bits as ref::f32_to_f16 at every ISA (NaN stays NaN, ≥ 65520 in magnitude → ±inf).
+  void (*kv_row_f16_from_f32)(const float* src, uint16_t* dst, int64_t n) = nullptr;
   /// Writes query rows q[num_rows][head_dim] (f32, contiguous) as rows [row_begin, row_begin + num_rows) of the tile
   /// qt. The caller zeroes qt (attn_tile_qt_floats) before packing a tile's first rows; rows never packed stay zero.
   void (*attn_tile_pack_q)(const float* q, int64_t num_rows, int64_t head_dim, int64_t row_begin, float* qt) = nullptr;

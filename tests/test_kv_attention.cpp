@@ -5,8 +5,10 @@
 // counts, mixed K/V types, and at the sliding window's edge where the ring wraps.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -161,6 +163,39 @@ TEST_P(KvAttentionPerIsa, TableHasTheQuantizedAttentionKernels) {
   EXPECT_NE(table().attn_scores_q4_0, nullptr);
   EXPECT_NE(table().attn_values_q4_0, nullptr);
   EXPECT_NE(table().softmax_partial, nullptr);
+}
+
+// f32 → f16 of K/V rows on store at every ISA, bit for bit against ref::f32_to_f16: 2^20 random bit patterns
+// (every exponent, NaNs with payloads, subnormals) plus the edges — ±0, ±inf, the largest half 65504, 65519.996
+// (rounds down) and 65520 (rounds to inf), the smallest subnormal half 2^-24 and half of it (a tie: rounds to even,
+// 0), ties between two normal halves — at lengths 1 and 2^20 + 26 (a tail after the last vector at both widths).
+// NaN: NaN out (payload not compared). Truncating instead of rounding fails it.
+TEST_P(KvAttentionPerIsa, F16RowStoreMatchesReferenceBitForBit) {
+  std::mt19937 rng(5);
+  std::vector<float> x;
+  for (int i = 0; i < (1 << 20); ++i) x.push_back(std::bit_cast<float>(static_cast<uint32_t>(rng())));
+  const float inf = std::numeric_limits<float>::infinity();
+  for (float e : {0.0f, -0.0f, inf, -inf, 65504.0f, 65519.996f, 65520.0f, -65520.0f, 0x1p-24f, 0x1p-25f, -0x1p-25f,
+                  0x1.8p-25f, 1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, 0x1p-14f, 0x1.ff8p-15f, 1.0f, -2.5f})
+    x.push_back(e);
+  for (int i = 0; i < 8; ++i) x.push_back(static_cast<float>(i) * 0.37f);  // 2^20 + 18 + 8 = 2^20 + 26 values
+  for (int64_t n : {int64_t{1}, static_cast<int64_t>(x.size())}) {
+    std::vector<uint16_t> got(static_cast<size_t>(n), 0xFFFF);
+    table().kv_row_f16_from_f32(x.data(), got.data(), n);
+    int64_t mismatches = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const uint16_t want = ref::f32_to_f16(x[static_cast<size_t>(i)]);
+      const bool want_nan = (want & 0x7C00) == 0x7C00 && (want & 0x3FF) != 0;
+      const bool got_nan = (got[i] & 0x7C00) == 0x7C00 && (got[i] & 0x3FF) != 0;
+      if (want_nan ? !got_nan : got[i] != want) {
+        if (++mismatches <= 5)
+          ADD_FAILURE() << "x = " << x[static_cast<size_t>(i)] << " (bits 0x" << std::hex
+                        << std::bit_cast<uint32_t>(x[static_cast<size_t>(i)]) << "): got 0x" << got[i] << ", want 0x"
+                        << want << std::dec;
+      }
+    }
+    EXPECT_EQ(mismatches, 0) << "n " << n;
+  }
 }
 
 // Odd shapes: 1, 3 and 8 query heads per KV head; head_dim 32 (one block), 64 (gpt-oss), 96 (three blocks) and 256

@@ -506,7 +506,7 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
     const float* s = &rope_sin_[t * HD / 2];
     for (uint32_t h = 0; h < hp.num_heads; ++h) kernels_->rope_neox(q + h * HD, static_cast<int32_t>(HD), c, s);
     for (uint32_t g = 0; g < hp.num_kv_heads; ++g) kernels_->rope_neox(q + Q + g * HD, static_cast<int32_t>(HD), c, s);
-    token_sequence_[t]->kv.store(l, token_pos_[t], q + Q, q + Q + KV);
+    token_sequence_[t]->kv.store(l, token_pos_[t], q + Q, q + Q + KV, *kernels_);
   }
 
   // 4. Attention with sinks, one task per (tile, KV head): a tile is up to kAttentionTileTokens consecutive tokens of

@@ -17,17 +17,20 @@ namespace hetmoe {
 
 namespace {
 
-/// One head's row of head_dim f32 values → dst in `type`.
-void store_row(KvCacheType type, const float* src, uint32_t head_dim, uint8_t* dst) {
+using F16Row = void (*)(const float* src, uint16_t* dst, int64_t n);
+
+void f16_row_reference(const float* src, uint16_t* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = ref::f32_to_f16(src[i]);
+}
+
+/// One head's row of head_dim f32 values → dst in `type` (f16 through f16_row).
+void store_row(KvCacheType type, const float* src, uint32_t head_dim, uint8_t* dst, F16Row f16_row) {
   switch (type) {
     case KvCacheType::kF32:
       std::memcpy(dst, src, head_dim * sizeof(float));
       return;
     case KvCacheType::kF16:
-      for (uint32_t i = 0; i < head_dim; ++i) {
-        const uint16_t h = ref::f32_to_f16(src[i]);
-        std::memcpy(dst + 2 * i, &h, 2);
-      }
+      f16_row(src, reinterpret_cast<uint16_t*>(dst), head_dim);
       return;
     case KvCacheType::kQ8_0:
       cpu::quantize_kv_q8_0(src, dst, head_dim);
@@ -130,10 +133,22 @@ void KvCache::copy_position(uint32_t layer_idx, uint32_t src_pos, uint32_t dst_p
 }
 
 void KvCache::store(uint32_t layer_idx, uint32_t pos, const float* k, const float* v) {
+  store_rows(layer_idx, pos, k, v, f16_row_reference);
+}
+
+void KvCache::store(uint32_t layer_idx, uint32_t pos, const float* k, const float* v, const cpu::KernelTable& kernels) {
+  const F16Row f16_row = kernels.kv_row_f16_from_f32 != nullptr ? kernels.kv_row_f16_from_f32 : f16_row_reference;
+  store_rows(layer_idx, pos, k, v, f16_row);
+}
+
+void KvCache::store_rows(uint32_t layer_idx, uint32_t pos, const float* k, const float* v,
+                         void (*f16_row)(const float*, uint16_t*, int64_t)) {
   for (uint32_t h = 0; h < hp_.num_kv_heads; ++h) {
     const uint64_t off = static_cast<uint64_t>(h) * hp_.head_dim;
-    store_row(k_type_, k + off, hp_.head_dim, k_.get() + slot_offset(k_layer_offset_, k_row_bytes_, layer_idx, pos, h));
-    store_row(v_type_, v + off, hp_.head_dim, v_.get() + slot_offset(v_layer_offset_, v_row_bytes_, layer_idx, pos, h));
+    store_row(k_type_, k + off, hp_.head_dim, k_.get() + slot_offset(k_layer_offset_, k_row_bytes_, layer_idx, pos, h),
+              f16_row);
+    store_row(v_type_, v + off, hp_.head_dim, v_.get() + slot_offset(v_layer_offset_, v_row_bytes_, layer_idx, pos, h),
+              f16_row);
   }
 }
 

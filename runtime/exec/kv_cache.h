@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cpu_kernels/kernels.h"
 #include "runtime/base/expected.h"
 #include "runtime/model/kv_type.h"
 #include "runtime/model/model.h"
@@ -33,6 +34,8 @@ class KvCache {
   /// Stores K and V of position `pos` for `layer_idx`: k[kv_dim], v[kv_dim] f32 (kv_dim = num_kv_heads·head_dim,
   /// head-major). pos < context_length (the caller validates).
   void store(uint32_t layer_idx, uint32_t pos, const float* k, const float* v);
+  /// The same with f16 rows converted by `kernels` (KernelTable::kv_row_f16_from_f32: the same bits, SIMD).
+  void store(uint32_t layer_idx, uint32_t pos, const float* k, const float* v, const cpu::KernelTable& kernels);
 
   /// Copies K and V of every KV head of `layer_idx` from position src_pos to dst_pos (raw rows, any type). Both must
   /// be in the ring (dst_pos − capacity ≤ src_pos ≤ newest stored; equal: the same slot); the caller validates.
@@ -71,6 +74,8 @@ class KvCache {
   uint64_t reserved_bytes() const { return total_bytes_; }
 
  private:
+  void store_rows(uint32_t layer_idx, uint32_t pos, const float* k, const float* v,
+                  void (*f16_row)(const float*, uint16_t*, int64_t));
   uint64_t slot_offset(const std::vector<uint64_t>& layer_offset, uint64_t row_bytes, uint32_t layer_idx, uint32_t pos,
                        uint32_t kv_head_idx) const {
     const uint32_t slot = pos % capacity_[layer_idx];
