@@ -31,6 +31,7 @@ struct Span {
   int64_t tid = 0;
   std::string name, category;
   int64_t layer = -1;
+  int64_t num_tokens = -1;  // arg num_tokens (step spans)
   Device device = Device::kNone;
   double self = 0;
 };
@@ -131,6 +132,9 @@ Expected<TraceSummary> summarize_trace(std::string_view json_text, const std::st
       if (e.contains("args") && e["args"].is_object() && e["args"].contains("layer") &&
           e["args"]["layer"].is_number_integer())
         s.layer = e["args"]["layer"].get<int64_t>();
+      if (e.contains("args") && e["args"].is_object() && e["args"].contains("num_tokens") &&
+          e["args"]["num_tokens"].is_number_integer())
+        s.num_tokens = e["args"]["num_tokens"].get<int64_t>();
       first = std::min(first, s.ts);
       last = std::max(last, s.end);
       spans.push_back(std::move(s));
@@ -228,6 +232,39 @@ Expected<TraceSummary> summarize_trace(std::string_view json_text, const std::st
   std::sort(summary.ops.begin(), summary.ops.end(),
             [](const TraceSummary::Op& a, const TraceSummary::Op& b) { return a.total_us > b.total_us; });
 
+  // Step kinds: each op span goes to the step span it starts in (steps do not overlap: one forward at a time).
+  struct StepWindow {
+    double begin, end;
+    std::string kind;
+  };
+  std::vector<StepWindow> steps;
+  std::map<std::string, TraceSummary::StepKind> kinds;
+  for (const Span& s : spans) {
+    if (s.category != "step") continue;
+    const std::string kind =
+        s.num_tokens < 0 ? s.name : fmt::format("{} of {} token{}", s.name, s.num_tokens, s.num_tokens == 1 ? "" : "s");
+    steps.push_back({s.ts, s.end, kind});
+    TraceSummary::StepKind& k = kinds[kind];
+    k.name = kind;
+    ++k.num_steps;
+    k.step_us += s.end - s.ts;
+  }
+  std::sort(steps.begin(), steps.end(), [](const StepWindow& a, const StepWindow& b) { return a.begin < b.begin; });
+  std::map<std::string, std::map<std::string, double>> op_us;  // kind → op → µs
+  for (const Span& s : spans) {
+    if (s.category != "op") continue;
+    auto it = std::upper_bound(steps.begin(), steps.end(), s.ts,
+                               [](double ts, const StepWindow& w) { return ts < w.begin; });
+    if (it == steps.begin()) continue;
+    --it;
+    if (s.ts < it->end) op_us[it->kind][s.name] += s.end - s.ts;
+  }
+  for (auto& [name, k] : kinds) {
+    for (const auto& [op, us] : op_us[name]) k.ops.emplace_back(op, us);
+    std::sort(k.ops.begin(), k.ops.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    summary.step_kinds.push_back(std::move(k));
+  }
+
   for (const auto& [name, samples] : counter_samples) {
     TraceSummary::Counter c;
     c.name = name;
@@ -289,6 +326,16 @@ std::string format_trace_summary(const TraceSummary& s, size_t top_n) {
     const TraceSummary::Op& op = s.ops[i];
     add("| {} | {} | {} | {:.3f} | {:.3f} | {:.2f} |\n", op.name, op.category, op.count, ms(op.total_us),
         ms(op.self_us), op.count ? op.total_us / static_cast<double>(op.count) : 0.0);
+  }
+
+  for (const TraceSummary::StepKind& k : s.step_kinds) {
+    const double n = static_cast<double>(k.num_steps);
+    add("\n{}: {} step{}, {:.3f} ms per step; ops started inside them, per step\n", k.name, k.num_steps,
+        k.num_steps == 1 ? "" : "s", ms(k.step_us) / n);
+    add("| op | ms per step | share of the step |\n");
+    add("| --- | ---: | ---: |\n");
+    for (const auto& [op, us] : k.ops)
+      add("| {} | {:.3f} | {:.1f} % |\n", op, ms(us) / n, k.step_us > 0 ? 100.0 * us / k.step_us : 0.0);
   }
 
   if (!s.counters.empty()) {

@@ -10,6 +10,9 @@
 //   overlap efficiency of a layer = max(cpu busy, gpu busy) ÷ layer step time: 1 when the slower device is busy the
 //                      whole step (the other one hidden behind it); with only CPU spans gpu busy is 0 and the figure
 //                      is the CPU's share of the step.
+//   step kind        = the step spans (category "step": decode, prefill) by name and arg num_tokens ("prefill of 64
+//                      tokens"); per kind, the "op" spans that start inside its steps, summed and divided by the
+//                      number of steps: what one decode step or one pp64 step spends in each op.
 
 #include <algorithm>
 #include <cstdint>
@@ -41,6 +44,12 @@ struct TraceSummary {
     double total_us = 0;  // summed durations
     double self_us = 0;   // minus the time of spans nested in them on the same track
   };
+  struct StepKind {
+    std::string name;        // "decode of 1 token", "prefill of 64 tokens", or the span name without num_tokens
+    uint64_t num_steps = 0;
+    double step_us = 0;      // summed durations of its step spans
+    std::vector<std::pair<std::string, double>> ops;  // op name → summed µs inside its steps, by time, descending
+  };
   struct Counter {
     std::string name;  // "<name> <series>", as Perfetto names the track
     uint64_t num_samples = 0;
@@ -56,6 +65,7 @@ struct TraceSummary {
   std::vector<Layer> layers;   // by layer index
   std::vector<Device> devices;  // cpu, gpu, copy (always all three)
   std::vector<Op> ops;          // work categories, by total time, descending
+  std::vector<StepKind> step_kinds;  // by name
   std::vector<Counter> counters;
 };
 
@@ -66,7 +76,7 @@ Expected<TraceSummary> summarize_trace(std::string_view json_text, const std::st
 /// Reads `path` and summarizes it. Errors: kIo when it cannot be read, summarize_trace()'s otherwise.
 Expected<TraceSummary> summarize_trace_file(const std::string& path);
 
-/// Text tables (Markdown) of a summary: per layer, per device, the top `top_n` ops, the counters.
+/// Text tables (Markdown) of a summary: per layer, per device, the top `top_n` ops, per step kind, the counters.
 std::string format_trace_summary(const TraceSummary& summary, size_t top_n);
 
 }  // namespace hetmoe::profiler

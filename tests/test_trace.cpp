@@ -393,6 +393,50 @@ TEST(TraceSummary, BusyTimesAndOverlapFollowTheDefinitions) {
   EXPECT_NE(text_out.find("top 3 ops"), std::string::npos) << text_out;
 }
 
+// Step kinds: two decode steps [0,100] and [200,300] (1 token), a prefill [400,600] of 64 tokens, a step without
+// num_tokens [700,710]; op spans inside them (attention 55 + qkv 20 + qkv 30 in the decodes, attention 100 + qkv 10
+// in the prefill), an op outside every step [650,660] and a chunk inside one (neither counted).
+TEST(TraceSummary, StepKindsSumTheOpsStartedInsideEachKindsSteps) {
+  const std::string text = R"({"traceEvents":[
+    {"ph":"X","pid":1,"tid":1,"cat":"step","name":"decode","ts":0,"dur":100,"args":{"position":5,"num_tokens":1}},
+    {"ph":"X","pid":1,"tid":1,"cat":"step","name":"decode","ts":200,"dur":100,"args":{"position":6,"num_tokens":1}},
+    {"ph":"X","pid":1,"tid":1,"cat":"step","name":"prefill","ts":400,"dur":200,"args":{"position":0,"num_tokens":64}},
+    {"ph":"X","pid":1,"tid":1,"cat":"step","name":"warmup","ts":700,"dur":10},
+    {"ph":"X","pid":1,"tid":1,"cat":"op","name":"qkv","ts":10,"dur":20,"args":{"layer":0}},
+    {"ph":"X","pid":1,"tid":1,"cat":"op","name":"attention","ts":40,"dur":55,"args":{"layer":0}},
+    {"ph":"X","pid":1,"tid":2,"cat":"chunk","name":"attention","ts":41,"dur":50,"args":{"layer":0}},
+    {"ph":"X","pid":1,"tid":1,"cat":"op","name":"qkv","ts":210,"dur":30,"args":{"layer":0}},
+    {"ph":"X","pid":1,"tid":1,"cat":"op","name":"attention","ts":410,"dur":100,"args":{"layer":0}},
+    {"ph":"X","pid":1,"tid":1,"cat":"op","name":"qkv","ts":520,"dur":10,"args":{"layer":0}},
+    {"ph":"X","pid":1,"tid":1,"cat":"op","name":"qkv","ts":650,"dur":10,"args":{"layer":0}}
+  ]})";
+  auto s = profiler::summarize_trace(text, "steps.json");
+  ASSERT_TRUE(s.has_value()) << s.error().message;
+  ASSERT_EQ(s->step_kinds.size(), 3u);
+  const auto& decode = s->step_kinds[0];
+  EXPECT_EQ(decode.name, "decode of 1 token");
+  EXPECT_EQ(decode.num_steps, 2u);
+  EXPECT_DOUBLE_EQ(decode.step_us, 200);
+  ASSERT_EQ(decode.ops.size(), 2u);
+  EXPECT_EQ(decode.ops[0].first, "attention");
+  EXPECT_DOUBLE_EQ(decode.ops[0].second, 55);
+  EXPECT_EQ(decode.ops[1].first, "qkv");
+  EXPECT_DOUBLE_EQ(decode.ops[1].second, 50);
+  const auto& prefill = s->step_kinds[1];
+  EXPECT_EQ(prefill.name, "prefill of 64 tokens");
+  EXPECT_EQ(prefill.num_steps, 1u);
+  ASSERT_EQ(prefill.ops.size(), 2u);
+  EXPECT_DOUBLE_EQ(prefill.ops[0].second, 100);
+  EXPECT_DOUBLE_EQ(prefill.ops[1].second, 10);
+  EXPECT_EQ(s->step_kinds[2].name, "warmup");
+  EXPECT_TRUE(s->step_kinds[2].ops.empty());
+  const std::string out = profiler::format_trace_summary(*s, 3);
+  EXPECT_NE(out.find("decode of 1 token: 2 steps, 0.100 ms per step"), std::string::npos) << out;
+  EXPECT_NE(out.find("| attention | 0.100 | 50.0 % |"), std::string::npos) << out;  // the prefill's attention
+  EXPECT_NE(out.find("| qkv | 0.025 | 25.0 % |"), std::string::npos) << out;        // the decodes' qkv, per step
+  EXPECT_NE(out.find("prefill of 64 tokens: 1 step, 0.200 ms per step"), std::string::npos) << out;
+}
+
 TEST(TraceSummary, ABadFileIsAnErrorNamingTheFileAndWhatWasExpected) {
   for (const std::string& text : {std::string("hello"), std::string("{\"events\":[]}"),
                                   std::string("{\"traceEvents\":[{\"ph\":\"X\",\"ts\":1}]}"),
