@@ -19,9 +19,8 @@ namespace {
 
 using F16Row = void (*)(const float* src, uint16_t* dst, int64_t n);
 
-void f16_row_reference(const float* src, uint16_t* dst, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] = ref::f32_to_f16(src[i]);
-}
+/// The scalar variant's f16 row conversion (ref::f32_to_f16 value by value).
+F16Row f16_row_scalar() { return cpu::kernel_table(cpu::Isa::kScalar).kv_row_f16_from_f32; }
 
 /// One head's row of head_dim f32 values → dst in `type` (f16 through f16_row).
 void store_row(KvCacheType type, const float* src, uint32_t head_dim, uint8_t* dst, F16Row f16_row) {
@@ -133,11 +132,11 @@ void KvCache::copy_position(uint32_t layer_idx, uint32_t src_pos, uint32_t dst_p
 }
 
 void KvCache::store(uint32_t layer_idx, uint32_t pos, const float* k, const float* v) {
-  store_rows(layer_idx, pos, k, v, f16_row_reference);
+  store_rows(layer_idx, pos, k, v, f16_row_scalar());
 }
 
 void KvCache::store(uint32_t layer_idx, uint32_t pos, const float* k, const float* v, const cpu::KernelTable& kernels) {
-  const F16Row f16_row = kernels.kv_row_f16_from_f32 != nullptr ? kernels.kv_row_f16_from_f32 : f16_row_reference;
+  const F16Row f16_row = kernels.kv_row_f16_from_f32 != nullptr ? kernels.kv_row_f16_from_f32 : f16_row_scalar();
   store_rows(layer_idx, pos, k, v, f16_row);
 }
 
