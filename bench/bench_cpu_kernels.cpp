@@ -945,8 +945,14 @@ void BM_AttnTile(benchmark::State& state, Isa isa, TensorType kv_type) {
         rows_fn(keys.head(copy_idx, g) + j * stride, stride, n, kHeadDim, kf.data());
         rows_fn(values.head(copy_idx + v_offset, g) + j * stride, stride, n, kHeadDim, vf.data());
         std::fill(end.begin(), end.end(), static_cast<int32_t>(n));
+        // The next block's K and V rows, as attention_tile passes them.
+        const int64_t next_n = std::min(hetmoe::cpu::kAttnTileMaxKeys, num_keys - j - n);
+        const hetmoe::cpu::PrefetchRange next[2] = {
+            {keys.head(copy_idx, g) + (j + n) * stride, next_n * stride},
+            {values.head(copy_idx + v_offset, g) + (j + n) * stride, next_n * stride}};
         k.attn_tile_update(qt.data(), num_rows, kf.data(), vf.data(), n, kHeadDim, scale, begin.data(), end.data(),
-                           s.data(), mx.data() + g * rows, sum.data() + g * rows, out.data() + g * rows * pitch);
+                           s.data(), mx.data() + g * rows, sum.data() + g * rows, out.data() + g * rows * pitch,
+                           next, next_n > 0 ? 2 : 0);
       }
     }
   };

@@ -147,7 +147,8 @@ void attn_tile_pack_q(const float* q, int64_t num_rows, int64_t head_dim, int64_
 
 void attn_tile_update(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
                       int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
-                      float* max_io, float* sum_io, float* out) {
+                      float* max_io, float* sum_io, float* out, const PrefetchRange* /*prefetch*/,
+                      int64_t /*num_prefetch*/) {
   const int64_t pitch = attn_tile_pitch(head_dim);
   for (int64_t r = 0; r < num_rows; ++r) {
     const int64_t begin = key_begin[r], end = std::min<int64_t>(key_end[r], num_keys);

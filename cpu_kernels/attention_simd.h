@@ -151,13 +151,58 @@ inline xsimd::batch<float, Arch> broadcast_dims(const float* p) {
   }
 }
 
+/// Prefetches (into L1) byte ranges (attn_tile_update's prefetch ranges), the lines spread evenly over the tile's
+/// inner steps, so that the next block's K/V rows arrive while this block computes (decode at depth: they come from
+/// DRAM, and the hardware prefetcher stops at every 4 KiB page). Prefetching them while converting the block (before)
+/// issued them in one burst that filled the core's miss buffers and stalled the conversion (perf: ~60 % of its
+/// samples on the first use of a converted row).
+struct PrefetchSpread {
+  const PrefetchRange* range;
+  const PrefetchRange* ranges_end;
+  const uint8_t* line = nullptr;      // next line of *range
+  const uint8_t* line_end = nullptr;  // end of *range
+  int64_t num_lines = 0;              // lines of all ranges
+  int64_t num_steps;                  // inner steps of the tile (an estimate: extra steps prefetch nothing)
+  int64_t credit = 0;                 // Bresenham: num_lines per step, one line per num_steps
+
+  PrefetchSpread(const PrefetchRange* ranges, int64_t num_ranges, int64_t steps)
+      : range(ranges), ranges_end(ranges + num_ranges), num_steps(steps > 0 ? steps : 1) {
+    for (int64_t i = 0; i < num_ranges; ++i) num_lines += (ranges[i].num_bytes + 63) / 64;
+    if (range != ranges_end) start_range();
+  }
+  /// line: the start of *range's first cache line.
+  void start_range() {
+    line = reinterpret_cast<const uint8_t*>(reinterpret_cast<uintptr_t>(range->begin) & ~uintptr_t{63});
+    line_end = range->begin + range->num_bytes;
+  }
+  /// One line; false when none is left.
+  bool prefetch_line() {
+    while (line >= line_end) {
+      if (range == ranges_end || ++range == ranges_end) return false;
+      start_range();
+    }
+    __builtin_prefetch(line, 0, 3);
+    line += 64;
+    return true;
+  }
+  void step() {
+    for (credit += num_lines; credit >= num_steps; credit -= num_steps) prefetch_line();
+  }
+  /// The lines the steps did not reach.
+  void finish() {
+    while (prefetch_line()) {
+    }
+  }
+};
+
 /// Scores of keys [key_begin, key_begin + NK) (NK a multiple of KP) for NG consecutive row groups: qt_group = the
 /// first group's qt vectors, k = the tile's K rows; written to s at the groups' lanes. Each K broadcast feeds NG FMAs
 /// (NG = 2: 10 loads per 16 FMAs instead of 17). kPitch: the pitch when known at compile time (K row addresses become
 /// constant offsets of one pointer instead of NK pointers, which spilled), 0 for runtime_pitch.
 template <int NG, int NK, int64_t kPitch>
 inline void tile_scores_keys(const float* qt_group, int64_t num_dim_vecs, const float* k, int64_t runtime_pitch,
-                             int64_t key_begin, float scale, float* s_group, int64_t s_key_stride) {
+                             int64_t key_begin, float scale, float* s_group, int64_t s_key_stride,
+                             PrefetchSpread& prefetch) {
   using fb = xsimd::batch<float, Arch>;
   constexpr int64_t KP = kTileKeysPerLane, L = fb::size;
   const int64_t pitch = kPitch > 0 ? kPitch : runtime_pitch;
@@ -167,6 +212,7 @@ inline void tile_scores_keys(const float* qt_group, int64_t num_dim_vecs, const 
     for (int kk = 0; kk < NK; ++kk) acc[gg][kk] = fb(0.0f);
   const float* kb = k + key_begin * pitch;
   for (int64_t i = 0; i < num_dim_vecs; ++i) {
+    prefetch.step();
     fb qv[NG];
     for (int gg = 0; gg < NG; ++gg) qv[gg] = fb::load_unaligned(qt_group + gg * group_floats + i * L);
     for (int kk = 0; kk < NK; ++kk) {
@@ -191,7 +237,8 @@ inline void tile_scores_keys(const float* qt_group, int64_t num_dim_vecs, const 
 /// AVX-512: 8 loads per 16 FMAs instead of 10).
 template <int RV, int C, int64_t kPitch>
 inline void tile_values_rows(const float* s_group, int64_t s_key_stride, const float* lane_alpha, int64_t row_in_group,
-                             const float* v, int64_t num_keys, int64_t runtime_pitch, int64_t d, float* out_row) {
+                             const float* v, int64_t num_keys, int64_t runtime_pitch, int64_t d, float* out_row,
+                             PrefetchSpread& prefetch) {
   using fb = xsimd::batch<float, Arch>;
   constexpr int64_t KP = kTileKeysPerLane, L = fb::size;
   const int64_t pitch = kPitch > 0 ? kPitch : runtime_pitch;
@@ -205,6 +252,7 @@ inline void tile_values_rows(const float* s_group, int64_t s_key_stride, const f
   const float* vd = v + d;
   const float* sk = s_group + row_in_group * KP;
   for (int64_t jj = 0; jj < num_keys; jj += KP, vd += KP * pitch, sk += s_key_stride) {
+    prefetch.step();
     for (int64_t p = 0; p < KP && jj + p < num_keys; ++p) {
       fb vv[C];
       for (int c = 0; c < C; ++c) vv[c] = fb::load_unaligned(vd + p * pitch + c * L);
@@ -235,7 +283,8 @@ inline void attn_tile_pack_q(const float* q, int64_t num_rows, int64_t head_dim,
 template <int64_t kPitch>
 void attn_tile_update_pitch(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
                             int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
-                            float* max_io, float* sum_io, float* out) {
+                            float* max_io, float* sum_io, float* out, const PrefetchRange* prefetch,
+                            int64_t num_prefetch) {
   using fb = xsimd::batch<float, Arch>;
   constexpr int64_t KP = kTileKeysPerLane, L = fb::size;
   // Score accumulators: one group × kScoreKeys or two groups × kScoreKeys / 2 (16 of 32 registers on AVX-512; AVX2:
@@ -250,6 +299,13 @@ void attn_tile_update_pitch(const float* qt, int64_t num_rows, const float* k, c
   const int64_t num_key_vecs = (num_keys + KP - 1) / KP;
   const int64_t s_key_stride = num_groups * L;  // floats from one key vector of s to the next
   const float inf = std::numeric_limits<float>::infinity();
+  // Inner steps of the tile: the score loops' head-dim vectors and the value loops' key vectors.
+  const int64_t num_score_steps =
+      (num_groups / 2) * ((num_keys + kPairScoreKeys - 1) / kPairScoreKeys) * num_dim_vecs +
+      (num_groups % 2) * ((num_keys + kScoreKeys - 1) / kScoreKeys) * num_dim_vecs;
+  const int64_t num_value_steps = num_groups * (8 / kValueRows) * ((pitch + kValueVecs * L - 1) / (kValueVecs * L)) *
+                                  num_key_vecs;
+  PrefetchSpread spread(prefetch, num_prefetch, num_score_steps + num_value_steps);
 
   // 1. Scores of every key of the block for every group (keys past num_keys up to a multiple of KP: masked below),
   // two groups at a time.
@@ -260,17 +316,18 @@ void attn_tile_update_pitch(const float* qt, int64_t num_rows, const float* k, c
     if (g + 1 < num_groups) {
       for (; j + kPairScoreKeys <= num_keys; j += kPairScoreKeys)
         tile_scores_keys<2, kPairScoreKeys, kPitch>(qt_group, num_dim_vecs, k, pitch, j, scale, s_group,
-                                                    s_key_stride);
+                                                    s_key_stride, spread);
       for (; j < num_keys; j += KP)
         tile_scores_keys<2, static_cast<int>(KP), kPitch>(qt_group, num_dim_vecs, k, pitch, j, scale, s_group,
-                                                          s_key_stride);
+                                                          s_key_stride, spread);
       g += 2;
     } else {
       for (; j + kScoreKeys <= num_keys; j += kScoreKeys)
-        tile_scores_keys<1, kScoreKeys, kPitch>(qt_group, num_dim_vecs, k, pitch, j, scale, s_group, s_key_stride);
+        tile_scores_keys<1, kScoreKeys, kPitch>(qt_group, num_dim_vecs, k, pitch, j, scale, s_group, s_key_stride,
+                                                 spread);
       for (; j < num_keys; j += KP)
         tile_scores_keys<1, static_cast<int>(KP), kPitch>(qt_group, num_dim_vecs, k, pitch, j, scale, s_group,
-                                                          s_key_stride);
+                                                          s_key_stride, spread);
       g += 1;
     }
   }
@@ -325,23 +382,25 @@ void attn_tile_update_pitch(const float* qt, int64_t num_rows, const float* k, c
     for (int64_t r = 0; r < 8; r += kValueRows)
       for (int64_t d = 0; d < pitch; d += kValueVecs * L)
         tile_values_rows<kValueRows, kValueVecs, kPitch>(s_group, s_key_stride, lane_alpha, r, v, num_keys, pitch, d,
-                                                          out + (g * 8 + r) * pitch);
+                                                          out + (g * 8 + r) * pitch, spread);
   }
+  spread.finish();
 }
 
 inline void attn_tile_update(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
                              int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
-                             float* max_io, float* sum_io, float* out) {
+                             float* max_io, float* sum_io, float* out, const PrefetchRange* prefetch,
+                             int64_t num_prefetch) {
   switch (attn_tile_pitch(head_dim)) {
     case 64:
       return attn_tile_update_pitch<64>(qt, num_rows, k, v, num_keys, head_dim, scale, key_begin, key_end, s, max_io,
-                                        sum_io, out);
+                                        sum_io, out, prefetch, num_prefetch);
     case 128:
       return attn_tile_update_pitch<128>(qt, num_rows, k, v, num_keys, head_dim, scale, key_begin, key_end, s,
-                                         max_io, sum_io, out);
+                                         max_io, sum_io, out, prefetch, num_prefetch);
     default:
       return attn_tile_update_pitch<0>(qt, num_rows, k, v, num_keys, head_dim, scale, key_begin, key_end, s, max_io,
-                                       sum_io, out);
+                                       sum_io, out, prefetch, num_prefetch);
   }
 }
 
@@ -350,23 +409,12 @@ inline void pad_row(float* dst, int64_t head_dim) {
   for (int64_t d = head_dim; d < attn_tile_pitch(head_dim); ++d) dst[d] = 0.0f;
 }
 
-/// Prefetches the row_bytes of row j of the next block of kAttnTileMaxKeys rows, at stride_bytes from one row to the
-/// next: a KV head's rows are contiguous, so the next block of the same head is converted next, and its rows then
-/// arrive while the tile computes (decode at depth 4096: the K/V rows come from DRAM; the hardware prefetcher stops at
-/// every 4 KiB page). Into L1 (prefetcht0): ~12 % faster than into L2 in BM_AttnTile at 4096 keys; 2–4 blocks ahead
-/// measured the same as 1. A prefetch past the cache's end is harmless (no fault).
-inline void prefetch_next_block_row(const uint8_t* src, int64_t stride_bytes, int64_t j, int64_t row_bytes) {
-  const uint8_t* ahead = src + (j + kAttnTileMaxKeys) * stride_bytes;
-  for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(ahead + b, 0, 3);
-}
-
 inline void kv_rows_f32_f16(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) {
   using fb = xsimd::batch<float, Arch>;
   constexpr int64_t kLanes = fb::size;
   const int64_t pitch = attn_tile_pitch(head_dim);
   for (int64_t j = 0; j < num_keys; ++j) {
     const auto* row = reinterpret_cast<const uint16_t*>(src + j * stride_bytes);
-    prefetch_next_block_row(src, stride_bytes, j, head_dim * 2);
     float* out = dst + j * pitch;
     int64_t d = 0;
     for (; d + kLanes <= head_dim; d += kLanes) load_f16(row + d).store_unaligned(out + d);
@@ -378,7 +426,6 @@ inline void kv_rows_f32_f16(const uint8_t* src, int64_t stride_bytes, int64_t nu
 inline void kv_rows_f32_f32(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) {
   const int64_t pitch = attn_tile_pitch(head_dim);
   for (int64_t j = 0; j < num_keys; ++j) {
-    prefetch_next_block_row(src, stride_bytes, j, head_dim * 4);
     std::memcpy(dst + j * pitch, src + j * stride_bytes, static_cast<size_t>(head_dim) * sizeof(float));
     pad_row(dst + j * pitch, head_dim);
   }
@@ -388,7 +435,6 @@ template <int64_t kBlockBytes, void (*Dequantize)(const uint8_t*, float*)>
 void kv_rows_f32_blocks(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) {
   const int64_t pitch = attn_tile_pitch(head_dim);  // = head_dim: a multiple of 32
   for (int64_t j = 0; j < num_keys; ++j) {
-    prefetch_next_block_row(src, stride_bytes, j, head_dim / kKvBlockElems * kBlockBytes);
     dequantize_row<kBlockBytes, Dequantize>(src + j * stride_bytes, head_dim, dst + j * pitch);
   }
 }

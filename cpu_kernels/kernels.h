@@ -57,6 +57,12 @@ const char* isa_name(Isa isa);
 /// multiple of 32 for the quantized kernels (any value ≥ 0 for the float ones), 0 ≤ row_begin ≤ row_end, outputs do
 /// not alias inputs. Every function is thread-safe (no state); callers split work by row range. Results of the SIMD
 /// variants equal the scalar variant's up to the order of float additions (NMSE ~1e-13, tests/test_cpu_kernels.cpp).
+/// A byte range to prefetch: [begin, begin + num_bytes).
+struct PrefetchRange {
+  const uint8_t* begin = nullptr;
+  int64_t num_bytes = 0;
+};
+
 struct KernelTable {
   Isa isa;
 
@@ -165,7 +171,6 @@ struct KernelTable {
   ///
   /// kv_rows_f32_*: num_keys rows of head_dim values of the type (f16 bits, f32, q8_0 / q4_0 blocks with head_dim a
   /// multiple of 32) at stride_bytes from one to the next → dst[num_keys][attn_tile_pitch(head_dim)], zero padded.
-  /// The SIMD variants also prefetch the rows kAttnTileMaxKeys further on (the next block of the same KV head).
   void (*kv_rows_f32_f16)(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim,
                           float* dst) = nullptr;
   void (*kv_rows_f32_f32)(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim,
@@ -189,9 +194,13 @@ struct KernelTable {
   /// k, v: [num_keys][pitch] f32 (kv_rows_f32_*; k is read one row past num_keys when num_keys is odd: any finite
   /// values); out: [attn_tile_rows(num_rows)][pitch]; max_io, sum_io: [attn_tile_rows(num_rows)]; s: scratch of
   /// attn_tile_scores_floats(num_rows) floats.
+  /// prefetch[num_prefetch]: byte ranges (never dereferenced) the SIMD variants prefetch into L1, a line or two at a
+  /// time spread over the tile's work, so that the next block's K/V rows arrive from DRAM while this one computes
+  /// (nullptr, 0: none; the scalar variant ignores them).
   void (*attn_tile_update)(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
                            int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
-                           float* max_io, float* sum_io, float* out) = nullptr;
+                           float* max_io, float* sum_io, float* out, const PrefetchRange* prefetch,
+                           int64_t num_prefetch) = nullptr;
 };
 
 /// Most keys one attn_tile_update call takes.

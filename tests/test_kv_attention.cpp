@@ -531,9 +531,10 @@ TEST_P(KvAttentionPerIsa, TileUpdateMatchesScalarVariantOnOddShapesAndMasks) {
           }
           scalar().attn_tile_update(qt_want.data(), num_rows, k.data(), v.data(), num_keys, head_dim, 0.125f,
                                     begin.data(), end.data(), s.data(), max_want.data(), sum_want.data(),
-                                    out_want.data());
+                                    out_want.data(), nullptr, 0);
           table().attn_tile_update(qt_got.data(), num_rows, k.data(), v.data(), num_keys, head_dim, 0.125f,
-                                   begin.data(), end.data(), s.data(), max_got.data(), sum_got.data(), out_got.data());
+                                   begin.data(), end.data(), s.data(), max_got.data(), sum_got.data(), out_got.data(),
+                                   nullptr, 0);
         }
         const auto want = tile_result(out_want, max_want, sum_want, num_rows, head_dim);
         const auto got = tile_result(out_got, max_got, sum_got, num_rows, head_dim);
@@ -545,6 +546,46 @@ TEST_P(KvAttentionPerIsa, TileUpdateMatchesScalarVariantOnOddShapesAndMasks) {
     }
   }
   EXPECT_LE(nmse(all_want, all_got), kTileNmse);
+}
+
+// attn_tile_update's prefetch ranges change nothing but timing: the same bits as without them at every ISA, for
+// ranges with unaligned starts, of 1 and 0 bytes, more lines than the tile has inner steps (1 row, 1 key: ~2 steps),
+// and a tile with many steps and one line.
+TEST_P(KvAttentionPerIsa, TileUpdateGivesTheSameBitsWithPrefetchRanges) {
+  const std::vector<uint8_t> far(1 << 20, 0);  // prefetched, never read
+  const std::vector<std::vector<cpu::PrefetchRange>> range_sets = {
+      {{far.data() + 3, 1}},
+      {{far.data() + 5, 0}, {far.data() + 100, 300}, {far.data() + 4096 + 17, 8192}},
+      {{far.data(), static_cast<int64_t>(far.size())}},
+  };
+  for (int64_t num_rows : {1, 8, 24}) {
+    for (int64_t num_keys : {1, 33, 64}) {
+      const int64_t head_dim = 64, pitch = cpu::attn_tile_pitch(head_dim), rows = cpu::attn_tile_rows(num_rows);
+      const auto q = random_floats(num_rows * head_dim, 7 + static_cast<uint32_t>(num_rows), 1.5f);
+      std::vector<float> qt(static_cast<size_t>(cpu::attn_tile_qt_floats(num_rows, head_dim)), 0.0f);
+      table().attn_tile_pack_q(q.data(), num_rows, head_dim, 0, qt.data());
+      const auto k = random_floats((num_keys + 1) * pitch, 31, 1.0f);
+      const auto v = random_floats(num_keys * pitch, 32);
+      const std::vector<int32_t> begin(static_cast<size_t>(num_rows), 0),
+          end(static_cast<size_t>(num_rows), static_cast<int32_t>(num_keys));
+      std::vector<float> s(static_cast<size_t>(cpu::attn_tile_scores_floats(num_rows)));
+      const auto run = [&](const cpu::PrefetchRange* ranges, int64_t num_ranges) {
+        std::vector<float> out(static_cast<size_t>(rows * pitch), 0.0f), mx(static_cast<size_t>(rows), -INFINITY),
+            sum(static_cast<size_t>(rows), 0.0f);
+        table().attn_tile_update(qt.data(), num_rows, k.data(), v.data(), num_keys, head_dim, 0.125f, begin.data(),
+                                 end.data(), s.data(), mx.data(), sum.data(), out.data(), ranges, num_ranges);
+        return tile_result(out, mx, sum, num_rows, head_dim);
+      };
+      const auto want = run(nullptr, 0);
+      for (const auto& ranges : range_sets) {
+        const auto got = run(ranges.data(), static_cast<int64_t>(ranges.size()));
+        ASSERT_EQ(want.size(), got.size());
+        for (size_t i = 0; i < want.size(); ++i)
+          ASSERT_EQ(want[i], got[i]) << "rows " << num_rows << " keys " << num_keys << " ranges " << ranges.size()
+                                     << " value " << i;
+      }
+    }
+  }
 }
 
 /// attention_tile over query tokens at `positions` (one sequence) for KV head kv_head of `layer`, split into

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 namespace hetmoe {
 
@@ -159,7 +160,19 @@ void attention_tile(const cpu::KernelTable& kernels, const KvTileKernels& tile_k
       tile_kernels.v_rows(kv.v_row(layer_idx, block + j, kv_head_idx), v_stride, run, hd, v + j * pitch);
     });
     if (n % 2 != 0) std::fill(k + n * pitch, k + (n + 1) * pitch, 0.0f);  // read by the SIMD scores, masked
-    kernels.attn_tile_update(qt, num_rows, k, v, n, hd, tile.scale, key_begin, key_end, scratch.s(), max, sum, out);
+    // The next block's K/V rows (one byte range per slot run), prefetched while this block computes.
+    std::vector<cpu::PrefetchRange>& ranges = scratch.prefetch();
+    ranges.clear();
+    const uint32_t next = block + n;
+    if (next < span_hi) {
+      const auto next_n = static_cast<uint32_t>(std::min<int64_t>(cpu::kAttnTileMaxKeys, span_hi - next));
+      for_each_slot_run(kv, layer_idx, next, next_n, [&](uint32_t j, uint32_t run) {
+        ranges.push_back({kv.k_row(layer_idx, next + j, kv_head_idx), k_stride * run});
+        ranges.push_back({kv.v_row(layer_idx, next + j, kv_head_idx), v_stride * run});
+      });
+    }
+    kernels.attn_tile_update(qt, num_rows, k, v, n, hd, tile.scale, key_begin, key_end, scratch.s(), max, sum, out,
+                             ranges.data(), static_cast<int64_t>(ranges.size()));
   }
 }
 

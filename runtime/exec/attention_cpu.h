@@ -118,12 +118,14 @@ class AttentionTileScratch {
   float* s() { return v() + static_cast<size_t>(cpu::kAttnTileMaxKeys) * pitch_; }      // attn_tile_scores_floats
   int32_t* key_begin() { return ranges_.data(); }                        // (rows)
   int32_t* key_end() { return ranges_.data() + rows_; }                  // (rows)
+  std::vector<cpu::PrefetchRange>& prefetch() { return prefetch_; }  // the next block's K/V rows
 
  private:
   uint32_t max_rows_ = 0, rows_ = 0, pitch_ = 0;
   size_t part_floats_ = 0;
   std::vector<float> buf_;       // part, then qt, K rows, V rows, scores
   std::vector<int32_t> ranges_;  // (2, rows)
+  std::vector<cpu::PrefetchRange> prefetch_;
 };
 
 /// Online-softmax attention of the tile's num_tokens · group rows (row i · group + h: token i, query head h) against
