@@ -512,7 +512,9 @@ TEST_P(CpuKernelsTest, SwigluOaiMatchesReferenceOnOddLengthsAndEdges) {
     std::vector<float> want(static_cast<size_t>(n));
     ref::swiglu_oai(gate.data(), up.data(), want.data(), n);
     table().swiglu_oai(gate.data(), up.data(), gate.data(), n, ref::kSwigluAlpha, ref::kSwigluLimit);
-    if (n > 0) EXPECT_LE(nmse(want, gate), 1e-12) << n;
+    if (n > 0) {
+      EXPECT_LE(nmse(want, gate), 1e-12) << n;
+    }
   }
   const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
   // 32 values (two AVX-512 vectors, four AVX2 ones): edges in the first vector, ordinary values elsewhere.
