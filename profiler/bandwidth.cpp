@@ -35,7 +35,12 @@ __attribute__((target("avx512f"))) uint64_t read_avx512(const uint8_t* p, uint64
     a3 = _mm512_xor_si512(a3, _mm512_load_si512(reinterpret_cast<const void*>(p + i + 192)));
   }
   const __m512i a = _mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3));
-  return static_cast<uint64_t>(_mm512_reduce_add_epi64(a));
+  // Lanes folded by hand: GCC 12's _mm512_reduce_add_epi64 trips -Wuninitialized in its own header (bug 105593).
+  alignas(64) uint64_t lanes[8];
+  _mm512_store_si512(reinterpret_cast<void*>(lanes), a);
+  uint64_t folded = 0;
+  for (uint64_t lane : lanes) folded ^= lane;
+  return folded;
 }
 
 uint64_t read_sse2(const uint8_t* p, uint64_t n) {
