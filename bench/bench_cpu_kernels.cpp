@@ -375,11 +375,11 @@ double cache_read_peak(uint64_t bytes, const char** loads) {
   auto pass = [&]() -> float {
 #if defined(__x86_64__) && defined(__GNUC__)
     if (best_isa == Isa::kAvx512) return read_sum_avx512(buf.data(), bytes);
-    if (best_isa == Isa::kAvx2) return read_sum_avx2(buf.data(), bytes);
+    if (best_isa == Isa::kAvx2 || best_isa == Isa::kAvx2Vnni) return read_sum_avx2(buf.data(), bytes);
 #endif
     return read_sum(buf.data(), bytes);
   };
-  *loads = best_isa == Isa::kAvx512 ? "avx512 (64 B)" : best_isa == Isa::kAvx2 ? "avx2 (32 B)" : "sse2 (16 B)";
+  *loads = best_isa == Isa::kAvx512 ? "avx512 (64 B)" : best_isa == Isa::kAvx2 || best_isa == Isa::kAvx2Vnni ? "avx2 (32 B)" : "sse2 (16 B)";
   const int64_t passes = std::max<int64_t>(1, static_cast<int64_t>((64ull << 20) / bytes));  // ~64 MiB per run
   double best = 0.0;
   float sink = 0.0f;

@@ -18,10 +18,10 @@
 namespace hetmoe::cpu {
 namespace {
 
-constexpr Isa kAllIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx512};
+constexpr Isa kAllIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx2Vnni, Isa::kAvx512};
 
 struct CpuFeatures {
-  bool avx = false, avx2 = false, fma = false, f16c = false;
+  bool avx = false, avx2 = false, fma = false, f16c = false, avx_vnni = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false;
   bool os_ymm = false;  // XCR0 bits 1 and 2: SSE and AVX state
   bool os_zmm = false;  // XCR0 bits 1, 2 and 5..7: plus opmask, ZMM0-15 upper halves, ZMM16-31
@@ -55,6 +55,7 @@ CpuFeatures detect_features() {
     f.avx512vl = (ebx >> 31) & 1;
     f.avx512vnni = (ecx >> 11) & 1;
   }
+  if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) f.avx_vnni = (eax >> 4) & 1;  // leaf 7.1 EAX bit 4
   return f;
 }
 #else
@@ -75,8 +76,10 @@ int isa_score(Isa isa, const CpuFeatures& f) {
       return 1;
     case Isa::kAvx2:
       return avx2_ok ? 2 : 0;
+    case Isa::kAvx2Vnni:
+      return avx2_ok && f.avx_vnni ? 3 : 0;
     case Isa::kAvx512:
-      return avx2_ok && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.os_zmm ? 3 : 0;
+      return avx2_ok && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512vnni && f.os_zmm ? 4 : 0;
   }
   return 0;
 }
@@ -98,6 +101,8 @@ const char* isa_name(Isa isa) {
       return "scalar";
     case Isa::kAvx2:
       return "avx2";
+    case Isa::kAvx2Vnni:
+      return "avx2_vnni";
     case Isa::kAvx512:
       return "avx512";
   }
@@ -132,6 +137,8 @@ const KernelTable& complete_table() {
 const KernelTable& kernel_table(Isa isa) {
 #if defined(HETMOE_CPU_KERNELS_X86)
   if (isa == Isa::kAvx2) return complete_table<detail::kernel_table_avx2, detail::add_attention_kernels_avx2>();
+  if (isa == Isa::kAvx2Vnni)
+    return complete_table<detail::kernel_table_avx2_vnni, detail::add_attention_kernels_avx2>();
   if (isa == Isa::kAvx512) return complete_table<detail::kernel_table_avx512, detail::add_attention_kernels_avx512>();
 #endif
   (void)isa;
@@ -171,7 +178,7 @@ Expected<Isa> select_isa(const char* env_value, const std::vector<Isa>& supporte
                                                        isa_list(supported));
   }
   return make_error(ErrorCode::kInvalidArgument, "HETMOE_ISA=" + std::string(value) +
-                                                     ": unknown ISA (expected scalar, avx2 or avx512); supported: " +
+                                                     ": unknown ISA (expected scalar, avx2, avx2_vnni or avx512); supported: " +
                                                      isa_list(supported));
 }
 

@@ -45,10 +45,12 @@ static_assert(sizeof(ActQ8Block) == 36);
 /// long prefill's logits differ from token-by-token decoding by quantization noise (NMSE ~1e-4 on the tiny model).
 inline constexpr int64_t kGemmMatchesGemvBelowTokens = 9;
 
-/// Kernel variants. kScalar runs everywhere; kAvx2 needs AVX2+FMA+F16C; kAvx512 needs AVX-512 F/BW/VL/DQ and VNNI.
-enum class Isa { kScalar, kAvx2, kAvx512 };
+/// Kernel variants, from the least to the most preferred. kScalar runs everywhere; kAvx2 needs AVX2+FMA+F16C;
+/// kAvx2Vnni also AVX-VNNI (its int8 dots on vpdpbusd, the same results as kAvx2); kAvx512 needs AVX-512
+/// F/BW/VL/DQ and VNNI.
+enum class Isa { kScalar, kAvx2, kAvx2Vnni, kAvx512 };
 
-/// "scalar", "avx2", "avx512" (the spelling HETMOE_ISA accepts).
+/// "scalar", "avx2", "avx2_vnni", "avx512" (the spelling HETMOE_ISA accepts).
 const char* isa_name(Isa isa);
 
 /// The kernels of one ISA variant. Shapes are given with dimension order; "row r" of a weight matrix W starts at

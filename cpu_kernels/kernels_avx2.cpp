@@ -7,6 +7,9 @@
 // int16 pair. No saturation: |pair| ≤ 2 · 24 · 127 = 6096.
 // Q8_0: the sign trick, maddubs(|w|, sign(x, w)) = w · x pairwise; |pair| ≤ 2 · 128 · 127 = 32512 < 32767 (x is never
 // -128, see ActQ8Block).
+// kernels_avx2vnni.cpp compiles this file again with HETMOE_AVX2_VNNI (and -mavxvnni): each maddubs + madd (+ int16
+// adds) becomes one vpdpbusd (ymm), which sums the same 4 products per int32 lane exactly; the integer sums, so all
+// results, are the same bits as without it.
 
 #include <immintrin.h>
 
@@ -17,7 +20,12 @@
 
 #include "cpu_kernels/kernels_variants.h"
 
+#ifndef HETMOE_SIMD_NS
 #define HETMOE_SIMD_NS avx2_kernels
+#endif
+#ifndef HETMOE_AVX2_VNNI
+#define HETMOE_AVX2_VNNI 0
+#endif
 
 namespace hetmoe::cpu::HETMOE_SIMD_NS {
 
@@ -71,6 +79,16 @@ struct BF16Weights {
     return v;
   }
 };
+
+/// acc + the int8 dot of u (unsigned bytes) and s (signed bytes), 4 products per int32 lane. Exact for the callers'
+/// ranges (no int16 pair above 32767: see the file comment).
+inline __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
+#if HETMOE_AVX2_VNNI
+  return _mm256_dpbusd_avx_epi32(acc, u, s);
+#else
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
 
 inline __m256i load_act_q(const ActQ8Block& xb) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.q)); }
 
@@ -135,7 +153,7 @@ struct Mxfp4LaneGemm {
 
   template <int R>
   static void tile(const WeightBlock* w, const ActBlock* x, int64_t num_blocks, float* out) {
-    const __m256i ones = _mm256_set1_epi16(1);
+    [[maybe_unused]] const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[R];
     for (int i = 0; i < R; ++i) acc[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < num_blocks; ++b) {
@@ -144,6 +162,12 @@ struct Mxfp4LaneGemm {
       const __m256 dx = _mm256_load_ps(xb.dx);
       const __m256i neg_offset = _mm256_load_si256(reinterpret_cast<const __m256i*>(xb.neg_offset));
       for (int i = 0; i < R; ++i) {
+#if HETMOE_AVX2_VNNI
+        __m256i dot = neg_offset;
+        for (int k = 0; k < 8; ++k)
+          dot = _mm256_dpbusd_avx_epi32(dot, broadcast_dword(wb[i].q + 4 * k),
+                                        _mm256_load_si256(reinterpret_cast<const __m256i*>(xb.x[k])));
+#else
         __m256i half[2];
         for (int h = 0; h < 2; ++h) {
           __m256i p = _mm256_setzero_si256();
@@ -153,6 +177,7 @@ struct Mxfp4LaneGemm {
           half[h] = _mm256_madd_epi16(p, ones);
         }
         const __m256i dot = _mm256_add_epi32(_mm256_add_epi32(half[0], half[1]), neg_offset);
+#endif
         acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), dx), _mm256_set1_ps(wb[i].d), acc[i]);
       }
     }
@@ -179,7 +204,6 @@ struct Q8LaneGemm {
 
   template <int R>
   static void tile(const WeightBlock* w, const ActBlock* x, int64_t num_blocks, float* out) {
-    const __m256i ones = _mm256_set1_epi16(1);
     __m256 acc[R];
     for (int i = 0; i < R; ++i) acc[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < num_blocks; ++b) {
@@ -191,8 +215,7 @@ struct Q8LaneGemm {
         const __m256i xk = _mm256_load_si256(reinterpret_cast<const __m256i*>(xb.x[k]));
         for (int i = 0; i < R; ++i) {
           const __m256i sx = _mm256_sign_epi8(xk, broadcast_dword(reinterpret_cast<const uint8_t*>(wb[i].q) + 4 * k));
-          const __m256i pairs = _mm256_maddubs_epi16(broadcast_dword(wb[i].abs + 4 * k), sx);
-          dot[i] = _mm256_add_epi32(dot[i], _mm256_madd_epi16(pairs, ones));
+          dot[i] = dot_u8s8(dot[i], broadcast_dword(wb[i].abs + 4 * k), sx);
         }
       }
       const __m256 dx = _mm256_load_ps(xb.dx);
@@ -224,11 +247,16 @@ struct Mxfp4Ops {
 
   struct Act {
     __m256i q;           // x_q[0..31]
-    __m256i offset_sum;  // int16 k: 12 · (x_q[2k] + x_q[2k+1])
+    __m256i offset_sum;  // int16 k: 12 · (x_q[2k] + x_q[2k+1]); with VNNI int32 m: −12 · (x_q[4m] + … + x_q[4m+3])
   };
   static Act prepare(const ActQ8Block& xb) {
     const __m256i q = load_act_q(xb);
-    return {q, _mm256_maddubs_epi16(_mm256_set1_epi8(detail::kMxfp4Offset), q)};
+    const __m256i offset_sum = _mm256_maddubs_epi16(_mm256_set1_epi8(detail::kMxfp4Offset), q);
+#if HETMOE_AVX2_VNNI
+    return {q, _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(offset_sum, _mm256_set1_epi16(1)))};
+#else
+    return {q, offset_sum};
+#endif
   }
 
   using Weights = __m256i;  // bytes j = w_q[j] + 12, j in [0, 32)
@@ -243,8 +271,12 @@ struct Mxfp4Ops {
   }
 
   static xsimd::batch<float, Arch> dot(Weights w, const Act& a) {
+#if HETMOE_AVX2_VNNI
+    return _mm256_cvtepi32_ps(_mm256_dpbusd_avx_epi32(a.offset_sum, w, a.q));
+#else
     const __m256i pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(w, a.q), a.offset_sum);
     return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+#endif
   }
 
   static xsimd::batch<float, Arch> scale(const uint8_t* block) {
@@ -263,15 +295,20 @@ struct Mxfp4Ops {
   struct StepAct {
     __m256i lo;          // [x0[0..15] | x1[0..15]]
     __m256i hi;          // [x0[16..31] | x1[16..31]]
-    __m256i offset_sum;  // int16 k: 12 · (lo[2k] + lo[2k+1] + hi[2k] + hi[2k+1])
+    __m256i offset_sum;  // int16 k: 12 · (lo[2k] + lo[2k+1] + hi[2k] + hi[2k+1]); with VNNI int32 m: −(its pair sum)
     __m256 dx;           // d_x of block 0 / 1 per int32 lane
   };
   static StepAct prepare_step(const ActQ8Block* x) {
     const __m256i a0 = load_act_q(x[0]), a1 = load_act_q(x[1]);
     const __m256i lo = _mm256_permute2x128_si256(a0, a1, 0x20), hi = _mm256_permute2x128_si256(a0, a1, 0x31);
     const __m256i offset = _mm256_set1_epi8(detail::kMxfp4Offset);
-    return {lo, hi, _mm256_add_epi16(_mm256_maddubs_epi16(offset, lo), _mm256_maddubs_epi16(offset, hi)),
-            _mm256_blend_ps(_mm256_set1_ps(x[0].d), _mm256_set1_ps(x[1].d), 0xF0)};
+    const __m256i offset_sum = _mm256_add_epi16(_mm256_maddubs_epi16(offset, lo), _mm256_maddubs_epi16(offset, hi));
+    const __m256 dx = _mm256_blend_ps(_mm256_set1_ps(x[0].d), _mm256_set1_ps(x[1].d), 0xF0);
+#if HETMOE_AVX2_VNNI
+    return {lo, hi, _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(offset_sum, _mm256_set1_epi16(1))), dx};
+#else
+    return {lo, hi, offset_sum, dx};
+#endif
   }
 
   struct StepWeights {
@@ -292,9 +329,13 @@ struct Mxfp4Ops {
   }
 
   static Acc fma_step(const StepWeights& w, const StepAct& a, Acc acc) {
+#if HETMOE_AVX2_VNNI
+    const __m256i dot = _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(a.offset_sum, w.lo, a.lo), w.hi, a.hi);
+#else
     const __m256i pairs = _mm256_sub_epi16(
         _mm256_add_epi16(_mm256_maddubs_epi16(w.lo, a.lo), _mm256_maddubs_epi16(w.hi, a.hi)), a.offset_sum);
     const __m256i dot = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+#endif
     return _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot), a.dx), w.dw, acc);
   }
 
@@ -338,8 +379,7 @@ struct Q8Ops {
   }
 
   static xsimd::batch<float, Arch> dot(Weights w, const Act& a) {
-    const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(a.q, w));
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+    return _mm256_cvtepi32_ps(dot_u8s8(_mm256_setzero_si256(), _mm256_abs_epi8(w), _mm256_sign_epi8(a.q, w)));
   }
 
   static xsimd::batch<float, Arch> scale(const uint8_t* block) {
@@ -378,7 +418,7 @@ struct Q8Ops {
   }
 
   static __m256i block_sums(__m256i w, __m256i x) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w), _mm256_sign_epi8(x, w)), _mm256_set1_epi16(1));
+    return dot_u8s8(_mm256_setzero_si256(), _mm256_abs_epi8(w), _mm256_sign_epi8(x, w));
   }
   static Acc fma_step(const StepWeights& w, const StepAct& a, Acc acc) {
     const __m256i dot = _mm256_hadd_epi32(block_sums(w.w0, a.q0), block_sums(w.w1, a.q1));
@@ -412,8 +452,13 @@ struct Q8Ops {
 
 namespace hetmoe::cpu::detail {
 
+#if HETMOE_AVX2_VNNI
+const KernelTable& kernel_table_avx2_vnni() {
+  static constexpr KernelTable kTable = HETMOE_SIMD_NS::make_kernel_table(Isa::kAvx2Vnni);
+#else
 const KernelTable& kernel_table_avx2() {
   static constexpr KernelTable kTable = HETMOE_SIMD_NS::make_kernel_table(Isa::kAvx2);
+#endif
   return kTable;
 }
 

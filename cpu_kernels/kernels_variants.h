@@ -14,6 +14,7 @@ namespace hetmoe::cpu::detail {
 const KernelTable& kernel_table_scalar();
 #if defined(HETMOE_CPU_KERNELS_X86)
 const KernelTable& kernel_table_avx2();
+const KernelTable& kernel_table_avx2_vnni();
 const KernelTable& kernel_table_avx512();
 #endif
 

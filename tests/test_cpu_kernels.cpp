@@ -559,6 +559,45 @@ TEST_P(CpuKernelsTest, RopeNeoxMatchesReferenceOnOddDims) {
   }
 }
 
+// The AVX-VNNI build of the AVX2 source (vpdpbusd instead of maddubs + madd) sums the same int8 products exactly, so
+// its quantized GEMV and GEMM give the AVX2 variant's bits: every row tile, the wide tile (5–8 tokens), the token
+// lanes (9 and more, partial tiles) and the odd column counts. A wrong MXFP4 offset or lane order fails here.
+TEST(CpuKernelsAvx2Vnni, QuantizedGemvAndGemmGiveTheAvx2VariantsBits) {
+  const auto supported = supported_isas();
+  if (std::find(supported.begin(), supported.end(), Isa::kAvx2Vnni) == supported.end())
+    GTEST_SKIP() << "this CPU has no AVX-VNNI";
+  const KernelTable& avx2 = kernel_table(Isa::kAvx2);
+  const KernelTable& vnni = kernel_table(Isa::kAvx2Vnni);
+  for (WType type : {WType::kMxfp4, WType::kQ8_0}) {
+    for (int64_t num_cols : kNumCols) {
+      const uint64_t row_bytes = tensor_row_bytes(tensor_type(type), static_cast<uint64_t>(num_cols));
+      const auto w = random_weights(type, kNumRows, num_cols, 700 + static_cast<uint32_t>(num_cols));
+      for (int64_t num_tokens : {1, 2, 3, 5, 8, 9, 15, 16, 17, 33}) {
+        const auto x = random_floats(num_tokens * num_cols, 800 + static_cast<uint32_t>(num_tokens));
+        std::vector<ActQ8Block> xq(static_cast<size_t>(num_tokens * num_cols / 32));
+        kernel_table(Isa::kScalar).quantize_act_q8(x.data(), xq.data(), num_tokens * num_cols);
+        for (const RowRange rr : kRowRanges) {
+          const int64_t y_stride = rr.end - rr.begin + 3;
+          const auto want = run_gemm(avx2, type, w, row_bytes, rr.begin, rr.end, x, xq, num_tokens, num_cols, y_stride);
+          const auto got = run_gemm(vnni, type, w, row_bytes, rr.begin, rr.end, x, xq, num_tokens, num_cols, y_stride);
+          ASSERT_EQ(want.size(), got.size());
+          for (size_t i = 0; i < want.size(); ++i)
+            ASSERT_EQ(std::bit_cast<uint32_t>(want[i]), std::bit_cast<uint32_t>(got[i]))
+                << wtype_name(type) << " cols " << num_cols << " tokens " << num_tokens << " rows " << rr.begin
+                << ".." << rr.end << " value " << i;
+          if (num_tokens == 1) {
+            const auto gemv_want = run_gemv(avx2, type, w, row_bytes, rr.begin, rr.end, x, xq, num_cols);
+            const auto gemv_got = run_gemv(vnni, type, w, row_bytes, rr.begin, rr.end, x, xq, num_cols);
+            for (size_t i = 0; i < gemv_want.size(); ++i)
+              ASSERT_EQ(std::bit_cast<uint32_t>(gemv_want[i]), std::bit_cast<uint32_t>(gemv_got[i]))
+                  << wtype_name(type) << " gemv cols " << num_cols << " row " << rr.begin + static_cast<int64_t>(i);
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(CpuKernelsScalar, GemvMatchesReferenceDotRow) {
   const KernelTable& scalar = kernel_table(Isa::kScalar);
   for (WType type : kAllTypes) {
@@ -668,7 +707,7 @@ TEST(CpuKernelsDispatch, UnsupportedIsaIsRefused) {
   EXPECT_EQ(*ok, Isa::kScalar);
   // On this machine: every ISA that is not supported is refused through the environment too.
   const auto supported = supported_isas();
-  for (Isa isa : {Isa::kAvx2, Isa::kAvx512}) {
+  for (Isa isa : {Isa::kAvx2, Isa::kAvx2Vnni, Isa::kAvx512}) {
     if (std::find(supported.begin(), supported.end(), isa) != supported.end()) continue;
     ScopedIsaEnv env(isa_name(isa));
     EXPECT_FALSE(selected_isa().has_value()) << isa_name(isa);
