@@ -379,7 +379,8 @@ double cache_read_peak(uint64_t bytes, const char** loads) {
 #endif
     return read_sum(buf.data(), bytes);
   };
-  *loads = best_isa == Isa::kAvx512 ? "avx512 (64 B)" : best_isa == Isa::kAvx2 || best_isa == Isa::kAvx2Vnni ? "avx2 (32 B)" : "sse2 (16 B)";
+  const bool avx2 = best_isa == Isa::kAvx2 || best_isa == Isa::kAvx2Vnni;
+  *loads = best_isa == Isa::kAvx512 ? "avx512 (64 B)" : avx2 ? "avx2 (32 B)" : "sse2 (16 B)";
   const int64_t passes = std::max<int64_t>(1, static_cast<int64_t>((64ull << 20) / bytes));  // ~64 MiB per run
   double best = 0.0;
   float sink = 0.0f;

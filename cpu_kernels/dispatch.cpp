@@ -178,8 +178,8 @@ Expected<Isa> select_isa(const char* env_value, const std::vector<Isa>& supporte
                                                        isa_list(supported));
   }
   return make_error(ErrorCode::kInvalidArgument, "HETMOE_ISA=" + std::string(value) +
-                                                     ": unknown ISA (expected scalar, avx2, avx2_vnni or avx512); supported: " +
-                                                     isa_list(supported));
+                                                     ": unknown ISA (expected scalar, avx2, avx2_vnni or avx512); "
+                                                     "supported: " + isa_list(supported));
 }
 
 Expected<Isa> selected_isa() { return select_isa(std::getenv("HETMOE_ISA"), supported_isas()); }

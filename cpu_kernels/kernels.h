@@ -53,18 +53,18 @@ enum class Isa { kScalar, kAvx2, kAvx2Vnni, kAvx512 };
 /// "scalar", "avx2", "avx2_vnni", "avx512" (the spelling HETMOE_ISA accepts).
 const char* isa_name(Isa isa);
 
-/// The kernels of one ISA variant. Shapes are given with dimension order; "row r" of a weight matrix W starts at
-/// w + r · row_bytes and holds num_cols values of the weight type (MXFP4/Q8_0: num_cols / 32 blocks of 17/34 bytes;
-/// F16/BF16: 2 bytes per value; F32: 4). All float buffers are f32. Preconditions (not checked): num_cols is a
-/// multiple of 32 for the quantized kernels (any value ≥ 0 for the float ones), 0 ≤ row_begin ≤ row_end, outputs do
-/// not alias inputs. Every function is thread-safe (no state); callers split work by row range. Results of the SIMD
-/// variants equal the scalar variant's up to the order of float additions (NMSE ~1e-13, tests/test_cpu_kernels.cpp).
 /// A byte range to prefetch: [begin, begin + num_bytes).
 struct PrefetchRange {
   const uint8_t* begin = nullptr;
   int64_t num_bytes = 0;
 };
 
+/// The kernels of one ISA variant. Shapes are given with dimension order; "row r" of a weight matrix W starts at
+/// w + r · row_bytes and holds num_cols values of the weight type (MXFP4/Q8_0: num_cols / 32 blocks of 17/34 bytes;
+/// F16/BF16: 2 bytes per value; F32: 4). All float buffers are f32. Preconditions (not checked): num_cols is a
+/// multiple of 32 for the quantized kernels (any value ≥ 0 for the float ones), 0 ≤ row_begin ≤ row_end, outputs do
+/// not alias inputs. Every function is thread-safe (no state); callers split work by row range. Results of the SIMD
+/// variants equal the scalar variant's up to the order of float additions (NMSE ~1e-13, tests/test_cpu_kernels.cpp).
 struct KernelTable {
   Isa isa;
 
@@ -196,8 +196,8 @@ struct KernelTable {
   /// k, v: [num_keys][pitch] f32 (kv_rows_f32_*; k is read one row past num_keys when num_keys is odd: any finite
   /// values); out: [attn_tile_rows(num_rows)][pitch]; max_io, sum_io: [attn_tile_rows(num_rows)]; s: scratch of
   /// attn_tile_scores_floats(num_rows) floats.
-  /// prefetch[num_prefetch]: byte ranges (never dereferenced) the SIMD variants prefetch into L1, a line or two at a
-  /// time spread over the tile's work, so that the next block's K/V rows arrive from DRAM while this one computes
+  /// prefetch[num_prefetch]: byte ranges (never dereferenced) the SIMD variants prefetch into L1, their lines spread
+  /// evenly over the tile's work, so that the next block's K/V rows arrive from DRAM while this one computes
   /// (nullptr, 0: none; the scalar variant ignores them).
   void (*attn_tile_update)(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
                            int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
