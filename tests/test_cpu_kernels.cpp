@@ -189,7 +189,8 @@ struct RowRange {
 // 1, 3, 5 and 37 rows; all but the first start past row 0. The matrices have kNumRows rows.
 constexpr RowRange kRowRanges[] = {{0, 1}, {2, 5}, {1, 6}, {3, 40}};
 constexpr int64_t kNumRows = 41;
-constexpr int64_t kNumCols[] = {32, 96, 2880};
+// 4096: Q8_0 rows over 4 KiB, which the GEMV takes in groups of 8 (kernels_simd.h: gemv_quant).
+constexpr int64_t kNumCols[] = {32, 96, 2880, 4096};
 // 4 and 5 straddle the row tiles of 4 tokens and the wide tile of 5 to 8 (gemm_quant_wide); 8 and 9 straddle
 // kGemmMatchesGemvBelowTokens; 16 is one whole token-lane tile, 33 two or four and a 1-token tail.
 constexpr int64_t kNumTokens[] = {1, 4, 5, 8, 9, 16, 33};
