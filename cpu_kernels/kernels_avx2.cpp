@@ -101,12 +101,12 @@ inline __m256i load_act_q(const ActQ8Block& xb) { return _mm256_loadu_si256(rein
 /// tokens), with d_x per token (0 past them).
 struct alignas(32) LaneActBlock {
   int8_t x[8][8][4];
-  int32_t neg_offset[8];  // −12 · Σ_j x_q[j] per token (MXFP4's code offset; unused by Q8_0)
+  int32_t neg_offset[8];  // −offset · Σ_j x_q[j] per token: MXFP4's code offset 12, Q8_0's 128 with VNNI, else 0
   float dx[8];
 };
 
-/// n ≤ 8 tokens of token-major x ([n][num_blocks]) → out[num_blocks]; neg_offset only when kWithOffset.
-template <bool kWithOffset>
+/// n ≤ 8 tokens of token-major x ([n][num_blocks]) → out[num_blocks], neg_offset for the weights' offset kOffset.
+template <int kOffset>
 inline void pack_lane_tile(const ActQ8Block* x, int64_t num_blocks, int64_t n, LaneActBlock* out) {
   for (int64_t b = 0; b < num_blocks; ++b) {
     LaneActBlock& o = out[b];
@@ -114,10 +114,10 @@ inline void pack_lane_tile(const ActQ8Block* x, int64_t num_blocks, int64_t n, L
       if (t < n) {
         const ActQ8Block& xb = x[t * num_blocks + b];
         int32_t sum = 0;
-        if constexpr (kWithOffset)
+        if constexpr (kOffset != 0)
           for (int j = 0; j < 32; ++j) sum += xb.q[j];
         for (int k = 0; k < 8; ++k) std::memcpy(o.x[k][t], xb.q + 4 * k, 4);
-        o.neg_offset[t] = -detail::kMxfp4Offset * sum;
+        o.neg_offset[t] = -kOffset * sum;
         o.dx[t] = xb.d;
       } else {
         for (int k = 0; k < 8; ++k) std::memset(o.x[k][t], 0, 4);
@@ -148,7 +148,7 @@ struct Mxfp4LaneGemm {
     float d;        // d_w
   };
   static void pack(const ActQ8Block* x, int64_t num_blocks, int64_t n, ActBlock* out) {
-    pack_lane_tile<true>(x, num_blocks, n, out);
+    pack_lane_tile<detail::kMxfp4Offset>(x, num_blocks, n, out);
   }
 
   template <int R>
@@ -189,17 +189,28 @@ struct Mxfp4LaneGemm {
 /// 32512 leaves no room for an int16 add, so each maddubs is widened at once: ~6 instructions per 4 columns and row
 /// for 8 tokens. Callgrind, 256 rows × 2880, 512 tokens: 7.9 instructions per row, token and block, against 9.8 with
 /// the row tiles (the sign trick's cost per token is what remains; AVX2 has no u8 × s8 dot without saturation).
+/// With VNNI there is one: the weights plus 128 are vpdpbusd's unsigned operand and each token's sums start at
+/// −128 · Σ x_q (neg_offset), so per 4 columns and row a broadcast and one vpdpbusd, no sign.
 struct Q8LaneGemm {
   static constexpr int kTokens = 8;
   static constexpr int kRows = 4;  // 4 int + 4 float accumulators + x + 3 temporaries + ones + d_x
   using ActBlock = LaneActBlock;
+#if HETMOE_AVX2_VNNI
+  static constexpr int kOffset = 128;
+  struct WeightBlock {
+    uint8_t u[32];  // w_q[j] + 128
+    float d;
+  };
+#else
+  static constexpr int kOffset = 0;
   struct WeightBlock {
     int8_t q[32];     // w_q[j]
     uint8_t abs[32];  // |w_q[j]| (128 for -128)
     float d;
   };
+#endif
   static void pack(const ActQ8Block* x, int64_t num_blocks, int64_t n, ActBlock* out) {
-    pack_lane_tile<false>(x, num_blocks, n, out);
+    pack_lane_tile<kOffset>(x, num_blocks, n, out);
   }
 
   template <int R>
@@ -210,6 +221,14 @@ struct Q8LaneGemm {
       const ActBlock& xb = x[b];
       const WeightBlock* wb = w + b * R;
       __m256i dot[R];
+#if HETMOE_AVX2_VNNI
+      const __m256i neg_offset = _mm256_load_si256(reinterpret_cast<const __m256i*>(xb.neg_offset));
+      for (int i = 0; i < R; ++i) dot[i] = neg_offset;
+      for (int k = 0; k < 8; ++k) {
+        const __m256i xk = _mm256_load_si256(reinterpret_cast<const __m256i*>(xb.x[k]));
+        for (int i = 0; i < R; ++i) dot[i] = _mm256_dpbusd_avx_epi32(dot[i], broadcast_dword(wb[i].u + 4 * k), xk);
+      }
+#else
       for (int i = 0; i < R; ++i) dot[i] = _mm256_setzero_si256();
       for (int k = 0; k < 8; ++k) {
         const __m256i xk = _mm256_load_si256(reinterpret_cast<const __m256i*>(xb.x[k]));
@@ -218,6 +237,7 @@ struct Q8LaneGemm {
           dot[i] = dot_u8s8(dot[i], broadcast_dword(wb[i].abs + 4 * k), sx);
         }
       }
+#endif
       const __m256 dx = _mm256_load_ps(xb.dx);
       for (int i = 0; i < R; ++i)
         acc[i] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(dot[i]), dx), _mm256_set1_ps(wb[i].d), acc[i]);
@@ -438,8 +458,13 @@ struct Q8Ops {
   static constexpr int64_t kLaneMinTail = Q8LaneGemm::kTokens;  // whole tiles only
   static void decode_lane(const uint8_t* block, Q8LaneGemm::WeightBlock* out) {
     const __m256i w = decode(block);
+#if HETMOE_AVX2_VNNI
+    const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out->u), _mm256_xor_si256(w, bias));
+#else
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out->q), w);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(out->abs), _mm256_abs_epi8(w));
+#endif
     uint16_t d;
     std::memcpy(&d, block, sizeof d);
     out->d = _cvtsh_ss(d);
