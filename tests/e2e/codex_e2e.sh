@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Codex CLI (npm @openai/codex, pinned in tests/e2e/package-lock.json) against `hetmoe serve` on the tiny random-weight
 # model, through a custom provider with wire_api = "responses". Codex's ~8,400-token request (function tools, a
-# namespace tool, web_search, include, store: false) must be accepted and its event stream parsed; random weights
-# never emit a stop token, so the server-side cap (-n) ends the answer as an incomplete response, which Codex reports
-# as "Incomplete response returned, reason: max_output_tokens" (exit 1). Any other error is a failure.
+# namespace tool, web_search, include, store: false) must be accepted and its event stream parsed. Codex samples (its
+# request sets no temperature 0), so the random weights' answer usually runs into the server-side cap (-n), an
+# incomplete response that Codex reports as "Incomplete response returned, reason: max_output_tokens" (exit 1), and
+# now and then (1 run in ~25) samples an end token first: a completed turn (exit 0). Both pass; any other exit code
+# or error is a failure.
 # usage: codex_e2e.sh BUILD/bin/hetmoe MODEL.gguf     exit 77 (skipped) when codex is not installed (npm ci).
 set -uo pipefail
 binary=$1
@@ -48,9 +50,16 @@ echo "--- codex stdout (--json events)"; cat "$work/stdout.txt"
 echo "--- codex stderr (tail)"; tail -20 "$work/stderr.txt"
 echo "--- server log"; cat "$work/server.log"
 fail=0
-[ "$rc" -eq 1 ] || { echo "FAIL: expected exit code 1 (incomplete response), got $rc"; fail=1; }
-grep -q '"type":"turn.failed".*Incomplete response returned, reason: max_output_tokens' "$work/stdout.txt" ||
-  { echo "FAIL: no turn.failed with 'Incomplete response returned, reason: max_output_tokens'"; fail=1; }
+if [ "$rc" -eq 1 ]; then
+  grep -q '"type":"turn.failed".*Incomplete response returned, reason: max_output_tokens' "$work/stdout.txt" ||
+    { echo "FAIL: exit 1 without a turn.failed for 'Incomplete response returned, reason: max_output_tokens'"; fail=1; }
+  outcome="reported the token cap"
+elif [ "$rc" -eq 0 ]; then
+  grep -q '"type":"turn.completed"' "$work/stdout.txt" || { echo "FAIL: exit 0 without turn.completed"; fail=1; }
+  outcome="completed the turn (an end token came before the cap)"
+else
+  echo "FAIL: expected exit code 1 (incomplete response) or 0 (completed turn), got $rc"; fail=1
+fi
 # The only errors are the incomplete response's (and Codex's note that it has no metadata for a custom model).
 if grep '"type":"error"' "$work/stdout.txt" | grep -v 'Incomplete response returned, reason: max_output_tokens' |
     grep -v 'Model metadata for `gpt-oss-20b` not found'; then
@@ -59,5 +68,5 @@ fi
 grep -q '"type":"item.completed"' "$work/stdout.txt" || { echo "FAIL: no item.completed (no text streamed)"; fail=1; }
 grep -q 'POST /v1/responses: tools\[[0-9]*\] of type "namespace"' "$work/server.log" ||
   { echo "FAIL: the server did not note the namespace tool it left out"; fail=1; }
-[ $fail -eq 0 ] && echo "PASSED: Codex CLI ran against hetmoe serve and reported the token cap"
+[ $fail -eq 0 ] && echo "PASSED: Codex CLI ran against hetmoe serve and $outcome"
 exit $fail
