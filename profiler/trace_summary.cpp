@@ -32,6 +32,7 @@ struct Span {
   std::string name, category;
   int64_t layer = -1;
   int64_t num_tokens = -1;  // arg num_tokens (step spans)
+  double bytes = -1;        // arg bytes (work spans that read weights), -1 without
   Device device = Device::kNone;
   double self = 0;
 };
@@ -135,6 +136,8 @@ Expected<TraceSummary> summarize_trace(std::string_view json_text, const std::st
       if (e.contains("args") && e["args"].is_object() && e["args"].contains("num_tokens") &&
           e["args"]["num_tokens"].is_number_integer())
         s.num_tokens = e["args"]["num_tokens"].get<int64_t>();
+      if (e.contains("args") && e["args"].is_object() && e["args"].contains("bytes") && e["args"]["bytes"].is_number())
+        s.bytes = e["args"]["bytes"].get<double>();
       first = std::min(first, s.ts);
       last = std::max(last, s.end);
       spans.push_back(std::move(s));
@@ -251,17 +254,37 @@ Expected<TraceSummary> summarize_trace(std::string_view json_text, const std::st
   }
   std::sort(steps.begin(), steps.end(), [](const StepWindow& a, const StepWindow& b) { return a.begin < b.begin; });
   std::map<std::string, std::map<std::string, double>> op_us;  // kind → op → µs
+  struct OpWindow {
+    double begin, end;
+    const std::string* kind;
+    const std::string* name;
+  };
+  std::vector<OpWindow> op_windows;  // the op spans inside steps (one track runs them one after another)
   for (const Span& s : spans) {
     if (s.category != "op") continue;
     auto it = std::upper_bound(steps.begin(), steps.end(), s.ts,
                                [](double ts, const StepWindow& w) { return ts < w.begin; });
     if (it == steps.begin()) continue;
     --it;
-    if (s.ts < it->end) op_us[it->kind][s.name] += s.end - s.ts;
+    if (s.ts >= it->end) continue;
+    op_us[it->kind][s.name] += s.end - s.ts;
+    op_windows.push_back({s.ts, s.end, &it->kind, &s.name});
+  }
+  std::sort(op_windows.begin(), op_windows.end(),
+            [](const OpWindow& a, const OpWindow& b) { return a.begin < b.begin; });
+  std::map<std::string, std::map<std::string, double>> op_bytes;  // kind → op → bytes of its work spans
+  for (const Span& s : spans) {
+    if (s.bytes < 0 || (s.category != "chunk" && s.category != "expert")) continue;
+    auto it = std::upper_bound(op_windows.begin(), op_windows.end(), s.ts,
+                               [](double ts, const OpWindow& w) { return ts < w.begin; });
+    if (it == op_windows.begin()) continue;
+    --it;
+    if (s.ts < it->end) op_bytes[*it->kind][*it->name] += s.bytes;
   }
   for (auto& [name, k] : kinds) {
     for (const auto& [op, us] : op_us[name]) k.ops.emplace_back(op, us);
     std::sort(k.ops.begin(), k.ops.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    for (const auto& [op, us] : k.ops) k.op_bytes.push_back(op_bytes[name][op]);
     summary.step_kinds.push_back(std::move(k));
   }
 
@@ -332,10 +355,15 @@ std::string format_trace_summary(const TraceSummary& s, size_t top_n) {
     const double n = static_cast<double>(k.num_steps);
     add("\n{}: {} step{}, {:.3f} ms per step; ops started inside them, per step\n", k.name, k.num_steps,
         k.num_steps == 1 ? "" : "s", ms(k.step_us) / n);
-    add("| op | ms per step | share of the step |\n");
-    add("| --- | ---: | ---: |\n");
-    for (const auto& [op, us] : k.ops)
-      add("| {} | {:.3f} | {:.1f} % |\n", op, ms(us) / n, k.step_us > 0 ? 100.0 * us / k.step_us : 0.0);
+    add("| op | ms per step | share of the step | MB read per step | read GB/s |\n");
+    add("| --- | ---: | ---: | ---: | ---: |\n");
+    for (size_t i = 0; i < k.ops.size(); ++i) {
+      const auto& [op, us] = k.ops[i];
+      const double bytes = i < k.op_bytes.size() ? k.op_bytes[i] : 0.0;
+      add("| {} | {:.3f} | {:.1f} % | {} | {} |\n", op, ms(us) / n, k.step_us > 0 ? 100.0 * us / k.step_us : 0.0,
+          bytes > 0 ? fmt::format("{:.1f}", bytes / n / 1e6) : "—",
+          bytes > 0 && us > 0 ? fmt::format("{:.1f}", bytes / us / 1e3) : "—");
+    }
   }
 
   if (!s.counters.empty()) {

@@ -13,6 +13,9 @@
 //   step kind        = the step spans (category "step": decode, prefill) by name and arg num_tokens ("prefill of 64
 //                      tokens"); per kind, the "op" spans that start inside its steps, summed and divided by the
 //                      number of steps: what one decode step or one pp64 step spends in each op.
+//   op read rate     = the bytes (arg "bytes") of the chunk and expert spans that start inside an op's spans of the
+//                      kind's steps ÷ those op spans' duration: the op's weight read rate, to set against the
+//                      machine's read bandwidth (bench's probe) one op at a time.
 
 #include <algorithm>
 #include <cstdint>
@@ -49,6 +52,7 @@ struct TraceSummary {
     uint64_t num_steps = 0;
     double step_us = 0;      // summed durations of its step spans
     std::vector<std::pair<std::string, double>> ops;  // op name → summed µs inside its steps, by time, descending
+    std::vector<double> op_bytes;  // per ops[i]: the bytes its work spans read (0: none recorded)
   };
   struct Counter {
     std::string name;  // "<name> <series>", as Perfetto names the track

@@ -437,6 +437,36 @@ TEST(TraceSummary, StepKindsSumTheOpsStartedInsideEachKindsSteps) {
   EXPECT_NE(out.find("prefill of 64 tokens: 1 step, 0.200 ms per step"), std::string::npos) << out;
 }
 
+TEST(TraceSummary, OpReadRateIsItsWorkSpansBytesOverItsTime) {
+  // Two decode steps; qkv's chunks (two tracks) read 4.2 MB in each step's 100 µs qkv span: 42 GB/s. A chunk with
+  // bytes outside every op span and a chunk without bytes count nowhere; rope reads nothing.
+  const std::string text = R"({"traceEvents":[
+    {"ph":"X","pid":1,"tid":1,"cat":"step","name":"decode","ts":0,"dur":1000,"args":{"num_tokens":1}},
+    {"ph":"X","pid":1,"tid":1,"cat":"step","name":"decode","ts":2000,"dur":1000,"args":{"num_tokens":1}},
+    {"ph":"X","pid":1,"tid":1,"cat":"op","name":"qkv","ts":0,"dur":100},
+    {"ph":"X","pid":1,"tid":1,"cat":"chunk","name":"qkv","ts":1,"dur":98,"args":{"rows":10,"bytes":2000000}},
+    {"ph":"X","pid":1,"tid":2,"cat":"chunk","name":"qkv","ts":2,"dur":97,"args":{"rows":11,"bytes":2200000}},
+    {"ph":"X","pid":1,"tid":1,"cat":"op","name":"rope","ts":100,"dur":10},
+    {"ph":"X","pid":1,"tid":2,"cat":"chunk","name":"qkv","ts":500,"dur":10,"args":{"bytes":9000000}},
+    {"ph":"X","pid":1,"tid":1,"cat":"op","name":"qkv","ts":2000,"dur":100},
+    {"ph":"X","pid":1,"tid":2,"cat":"expert","name":"expert gate_up","ts":2050,"dur":40,"args":{"bytes":4200000}},
+    {"ph":"X","pid":1,"tid":1,"cat":"chunk","name":"qkv","ts":2060,"dur":10,"args":{"rows":3}}
+  ]})";
+  auto s = profiler::summarize_trace(text, "rates.json");
+  ASSERT_TRUE(s.has_value()) << s.error().message;
+  ASSERT_EQ(s->step_kinds.size(), 1u);
+  const auto& decode = s->step_kinds[0];
+  ASSERT_EQ(decode.ops.size(), 2u);
+  ASSERT_EQ(decode.op_bytes.size(), 2u);
+  EXPECT_EQ(decode.ops[0].first, "qkv");
+  EXPECT_DOUBLE_EQ(decode.op_bytes[0], 8.4e6);
+  EXPECT_EQ(decode.ops[1].first, "rope");
+  EXPECT_DOUBLE_EQ(decode.op_bytes[1], 0.0);
+  const std::string out = profiler::format_trace_summary(*s, 3);
+  EXPECT_NE(out.find("| qkv | 0.100 | 10.0 % | 4.2 | 42.0 |"), std::string::npos) << out;
+  EXPECT_NE(out.find("| rope | 0.005 | 0.5 % | — | — |"), std::string::npos) << out;
+}
+
 TEST(TraceSummary, ABadFileIsAnErrorNamingTheFileAndWhatWasExpected) {
   for (const std::string& text : {std::string("hello"), std::string("{\"events\":[]}"),
                                   std::string("{\"traceEvents\":[{\"ph\":\"X\",\"ts\":1}]}"),
