@@ -427,12 +427,15 @@ namespace hetmoe::cpu::HETMOE_SIMD_NS {
 /// against the file layout's token lanes 2338–2914.
 inline constexpr int kR16Tokens = 16;
 
-/// Bytes ahead of the block being decoded that the loop prefetches into L1 (15 blocks of 272 bytes per stream).
-/// Session 9 (Zen 5, runs interleaved): BM_Gemv mxfp4_r16 expert_4x3 on 1 thread 22–24 GB/s against 16–21 for 8 KB
-/// into L2 (6 KB into L1 22–25, 2–3 KB 16–24, one stream with 4 KB 15–18); decode tg32 end to end ahead of 8 KB into
-/// L2 in 9 of 9 rounds (+1–11 %), then level in a noisier window. Before (session 6): 1 KB into L1 with one stream
-/// 72–83 % of the probe, 8 KB into L2 with two streams 83–86 % (docs/performance.md).
-inline constexpr int64_t kR16PrefetchBytes = 4096;
+/// Bytes ahead of the block being decoded that the loop prefetches, per stream: with two streams side by side
+/// (decode and 2-token batches) 4 KB into L1, with one (3 tokens and more, the prefill tiles) 8 KB into L2.
+/// Session 9 (Zen 5, runs interleaved): BM_Gemv mxfp4_r16 expert_4x3 on 1 thread 22–24 GB/s with 4 KB into L1 against
+/// 16–21 with 8 KB into L2 (6 KB into L1 22–25, 2–3 KB 16–24, one stream with 4 KB 15–18); decode tg32 end to end
+/// ahead in 9 of 9 rounds (+1–11 %), then level in a noisier window. For prefill 4 KB into L1 was not better (pp512
+/// mean of 6 interleaved rounds 105.9 against 110.2 tok/s, pp64 86.6 against 88.0), so the one-stream tiles keep 8 KB
+/// into L2. Before (session 6): 1 KB into L1 with one stream 72–83 % of the probe, 8 KB into L2 with two 83–86 %.
+inline constexpr int64_t kR16PairPrefetchBytes = 4096;
+inline constexpr int64_t kR16PrefetchBytes = 8192;
 
 /// −12 · Σ_j x_q[j] of one activation block: the correction of the weights' offset.
 inline int32_t mxfp4_r16_seed(const ActQ8Block& xb) {
@@ -462,7 +465,13 @@ inline void mxfp4_r16_tile(const uint8_t* const* groups, int64_t num_blocks, con
   for (int64_t b = 0; b < num_blocks; ++b) {
     for (int g = 0; g < G; ++g) {
       const uint8_t* blk = groups[g] + b * kMxfp4R16BlockBytes;
-      for (int q = 0; q < 5; ++q) __builtin_prefetch(blk + kR16PrefetchBytes + 64 * q, 0, 3);
+      for (int q = 0; q < 5; ++q) {
+        if constexpr (G == 2) {
+          __builtin_prefetch(blk + kR16PairPrefetchBytes + 64 * q, 0, 3);
+        } else {
+          __builtin_prefetch(blk + kR16PrefetchBytes + 64 * q, 0, 1);
+        }
+      }
       const __m512i e = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
       const __m512 dw = _mm512_scalef_ps(one, _mm512_cvtepi32_ps(_mm512_sub_epi32(e, bias)));  // 2^(e − 128), exact
       __m512i lo[4], hi[4];
