@@ -922,6 +922,7 @@ void BM_AttnTile(benchmark::State& state, Isa isa, TensorType kv_type) {
   // the K just read (in cache) and both come from DRAM, as in a decode step.
   const int64_t v_offset = values.copies.num_copies / 2;
   const int64_t num_keys = keys.num_keys, num_tokens = state.range(1), num_rows = num_tokens * kGroup;
+  const bool v_in_place = state.range(2) != 0;  // f16 V rows read in place (attn_tile_update_v_f16), as decode does
   const int64_t pitch = hetmoe::cpu::attn_tile_pitch(kHeadDim), rows = hetmoe::cpu::attn_tile_rows(num_rows);
   const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
   const std::vector<float> q = random_floats(num_tokens * kQDim, 13);  // (tokens, heads, head_dim)
@@ -944,21 +945,28 @@ void BM_AttnTile(benchmark::State& state, Isa isa, TensorType kv_type) {
         const int64_t n = std::min(hetmoe::cpu::kAttnTileMaxKeys, num_keys - j);
         const auto stride = static_cast<int64_t>(keys.stride_bytes);
         rows_fn(keys.head(copy_idx, g) + j * stride, stride, n, kHeadDim, kf.data());
-        rows_fn(values.head(copy_idx + v_offset, g) + j * stride, stride, n, kHeadDim, vf.data());
+        const uint8_t* v_rows = values.head(copy_idx + v_offset, g) + j * stride;
+        if (!v_in_place) rows_fn(v_rows, stride, n, kHeadDim, vf.data());
         std::fill(end.begin(), end.end(), static_cast<int32_t>(n));
         // The next block's K and V rows, as attention_tile passes them.
         const int64_t next_n = std::min(hetmoe::cpu::kAttnTileMaxKeys, num_keys - j - n);
         const hetmoe::cpu::PrefetchRange next[2] = {
             {keys.head(copy_idx, g) + (j + n) * stride, next_n * stride},
             {values.head(copy_idx + v_offset, g) + (j + n) * stride, next_n * stride}};
-        k.attn_tile_update(qt.data(), num_rows, kf.data(), vf.data(), n, kHeadDim, scale, begin.data(), end.data(),
-                           s.data(), mx.data() + g * rows, sum.data() + g * rows, out.data() + g * rows * pitch,
-                           next, next_n > 0 ? 2 : 0);
+        if (v_in_place)
+          k.attn_tile_update_v_f16(qt.data(), num_rows, kf.data(), v_rows, stride, n, kHeadDim, scale, begin.data(),
+                                   end.data(), s.data(), mx.data() + g * rows, sum.data() + g * rows,
+                                   out.data() + g * rows * pitch, next, next_n > 0 ? 2 : 0);
+        else
+          k.attn_tile_update(qt.data(), num_rows, kf.data(), vf.data(), n, kHeadDim, scale, begin.data(), end.data(),
+                             s.data(), mx.data() + g * rows, sum.data() + g * rows, out.data() + g * rows * pitch,
+                             next, next_n > 0 ? 2 : 0);
       }
     }
   };
 
-  if (!validate(state, validation_key("attn_tile", isa, kv_type, num_keys * 100 + num_tokens), kAttnVsRefNmse, [&] {
+  if (!validate(state, validation_key("attn_tile", isa, kv_type, (num_keys * 100 + num_tokens) * 2 + v_in_place),
+                kAttnVsRefNmse, [&] {
         run_layer(0);
         std::vector<double> want, got;
         for (int64_t t = 0; t < num_tokens; ++t) {
@@ -1180,8 +1188,8 @@ void register_benchmarks(const std::vector<Isa>& isas) {
           ->Arg(128)
           ->Arg(4096);
       configure(benchmark::RegisterBenchmark(("BM_AttnTile" + sfx).c_str(), BM_AttnTile, isa, type))
-          ->ArgNames({"keys", "tokens"})
-          ->ArgsProduct({{128, 4096}, {1, 8}});
+          ->ArgNames({"keys", "tokens", "v_in_place"})
+          ->ArgsProduct({{128, 4096}, {1, 8}, type == TensorType::kF16 ? std::vector<int64_t>{0, 1} : std::vector<int64_t>{0}});
       configure(benchmark::RegisterBenchmark(("BM_RowDot" + sfx).c_str(), BM_RowHelper, isa, type, RowOp::kDot))
           ->ArgName("keys")
           ->Arg(128)

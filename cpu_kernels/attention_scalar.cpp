@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "cpu_kernels/kernels.h"
 #include "cpu_kernels/kernels_variants.h"
@@ -173,6 +174,17 @@ void attn_tile_update(const float* qt, int64_t num_rows, const float* k, const f
   }
 }
 
+void attn_tile_update_v_f16(const float* qt, int64_t num_rows, const float* k, const uint8_t* v,
+                            int64_t v_stride_bytes, int64_t num_keys, int64_t head_dim, float scale,
+                            const int32_t* key_begin, const int32_t* key_end, float* s, float* max_io, float* sum_io,
+                            float* out, const PrefetchRange* prefetch, int64_t num_prefetch) {
+  thread_local std::vector<float> v_rows;  // (num_keys, pitch) f32
+  v_rows.resize(static_cast<size_t>(num_keys * attn_tile_pitch(head_dim)));
+  kv_rows_f32_f16(v, v_stride_bytes, num_keys, head_dim, v_rows.data());
+  attn_tile_update(qt, num_rows, k, v_rows.data(), num_keys, head_dim, scale, key_begin, key_end, s, max_io, sum_io,
+                   out, prefetch, num_prefetch);
+}
+
 }  // namespace
 
 namespace detail {
@@ -190,6 +202,7 @@ void add_attention_kernels_scalar(KernelTable& t) {
   t.kv_rows_f32_q4_0 = kv_rows_f32_blocks<dequantize_kv_q4_0>;
   t.attn_tile_pack_q = attn_tile_pack_q;
   t.attn_tile_update = attn_tile_update;
+  t.attn_tile_update_v_f16 = attn_tile_update_v_f16;
 }
 
 }  // namespace detail

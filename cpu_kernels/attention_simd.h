@@ -266,6 +266,38 @@ inline void tile_values_rows(const float* s_group, int64_t s_key_stride, const f
     for (int c = 0; c < C; ++c) acc[r][c].store_unaligned(out_row + r * pitch + d + c * L);
 }
 
+/// tile_values_rows with V read as f16 rows in place (v16: the block's first row, v16_stride elements from one row to
+/// the next, head dims [d, d + C · L) inside the row), each value widened as it is loaded: per (row, dim) the same
+/// FMA sequence over the keys as tile_values_rows on kv_rows_f32_f16's rows, so the same bits. RV = 8 (a whole row
+/// group): every V value is widened once per row group.
+template <int RV, int C>
+inline void tile_values_rows_f16(const float* s_group, int64_t s_key_stride, const float* lane_alpha,
+                                 int64_t row_in_group, const uint16_t* v16, int64_t v16_stride, int64_t num_keys,
+                                 int64_t pitch, int64_t d, float* out_row, PrefetchSpread& prefetch) {
+  using fb = xsimd::batch<float, Arch>;
+  constexpr int64_t KP = kTileKeysPerLane, L = fb::size;
+  fb acc[RV][C];
+  for (int r = 0; r < RV; ++r) {
+    const fb alpha(lane_alpha[(row_in_group + r) * KP]);
+    for (int c = 0; c < C; ++c) acc[r][c] = fb::load_unaligned(out_row + r * pitch + d + c * L) * alpha;
+  }
+  const uint16_t* vd = v16 + d;
+  const float* sk = s_group + row_in_group * KP;
+  for (int64_t jj = 0; jj < num_keys; jj += KP, vd += KP * v16_stride, sk += s_key_stride) {
+    prefetch.step();
+    for (int64_t p = 0; p < KP && jj + p < num_keys; ++p) {
+      fb vv[C];
+      for (int c = 0; c < C; ++c) vv[c] = load_f16(vd + p * v16_stride + c * L);
+      for (int r = 0; r < RV; ++r) {
+        const fb pr(sk[r * KP + p]);
+        for (int c = 0; c < C; ++c) acc[r][c] = xsimd::fma(pr, vv[c], acc[r][c]);
+      }
+    }
+  }
+  for (int r = 0; r < RV; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c].store_unaligned(out_row + r * pitch + d + c * L);
+}
+
 inline void attn_tile_pack_q(const float* q, int64_t num_rows, int64_t head_dim, int64_t row_begin, float* qt) {
   constexpr int64_t KP = kTileKeysPerLane, L = 8 * KP;
   const int64_t group_floats = attn_tile_pitch(head_dim) * 8;
@@ -279,12 +311,13 @@ inline void attn_tile_pack_q(const float* q, int64_t num_rows, int64_t head_dim,
   }
 }
 
-/// attn_tile_update for a pitch known at compile time (kPitch > 0: 64 for gpt-oss) or any (kPitch = 0).
+/// attn_tile_update for a pitch known at compile time (kPitch > 0: 64 for gpt-oss) or any (kPitch = 0); with v16
+/// (not nullptr) V is read as f16 rows in place (attn_tile_update_v_f16; v unused, head_dim = pitch).
 template <int64_t kPitch>
-void attn_tile_update_pitch(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
-                            int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
-                            float* max_io, float* sum_io, float* out, const PrefetchRange* prefetch,
-                            int64_t num_prefetch) {
+void attn_tile_update_pitch(const float* qt, int64_t num_rows, const float* k, const float* v, const uint16_t* v16,
+                            int64_t v16_stride, int64_t num_keys, int64_t head_dim, float scale,
+                            const int32_t* key_begin, const int32_t* key_end, float* s, float* max_io, float* sum_io,
+                            float* out, const PrefetchRange* prefetch, int64_t num_prefetch) {
   using fb = xsimd::batch<float, Arch>;
   constexpr int64_t KP = kTileKeysPerLane, L = fb::size;
   // Score accumulators: one group × kScoreKeys or two groups × kScoreKeys / 2 (16 of 32 registers on AVX-512; AVX2:
@@ -303,8 +336,11 @@ void attn_tile_update_pitch(const float* qt, int64_t num_rows, const float* k, c
   const int64_t num_score_steps =
       (num_groups / 2) * ((num_keys + kPairScoreKeys - 1) / kPairScoreKeys) * num_dim_vecs +
       (num_groups % 2) * ((num_keys + kScoreKeys - 1) / kScoreKeys) * num_dim_vecs;
-  const int64_t num_value_steps = num_groups * (8 / kValueRows) * ((pitch + kValueVecs * L - 1) / (kValueVecs * L)) *
-                                  num_key_vecs;
+  // Values from f16 rows: a whole row group × kValueVecsF16 vectors of head dims (AVX-512 8 × 2, AVX2 8 × 1).
+  constexpr int kValueVecsF16 = L == 16 ? 2 : 1;
+  const int64_t num_value_steps =
+      v16 != nullptr ? num_groups * (pitch / (kValueVecsF16 * L)) * num_key_vecs
+                     : num_groups * (8 / kValueRows) * ((pitch + kValueVecs * L - 1) / (kValueVecs * L)) * num_key_vecs;
   PrefetchSpread spread(prefetch, num_prefetch, num_score_steps + num_value_steps);
 
   // 1. Scores of every key of the block for every group (keys past num_keys up to a multiple of KP: masked below),
@@ -349,11 +385,18 @@ void attn_tile_update_pitch(const float* qt, int64_t num_rows, const float* k, c
     const fb vneg_inf(-inf);
     fb key = fb::load_aligned(lane_key);
     fb block_max = vneg_inf;
-    for (int64_t kv = 0; kv < num_key_vecs; ++kv, key += fb(static_cast<float>(KP))) {
-      float* p = s_group + kv * s_key_stride;
-      const fb x = xsimd::select((key >= vbegin) && (key < vend), fb::load_unaligned(p), vneg_inf);
-      x.store_unaligned(p);
-      block_max = xsimd::max(block_max, x);
+    // Every lane sees every key of its vectors (decode, a prefill tile's keys before its first token): nothing to mask.
+    const bool unmasked = xsimd::all((vbegin == fb(0.0f)) && (vend >= fb(static_cast<float>(num_key_vecs * KP))));
+    if (unmasked) {
+      for (int64_t kv = 0; kv < num_key_vecs; ++kv)
+        block_max = xsimd::max(block_max, fb::load_unaligned(s_group + kv * s_key_stride));
+    } else {
+      for (int64_t kv = 0; kv < num_key_vecs; ++kv, key += fb(static_cast<float>(KP))) {
+        float* p = s_group + kv * s_key_stride;
+        const fb x = xsimd::select((key >= vbegin) && (key < vend), fb::load_unaligned(p), vneg_inf);
+        x.store_unaligned(p);
+        block_max = xsimd::max(block_max, x);
+      }
     }
     if constexpr (KP == 2) block_max = xsimd::max(block_max, swap_lane_pairs(block_max));
     const fb old_max = fb::load_aligned(lane_max);
@@ -379,6 +422,12 @@ void attn_tile_update_pitch(const float* qt, int64_t num_rows, const float* k, c
     }
 
     // 3. out[r] ← alpha_r · out[r] + Σ_j p_rj · V_j, kValueRows rows × kValueVecs vectors of head dims at a time.
+    if (v16 != nullptr) {
+      for (int64_t d = 0; d < pitch; d += kValueVecsF16 * L)
+        tile_values_rows_f16<8, kValueVecsF16>(s_group, s_key_stride, lane_alpha, 0, v16, v16_stride, num_keys, pitch,
+                                               d, out + g * 8 * pitch, spread);
+      continue;
+    }
     for (int64_t r = 0; r < 8; r += kValueRows)
       for (int64_t d = 0; d < pitch; d += kValueVecs * L)
         tile_values_rows<kValueRows, kValueVecs, kPitch>(s_group, s_key_stride, lane_alpha, r, v, num_keys, pitch, d,
@@ -387,21 +436,40 @@ void attn_tile_update_pitch(const float* qt, int64_t num_rows, const float* k, c
   spread.finish();
 }
 
+/// attn_tile_update_pitch for the pitch of head_dim.
+inline void attn_tile_update_any(const float* qt, int64_t num_rows, const float* k, const float* v,
+                                 const uint16_t* v16, int64_t v16_stride, int64_t num_keys, int64_t head_dim,
+                                 float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
+                                 float* max_io, float* sum_io, float* out, const PrefetchRange* prefetch,
+                                 int64_t num_prefetch) {
+  switch (attn_tile_pitch(head_dim)) {
+    case 64:
+      return attn_tile_update_pitch<64>(qt, num_rows, k, v, v16, v16_stride, num_keys, head_dim, scale, key_begin,
+                                        key_end, s, max_io, sum_io, out, prefetch, num_prefetch);
+    case 128:
+      return attn_tile_update_pitch<128>(qt, num_rows, k, v, v16, v16_stride, num_keys, head_dim, scale, key_begin,
+                                         key_end, s, max_io, sum_io, out, prefetch, num_prefetch);
+    default:
+      return attn_tile_update_pitch<0>(qt, num_rows, k, v, v16, v16_stride, num_keys, head_dim, scale, key_begin,
+                                       key_end, s, max_io, sum_io, out, prefetch, num_prefetch);
+  }
+}
+
 inline void attn_tile_update(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
                              int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
                              float* max_io, float* sum_io, float* out, const PrefetchRange* prefetch,
                              int64_t num_prefetch) {
-  switch (attn_tile_pitch(head_dim)) {
-    case 64:
-      return attn_tile_update_pitch<64>(qt, num_rows, k, v, num_keys, head_dim, scale, key_begin, key_end, s, max_io,
-                                        sum_io, out, prefetch, num_prefetch);
-    case 128:
-      return attn_tile_update_pitch<128>(qt, num_rows, k, v, num_keys, head_dim, scale, key_begin, key_end, s,
-                                         max_io, sum_io, out, prefetch, num_prefetch);
-    default:
-      return attn_tile_update_pitch<0>(qt, num_rows, k, v, num_keys, head_dim, scale, key_begin, key_end, s, max_io,
-                                       sum_io, out, prefetch, num_prefetch);
-  }
+  attn_tile_update_any(qt, num_rows, k, v, nullptr, 0, num_keys, head_dim, scale, key_begin, key_end, s, max_io,
+                       sum_io, out, prefetch, num_prefetch);
+}
+
+inline void attn_tile_update_v_f16(const float* qt, int64_t num_rows, const float* k, const uint8_t* v,
+                                   int64_t v_stride_bytes, int64_t num_keys, int64_t head_dim, float scale,
+                                   const int32_t* key_begin, const int32_t* key_end, float* s, float* max_io,
+                                   float* sum_io, float* out, const PrefetchRange* prefetch, int64_t num_prefetch) {
+  attn_tile_update_any(qt, num_rows, k, nullptr, reinterpret_cast<const uint16_t*>(v),
+                       v_stride_bytes / static_cast<int64_t>(sizeof(uint16_t)), num_keys, head_dim, scale, key_begin,
+                       key_end, s, max_io, sum_io, out, prefetch, num_prefetch);
 }
 
 /// K/V rows of the tile: f32, zero padded to the pitch.
@@ -455,6 +523,7 @@ inline void add_attention_kernels(KernelTable& t) {
   t.kv_rows_f32_q4_0 = kv_rows_f32_blocks<kKvQ4_0BlockBytes, dequantize_q4_0_block>;
   t.attn_tile_pack_q = attn_tile_pack_q;
   t.attn_tile_update = attn_tile_update;
+  t.attn_tile_update_v_f16 = attn_tile_update_v_f16;
   t.attn_scores_q8_0 = attn_scores<kKvQ8_0BlockBytes, dequantize_q8_0_block>;
   t.attn_values_q8_0 = attn_values<kKvQ8_0BlockBytes, dequantize_q8_0_block>;
   t.attn_scores_q4_0 = attn_scores<kKvQ4_0BlockBytes, dequantize_q4_0_block>;

@@ -203,6 +203,15 @@ struct KernelTable {
                            int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
                            float* max_io, float* sum_io, float* out, const PrefetchRange* prefetch,
                            int64_t num_prefetch) = nullptr;
+  /// attn_tile_update with V read as f16 rows in place: v = num_keys rows of head_dim f16 values, v_stride_bytes
+  /// from one to the next (a multiple of 2), head_dim a multiple of 32. Each V value is widened inside the values
+  /// loop instead of by kv_rows_f32_f16 first (decode tiles of ≤ 8 rows read each V row once; larger tiles widen it
+  /// once per group of 8 rows). The same bits as attn_tile_update on kv_rows_f32_f16's rows of v.
+  void (*attn_tile_update_v_f16)(const float* qt, int64_t num_rows, const float* k, const uint8_t* v,
+                                 int64_t v_stride_bytes, int64_t num_keys, int64_t head_dim, float scale,
+                                 const int32_t* key_begin, const int32_t* key_end, float* s, float* max_io,
+                                 float* sum_io, float* out, const PrefetchRange* prefetch,
+                                 int64_t num_prefetch) = nullptr;
 };
 
 /// Most keys one attn_tile_update call takes.

@@ -588,6 +588,67 @@ TEST_P(KvAttentionPerIsa, TileUpdateGivesTheSameBitsWithPrefetchRanges) {
   }
 }
 
+// attn_tile_update_v_f16 (V read as f16 rows in place, what decode tiles run) gives the bits of attn_tile_update on
+// kv_rows_f32_f16's rows at every ISA: 1, 3, 8, 9 and 24 rows (one to three row groups), head_dim 32, 64, 96 and 128,
+// 1, 7, 33 and 64 keys, V rows 16 values apart beyond head_dim (the stride is honoured), two key blocks in a row with
+// the masks of the odd-shapes test, and prefetch ranges on the second block.
+TEST_P(KvAttentionPerIsa, TileUpdateWithF16ValuesInPlaceGivesTheBitsOfConvertedRows) {
+  const std::vector<uint8_t> far(1 << 16, 0);  // prefetched, never read
+  const cpu::PrefetchRange ranges[2] = {{far.data() + 3, 5000}, {far.data() + 8192, 8192}};
+  for (int64_t num_rows : {1, 3, 8, 9, 24}) {
+    for (int64_t head_dim : {32, 64, 96, 128}) {
+      for (int64_t num_keys : {1, 7, 33, 64}) {
+        const int64_t pitch = cpu::attn_tile_pitch(head_dim), rows = cpu::attn_tile_rows(num_rows);
+        const int64_t v_stride = head_dim + 16;  // f16 values from one V row to the next
+        const auto q = random_floats(num_rows * head_dim, 301 + static_cast<uint32_t>(num_rows), 1.5f);
+        std::vector<float> qt(static_cast<size_t>(cpu::attn_tile_qt_floats(num_rows, head_dim)), 0.0f);
+        table().attn_tile_pack_q(q.data(), num_rows, head_dim, 0, qt.data());
+        std::vector<float> out_want(static_cast<size_t>(rows * pitch), 0.0f), out_got = out_want;
+        std::vector<float> max_want(static_cast<size_t>(rows), -INFINITY), max_got = max_want;
+        std::vector<float> sum_want(static_cast<size_t>(rows), 0.0f), sum_got = sum_want;
+        std::vector<float> s(static_cast<size_t>(cpu::attn_tile_scores_floats(num_rows)));
+        for (int block = 0; block < 2; ++block) {
+          const uint32_t seed = 400 + static_cast<uint32_t>(block * 1000 + num_keys + head_dim);
+          const auto k = random_floats((num_keys + 1) * pitch, seed, 1.0f);  // pitch == head_dim: no padding
+          const auto v_values = random_floats(num_keys * v_stride, seed + 1);
+          std::vector<uint16_t> v16(v_values.size());
+          for (size_t i = 0; i < v16.size(); ++i) v16[i] = ref::f32_to_f16(v_values[i]);
+          const auto* v_bytes = reinterpret_cast<const uint8_t*>(v16.data());
+          const auto v_stride_bytes = v_stride * static_cast<int64_t>(sizeof(uint16_t));
+          std::vector<float> v_rows(static_cast<size_t>(num_keys * pitch));
+          table().kv_rows_f32_f16(v_bytes, v_stride_bytes, num_keys, head_dim, v_rows.data());
+          std::vector<int32_t> begin(static_cast<size_t>(num_rows)), end(static_cast<size_t>(num_rows));
+          for (int64_t r = 0; r < num_rows; ++r) {
+            const auto n = static_cast<int32_t>(num_keys);
+            switch ((r + block) % 4) {
+              case 0: begin[r] = 0, end[r] = n; break;
+              case 1: begin[r] = n / 3, end[r] = n; break;
+              case 2: begin[r] = 0, end[r] = std::max(1, n - 2); break;
+              default: begin[r] = block == 0 ? n : 0, end[r] = n; break;
+            }
+          }
+          const cpu::PrefetchRange* pf = block == 1 ? ranges : nullptr;
+          const int64_t num_pf = block == 1 ? 2 : 0;
+          table().attn_tile_update(qt.data(), num_rows, k.data(), v_rows.data(), num_keys, head_dim, 0.125f,
+                                   begin.data(), end.data(), s.data(), max_want.data(), sum_want.data(),
+                                   out_want.data(), pf, num_pf);
+          table().attn_tile_update_v_f16(qt.data(), num_rows, k.data(), v_bytes, v_stride_bytes, num_keys, head_dim,
+                                         0.125f, begin.data(), end.data(), s.data(), max_got.data(), sum_got.data(),
+                                         out_got.data(), pf, num_pf);
+        }
+        for (int64_t r = 0; r < num_rows; ++r) {
+          ASSERT_EQ(max_want[static_cast<size_t>(r)], max_got[static_cast<size_t>(r)]) << "row " << r;
+          ASSERT_EQ(sum_want[static_cast<size_t>(r)], sum_got[static_cast<size_t>(r)]) << "row " << r;
+          for (int64_t d = 0; d < head_dim; ++d)
+            ASSERT_EQ(out_want[static_cast<size_t>(r * pitch + d)], out_got[static_cast<size_t>(r * pitch + d)])
+                << "rows " << num_rows << " head_dim " << head_dim << " keys " << num_keys << " row " << r << " dim "
+                << d;
+        }
+      }
+    }
+  }
+}
+
 /// attention_tile over query tokens at `positions` (one sequence) for KV head kv_head of `layer`, split into
 /// num_chunks chunks of the span and combined: out[tokens][group][head_dim].
 std::vector<float> tiled_attention(const KernelTable& kernels, const KvCache& kv, uint32_t layer, uint32_t kv_head,

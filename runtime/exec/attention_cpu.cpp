@@ -103,6 +103,7 @@ KvTileKernels kv_tile_kernels(const cpu::KernelTable& kernels, KvCacheType k_typ
                       kernels.kv_rows_f32_q4_0);
   k.v_rows = for_type(v_type, kernels.kv_rows_f32_f16, kernels.kv_rows_f32_f32, kernels.kv_rows_f32_q8_0,
                       kernels.kv_rows_f32_q4_0);
+  k.v_f16 = v_type == KvCacheType::kF16;
   return k;
 }
 
@@ -141,6 +142,8 @@ void attention_tile(const cpu::KernelTable& kernels, const KvTileKernels& tile_k
   float* v = scratch.v();
   int32_t* key_begin = scratch.key_begin();
   int32_t* key_end = scratch.key_end();
+  const uint32_t capacity = kv.capacity(layer_idx);
+  const bool v_in_place_ok = tile_kernels.v_f16 && hd == pitch;
   for (uint32_t block = span_lo; block < span_hi; block += static_cast<uint32_t>(cpu::kAttnTileMaxKeys)) {
     const auto n = static_cast<uint32_t>(std::min<int64_t>(cpu::kAttnTileMaxKeys, span_hi - block));
     bool any = false;
@@ -155,9 +158,14 @@ void attention_tile(const cpu::KernelTable& kernels, const KvTileKernels& tile_k
       }
     }
     if (!any) continue;
+    // f16 V rows are read in place when the block is one run of slots: widening them inside the values loop (once per
+    // row group) costs less than the f32 copy's stores and loads, and keeps the block's working set in L1
+    // (BM_AttnTile, decode and 8-token tiles, AVX-512 and AVX2).
+    const bool v_in_place = v_in_place_ok && block % capacity + n <= capacity;
     for_each_slot_run(kv, layer_idx, block, n, [&](uint32_t j, uint32_t run) {
       tile_kernels.k_rows(kv.k_row(layer_idx, block + j, kv_head_idx), k_stride, run, hd, k + j * pitch);
-      tile_kernels.v_rows(kv.v_row(layer_idx, block + j, kv_head_idx), v_stride, run, hd, v + j * pitch);
+      if (!v_in_place)
+        tile_kernels.v_rows(kv.v_row(layer_idx, block + j, kv_head_idx), v_stride, run, hd, v + j * pitch);
     });
     if (n % 2 != 0) std::fill(k + n * pitch, k + (n + 1) * pitch, 0.0f);  // read by the SIMD scores, masked
     // The next block's K/V rows (one byte range per slot run), prefetched while this block computes.
@@ -171,8 +179,13 @@ void attention_tile(const cpu::KernelTable& kernels, const KvTileKernels& tile_k
         ranges.push_back({kv.v_row(layer_idx, next + j, kv_head_idx), v_stride * run});
       });
     }
-    kernels.attn_tile_update(qt, num_rows, k, v, n, hd, tile.scale, key_begin, key_end, scratch.s(), max, sum, out,
-                             ranges.data(), static_cast<int64_t>(ranges.size()));
+    if (v_in_place)
+      kernels.attn_tile_update_v_f16(qt, num_rows, k, kv.v_row(layer_idx, block, kv_head_idx), v_stride, n, hd,
+                                     tile.scale, key_begin, key_end, scratch.s(), max, sum, out, ranges.data(),
+                                     static_cast<int64_t>(ranges.size()));
+    else
+      kernels.attn_tile_update(qt, num_rows, k, v, n, hd, tile.scale, key_begin, key_end, scratch.s(), max, sum, out,
+                               ranges.data(), static_cast<int64_t>(ranges.size()));
   }
 }
 

@@ -78,6 +78,8 @@ void merge_attention_chunks(uint32_t num_chunks, uint32_t group, uint32_t head_d
 struct KvTileKernels {
   void (*k_rows)(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) = nullptr;
   void (*v_rows)(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) = nullptr;
+  /// V stored as f16: attention_tile reads the V rows in place (KernelTable::attn_tile_update_v_f16).
+  bool v_f16 = false;
 };
 KvTileKernels kv_tile_kernels(const cpu::KernelTable& kernels, KvCacheType k_type, KvCacheType v_type);
 
