@@ -477,9 +477,22 @@ inline void pad_row(float* dst, int64_t head_dim) {
   for (int64_t d = head_dim; d < attn_tile_pitch(head_dim); ++d) dst[d] = 0.0f;
 }
 
+/// kv_rows_f32_f16 for head_dim = kHeadDim, a multiple of 32 (= the pitch): each row's vectors unrolled, no tail.
+template <int64_t kHeadDim>
+inline void kv_rows_f32_f16_dims(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, float* dst) {
+  using fb = xsimd::batch<float, Arch>;
+  constexpr int64_t kLanes = fb::size;
+  for (int64_t j = 0; j < num_keys; ++j, src += stride_bytes, dst += kHeadDim) {
+    const auto* row = reinterpret_cast<const uint16_t*>(src);
+    for (int64_t d = 0; d < kHeadDim; d += kLanes) load_f16(row + d).store_unaligned(dst + d);
+  }
+}
+
 inline void kv_rows_f32_f16(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) {
   using fb = xsimd::batch<float, Arch>;
   constexpr int64_t kLanes = fb::size;
+  if (head_dim == 64) return kv_rows_f32_f16_dims<64>(src, stride_bytes, num_keys, dst);
+  if (head_dim == 128) return kv_rows_f32_f16_dims<128>(src, stride_bytes, num_keys, dst);
   const int64_t pitch = attn_tile_pitch(head_dim);
   for (int64_t j = 0; j < num_keys; ++j) {
     const auto* row = reinterpret_cast<const uint16_t*>(src + j * stride_bytes);

@@ -432,7 +432,8 @@ TEST_P(KvAttentionPerIsa, SplitAttentionMatchesUnsplitAtOddKeyCounts) {
 constexpr double kTileNmse = 1e-9;
 
 // The K/V row converters give the scalar variant's values bit for bit (f16 widening, d · q with one rounding, a
-// copy), zero padded to the pitch, at every type and head_dim 32, 64, 72 (f16/f32: a tail past the vector width), 96.
+// copy), zero padded to the pitch, at every type and head_dim 32, 64, 72 (f16/f32: a tail past the vector width), 96,
+// 128 (64 and 128: the f16 converter's unrolled rows).
 TEST_P(KvAttentionPerIsa, KvRowConvertersMatchScalarVariantBitForBit) {
   struct Conv {
     KvCacheType type;
@@ -442,7 +443,7 @@ TEST_P(KvAttentionPerIsa, KvRowConvertersMatchScalarVariantBitForBit) {
                     Conv{KvCacheType::kF32, &KernelTable::kv_rows_f32_f32},
                     Conv{KvCacheType::kQ8_0, &KernelTable::kv_rows_f32_q8_0},
                     Conv{KvCacheType::kQ4_0, &KernelTable::kv_rows_f32_q4_0}}) {
-    for (int64_t head_dim : {32, 64, 72, 96}) {
+    for (int64_t head_dim : {32, 64, 72, 96, 128}) {
       const bool quantized = conv.type == KvCacheType::kQ8_0 || conv.type == KvCacheType::kQ4_0;
       if (quantized && head_dim % 32 != 0) continue;
       const int64_t num_keys = 5;
