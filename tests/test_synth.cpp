@@ -365,6 +365,10 @@ TEST(SynthPresets, HaveThePublishedShapes) {
   EXPECT_EQ(p120->num_layers, 36u);
   EXPECT_EQ(p120->num_experts, 128u);
   EXPECT_EQ(p120->num_experts_used, 4u);
+  // general.file_type as the published files (llama.cpp's MXFP4 MoE); the tiny fixture has none.
+  EXPECT_EQ(p20->file_type, 38u);
+  EXPECT_EQ(p120->file_type, 38u);
+  EXPECT_EQ(synth_find_preset("tiny")->file_type, 0u);
   EXPECT_EQ(synth_presets().size(), 3u);
   EXPECT_FALSE(synth_find_preset("huge"));
 }

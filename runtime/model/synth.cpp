@@ -36,6 +36,10 @@ constexpr SynthSpecialToken kHarmonySpecials[] = {
     {200012, "<|call|>"},        {200018, "<|endofprompt|>"},
 };
 
+/// llama.cpp's LLAMA_FTYPE_MOSTLY_MXFP4_MOE, the general.file_type of the published gpt-oss GGUFs (peers label the
+/// file by it; the tiny fixture has none).
+constexpr uint32_t kFileTypeMxfp4Moe = 38;
+
 constexpr SynthPreset kPresets[] = {
     {.name = "tiny",
      .display_name = "synthetic gpt-oss tiny (random weights)",
@@ -80,7 +84,8 @@ constexpr SynthPreset kPresets[] = {
      .named_specials = kHarmonySpecials,
      .bos_token_id = 199998,
      .eos_token_id = 200002,
-     .padding_token_id = 199999},
+     .padding_token_id = 199999,
+     .file_type = kFileTypeMxfp4Moe},
     {.name = "gpt-oss-120b",
      .display_name = "synthetic gpt-oss 120b (random weights)",
      .num_layers = 36,
@@ -102,7 +107,8 @@ constexpr SynthPreset kPresets[] = {
      .named_specials = kHarmonySpecials,
      .bos_token_id = 199998,
      .eos_token_id = 200002,
-     .padding_token_id = 199999},
+     .padding_token_id = 199999,
+     .file_type = kFileTypeMxfp4Moe},
 };
 
 // ---- counter-based random numbers ------------------------------------------------------------------------------
@@ -355,6 +361,7 @@ void add_metadata(gguf::Writer& writer, const SynthPreset& p, const SynthVocab& 
   writer.add_string("general.architecture", "gpt-oss");
   writer.add_string("general.name", p.display_name);
   writer.add_u32("general.alignment", gguf::kDefaultAlignment);
+  if (p.file_type != 0) writer.add_u32("general.file_type", p.file_type);
   writer.add_u32("gpt-oss.block_count", p.num_layers);
   writer.add_u32("gpt-oss.context_length", p.context_length);
   writer.add_u32("gpt-oss.embedding_length", p.hidden_dim);

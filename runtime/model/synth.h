@@ -92,6 +92,7 @@ struct SynthPreset {
   uint32_t bos_token_id = 0;
   uint32_t eos_token_id = 0;
   uint32_t padding_token_id = 0;
+  uint32_t file_type = 0;          // general.file_type: llama.cpp's llama_ftype (38 MXFP4 MoE); 0: not written
 
   uint32_t q_dim() const { return num_heads * head_dim; }
   uint32_t kv_dim() const { return num_kv_heads * head_dim; }
