@@ -232,13 +232,19 @@ inline void tile_scores_keys(const float* qt_group, int64_t num_dim_vecs, const 
   }
 }
 
+/// One vector of V row values: f32 as stored, f16 widened as loaded.
+inline xsimd::batch<float, Arch> load_v(const float* p) { return xsimd::batch<float, Arch>::load_unaligned(p); }
+inline xsimd::batch<float, Arch> load_v(const uint16_t* p) { return load_f16(p); }
+
 /// out rows [row_begin, row_begin + RV) (of one row group: row_begin % 8 + RV ≤ 8) ← alpha · out + Σ_j p_j · V_j over
-/// head dims [d, d + C · L): RV · C accumulators; per key C loads of V and RV probability broadcasts (RV = C = 4 on
-/// AVX-512: 8 loads per 16 FMAs instead of 10).
-template <int RV, int C, int64_t kPitch>
+/// head dims [d, d + C · L): RV · C accumulators; per key C loads of V and RV probability broadcasts (f32 rows: RV =
+/// C = 4 on AVX-512, 8 loads per 16 FMAs instead of 10; f16 rows: RV = 8, each value widened once per row group).
+/// v: the block's V rows of T, v_stride elements apart (f32: kv_rows_f32_*'s rows at the pitch; f16: the cache's rows
+/// in place); the same FMA sequence per (row, dim) for either T, so the same bits. out rows are `pitch` apart.
+template <int RV, int C, int64_t kPitch, class T>
 inline void tile_values_rows(const float* s_group, int64_t s_key_stride, const float* lane_alpha, int64_t row_in_group,
-                             const float* v, int64_t num_keys, int64_t runtime_pitch, int64_t d, float* out_row,
-                             PrefetchSpread& prefetch) {
+                             const T* v, int64_t v_stride, int64_t num_keys, int64_t runtime_pitch, int64_t d,
+                             float* out_row, PrefetchSpread& prefetch) {
   using fb = xsimd::batch<float, Arch>;
   constexpr int64_t KP = kTileKeysPerLane, L = fb::size;
   const int64_t pitch = kPitch > 0 ? kPitch : runtime_pitch;
@@ -249,45 +255,13 @@ inline void tile_values_rows(const float* s_group, int64_t s_key_stride, const f
   }
   // Keys in steps of KP (one vector of s); with KP = 2 a key past num_keys (odd num_keys) has p = 0 and no V row:
   // skipped.
-  const float* vd = v + d;
+  const T* vd = v + d;
   const float* sk = s_group + row_in_group * KP;
-  for (int64_t jj = 0; jj < num_keys; jj += KP, vd += KP * pitch, sk += s_key_stride) {
+  for (int64_t jj = 0; jj < num_keys; jj += KP, vd += KP * v_stride, sk += s_key_stride) {
     prefetch.step();
     for (int64_t p = 0; p < KP && jj + p < num_keys; ++p) {
       fb vv[C];
-      for (int c = 0; c < C; ++c) vv[c] = fb::load_unaligned(vd + p * pitch + c * L);
-      for (int r = 0; r < RV; ++r) {
-        const fb pr(sk[r * KP + p]);
-        for (int c = 0; c < C; ++c) acc[r][c] = xsimd::fma(pr, vv[c], acc[r][c]);
-      }
-    }
-  }
-  for (int r = 0; r < RV; ++r)
-    for (int c = 0; c < C; ++c) acc[r][c].store_unaligned(out_row + r * pitch + d + c * L);
-}
-
-/// tile_values_rows with V read as f16 rows in place (v16: the block's first row, v16_stride elements from one row to
-/// the next, head dims [d, d + C · L) inside the row), each value widened as it is loaded: per (row, dim) the same
-/// FMA sequence over the keys as tile_values_rows on kv_rows_f32_f16's rows, so the same bits. RV = 8 (a whole row
-/// group): every V value is widened once per row group.
-template <int RV, int C>
-inline void tile_values_rows_f16(const float* s_group, int64_t s_key_stride, const float* lane_alpha,
-                                 int64_t row_in_group, const uint16_t* v16, int64_t v16_stride, int64_t num_keys,
-                                 int64_t pitch, int64_t d, float* out_row, PrefetchSpread& prefetch) {
-  using fb = xsimd::batch<float, Arch>;
-  constexpr int64_t KP = kTileKeysPerLane, L = fb::size;
-  fb acc[RV][C];
-  for (int r = 0; r < RV; ++r) {
-    const fb alpha(lane_alpha[(row_in_group + r) * KP]);
-    for (int c = 0; c < C; ++c) acc[r][c] = fb::load_unaligned(out_row + r * pitch + d + c * L) * alpha;
-  }
-  const uint16_t* vd = v16 + d;
-  const float* sk = s_group + row_in_group * KP;
-  for (int64_t jj = 0; jj < num_keys; jj += KP, vd += KP * v16_stride, sk += s_key_stride) {
-    prefetch.step();
-    for (int64_t p = 0; p < KP && jj + p < num_keys; ++p) {
-      fb vv[C];
-      for (int c = 0; c < C; ++c) vv[c] = load_f16(vd + p * v16_stride + c * L);
+      for (int c = 0; c < C; ++c) vv[c] = load_v(vd + p * v_stride + c * L);
       for (int r = 0; r < RV; ++r) {
         const fb pr(sk[r * KP + p]);
         for (int c = 0; c < C; ++c) acc[r][c] = xsimd::fma(pr, vv[c], acc[r][c]);
@@ -424,14 +398,14 @@ void attn_tile_update_pitch(const float* qt, int64_t num_rows, const float* k, c
     // 3. out[r] ← alpha_r · out[r] + Σ_j p_rj · V_j, kValueRows rows × kValueVecs vectors of head dims at a time.
     if (v16 != nullptr) {
       for (int64_t d = 0; d < pitch; d += kValueVecsF16 * L)
-        tile_values_rows_f16<8, kValueVecsF16>(s_group, s_key_stride, lane_alpha, 0, v16, v16_stride, num_keys, pitch,
-                                               d, out + g * 8 * pitch, spread);
+        tile_values_rows<8, kValueVecsF16, kPitch>(s_group, s_key_stride, lane_alpha, 0, v16, v16_stride, num_keys,
+                                                   pitch, d, out + g * 8 * pitch, spread);
       continue;
     }
     for (int64_t r = 0; r < 8; r += kValueRows)
       for (int64_t d = 0; d < pitch; d += kValueVecs * L)
-        tile_values_rows<kValueRows, kValueVecs, kPitch>(s_group, s_key_stride, lane_alpha, r, v, num_keys, pitch, d,
-                                                          out + (g * 8 + r) * pitch, spread);
+        tile_values_rows<kValueRows, kValueVecs, kPitch>(s_group, s_key_stride, lane_alpha, r, v, pitch, num_keys,
+                                                          pitch, d, out + (g * 8 + r) * pitch, spread);
   }
   spread.finish();
 }

@@ -491,6 +491,34 @@ std::vector<float> tile_result(const std::vector<float>& out, const std::vector<
   return r;
 }
 
+/// A tile's running state (out, max, sum) for num_rows rows of head_dim, as attention_tile starts it (out 0,
+/// max −∞, sum 0), and its score scratch.
+struct TileState {
+  std::vector<float> out, max, sum, scores;
+  TileState(int64_t num_rows, int64_t head_dim)
+      : out(static_cast<size_t>(cpu::attn_tile_rows(num_rows) * cpu::attn_tile_pitch(head_dim)), 0.0f),
+        max(static_cast<size_t>(cpu::attn_tile_rows(num_rows)), -INFINITY),
+        sum(static_cast<size_t>(cpu::attn_tile_rows(num_rows)), 0.0f),
+        scores(static_cast<size_t>(cpu::attn_tile_scores_floats(num_rows))) {}
+};
+
+/// Per-row key ranges [begin, end) of block `block` (0 or 1) of num_keys keys, cycling over the rows: every key, a
+/// window starting mid-block, causal (ends before the block does), empty in the first block.
+void block_masks(int64_t num_rows, int64_t num_keys, int block, std::vector<int32_t>& begin,
+                 std::vector<int32_t>& end) {
+  begin.assign(static_cast<size_t>(num_rows), 0);
+  end.assign(static_cast<size_t>(num_rows), 0);
+  const auto n = static_cast<int32_t>(num_keys);
+  for (size_t r = 0; r < begin.size(); ++r) {
+    switch ((r + static_cast<size_t>(block)) % 4) {
+      case 0: begin[r] = 0, end[r] = n; break;
+      case 1: begin[r] = n / 3, end[r] = n; break;
+      case 2: begin[r] = 0, end[r] = std::max(1, n - 2); break;
+      default: begin[r] = block == 0 ? n : 0, end[r] = n; break;
+    }
+  }
+}
+
 // attn_tile_update at every ISA against the scalar variant on odd shapes: 1, 3, 8, 9, 13, 16, 24 and 64 rows (row
 // groups of 8 partly filled, one to eight groups),
 // head_dim 32, 64, 72 (pitch 96, zero padded), 1, 7, 33 and 64 keys (odd: the SIMD scores read the padding row),
@@ -501,7 +529,7 @@ TEST_P(KvAttentionPerIsa, TileUpdateMatchesScalarVariantOnOddShapesAndMasks) {
   for (int64_t num_rows : {1, 3, 8, 9, 13, 16, 24, 64}) {
     for (int64_t head_dim : {32, 64, 72}) {
       for (int64_t num_keys : {1, 7, 33, 64}) {
-        const int64_t pitch = cpu::attn_tile_pitch(head_dim), rows = cpu::attn_tile_rows(num_rows);
+        const int64_t pitch = cpu::attn_tile_pitch(head_dim);
         const auto q = random_floats(num_rows * head_dim, 101 + static_cast<uint32_t>(num_rows), 1.5f);
         std::vector<float> qt_want(static_cast<size_t>(cpu::attn_tile_qt_floats(num_rows, head_dim)), 0.0f);
         std::vector<float> qt_got = qt_want;
@@ -510,26 +538,17 @@ TEST_P(KvAttentionPerIsa, TileUpdateMatchesScalarVariantOnOddShapesAndMasks) {
         scalar().attn_tile_pack_q(q.data() + head_dim, num_rows - 1, head_dim, 1, qt_want.data());
         table().attn_tile_pack_q(q.data(), 1, head_dim, 0, qt_got.data());
         table().attn_tile_pack_q(q.data() + head_dim, num_rows - 1, head_dim, 1, qt_got.data());
-        std::vector<float> out_want(static_cast<size_t>(rows * pitch), 0.0f), out_got = out_want;
-        std::vector<float> max_want(static_cast<size_t>(rows), -INFINITY), max_got = max_want;
-        std::vector<float> sum_want(static_cast<size_t>(rows), 0.0f), sum_got = sum_want;
-        std::vector<float> s(static_cast<size_t>(cpu::attn_tile_scores_floats(num_rows)));
+        TileState want_state(num_rows, head_dim), got_state(num_rows, head_dim);
+        auto& [out_want, max_want, sum_want, s] = want_state;
+        auto& [out_got, max_got, sum_got, s_got] = got_state;
         for (int block = 0; block < 2; ++block) {
           const uint32_t seed = 200 + static_cast<uint32_t>(block * 1000 + num_keys + head_dim);
           auto k = random_floats((num_keys + 1) * pitch, seed, 1.0f);
           const auto v = random_floats(num_keys * pitch, seed + 1);
           for (int64_t j = 0; j <= num_keys; ++j)  // zero padding past head_dim, as kv_rows_f32_* writes it
             for (int64_t d = head_dim; d < pitch; ++d) k[static_cast<size_t>(j * pitch + d)] = 0.0f;
-          std::vector<int32_t> begin(static_cast<size_t>(num_rows)), end(static_cast<size_t>(num_rows));
-          for (int64_t r = 0; r < num_rows; ++r) {
-            const auto n = static_cast<int32_t>(num_keys);
-            switch ((r + block) % 4) {
-              case 0: begin[r] = 0, end[r] = n; break;                      // every key
-              case 1: begin[r] = n / 3, end[r] = n; break;                  // a window starting mid-block
-              case 2: begin[r] = 0, end[r] = std::max(1, n - 2); break;     // causal: ends before the block does
-              default: begin[r] = block == 0 ? n : 0, end[r] = n; break;    // empty in the first block
-            }
-          }
+          std::vector<int32_t> begin, end;
+          block_masks(num_rows, num_keys, block, begin, end);
           scalar().attn_tile_update(qt_want.data(), num_rows, k.data(), v.data(), num_keys, head_dim, 0.125f,
                                     begin.data(), end.data(), s.data(), max_want.data(), sum_want.data(),
                                     out_want.data(), nullptr, 0);
@@ -599,15 +618,14 @@ TEST_P(KvAttentionPerIsa, TileUpdateWithF16ValuesInPlaceGivesTheBitsOfConvertedR
   for (int64_t num_rows : {1, 3, 8, 9, 24}) {
     for (int64_t head_dim : {32, 64, 96, 128}) {
       for (int64_t num_keys : {1, 7, 33, 64}) {
-        const int64_t pitch = cpu::attn_tile_pitch(head_dim), rows = cpu::attn_tile_rows(num_rows);
+        const int64_t pitch = cpu::attn_tile_pitch(head_dim);
         const int64_t v_stride = head_dim + 16;  // f16 values from one V row to the next
         const auto q = random_floats(num_rows * head_dim, 301 + static_cast<uint32_t>(num_rows), 1.5f);
         std::vector<float> qt(static_cast<size_t>(cpu::attn_tile_qt_floats(num_rows, head_dim)), 0.0f);
         table().attn_tile_pack_q(q.data(), num_rows, head_dim, 0, qt.data());
-        std::vector<float> out_want(static_cast<size_t>(rows * pitch), 0.0f), out_got = out_want;
-        std::vector<float> max_want(static_cast<size_t>(rows), -INFINITY), max_got = max_want;
-        std::vector<float> sum_want(static_cast<size_t>(rows), 0.0f), sum_got = sum_want;
-        std::vector<float> s(static_cast<size_t>(cpu::attn_tile_scores_floats(num_rows)));
+        TileState want_state(num_rows, head_dim), got_state(num_rows, head_dim);
+        auto& [out_want, max_want, sum_want, s] = want_state;
+        auto& [out_got, max_got, sum_got, s_got] = got_state;
         for (int block = 0; block < 2; ++block) {
           const uint32_t seed = 400 + static_cast<uint32_t>(block * 1000 + num_keys + head_dim);
           const auto k = random_floats((num_keys + 1) * pitch, seed, 1.0f);  // pitch == head_dim: no padding
@@ -618,16 +636,8 @@ TEST_P(KvAttentionPerIsa, TileUpdateWithF16ValuesInPlaceGivesTheBitsOfConvertedR
           const auto v_stride_bytes = v_stride * static_cast<int64_t>(sizeof(uint16_t));
           std::vector<float> v_rows(static_cast<size_t>(num_keys * pitch));
           table().kv_rows_f32_f16(v_bytes, v_stride_bytes, num_keys, head_dim, v_rows.data());
-          std::vector<int32_t> begin(static_cast<size_t>(num_rows)), end(static_cast<size_t>(num_rows));
-          for (int64_t r = 0; r < num_rows; ++r) {
-            const auto n = static_cast<int32_t>(num_keys);
-            switch ((r + block) % 4) {
-              case 0: begin[r] = 0, end[r] = n; break;
-              case 1: begin[r] = n / 3, end[r] = n; break;
-              case 2: begin[r] = 0, end[r] = std::max(1, n - 2); break;
-              default: begin[r] = block == 0 ? n : 0, end[r] = n; break;
-            }
-          }
+          std::vector<int32_t> begin, end;
+          block_masks(num_rows, num_keys, block, begin, end);
           const cpu::PrefetchRange* pf = block == 1 ? ranges : nullptr;
           const int64_t num_pf = block == 1 ? 2 : 0;
           table().attn_tile_update(qt.data(), num_rows, k.data(), v_rows.data(), num_keys, head_dim, 0.125f,
