@@ -11,7 +11,8 @@
 // Two paths compute it. attention_full / attention_chunk go key by key (all scores, then the softmax, then the
 // values): the plain path the tiled one is tested against. attention_tile (what CpuForward runs) takes a tile of
 // query rows — the group of query heads of one KV head, for one token (decode) or several consecutive tokens of one
-// sequence (prefill) — through blocks of kAttnTileMaxKeys keys converted once to f32, with an online softmax
+// sequence (prefill) — through blocks of kAttnTileMaxKeys keys whose K rows are converted once to f32 (V rows too,
+// unless they are f16 in one run of slots: then read in place, attn_tile_update_v_f16), with an online softmax
 // (cpu::KernelTable::attn_tile_update), so each K/V row is read once per tile instead of once per token, and the
 // scores stay in cache.
 
