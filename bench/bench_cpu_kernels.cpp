@@ -194,6 +194,11 @@ void fill_values(TensorType type, uint8_t* p, uint64_t n, uint64_t seed) {
                                       scratch.data());
       }
       break;
+    case TensorType::kQ8_0_R16:
+      // Every byte in [0x20, 0x3B]: any two are a normal f16 (2^-7 .. 2^-1 in magnitude) and any one a code, so the
+      // data is a valid Q8_0_R16 matrix for every row length (no repack, whatever the shape's columns).
+      for (uint64_t i = 0; i < n; ++i) p[i] = static_cast<uint8_t>(0x20 + p[i] % 28);
+      break;
     case TensorType::kQ8_0: {
       const uint16_t d = hetmoe::ref::f32_to_f16(0.01f);
       for (uint64_t b = 0; b < n / hetmoe::kQ8_0BlockBytes; ++b) std::memcpy(p + b * hetmoe::kQ8_0BlockBytes, &d, 2);
@@ -530,9 +535,9 @@ class ThreadPair {
 };
 
 /// Rows [begin, end) of thread `thread_idx` out of num_threads.
-/// (kMXFP4_R16: in whole groups of 16 rows.)
+/// (kMXFP4_R16, kQ8_0_R16: in whole groups of 16 rows.)
 std::pair<int64_t, int64_t> thread_rows(int64_t num_rows, int thread_idx, int num_threads, TensorType type) {
-  const int64_t unit = type == TensorType::kMXFP4_R16 ? 16 : 1;
+  const int64_t unit = type == TensorType::kMXFP4_R16 || type == TensorType::kQ8_0_R16 ? 16 : 1;
   const int64_t units = num_rows / unit;
   return {units * thread_idx / num_threads * unit, units * (thread_idx + 1) / num_threads * unit};
 }
@@ -540,16 +545,20 @@ std::pair<int64_t, int64_t> thread_rows(int64_t num_rows, int thread_idx, int nu
 // ---- GEMV and GEMM -----------------------------------------------------------------------------------------------
 
 bool is_quantized(TensorType type) {
-  return type == TensorType::kMXFP4 || type == TensorType::kQ8_0 || type == TensorType::kMXFP4_R16;
+  return type == TensorType::kMXFP4 || type == TensorType::kQ8_0 || type == TensorType::kMXFP4_R16 ||
+         type == TensorType::kQ8_0_R16;
 }
 
-/// ref::dot_row of row r of a matrix of `type`; a kMXFP4_R16 row is first gathered back into the file's layout.
+/// ref::dot_row of row r of a matrix of `type`; an R16 row is first gathered back into the file's layout.
 double ref_dot_row(TensorType type, const uint8_t* mat, int64_t r, uint64_t row_bytes, const float* x, int64_t cols) {
-  if (type != TensorType::kMXFP4_R16) return hetmoe::ref::dot_row(type, mat + r * row_bytes, x, cols);
+  if (type != TensorType::kMXFP4_R16 && type != TensorType::kQ8_0_R16)
+    return hetmoe::ref::dot_row(type, mat + r * row_bytes, x, cols);
   std::vector<uint8_t> group(mat + (r / 16) * 16 * row_bytes, mat + (r / 16 + 1) * 16 * row_bytes);
   std::vector<uint8_t> scratch(16 * row_bytes);
-  hetmoe::cpu::unpack_mxfp4_r16(group.data(), row_bytes, 0, 1, scratch.data());
-  return hetmoe::ref::dot_row(TensorType::kMXFP4, group.data() + (r % 16) * row_bytes, x, cols);
+  const bool mxfp4 = type == TensorType::kMXFP4_R16;
+  (mxfp4 ? hetmoe::cpu::unpack_mxfp4_r16 : hetmoe::cpu::unpack_q8_0_r16)(group.data(), row_bytes, 0, 1, scratch.data());
+  return hetmoe::ref::dot_row(mxfp4 ? TensorType::kMXFP4 : TensorType::kQ8_0, group.data() + (r % 16) * row_bytes, x,
+                              cols);
 }
 
 void call_gemv(const KernelTable& k, TensorType type, const uint8_t* w, uint64_t row_bytes, int64_t r0, int64_t r1,
@@ -557,6 +566,7 @@ void call_gemv(const KernelTable& k, TensorType type, const uint8_t* w, uint64_t
   switch (type) {
     case TensorType::kMXFP4: k.gemv_mxfp4(w, row_bytes, r0, r1, xq, num_cols, y); break;
     case TensorType::kMXFP4_R16: k.gemm_mxfp4_r16(w, row_bytes, r0, r1, xq, 1, num_cols, y, r1 - r0); break;
+    case TensorType::kQ8_0_R16: k.gemm_q8_0_r16(w, row_bytes, r0, r1, xq, 1, num_cols, y, r1 - r0); break;
     case TensorType::kQ8_0: k.gemv_q8_0(w, row_bytes, r0, r1, xq, num_cols, y); break;
     case TensorType::kF32: k.gemv_f32(w, row_bytes, r0, r1, x, num_cols, y); break;
     case TensorType::kF16: k.gemv_f16(w, row_bytes, r0, r1, x, num_cols, y); break;
@@ -570,6 +580,9 @@ void call_gemm(const KernelTable& k, TensorType type, const uint8_t* w, uint64_t
     case TensorType::kMXFP4: k.gemm_mxfp4(w, row_bytes, 0, num_rows, xq, num_tokens, num_cols, y, num_rows); break;
     case TensorType::kMXFP4_R16:
       k.gemm_mxfp4_r16(w, row_bytes, 0, num_rows, xq, num_tokens, num_cols, y, num_rows);
+      break;
+    case TensorType::kQ8_0_R16:
+      k.gemm_q8_0_r16(w, row_bytes, 0, num_rows, xq, num_tokens, num_cols, y, num_rows);
       break;
     case TensorType::kQ8_0: k.gemm_q8_0(w, row_bytes, 0, num_rows, xq, num_tokens, num_cols, y, num_rows); break;
     case TensorType::kF32: k.gemm_f32(w, row_bytes, 0, num_rows, x, num_tokens, num_cols, y, num_rows); break;
@@ -1131,21 +1144,23 @@ benchmark::internal::Benchmark* configure(benchmark::internal::Benchmark* b) {
 
 void register_benchmarks(const std::vector<Isa>& isas) {
   // Grouped by the working set's type, so that each working set is filled once.
-  for (TensorType type : {TensorType::kMXFP4, TensorType::kMXFP4_R16, TensorType::kQ8_0, TensorType::kBF16,
-                          TensorType::kF16, TensorType::kF32}) {
+  for (TensorType type : {TensorType::kMXFP4, TensorType::kMXFP4_R16, TensorType::kQ8_0, TensorType::kQ8_0_R16,
+                          TensorType::kBF16, TensorType::kF16, TensorType::kF32}) {
     const std::string tn = type_name(type);
     // R16 only for the variants with its kernel (the others never repack).
     std::vector<Isa> type_isas;
     for (Isa isa : isas)
-      if (type != TensorType::kMXFP4_R16 || hetmoe::cpu::kernel_table(isa).gemm_mxfp4_r16 != nullptr)
+      if ((type != TensorType::kMXFP4_R16 || hetmoe::cpu::kernel_table(isa).gemm_mxfp4_r16 != nullptr) &&
+          (type != TensorType::kQ8_0_R16 || hetmoe::cpu::kernel_table(isa).gemm_q8_0_r16 != nullptr))
         type_isas.push_back(isa);
     std::vector<MatShape> shapes = {kExpertStep};
-    if (type == TensorType::kQ8_0) shapes.insert(shapes.end(), {kAttnQ, kAttnKv, kAttnOut, kVocabChunk});
+    if (type == TensorType::kQ8_0 || type == TensorType::kQ8_0_R16)
+      shapes.insert(shapes.end(), {kAttnQ, kAttnKv, kAttnOut, kVocabChunk});
     if (type == TensorType::kBF16 || type == TensorType::kF16) shapes.insert(shapes.end(), {kAttnQ, kAttnKv, kAttnOut});
     if (type == TensorType::kF32) shapes.push_back(kRouter);
     for (int num_threads : {1, 2}) {
       const std::string suffix = "/threads:" + std::to_string(num_threads);
-      if (type != TensorType::kMXFP4_R16)  // the same bytes as MXFP4
+      if (type != TensorType::kMXFP4_R16 && type != TensorType::kQ8_0_R16)  // the same bytes as MXFP4 / Q8_0
         configure(benchmark::RegisterBenchmark(("BM_ReadBandwidth/" + tn + suffix).c_str(), BM_ReadBandwidth, type,
                                                num_threads));
       for (const MatShape& shape : shapes) {

@@ -115,6 +115,10 @@ struct KernelTable {
   void (*gemm_mxfp4_r16)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end,
                          const ActQ8Block* x, int64_t num_tokens, int64_t num_cols, float* y,
                          int64_t y_stride) = nullptr;
+  /// The same for kQ8_0_R16 weights (Q8_0 rows interleaved by 16; reference: gemm_q8_0_r16_scalar).
+  void (*gemm_q8_0_r16)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end,
+                        const ActQ8Block* x, int64_t num_tokens, int64_t num_cols, float* y,
+                        int64_t y_stride) = nullptr;
 
   /// Attention helpers over one f16 KV-cache row of n values (head_dim): Σ_i q[i] · k[i] (q f32, k f16 bits) ...
   float (*dot_f32_f16)(const float* q, const uint16_t* k, int64_t n);

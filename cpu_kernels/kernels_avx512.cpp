@@ -437,52 +437,78 @@ inline constexpr int kR16Tokens = 16;
 inline constexpr int64_t kR16PairPrefetchBytes = 4096;
 inline constexpr int64_t kR16PrefetchBytes = 8192;
 
-/// −12 · Σ_j x_q[j] of one activation block: the correction of the weights' offset.
-inline int32_t mxfp4_r16_seed(const ActQ8Block& xb) {
+/// −kOffset · Σ_j x_q[j] of one activation block: the correction of weights stored with an offset (unsigned): 12
+/// for MXFP4_R16's codes, 128 for Q8_0_R16's.
+template <int kOffset>
+inline int32_t offset_seed(const ActQ8Block& xb) {
   const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.q));
-  const __m256i sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(detail::kMxfp4Offset), q);
+  const __m256i sum = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(static_cast<char>(kOffset)), q);
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
   s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
   return -_mm_cvtsi128_si32(s);
 }
 
-/// G groups (16 rows each, at groups[0..G)) × T tokens: y[gi][t · y_stride + i] for rows i in [0, 16). seeds:
-/// [T][num_blocks] for these tokens (token stride seed_stride), or nullptr: computed here (the same values).
-/// x: [T][num_blocks]. With G > 1 the groups' bytes are G streams read side by side (decode: one token leaves the
-/// core's loads too little work per byte to keep one stream's prefetch far enough ahead).
-template <int T, int G>
-inline void mxfp4_r16_tile(const uint8_t* const* groups, int64_t num_blocks, const ActQ8Block* x,
-                           const int32_t* seeds, int64_t seed_stride, float* const* y, int64_t y_stride) {
-  const __m512i lut =
-      _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(detail::kMxfp4OffsetValues.v)));
-  const __m512i mask = _mm512_set1_epi8(0x0F);
-  const __m512i bias = _mm512_set1_epi32(128);
-  const __m512 one = _mm512_set1_ps(1.0f);
+/// The two R16 layouts' blocks for the tiles below: decode(blk, lo, hi) gives the unsigned weight dwords that meet
+/// the activation dwords at x_q + 4k (lo[k]) and x_q + 16 + 4k (hi[k]) for the 16 rows, and the rows' d_w.
+struct Mxfp4R16Block {
+  static constexpr int64_t kBytes = kMxfp4R16BlockBytes;
+  static int32_t seed(const ActQ8Block& xb) { return offset_seed<detail::kMxfp4Offset>(xb); }
+  __m512i lut = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(detail::kMxfp4OffsetValues.v)));
+  __m512i mask = _mm512_set1_epi8(0x0F);
+  __m512i bias = _mm512_set1_epi32(128);
+  __m512 one = _mm512_set1_ps(1.0f);
+  __m512 decode(const uint8_t* blk, __m512i* lo, __m512i* hi) const {
+    for (int k = 0; k < 4; ++k) {
+      const __m512i c = _mm512_loadu_si512(blk + 16 + 64 * k);
+      lo[k] = _mm512_shuffle_epi8(lut, _mm512_and_si512(c, mask));
+      hi[k] = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(c, 4), mask));
+    }
+    const __m512i e = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
+    return _mm512_scalef_ps(one, _mm512_cvtepi32_ps(_mm512_sub_epi32(e, bias)));  // 2^(e − 128), exact
+  }
+};
+
+/// kQ8_0_R16: the codes are stored unsigned (q + 128), so decoding is 8 loads and one f16 conversion of the scales.
+struct Q8R16Block {
+  static constexpr int64_t kBytes = kQ8R16BlockBytes;
+  static int32_t seed(const ActQ8Block& xb) { return offset_seed<128>(xb); }
+  __m512 decode(const uint8_t* blk, __m512i* lo, __m512i* hi) const {
+    for (int k = 0; k < 4; ++k) {
+      lo[k] = _mm512_loadu_si512(blk + 32 + 64 * k);
+      hi[k] = _mm512_loadu_si512(blk + 32 + 64 * (k + 4));
+    }
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk)));
+  }
+};
+
+/// G groups (16 rows each, at groups[0..G)) × T tokens of the R16 layout Block: y[gi][t · y_stride + i] for rows i
+/// in [0, 16). seeds: [T][num_blocks] for these tokens (token stride seed_stride), or nullptr: computed here (the same
+/// values). x: [T][num_blocks]. With G > 1 the groups' bytes are G streams read side by side (decode: one token leaves
+/// the core's loads too little work per byte to keep one stream's prefetch far enough ahead).
+template <class Block, int T, int G>
+inline void r16_tile(const uint8_t* const* groups, int64_t num_blocks, const ActQ8Block* x, const int32_t* seeds,
+                     int64_t seed_stride, float* const* y, int64_t y_stride) {
+  constexpr int kPrefetchLines = static_cast<int>((Block::kBytes + 63) / 64);
+  const Block block;
   __m512 acc[G][T];
   for (int g = 0; g < G; ++g)
     for (int t = 0; t < T; ++t) acc[g][t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < num_blocks; ++b) {
     for (int g = 0; g < G; ++g) {
-      const uint8_t* blk = groups[g] + b * kMxfp4R16BlockBytes;
-      for (int q = 0; q < 5; ++q) {
+      const uint8_t* blk = groups[g] + b * Block::kBytes;
+      for (int q = 0; q < kPrefetchLines; ++q) {
         if constexpr (G == 2) {
           __builtin_prefetch(blk + kR16PairPrefetchBytes + 64 * q, 0, 3);
         } else {
           __builtin_prefetch(blk + kR16PrefetchBytes + 64 * q, 0, 1);
         }
       }
-      const __m512i e = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk)));
-      const __m512 dw = _mm512_scalef_ps(one, _mm512_cvtepi32_ps(_mm512_sub_epi32(e, bias)));  // 2^(e − 128), exact
       __m512i lo[4], hi[4];
-      for (int k = 0; k < 4; ++k) {
-        const __m512i c = _mm512_loadu_si512(blk + 16 + 64 * k);
-        lo[k] = _mm512_shuffle_epi8(lut, _mm512_and_si512(c, mask));
-        hi[k] = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(c, 4), mask));
-      }
+      const __m512 dw = block.decode(blk, lo, hi);
       for (int t = 0; t < T; ++t) {
         const ActQ8Block& xb = x[t * num_blocks + b];
-        __m512i dot = _mm512_set1_epi32(seeds != nullptr ? seeds[t * seed_stride + b] : mxfp4_r16_seed(xb));
+        __m512i dot = _mm512_set1_epi32(seeds != nullptr ? seeds[t * seed_stride + b] : Block::seed(xb));
         for (int k = 0; k < 4; ++k) {
           dot = LaneGemm::dpbusd_broadcast(dot, lo[k], xb.q + 4 * k);
           dot = LaneGemm::dpbusd_broadcast(dot, hi[k], xb.q + 16 + 4 * k);
@@ -495,12 +521,12 @@ inline void mxfp4_r16_tile(const uint8_t* const* groups, int64_t num_blocks, con
     for (int t = 0; t < T; ++t) _mm512_storeu_ps(y[g] + t * y_stride, acc[g][t]);
 }
 
-template <int T = 1>
-inline void mxfp4_r16_tile_of(int64_t num_tokens, const uint8_t* group, int64_t num_blocks, const ActQ8Block* x,
-                              const int32_t* seeds, int64_t seed_stride, float* y, int64_t y_stride) {
+template <class Block, int T = 1>
+inline void r16_tile_of(int64_t num_tokens, const uint8_t* group, int64_t num_blocks, const ActQ8Block* x,
+                        const int32_t* seeds, int64_t seed_stride, float* y, int64_t y_stride) {
   if constexpr (T <= kR16Tokens) {
-    if (num_tokens == T) return mxfp4_r16_tile<T, 1>(&group, num_blocks, x, seeds, seed_stride, &y, y_stride);
-    mxfp4_r16_tile_of<T + 1>(num_tokens, group, num_blocks, x, seeds, seed_stride, y, y_stride);
+    if (num_tokens == T) return r16_tile<Block, T, 1>(&group, num_blocks, x, seeds, seed_stride, &y, y_stride);
+    r16_tile_of<Block, T + 1>(num_tokens, group, num_blocks, x, seeds, seed_stride, y, y_stride);
   }
 }
 
@@ -510,11 +536,13 @@ inline void mxfp4_r16_tile_of(int64_t num_tokens, const uint8_t* group, int64_t 
 /// alone; 4 tokens 273 paired against 210 alone (the compiler spills), so 4 and more read one group.
 inline constexpr int64_t kR16PairTokens = 2;
 
-void gemm_mxfp4_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
-                    int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride) {
+/// KernelTable::gemm_mxfp4_r16 / gemm_q8_0_r16 for the layout Block.
+template <class Block>
+void gemm_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
+              int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride) {
   const int64_t num_blocks = num_cols / kBlock;
   if (row_end <= row_begin || num_tokens <= 0) return;
-  const int32_t* seeds = mxfp4_r16_seeds<mxfp4_r16_seed>(x, num_tokens * num_blocks);  // [num_tokens][num_blocks]
+  const int32_t* seeds = r16_seeds<Block::seed>(x, num_tokens * num_blocks);  // [num_tokens][num_blocks]
   const int64_t group_bytes = kMxfp4R16Rows * static_cast<int64_t>(row_bytes);
   const int64_t g_begin = row_begin / kMxfp4R16Rows, g_end = row_end / kMxfp4R16Rows;
   int64_t g0 = g_begin;
@@ -525,8 +553,8 @@ void gemm_mxfp4_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int
       const uint8_t* groups[2] = {w + g0 * group_bytes, w + (g0 + half) * group_bytes};
       float* ys[2] = {y + (g0 - g_begin) * kMxfp4R16Rows, y + (g0 + half - g_begin) * kMxfp4R16Rows};
       switch (num_tokens) {
-        case 1: mxfp4_r16_tile<1, 2>(groups, num_blocks, x, seeds, num_blocks, ys, y_stride); break;
-        default: mxfp4_r16_tile<2, 2>(groups, num_blocks, x, seeds, num_blocks, ys, y_stride); break;
+        case 1: r16_tile<Block, 1, 2>(groups, num_blocks, x, seeds, num_blocks, ys, y_stride); break;
+        default: r16_tile<Block, 2, 2>(groups, num_blocks, x, seeds, num_blocks, ys, y_stride); break;
       }
     }
     g0 = g_begin + 2 * half;  // an odd count's last group alone below
@@ -536,8 +564,8 @@ void gemm_mxfp4_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int
     float* yg = y + (g - g_begin) * kMxfp4R16Rows;
     for (int64_t t0 = 0; t0 < num_tokens; t0 += kR16Tokens) {
       const int64_t n = std::min<int64_t>(kR16Tokens, num_tokens - t0);
-      mxfp4_r16_tile_of(n, group, num_blocks, x + t0 * num_blocks, seeds ? seeds + t0 * num_blocks : nullptr,
-                        num_blocks, yg + t0 * y_stride, y_stride);
+      r16_tile_of<Block>(n, group, num_blocks, x + t0 * num_blocks, seeds ? seeds + t0 * num_blocks : nullptr,
+                         num_blocks, yg + t0 * y_stride, y_stride);
     }
   }
 }
@@ -549,7 +577,8 @@ namespace hetmoe::cpu::detail {
 const KernelTable& kernel_table_avx512() {
   static constexpr KernelTable kTable = [] {
     KernelTable t = HETMOE_SIMD_NS::make_kernel_table(Isa::kAvx512);
-    t.gemm_mxfp4_r16 = HETMOE_SIMD_NS::gemm_mxfp4_r16;
+    t.gemm_mxfp4_r16 = HETMOE_SIMD_NS::gemm_r16<HETMOE_SIMD_NS::Mxfp4R16Block>;
+    t.gemm_q8_0_r16 = HETMOE_SIMD_NS::gemm_r16<HETMOE_SIMD_NS::Q8R16Block>;
     return t;
   }();
   return kTable;

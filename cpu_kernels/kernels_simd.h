@@ -457,11 +457,11 @@ void gemm_quant(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t
   }
 }
 
-/// The kMXFP4_R16 kernels' offset corrections (Seed: −12 · Σ_j x_q[j] of one block) for num_blocks blocks of x, once
+/// The R16 kernels' offset corrections (Seed: −offset · Σ_j x_q[j] of one block) for num_blocks blocks of x, once
 /// per call, in the calling thread's scratch: [num_blocks]. nullptr when the buffer cannot grow (the kernels then
 /// compute each where they need it, with the same values).
 template <int32_t (*Seed)(const ActQ8Block&)>
-const int32_t* mxfp4_r16_seeds(const ActQ8Block* x, int64_t num_blocks) {
+const int32_t* r16_seeds(const ActQ8Block* x, int64_t num_blocks) {
   auto* seeds = static_cast<int32_t*>(detail::thread_scratch(static_cast<uint64_t>(num_blocks) * sizeof(int32_t)));
   if (seeds != nullptr)
     for (int64_t i = 0; i < num_blocks; ++i) seeds[i] = Seed(x[i]);

@@ -93,6 +93,7 @@ void dequantize_row(TensorType type, const uint8_t* src, float* dst, int64_t num
       }
       return;
     case TensorType::kMXFP4_R16:
+    case TensorType::kQ8_0_R16:
       // Its rows are not contiguous (cpu_kernels/repack.h): no row to dequantize. NaN, so that a misuse shows.
       for (int64_t i = 0; i < num_elements; ++i) dst[i] = std::nanf("");
       return;

@@ -158,8 +158,9 @@ std::vector<uint8_t> random_weights(TensorType type, int64_t num_rows, int64_t n
         std::memcpy(w.data() + 2 * i, &h, 2);
       }
       break;
-    case TensorType::kMXFP4_R16:  // the CPU kernels' layout: never a GPU weight
-      ADD_FAILURE() << "MXFP4_R16 weights requested";
+    case TensorType::kMXFP4_R16:  // the CPU kernels' layouts: never a GPU weight
+    case TensorType::kQ8_0_R16:
+      ADD_FAILURE() << "R16 weights requested";
       break;
   }
   return w;

@@ -3,7 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
+#include <random>
 
+#include "cpu_kernels/reference.h"
+#include "cpu_kernels/repack.h"
 #include "runtime/exec/forward_cpu.h"
 #include "runtime/model/model.h"
 #include "tests/logit_metrics.h"
@@ -189,6 +193,63 @@ TEST(ForwardCpu, RunMatJobsComputesEveryRowOfEveryJobForAnyNumberOfLanes) {
         // Inputs are multiples of 1/16 and 1/4 with small sums: exact in float, so the scalar kernel's sum is too.
         ASSERT_EQ(y[j][r], static_cast<float>(dot)) << "threads " << num_threads << ", job " << j << ", row " << r;
       }
+  }
+}
+
+// A Q8_0_R16 job between two Q8_0 jobs of 10 rows (not a multiple of 16): the R16 kernel must still get whole 16-row
+// groups of its own matrix (every job starts a group), for any number of lanes and for 1 and 3 tokens.
+TEST(ForwardCpu, RunMatJobsGivesAnR16JobWholeGroupsAfterAnUnevenJob) {
+  const cpu::KernelTable& k = cpu::kernel_table(cpu::Isa::kAvx512);
+  bool supported = false;
+  for (cpu::Isa isa : cpu::supported_isas()) supported |= isa == cpu::Isa::kAvx512;
+  if (!supported || k.gemm_q8_0_r16 == nullptr) GTEST_SKIP() << "no variant with a Q8_0_R16 kernel on this CPU";
+  constexpr uint64_t kCols = 64, kRowBytes = kCols / 32 * 34;
+  const uint64_t rows_of[] = {10, 48, 10};
+  std::mt19937 rng(3);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::vector<std::vector<uint8_t>> w(3);
+  std::vector<WeightView> views(3);
+  for (size_t j = 0; j < 3; ++j) {
+    w[j].resize(rows_of[j] * kRowBytes);
+    for (size_t b = 0; b < w[j].size() / 34; ++b) {
+      const uint16_t d = ref::f32_to_f16(0.01f * static_cast<float>(1 + b % 5));
+      std::memcpy(&w[j][b * 34], &d, 2);
+      for (int i = 2; i < 34; ++i) w[j][b * 34 + i] = static_cast<uint8_t>(byte(rng));
+    }
+    views[j] = WeightView{.type = TensorType::kQ8_0, .data = w[j].data(), .num_cols = kCols, .num_rows = rows_of[j],
+                          .row_bytes = kRowBytes};
+  }
+  const std::vector<uint8_t> file_layout = w[1];
+  std::vector<uint8_t> scratch(16 * kRowBytes);
+  cpu::repack_q8_0_r16(w[1].data(), kRowBytes, 0, 3, scratch.data());
+  views[1].type = TensorType::kQ8_0_R16;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (const int64_t num_tokens : {1, 3}) {
+    std::vector<float> x(num_tokens * kCols);
+    for (float& v : x) v = normal(rng);
+    std::vector<cpu::ActQ8Block> xq(num_tokens * kCols / 32);
+    k.quantize_act_q8(x.data(), xq.data(), num_tokens * kCols);
+    for (int num_threads : {1, 2, 3, 5}) {
+      std::vector<std::vector<float>> y(3);
+      std::vector<CpuForward::MatJob> jobs(3);
+      for (size_t j = 0; j < 3; ++j) {
+        y[j].assign(num_tokens * rows_of[j], std::nanf(""));
+        jobs[j] = {.w = &views[j], .x_q8 = xq.data(), .num_tokens = num_tokens, .y = y[j].data(),
+                   .y_stride = static_cast<int64_t>(rows_of[j])};
+      }
+      std::vector<int64_t> row_begin(jobs.size() + 1);
+      run_mat_jobs(k, jobs, num_threads, row_begin);
+      for (size_t j = 0; j < 3; ++j) {
+        std::vector<float> want(y[j].size());
+        for (int64_t t = 0; t < num_tokens; ++t)  // the scalar GEMV of the file's layout
+          cpu::kernel_table(cpu::Isa::kScalar)
+              .gemv_q8_0(j == 1 ? file_layout.data() : w[j].data(), kRowBytes, 0, static_cast<int64_t>(rows_of[j]),
+                         xq.data() + t * kCols / 32, kCols, want.data() + t * rows_of[j]);
+        // The SIMD kernels sum in another order (fma): ~1e-15; a wrong row or group is ~1.
+        EXPECT_LT(test::nmse(want, y[j]), 1e-10) << "job " << j << ", threads " << num_threads << ", tokens "
+                                                 << num_tokens;
+      }
+    }
   }
 }
 

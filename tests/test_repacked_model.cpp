@@ -1,4 +1,5 @@
-// A model whose MXFP4 experts are repacked in memory for the CPU kernels (kMXFP4_R16, runtime/model/weights_repack.h):
+// A model whose MXFP4 experts and Q8_0 matrices are repacked in memory for the CPU kernels (kMXFP4_R16, kQ8_0_R16,
+// runtime/model/weights_repack.h):
 // the CPU pass on it meets the fixture agreement bar and stays within quantization noise of the file layout's pass,
 // repacking is refused for a mapped file and is idempotent, and every reader that needs the file's layout (the
 // reference pass, a CPU variant without R16 kernels) refuses a repacked model with an error naming the cause.
@@ -58,33 +59,52 @@ std::vector<cpu::Isa> r16_isas() {
   return isas;
 }
 
-TEST(RepackedModel, RepacksEveryExpertTensorOnceAndOnlyInMemory) {
+TEST(RepackedModel, RepacksEveryTargetTensorOnceAndOnlyInMemory) {
   Model mapped = load_tiny(gguf::File::LoadMode::kMmap);
-  auto refused = repack_experts_r16(mapped, 2);
+  auto refused = repack_weights_r16(mapped, 2);
   ASSERT_FALSE(refused.has_value());
   EXPECT_EQ(refused.error().code, ErrorCode::kUnsupported);
   EXPECT_NE(refused.error().message.find("mapped"), std::string::npos) << refused.error().message;
-  EXPECT_FALSE(has_repacked_experts(mapped));
+  EXPECT_FALSE(has_repacked_weights(mapped));
 
   Model model = load_tiny(gguf::File::LoadMode::kMemory);
   const std::vector<uint8_t> before(model.layers[1].down_exps.data,
                                     model.layers[1].down_exps.data + model.layers[1].down_exps.info->num_bytes);
-  auto r = repack_experts_r16(model, 2);
+  // The fixture's attention matrices are Q8_0 with 256 or 64 rows; its unembedding has 4106 rows (not a multiple of
+  // 16), so it stays Q8_0.
+  ASSERT_EQ(model.output.type, TensorType::kQ8_0);
+  ASSERT_NE(model.output.num_rows % 16, 0u);
+  auto r = repack_weights_r16(model, 2);
   ASSERT_TRUE(r.has_value()) << r.error().to_string();
-  EXPECT_EQ(r->num_tensors, 3u * model.hparams.num_layers);
-  for (const LayerWeights& w : model.layers)
+  EXPECT_EQ(r->num_tensors, 7u * model.hparams.num_layers);
+  for (const LayerWeights& w : model.layers) {
     for (const WeightView* v : {&w.gate_exps, &w.up_exps, &w.down_exps}) EXPECT_EQ(v->type, TensorType::kMXFP4_R16);
+    for (const WeightView* v : {&w.wq, &w.wk, &w.wv, &w.wo}) EXPECT_EQ(v->type, TensorType::kQ8_0_R16);
+  }
+  EXPECT_EQ(model.output.type, TensorType::kQ8_0);
+  EXPECT_EQ(model.token_embd.type, TensorType::kQ8_0);
   EXPECT_NE(0, std::memcmp(before.data(), model.layers[1].down_exps.data, before.size()));  // the bytes moved
-  auto again = repack_experts_r16(model, 2);
+  auto again = repack_weights_r16(model, 2);
   ASSERT_TRUE(again.has_value());
   EXPECT_EQ(again->num_tensors, 0u);
+
+  // Only the targets asked for: the experts alone, then the matrices.
+  Model experts_only = load_tiny(gguf::File::LoadMode::kMemory);
+  auto e = repack_weights_r16(experts_only, 2, {.mxfp4_experts = true, .q8_0_matrices = false});
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->num_tensors, 3u * experts_only.hparams.num_layers);
+  EXPECT_EQ(experts_only.layers[0].wq.type, TensorType::kQ8_0);
+  auto m = repack_weights_r16(experts_only, 2, {.mxfp4_experts = false, .q8_0_matrices = true});
+  ASSERT_TRUE(m.has_value());
+  EXPECT_EQ(m->num_tensors, 4u * experts_only.hparams.num_layers);
+  EXPECT_EQ(experts_only.layers[0].wq.type, TensorType::kQ8_0_R16);
 }
 
 TEST(RepackedModel, MeetsTheFixtureAgreementBarAndStaysNearTheFileLayout) {
   if (r16_isas().empty()) GTEST_SKIP() << "no kernel variant with R16 kernels on this CPU";
   Model file_layout = load_tiny(gguf::File::LoadMode::kMemory);
   Model repacked = load_tiny(gguf::File::LoadMode::kMemory);
-  ASSERT_TRUE(repack_experts_r16(repacked, 2).has_value());
+  ASSERT_TRUE(repack_weights_r16(repacked, 2).has_value());
   const size_t vocab = repacked.hparams.vocab_size;
   for (const cpu::Isa r16 : r16_isas()) {
   const auto isa = std::optional<cpu::Isa>(r16);
@@ -97,7 +117,7 @@ TEST(RepackedModel, MeetsTheFixtureAgreementBarAndStaysNearTheFileLayout) {
   const auto reference = test::read_f32_file(kData + "/gpt-oss-tiny.reference.logits.f32");
   const auto margin = test::read_numbers<double>(kData + "/gpt-oss-tiny.router-margin.txt");
   const auto a = test::agreement(reference, ours, 4106, margin);
-  std::printf("[ agreement ] cpu %s, repacked experts, vs f32 reference: KL p50 %.3g, p99 (margin >= 0.15) %.3g, "
+  std::printf("[ agreement ] cpu %s, repacked experts and matrices, vs f32 reference: KL p50 %.3g, p99 (margin >= 0.15) %.3g, "
               "top-1 %.1f %%\n",
               cpu::isa_name(*isa), a.p50_all, a.p99_confident, 100 * a.top1);
   EXPECT_LE(a.p50_all, 1e-3) << cpu::isa_name(*isa);  // the fixture's bar (tests/test_forward_cpu.cpp)
@@ -115,7 +135,7 @@ TEST(RepackedModel, MeetsTheFixtureAgreementBarAndStaysNearTheFileLayout) {
 TEST(RepackedModel, BatchedPrefillMatchesTokenByToken) {
   if (r16_isas().empty()) GTEST_SKIP() << "no kernel variant with R16 kernels on this CPU";
   Model repacked = load_tiny(gguf::File::LoadMode::kMemory);
-  ASSERT_TRUE(repack_experts_r16(repacked, 2).has_value());
+  ASSERT_TRUE(repack_weights_r16(repacked, 2).has_value());
   const size_t vocab = repacked.hparams.vocab_size;
   const auto& ids = fixture_ids();
   for (const cpu::Isa r16 : r16_isas()) {
@@ -136,12 +156,12 @@ TEST(RepackedModel, BatchedPrefillMatchesTokenByToken) {
 
 TEST(RepackedModel, ReadersOfTheFileLayoutRefuseIt) {
   Model repacked = load_tiny(gguf::File::LoadMode::kMemory);
-  ASSERT_TRUE(repack_experts_r16(repacked, 2).has_value());
+  ASSERT_TRUE(repack_weights_r16(repacked, 2).has_value());
   // The reference pass.
   auto ref = ReferenceForward::create(repacked, 64, KvCacheType::kF16, KvCacheType::kF16, 1);
   ASSERT_FALSE(ref.has_value());
   EXPECT_EQ(ref.error().code, ErrorCode::kUnsupported);
-  EXPECT_NE(ref.error().message.find("MXFP4_R16"), std::string::npos) << ref.error().message;
+  EXPECT_NE(ref.error().message.find("Q8_0_R16"), std::string::npos) << ref.error().message;
   ForwardOptions options;
   options.context_length = 64;
   options.use_reference = true;
@@ -168,28 +188,28 @@ TEST(RepackedModel, CreateForwardRepacksOnlyWhenAskedAndUseful) {
   ForwardOptions options;
   options.context_length = 64;
   options.num_threads = 2;
-  EXPECT_FALSE(options.repack_experts) << "off for library callers (the CLI turns it on)";
+  EXPECT_FALSE(options.repack_weights) << "off for library callers (the CLI turns it on)";
   {
     Model model = load_tiny(gguf::File::LoadMode::kMemory);
-    options.repack_experts = false;
+    options.repack_weights = false;
     ASSERT_TRUE(create_forward(model, options).has_value());
-    EXPECT_FALSE(has_repacked_experts(model)) << "--no-repack";
+    EXPECT_FALSE(has_repacked_weights(model)) << "--no-repack";
   }
   {
     Model model = load_tiny(gguf::File::LoadMode::kMemory);
-    options.repack_experts = true;
+    options.repack_weights = true;
     std::vector<std::string> notes;
     ASSERT_TRUE(create_forward(model, options, &notes).has_value());
-    EXPECT_EQ(has_repacked_experts(model), has_r16) << cpu::isa_name(*best);
+    EXPECT_EQ(has_repacked_weights(model), has_r16) << cpu::isa_name(*best);
     bool noted = false;
     for (const auto& n : notes) noted |= n.find("repacked") != std::string::npos;
     EXPECT_EQ(noted, has_r16);
   }
   {
     Model model = load_tiny(gguf::File::LoadMode::kMmap);  // mapped: nothing to rewrite, and no error
-    options.repack_experts = true;
+    options.repack_weights = true;
     ASSERT_TRUE(create_forward(model, options).has_value());
-    EXPECT_FALSE(has_repacked_experts(model));
+    EXPECT_FALSE(has_repacked_weights(model));
   }
 }
 

@@ -20,6 +20,8 @@ enum class TensorType : uint32_t {
   // (cpu_kernels/repack.h). The same bytes per row as kMXFP4, but a row is not contiguous: only groups of 16 rows
   // are (rows 16g..16g+15 occupy the bytes of those rows in kMXFP4).
   kMXFP4_R16 = 0x10000 + 39,
+  // Not a GGUF type either: Q8_0 with every 16 rows interleaved block by block (cpu_kernels/repack.h), as kMXFP4_R16.
+  kQ8_0_R16 = 0x10000 + 8,
 };
 
 /// Layout of one type: a row of ne0 elements takes ne0 / block_elems * block_bytes bytes.
@@ -35,17 +37,18 @@ inline constexpr uint32_t kQ8_0BlockBytes = 34;
 inline constexpr uint32_t kMXFP4BlockBytes = 17;
 inline constexpr uint32_t kQuantBlockElems = 32;
 
-inline constexpr std::array<TensorTypeTraits, 6> kTensorTypeTraits = {{
+inline constexpr std::array<TensorTypeTraits, 7> kTensorTypeTraits = {{
     {TensorType::kF32, "F32", 1, 4},
     {TensorType::kF16, "F16", 1, 2},
     {TensorType::kQ8_0, "Q8_0", kQuantBlockElems, kQ8_0BlockBytes},
     {TensorType::kBF16, "BF16", 1, 2},
     {TensorType::kMXFP4, "MXFP4", kQuantBlockElems, kMXFP4BlockBytes},
     {TensorType::kMXFP4_R16, "MXFP4_R16", kQuantBlockElems, kMXFP4BlockBytes, false},
+    {TensorType::kQ8_0_R16, "Q8_0_R16", kQuantBlockElems, kQ8_0BlockBytes, false},
 }};
 
 /// Traits for a raw GGML type id, or nullopt if hetmoe does not support that type (in-memory layouts such as
-/// kMXFP4_R16 are not GGML types: nullopt).
+/// kMXFP4_R16 and kQ8_0_R16 are not GGML types: nullopt).
 inline std::optional<TensorTypeTraits> tensor_type_traits(uint32_t type_id) {
   for (const auto& t : kTensorTypeTraits)
     if (t.in_gguf && static_cast<uint32_t>(t.type) == type_id) return t;
@@ -59,7 +62,7 @@ inline const TensorTypeTraits& tensor_type_traits(TensorType type) {
   return kTensorTypeTraits[0];  // unreachable for a valid enum value
 }
 
-/// "F32", "Q8_0", ... for a supported type (and "MXFP4_R16" for that layout); "type<id>" otherwise.
+/// "F32", "Q8_0", ... for a supported type (and "MXFP4_R16", "Q8_0_R16" for those layouts); "type<id>" otherwise.
 inline std::string tensor_type_name(uint32_t type_id) {
   for (const auto& t : kTensorTypeTraits)
     if (static_cast<uint32_t>(t.type) == type_id) return std::string(t.name);

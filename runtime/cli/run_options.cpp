@@ -135,8 +135,8 @@ void add_device_options(CLI::App* cmd, DeviceArgs& args) {
                 "Hybrid: run a layer's GPU experts after its CPU experts instead of at the same time (to measure the "
                 "overlap's gain)");
   cmd->add_flag("--no-repack", args.no_repack,
-                "CPU path: keep the experts in the file's layout instead of repacking them at load for the AVX-512 "
-                "kernels (llama.cpp's --no-repack; to measure the repack's gain)");
+                "CPU path: keep the weights (MXFP4 experts, Q8_0 matrices) in the file's layout instead of repacking "
+                "them at load for the AVX-512 kernels (llama.cpp's --no-repack; to measure the repack's gain)");
   auto* n_cpu_moe = cmd->add_option("--n-cpu-moe", args.num_cpu_moe_layers,
                   "The experts of the first N blocks on the CPU, the others' on the GPU (a static plan, as llama.cpp)")
       ->check(int_range(0, 1 << 16));
@@ -165,7 +165,7 @@ Status apply_device_options(const DeviceArgs& args, ForwardOptions& options) {
   if (!device) return device.error();
   options.device = *device;
   options.overlap = !args.no_overlap;
-  options.repack_experts = !args.no_repack;
+  options.repack_weights = !args.no_repack;
   options.max_batch_tokens = static_cast<uint32_t>(args.ubatch_size);
   if (options.use_reference && options.device == ForwardOptions::Device::kGpu)
     return make_error(ErrorCode::kInvalidArgument, "--reference runs on the CPU; it cannot be used with --device gpu");

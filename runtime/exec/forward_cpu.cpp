@@ -20,18 +20,20 @@ namespace hetmoe {
 namespace {
 
 bool uses_q8_activations(TensorType type) {
-  return type == TensorType::kMXFP4 || type == TensorType::kQ8_0 || type == TensorType::kMXFP4_R16;
+  return type == TensorType::kMXFP4 || type == TensorType::kQ8_0 || type == TensorType::kMXFP4_R16 ||
+         type == TensorType::kQ8_0_R16;
 }
 
-/// Runs rows [r0, r1) of one job (weights of any supported type; one token → GEMV, several → GEMM). kMXFP4_R16: one
-/// kernel for any token count, r0 and r1 multiples of 16 (run_mat_jobs' chunks of expert rows are).
+/// Runs rows [r0, r1) of one job (weights of any supported type; one token → GEMV, several → GEMM). kMXFP4_R16 and
+/// kQ8_0_R16: one kernel for any token count, r0 and r1 multiples of 16 (run_mat_jobs' chunks of their rows are).
 void run_job_rows(const cpu::KernelTable& k, const CpuForward::MatJob& job, int64_t r0, int64_t r1) {
   const WeightView& w = *job.w;
   const uint8_t* base = w.row(0, job.expert_idx);
   const auto num_cols = static_cast<int64_t>(w.num_cols);
-  if (w.type == TensorType::kMXFP4_R16) {
-    k.gemm_mxfp4_r16(base, w.row_bytes, r0, r1, job.x_q8, job.num_tokens, num_cols, job.y + r0,
-                     job.num_tokens == 1 ? r1 - r0 : job.y_stride);
+  if (w.type == TensorType::kMXFP4_R16 || w.type == TensorType::kQ8_0_R16) {
+    (w.type == TensorType::kMXFP4_R16 ? k.gemm_mxfp4_r16 : k.gemm_q8_0_r16)(
+        base, w.row_bytes, r0, r1, job.x_q8, job.num_tokens, num_cols, job.y + r0,
+        job.num_tokens == 1 ? r1 - r0 : job.y_stride);
   } else if (job.num_tokens == 1) {
     float* y = job.y + r0;
     switch (w.type) {
@@ -40,7 +42,8 @@ void run_job_rows(const cpu::KernelTable& k, const CpuForward::MatJob& job, int6
       case TensorType::kF32: k.gemv_f32(base, w.row_bytes, r0, r1, job.x_f32, num_cols, y); break;
       case TensorType::kF16: k.gemv_f16(base, w.row_bytes, r0, r1, job.x_f32, num_cols, y); break;
       case TensorType::kBF16: k.gemv_bf16(base, w.row_bytes, r0, r1, job.x_f32, num_cols, y); break;
-      case TensorType::kMXFP4_R16: break;  // above
+      case TensorType::kMXFP4_R16:
+      case TensorType::kQ8_0_R16: break;  // above
     }
   } else {
     switch (w.type) {
@@ -59,7 +62,8 @@ void run_job_rows(const cpu::KernelTable& k, const CpuForward::MatJob& job, int6
       case TensorType::kBF16:
         k.gemm_bf16(base, w.row_bytes, r0, r1, job.x_f32, job.num_tokens, num_cols, job.y + r0, job.y_stride);
         break;
-      case TensorType::kMXFP4_R16: break;  // above
+      case TensorType::kMXFP4_R16:
+      case TensorType::kQ8_0_R16: break;  // above
     }
   }
   if (job.bias)
@@ -86,10 +90,10 @@ Expected<std::unique_ptr<CpuForward>> CpuForward::create(const Model& model, con
   if (options.rollback_slots > (1u << 20))
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("rollback_slots {} is out of range (expected 0..{})", options.rollback_slots, 1u << 20));
-  if (kernels.gemm_mxfp4_r16 == nullptr && has_repacked_experts(model))
+  if ((kernels.gemm_mxfp4_r16 == nullptr || kernels.gemm_q8_0_r16 == nullptr) && has_repacked_weights(model))
     return make_error(ErrorCode::kUnsupported,
-                      fmt::format("the model's experts are repacked (MXFP4_R16) for kernels the {} variant does not "
-                                  "have: load the model again without repacking (--no-repack)",
+                      fmt::format("the model's weights are repacked (MXFP4_R16, Q8_0_R16) for kernels the {} "
+                                  "variant does not have: load the model again without repacking (--no-repack)",
                                   cpu::isa_name(kernels.isa)));
   if (!options.node_arenas.empty()) {
     const size_t expected = static_cast<size_t>(hp.num_layers) * hp.num_experts;
@@ -230,9 +234,11 @@ void run_chunks(int num_lanes, int64_t num_chunks, const profiler::TraceWorkInfo
 
 void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::MatJob> jobs, int num_threads,
                   std::span<int64_t> row_begin, const profiler::TraceWorkInfo& trace) {
+  // Every job starts at a multiple of 16 (its rows padded to one), so the chunks below hold whole 16-row groups of
+  // every job: the R16 kernels' contract, whatever the jobs before.
   row_begin[0] = 0;
   for (size_t j = 0; j < jobs.size(); ++j)
-    row_begin[j + 1] = row_begin[j] + static_cast<int64_t>(jobs[j].w->num_rows);
+    row_begin[j + 1] = row_begin[j] + (static_cast<int64_t>(jobs[j].w->num_rows) + 15) / 16 * 16;
   const int64_t total = row_begin[jobs.size()];
   // About 8 chunks per thread, in multiples of 16 rows so the kernels' row unrolling stays whole.
   int64_t grain = total / (8 * static_cast<int64_t>(num_threads));
@@ -247,14 +253,18 @@ void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::M
                size_t j = static_cast<size_t>(std::upper_bound(begin, begin + num_jobs + 1, i) - begin) - 1;
                for (; i < chunk_end; ++j) {
                  const int64_t r0 = i - begin[j];
-                 const int64_t r1 = std::min(chunk_end, begin[j + 1]) - begin[j];
-                 if (r1 <= r0) continue;  // a job without rows
+                 const auto num_rows = static_cast<int64_t>(jobs[j].w->num_rows);
+                 const int64_t r1 = std::min({chunk_end - begin[j], num_rows});
+                 if (r1 <= r0) {  // a job without rows, or the padding past its last row
+                   i = begin[j + 1];
+                   continue;
+                 }
                  // One span per lane and expert (gate and up together), or per lane for the other matrices.
                  const auto expert = expert_jobs ? static_cast<int64_t>(jobs[j].expert_idx) : -1;
                  lane.piece(static_cast<uint32_t>(expert + 1), expert, r1 - r0,
                             (r1 - r0) * static_cast<int64_t>(jobs[j].w->row_bytes));
                  run_job_rows(kernels, jobs[j], r0, r1);
-                 i = begin[j] + r1;
+                 i = r1 == num_rows ? begin[j + 1] : begin[j] + r1;
                }
              });
 }

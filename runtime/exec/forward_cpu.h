@@ -195,12 +195,12 @@ class CpuForward final : public ForwardPass {
   std::vector<cpu::ActQ8Block> act_q8_;  // (B · num_experts_used, expert_ffn_dim / 32)
   std::vector<float> down_;            // (B · num_experts_used, hidden_dim)
   std::vector<MatJob> jobs_;           // (3 · num_experts + 3) scratch job list
-  std::vector<int64_t> job_row_begin_; // (jobs + 1) prefix sums of job rows
+  std::vector<int64_t> job_row_begin_; // (jobs + 1) prefix sums of job rows, each padded to a multiple of 16
 };
 
 /// Runs all rows of `jobs` in one oneTBB parallel region of the calling arena (num_threads lanes, about 8 chunks of
-/// whole 16-row groups per lane, a lane taking over others' unclaimed chunks when done with its own) and adds the
-/// biases. row_begin: scratch of at least jobs.size() + 1 entries. When tracing, each lane's rows are recorded as
+/// whole 16-row groups per lane, every job starting a group, a lane taking over others' unclaimed chunks when done
+/// with its own) and adds the biases. row_begin: scratch of at least jobs.size() + 1 entries. When tracing, each lane's rows are recorded as
 /// `trace` says (one span per lane and job, profiler::TraceWorkLane). Shared by CpuForward and the CPU experts of the hybrid step.
 void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::MatJob> jobs, int num_threads,
                   std::span<int64_t> row_begin, const profiler::TraceWorkInfo& trace = {});

@@ -129,10 +129,10 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
                       fmt::format("--device cpu conflicts with the plan, which places {} on the GPU (make the plan "
                                   "with --vram-budget 0, or run with --device gpu or auto)",
                                   gpu_part(*options.plan)));
-  if (has_repacked_experts(model) && (options.use_reference || gpu_plan))
+  if (has_repacked_weights(model) && (options.use_reference || gpu_plan))
     return make_error(ErrorCode::kUnsupported,
-                      fmt::format("the model's experts were repacked for the CPU kernels (MXFP4_R16) by an earlier CPU "
-                                  "pass; {} needs the file's layout: load the model again",
+                      fmt::format("the model's weights were repacked for the CPU kernels (MXFP4_R16, Q8_0_R16) by "
+                                  "an earlier CPU pass; {} needs the file's layout: load the model again",
                                   options.use_reference ? "--reference" : "the GPU"));
   if (!options.use_reference && options.device != ForwardOptions::Device::kCpu) {
     if (!options.plan)
@@ -171,15 +171,18 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
   auto isa = cpu::selected_isa();
   if (!isa) return isa.error();
   // The copy into memory is the moment to write the kernels' layout (before NUMA placement moves pages).
-  if (options.repack_experts && cpu::kernel_table(*isa).gemm_mxfp4_r16 != nullptr && model.file &&
-      model.file->in_memory()) {
+  const cpu::KernelTable& kernels = cpu::kernel_table(*isa);
+  if (options.repack_weights && (kernels.gemm_mxfp4_r16 != nullptr || kernels.gemm_q8_0_r16 != nullptr) &&
+      model.file && model.file->in_memory()) {
     const int threads = options.num_threads > 0 ? options.num_threads
                                                 : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
     // Not const: the CPU pass is the model's only reader from here on (the guard above refuses the others).
-    HETMOE_ASSIGN_OR_RETURN(RepackResult repack, repack_experts_r16(const_cast<Model&>(model), threads));
+    HETMOE_ASSIGN_OR_RETURN(RepackResult repack, repack_weights_r16(const_cast<Model&>(model), threads,
+                                                                   {.mxfp4_experts = kernels.gemm_mxfp4_r16 != nullptr,
+                                                                    .q8_0_matrices = kernels.gemm_q8_0_r16 != nullptr}));
     if (repack.num_tensors > 0 && notes)
-      notes->push_back(fmt::format("repacked {} MXFP4 expert tensors ({:.2f} GB) into the {} kernels' layout in "
-                                   "{:.1f} s (--no-repack keeps the file's)",
+      notes->push_back(fmt::format("repacked {} tensors (MXFP4 experts, Q8_0 matrices; {:.2f} GB) into the {} "
+                                   "kernels' layout in {:.1f} s (--no-repack keeps the file's)",
                                    repack.num_tensors, static_cast<double>(repack.num_bytes) / 1e9,
                                    cpu::isa_name(*isa), repack.seconds));
   }

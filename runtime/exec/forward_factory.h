@@ -34,11 +34,11 @@ struct ForwardOptions {
   bool use_reference = false;                // the scalar oracle (runtime/exec/forward_reference.h)
   uint32_t max_batch_tokens = 64;            // CPU path: prefill tokens per batch
   uint32_t rollback_slots = 0;               // CPU path: how far truncate() may go back
-  /// CPU path: repack the model's MXFP4 experts in place into the layout of the kernels (kMXFP4_R16,
-  /// runtime/model/weights_repack.h) when the weights are in memory and the selected variant has such kernels
-  /// (AVX-512). The model then serves only CPU passes (the reference and the GPU refuse it), so a caller that makes
+  /// CPU path: repack the model's MXFP4 experts and Q8_0 matrices in place into the layout of the kernels
+  /// (kMXFP4_R16, kQ8_0_R16, runtime/model/weights_repack.h) when the weights are in memory and the selected variant
+  /// has such kernels (AVX-512). The model then serves only CPU passes (the reference and the GPU refuse it), so a caller that makes
   /// other passes from the same model leaves it off; the CLI turns it on (--no-repack: off).
-  bool repack_experts = false;
+  bool repack_weights = false;
   placement::ThreadLayoutOptions thread_layout;  // CPU path: pinned workers (NUMA nodes, SMT, PU list); the count
                                                  // is num_threads
   /// The placement to execute (placement/plan.h); the caller keeps it alive. Required for the GPU path (a plan that
@@ -72,7 +72,7 @@ Expected<ForwardOptions::Device> parse_device(std::string_view text);
 /// the GPU pass (hybrid when some experts stay on the CPU) for a plan that uses the GPU, with options.device gpu or
 /// auto. kAuto falls back to the CPU (every expert there) when the GPU pass cannot be created (no CUDA build, no
 /// device or driver, the dense part over the VRAM budget) and says why in `notes`; kGpu returns that error instead.
-/// The CPU path may change `model` (options.repack_experts: its experts' bytes and views; a note says so); `model` is
+/// The CPU path may change `model` (options.repack_weights: its weights' bytes and views; a note says so); `model` is
 /// const here because every other pass only reads it.
 /// notes (optional): lines for the user (device chosen, experts placed, what stays on the CPU and why).
 /// Errors: kInvalidArgument for a plan of another model shape, a plan that uses the GPU with device kCpu or with

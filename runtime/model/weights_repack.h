@@ -1,8 +1,9 @@
 #pragma once
-// Repacking a loaded model's MXFP4 experts for the CPU kernels (kMXFP4_R16, cpu_kernels/repack.h), in place in the
-// memory the weights were copied into: the copy at load is the moment to write the layout the kernels want. Only
-// the CPU fast path reads kMXFP4_R16 (KernelTable::gemm_mxfp4_r16); the reference pass and the GPU upload need the
-// file's layout and refuse a repacked model (has_repacked_experts).
+// Repacking a loaded model's weights for the CPU kernels, in place in the memory the weights were copied into (the
+// copy at load is the moment to write the layout the kernels want): MXFP4 experts into kMXFP4_R16 and the Q8_0
+// attention and unembedding matrices into kQ8_0_R16 (cpu_kernels/repack.h). Only the CPU fast path reads these
+// layouts (KernelTable::gemm_mxfp4_r16, gemm_q8_0_r16); the reference pass and the GPU upload need the file's layout
+// and refuse a repacked model (has_repacked_weights).
 #include <cstdint>
 
 #include "runtime/base/expected.h"
@@ -10,21 +11,28 @@
 
 namespace hetmoe {
 
-/// Whether any layer's gate, up or down experts are kMXFP4_R16.
-bool has_repacked_experts(const Model& model);
+/// Whether any weight view is in a repacked layout (kMXFP4_R16 experts, kQ8_0_R16 matrices).
+bool has_repacked_weights(const Model& model);
 
-/// What repack_experts_r16 did.
+/// Which weights repack_weights_r16 rewrites (a variant repacks only what it has a kernel for).
+struct RepackTargets {
+  bool mxfp4_experts = true;  // MXFP4 gate/up/down experts → kMXFP4_R16
+  bool q8_0_matrices = true;  // Q8_0 attn_q/k/v/output and the unembedding → kQ8_0_R16
+};
+
+/// What repack_weights_r16 did.
 struct RepackResult {
-  uint64_t num_tensors = 0;  // expert tensors rewritten (gate, up, down of each layer that qualified)
+  uint64_t num_tensors = 0;  // tensors rewritten (experts: gate, up, down of each layer; matrices)
   uint64_t num_bytes = 0;    // their bytes
   double seconds = 0.0;      // wall time
 };
 
-/// Rewrites every MXFP4 gate/up/down expert tensor whose row count is a multiple of 16 into kMXFP4_R16 and sets its
-/// view's type; tensors of other types or shapes stay as they are. num_threads ≥ 1 workers split the 16-row groups.
-/// Already repacked tensors are skipped (calling it twice changes nothing). Errors (the model unchanged):
-/// kUnsupported when the weights are mapped rather than in memory (gguf::File::rewrite_in_memory), kIo when the
-/// workers' 16-row scratch buffers cannot be allocated or from mprotect.
-Expected<RepackResult> repack_experts_r16(Model& model, int num_threads);
+/// Rewrites the targeted tensors whose row count is a multiple of 16 into their R16 layout and sets their views'
+/// type; tensors of other types or shapes stay as they are, and so does an unembedding shared with the token
+/// embedding (tied: its rows are looked up one by one). num_threads ≥ 1 workers split the 16-row groups. Already
+/// repacked tensors are skipped (calling it twice changes nothing). Errors (the model unchanged): kUnsupported when
+/// the weights are mapped rather than in memory (gguf::File::rewrite_in_memory), kIo when the workers' 16-row scratch
+/// buffers cannot be allocated or from mprotect.
+Expected<RepackResult> repack_weights_r16(Model& model, int num_threads, RepackTargets targets = {});
 
 }  // namespace hetmoe
