@@ -30,6 +30,18 @@ struct Mxfp4Block {
     if constexpr (kToR16) r16[scale_offset(i)] = file[0];
     else file[0] = r16[scale_offset(i)];
   }
+  /// Σ_j w_q[j] · x_q[j] of row i's block and its d_w.
+  static int32_t dot(const uint8_t* r16, int64_t i, const ActQ8Block& x) {
+    int32_t dot = 0;
+    for (int64_t k = 0; k < 4; ++k)
+      for (int64_t j = 0; j < 4; ++j) {
+        const uint8_t code = r16[codes_offset(i, k) + j];
+        dot += ref::kMxfp4Values[code & 0x0F] * x.q[4 * k + j];
+        dot += ref::kMxfp4Values[code >> 4] * x.q[16 + 4 * k + j];
+      }
+    return dot;
+  }
+  static float scale(const uint8_t* r16, int64_t i) { return detail::kMxfp4Scale.v[r16[scale_offset(i)]]; }
 };
 
 struct Q8Block {
@@ -43,6 +55,18 @@ struct Q8Block {
       }
     if constexpr (kToR16) std::memcpy(r16 + q8_scale_offset(i), file, 2);
     else std::memcpy(file, r16 + q8_scale_offset(i), 2);
+  }
+  static int32_t dot(const uint8_t* r16, int64_t i, const ActQ8Block& x) {
+    int32_t dot = 0;
+    for (int64_t k = 0; k < 8; ++k)
+      for (int64_t j = 0; j < 4; ++j)
+        dot += (static_cast<int32_t>(r16[q8_codes_offset(i, k) + j]) - 128) * x.q[4 * k + j];
+    return dot;
+  }
+  static float scale(const uint8_t* r16, int64_t i) {
+    uint16_t d;
+    std::memcpy(&d, r16 + q8_scale_offset(i), sizeof d);
+    return ref::f16_to_f32(d);
   }
 };
 
@@ -58,6 +82,27 @@ void convert(uint8_t* data, uint64_t row_bytes, int64_t group_begin, int64_t gro
       uint8_t* r16 = (kToR16 ? group : tmp_base) + b * Block::kGroupBytes;
       for (int64_t i = 0; i < kRows; ++i)
         Block::template convert<kToR16>((kToR16 ? tmp_base : group) + i * row_bytes + b * Block::kFileBytes, r16, i);
+    }
+  }
+}
+
+/// The scalar R16 kernel (repack.h): per row and token Σ_b (float(dot) · d_x) · d_w, blocks in order, as the file
+/// layout's scalar GEMV.
+template <class Block>
+void gemm_r16_scalar(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
+                     int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride) {
+  const int64_t num_blocks = num_cols / kActBlockElems;
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const uint8_t* group = w + (r / kRows) * kRows * static_cast<int64_t>(row_bytes);
+    const int64_t i = r % kRows;
+    for (int64_t t = 0; t < num_tokens; ++t) {
+      const ActQ8Block* xt = x + t * num_blocks;
+      float acc = 0.0f;
+      for (int64_t b = 0; b < num_blocks; ++b) {
+        const uint8_t* blk = group + b * Block::kGroupBytes;
+        acc += static_cast<float>(Block::dot(blk, i, xt[b])) * xt[b].d * Block::scale(blk, i);
+      }
+      y[t * y_stride + (r - row_begin)] = acc;
     }
   }
 }
@@ -82,51 +127,12 @@ void unpack_q8_0_r16(uint8_t* data, uint64_t row_bytes, int64_t group_begin, int
 
 void gemm_mxfp4_r16_scalar(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end,
                            const ActQ8Block* x, int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride) {
-  const int64_t num_blocks = num_cols / kActBlockElems;
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    const uint8_t* group = w + (r / kRows) * kRows * static_cast<int64_t>(row_bytes);
-    const int64_t i = r % kRows;
-    for (int64_t t = 0; t < num_tokens; ++t) {
-      const ActQ8Block* xt = x + t * num_blocks;
-      float acc = 0.0f;
-      for (int64_t b = 0; b < num_blocks; ++b) {
-        const uint8_t* blk = group + b * kMxfp4R16BlockBytes;
-        int32_t dot = 0;
-        for (int64_t k = 0; k < 4; ++k)
-          for (int64_t j = 0; j < 4; ++j) {
-            const uint8_t code = blk[codes_offset(i, k) + j];
-            dot += ref::kMxfp4Values[code & 0x0F] * xt[b].q[4 * k + j];
-            dot += ref::kMxfp4Values[code >> 4] * xt[b].q[16 + 4 * k + j];
-          }
-        acc += static_cast<float>(dot) * xt[b].d * detail::kMxfp4Scale.v[blk[scale_offset(i)]];
-      }
-      y[t * y_stride + (r - row_begin)] = acc;
-    }
-  }
+  gemm_r16_scalar<Mxfp4Block>(w, row_bytes, row_begin, row_end, x, num_tokens, num_cols, y, y_stride);
 }
 
 void gemm_q8_0_r16_scalar(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end,
                           const ActQ8Block* x, int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride) {
-  const int64_t num_blocks = num_cols / kActBlockElems;
-  for (int64_t r = row_begin; r < row_end; ++r) {
-    const uint8_t* group = w + (r / kRows) * kRows * static_cast<int64_t>(row_bytes);
-    const int64_t i = r % kRows;
-    for (int64_t t = 0; t < num_tokens; ++t) {
-      const ActQ8Block* xt = x + t * num_blocks;
-      float acc = 0.0f;
-      for (int64_t b = 0; b < num_blocks; ++b) {
-        const uint8_t* blk = group + b * kQ8R16BlockBytes;
-        int32_t dot = 0;
-        for (int64_t k = 0; k < 8; ++k)
-          for (int64_t j = 0; j < 4; ++j)
-            dot += (static_cast<int32_t>(blk[q8_codes_offset(i, k) + j]) - 128) * xt[b].q[4 * k + j];
-        uint16_t d;
-        std::memcpy(&d, blk + q8_scale_offset(i), sizeof d);
-        acc += static_cast<float>(dot) * xt[b].d * ref::f16_to_f32(d);
-      }
-      y[t * y_stride + (r - row_begin)] = acc;
-    }
-  }
+  gemm_r16_scalar<Q8Block>(w, row_bytes, row_begin, row_end, x, num_tokens, num_cols, y, y_stride);
 }
 
 }  // namespace hetmoe::cpu

@@ -61,6 +61,32 @@ std::vector<uint8_t> repacked(std::vector<uint8_t> w, uint64_t row_bytes) {
   return w;
 }
 
+using R16Kernel = void (*)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end,
+                           const ActQ8Block* x, int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride);
+using FileGemv = void (*)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end,
+                          const ActQ8Block* x, int64_t num_cols, float* y);
+
+/// The scalar R16 kernel on rows [16, 48) against the file layout's scalar GEMV, bit for bit. file_of(num_cols): a
+/// kRows-row matrix in the file's layout; repack(matrix, row_bytes): the same in R16.
+template <class MakeFile, class Repack>
+void check_scalar_r16_bits(FileGemv file_gemv, R16Kernel r16_scalar, uint64_t block_bytes, const MakeFile& file_of,
+                           const Repack& repack) {
+  for (const int64_t num_cols : kNumCols) {
+    const uint64_t row_bytes = num_cols / 32 * block_bytes;
+    const std::vector<uint8_t> w = file_of(num_cols);
+    const std::vector<uint8_t> r = repack(w, row_bytes);
+    for (const int64_t num_tokens : {1, 3, 9}) {
+      const auto xq = random_acts(num_tokens, num_cols, 3);
+      std::vector<float> want(static_cast<size_t>(num_tokens * 32)), got(want.size(), std::nanf(""));
+      for (int64_t t = 0; t < num_tokens; ++t)
+        file_gemv(w.data(), row_bytes, 16, 48, xq.data() + t * num_cols / 32, num_cols, &want[t * 32]);
+      r16_scalar(r.data(), row_bytes, 16, 48, xq.data(), num_tokens, num_cols, got.data(), 32);
+      EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)))
+          << num_cols << " cols, " << num_tokens << " tokens";
+    }
+  }
+}
+
 TEST(Mxfp4R16, UnpackRestoresEveryByteAndRepackMovesThem) {
   for (const int64_t num_cols : kNumCols) {
     const uint64_t row_bytes = num_cols / 32 * 17;
@@ -85,21 +111,8 @@ TEST(Mxfp4R16, UnpackRestoresEveryByteAndRepackMovesThem) {
 }
 
 TEST(Mxfp4R16, ScalarKernelEqualsFileLayoutScalarGemvBitForBit) {
-  const KernelTable& scalar = kernel_table(Isa::kScalar);
-  for (const int64_t num_cols : kNumCols) {
-    const uint64_t row_bytes = num_cols / 32 * 17;
-    const auto w = random_mxfp4(kRows, num_cols, 2);
-    const auto r = repacked(w, row_bytes);
-    for (const int64_t num_tokens : {1, 3, 9}) {
-      const auto xq = random_acts(num_tokens, num_cols, 3);
-      std::vector<float> want(static_cast<size_t>(num_tokens * 32)), got(want.size(), std::nanf(""));
-      for (int64_t t = 0; t < num_tokens; ++t)
-        scalar.gemv_mxfp4(w.data(), row_bytes, 16, 48, xq.data() + t * num_cols / 32, num_cols, &want[t * 32]);
-      gemm_mxfp4_r16_scalar(r.data(), row_bytes, 16, 48, xq.data(), num_tokens, num_cols, got.data(), 32);
-      EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)))
-          << num_cols << " cols, " << num_tokens << " tokens";
-    }
-  }
+  check_scalar_r16_bits(kernel_table(Isa::kScalar).gemv_mxfp4, gemm_mxfp4_r16_scalar, kMXFP4BlockBytes,
+                        [](int64_t num_cols) { return random_mxfp4(kRows, num_cols, 2); }, repacked);
 }
 
 class Mxfp4R16Simd : public ::testing::TestWithParam<Isa> {};
@@ -107,9 +120,6 @@ class Mxfp4R16Simd : public ::testing::TestWithParam<Isa> {};
 std::string isa_param_name(const ::testing::TestParamInfo<Isa>& info) { return isa_name(info.param); }
 
 INSTANTIATE_TEST_SUITE_P(Supported, Mxfp4R16Simd, ::testing::ValuesIn(supported_isas()), isa_param_name);
-
-using R16Kernel = void (*)(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end,
-                           const ActQ8Block* x, int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride);
 
 /// The SIMD kernel against the scalar one on every shape, row range and token count above; returns the worst NMSE.
 /// repacked_of(num_cols): an R16 matrix of kRows rows; row_bytes_of(num_cols): its row bytes.
@@ -237,21 +247,8 @@ TEST(Q8R16, UnpackRestoresEveryByteAndRepackFlipsTheCodes) {
 }
 
 TEST(Q8R16, ScalarKernelEqualsFileLayoutScalarGemvBitForBit) {
-  const KernelTable& scalar = kernel_table(Isa::kScalar);
-  for (const int64_t num_cols : kNumCols) {
-    const uint64_t row_bytes = num_cols / 32 * 34;
-    const auto w = random_q8_0(kRows, num_cols, 12);
-    const auto r = repacked_q8(w, row_bytes);
-    for (const int64_t num_tokens : {1, 3, 9}) {
-      const auto xq = random_acts(num_tokens, num_cols, 13);
-      std::vector<float> want(static_cast<size_t>(num_tokens * 32)), got(want.size(), std::nanf(""));
-      for (int64_t t = 0; t < num_tokens; ++t)
-        scalar.gemv_q8_0(w.data(), row_bytes, 16, 48, xq.data() + t * num_cols / 32, num_cols, &want[t * 32]);
-      gemm_q8_0_r16_scalar(r.data(), row_bytes, 16, 48, xq.data(), num_tokens, num_cols, got.data(), 32);
-      EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)))
-          << num_cols << " cols, " << num_tokens << " tokens";
-    }
-  }
+  check_scalar_r16_bits(kernel_table(Isa::kScalar).gemv_q8_0, gemm_q8_0_r16_scalar, kQ8_0BlockBytes,
+                        [](int64_t num_cols) { return random_q8_0(kRows, num_cols, 12); }, repacked_q8);
 }
 
 class Q8R16Simd : public ::testing::TestWithParam<Isa> {};
