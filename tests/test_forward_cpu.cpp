@@ -150,6 +150,21 @@ TEST_P(ForwardCpuPerIsa, BatchedPrefillMatchesTokenByToken) {
   }
 }
 
+// A batch's element-wise steps (norms, quantization, SwiGLU) split their rows over the workers;
+// the rows are independent, so 1, 2 and 3 threads give the same logits bit for bit.
+TEST_P(ForwardCpuPerIsa, BatchedPrefillGivesTheSameBitsOnAnyThreadCount) {
+  const auto& ids = fixture_ids();
+  const size_t vocab = tiny().hparams.vocab_size;
+  std::vector<float> want(vocab);
+  ASSERT_TRUE(make(GetParam(), 64, 0, 1)->forward_batch(std::span<const int32_t>(ids).subspan(0, 150), want).has_value());
+  for (int threads : {2, 3}) {
+    std::vector<float> got(vocab);
+    auto f = make(GetParam(), 64, 0, threads);
+    ASSERT_TRUE(f->forward_batch(std::span<const int32_t>(ids).subspan(0, 150), got).has_value());
+    EXPECT_EQ(0, std::memcmp(want.data(), got.data(), vocab * sizeof(float))) << threads << " threads";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(SupportedIsas, ForwardCpuPerIsa, ::testing::ValuesIn(cpu::supported_isas()),
                          [](const auto& info) { return std::string(cpu::isa_name(info.param)); });
 

@@ -179,12 +179,6 @@ CpuForward::CpuForward(const Model& model, KvCache kv, const CpuForwardOptions& 
   }
 }
 
-void CpuForward::quantize_rows(const float* src, cpu::ActQ8Block* dst, uint32_t num_tokens, uint32_t num_cols) {
-  for (uint32_t t = 0; t < num_tokens; ++t)
-    kernels_->quantize_act_q8(src + static_cast<size_t>(t) * num_cols, dst + static_cast<size_t>(t) * num_cols / 32,
-                              num_cols);
-}
-
 namespace {
 
 /// The chunks one lane of a parallel region owns, on two cache lines of its own (the adjacent-line prefetcher pairs
@@ -230,7 +224,45 @@ void run_chunks(int num_lanes, int64_t num_chunks, const profiler::TraceWorkInfo
       tbb::simple_partitioner());
 }
 
+/// Rows per chunk of the element-wise steps of a batch (norms, quantization, SwiGLU): below two chunks' worth they
+/// run on the calling thread (decode).
+constexpr int64_t kRowChunk = 16;
+
+/// fn(r0, r1) over [0, num_rows) in chunks of at least min_rows rows on up to num_lanes lanes (run_chunks), or once
+/// on the calling thread when there are fewer than 2 · min_rows rows. For steps whose rows are independent: the same
+/// results however they are split.
+template <class Fn>
+void for_row_chunks(int num_lanes, int64_t num_rows, int64_t min_rows, const Fn& fn) {
+  if (num_lanes <= 1 || num_rows < 2 * min_rows) {
+    if (num_rows > 0) fn(int64_t{0}, num_rows);
+    return;
+  }
+  const int64_t num_chunks = std::min<int64_t>(num_rows / min_rows, 4 * static_cast<int64_t>(num_lanes));
+  run_chunks(num_lanes, num_chunks, nullptr, [&](int64_t c, profiler::TraceWorkLane&) {
+    fn(num_rows * c / num_chunks, num_rows * (c + 1) / num_chunks);
+  });
+}
+
 }  // namespace
+
+void CpuForward::quantize_rows(const float* src, cpu::ActQ8Block* dst, uint32_t num_tokens, uint32_t num_cols) {
+  for_row_chunks(num_threads_, num_tokens, kRowChunk, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
+      kernels_->quantize_act_q8(src + static_cast<size_t>(t) * num_cols, dst + static_cast<size_t>(t) * num_cols / 32,
+                                num_cols);
+  });
+}
+
+void CpuForward::norm_and_quantize(const std::vector<float>& weight, uint32_t num_tokens) {
+  const ModelHparams& hp = model_->hparams;
+  const uint32_t D = hp.hidden_dim;
+  for_row_chunks(num_threads_, num_tokens, kRowChunk, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      ref::rms_norm(&x_[static_cast<size_t>(t) * D], weight.data(), &xb_[static_cast<size_t>(t) * D], D, hp.rms_eps);
+      kernels_->quantize_act_q8(&xb_[static_cast<size_t>(t) * D], &xq_[static_cast<size_t>(t) * D / 32], D);
+    }
+  });
+}
 
 void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::MatJob> jobs, int num_threads,
                   std::span<int64_t> row_begin, const profiler::TraceWorkInfo& trace) {
@@ -240,8 +272,12 @@ void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::M
   for (size_t j = 0; j < jobs.size(); ++j)
     row_begin[j + 1] = row_begin[j] + (static_cast<int64_t>(jobs[j].w->num_rows) + 15) / 16 * 16;
   const int64_t total = row_begin[jobs.size()];
-  // About 8 chunks per thread, in multiples of 16 rows so the kernels' row unrolling stays whole.
-  int64_t grain = total / (8 * static_cast<int64_t>(num_threads));
+  // About 8 chunks per thread for one token, 32 for batches (a chunk of prefill's experts took ~7 ms with 8, and a
+  // phase ended with one lane idle for most of one), in multiples of 16 rows so the kernels' row unrolling stays whole.
+  int64_t max_tokens = 1;
+  for (const CpuForward::MatJob& job : jobs) max_tokens = std::max(max_tokens, job.num_tokens);
+  const int64_t chunks_per_thread = max_tokens >= 16 ? 32 : 8;
+  int64_t grain = total / (chunks_per_thread * static_cast<int64_t>(num_threads));
   grain = std::max<int64_t>(16, grain / 16 * 16);
   const int64_t* begin = row_begin.data();
   const size_t num_jobs = jobs.size();
@@ -487,9 +523,7 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
   profiler::TraceSpan op(profiler::TraceCategory::kOp, "qkv", {{"layer", l}});
 
   // 1. RMSNorm, quantize.
-  for (uint32_t t = 0; t < num_tokens; ++t)
-    ref::rms_norm(&x_[t * D], w.attn_norm.data(), &xb_[t * D], D, hp.rms_eps);
-  quantize_rows(xb_.data(), xq_.data(), num_tokens, D);
+  norm_and_quantize(w.attn_norm, num_tokens);
 
   // 2. q | k | v projections with biases, one parallel region.
   const auto job_for = [&](const WeightView& m, const std::vector<float>& bias, uint32_t y_offset) {
@@ -630,9 +664,7 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
   profiler::TraceSpan op(profiler::TraceCategory::kOp, "router", {{"layer", l}});
 
   // 1. Post-attention RMSNorm, quantize; router logits for every token.
-  for (uint32_t t = 0; t < num_tokens; ++t)
-    ref::rms_norm(&x_[t * D], w.post_attn_norm.data(), &xb_[t * D], D, hp.rms_eps);
-  quantize_rows(xb_.data(), xq_.data(), num_tokens, D);
+  norm_and_quantize(w.post_attn_norm, num_tokens);
   MatJob router_job;
   router_job.w = &w.router;
   router_job.x_f32 = xb_.data();
@@ -718,9 +750,15 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
 
   // 5. SwiGLU-OAI, quantize, down projections.
   const uint32_t num_rows = group_begin_[num_groups];
-  kernels_->swiglu_oai(gate_.data(), up_.data(), gate_.data(), static_cast<int64_t>(num_rows) * F, ref::kSwigluAlpha,
-                       ref::kSwigluLimit);
-  if (uses_q8_activations(w.down_exps.type)) quantize_rows(gate_.data(), act_q8_.data(), num_rows, F);
+  const bool quantized_down = uses_q8_activations(w.down_exps.type);
+  for_row_chunks(num_threads_, num_rows, kRowChunk, [&](int64_t r0, int64_t r1) {
+    float* g = gate_.data() + static_cast<size_t>(r0) * F;
+    kernels_->swiglu_oai(g, up_.data() + static_cast<size_t>(r0) * F, g, (r1 - r0) * F, ref::kSwigluAlpha,
+                         ref::kSwigluLimit);
+    for (int64_t r = r0; r < r1 && quantized_down; ++r)
+      kernels_->quantize_act_q8(gate_.data() + static_cast<size_t>(r) * F, &act_q8_[static_cast<size_t>(r) * F / blk],
+                                F);
+  });
   num_jobs = 0;
   for (uint32_t gi = 0; gi < num_groups; ++gi) {
     const auto e = static_cast<uint64_t>(expert_of_group_[gi]);

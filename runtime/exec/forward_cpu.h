@@ -138,6 +138,9 @@ class CpuForward final : public ForwardPass {
   void moe_layer(uint32_t layer_idx, uint32_t num_tokens);
   /// Quantizes rows [num_tokens][num_cols] of src into dst [num_tokens][num_cols / 32].
   void quantize_rows(const float* src, cpu::ActQ8Block* dst, uint32_t num_tokens, uint32_t num_cols);
+  /// xb_ ← RMSNorm(x_) · weight and xq_ ← its int8 blocks, num_tokens rows of hidden_dim. Both this and quantize_rows
+  /// split a batch's rows over the workers (rows independent: the same bits as on one thread).
+  void norm_and_quantize(const std::vector<float>& weight, uint32_t num_tokens);
   /// Runs all jobs' rows in one parallel region (run_mat_jobs); adds biases. When tracing, each lane's rows are
   /// recorded as `trace` says (profiler::TraceWorkLane).
   void run_jobs(std::span<const MatJob> jobs, const profiler::TraceWorkInfo& trace);
