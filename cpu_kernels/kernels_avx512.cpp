@@ -410,7 +410,7 @@ struct Q8Ops {
 
 namespace hetmoe::cpu::HETMOE_SIMD_NS {
 
-// ---- kMXFP4_R16: 16 rows across the lanes (cpu_kernels/repack.h) ------------------------------------------------
+// ---- kMXFP4_R16 and kQ8_0_R16: 16 rows across the lanes (cpu_kernels/repack.h) -----------------------------------
 //
 // A zmm's 16 int32 lanes are the group's 16 rows. Per block: one 64-byte load per k in [0, 4) holds the code bytes
 // qs[4k..4k+3] of every row; AND / shift+AND and two vpshufb give the offset values (code + 12, unsigned) of values
@@ -421,6 +421,8 @@ namespace hetmoe::cpu::HETMOE_SIMD_NS {
 // Per block and 16 rows: ~24 instructions of weight decoding shared by the tile's tokens, and per token 8 vpdpbusd,
 // a broadcast seed, convert, multiply, fma; no horizontal sums (the lanes are the outputs). Against the file layout's
 // GEMV (5.9 instructions per row and block), one token costs ~2.3.
+// kQ8_0_R16 runs the same tiles (gemm_r16<Q8R16Block>): its 8 code dwords per row and block are loaded as they are
+// stored (q + 128, unsigned) and its 16 f16 scales converted by one vcvtph2ps; the seed is −128 · Σ_j x_q[j].
 
 /// Tokens per pass over a group's decoded weights: T accumulators + 8 weight registers + constants fit in 32 zmm.
 /// BM_Gemm (one expert, 1 thread): 16 tokens 677–699 µs in one pass against 804 in two of 8; at 64 tokens 2271–2959

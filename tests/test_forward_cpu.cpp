@@ -156,11 +156,12 @@ TEST_P(ForwardCpuPerIsa, BatchedPrefillGivesTheSameBitsOnAnyThreadCount) {
   const auto& ids = fixture_ids();
   const size_t vocab = tiny().hparams.vocab_size;
   std::vector<float> want(vocab);
-  ASSERT_TRUE(make(GetParam(), 64, 0, 1)->forward_batch(std::span<const int32_t>(ids).subspan(0, 150), want).has_value());
+  const auto batch = std::span<const int32_t>(ids).subspan(0, 150);
+  ASSERT_TRUE(make(GetParam(), 64, 0, 1)->forward_batch(batch, want).has_value());
   for (int threads : {2, 3}) {
     std::vector<float> got(vocab);
     auto f = make(GetParam(), 64, 0, threads);
-    ASSERT_TRUE(f->forward_batch(std::span<const int32_t>(ids).subspan(0, 150), got).has_value());
+    ASSERT_TRUE(f->forward_batch(batch, got).has_value());
     EXPECT_EQ(0, std::memcmp(want.data(), got.data(), vocab * sizeof(float))) << threads << " threads";
   }
 }

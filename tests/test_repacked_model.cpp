@@ -117,8 +117,8 @@ TEST(RepackedModel, MeetsTheFixtureAgreementBarAndStaysNearTheFileLayout) {
   const auto reference = test::read_f32_file(kData + "/gpt-oss-tiny.reference.logits.f32");
   const auto margin = test::read_numbers<double>(kData + "/gpt-oss-tiny.router-margin.txt");
   const auto a = test::agreement(reference, ours, 4106, margin);
-  std::printf("[ agreement ] cpu %s, repacked experts and matrices, vs f32 reference: KL p50 %.3g, p99 (margin >= 0.15) %.3g, "
-              "top-1 %.1f %%\n",
+  std::printf("[ agreement ] cpu %s, repacked experts and matrices, vs f32 reference: KL p50 %.3g, p99 (margin >= "
+              "0.15) %.3g, top-1 %.1f %%\n",
               cpu::isa_name(*isa), a.p50_all, a.p99_confident, 100 * a.top1);
   EXPECT_LE(a.p50_all, 1e-3) << cpu::isa_name(*isa);  // the fixture's bar (tests/test_forward_cpu.cpp)
   EXPECT_LE(a.p99_confident, 5e-3) << cpu::isa_name(*isa);

@@ -202,9 +202,10 @@ class CpuForward final : public ForwardPass {
 };
 
 /// Runs all rows of `jobs` in one oneTBB parallel region of the calling arena (num_threads lanes, about 8 chunks of
-/// whole 16-row groups per lane, every job starting a group, a lane taking over others' unclaimed chunks when done
-/// with its own) and adds the biases. row_begin: scratch of at least jobs.size() + 1 entries. When tracing, each lane's rows are recorded as
-/// `trace` says (one span per lane and job, profiler::TraceWorkLane). Shared by CpuForward and the CPU experts of the hybrid step.
+/// whole 16-row groups per lane for one token and 32 for batches, every job starting a group, a lane taking over
+/// others' unclaimed chunks when done with its own) and adds the biases. row_begin: scratch of at least
+/// jobs.size() + 1 entries. When tracing, each lane's rows are recorded as `trace` says (one span per lane and job,
+/// profiler::TraceWorkLane). Shared by CpuForward and the CPU experts of the hybrid step.
 void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::MatJob> jobs, int num_threads,
                   std::span<int64_t> row_begin, const profiler::TraceWorkInfo& trace = {});
 

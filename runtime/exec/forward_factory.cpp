@@ -177,9 +177,9 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
     const int threads = options.num_threads > 0 ? options.num_threads
                                                 : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
     // Not const: the CPU pass is the model's only reader from here on (the guard above refuses the others).
-    HETMOE_ASSIGN_OR_RETURN(RepackResult repack, repack_weights_r16(const_cast<Model&>(model), threads,
-                                                                   {.mxfp4_experts = kernels.gemm_mxfp4_r16 != nullptr,
-                                                                    .q8_0_matrices = kernels.gemm_q8_0_r16 != nullptr}));
+    const RepackTargets targets{.mxfp4_experts = kernels.gemm_mxfp4_r16 != nullptr,
+                                .q8_0_matrices = kernels.gemm_q8_0_r16 != nullptr};
+    HETMOE_ASSIGN_OR_RETURN(RepackResult repack, repack_weights_r16(const_cast<Model&>(model), threads, targets));
     if (repack.num_tensors > 0 && notes)
       notes->push_back(fmt::format("repacked {} tensors (MXFP4 experts, Q8_0 matrices; {:.2f} GB) into the {} "
                                    "kernels' layout in {:.1f} s (--no-repack keeps the file's)",

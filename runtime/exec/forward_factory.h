@@ -36,8 +36,8 @@ struct ForwardOptions {
   uint32_t rollback_slots = 0;               // CPU path: how far truncate() may go back
   /// CPU path: repack the model's MXFP4 experts and Q8_0 matrices in place into the layout of the kernels
   /// (kMXFP4_R16, kQ8_0_R16, runtime/model/weights_repack.h) when the weights are in memory and the selected variant
-  /// has such kernels (AVX-512). The model then serves only CPU passes (the reference and the GPU refuse it), so a caller that makes
-  /// other passes from the same model leaves it off; the CLI turns it on (--no-repack: off).
+  /// has such kernels (AVX-512). The model then serves only CPU passes (the reference and the GPU refuse it), so a
+  /// caller that makes other passes from the same model leaves it off; the CLI turns it on (--no-repack: off).
   bool repack_weights = false;
   placement::ThreadLayoutOptions thread_layout;  // CPU path: pinned workers (NUMA nodes, SMT, PU list); the count
                                                  // is num_threads

@@ -17,9 +17,9 @@ namespace hetmoe {
 Expected<ReferenceForward> ReferenceForward::create(const Model& model, uint32_t context_length,
                                                     KvCacheType k_type, KvCacheType v_type, int num_threads) {
   if (has_repacked_weights(model))
-    return make_error(ErrorCode::kUnsupported, "the model's weights are repacked for the CPU kernels (MXFP4_R16, Q8_0_R16); the "
-                                               "reference pass "
-                                               "needs the file's layout: load the model again");
+    return make_error(ErrorCode::kUnsupported,
+                      "the model's weights are repacked for the CPU kernels (MXFP4_R16, Q8_0_R16); the reference pass "
+                      "needs the file's layout: load the model again");
   auto kv = KvCache::create(model.hparams, context_length, k_type, v_type);
   if (!kv) return kv.error();
   return ReferenceForward(model, std::move(*kv), num_threads);

@@ -18,9 +18,9 @@ Expected<std::unique_ptr<HybridForward>> HybridForward::create(const Model& mode
                                                                const cpu::KernelTable& kernels) {
   if (!device) return make_error(ErrorCode::kInvalidArgument, "hybrid forward pass: no device");
   if (has_repacked_weights(model))
-    return make_error(ErrorCode::kUnsupported, "the model's weights are repacked for the CPU kernels (MXFP4_R16, Q8_0_R16); the "
-                                               "GPU pass "
-                                               "needs the file's layout: load the model again");
+    return make_error(ErrorCode::kUnsupported,
+                      "the model's weights are repacked for the CPU kernels (MXFP4_R16, Q8_0_R16); the GPU pass "
+                      "needs the file's layout: load the model again");
   const uint32_t max_batch = std::max<uint32_t>(1, device->max_batch_tokens());
   const int num_threads =
       options.arena ? options.arena->max_concurrency()
