@@ -124,6 +124,9 @@ Expected<GemvPoint> measure_node_expert_gemv(const Topology& t, int node_idx, in
             uint8_t* wm = w.get() + m * kMatrixBytes;
             if (rep < 0)
               std::memset(wm, 0x77, kMatrixBytes);
+            else if (k.gemm_mxfp4_r16 != nullptr)  // the layout the CPU path repacks the experts into (same bytes)
+              k.gemm_mxfp4_r16(wm, kMxfp4RowBytes, 0, kExpertDim, xq.data(), 1, kExpertDim,
+                               y[static_cast<size_t>(th)].data(), kExpertDim);
             else
               k.gemv_mxfp4(wm, kMxfp4RowBytes, 0, kExpertDim, xq.data(), kExpertDim, y[static_cast<size_t>(th)].data());
           }

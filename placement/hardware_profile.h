@@ -117,7 +117,8 @@ struct ProbeMeasurers {
   std::function<Expected<GpuFigures>()> gpu;
 };
 
-/// The real CPU measurements: profiler::measure_read_bandwidth and the selected ISA's gemv_mxfp4 on a buffer of
+/// The real CPU measurements: profiler::measure_read_bandwidth and the selected ISA's MXFP4 GEMV (gemm_mxfp4_r16 where
+/// it has one: the layout the CPU path repacks the experts into; gemv_mxfp4 otherwise) on a buffer of
 /// max(2 × L3, 256 MiB) (at most 1 GiB and a quarter of the available memory), threads bound to the node
 /// (run_on_numa_node); the GPU's come from `gpu` (the caller's GPU backend, e.g. gpu::probe_device(0); empty: "not
 /// measured"), so placement depends on no GPU code.

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cpu_kernels/kernels.h"
+#include "cpu_kernels/repack.h"
 
 namespace hetmoe::placement {
 
@@ -42,6 +43,14 @@ Expected<double> measure_cpu_gemv_bytes_per_s(TensorType type, uint64_t num_byte
       }
     }
   }
+  // Where the selected variant has an R16 kernel for the type, the CPU path repacks such weights at load
+  // (runtime/model/weights_repack.h): measure that kernel, on the matrix repacked (its scales in their places).
+  const auto r16 = type == TensorType::kMXFP4 ? k.gemm_mxfp4_r16 : k.gemm_q8_0_r16;
+  if (r16 != nullptr) {
+    std::vector<uint8_t> scratch(16 * row_bytes);
+    (type == TensorType::kMXFP4 ? cpu::repack_mxfp4_r16 : cpu::repack_q8_0_r16)(w.get(), row_bytes, 0, num_rows / 16,
+                                                                              scratch.data());
+  }
   std::vector<float> x(kCols);       // (kCols)
   for (int64_t i = 0; i < kCols; ++i) x[i] = static_cast<float>((i % 7) - 3) * 0.25f;
   std::vector<cpu::ActQ8Block> xq(kCols / 32);  // (kCols / 32)
@@ -51,6 +60,14 @@ Expected<double> measure_cpu_gemv_bytes_per_s(TensorType type, uint64_t num_byte
   const int64_t grain = std::max<int64_t>(16, num_rows / (8 * num_threads) / 16 * 16);
   auto run = [&] {
     arena.execute([&] {
+      if (r16 != nullptr) {  // whole 16-row groups
+        tbb::parallel_for(tbb::blocked_range<int64_t>(0, num_rows / 16, grain / 16),
+                          [&](const tbb::blocked_range<int64_t>& g) {
+                            const int64_t r0 = g.begin() * 16, r1 = g.end() * 16;
+                            r16(w.get(), row_bytes, r0, r1, xq.data(), 1, kCols, y.data() + r0, r1 - r0);
+                          });
+        return;
+      }
       tbb::parallel_for(tbb::blocked_range<int64_t>(0, num_rows, grain), [&](const tbb::blocked_range<int64_t>& r) {
         if (type == TensorType::kMXFP4)
           k.gemv_mxfp4(w.get(), row_bytes, r.begin(), r.end(), xq.data(), kCols, y.data() + r.begin());

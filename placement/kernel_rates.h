@@ -10,7 +10,8 @@
 
 namespace hetmoe::placement {
 
-/// Runs the GEMV kernel of cpu::selected_isa() for `type` (kMXFP4 or kQ8_0) over a matrix of rows of 2880 values
+/// Runs the GEMV kernel of cpu::selected_isa() for `type` (kMXFP4 or kQ8_0; its R16 kernel where the variant has one,
+/// as the CPU path repacks such weights at load) over a matrix of rows of 2880 values
 /// (gpt-oss's hidden size) totalling about `num_bytes` (make it several times the last-level cache), rows split
 /// over `num_threads` oneTBB workers as the CPU path splits them, `num_reps` times; returns the best weight bytes per
 /// second. Errors: kInvalidArgument for another type or num_threads < 1; selected_isa()'s; kIo if the buffer
