@@ -545,15 +545,15 @@ void gemm_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t r
   const int64_t num_blocks = num_cols / kBlock;
   if (row_end <= row_begin || num_tokens <= 0) return;
   const int32_t* seeds = r16_seeds<Block::seed>(x, num_tokens * num_blocks);  // [num_tokens][num_blocks]
-  const int64_t group_bytes = kMxfp4R16Rows * static_cast<int64_t>(row_bytes);
-  const int64_t g_begin = row_begin / kMxfp4R16Rows, g_end = row_end / kMxfp4R16Rows;
+  const int64_t group_bytes = kR16Rows * static_cast<int64_t>(row_bytes);
+  const int64_t g_begin = row_begin / kR16Rows, g_end = row_end / kR16Rows;
   int64_t g0 = g_begin;
   if (num_tokens <= kR16PairTokens) {
     // Decode and small batches: two streams, the first and the second half of the range, group by group.
     const int64_t half = (g_end - g_begin) / 2;
     for (; g0 < g_begin + half; ++g0) {
       const uint8_t* groups[2] = {w + g0 * group_bytes, w + (g0 + half) * group_bytes};
-      float* ys[2] = {y + (g0 - g_begin) * kMxfp4R16Rows, y + (g0 + half - g_begin) * kMxfp4R16Rows};
+      float* ys[2] = {y + (g0 - g_begin) * kR16Rows, y + (g0 + half - g_begin) * kR16Rows};
       switch (num_tokens) {
         case 1: r16_tile<Block, 1, 2>(groups, num_blocks, x, seeds, num_blocks, ys, y_stride); break;
         default: r16_tile<Block, 2, 2>(groups, num_blocks, x, seeds, num_blocks, ys, y_stride); break;
@@ -563,7 +563,7 @@ void gemm_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t r
   }
   for (int64_t g = g0; g < g_end; ++g) {
     const uint8_t* group = w + g * group_bytes;
-    float* yg = y + (g - g_begin) * kMxfp4R16Rows;
+    float* yg = y + (g - g_begin) * kR16Rows;
     for (int64_t t0 = 0; t0 < num_tokens; t0 += kR16Tokens) {
       const int64_t n = std::min<int64_t>(kR16Tokens, num_tokens - t0);
       r16_tile_of<Block>(n, group, num_blocks, x + t0 * num_blocks, seeds ? seeds + t0 * num_blocks : nullptr,

@@ -9,7 +9,7 @@
 namespace hetmoe::cpu {
 namespace {
 
-constexpr int64_t kRows = kMxfp4R16Rows;
+constexpr int64_t kRows = kR16Rows;
 
 /// Byte offset, inside an MXFP4_R16 group's block, of row i's scale and of its code bytes qs[4k .. 4k + 3].
 constexpr int64_t scale_offset(int64_t i) { return i; }

@@ -24,8 +24,8 @@
 
 namespace hetmoe::cpu {
 
-/// Rows per interleaved group.
-inline constexpr int64_t kMxfp4R16Rows = 16;
+/// Rows per interleaved group (both R16 layouts).
+inline constexpr int64_t kR16Rows = 16;
 /// Bytes of one block of a group (16 rows × 17 bytes).
 inline constexpr int64_t kMxfp4R16BlockBytes = 16 * 17;
 

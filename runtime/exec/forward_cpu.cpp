@@ -290,7 +290,7 @@ void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::M
                for (; i < chunk_end; ++j) {
                  const int64_t r0 = i - begin[j];
                  const auto num_rows = static_cast<int64_t>(jobs[j].w->num_rows);
-                 const int64_t r1 = std::min({chunk_end - begin[j], num_rows});
+                 const int64_t r1 = std::min(chunk_end - begin[j], num_rows);
                  if (r1 <= r0) {  // a job without rows, or the padding past its last row
                    i = begin[j + 1];
                    continue;

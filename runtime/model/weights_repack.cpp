@@ -43,7 +43,7 @@ Expected<RepackResult> repack_weights_r16(Model& model, int num_threads, RepackT
   const auto start = std::chrono::steady_clock::now();
   std::vector<WeightView*> todo;
   const auto add = [&](WeightView* v, TensorType from) {
-    if (v->type == from && v->num_rows % cpu::kMxfp4R16Rows == 0 && v->info != nullptr) todo.push_back(v);
+    if (v->type == from && v->num_rows % cpu::kR16Rows == 0 && v->info != nullptr) todo.push_back(v);
   };
   if (targets.mxfp4_experts)
     for (LayerWeights& w : model.layers)
@@ -56,7 +56,7 @@ Expected<RepackResult> repack_weights_r16(Model& model, int num_threads, RepackT
   tbb::task_arena arena(num_threads < 1 ? 1 : num_threads);
   uint64_t max_row_bytes = 0;
   for (const WeightView* v : todo) max_row_bytes = std::max(max_row_bytes, v->row_bytes);
-  const uint64_t scratch_bytes = cpu::kMxfp4R16Rows * max_row_bytes;
+  const uint64_t scratch_bytes = cpu::kR16Rows * max_row_bytes;
   std::unique_ptr<uint8_t[]> scratch(new (std::nothrow) uint8_t[scratch_bytes * arena.max_concurrency()]);
   if (!scratch)
     return make_error(ErrorCode::kIo, fmt::format("repacking the weights: cannot allocate {} bytes of scratch",
@@ -66,7 +66,7 @@ Expected<RepackResult> repack_weights_r16(Model& model, int num_threads, RepackT
       for (WeightView* v : todo) {
         // The tensor's bytes through its view: an expert stack {K, N, E} is E · N rows, all in groups of 16.
         auto* data = const_cast<uint8_t*>(v->data);
-        const auto num_groups = static_cast<int64_t>(v->info->num_bytes / v->row_bytes / cpu::kMxfp4R16Rows);
+        const auto num_groups = static_cast<int64_t>(v->info->num_bytes / v->row_bytes / cpu::kR16Rows);
         const bool mxfp4 = v->type == TensorType::kMXFP4;
         tbb::parallel_for(tbb::blocked_range<int64_t>(0, num_groups, 64), [&](const tbb::blocked_range<int64_t>& r) {
           const int slot = tbb::this_task_arena::current_thread_index();
