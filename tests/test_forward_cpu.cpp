@@ -2,9 +2,11 @@
 // versus one token at a time, truncate, errors.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 
 #include "cpu_kernels/reference.h"
 #include "cpu_kernels/repack.h"
@@ -209,6 +211,47 @@ TEST(ForwardCpu, RunMatJobsComputesEveryRowOfEveryJobForAnyNumberOfLanes) {
         // Inputs are multiples of 1/16 and 1/4 with small sums: exact in float, so the scalar kernel's sum is too.
         ASSERT_EQ(y[j][r], static_cast<float>(dot)) << "threads " << num_threads << ", job " << j << ", row " << r;
       }
+  }
+}
+
+// The chunks tile [0, total) in whole 16-row groups; for one token per job each lane's chunks halve toward its end, so
+// the last is at most kMatChunkMinRows rows (the tail a phase waits for), and a lane has no more chunks than
+// log2(its rows / 16) + 1. Every total up to 8192 rows, the experts' 23040 and the unembedding's 201088; 1 to 40 lanes.
+TEST(ForwardCpu, MatChunksTileTheRowsAndDecodeChunksShrinkToTheLaneEnd) {
+  std::vector<int64_t> totals = {23040, 201088};
+  for (int64_t total = 0; total <= 8192; total += 16) totals.push_back(total);
+  for (const int64_t total : totals) {
+    for (const int lanes : {1, 2, 3, 16, 40}) {
+      for (const bool batched : {false, true}) {
+        const MatChunks c = mat_chunks(total, lanes, batched);
+        const std::string where = "total " + std::to_string(total) + ", lanes " + std::to_string(lanes) +
+                                  (batched ? ", batched" : ", one token");
+        ASSERT_EQ(c.begin(0), 0) << where;
+        ASSERT_EQ(c.begin(c.num_chunks()), total) << where;
+        for (int64_t k = 0; k < c.num_chunks(); ++k) {
+          ASSERT_LE(c.begin(k), c.begin(k + 1)) << where << ", chunk " << k;
+          ASSERT_EQ(c.begin(k) % 16, 0) << where << ", chunk " << k;
+        }
+        if (batched) continue;
+        ASSERT_EQ(c.num_chunks() % lanes, 0) << where;  // run_chunks gives lane w chunks [w·K, (w+1)·K)
+        const int64_t per_lane = c.num_chunks() / lanes;
+        for (int64_t w = 0; w < lanes; ++w) {
+          const int64_t first = w * per_lane, last = (w + 1) * per_lane - 1;
+          const int64_t lane_rows = c.begin(last + 1) - c.begin(first);
+          EXPECT_LE(c.begin(last + 1) - c.begin(last), std::min(lane_rows, kMatChunkMinRows)) << where << ", lane " << w;
+          int64_t previous = lane_rows;  // non-increasing sizes, empty chunks (a lane shorter than the longest) aside
+          for (int64_t k = first; k <= last; ++k) {
+            const int64_t size = c.begin(k + 1) - c.begin(k);
+            if (size == 0) continue;
+            EXPECT_LE(size, previous) << where << ", chunk " << k;
+            previous = size;
+          }
+          if (lane_rows >= 32) {
+            EXPECT_LE(per_lane, std::bit_width(static_cast<uint64_t>(lane_rows / 16)) + 1) << where;
+          }
+        }
+      }
+    }
   }
 }
 

@@ -264,6 +264,35 @@ void CpuForward::norm_and_quantize(const std::vector<float>& weight, uint32_t nu
   });
 }
 
+int64_t MatChunks::num_chunks() const { return guided ? num_lanes * per_lane : (total + grain - 1) / grain; }
+
+int64_t MatChunks::begin(int64_t chunk_idx) const {
+  if (!guided) return std::min(total, chunk_idx * grain);
+  if (chunk_idx >= num_chunks()) return total;
+  const int64_t lane = chunk_idx / per_lane, k = chunk_idx % per_lane;
+  const int64_t lo = total / 16 * lane / num_lanes * 16, hi = total / 16 * (lane + 1) / num_lanes * 16;
+  if (k == 0) return lo;
+  // Rows left in the lane from its chunk k on: half as many per chunk, in whole 16-row groups, at least 16.
+  const int64_t n = hi - lo;
+  const int64_t left = std::min(n, std::max<int64_t>(16, (n >> k) / 16 * 16));
+  return hi - left;
+}
+
+MatChunks mat_chunks(int64_t total, int num_lanes, bool batched) {
+  MatChunks c;
+  c.total = total;
+  c.num_lanes = std::max(1, num_lanes);
+  if (batched) {
+    c.grain = std::max<int64_t>(16, total / (32 * static_cast<int64_t>(c.num_lanes)) / 16 * 16);
+    return c;
+  }
+  c.guided = true;
+  const int64_t lane_rows = (total / 16 + c.num_lanes - 1) / c.num_lanes * 16;  // the largest lane's rows
+  c.per_lane = 1;  // the last chunk, ⌊(lane_rows >> (per_lane − 1)) / 16⌋ · 16 rows, at most kMatChunkMinRows
+  while ((lane_rows >> (c.per_lane - 1)) / 16 * 16 > kMatChunkMinRows) ++c.per_lane;
+  return c;
+}
+
 void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::MatJob> jobs, int num_threads,
                   std::span<int64_t> row_begin, const profiler::TraceWorkInfo& trace) {
   // Every job starts at a multiple of 16 (its rows padded to one), so the chunks below hold whole 16-row groups of
@@ -272,20 +301,16 @@ void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::M
   for (size_t j = 0; j < jobs.size(); ++j)
     row_begin[j + 1] = row_begin[j] + (static_cast<int64_t>(jobs[j].w->num_rows) + 15) / 16 * 16;
   const int64_t total = row_begin[jobs.size()];
-  // About 8 chunks per thread for one token, 32 for batches (a chunk of prefill's experts took ~7 ms with 8, and a
-  // phase ended with one lane idle for most of one), in multiples of 16 rows so the kernels' row unrolling stays whole.
   int64_t max_tokens = 1;
   for (const CpuForward::MatJob& job : jobs) max_tokens = std::max(max_tokens, job.num_tokens);
-  const int64_t chunks_per_thread = max_tokens >= 16 ? 32 : 8;
-  int64_t grain = total / (chunks_per_thread * static_cast<int64_t>(num_threads));
-  grain = std::max<int64_t>(16, grain / 16 * 16);
+  const MatChunks chunks = mat_chunks(total, num_threads, max_tokens >= 16);
   const int64_t* begin = row_begin.data();
   const size_t num_jobs = jobs.size();
   const bool expert_jobs = trace.category == profiler::TraceCategory::kExpert;
-  run_chunks(num_threads, (total + grain - 1) / grain, profiler::trace_enabled() ? &trace : nullptr,
+  run_chunks(num_threads, chunks.num_chunks(), profiler::trace_enabled() ? &trace : nullptr,
              [&](int64_t chunk, profiler::TraceWorkLane& lane) {
-               int64_t i = chunk * grain;
-               const int64_t chunk_end = std::min(total, i + grain);
+               int64_t i = chunks.begin(chunk);
+               const int64_t chunk_end = chunks.begin(chunk + 1);
                size_t j = static_cast<size_t>(std::upper_bound(begin, begin + num_jobs + 1, i) - begin) - 1;
                for (; i < chunk_end; ++j) {
                  const int64_t r0 = i - begin[j];

@@ -201,9 +201,30 @@ class CpuForward final : public ForwardPass {
   std::vector<int64_t> job_row_begin_; // (jobs + 1) prefix sums of job rows, each padded to a multiple of 16
 };
 
-/// Runs all rows of `jobs` in one oneTBB parallel region of the calling arena (num_threads lanes, about 8 chunks of
-/// whole 16-row groups per lane for one token and 32 for batches, every job starting a group, a lane taking over
-/// others' unclaimed chunks when done with its own) and adds the biases. row_begin: scratch of at least
+/// How run_mat_jobs cuts `total` rows (a multiple of 16, the jobs' rows each padded to 16) into chunks of whole
+/// 16-row groups; lanes claim their own chunks in order, then the others' unclaimed ones.
+/// - One token per job (decode, small batches: `guided`): lane w owns rows [⌊T/16·w/L⌋·16, ⌊T/16·(w+1)/L⌋·16), cut
+///   into per_lane chunks of half the lane's remaining rows each, down to kMatChunkMinRows (guided self-scheduling):
+///   a phase ends with chunks of ~1 µs, not an 8th of the lane's rows (decode traces: one lane idle 10–30 µs at the
+///   end of each phase), with as few chunks as uniform eighths.
+/// - Batches (any job with ≥ 16 tokens): uniform chunks of ~total / (32 · L) rows (a chunk of prefill's experts took
+///   ~7 ms with 8 per lane, and a phase ended with one lane idle for most of one).
+inline constexpr int64_t kMatChunkMinRows = 32;
+struct MatChunks {
+  int64_t total = 0;
+  int64_t num_lanes = 1;
+  bool guided = false;
+  int64_t per_lane = 1;  // guided: chunks per lane
+  int64_t grain = 16;    // uniform: rows per chunk
+  int64_t num_chunks() const;
+  /// The first row of chunk chunk_idx; begin(num_chunks()) = total. Non-decreasing, multiples of 16 (chunks may be
+  /// empty where a lane has few rows).
+  int64_t begin(int64_t chunk_idx) const;
+};
+MatChunks mat_chunks(int64_t total, int num_lanes, bool batched);
+
+/// Runs all rows of `jobs` in one oneTBB parallel region of the calling arena (num_threads lanes, chunks as
+/// mat_chunks cuts them, every job starting a 16-row group) and adds the biases. row_begin: scratch of at least
 /// jobs.size() + 1 entries. When tracing, each lane's rows are recorded as `trace` says (one span per lane and job,
 /// profiler::TraceWorkLane). Shared by CpuForward and the CPU experts of the hybrid step.
 void run_mat_jobs(const cpu::KernelTable& kernels, std::span<const CpuForward::MatJob> jobs, int num_threads,
