@@ -152,8 +152,9 @@ TEST_P(ForwardCpuPerIsa, BatchedPrefillMatchesTokenByToken) {
   }
 }
 
-// A batch's element-wise steps (norms, quantization, SwiGLU) split their rows over the workers;
-// the rows are independent, so 1, 2 and 3 threads give the same logits bit for bit.
+// A batch's per-token steps (norms, quantization, SwiGLU, RoPE and the KV stores, the residual add, the experts'
+// input copies and their weighted sum) split their rows over the workers; the rows are independent and each token's
+// expert outputs are added in the same order, so 1, 2 and 3 threads give the same logits bit for bit.
 TEST_P(ForwardCpuPerIsa, BatchedPrefillGivesTheSameBitsOnAnyThreadCount) {
   const auto& ids = fixture_ids();
   const size_t vocab = tiny().hparams.vocab_size;

@@ -160,6 +160,8 @@ CpuForward::CpuForward(const Model& model, KvCache kv, const CpuForwardOptions& 
   group_begin_.resize(E + 1);
   gathered_token_.resize(B * K);
   gathered_weight_.resize(B * K);
+  token_rows_.resize(B * K);
+  token_num_rows_.resize(B);
   gathered_x_.resize(B * K * D / blk);
   gathered_xf_.resize(B * K * D);
   gate_.resize(B * K * F);
@@ -569,14 +571,20 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
 
   // 3. RoPE on q and k, then store K and V of every token of the batch.
   op.next("rope");
-  for (uint32_t t = 0; t < num_tokens; ++t) {
-    float* q = &qkv_[static_cast<size_t>(t) * qkv_stride];
-    const float* c = &rope_cos_[t * HD / 2];
-    const float* s = &rope_sin_[t * HD / 2];
-    for (uint32_t h = 0; h < hp.num_heads; ++h) kernels_->rope_neox(q + h * HD, static_cast<int32_t>(HD), c, s);
-    for (uint32_t g = 0; g < hp.num_kv_heads; ++g) kernels_->rope_neox(q + Q + g * HD, static_cast<int32_t>(HD), c, s);
-    token_sequence_[t]->kv.store(l, token_pos_[t], q + Q, q + Q + KV, *kernels_);
-  }
+  // The tokens are independent, split over the workers for a batch (pp512: ~1 ms per layer, mostly the KV stores'
+  // 16 rows per token). Their KV slots are distinct: a sliding ring has a slot for every token of a batch
+  // (extra_sliding_slots), a full layer one per position.
+  for_row_chunks(num_threads_, num_tokens, kRowChunk, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      float* q = &qkv_[static_cast<size_t>(t) * qkv_stride];
+      const float* c = &rope_cos_[t * HD / 2];
+      const float* s = &rope_sin_[t * HD / 2];
+      for (uint32_t h = 0; h < hp.num_heads; ++h) kernels_->rope_neox(q + h * HD, static_cast<int32_t>(HD), c, s);
+      for (uint32_t g = 0; g < hp.num_kv_heads; ++g)
+        kernels_->rope_neox(q + Q + g * HD, static_cast<int32_t>(HD), c, s);
+      token_sequence_[t]->kv.store(l, token_pos_[t], q + Q, q + Q + KV, *kernels_);
+    }
+  });
 
   // 4. Attention with sinks, one task per (tile, KV head): a tile is up to kAttentionTileTokens consecutive tokens of
   // one sequence (prefill) or one token (decode), whose query heads of the KV head share every K/V row converted
@@ -675,7 +683,9 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
   job.y_stride = D;
   job.bias = w.bo.data();
   run_jobs({&job, 1}, {.name = "o_proj", .layer_idx = layer_arg});
-  for (size_t i = 0; i < static_cast<size_t>(num_tokens) * D; ++i) x_[i] += proj_[i];
+  for_row_chunks(num_threads_, num_tokens, kRowChunk, [&](int64_t t0, int64_t t1) {
+    for (size_t i = static_cast<size_t>(t0) * D; i < static_cast<size_t>(t1) * D; ++i) x_[i] += proj_[i];
+  });
 }
 
 void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
@@ -734,6 +744,9 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
     ++num_groups;
   }
   const bool quantized_experts = uses_q8_activations(w.gate_exps.type);
+  // Rows in expert order; token t's K rows in token_rows_[t·K ..] in ascending row order (the order the combine adds
+  // them in).
+  std::fill(token_num_rows_.begin(), token_num_rows_.begin() + num_tokens, 0u);
   for (uint32_t gi = 0; gi < num_groups; ++gi) {
     uint32_t row = group_begin_[gi];
     for (uint32_t i = 0; i < num_tokens * K; ++i) {
@@ -741,15 +754,20 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
       const uint32_t t = i / K;
       gathered_token_[row] = t;
       gathered_weight_[row] = chosen_w_[i];
-      if (quantized_experts) {
-        std::memcpy(&gathered_x_[static_cast<size_t>(row) * D / blk], &xq_[static_cast<size_t>(t) * D / blk],
-                    D / blk * sizeof(cpu::ActQ8Block));
-      } else {
-        std::memcpy(&gathered_xf_[static_cast<size_t>(row) * D], &xb_[static_cast<size_t>(t) * D], D * sizeof(float));
-      }
+      token_rows_[static_cast<size_t>(t) * K + token_num_rows_[t]++] = row;
       ++row;
     }
   }
+  for_row_chunks(num_threads_, group_begin_[num_groups], kRowChunk, [&](int64_t r0, int64_t r1) {
+    for (int64_t row = r0; row < r1; ++row) {
+      const size_t t = gathered_token_[row];
+      if (quantized_experts)
+        std::memcpy(&gathered_x_[static_cast<size_t>(row) * D / blk], &xq_[t * D / blk],
+                    D / blk * sizeof(cpu::ActQ8Block));
+      else
+        std::memcpy(&gathered_xf_[static_cast<size_t>(row) * D], &xb_[t * D], D * sizeof(float));
+    }
+  });
 
   // 4. gate and up projections of every group, one parallel region.
   op.next("experts");
@@ -805,12 +823,19 @@ void CpuForward::moe_layer(uint32_t l, uint32_t num_tokens) {
   // 6. Weighted sum into the residual stream.
   op.next("combine");
   expert_flows.end_all();
-  for (uint32_t row = 0; row < num_rows; ++row) {
-    float* x = &x_[static_cast<size_t>(gathered_token_[row]) * D];
-    const float* y = &down_[static_cast<size_t>(row) * D];
-    const float weight = gathered_weight_[row];
-    for (uint32_t i = 0; i < D; ++i) x[i] += weight * y[i];
-  }
+  // Per token over its rows in ascending row order (as one pass over the rows adds them), tokens split over the
+  // workers for a batch.
+  for_row_chunks(num_threads_, num_tokens, kRowChunk, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      float* x = &x_[static_cast<size_t>(t) * D];
+      for (uint32_t k = 0; k < K; ++k) {
+        const uint32_t row = token_rows_[static_cast<size_t>(t) * K + k];
+        const float* y = &down_[static_cast<size_t>(row) * D];
+        const float weight = gathered_weight_[row];
+        for (uint32_t i = 0; i < D; ++i) x[i] += weight * y[i];
+      }
+    }
+  });
 }
 
 }  // namespace hetmoe

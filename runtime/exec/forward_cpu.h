@@ -191,6 +191,8 @@ class CpuForward final : public ForwardPass {
   std::vector<uint32_t> group_begin_;      // (num_experts + 1) first gathered row of each group
   std::vector<uint32_t> gathered_token_;   // (B · num_experts_used) token of each gathered row
   std::vector<float> gathered_weight_;     // (B · num_experts_used) router weight of each gathered row
+  std::vector<uint32_t> token_rows_;       // (B, num_experts_used) each token's gathered rows, ascending
+  std::vector<uint32_t> token_num_rows_;   // (B) scratch: rows recorded per token
   std::vector<cpu::ActQ8Block> gathered_x_;  // (B · num_experts_used, hidden_dim / 32)
   std::vector<float> gathered_xf_;           // (B · num_experts_used, hidden_dim) for non-quantized expert types
   std::vector<float> gate_;            // (B · num_experts_used, expert_ffn_dim)
