@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "cpu_kernels/kernels.h"
@@ -203,6 +204,7 @@ void add_attention_kernels_scalar(KernelTable& t) {
   t.attn_tile_pack_q = attn_tile_pack_q;
   t.attn_tile_update = attn_tile_update;
   t.attn_tile_update_v_f16 = attn_tile_update_v_f16;
+  t.attn_v_f16_max_rows = std::numeric_limits<int64_t>::max();
 }
 
 }  // namespace detail

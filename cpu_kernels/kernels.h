@@ -216,6 +216,12 @@ struct KernelTable {
                                  const int32_t* key_begin, const int32_t* key_end, float* s, float* max_io,
                                  float* sum_io, float* out, const PrefetchRange* prefetch,
                                  int64_t num_prefetch) = nullptr;
+  /// Tiles of up to this many rows are faster with f16 V read in place (attn_tile_update_v_f16) than widened first
+  /// (kv_rows_f32_f16 + attn_tile_update); the same bits either way. `BM_AttnTile/f16/<isa>/keys:4096`, Zen 4, in
+  /// place against widened: AVX-512 1 token (8 rows) 1028–1032 against 1123–1128 µs, 8 tokens (64 rows) 6222–6231
+  /// against 5876–5956 µs (there the widened rows feed 4 rows per load); AVX2 in place at both (1060–1072 against
+  /// 1227–1231, 6916–6929 against 7361–7530).
+  int64_t attn_v_f16_max_rows = 0;
 };
 
 /// Most keys one attn_tile_update call takes.

@@ -143,7 +143,7 @@ void attention_tile(const cpu::KernelTable& kernels, const KvTileKernels& tile_k
   int32_t* key_begin = scratch.key_begin();
   int32_t* key_end = scratch.key_end();
   const uint32_t capacity = kv.capacity(layer_idx);
-  const bool v_in_place_ok = tile_kernels.v_f16 && hd == pitch;
+  const bool v_in_place_ok = tile_kernels.v_f16 && hd == pitch && num_rows <= kernels.attn_v_f16_max_rows;
   for (uint32_t block = span_lo; block < span_hi; block += static_cast<uint32_t>(cpu::kAttnTileMaxKeys)) {
     const auto n = static_cast<uint32_t>(std::min<int64_t>(cpu::kAttnTileMaxKeys, span_hi - block));
     bool any = false;
@@ -158,9 +158,9 @@ void attention_tile(const cpu::KernelTable& kernels, const KvTileKernels& tile_k
       }
     }
     if (!any) continue;
-    // f16 V rows are read in place when the block is one run of slots: widening them inside the values loop (once per
-    // row group) costs less than the f32 copy's stores and loads, and keeps the block's working set in L1
-    // (BM_AttnTile, decode and 8-token tiles, AVX-512 and AVX2).
+    // f16 V rows are read in place when the block is one run of slots and the kernels say the tile is small enough
+    // (KernelTable::attn_v_f16_max_rows): widening them inside the values loop (once per row group) costs less than
+    // the f32 copy's stores and loads, and keeps the block's working set in L1.
     const bool v_in_place = v_in_place_ok && block % capacity + n <= capacity;
     for_each_slot_run(kv, layer_idx, block, n, [&](uint32_t j, uint32_t run) {
       tile_kernels.k_rows(kv.k_row(layer_idx, block + j, kv_head_idx), k_stride, run, hd, k + j * pitch);

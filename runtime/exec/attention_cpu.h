@@ -12,8 +12,8 @@
 // values): the plain path the tiled one is tested against. attention_tile (what CpuForward runs) takes a tile of
 // query rows — the group of query heads of one KV head, for one token (decode) or several consecutive tokens of one
 // sequence (prefill) — through blocks of kAttnTileMaxKeys keys whose K rows are converted once to f32 (V rows too,
-// unless they are f16 in one run of slots: then read in place, attn_tile_update_v_f16), with an online softmax
-// (cpu::KernelTable::attn_tile_update), so each K/V row is read once per tile instead of once per token, and the
+// unless they are f16 in one run of slots and the tile is small: then read in place, attn_tile_update_v_f16), with
+// an online softmax (cpu::KernelTable::attn_tile_update), so each K/V row is read once per tile instead of once per token, and the
 // scores stay in cache.
 
 #include <cstdint>
@@ -79,7 +79,8 @@ void merge_attention_chunks(uint32_t num_chunks, uint32_t group, uint32_t head_d
 struct KvTileKernels {
   void (*k_rows)(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) = nullptr;
   void (*v_rows)(const uint8_t* src, int64_t stride_bytes, int64_t num_keys, int64_t head_dim, float* dst) = nullptr;
-  /// V stored as f16: attention_tile reads the V rows in place (KernelTable::attn_tile_update_v_f16).
+  /// V stored as f16: attention_tile reads the V rows in place (KernelTable::attn_tile_update_v_f16) in tiles of up to
+  /// KernelTable::attn_v_f16_max_rows rows.
   bool v_f16 = false;
 };
 KvTileKernels kv_tile_kernels(const cpu::KernelTable& kernels, KvCacheType k_type, KvCacheType v_type);
