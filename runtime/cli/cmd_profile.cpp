@@ -100,6 +100,7 @@ int run_profile(const ProfileArgs& args) {
   ForwardOptions options;
   options.context_length = std::min(args.context_length, hp.context_length);
   options.num_threads = args.num_threads;
+  options.repack_weights = true;  // the layout `generate` runs: the counts are those of the runs they plan for
   options.expert_counts = stats.counts.data();
   auto forward = create_forward(*model, options);
   if (!forward) return report_error("profile", forward.error());
