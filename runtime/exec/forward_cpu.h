@@ -205,10 +205,11 @@ class CpuForward final : public ForwardPass {
 
 /// How run_mat_jobs cuts `total` rows (a multiple of 16, the jobs' rows each padded to 16) into chunks of whole
 /// 16-row groups; lanes claim their own chunks in order, then the others' unclaimed ones.
-/// - One token per job (decode, small batches: `guided`): lane w owns rows [⌊T/16·w/L⌋·16, ⌊T/16·(w+1)/L⌋·16), cut
-///   into per_lane chunks of half the lane's remaining rows each, down to kMatChunkMinRows (guided self-scheduling):
-///   a phase ends with chunks of ~1 µs, not an 8th of the lane's rows (decode traces: one lane idle 10–30 µs at the
-///   end of each phase), with as few chunks as uniform eighths.
+/// - Fewer than 16 tokens per job (decode, small batches: `guided`): lane w owns rows [⌊T/16·w/L⌋·16,
+///   ⌊T/16·(w+1)/L⌋·16), cut into per_lane chunks of half the lane's remaining rows each, down to kMatChunkMinRows
+///   (guided self-scheduling): a phase ends with chunks of ~1 µs, with about as many chunks as uniform eighths had
+///   (decode traces, Zen 4: the two lanes finished a phase 7–13 µs apart with eighths, 110 µs for the unembedding;
+///   1–3 µs guided).
 /// - Batches (any job with ≥ 16 tokens): uniform chunks of ~total / (32 · L) rows (a chunk of prefill's experts took
 ///   ~7 ms with 8 per lane, and a phase ended with one lane idle for most of one).
 inline constexpr int64_t kMatChunkMinRows = 32;
