@@ -36,6 +36,7 @@ Expected<CostModel> CostModel::create(CostInputs in) {
                                                                in.bytes.layers.size(), hp.num_layers));
   const DeviceRates& r = in.rates;
   for (double v : {r.cpu_read_bytes_per_s, r.cpu_expert_efficiency, r.cpu_dense_efficiency, r.cpu_gemm_flops,
+                   r.cpu_attention_flops,
                    r.gpu_read_bytes_per_s, r.gpu_efficiency, r.gpu_flops, r.pcie_bytes_per_s})
     if (!(v > 0) || !std::isfinite(v))
       return make_error(ErrorCode::kInvalidArgument, fmt::format("cost model: device rate {} must be > 0", v));
@@ -90,13 +91,18 @@ BlockCost CostModel::block_cost(uint32_t l, Device attention, double gpu_mass, u
   for (uint32_t e = 0; e < hp.num_experts; ++e) total_mass += in_.probabilities[static_cast<size_t>(l) * hp.num_experts + e];
   const double cpu_mass = std::max(0.0, total_mass - gpu_mass);
   const uint32_t num_cpu = hp.num_experts - num_gpu;
-  const double attn_bytes = static_cast<double>(lb.dense_bytes()) +
-                            static_cast<double>(kv_keys_read(hp, l, in_.depth) * in_.bytes.kv_bytes_per_position);
+  const uint64_t keys = kv_keys_read(hp, l, in_.depth);
+  const double kv_bytes = static_cast<double>(keys * in_.bytes.kv_bytes_per_position);
   BlockCost c;
   if (attention == Device::kGpu) {
-    c.attention_s = attn_bytes / gpu_bw() + r.gpu_kernels_per_block * r.kernel_launch_s;
+    c.attention_s = (static_cast<double>(lb.dense_bytes()) + kv_bytes) / gpu_bw() +
+                    r.gpu_kernels_per_block * r.kernel_launch_s;
   } else {
-    c.attention_s = attn_bytes / cpu_bw(false);
+    // Scores and values: 4 FLOP per query head, key and head dim, at the measured rate (which includes reading the
+    // K/V rows), or the K/V bytes at the bandwidth if that is longer.
+    const double attn_flops = 4.0 * hp.num_heads * hp.head_dim * static_cast<double>(keys);
+    c.attention_s = static_cast<double>(lb.dense_bytes()) / cpu_bw(false) +
+                    std::max(kv_bytes / cpu_bw(false), attn_flops / r.cpu_attention_flops);
   }
   c.gpu_experts_s = num_gpu > 0 ? gpu_mass * lb.expert_bytes / gpu_bw() + 3 * r.kernel_launch_s : 0.0;
   c.cpu_experts_s = num_cpu > 0 ? cpu_mass * lb.expert_bytes / cpu_bw(true) : 0.0;

@@ -6,8 +6,10 @@
 //
 // Decode, per block l (s = bytes of one expert, p_e = probability expert e is among the top-k of one token,
 // Σ_e p_e = k, so Σ_{e∈D} p_e·s is the expected expert bytes device D reads per token):
-//   t_attn   = (attention + router bytes + KV bytes read at depth) / bw_eff(device of the attention)
-//              (+ gpu_kernels_per_block · kernel_launch_s when that device is the GPU)
+//   t_attn   = GPU: (attention + router bytes + KV bytes read at depth) / bw_eff(GPU) + gpu_kernels_per_block ·
+//              kernel_launch_s; CPU: (attention + router bytes) / bw_eff(CPU) + max(KV bytes read / bw_eff(CPU),
+//              4 · heads · head_dim · keys read / cpu_attention_flops) (the scores and values at depth; a GPU's
+//              attention FLOPs are not modelled)
 //   t_gpu_x  = Σ_{e on GPU} p_e·s / bw_eff(GPU)      (+ 3 launches when the block has GPU experts)
 //   t_cpu_x  = Σ_{e on CPU} p_e·s / bw_eff(CPU)      (NUMA: max over nodes of that node's bytes / node bandwidth)
 //   t_sync   = 2·(pcie_latency_s + hidden·4 B / pcie bw) + sync_latency_s   when attention and some expert are on
@@ -26,8 +28,8 @@
 //              gpu_flops), serial after the GPU experts on the same GPU
 //   step = attention + min(max(GPU experts, A), GPU experts + S) + sync
 // prefill tok/s = B / (Σ_l step_l + output bytes / bw of its device). The crossover batch is the smallest power of
-// two B ≤ 4096 for which streaming (S) beats CPU compute (A) summed over the blocks. Attention-score FLOPs
-// (quadratic in the depth) are not modelled.
+// two B ≤ 4096 for which streaming (S) beats CPU compute (A) summed over the blocks. Prefill's attention-score
+// FLOPs (quadratic in the depth) are not modelled.
 //
 // Memory (what a plan keeps on each device): a block's attention + router bytes and its KV cache at
 // context_length (sliding layers: min(context, sliding_window + 63) slots, as the CPU path allocates with its
@@ -59,6 +61,10 @@ struct DeviceRates {
   double cpu_dense_efficiency = 0.80;     // Q8_0 attention / output GEMV bytes/s ÷ read bandwidth
   double cpu_block_overhead_s = 30e-6;    // thread-pool fork/join and small ops of one block (≈ 6 parallel regions)
   double cpu_gemm_flops = 300e9;          // prefill: int8-activation GEMM FLOP/s of all threads
+  /// Decode attention (scores and values over f16 K/V at depth) FLOP/s of all threads; `plan --measure-cpu-bw`
+  /// measures it (measure_cpu_attention_flops). Default: a guess for a laptop (a 2-vCPU Zen 4 VM measured 139–143e9
+  /// with 2 threads).
+  double cpu_attention_flops = 200e9;
   // GPU (ignored when has_gpu is false)
   bool has_gpu = true;
   double gpu_read_bytes_per_s = 256e9;

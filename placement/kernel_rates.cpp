@@ -10,10 +10,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <memory>
 #include <vector>
 
 #include "cpu_kernels/kernels.h"
+#include "cpu_kernels/reference.h"
 #include "cpu_kernels/repack.h"
 
 namespace hetmoe::placement {
@@ -94,6 +97,91 @@ Expected<double> measure_cpu_gemv_bytes_per_s(TensorType type, uint64_t num_byte
     best_s = std::min(best_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }
   return static_cast<double>(num_rows * row_bytes) / best_s;
+}
+
+Expected<double> measure_cpu_attention_flops(int num_threads, int num_reps) {
+  if (num_threads < 1 || num_reps < 1)
+    return make_error(ErrorCode::kInvalidArgument, "attention rate: num_threads and num_reps must be >= 1");
+  auto isa = cpu::selected_isa();
+  if (!isa) return isa.error();
+  const cpu::KernelTable& k = cpu::kernel_table(*isa);
+  // gpt-oss's shape: 12 full-attention layers × 8 KV heads of 4096 keys, 8 query heads each, head_dim 64: ~100 MB of
+  // K/V, as one decode token reads at depth 4096 (from DRAM, like the token).
+  constexpr int64_t kLayers = 12, kKvHeads = 8, kGroup = 8, kHeadDim = 64, kKeys = 4096;
+  constexpr int64_t kRowBytes = kHeadDim * 2;  // f16
+  constexpr uint64_t kHeadBytes = static_cast<uint64_t>(kKeys * kRowBytes);
+  constexpr uint64_t kHugePage = uint64_t{2} << 20;
+  const uint64_t total = kLayers * kKvHeads * 2 * kHeadBytes;  // (layer, kv head, K | V, key, dim)
+  const uint64_t alloc_bytes = (total + kHugePage - 1) / kHugePage * kHugePage;
+  std::unique_ptr<uint8_t, decltype(&std::free)> kv(static_cast<uint8_t*>(std::aligned_alloc(kHugePage, alloc_bytes)),
+                                                    &std::free);
+  if (!kv) return make_error(ErrorCode::kIo, fmt::format("attention rate: cannot allocate {} bytes", alloc_bytes));
+  ::madvise(kv.get(), alloc_bytes, MADV_HUGEPAGE);  // as the KV cache (advice only)
+  uint16_t pattern[2048];  // 4 KiB of f16 values, repeated
+  for (int i = 0; i < 2048; ++i) pattern[i] = ref::f32_to_f16(static_cast<float>(i * 37 % 17 - 8) * 0.05f);
+  for (uint64_t off = 0; off < total; off += sizeof pattern)
+    std::memcpy(kv.get() + off, pattern, std::min<uint64_t>(sizeof pattern, total - off));
+  std::vector<float> q(static_cast<size_t>(kKvHeads * kGroup * kHeadDim));  // (kv head, group, head_dim)
+  for (size_t i = 0; i < q.size(); ++i) q[i] = static_cast<float>(static_cast<int>(i % 13) - 6) * 0.1f;
+  // Each head's keys split into chunks over the threads when there are fewer heads than threads (flash-decoding, as
+  // the CPU path does); one task per (head, chunk), each with its own scratch.
+  const int64_t chunks = std::max<int64_t>(1, (num_threads + kKvHeads - 1) / kKvHeads);
+  const int64_t num_tasks = kKvHeads * chunks;
+  const int64_t pitch = cpu::attn_tile_pitch(kHeadDim), rows = cpu::attn_tile_rows(kGroup);
+  struct Scratch {
+    std::vector<float> qt, k, s, out, max, sum;
+    std::vector<int32_t> begin, end;
+  };
+  std::vector<Scratch> scratch(static_cast<size_t>(num_tasks));
+  for (Scratch& sc : scratch) {
+    sc.qt.assign(static_cast<size_t>(cpu::attn_tile_qt_floats(kGroup, kHeadDim)), 0.0f);
+    sc.k.assign(static_cast<size_t>((cpu::kAttnTileMaxKeys + 1) * pitch), 0.0f);
+    sc.s.assign(static_cast<size_t>(cpu::attn_tile_scores_floats(kGroup)), 0.0f);
+    sc.out.assign(static_cast<size_t>(rows * pitch), 0.0f);
+    sc.max.assign(static_cast<size_t>(rows), 0.0f);
+    sc.sum.assign(static_cast<size_t>(rows), 0.0f);
+    sc.begin.assign(kGroup, 0);
+    sc.end.assign(kGroup, 0);
+  }
+  const float scale = 0.125f;  // 1 / sqrt(64)
+  const auto run_task = [&](int64_t layer, int64_t task) {
+    const int64_t head = task / chunks, c = task % chunks;
+    Scratch& sc = scratch[static_cast<size_t>(task)];
+    const uint8_t* kh = kv.get() + (layer * kKvHeads + head) * 2 * kHeadBytes;
+    const uint8_t* vh = kh + kHeadBytes;
+    std::fill(sc.qt.begin(), sc.qt.end(), 0.0f);
+    k.attn_tile_pack_q(q.data() + head * kGroup * kHeadDim, kGroup, kHeadDim, 0, sc.qt.data());
+    std::fill(sc.out.begin(), sc.out.end(), 0.0f);
+    std::fill(sc.max.begin(), sc.max.end(), -std::numeric_limits<float>::infinity());
+    std::fill(sc.sum.begin(), sc.sum.end(), 0.0f);
+    const int64_t lo = kKeys * c / chunks, hi = kKeys * (c + 1) / chunks;
+    for (int64_t j = lo; j < hi; j += cpu::kAttnTileMaxKeys) {
+      const int64_t n = std::min(cpu::kAttnTileMaxKeys, hi - j);
+      k.kv_rows_f32_f16(kh + j * kRowBytes, kRowBytes, n, kHeadDim, sc.k.data());
+      std::fill(sc.end.begin(), sc.end.end(), static_cast<int32_t>(n));
+      const int64_t next_n = std::min(cpu::kAttnTileMaxKeys, hi - j - n);
+      const cpu::PrefetchRange next[2] = {{kh + (j + n) * kRowBytes, next_n * kRowBytes},
+                                          {vh + (j + n) * kRowBytes, next_n * kRowBytes}};
+      k.attn_tile_update_v_f16(sc.qt.data(), kGroup, sc.k.data(), vh + j * kRowBytes, kRowBytes, n, kHeadDim, scale,
+                               sc.begin.data(), sc.end.data(), sc.s.data(), sc.max.data(), sc.sum.data(),
+                               sc.out.data(), next, next_n > 0 ? 2 : 0);
+    }
+  };
+  tbb::task_arena arena(num_threads);
+  auto run = [&] {
+    arena.execute([&] {
+      for (int64_t layer = 0; layer < kLayers; ++layer)  // one parallel region per layer, as a decode step runs them
+        tbb::parallel_for(int64_t{0}, num_tasks, [&](int64_t task) { run_task(layer, task); });
+    });
+  };
+  run();  // warm-up: pages touched, threads started
+  double best_s = 1e30;
+  for (int rep = 0; rep < num_reps; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    best_s = std::min(best_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return 4.0 * kLayers * kKvHeads * kGroup * kKeys * kHeadDim / best_s;
 }
 
 }  // namespace hetmoe::placement

@@ -18,4 +18,12 @@ namespace hetmoe::placement {
 /// cannot be allocated.
 Expected<double> measure_cpu_gemv_bytes_per_s(TensorType type, uint64_t num_bytes, int num_threads, int num_reps = 3);
 
+/// Decode attention FLOP/s of `num_threads` oneTBB workers (the cost model's DeviceRates::cpu_attention_flops): the
+/// tiled attention kernels of cpu::selected_isa() (f16 K/V, V read in place, as the CPU path runs one decode token)
+/// over gpt-oss's 12 full-attention layers at depth 4096 (8 KV heads × 8 query heads, head_dim 64; ~100 MB of K/V in
+/// huge pages), one parallel region per layer, each head's keys split over the threads when there are fewer heads;
+/// best of `num_reps` after a warm-up. FLOP = 4 · query heads · keys · head_dim per layer (scores and values).
+/// Errors: kInvalidArgument for num_threads or num_reps < 1; selected_isa()'s; kIo if the K/V cannot be allocated.
+Expected<double> measure_cpu_attention_flops(int num_threads, int num_reps = 3);
+
 }  // namespace hetmoe::placement

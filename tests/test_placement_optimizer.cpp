@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "placement/kernel_rates.h"
 #include "placement/optimizer.h"
 #include "placement/plan.h"
 #include "tests/placement_fixture.h"
@@ -202,6 +203,7 @@ TEST(PlacementOptimizer, NumaNodesShareEachBlocksCpuExperts) {
 TEST(PlacementCostModel, AllCpuDecodeIsBytesOverBandwidthPlusOverheads) {
   CostInputs in = test::gpt20b_inputs(0.0);
   in.rates.has_gpu = false;
+  in.rates.cpu_attention_flops = 1e18;  // attention's FLOPs free: bytes only (CpuAttentionAtDepthCostsItsFlops)
   in.depth = 0;
   auto m = CostModel::create(in);
   ASSERT_TRUE(m);
@@ -214,6 +216,42 @@ TEST(PlacementCostModel, AllCpuDecodeIsBytesOverBandwidthPlusOverheads) {
   const double expected = static_cast<double>(t.total()) / bw + 24 * in.rates.cpu_block_overhead_s;
   EXPECT_NEAR(p.prediction.decode_time_s, expected, expected * 1e-9);
   EXPECT_NEAR(p.prediction.decode_tok_s * p.prediction.decode_time_s, 1.0, 1e-12);
+}
+
+// At depth a CPU block's attention costs its scores and values, 4 · heads · head_dim FLOP per key read, at
+// cpu_attention_flops, or its K/V bytes at the bandwidth if that is longer; with a slow FLOP rate the difference
+// between depth 4096 and depth 0 is exactly the FLOP term's (less the K/V bytes' time at depth 0).
+TEST(PlacementCostModel, CpuAttentionAtDepthCostsItsFlops) {
+  CostInputs in = test::gpt20b_inputs(0.0);
+  in.rates.has_gpu = false;
+  in.rates.cpu_attention_flops = 1e9;  // slow enough that FLOPs, not K/V bytes, bound every block at both depths
+  const auto predict = [&](uint32_t depth) {
+    CostInputs d = in;
+    d.depth = depth;
+    auto m = CostModel::create(d);
+    EXPECT_TRUE(m);
+    Plan p = all_cpu_plan(24, 32, 4, d.context_length);
+    EXPECT_TRUE(m->evaluate(p));
+    return p.prediction.decode_time_s;
+  };
+  double flops_0 = 0, flops_4096 = 0;
+  for (uint32_t l = 0; l < in.hp.num_layers; ++l) {
+    flops_0 += 4.0 * in.hp.num_heads * in.hp.head_dim * static_cast<double>(kv_keys_read(in.hp, l, 0));
+    flops_4096 += 4.0 * in.hp.num_heads * in.hp.head_dim * static_cast<double>(kv_keys_read(in.hp, l, 4096));
+  }
+  const double expected = (flops_4096 - flops_0) / in.rates.cpu_attention_flops;
+  EXPECT_NEAR(predict(4096) - predict(0), expected, expected * 1e-9);
+  EXPECT_GT(expected, 0.1);  // the term is there: 0.1 s and more at this rate
+}
+
+// The attention rate probe runs the tiled kernels and returns a finite positive FLOP rate; bad arguments are errors.
+TEST(PlacementCostModel, AttentionRateProbeMeasuresAndRefusesBadArguments) {
+  auto rate = measure_cpu_attention_flops(1, 1);
+  ASSERT_TRUE(rate) << rate.error().to_string();
+  EXPECT_TRUE(std::isfinite(*rate));
+  EXPECT_GT(*rate, 0.0);
+  EXPECT_FALSE(measure_cpu_attention_flops(0, 1));
+  EXPECT_FALSE(measure_cpu_attention_flops(1, 0));
 }
 
 TEST(PlacementCostModel, PrefillStreamingCrossoverDependsOnPcie) {
@@ -260,6 +298,9 @@ TEST(PlacementCostModel, RejectsMismatchedShapesAndBadRates) {
   EXPECT_FALSE(CostModel::create(in));
   in = test::gpt20b_inputs(0.0);
   in.rates.cpu_read_bytes_per_s = 0;
+  EXPECT_FALSE(CostModel::create(in));
+  in = test::gpt20b_inputs(0.0);
+  in.rates.cpu_attention_flops = 0;
   EXPECT_FALSE(CostModel::create(in));
   auto m = CostModel::create(test::gpt20b_inputs(0.0));
   ASSERT_TRUE(m);

@@ -79,10 +79,11 @@ void print_plan(const placement::Plan& plan, const placement::Plan& per_layer, c
   fmt::print("model {} ({} blocks × {} experts, top-{}) | context {} ({} KV cache) | decode predicted at depth {}\n",
              plan.model_name, plan.num_layers, plan.num_experts, plan.num_experts_used, plan.context_length,
              plan.kv_type, plan.prediction.depth);
-  fmt::print("budgets: VRAM {}, RAM {} | rates: CPU {:.1f} GB/s (GEMV efficiency: experts {:.0f} %, dense {:.0f} %){}{} "
-             "| statistics: {}\n",
+  fmt::print("budgets: VRAM {}, RAM {} | rates: CPU {:.1f} GB/s (GEMV efficiency: experts {:.0f} %, dense {:.0f} %; "
+             "attention {:.0f} GFLOP/s){}{} | statistics: {}\n",
              gib(plan.vram_budget_bytes), plan.ram_budget_bytes ? gib(plan.ram_budget_bytes) : "unlimited",
              r.cpu_read_bytes_per_s / 1e9, r.cpu_expert_efficiency * 100, r.cpu_dense_efficiency * 100,
+             r.cpu_attention_flops / 1e9,
              r.has_gpu ? fmt::format(", GPU {:.1f} GB/s", r.gpu_read_bytes_per_s / 1e9) : ", no GPU",
              r.has_gpu ? fmt::format(", PCIe {:.1f} GB/s", r.pcie_bytes_per_s / 1e9) : "", stats_source);
   fmt::print("rates from: {}\n", rates_source);
@@ -125,7 +126,8 @@ void print_plan(const placement::Plan& plan, const placement::Plan& per_layer, c
     if (n.rfind("best per-layer split", 0) != 0) fmt::print("note: {}\n", n);
 }
 
-/// Read bandwidth and the GEMV kernels' rates, so the CPU efficiencies are this machine's (placement/kernel_rates.h).
+/// Read bandwidth, the GEMV kernels' rates and the decode attention FLOP rate, so the CPU efficiencies and
+/// cpu_attention_flops are this machine's (placement/kernel_rates.h).
 Status measure_cpu_rates(int num_threads, placement::DeviceRates* rates) {
   constexpr uint64_t kProbeBytes = 512ull << 20;
   rates->cpu_read_bytes_per_s = profiler::measure_read_bandwidth(kProbeBytes, num_threads);
@@ -138,6 +140,7 @@ Status measure_cpu_rates(int num_threads, placement::DeviceRates* rates) {
   // the probe (`--check-decode`, Zen 4 VM), which would predict decode above the memory roofline.
   rates->cpu_expert_efficiency = std::min(1.0, expert_rate / rates->cpu_read_bytes_per_s);
   rates->cpu_dense_efficiency = std::min(1.0, dense_rate / rates->cpu_read_bytes_per_s);
+  HETMOE_ASSIGN_OR_RETURN(rates->cpu_attention_flops, placement::measure_cpu_attention_flops(num_threads));
   return {};
 }
 
@@ -189,11 +192,12 @@ int check_decode(const PlanArgs& args, placement::Plan plan, placement::CostInpu
     const double measured_tok_s = n / (profiler::now_seconds() - t0);
     const double predicted_tok_s = predicted.prediction.decode_tok_s;
     ratios.push_back(predicted_tok_s / measured_tok_s);
-    fmt::print("check round {}: CPU read {:.1f} GB/s, GEMV efficiency experts {:.0f} % dense {:.0f} % → predicted "
-               "{:.2f} tok/s; measured {:.2f} tok/s ({} tokens at depth {}); predicted/measured {:.3f}\n",
+    fmt::print("check round {}: CPU read {:.1f} GB/s, GEMV efficiency experts {:.0f} % dense {:.0f} %, attention "
+               "{:.0f} GFLOP/s → predicted {:.2f} tok/s; measured {:.2f} tok/s ({} tokens at depth {}); "
+               "predicted/measured {:.3f}\n",
                round + 1, inputs.rates.cpu_read_bytes_per_s / 1e9, inputs.rates.cpu_expert_efficiency * 100,
-               inputs.rates.cpu_dense_efficiency * 100, predicted_tok_s, measured_tok_s, n, inputs.depth,
-               ratios.back());
+               inputs.rates.cpu_dense_efficiency * 100, inputs.rates.cpu_attention_flops / 1e9, predicted_tok_s,
+               measured_tok_s, n, inputs.depth, ratios.back());
   }
   std::sort(ratios.begin(), ratios.end());
   fmt::print("check: median predicted/measured decode speed {:.3f} over {} rounds\n", ratios[ratios.size() / 2],
