@@ -21,6 +21,23 @@
 
 namespace hetmoe::placement {
 
+namespace {
+
+/// Runs `run` once (warm-up: pages touched, threads started), then num_reps times; the shortest run in seconds.
+template <class Fn>
+double best_seconds(const Fn& run, int num_reps) {
+  run();
+  double best_s = 1e30;
+  for (int rep = 0; rep < num_reps; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run();
+    best_s = std::min(best_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best_s;
+}
+
+}  // namespace
+
 Expected<double> measure_cpu_gemv_bytes_per_s(TensorType type, uint64_t num_bytes, int num_threads, int num_reps) {
   if (type != TensorType::kMXFP4 && type != TensorType::kQ8_0)
     return make_error(ErrorCode::kInvalidArgument, "GEMV rate: only MXFP4 and Q8_0 are measured");
@@ -89,13 +106,7 @@ Expected<double> measure_cpu_gemv_bytes_per_s(TensorType type, uint64_t num_byte
       });
     });
   };
-  run();  // warm-up: pages touched, threads started
-  double best_s = 1e30;
-  for (int rep = 0; rep < num_reps; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    run();
-    best_s = std::min(best_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
+  const double best_s = best_seconds(run, num_reps);
   return static_cast<double>(num_rows * row_bytes) / best_s;
 }
 
@@ -174,13 +185,7 @@ Expected<double> measure_cpu_attention_flops(int num_threads, int num_reps) {
         tbb::parallel_for(int64_t{0}, num_tasks, [&](int64_t task) { run_task(layer, task); });
     });
   };
-  run();  // warm-up: pages touched, threads started
-  double best_s = 1e30;
-  for (int rep = 0; rep < num_reps; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    run();
-    best_s = std::min(best_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
+  const double best_s = best_seconds(run, num_reps);
   return 4.0 * kLayers * kKvHeads * kGroup * kKeys * kHeadDim / best_s;
 }
 
