@@ -62,7 +62,7 @@ struct DeviceRates {
   double cpu_block_overhead_s = 30e-6;    // thread-pool fork/join and small ops of one block (≈ 6 parallel regions)
   double cpu_gemm_flops = 300e9;          // prefill: int8-activation GEMM FLOP/s of all threads
   /// Decode attention (scores and values over f16 K/V at depth) FLOP/s of all threads; `plan --measure-cpu-bw`
-  /// measures it (measure_cpu_attention_flops). Default: a guess for a laptop (a 2-vCPU Zen 4 VM measured 139–143e9
+  /// measures it (measure_cpu_attention_flops). Default: a guess for a laptop (a 2-vCPU Zen 4 VM measured 115–143e9
   /// with 2 threads).
   double cpu_attention_flops = 200e9;
   // GPU (ignored when has_gpu is false)
