@@ -57,7 +57,6 @@
 #if defined(__x86_64__)
 #include <immintrin.h>  // the per-core model's read peaks (functions with target attributes only)
 #endif
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -81,6 +80,7 @@
 #include "cpu_kernels/repack.h"
 #include "profiler/bandwidth.h"
 #include "runtime/base/ggml_types.h"
+#include "runtime/base/huge_pages.h"
 
 namespace {
 
@@ -230,46 +230,22 @@ void fill_values(TensorType type, uint8_t* p, uint64_t n, uint64_t seed) {
   }
 }
 
-/// Bytes in 2 MiB-aligned memory advised for transparent huge pages, as the runtime holds its weights (`--load auto`
-/// and `memory`) and its KV cache: with 4 KiB pages the hardware prefetchers stop at every page boundary, which a
-/// DRAM-bound kernel here would pay and the runtime does not.
-class HugePageBytes {
- public:
-  void assign(uint64_t num_bytes) {
-    constexpr uint64_t kHugePage = uint64_t{2} << 20;
-    p_.reset();
-    n_ = 0;
-    const uint64_t alloc_bytes = (num_bytes + kHugePage - 1) / kHugePage * kHugePage;
-    p_.reset(static_cast<uint8_t*>(std::aligned_alloc(kHugePage, alloc_bytes)));
-    if (p_ == nullptr) {
+/// The working set of one weight type: working_set_bytes(), or min_bytes if larger, of valid values, in huge pages
+/// (as the runtime holds its weights and KV cache: runtime/base/huge_pages.h).
+/// Only the last requested type is held.
+const hetmoe::HugePageBuffer& working_set(TensorType type, uint64_t min_bytes) {
+  static TensorType held_type = TensorType::kF32;
+  static hetmoe::HugePageBuffer bytes;
+  if (bytes.empty() || held_type != type || bytes.size() < min_bytes) {
+    const uint64_t block = hetmoe::tensor_type_traits(type).block_bytes;
+    const uint64_t num_bytes = std::max(working_set_bytes(), min_bytes + block) / block * block;
+    bytes = hetmoe::HugePageBuffer();  // release the previous type first
+    bytes = hetmoe::HugePageBuffer(num_bytes);
+    if (bytes.data() == nullptr) {
       std::fprintf(stderr, "bench_cpu_kernels: cannot allocate a working set of %llu bytes\n",
                    static_cast<unsigned long long>(num_bytes));
       std::exit(1);
     }
-    ::madvise(p_.get(), alloc_bytes, MADV_HUGEPAGE);  // advice only: 4 KiB pages where THP is off
-    n_ = num_bytes;
-  }
-  const uint8_t* data() const { return p_.get(); }
-  uint8_t* data() { return p_.get(); }
-  uint64_t size() const { return n_; }
-  bool empty() const { return n_ == 0; }
-
- private:
-  struct Free {
-    void operator()(uint8_t* p) const { std::free(p); }
-  };
-  std::unique_ptr<uint8_t, Free> p_;
-  uint64_t n_ = 0;
-};
-
-/// The working set of one weight type: working_set_bytes(), or min_bytes if larger, of valid values, in huge pages.
-/// Only the last requested type is held.
-const HugePageBytes& working_set(TensorType type, uint64_t min_bytes) {
-  static TensorType held_type = TensorType::kF32;
-  static HugePageBytes bytes;
-  if (bytes.empty() || held_type != type || bytes.size() < min_bytes) {
-    const uint64_t block = hetmoe::tensor_type_traits(type).block_bytes;
-    bytes.assign(std::max(working_set_bytes(), min_bytes + block) / block * block);  // frees the previous type first
     fill_values(type, bytes.data(), bytes.size(), 1 + static_cast<uint64_t>(type));
     held_type = type;
   }
@@ -287,7 +263,7 @@ struct Rotation {
 /// A rotation over the working set of `type`: a multiple of `group` copies (so a step of `group` never wraps mid-step),
 /// at least two steps.
 Rotation rotation(TensorType type, uint64_t copy_bytes, int64_t group = 1) {
-  const HugePageBytes& ws = working_set(type, 2 * static_cast<uint64_t>(group) * copy_bytes);
+  const hetmoe::HugePageBuffer& ws = working_set(type, 2 * static_cast<uint64_t>(group) * copy_bytes);
   Rotation r{ws.data(), copy_bytes, static_cast<int64_t>(ws.size() / copy_bytes)};
   r.num_copies -= r.num_copies % group;
   return r;

@@ -1,6 +1,5 @@
 #include "placement/hardware_profile.h"
 
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +19,7 @@
 #include "placement/numa_memory.h"
 #include "profiler/bandwidth.h"
 #include "profiler/memory_limit.h"
+#include "runtime/base/huge_pages.h"
 
 #ifndef HETMOE_VERSION
 #define HETMOE_VERSION "unknown"
@@ -95,19 +95,17 @@ Expected<GemvPoint> measure_node_expert_gemv(const Topology& t, int node_idx, in
   const uint64_t num_matrices = std::max<uint64_t>(working_set_bytes(t) / kMatrixBytes, 1);
   const uint64_t total = num_matrices * kMatrixBytes;
   if (working_set) *working_set = total;
-  const uint64_t alloc = (total + (2u << 20) - 1) / (2u << 20) * (2u << 20);
   GemvPoint point;
   point.num_threads = num_threads;
   bool ok = true;
   const int os = t.numa_nodes[static_cast<size_t>(node_idx)].os_index;
   HETMOE_RETURN_IF_ERROR(run_on_numa_node(node_pus(t, node_idx), os, [&] {
-    std::unique_ptr<uint8_t, decltype(&std::free)> w(static_cast<uint8_t*>(std::aligned_alloc(2u << 20, alloc)),
-                                                     &std::free);
-    if (!w) {
+    HugePageBuffer matrices(total);  // as the weights hetmoe loads into memory
+    uint8_t* const w = matrices.data();
+    if (w == nullptr) {
       ok = false;
       return;
     }
-    ::madvise(w.get(), alloc, MADV_HUGEPAGE);  // as the weights hetmoe loads into memory
     std::vector<float> x(kExpertDim);           // (2880) activation
     for (int64_t i = 0; i < kExpertDim; ++i) x[static_cast<size_t>(i)] = static_cast<float>((i % 13) - 6) * 0.1f;
     std::vector<cpu::ActQ8Block> xq(kExpertDim / 32);  // (90) quantized x
@@ -121,7 +119,7 @@ Expected<GemvPoint> measure_node_expert_gemv(const Topology& t, int node_idx, in
       for (int th = 0; th < num_threads; ++th)
         threads.emplace_back([&, th] {
           for (uint64_t m = static_cast<uint64_t>(th); m < num_matrices; m += static_cast<uint64_t>(num_threads)) {
-            uint8_t* wm = w.get() + m * kMatrixBytes;
+            uint8_t* wm = w + m * kMatrixBytes;
             if (rep < 0)
               std::memset(wm, 0x77, kMatrixBytes);
             else if (k.gemm_mxfp4_r16 != nullptr)  // the layout the CPU path repacks the experts into (same bytes)
@@ -138,7 +136,7 @@ Expected<GemvPoint> measure_node_expert_gemv(const Topology& t, int node_idx, in
     point.weight_bytes_per_s = best;
     point.experts_per_s = best / static_cast<double>(kMatricesPerExpert * kMatrixBytes);
   }));
-  if (!ok) return make_error(ErrorCode::kIo, fmt::format("expert GEMV probe: cannot allocate {} bytes", alloc));
+  if (!ok) return make_error(ErrorCode::kIo, fmt::format("expert GEMV probe: cannot allocate {} bytes", total));
   return point;
 }
 

@@ -5,19 +5,16 @@
 #include <tbb/parallel_for.h>
 #include <tbb/task_arena.h>
 
-#include <sys/mman.h>
-
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <memory>
 #include <vector>
 
 #include "cpu_kernels/kernels.h"
 #include "cpu_kernels/reference.h"
 #include "cpu_kernels/repack.h"
+#include "runtime/base/huge_pages.h"
 
 namespace hetmoe::placement {
 
@@ -54,15 +51,13 @@ Expected<double> measure_cpu_gemv_bytes_per_s(TensorType type, uint64_t num_byte
   // (profiler::measure_read_bandwidth) are: on one Zen 4 core the R16 GEMVs stream 25–35 % (MXFP4) and ~15 % (Q8_0)
   // faster from huge pages (BM_Gemv expert_4x3, 1 thread, 3 alternating rounds: 19.5–22.3 → 27.2–27.6 GB/s and
   // 21.7–22.5 → 25.0–26.2), so with 4 KiB pages this probe under-measured what decode reads.
-  constexpr uint64_t kHugePage = uint64_t{2} << 20;
-  const uint64_t alloc_bytes = (num_rows * row_bytes + kHugePage - 1) / kHugePage * kHugePage;
-  std::unique_ptr<uint8_t, decltype(&std::free)> w(static_cast<uint8_t*>(std::aligned_alloc(kHugePage, alloc_bytes)),
-                                                   &std::free);
-  if (!w) return make_error(ErrorCode::kIo, fmt::format("GEMV rate: cannot allocate {} bytes", alloc_bytes));
-  ::madvise(w.get(), alloc_bytes, MADV_HUGEPAGE);  // advice only: 4 KiB pages where THP is off
+  HugePageBuffer matrix(num_rows * row_bytes);
+  if (matrix.data() == nullptr)
+    return make_error(ErrorCode::kIo, fmt::format("GEMV rate: cannot allocate {} bytes", num_rows * row_bytes));
+  uint8_t* const w = matrix.data();
   // Valid blocks: MXFP4 scale byte 120 (2^-7) then nibbles; Q8_0 f16 scale 0x2000 then int8 values.
   for (int64_t r = 0; r < num_rows; ++r) {
-    uint8_t* row = w.get() + r * row_bytes;
+    uint8_t* row = w + r * row_bytes;
     for (uint64_t b = 0; b < row_bytes; ++b) row[b] = static_cast<uint8_t>((r * 131 + b * 29) & 0x77);
     for (uint64_t blk = 0; blk < kCols / 32; ++blk) {
       if (type == TensorType::kMXFP4) {
@@ -78,7 +73,7 @@ Expected<double> measure_cpu_gemv_bytes_per_s(TensorType type, uint64_t num_byte
   const auto r16 = type == TensorType::kMXFP4 ? k.gemm_mxfp4_r16 : k.gemm_q8_0_r16;
   if (r16 != nullptr) {
     std::vector<uint8_t> scratch(16 * row_bytes);
-    (type == TensorType::kMXFP4 ? cpu::repack_mxfp4_r16 : cpu::repack_q8_0_r16)(w.get(), row_bytes, 0, num_rows / 16,
+    (type == TensorType::kMXFP4 ? cpu::repack_mxfp4_r16 : cpu::repack_q8_0_r16)(w, row_bytes, 0, num_rows / 16,
                                                                               scratch.data());
   }
   std::vector<float> x(kCols);       // (kCols)
@@ -94,15 +89,15 @@ Expected<double> measure_cpu_gemv_bytes_per_s(TensorType type, uint64_t num_byte
         tbb::parallel_for(tbb::blocked_range<int64_t>(0, num_rows / 16, grain / 16),
                           [&](const tbb::blocked_range<int64_t>& g) {
                             const int64_t r0 = g.begin() * 16, r1 = g.end() * 16;
-                            r16(w.get(), row_bytes, r0, r1, xq.data(), 1, kCols, y.data() + r0, r1 - r0);
+                            r16(w, row_bytes, r0, r1, xq.data(), 1, kCols, y.data() + r0, r1 - r0);
                           });
         return;
       }
       tbb::parallel_for(tbb::blocked_range<int64_t>(0, num_rows, grain), [&](const tbb::blocked_range<int64_t>& r) {
         if (type == TensorType::kMXFP4)
-          k.gemv_mxfp4(w.get(), row_bytes, r.begin(), r.end(), xq.data(), kCols, y.data() + r.begin());
+          k.gemv_mxfp4(w, row_bytes, r.begin(), r.end(), xq.data(), kCols, y.data() + r.begin());
         else
-          k.gemv_q8_0(w.get(), row_bytes, r.begin(), r.end(), xq.data(), kCols, y.data() + r.begin());
+          k.gemv_q8_0(w, row_bytes, r.begin(), r.end(), xq.data(), kCols, y.data() + r.begin());
       });
     });
   };
@@ -121,17 +116,14 @@ Expected<double> measure_cpu_attention_flops(int num_threads, int num_reps) {
   constexpr int64_t kLayers = 12, kKvHeads = 8, kGroup = 8, kHeadDim = 64, kKeys = 4096;
   constexpr int64_t kRowBytes = kHeadDim * 2;  // f16
   constexpr uint64_t kHeadBytes = static_cast<uint64_t>(kKeys * kRowBytes);
-  constexpr uint64_t kHugePage = uint64_t{2} << 20;
   const uint64_t total = kLayers * kKvHeads * 2 * kHeadBytes;  // (layer, kv head, K | V, key, dim)
-  const uint64_t alloc_bytes = (total + kHugePage - 1) / kHugePage * kHugePage;
-  std::unique_ptr<uint8_t, decltype(&std::free)> kv(static_cast<uint8_t*>(std::aligned_alloc(kHugePage, alloc_bytes)),
-                                                    &std::free);
-  if (!kv) return make_error(ErrorCode::kIo, fmt::format("attention rate: cannot allocate {} bytes", alloc_bytes));
-  ::madvise(kv.get(), alloc_bytes, MADV_HUGEPAGE);  // as the KV cache (advice only)
+  HugePageBuffer kv(total);  // as the KV cache
+  if (kv.data() == nullptr)
+    return make_error(ErrorCode::kIo, fmt::format("attention rate: cannot allocate {} bytes", total));
   uint16_t pattern[2048];  // 4 KiB of f16 values, repeated
   for (int i = 0; i < 2048; ++i) pattern[i] = ref::f32_to_f16(static_cast<float>(i * 37 % 17 - 8) * 0.05f);
   for (uint64_t off = 0; off < total; off += sizeof pattern)
-    std::memcpy(kv.get() + off, pattern, std::min<uint64_t>(sizeof pattern, total - off));
+    std::memcpy(kv.data() + off, pattern, std::min<uint64_t>(sizeof pattern, total - off));
   std::vector<float> q(static_cast<size_t>(kKvHeads * kGroup * kHeadDim));  // (kv head, group, head_dim)
   for (size_t i = 0; i < q.size(); ++i) q[i] = static_cast<float>(static_cast<int>(i % 13) - 6) * 0.1f;
   // Each head's keys split into chunks over the threads when there are fewer heads than threads (flash-decoding, as
@@ -158,7 +150,7 @@ Expected<double> measure_cpu_attention_flops(int num_threads, int num_reps) {
   const auto run_task = [&](int64_t layer, int64_t task) {
     const int64_t head = task / chunks, c = task % chunks;
     Scratch& sc = scratch[static_cast<size_t>(task)];
-    const uint8_t* kh = kv.get() + (layer * kKvHeads + head) * 2 * kHeadBytes;
+    const uint8_t* kh = kv.data() + (layer * kKvHeads + head) * 2 * kHeadBytes;
     const uint8_t* vh = kh + kHeadBytes;
     std::fill(sc.qt.begin(), sc.qt.end(), 0.0f);
     k.attn_tile_pack_q(q.data() + head * kGroup * kHeadDim, kGroup, kHeadDim, 0, sc.qt.data());

@@ -1,15 +1,15 @@
 #include "profiler/bandwidth.h"
 
 #include <immintrin.h>
-#include <sys/mman.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <memory>
 #include <thread>
 #include <vector>
+
+#include "runtime/base/huge_pages.h"
 
 namespace hetmoe::profiler {
 namespace {
@@ -78,11 +78,8 @@ double measure_read_bandwidth(uint64_t num_bytes, int num_threads, int num_reps)
   if (chunk == 0) return 0.0;
   // 2 MiB-aligned and advised for transparent huge pages, like the weights hetmoe loads into memory: with 4 KiB
   // pages the TLB misses alone cost about a quarter of the read rate.
-  const uint64_t total = (chunk * static_cast<uint64_t>(num_threads) + (2u << 20) - 1) / (2u << 20) * (2u << 20);
-  std::unique_ptr<uint8_t, decltype(&std::free)> buf(static_cast<uint8_t*>(std::aligned_alloc(2u << 20, total)),
-                                                     &std::free);
-  if (!buf) return 0.0;
-  ::madvise(buf.get(), total, MADV_HUGEPAGE);
+  HugePageBuffer buf(chunk * static_cast<uint64_t>(num_threads));
+  if (buf.data() == nullptr) return 0.0;
   // The widest loads this CPU has: the figure is a ceiling for kernels that use them.
   const bool avx512 = __builtin_cpu_supports("avx512f");
   const bool avx2 = __builtin_cpu_supports("avx2");
@@ -93,7 +90,7 @@ double measure_read_bandwidth(uint64_t num_bytes, int num_threads, int num_reps)
     const auto t0 = std::chrono::steady_clock::now();
     for (int t = 0; t < num_threads; ++t)
       threads.emplace_back([&, t] {
-        uint8_t* p = buf.get() + static_cast<uint64_t>(t) * chunk;
+        uint8_t* p = buf.data() + static_cast<uint64_t>(t) * chunk;
         if (rep < 0) {
           std::memset(p, t + 1, chunk);
           return;

@@ -10,6 +10,7 @@
 #include "cli_runner.h"
 #include "cpu_kernels/kernels.h"
 #include "placement/hardware_profile.h"
+#include "runtime/base/huge_pages.h"
 
 namespace hetmoe::placement {
 namespace {
@@ -61,6 +62,20 @@ class HardwareProfileTest : public ::testing::Test {
   MachineKey key_;
   ProbeOptions options_;
 };
+
+// The probes' working sets (runtime/base/huge_pages.h): 2 MiB-aligned, the size asked for (not the rounded
+// allocation), writable to the last byte; nothing for 0 bytes.
+TEST(HugePageBuffer, IsHugePageAlignedAndTheSizeAskedFor) {
+  HugePageBuffer b(3 * 1000 * 1000 + 7);
+  ASSERT_NE(b.data(), nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(b.data()) % HugePageBuffer::kHugePageBytes, 0u);
+  EXPECT_EQ(b.size(), 3u * 1000 * 1000 + 7);
+  b.data()[b.size() - 1] = 42;
+  EXPECT_EQ(b.data()[b.size() - 1], 42);
+  HugePageBuffer none(0);
+  EXPECT_TRUE(none.empty());
+  EXPECT_EQ(none.data(), nullptr);
+}
 
 TEST(ProbeThreadCounts, PowersOfTwoThenTheCoreCount) {
   EXPECT_EQ(probe_thread_counts(1), (std::vector<int>{1}));
