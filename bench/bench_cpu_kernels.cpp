@@ -127,6 +127,9 @@ constexpr double kFloatVsRefNmse = 1e-10;
 constexpr double kQuantizeNmse = 1e-4;
 // Attention, dot/axpy and softmax: f32 sums and f32 exp vs double, a few ulp per element (~1e-14 NMSE).
 constexpr double kAttnVsRefNmse = 1e-10;
+// Attention tiles with bf16 products (q, K, V, probabilities rounded to 2^-9): ~1e-6 measured at 4096 keys
+// (tests/test_kv_attention.cpp: kBf16VsF32Nmse).
+constexpr double kAttnBf16VsRefNmse = 3e-4;
 
 double nmse(const std::vector<double>& ref, const std::vector<float>& got) {
   double err = 0.0, norm = 0.0;
@@ -945,10 +948,12 @@ void BM_AttnTile(benchmark::State& state, Isa isa, TensorType kv_type) {
   const int64_t v_offset = values.copies.num_copies / 2;
   const int64_t num_keys = keys.num_keys, num_tokens = state.range(1), num_rows = num_tokens * kGroup;
   const bool v_in_place = state.range(2) != 0;  // f16 V rows read in place (attn_tile_update_v_f16), as decode does
+  const bool bf16 = state.range(3) != 0;        // bf16 products (attn_tile_update_bf16, --attention-bf16)
   const int64_t pitch = hetmoe::cpu::attn_tile_pitch(kHeadDim), rows = hetmoe::cpu::attn_tile_rows(num_rows);
   const float scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
   const std::vector<float> q = random_floats(num_tokens * kQDim, 13);  // (tokens, heads, head_dim)
   std::vector<float> qt(static_cast<size_t>(hetmoe::cpu::attn_tile_qt_floats(num_rows, kHeadDim)));
+  std::vector<uint16_t> qt16(qt.size());  // bf16 qt
   std::vector<float> kf(static_cast<size_t>((hetmoe::cpu::kAttnTileMaxKeys + 1) * pitch), 0.0f);
   std::vector<float> vf(static_cast<size_t>(hetmoe::cpu::kAttnTileMaxKeys * pitch));
   std::vector<float> s(static_cast<size_t>(hetmoe::cpu::attn_tile_scores_floats(num_rows)));
@@ -961,8 +966,14 @@ void BM_AttnTile(benchmark::State& state, Isa isa, TensorType kv_type) {
     std::fill(sum.begin(), sum.end(), 0.0f);
     for (int64_t g = 0; g < kNumKvHeads; ++g) {
       std::fill(qt.begin(), qt.end(), 0.0f);
-      for (int64_t t = 0; t < num_tokens; ++t)
-        k.attn_tile_pack_q(q.data() + t * kQDim + g * kGroup * kHeadDim, kGroup, kHeadDim, t * kGroup, qt.data());
+      std::fill(qt16.begin(), qt16.end(), uint16_t{0});
+      for (int64_t t = 0; t < num_tokens; ++t) {
+        const float* qg = q.data() + t * kQDim + g * kGroup * kHeadDim;
+        if (bf16)
+          k.attn_tile_pack_q_bf16(qg, kGroup, kHeadDim, t * kGroup, qt16.data());
+        else
+          k.attn_tile_pack_q(qg, kGroup, kHeadDim, t * kGroup, qt.data());
+      }
       for (int64_t j = 0; j < num_keys; j += hetmoe::cpu::kAttnTileMaxKeys) {
         const int64_t n = std::min(hetmoe::cpu::kAttnTileMaxKeys, num_keys - j);
         const auto stride = static_cast<int64_t>(keys.stride_bytes);
@@ -975,7 +986,11 @@ void BM_AttnTile(benchmark::State& state, Isa isa, TensorType kv_type) {
         const hetmoe::cpu::PrefetchRange next[2] = {
             {keys.head(copy_idx, g) + (j + n) * stride, next_n * stride},
             {values.head(copy_idx + v_offset, g) + (j + n) * stride, next_n * stride}};
-        if (v_in_place)
+        if (bf16)
+          k.attn_tile_update_bf16(qt16.data(), num_rows, kf.data(), vf.data(), n, kHeadDim, scale, begin.data(),
+                                  end.data(), s.data(), mx.data() + g * rows, sum.data() + g * rows,
+                                  out.data() + g * rows * pitch, next, next_n > 0 ? 2 : 0);
+        else if (v_in_place)
           k.attn_tile_update_v_f16(qt.data(), num_rows, kf.data(), v_rows, stride, n, kHeadDim, scale, begin.data(),
                                    end.data(), s.data(), mx.data() + g * rows, sum.data() + g * rows,
                                    out.data() + g * rows * pitch, next, next_n > 0 ? 2 : 0);
@@ -987,8 +1002,9 @@ void BM_AttnTile(benchmark::State& state, Isa isa, TensorType kv_type) {
     }
   };
 
-  if (!validate(state, validation_key("attn_tile", isa, kv_type, (num_keys * 100 + num_tokens) * 2 + v_in_place),
-                kAttnVsRefNmse, [&] {
+  if (!validate(state,
+                validation_key("attn_tile", isa, kv_type, ((num_keys * 100 + num_tokens) * 2 + v_in_place) * 2 + bf16),
+                bf16 ? kAttnBf16VsRefNmse : kAttnVsRefNmse, [&] {
         run_layer(0);
         std::vector<double> want, got;
         for (int64_t t = 0; t < num_tokens; ++t) {
@@ -1212,8 +1228,16 @@ void register_benchmarks(const std::vector<Isa>& isas) {
           ->Arg(128)
           ->Arg(4096);
       configure(benchmark::RegisterBenchmark(("BM_AttnTile" + sfx).c_str(), BM_AttnTile, isa, type))
-          ->ArgNames({"keys", "tokens", "v_in_place"})
-          ->ArgsProduct({{128, 4096}, {1, 8}, type == TensorType::kF16 ? std::vector<int64_t>{0, 1} : std::vector<int64_t>{0}});
+          ->ArgNames({"keys", "tokens", "v_in_place", "bf16"})
+          ->ArgsProduct({{128, 4096},
+                         {1, 8},
+                         type == TensorType::kF16 ? std::vector<int64_t>{0, 1} : std::vector<int64_t>{0},
+                         {0}});
+      // bf16 products (prefill tiles, --attention-bf16) where the variant has them on this CPU.
+      if (hetmoe::cpu::kernel_table(isa).attn_tile_bf16_min_rows <= 64)
+        configure(benchmark::RegisterBenchmark(("BM_AttnTile" + sfx).c_str(), BM_AttnTile, isa, type))
+            ->ArgNames({"keys", "tokens", "v_in_place", "bf16"})
+            ->ArgsProduct({{128, 4096}, {8}, {0}, {1}});
       configure(benchmark::RegisterBenchmark(("BM_RowDot" + sfx).c_str(), BM_RowHelper, isa, type, RowOp::kDot))
           ->ArgName("keys")
           ->Arg(128)

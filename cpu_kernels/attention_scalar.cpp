@@ -186,6 +186,45 @@ void attn_tile_update_v_f16(const float* qt, int64_t num_rows, const float* k, c
                    out, prefetch, num_prefetch);
 }
 
+// bf16 products, scalar (the reference of the SIMD variants): qt is [attn_tile_rows][pitch] bf16; K, V and the
+// probabilities are rounded where they are multiplied.
+
+void attn_tile_pack_q_bf16(const float* q, int64_t num_rows, int64_t head_dim, int64_t row_begin, uint16_t* qt) {
+  const int64_t pitch = attn_tile_pitch(head_dim);
+  for (int64_t r = 0; r < num_rows; ++r)
+    for (int64_t d = 0; d < head_dim; ++d) qt[(row_begin + r) * pitch + d] = ref::f32_to_bf16(q[r * head_dim + d]);
+}
+
+float round_bf16(float x) { return ref::bf16_to_f32(ref::f32_to_bf16(x)); }
+
+void attn_tile_update_bf16(const uint16_t* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
+                           int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
+                           float* max_io, float* sum_io, float* out, const PrefetchRange* /*prefetch*/,
+                           int64_t /*num_prefetch*/) {
+  const int64_t pitch = attn_tile_pitch(head_dim);
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const int64_t begin = key_begin[r], end = std::min<int64_t>(key_end[r], num_keys);
+    if (begin >= end) continue;
+    float* sr = s + r * kAttnTileMaxKeys;
+    float m = max_io[r];
+    for (int64_t j = begin; j < end; ++j) {
+      float acc = 0.0f;
+      for (int64_t d = 0; d < head_dim; ++d) acc += ref::bf16_to_f32(qt[r * pitch + d]) * round_bf16(k[j * pitch + d]);
+      sr[j] = scale * acc;
+      m = std::max(m, sr[j]);
+    }
+    const float alpha = std::exp(max_io[r] - m);  // 0 for a row's first keys (max_io = −∞)
+    float sum = 0.0f;
+    for (int64_t j = begin; j < end; ++j) sum += (sr[j] = std::exp(sr[j] - m));
+    sum_io[r] = alpha * sum_io[r] + sum;
+    max_io[r] = m;
+    float* o = out + r * pitch;
+    for (int64_t d = 0; d < head_dim; ++d) o[d] *= alpha;
+    for (int64_t j = begin; j < end; ++j)
+      for (int64_t d = 0; d < head_dim; ++d) o[d] += round_bf16(sr[j]) * round_bf16(v[j * pitch + d]);
+  }
+}
+
 }  // namespace
 
 namespace detail {
@@ -205,6 +244,9 @@ void add_attention_kernels_scalar(KernelTable& t) {
   t.attn_tile_update = attn_tile_update;
   t.attn_tile_update_v_f16 = attn_tile_update_v_f16;
   t.attn_v_f16_max_rows = std::numeric_limits<int64_t>::max();
+  t.attn_tile_pack_q_bf16 = attn_tile_pack_q_bf16;
+  t.attn_tile_update_bf16 = attn_tile_update_bf16;
+  t.attn_tile_bf16_min_rows = std::numeric_limits<int64_t>::max();  // a reference: never chosen
 }
 
 }  // namespace detail

@@ -285,6 +285,67 @@ inline void attn_tile_pack_q(const float* q, int64_t num_rows, int64_t head_dim,
   }
 }
 
+/// The online softmax of row group g of a tile (attn_tile_update's step 2) over its scores s_group (the layout of
+/// attn_tile_update_pitch, key vectors s_key_stride floats apart, num_keys keys): masks each row's keys outside
+/// [key_begin, key_end), replaces each score by exp(s − M) with M the row's new running max, updates max_io and
+/// sum_io, and writes the rows' rescale factors exp(old max − M) to lane_alpha (lane r·KP + p: row r).
+inline void tile_softmax_group(float* s_group, int64_t s_key_stride, int64_t g, int64_t num_rows, int64_t num_keys,
+                             const int32_t* key_begin, const int32_t* key_end, float* max_io, float* sum_io,
+                             float* lane_alpha) {
+  using fb = xsimd::batch<float, Arch>;
+  constexpr int64_t KP = kTileKeysPerLane, L = fb::size;
+  const int64_t num_key_vecs = (num_keys + KP - 1) / KP;
+  const float inf = std::numeric_limits<float>::infinity();
+  alignas(64) float lane_begin[L], lane_end[L], lane_key[L], lane_max[L], lane_sum[L];
+  for (int64_t l = 0; l < L; ++l) {
+    const int64_t row = g * 8 + l / KP;
+    const bool real = row < num_rows;
+    lane_begin[l] = real ? static_cast<float>(key_begin[row]) : 0.0f;
+    lane_end[l] = real ? static_cast<float>(key_end[row]) : 0.0f;
+    lane_key[l] = static_cast<float>(l % KP);
+    lane_max[l] = max_io[row];
+    lane_sum[l] = sum_io[row];
+  }
+  const fb vbegin = fb::load_aligned(lane_begin), vend = fb::load_aligned(lane_end);
+  const fb vneg_inf(-inf);
+  fb key = fb::load_aligned(lane_key);
+  fb block_max = vneg_inf;
+  // Every lane sees every key of its vectors (decode, a prefill tile's keys before its first token): nothing to mask.
+  const bool unmasked = xsimd::all((vbegin == fb(0.0f)) && (vend >= fb(static_cast<float>(num_key_vecs * KP))));
+  if (unmasked) {
+    for (int64_t kv = 0; kv < num_key_vecs; ++kv)
+      block_max = xsimd::max(block_max, fb::load_unaligned(s_group + kv * s_key_stride));
+  } else {
+    for (int64_t kv = 0; kv < num_key_vecs; ++kv, key += fb(static_cast<float>(KP))) {
+      float* p = s_group + kv * s_key_stride;
+      const fb x = xsimd::select((key >= vbegin) && (key < vend), fb::load_unaligned(p), vneg_inf);
+      x.store_unaligned(p);
+      block_max = xsimd::max(block_max, x);
+    }
+  }
+  if constexpr (KP == 2) block_max = xsimd::max(block_max, swap_lane_pairs(block_max));
+  const fb old_max = fb::load_aligned(lane_max);
+  const fb new_max = xsimd::max(old_max, block_max);
+  // A row without a key so far keeps −∞: subtract 0 instead so that exp(−∞ − 0) = 0 (not NaN).
+  const fb sub = xsimd::select(new_max == vneg_inf, fb(0.0f), new_max);
+  const fb alpha = xsimd::exp(old_max - sub);
+  fb sum(0.0f);
+  for (int64_t kv = 0; kv < num_key_vecs; ++kv) {
+    float* p = s_group + kv * s_key_stride;
+    const fb e = xsimd::exp(fb::load_unaligned(p) - sub);
+    e.store_unaligned(p);
+    sum += e;
+  }
+  if constexpr (KP == 2) sum += swap_lane_pairs(sum);
+  (alpha * fb::load_aligned(lane_sum) + sum).store_aligned(lane_sum);
+  new_max.store_aligned(lane_max);
+  alpha.store_aligned(lane_alpha);
+  for (int64_t r = 0; r < 8 && g * 8 + r < num_rows; ++r) {
+    max_io[g * 8 + r] = lane_max[r * KP];
+    sum_io[g * 8 + r] = lane_sum[r * KP];
+  }
+}
+
 /// attn_tile_update for a pitch known at compile time (kPitch > 0: 64 for gpt-oss) or any (kPitch = 0); with v16
 /// (not nullptr) V is read as f16 rows in place (attn_tile_update_v_f16; v unused, head_dim = pitch).
 template <int64_t kPitch>
@@ -305,7 +366,6 @@ void attn_tile_update_pitch(const float* qt, int64_t num_rows, const float* k, c
   const int64_t num_dim_vecs = pitch / KP;
   const int64_t num_key_vecs = (num_keys + KP - 1) / KP;
   const int64_t s_key_stride = num_groups * L;  // floats from one key vector of s to the next
-  const float inf = std::numeric_limits<float>::infinity();
   // Inner steps of the tile: the score loops' head-dim vectors and the value loops' key vectors.
   const int64_t num_score_steps =
       (num_groups / 2) * ((num_keys + kPairScoreKeys - 1) / kPairScoreKeys) * num_dim_vecs +
@@ -344,56 +404,9 @@ void attn_tile_update_pitch(const float* qt, int64_t num_rows, const float* k, c
 
   for (int64_t g = 0; g < num_groups; ++g) {
     float* s_group = s + g * L;
-    // 2. Online softmax per row: mask, block max, rescale factor, exponentials.
-    alignas(64) float lane_begin[L], lane_end[L], lane_key[L], lane_max[L], lane_sum[L];
-    for (int64_t l = 0; l < L; ++l) {
-      const int64_t row = g * 8 + l / KP;
-      const bool real = row < num_rows;
-      lane_begin[l] = real ? static_cast<float>(key_begin[row]) : 0.0f;
-      lane_end[l] = real ? static_cast<float>(key_end[row]) : 0.0f;
-      lane_key[l] = static_cast<float>(l % KP);
-      lane_max[l] = max_io[row];
-      lane_sum[l] = sum_io[row];
-    }
-    const fb vbegin = fb::load_aligned(lane_begin), vend = fb::load_aligned(lane_end);
-    const fb vneg_inf(-inf);
-    fb key = fb::load_aligned(lane_key);
-    fb block_max = vneg_inf;
-    // Every lane sees every key of its vectors (decode, a prefill tile's keys before its first token): nothing to mask.
-    const bool unmasked = xsimd::all((vbegin == fb(0.0f)) && (vend >= fb(static_cast<float>(num_key_vecs * KP))));
-    if (unmasked) {
-      for (int64_t kv = 0; kv < num_key_vecs; ++kv)
-        block_max = xsimd::max(block_max, fb::load_unaligned(s_group + kv * s_key_stride));
-    } else {
-      for (int64_t kv = 0; kv < num_key_vecs; ++kv, key += fb(static_cast<float>(KP))) {
-        float* p = s_group + kv * s_key_stride;
-        const fb x = xsimd::select((key >= vbegin) && (key < vend), fb::load_unaligned(p), vneg_inf);
-        x.store_unaligned(p);
-        block_max = xsimd::max(block_max, x);
-      }
-    }
-    if constexpr (KP == 2) block_max = xsimd::max(block_max, swap_lane_pairs(block_max));
-    const fb old_max = fb::load_aligned(lane_max);
-    const fb new_max = xsimd::max(old_max, block_max);
-    // A row without a key so far keeps −∞: subtract 0 instead so that exp(−∞ − 0) = 0 (not NaN).
-    const fb sub = xsimd::select(new_max == vneg_inf, fb(0.0f), new_max);
-    const fb alpha = xsimd::exp(old_max - sub);
-    fb sum(0.0f);
-    for (int64_t kv = 0; kv < num_key_vecs; ++kv) {
-      float* p = s_group + kv * s_key_stride;
-      const fb e = xsimd::exp(fb::load_unaligned(p) - sub);
-      e.store_unaligned(p);
-      sum += e;
-    }
-    if constexpr (KP == 2) sum += swap_lane_pairs(sum);
-    (alpha * fb::load_aligned(lane_sum) + sum).store_aligned(lane_sum);
-    new_max.store_aligned(lane_max);
+    // 2. Online softmax per row.
     alignas(64) float lane_alpha[L];
-    alpha.store_aligned(lane_alpha);
-    for (int64_t r = 0; r < 8 && g * 8 + r < num_rows; ++r) {
-      max_io[g * 8 + r] = lane_max[r * KP];
-      sum_io[g * 8 + r] = lane_sum[r * KP];
-    }
+    tile_softmax_group(s_group, s_key_stride, g, num_rows, num_keys, key_begin, key_end, max_io, sum_io, lane_alpha);
 
     // 3. out[r] ← alpha_r · out[r] + Σ_j p_rj · V_j, kValueRows rows × kValueVecs vectors of head dims at a time.
     if (v16 != nullptr) {

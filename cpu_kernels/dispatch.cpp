@@ -23,6 +23,7 @@ constexpr Isa kAllIsas[] = {Isa::kScalar, Isa::kAvx2, Isa::kAvx2Vnni, Isa::kAvx5
 struct CpuFeatures {
   bool avx = false, avx2 = false, fma = false, f16c = false, avx_vnni = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false;
+  bool avx512bf16 = false;
   bool os_ymm = false;  // XCR0 bits 1 and 2: SSE and AVX state
   bool os_zmm = false;  // XCR0 bits 1, 2 and 5..7: plus opmask, ZMM0-15 upper halves, ZMM16-31
 };
@@ -55,7 +56,10 @@ CpuFeatures detect_features() {
     f.avx512vl = (ebx >> 31) & 1;
     f.avx512vnni = (ecx >> 11) & 1;
   }
-  if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) f.avx_vnni = (eax >> 4) & 1;  // leaf 7.1 EAX bit 4
+  if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) {
+    f.avx_vnni = (eax >> 4) & 1;    // leaf 7.1 EAX bit 4
+    f.avx512bf16 = (eax >> 5) & 1;  // leaf 7.1 EAX bit 5
+  }
   return f;
 }
 #else
@@ -139,7 +143,12 @@ const KernelTable& kernel_table(Isa isa) {
   if (isa == Isa::kAvx2) return complete_table<detail::kernel_table_avx2, detail::add_attention_kernels_avx2>();
   if (isa == Isa::kAvx2Vnni)
     return complete_table<detail::kernel_table_avx2_vnni, detail::add_attention_kernels_avx2>();
-  if (isa == Isa::kAvx512) return complete_table<detail::kernel_table_avx512, detail::add_attention_kernels_avx512>();
+  if (isa == Isa::kAvx512) {
+    // The bf16 tile entries where the CPU has AVX512_BF16 (the AVX-512 variant itself does not need it).
+    if (cpu_features().avx512bf16)
+      return complete_table<detail::kernel_table_avx512, detail::add_attention_kernels_avx512_with_bf16>();
+    return complete_table<detail::kernel_table_avx512, detail::add_attention_kernels_avx512>();
+  }
 #endif
   (void)isa;
   return complete_table<detail::kernel_table_scalar, detail::add_attention_kernels_scalar>();

@@ -11,6 +11,7 @@
 // d_w · d_x · Σ_j w_q[j] · x_q[j], the sum taken exactly in integers.
 
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "runtime/base/expected.h"
@@ -222,6 +223,26 @@ struct KernelTable {
   /// against 5876–5956 µs (there the widened rows feed 4 rows per load); AVX2 in place at both (1060–1072 against
   /// 1227–1231, 6916–6929 against 7361–7530).
   int64_t attn_v_f16_max_rows = 0;
+  /// Tiled attention with bf16 products, for prefill tiles: attn_tile_update's update with q, K, V and the
+  /// probabilities exp(s_j − M) rounded to bf16 (nearest even) before they are multiplied, the products summed in f32
+  /// (sum_io from the unrounded probabilities). AVX512_BF16's vdpbf16ps does two such products per f32 lane, twice
+  /// the f32 FMA's rate. gpt-oss's own attention runs in bf16 (its reference implementation's einsums over bf16 Q, K,
+  /// V and probabilities), so this is the model's precision, not below it; NMSE against attn_tile_update ~1e-5
+  /// (tests/test_kv_attention.cpp).
+  /// attn_tile_pack_q_bf16: attn_tile_pack_q into a bf16 qt of attn_tile_qt_floats(num_rows, head_dim) values (half
+  /// the f32 qt's bytes), each rounded to bf16; the caller zeroes it first. attn_tile_update_bf16: attn_tile_update's
+  /// arguments and contract with that qt (k, v: kv_rows_f32_*'s f32 rows, rounded inside).
+  /// Null where the variant has no bf16 products (AVX2; AVX-512 without AVX512_BF16).
+  void (*attn_tile_pack_q_bf16)(const float* q, int64_t num_rows, int64_t head_dim, int64_t row_begin,
+                                uint16_t* qt) = nullptr;
+  void (*attn_tile_update_bf16)(const uint16_t* qt, int64_t num_rows, const float* k, const float* v,
+                                int64_t num_keys, int64_t head_dim, float scale, const int32_t* key_begin,
+                                const int32_t* key_end, float* s, float* max_io, float* sum_io, float* out,
+                                const PrefetchRange* prefetch, int64_t num_prefetch) = nullptr;
+  /// Tiles of at least this many rows run through the bf16 entries when the caller allows them (runtime/exec/
+  /// attention_cpu.h); int64 max: never (the scalar variant's entries are the reference the SIMD ones are tested
+  /// against, not faster than its f32 ones).
+  int64_t attn_tile_bf16_min_rows = std::numeric_limits<int64_t>::max();
 };
 
 /// Most keys one attn_tile_update call takes.

@@ -24,6 +24,12 @@ void add_attention_kernels_scalar(KernelTable& t);
 #if defined(HETMOE_CPU_KERNELS_X86)
 void add_attention_kernels_avx2(KernelTable& t);
 void add_attention_kernels_avx512(KernelTable& t);
+/// The bf16 tile entries (attn_tile_*_bf16, attention_avx512bf16.cpp): only on CPUs with AVX512_BF16.
+void add_attention_kernels_avx512_bf16(KernelTable& t);
+inline void add_attention_kernels_avx512_with_bf16(KernelTable& t) {
+  add_attention_kernels_avx512(t);
+  add_attention_kernels_avx512_bf16(t);
+}
 #endif
 
 /// A 64-byte-aligned scratch buffer of at least `bytes` bytes owned by the calling thread (grown as needed, kept

@@ -17,6 +17,9 @@ float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 /// bfloat16 → binary32 (exact).
 float bf16_to_f32(uint16_t b);
+/// binary32 → bfloat16 bits, rounded to nearest even (as AVX512_BF16's vcvtneps2bf16 rounds normal values); NaN stays
+/// a (quiet) NaN.
+uint16_t f32_to_bf16(float f);
 
 /// MXFP4 value table: twice the E2M1 values (ggml's kvalues_mxfp4); scale is 2^(e-128) to compensate.
 inline constexpr int8_t kMxfp4Values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};

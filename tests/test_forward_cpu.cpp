@@ -30,8 +30,10 @@ const std::vector<int32_t>& fixture_ids() {
 }
 
 std::unique_ptr<CpuForward> make(cpu::Isa isa, uint32_t max_batch = 64, uint32_t rollback = 0, int threads = 2,
-                                 KvCacheType k_type = KvCacheType::kF16, KvCacheType v_type = KvCacheType::kF16) {
+                                 KvCacheType k_type = KvCacheType::kF16, KvCacheType v_type = KvCacheType::kF16,
+                                 bool attention_bf16 = false) {
   CpuForwardOptions o;
+  o.attention_bf16 = attention_bf16;
   o.context_length = 256;
   o.kv_type = k_type;
   o.kv_type_v = v_type;
@@ -150,6 +152,42 @@ TEST_P(ForwardCpuPerIsa, BatchedPrefillMatchesTokenByToken) {
     const std::vector<float> want_next(step.begin() + 199 * vocab, step.end());
     check_batched(GetParam(), want_next, last, {reference.begin() + 199 * vocab, reference.begin() + 200 * vocab}, batch);
   }
+}
+
+// --attention-bf16 (CpuForwardOptions::attention_bf16) where the variant runs bf16 tiles: decoding never uses them
+// (the same bits as without), and a batched prefill's logits stay as close to the f32 reference as the stepped ones
+// (check_batched's quality bar, 1.3 × the stepped logits' distance; measured on AVX-512: 1.14×, the f32 tiles 1.08×)
+// while they differ from the f32 tiles' (the bf16 products ran). Not bounded against the stepped logits as
+// check_batched does: rounding q, K, V or the probabilities to bf16 — or to f16, as llama.cpp's CPU attention does —
+// flips int8 roundings of later activations throughout the tiny model (batch 64: NMSE 1.4e-3 with bf16, 7.6e-4 with
+// f16 roundings, against the quantization error 1.6e-3), two samples of the same noise rather than a bias.
+TEST_P(ForwardCpuPerIsa, Bf16PrefillAttentionKeepsDecodeBitsAndTheReferenceBar) {
+  if (cpu::kernel_table(GetParam()).attn_tile_bf16_min_rows > 64)
+    GTEST_SKIP() << "this variant runs no bf16 tiles on this CPU";
+  const auto& ids = fixture_ids();
+  const size_t vocab = tiny().hparams.vocab_size;
+  const auto head = std::span<const int32_t>(ids).subspan(0, 40);
+  auto f32_step = make(GetParam());
+  auto bf16_step = make(GetParam(), 64, 0, 2, KvCacheType::kF16, KvCacheType::kF16, true);
+  const auto a = decode_all(*f32_step, head), b = decode_all(*bf16_step, head);
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << "decode ran bf16 tiles";
+
+  auto one = make(GetParam());
+  const auto step = decode_all(*one, std::span<const int32_t>(ids).subspan(0, 199));
+  const auto reference = test::read_f32_file(kData + "/gpt-oss-tiny.reference.logits.f32");
+  const std::vector<float> want(step.begin() + 198 * vocab, step.end());
+  const std::vector<float> ref(reference.begin() + 198 * vocab, reference.begin() + 199 * vocab);
+  std::vector<float> got_f32(vocab), got_bf16(vocab);
+  ASSERT_TRUE(make(GetParam())->forward_batch(std::span<const int32_t>(ids).subspan(0, 199), got_f32).has_value());
+  ASSERT_TRUE(make(GetParam(), 64, 0, 2, KvCacheType::kF16, KvCacheType::kF16, true)
+                  ->forward_batch(std::span<const int32_t>(ids).subspan(0, 199), got_bf16)
+                  .has_value());
+  const double quant_error = nmse(ref, want);
+  std::printf("[ bf16 ] batched prefill vs f32 reference: bf16 tiles %.3g, f32 tiles %.3g, stepped %.3g; bf16 vs "
+              "stepped %.3g\n",
+              nmse(ref, got_bf16), nmse(ref, got_f32), quant_error, nmse(want, got_bf16));
+  EXPECT_LT(nmse(ref, got_bf16), 1.3 * quant_error);
+  EXPECT_GT(nmse(got_f32, got_bf16), 0.0) << "the bf16 tiles did not run";
 }
 
 // A batch's per-token steps (norms, quantization, SwiGLU, RoPE and the KV stores, the residual add, the experts'

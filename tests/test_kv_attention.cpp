@@ -7,9 +7,11 @@
 
 #include <bit>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "cpu_kernels/kernels.h"
@@ -660,11 +662,79 @@ TEST_P(KvAttentionPerIsa, TileUpdateWithF16ValuesInPlaceGivesTheBitsOfConvertedR
   }
 }
 
+// bf16 tile products: q, K, V and the probabilities rounded to bf16 (relative error ≤ 2^-9 each), f32 sums. Rounding
+// q and K moves a score by about 2^-9 · scale · (Σ_d (q_d K_d)²)^½ (~0.004 for these rows: |q_d| ~1.5–2, |K_d| ~1),
+// so each probability by that relative amount, and the output — an average over many keys, small against its V rows —
+// by that over its own size: NMSE 3.5e-6 (tile test) to 8e-5 (prefill test, 700 keys) measured against f32; 3e-4
+// leaves room while pairing the wrong keys or dims moves the output by O(1). A SIMD variant against the scalar bf16
+// reference: the same rounded operands, f32 sums in another order (an ulp can flip a probability's rounding): NMSE
+// ≤ 1e-14 measured; 1e-9 as for the f32 tiles.
+constexpr double kBf16VsF32Nmse = 3e-4;
+constexpr double kBf16TileNmse = 1e-9;
+
+// attn_tile_update_bf16 (where the variant has it) against the scalar variant's bf16 reference, and that reference
+// against the f32 update, on the odd shapes and masks of the f32 test (two key blocks, rows 1..64, head_dim 32, 64,
+// 72, odd key counts: the pair of the last key is half padding); the bf16 results must differ from the f32 ones
+// (the rounding is there).
+TEST_P(KvAttentionPerIsa, Bf16TileUpdateMatchesScalarBf16AndF32WithinBf16Rounding) {
+  if (table().attn_tile_update_bf16 == nullptr) GTEST_SKIP() << "no bf16 tile products in this variant on this CPU";
+  std::vector<float> all_f32, all_ref, all_got;
+  for (int64_t num_rows : {1, 3, 8, 9, 13, 16, 24, 64}) {
+    for (int64_t head_dim : {32, 64, 72}) {
+      for (int64_t num_keys : {1, 7, 33, 64}) {
+        const int64_t pitch = cpu::attn_tile_pitch(head_dim);
+        const auto q = random_floats(num_rows * head_dim, 101 + static_cast<uint32_t>(num_rows), 1.5f);
+        const auto qt_size = static_cast<size_t>(cpu::attn_tile_qt_floats(num_rows, head_dim));
+        std::vector<float> qt_f32(qt_size, 0.0f);
+        std::vector<uint16_t> qt_ref(qt_size, 0), qt_got(qt_size, 0);
+        scalar().attn_tile_pack_q(q.data(), num_rows, head_dim, 0, qt_f32.data());
+        scalar().attn_tile_pack_q_bf16(q.data(), num_rows, head_dim, 0, qt_ref.data());
+        table().attn_tile_pack_q_bf16(q.data(), 1, head_dim, 0, qt_got.data());
+        table().attn_tile_pack_q_bf16(q.data() + head_dim, num_rows - 1, head_dim, 1, qt_got.data());
+        TileState f32_state(num_rows, head_dim), ref_state(num_rows, head_dim), got_state(num_rows, head_dim);
+        for (int block = 0; block < 2; ++block) {
+          const uint32_t seed = 200 + static_cast<uint32_t>(block * 1000 + num_keys + head_dim);
+          auto k = random_floats((num_keys + 1) * pitch, seed, 1.0f);
+          const auto v = random_floats(num_keys * pitch, seed + 1);
+          for (int64_t j = 0; j <= num_keys; ++j)
+            for (int64_t d = head_dim; d < pitch; ++d) k[static_cast<size_t>(j * pitch + d)] = 0.0f;
+          std::vector<int32_t> begin, end;
+          block_masks(num_rows, num_keys, block, begin, end);
+          scalar().attn_tile_update(qt_f32.data(), num_rows, k.data(), v.data(), num_keys, head_dim, 0.125f,
+                                    begin.data(), end.data(), f32_state.scores.data(), f32_state.max.data(),
+                                    f32_state.sum.data(), f32_state.out.data(), nullptr, 0);
+          scalar().attn_tile_update_bf16(qt_ref.data(), num_rows, k.data(), v.data(), num_keys, head_dim, 0.125f,
+                                         begin.data(), end.data(), ref_state.scores.data(), ref_state.max.data(),
+                                         ref_state.sum.data(), ref_state.out.data(), nullptr, 0);
+          table().attn_tile_update_bf16(qt_got.data(), num_rows, k.data(), v.data(), num_keys, head_dim, 0.125f,
+                                        begin.data(), end.data(), got_state.scores.data(), got_state.max.data(),
+                                        got_state.sum.data(), got_state.out.data(), nullptr, 0);
+        }
+        const auto f32 = tile_result(f32_state.out, f32_state.max, f32_state.sum, num_rows, head_dim);
+        const auto ref = tile_result(ref_state.out, ref_state.max, ref_state.sum, num_rows, head_dim);
+        const auto got = tile_result(got_state.out, got_state.max, got_state.sum, num_rows, head_dim);
+        EXPECT_LE(nmse(ref, got), kBf16TileNmse)
+            << "rows " << num_rows << " head_dim " << head_dim << " keys " << num_keys;
+        EXPECT_LE(nmse(f32, ref), kBf16VsF32Nmse)
+            << "rows " << num_rows << " head_dim " << head_dim << " keys " << num_keys;
+        all_f32.insert(all_f32.end(), f32.begin(), f32.end());
+        all_ref.insert(all_ref.end(), ref.begin(), ref.end());
+        all_got.insert(all_got.end(), got.begin(), got.end());
+      }
+    }
+  }
+  EXPECT_LE(nmse(all_ref, all_got), kBf16TileNmse);
+  EXPECT_LE(nmse(all_f32, all_got), kBf16VsF32Nmse);
+  EXPECT_GT(nmse(all_f32, all_got), kTileNmse);  // rounded to bf16, not f32 under another name
+  std::printf("bf16 tile NMSE: vs scalar bf16 %.3g, vs f32 %.3g\n", nmse(all_ref, all_got), nmse(all_f32, all_got));
+}
+
 /// attention_tile over query tokens at `positions` (one sequence) for KV head kv_head of `layer`, split into
 /// num_chunks chunks of the span and combined: out[tokens][group][head_dim].
 std::vector<float> tiled_attention(const KernelTable& kernels, const KvCache& kv, uint32_t layer, uint32_t kv_head,
                                    const std::vector<uint32_t>& positions, const std::vector<float>& q,
-                                   uint32_t group, float scale, const std::vector<float>& sinks, uint32_t num_chunks) {
+                                   uint32_t group, float scale, const std::vector<float>& sinks, uint32_t num_chunks,
+                                   bool allow_bf16 = false) {
   const uint32_t hd = kv.head_dim(), num_tokens = static_cast<uint32_t>(positions.size());
   std::vector<uint32_t> lo(num_tokens), hi(num_tokens);
   uint32_t span_lo = UINT32_MAX, span_hi = 0;
@@ -682,7 +752,7 @@ std::vector<float> tiled_attention(const KernelTable& kernels, const KvCache& kv
   tile.key_lo = lo.data();
   tile.key_hi = hi.data();
   tile.scale = scale;
-  const KvTileKernels tk = kv_tile_kernels(kernels, kv.k_type(), kv.v_type());
+  const KvTileKernels tk = kv_tile_kernels(kernels, kv.k_type(), kv.v_type(), allow_bf16);
   std::vector<float> parts(num_chunks * scratch.part_floats());
   for (uint32_t c = 0; c < num_chunks; ++c) {
     const uint32_t begin = span_lo + (span_hi - span_lo) * c / num_chunks;
@@ -760,6 +830,50 @@ TEST_P(KvAttentionPerIsa, TiledPrefillAttentionMatchesPerKeyPathForEveryToken) {
             EXPECT_LE(nmse(want, got), kTileNmse) << pair_name(types) << " tokens " << num_tokens << " last " << last
                                                   << " layer " << layer << " chunks " << chunks;
           }
+        }
+      }
+    }
+  }
+}
+
+// Prefill tiles with the bf16 products allowed (KvTileKernels::bf16, what CpuForward runs): tiles of at least
+// attn_tile_bf16_min_rows rows (6 and 8 tokens × 3 heads) within bf16 rounding of the per-key path and different
+// from the f32 tiles; smaller tiles (5 tokens: 15 rows; decode) the f32 tiles' bits.
+TEST_P(KvAttentionPerIsa, TiledPrefillAttentionInBf16ForLargeTilesOnly) {
+  if (table().attn_tile_update_bf16 == nullptr || table().attn_tile_bf16_min_rows > 16)
+    GTEST_SKIP() << "this variant does not run bf16 tiles on this CPU";
+  const uint32_t group = 3, head_dim = 64;
+  const ModelHparams hp = attention_hparams(head_dim);
+  const std::vector<float> sinks = {1.0f, -3.0f, 6.0f};
+  const KvTypePair types = kTypePairs[0];
+  const KvAttentionKernels kk = kv_attention_kernels(table(), types.k, types.v);
+  const uint32_t last = 700;
+  const KvCache kv = filled_cache(hp, types.k, types.v, last + 1, /*extra_sliding_slots=*/7);
+  for (uint32_t num_tokens : {1u, 5u, 6u, 8u}) {
+    std::vector<uint32_t> positions;
+    for (uint32_t i = 0; i < num_tokens; ++i) positions.push_back(last + 1 - num_tokens + i);
+    const auto q = random_floats(num_tokens * group * head_dim, 300 + num_tokens, 2.0f);
+    for (uint32_t layer : {0u, 1u}) {
+      std::vector<float> want;
+      for (uint32_t i = 0; i < num_tokens; ++i) {
+        const uint32_t first = kv.first_visible_position(layer, positions[i]);
+        const uint32_t n = positions[i] - first + 1;
+        std::vector<float> scores(group * n), o(group * head_dim);
+        const std::vector<float> qi(q.begin() + i * group * head_dim, q.begin() + (i + 1) * group * head_dim);
+        attention_full(table(), kk, kv, layer, 0, first, n, qi.data(), group, 0.125f, sinks.data(), scores.data(),
+                       o.data());
+        want.insert(want.end(), o.begin(), o.end());
+      }
+      for (uint32_t chunks : {1u, 2u}) {
+        const auto f32 = tiled_attention(table(), kv, layer, 0, positions, q, group, 0.125f, sinks, chunks);
+        const auto got = tiled_attention(table(), kv, layer, 0, positions, q, group, 0.125f, sinks, chunks, true);
+        const std::string where = "tokens " + std::to_string(num_tokens) + " layer " + std::to_string(layer) +
+                                  " chunks " + std::to_string(chunks);
+        if (num_tokens * group >= 16) {
+          EXPECT_LE(nmse(want, got), kBf16VsF32Nmse) << where;
+          EXPECT_GT(nmse(f32, got), 0.0) << where;
+        } else {
+          EXPECT_EQ(f32, got) << where;
         }
       }
     }

@@ -46,6 +46,23 @@ TEST(ReferenceKernels, Bf16IsTheHighHalfOfF32) {
   EXPECT_EQ(ref::bf16_to_f32(0xC040), -3.0f);
 }
 
+// f32 → bf16 rounds to nearest, ties to even (the bf16 tile products' rounding), keeps NaN a NaN and saturates to inf
+// only past the largest bf16.
+TEST(ReferenceKernels, Bf16ConversionRoundsToNearestEvenAndKeepsNaN) {
+  EXPECT_EQ(ref::f32_to_bf16(1.0f), 0x3F80);
+  EXPECT_EQ(ref::f32_to_bf16(std::bit_cast<float>(0x3F808000u)), 0x3F80);  // tie, even below
+  EXPECT_EQ(ref::f32_to_bf16(std::bit_cast<float>(0x3F818000u)), 0x3F82);  // tie, even above
+  EXPECT_EQ(ref::f32_to_bf16(std::bit_cast<float>(0x3F808001u)), 0x3F81);  // past the tie
+  EXPECT_EQ(ref::f32_to_bf16(std::bit_cast<float>(0xBF807FFFu)), 0xBF80);  // below the tie, negative
+  EXPECT_EQ(ref::f32_to_bf16(std::bit_cast<float>(0x7F7FFFFFu)), 0x7F80);  // f32 max rounds up to inf
+  EXPECT_EQ(ref::f32_to_bf16(std::bit_cast<float>(0x7F7F7FFFu)), 0x7F7F);  // bf16 max stays
+  EXPECT_EQ(ref::f32_to_bf16(-INFINITY), 0xFF80);
+  const uint16_t nan = ref::f32_to_bf16(std::bit_cast<float>(0x7F800001u));  // a NaN whose payload is in the low half
+  EXPECT_TRUE(std::isnan(ref::bf16_to_f32(nan)));
+  for (float x : {0.1f, -3.7f, 1e-20f, 65504.0f})
+    EXPECT_LE(std::abs(ref::bf16_to_f32(ref::f32_to_bf16(x)) - x), std::abs(x) * 0x1p-9f) << x;
+}
+
 TEST(ReferenceKernels, Mxfp4BlockDequantizesLowNibblesFirstThenHighNibbles) {
   uint8_t block[17];
   block[0] = 128;  // scale 2^0 → values are the doubled E2M1 table

@@ -97,13 +97,15 @@ void merge_attention_chunks(uint32_t num_chunks, uint32_t group, uint32_t head_d
   }
 }
 
-KvTileKernels kv_tile_kernels(const cpu::KernelTable& kernels, KvCacheType k_type, KvCacheType v_type) {
+KvTileKernels kv_tile_kernels(const cpu::KernelTable& kernels, KvCacheType k_type, KvCacheType v_type,
+                              bool allow_bf16) {
   KvTileKernels k;
   k.k_rows = for_type(k_type, kernels.kv_rows_f32_f16, kernels.kv_rows_f32_f32, kernels.kv_rows_f32_q8_0,
                       kernels.kv_rows_f32_q4_0);
   k.v_rows = for_type(v_type, kernels.kv_rows_f32_f16, kernels.kv_rows_f32_f32, kernels.kv_rows_f32_q8_0,
                       kernels.kv_rows_f32_q4_0);
   k.v_f16 = v_type == KvCacheType::kF16;
+  k.bf16 = allow_bf16 && kernels.attn_tile_update_bf16 != nullptr && kernels.attn_tile_pack_q_bf16 != nullptr;
   return k;
 }
 
@@ -133,8 +135,16 @@ void attention_tile(const cpu::KernelTable& kernels, const KvTileKernels& tile_k
   std::fill(sum, sum + rows, 0.0f);
   float* qt = scratch.qt();
   std::fill(qt, qt + cpu::attn_tile_qt_floats(num_rows, hd), 0.0f);
-  for (uint32_t i = 0; i < tile.num_tokens; ++i)
-    kernels.attn_tile_pack_q(tile.q + i * tile.q_token_stride, group, hd, static_cast<int64_t>(i) * group, qt);
+  // bf16 products for large tiles (prefill); the bf16 qt takes the first half of the f32 qt's bytes.
+  const bool bf16 = tile_kernels.bf16 && num_rows >= kernels.attn_tile_bf16_min_rows;
+  auto* qt16 = reinterpret_cast<uint16_t*>(qt);
+  for (uint32_t i = 0; i < tile.num_tokens; ++i) {
+    const float* q = tile.q + i * tile.q_token_stride;
+    if (bf16)
+      kernels.attn_tile_pack_q_bf16(q, group, hd, static_cast<int64_t>(i) * group, qt16);
+    else
+      kernels.attn_tile_pack_q(q, group, hd, static_cast<int64_t>(i) * group, qt);
+  }
 
   const auto k_stride = static_cast<int64_t>(kv.k_stride_bytes());
   const auto v_stride = static_cast<int64_t>(kv.v_stride_bytes());
@@ -143,7 +153,7 @@ void attention_tile(const cpu::KernelTable& kernels, const KvTileKernels& tile_k
   int32_t* key_begin = scratch.key_begin();
   int32_t* key_end = scratch.key_end();
   const uint32_t capacity = kv.capacity(layer_idx);
-  const bool v_in_place_ok = tile_kernels.v_f16 && hd == pitch && num_rows <= kernels.attn_v_f16_max_rows;
+  const bool v_in_place_ok = !bf16 && tile_kernels.v_f16 && hd == pitch && num_rows <= kernels.attn_v_f16_max_rows;
   for (uint32_t block = span_lo; block < span_hi; block += static_cast<uint32_t>(cpu::kAttnTileMaxKeys)) {
     const auto n = static_cast<uint32_t>(std::min<int64_t>(cpu::kAttnTileMaxKeys, span_hi - block));
     bool any = false;
@@ -179,7 +189,10 @@ void attention_tile(const cpu::KernelTable& kernels, const KvTileKernels& tile_k
         ranges.push_back({kv.v_row(layer_idx, next + j, kv_head_idx), v_stride * run});
       });
     }
-    if (v_in_place)
+    if (bf16)
+      kernels.attn_tile_update_bf16(qt16, num_rows, k, v, n, hd, tile.scale, key_begin, key_end, scratch.s(), max, sum,
+                                    out, ranges.data(), static_cast<int64_t>(ranges.size()));
+    else if (v_in_place)
       kernels.attn_tile_update_v_f16(qt, num_rows, k, kv.v_row(layer_idx, block, kv_head_idx), v_stride, n, hd,
                                      tile.scale, key_begin, key_end, scratch.s(), max, sum, out, ranges.data(),
                                      static_cast<int64_t>(ranges.size()));

@@ -13,8 +13,9 @@
 // query rows — the group of query heads of one KV head, for one token (decode) or several consecutive tokens of one
 // sequence (prefill) — through blocks of kAttnTileMaxKeys keys whose K rows are converted once to f32 (V rows too,
 // unless they are f16 in one run of slots and the tile is small: then read in place, attn_tile_update_v_f16), with
-// an online softmax (cpu::KernelTable::attn_tile_update), so each K/V row is read once per tile instead of once per token, and the
-// scores stay in cache.
+// an online softmax (cpu::KernelTable::attn_tile_update), so each K/V row is read once per tile instead of once per
+// token, and the scores stay in cache. Large tiles multiply in bf16 where the kernels can and the caller allows it
+// (KvTileKernels::bf16).
 
 #include <cstdint>
 #include <vector>
@@ -82,8 +83,12 @@ struct KvTileKernels {
   /// V stored as f16: attention_tile reads the V rows in place (KernelTable::attn_tile_update_v_f16) in tiles of up to
   /// KernelTable::attn_v_f16_max_rows rows.
   bool v_f16 = false;
+  /// Tiles of at least KernelTable::attn_tile_bf16_min_rows rows multiply in bf16 (attn_tile_update_bf16).
+  bool bf16 = false;
 };
-KvTileKernels kv_tile_kernels(const cpu::KernelTable& kernels, KvCacheType k_type, KvCacheType v_type);
+/// allow_bf16: the bf16 tile products where `kernels` has them (KernelTable::attn_tile_update_bf16; prefill tiles).
+KvTileKernels kv_tile_kernels(const cpu::KernelTable& kernels, KvCacheType k_type, KvCacheType v_type,
+                              bool allow_bf16 = false);
 
 /// Tokens per prefill attention tile: 8 tokens × 8 query heads (gpt-oss) = 64 rows, whose working set (queries,
 /// one block of f32 K and V rows, scores, outputs: ~80 KiB at head_dim 64) stays in L2; every K/V row is converted

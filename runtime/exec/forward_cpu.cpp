@@ -132,6 +132,7 @@ CpuForward::CpuForward(const Model& model, KvCache kv, const CpuForwardOptions& 
   max_batch_ = std::min(options.max_batch_tokens, own_.kv.context_length());
   kv_extra_slots_ = options.max_batch_tokens - 1 + options.rollback_slots;  // as create() made own_.kv
   rollback_slots_ = options.rollback_slots;
+  attention_bf16_ = options.attention_bf16;
   expert_counts_ = options.expert_counts;
   const size_t B = max_batch_, D = hp.hidden_dim, Q = hp.q_dim(), KV = hp.kv_dim(), F = hp.expert_ffn_dim;
   const size_t E = hp.num_experts, K = hp.num_experts_used, G = hp.num_heads / hp.num_kv_heads;
@@ -594,7 +595,8 @@ void CpuForward::attention_layer(uint32_t l, uint32_t num_tokens) {
   const uint32_t group = hp.num_heads / hp.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(HD));
   // Every sequence's cache has the same types and context.
-  const KvTileKernels tile_kernels = kv_tile_kernels(*kernels_, own_.kv.k_type(), own_.kv.v_type());
+  const KvTileKernels tile_kernels =
+      kv_tile_kernels(*kernels_, own_.kv.k_type(), own_.kv.v_type(), attention_bf16_);
   const uint64_t kv_row_bytes = own_.kv.k_stride_bytes() + own_.kv.v_stride_bytes();
   uint32_t num_tiles = 0;
   for (uint32_t t = 0; t < num_tokens; ++t)

@@ -35,6 +35,11 @@ struct CpuForwardOptions {
   int num_threads = 0;           // 0 = all cores
   uint32_t max_batch_tokens = 64;  // prefill tokens processed together (buffers are sized for it)
   uint32_t rollback_slots = 0;     // positions truncate() may go back; costs this many sliding-ring slots per layer
+  /// Prefill attention tiles (≥ KernelTable::attn_tile_bf16_min_rows rows) multiply in bf16 where the kernels have
+  /// bf16 products (attention_cpu.h: KvTileKernels::bf16; gpt-oss's own attention precision); decode stays f32.
+  /// Off by default: a token's logits then depend on the tile it was prefilled in (a cached prompt's next turn can
+  /// differ from the same turn computed from scratch by more than float rounding), as with other precisions.
+  bool attention_bf16 = false;
   /// Hook for thread placement: an arena the caller configured (pinned workers, NUMA constraints; the placement
   /// issue attaches a task_scheduler_observer to it) and keeps alive. nullptr: an own arena of num_threads.
   tbb::task_arena* arena = nullptr;
@@ -164,6 +169,7 @@ class CpuForward final : public ForwardPass {
   int num_threads_ = 1;
   uint32_t max_batch_ = 1;
   uint32_t rollback_slots_ = 0;
+  bool attention_bf16_ = false;  // CpuForwardOptions::attention_bf16
   uint64_t* expert_counts_ = nullptr;  // (num_layers, num_experts) or nullptr, incremented atomically (relaxed)
 
   // Buffers for up to max_batch_ tokens (B), planned in the constructor.

@@ -193,6 +193,7 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
   cpu_options.num_threads = options.num_threads;
   cpu_options.max_batch_tokens = options.max_batch_tokens;
   cpu_options.rollback_slots = options.rollback_slots;
+  cpu_options.attention_bf16 = options.attention_bf16;
   // Pinned workers, one arena per NUMA node; with several nodes, experts are sharded over the nodes' memory and run
   // in their node's arena (runtime/exec/worker_pool.h).
   auto pool = WorkerPool::create_for_machine(options.num_threads, options.thread_layout, /*one_arena=*/false);
