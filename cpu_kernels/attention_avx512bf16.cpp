@@ -74,6 +74,19 @@ void v_pairs_bf16(const float* v, int64_t num_keys, int64_t pitch, uint16_t* vb)
 
 using fb = xsimd::batch<float, Arch>;
 
+/// e^x for the probabilities (detail::Bf16TileExp; the same values go into sum_io, so the normalization matches):
+/// 8 instructions against xsimd::exp's ~20 (the tile: 5 % faster).
+inline fb exp_for_bf16(const fb& x) {
+  using E = detail::Bf16TileExp;
+  const __m512 t = _mm512_max_ps(_mm512_mul_ps(x, _mm512_set1_ps(E::kLog2e)), _mm512_set1_ps(E::kMinT));
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_fmadd_ps(f, _mm512_set1_ps(E::kC3), _mm512_set1_ps(E::kC2));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(E::kC1));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(E::kC0));
+  return _mm512_scalef_ps(p, n);  // p · 2^n
+}
+
 /// Scores of keys [key_begin, key_begin + NK) (NK even) for NG consecutive row groups (tile_scores_keys with bf16
 /// pairs: each 64-bit K broadcast carries 4 dims).
 template <int NG, int NK, int64_t kPitch>
@@ -183,7 +196,8 @@ void update_bf16_pitch(const uint16_t* qt, int64_t num_rows, const float* k, con
     float* s_group = s + g * L;
     // 2. Online softmax per row, then the probabilities rounded to bf16 in place.
     alignas(64) float lane_alpha[L];
-    tile_softmax_group(s_group, s_key_stride, g, num_rows, num_keys, key_begin, key_end, max_io, sum_io, lane_alpha);
+    tile_softmax_group(s_group, s_key_stride, g, num_rows, num_keys, key_begin, key_end, max_io, sum_io, lane_alpha,
+                       exp_for_bf16);
     for (int64_t kv = 0; kv < num_key_pairs; ++kv) {
       float* p = s_group + kv * s_key_stride;
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_loadu_ps(p))));

@@ -197,6 +197,16 @@ void attn_tile_pack_q_bf16(const float* q, int64_t num_rows, int64_t head_dim, i
 
 float round_bf16(float x) { return ref::bf16_to_f32(ref::f32_to_bf16(x)); }
 
+/// detail::Bf16TileExp: the SIMD variants' operations one by one (nearbyint rounds to nearest even, ldexp as vscalefps).
+float exp_bf16_tile(float x) {
+  using E = detail::Bf16TileExp;
+  const float t = std::max(x * E::kLog2e, E::kMinT);
+  const float n = std::nearbyint(t);
+  const float f = t - n;
+  const float p = std::fma(std::fma(std::fma(f, E::kC3, E::kC2), f, E::kC1), f, E::kC0);
+  return std::ldexp(p, static_cast<int>(n));
+}
+
 void attn_tile_update_bf16(const uint16_t* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
                            int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
                            float* max_io, float* sum_io, float* out, const PrefetchRange* /*prefetch*/,
@@ -215,7 +225,7 @@ void attn_tile_update_bf16(const uint16_t* qt, int64_t num_rows, const float* k,
     }
     const float alpha = std::exp(max_io[r] - m);  // 0 for a row's first keys (max_io = −∞)
     float sum = 0.0f;
-    for (int64_t j = begin; j < end; ++j) sum += (sr[j] = std::exp(sr[j] - m));
+    for (int64_t j = begin; j < end; ++j) sum += (sr[j] = exp_bf16_tile(sr[j] - m));
     sum_io[r] = alpha * sum_io[r] + sum;
     max_io[r] = m;
     float* o = out + r * pitch;

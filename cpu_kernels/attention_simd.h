@@ -289,9 +289,11 @@ inline void attn_tile_pack_q(const float* q, int64_t num_rows, int64_t head_dim,
 /// attn_tile_update_pitch, key vectors s_key_stride floats apart, num_keys keys): masks each row's keys outside
 /// [key_begin, key_end), replaces each score by exp(s − M) with M the row's new running max, updates max_io and
 /// sum_io, and writes the rows' rescale factors exp(old max − M) to lane_alpha (lane r·KP + p: row r).
+/// score_exp(x): e^x for the scores (x ≤ 0 or −∞, which must give 0); xsimd::exp for the f32 tile.
+template <class ScoreExp>
 inline void tile_softmax_group(float* s_group, int64_t s_key_stride, int64_t g, int64_t num_rows, int64_t num_keys,
-                             const int32_t* key_begin, const int32_t* key_end, float* max_io, float* sum_io,
-                             float* lane_alpha) {
+                               const int32_t* key_begin, const int32_t* key_end, float* max_io, float* sum_io,
+                               float* lane_alpha, ScoreExp score_exp) {
   using fb = xsimd::batch<float, Arch>;
   constexpr int64_t KP = kTileKeysPerLane, L = fb::size;
   const int64_t num_key_vecs = (num_keys + KP - 1) / KP;
@@ -332,7 +334,7 @@ inline void tile_softmax_group(float* s_group, int64_t s_key_stride, int64_t g, 
   fb sum(0.0f);
   for (int64_t kv = 0; kv < num_key_vecs; ++kv) {
     float* p = s_group + kv * s_key_stride;
-    const fb e = xsimd::exp(fb::load_unaligned(p) - sub);
+    const fb e = score_exp(fb::load_unaligned(p) - sub);
     e.store_unaligned(p);
     sum += e;
   }
@@ -406,7 +408,8 @@ void attn_tile_update_pitch(const float* qt, int64_t num_rows, const float* k, c
     float* s_group = s + g * L;
     // 2. Online softmax per row.
     alignas(64) float lane_alpha[L];
-    tile_softmax_group(s_group, s_key_stride, g, num_rows, num_keys, key_begin, key_end, max_io, sum_io, lane_alpha);
+    tile_softmax_group(s_group, s_key_stride, g, num_rows, num_keys, key_begin, key_end, max_io, sum_io, lane_alpha,
+                       [](const fb& x) { return xsimd::exp(x); });
 
     // 3. out[r] ← alpha_r · out[r] + Σ_j p_rj · V_j, kValueRows rows × kValueVecs vectors of head dims at a time.
     if (v16 != nullptr) {
