@@ -11,6 +11,7 @@
 #include "cpu_kernels/reference.h"
 #include "cpu_kernels/repack.h"
 #include "runtime/exec/forward_cpu.h"
+#include "runtime/exec/forward_factory.h"
 #include "runtime/model/model.h"
 #include "tests/logit_metrics.h"
 
@@ -189,6 +190,28 @@ TEST_P(ForwardCpuPerIsa, Bf16PrefillAttentionKeepsDecodeBitsAndTheReferenceBar) 
               nmse(ref, got_bf16), nmse(ref, got_f32), quant_error, nmse(want, got_bf16));
   EXPECT_LT(nmse(ref, got_bf16), 1.3 * quant_error);
   EXPECT_GT(nmse(got_f32, got_bf16), 0.0) << "the bf16 tiles did not run";
+}
+
+// --attention-bf16 through create_forward: the pass's name says "bf16-attn" where the selected kernels run bf16 tiles;
+// elsewhere a note says that the flag has no effect and why, and the name stays plain. Off: neither.
+TEST(ForwardFactory, AttentionBf16IsNamedWhereItRunsAndNotedWhereItCannot) {
+  const auto isa = cpu::selected_isa();
+  ASSERT_TRUE(isa.has_value());
+  const bool runs = cpu::kernel_table(*isa).attn_tile_bf16_min_rows <= 64;
+  for (bool on : {true, false}) {
+    ForwardOptions o;
+    o.context_length = 64;
+    o.num_threads = 1;
+    o.attention_bf16 = on;
+    std::vector<std::string> notes;
+    auto pass = create_forward(tiny(), o, &notes);
+    ASSERT_TRUE(pass.has_value()) << pass.error().to_string();
+    const std::string name = forward_path_name(o, pass->get());
+    EXPECT_EQ(name.find("bf16-attn") != std::string::npos, on && runs) << name;
+    bool noted = false;
+    for (const auto& n : notes) noted |= n.find("--attention-bf16") != std::string::npos;
+    EXPECT_EQ(noted, on && !runs) << cpu::isa_name(*isa);
+  }
 }
 
 // A batch's per-token steps (norms, quantization, SwiGLU, RoPE and the KV stores, the residual add, the experts'

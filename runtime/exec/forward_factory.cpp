@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <limits>
 #include <thread>
 
 #include "runtime/backend/gpu_backend.h"
@@ -172,6 +173,10 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
   if (!isa) return isa.error();
   // The copy into memory is the moment to write the kernels' layout (before NUMA placement moves pages).
   const cpu::KernelTable& kernels = cpu::kernel_table(*isa);
+  if (options.attention_bf16 && kernels.attn_tile_bf16_min_rows == std::numeric_limits<int64_t>::max() && notes)
+    notes->push_back(fmt::format("--attention-bf16: the {} kernels have no bf16 products on this CPU (they need "
+                                 "AVX512_BF16); prefill attention stays f32",
+                                 cpu::isa_name(*isa)));
   if (options.repack_weights && (kernels.gemm_mxfp4_r16 != nullptr || kernels.gemm_q8_0_r16 != nullptr) &&
       model.file && model.file->in_memory()) {
     const int threads = options.num_threads > 0 ? options.num_threads
@@ -243,7 +248,10 @@ Expected<std::unique_ptr<MultiSequenceForward>> create_multi_forward(const Model
 std::string forward_path_name(const ForwardOptions& options, const ForwardPass* forward) {
   if (options.use_reference) return "reference";
   auto isa = cpu::selected_isa();
-  const std::string cpu_name = std::string("cpu ") + (isa ? cpu::isa_name(*isa) : "?");
+  std::string cpu_name = std::string("cpu ") + (isa ? cpu::isa_name(*isa) : "?");
+  if (isa && options.attention_bf16 &&
+      cpu::kernel_table(*isa).attn_tile_bf16_min_rows != std::numeric_limits<int64_t>::max())
+    cpu_name += " bf16-attn";  // prefill attention tiles in bf16
   if (const auto* hybrid = dynamic_cast<const HybridForward*>(forward))
     return hybrid->gpu_only() ? "gpu" : "gpu + " + cpu_name;
   if (forward) return cpu_name;
