@@ -977,16 +977,24 @@ void BM_AttnTile(benchmark::State& state, Isa isa, TensorType kv_type) {
       for (int64_t j = 0; j < num_keys; j += hetmoe::cpu::kAttnTileMaxKeys) {
         const int64_t n = std::min(hetmoe::cpu::kAttnTileMaxKeys, num_keys - j);
         const auto stride = static_cast<int64_t>(keys.stride_bytes);
-        rows_fn(keys.head(copy_idx, g) + j * stride, stride, n, kHeadDim, kf.data());
+        const uint8_t* k_rows = keys.head(copy_idx, g) + j * stride;
+        const bool kv_in_place = bf16 && v_in_place;  // bf16 from the f16 rows (attn_tile_update_bf16_kv_f16)
+        if (!kv_in_place) rows_fn(k_rows, stride, n, kHeadDim, kf.data());
         const uint8_t* v_rows = values.head(copy_idx + v_offset, g) + j * stride;
         if (!v_in_place) rows_fn(v_rows, stride, n, kHeadDim, vf.data());
+        if (n % 2 != 0) std::fill(kf.begin() + n * pitch, kf.begin() + (n + 1) * pitch, 0.0f);
         std::fill(end.begin(), end.end(), static_cast<int32_t>(n));
         // The next block's K and V rows, as attention_tile passes them.
         const int64_t next_n = std::min(hetmoe::cpu::kAttnTileMaxKeys, num_keys - j - n);
         const hetmoe::cpu::PrefetchRange next[2] = {
             {keys.head(copy_idx, g) + (j + n) * stride, next_n * stride},
             {values.head(copy_idx + v_offset, g) + (j + n) * stride, next_n * stride}};
-        if (bf16)
+        if (kv_in_place)
+          k.attn_tile_update_bf16_kv_f16(qt16.data(), num_rows, k_rows, stride, v_rows, stride, n, kHeadDim, scale,
+                                         begin.data(), end.data(), s.data(), mx.data() + g * rows,
+                                         sum.data() + g * rows, out.data() + g * rows * pitch, next,
+                                         next_n > 0 ? 2 : 0);
+        else if (bf16)
           k.attn_tile_update_bf16(qt16.data(), num_rows, kf.data(), vf.data(), n, kHeadDim, scale, begin.data(),
                                   end.data(), s.data(), mx.data() + g * rows, sum.data() + g * rows,
                                   out.data() + g * rows * pitch, next, next_n > 0 ? 2 : 0);
@@ -1237,7 +1245,7 @@ void register_benchmarks(const std::vector<Isa>& isas) {
       if (hetmoe::cpu::kernel_table(isa).attn_tile_bf16_min_rows <= 64)
         configure(benchmark::RegisterBenchmark(("BM_AttnTile" + sfx).c_str(), BM_AttnTile, isa, type))
             ->ArgNames({"keys", "tokens", "v_in_place", "bf16"})
-            ->ArgsProduct({{128, 4096}, {1, 8}, {0}, {1}});
+            ->ArgsProduct({{128, 4096}, {1, 8}, type == TensorType::kF16 ? std::vector<int64_t>{0, 1} : std::vector<int64_t>{0}, {1}});
       configure(benchmark::RegisterBenchmark(("BM_RowDot" + sfx).c_str(), BM_RowHelper, isa, type, RowOp::kDot))
           ->ArgName("keys")
           ->Arg(128)

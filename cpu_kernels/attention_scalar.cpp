@@ -235,6 +235,21 @@ void attn_tile_update_bf16(const uint16_t* qt, int64_t num_rows, const float* k,
   }
 }
 
+void attn_tile_update_bf16_kv_f16(const uint16_t* qt, int64_t num_rows, const uint8_t* k, int64_t k_stride_bytes,
+                                  const uint8_t* v, int64_t v_stride_bytes, int64_t num_keys, int64_t head_dim,
+                                  float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
+                                  float* max_io, float* sum_io, float* out, const PrefetchRange* prefetch,
+                                  int64_t num_prefetch) {
+  thread_local std::vector<float> k_rows, v_rows;  // (num_keys + 1, pitch) f32; K's extra row: the odd key's pair
+  const int64_t pitch = attn_tile_pitch(head_dim);
+  k_rows.assign(static_cast<size_t>((num_keys + 1) * pitch), 0.0f);
+  v_rows.resize(static_cast<size_t>(num_keys * pitch));
+  kv_rows_f32_f16(k, k_stride_bytes, num_keys, head_dim, k_rows.data());
+  kv_rows_f32_f16(v, v_stride_bytes, num_keys, head_dim, v_rows.data());
+  attn_tile_update_bf16(qt, num_rows, k_rows.data(), v_rows.data(), num_keys, head_dim, scale, key_begin, key_end, s,
+                        max_io, sum_io, out, prefetch, num_prefetch);
+}
+
 }  // namespace
 
 namespace detail {
@@ -256,6 +271,7 @@ void add_attention_kernels_scalar(KernelTable& t) {
   t.attn_v_f16_max_rows = std::numeric_limits<int64_t>::max();
   t.attn_tile_pack_q_bf16 = attn_tile_pack_q_bf16;
   t.attn_tile_update_bf16 = attn_tile_update_bf16;
+  t.attn_tile_update_bf16_kv_f16 = attn_tile_update_bf16_kv_f16;
   t.attn_tile_bf16_min_rows = std::numeric_limits<int64_t>::max();  // a reference: never chosen
 }
 

@@ -223,7 +223,7 @@ struct KernelTable {
   /// against 5876–5956 µs (there the widened rows feed 4 rows per load); AVX2 in place at both (1060–1072 against
   /// 1227–1231, 6916–6929 against 7361–7530).
   int64_t attn_v_f16_max_rows = 0;
-  /// Tiled attention with bf16 products, for prefill tiles: attn_tile_update's update with q, K, V and the
+  /// Tiled attention with bf16 products (the opt-in --attention-bf16): attn_tile_update's update with q, K, V and the
   /// probabilities exp(s_j − M) rounded to bf16 (nearest even) before they are multiplied, the products summed in f32
   /// (sum_io from the unrounded probabilities; exp by a degree-3 polynomial of relative error 7.5e-5, far below the
   /// rounding, kernels_variants.h: Bf16TileExp). AVX512_BF16's vdpbf16ps does two such products per f32 lane, twice
@@ -240,9 +240,17 @@ struct KernelTable {
                                 int64_t num_keys, int64_t head_dim, float scale, const int32_t* key_begin,
                                 const int32_t* key_end, float* s, float* max_io, float* sum_io, float* out,
                                 const PrefetchRange* prefetch, int64_t num_prefetch) = nullptr;
+  /// attn_tile_update_bf16 with K and V read as f16 rows in place (the f16 KV cache: k and v rows k_stride_bytes and
+  /// v_stride_bytes apart, head_dim a multiple of 32, exactly num_keys rows each): the bits of attn_tile_update_bf16
+  /// on kv_rows_f32_f16's rows of k and v (f16 → f32 is exact), without the f32 copy.
+  void (*attn_tile_update_bf16_kv_f16)(const uint16_t* qt, int64_t num_rows, const uint8_t* k, int64_t k_stride_bytes,
+                                       const uint8_t* v, int64_t v_stride_bytes, int64_t num_keys, int64_t head_dim,
+                                       float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
+                                       float* max_io, float* sum_io, float* out, const PrefetchRange* prefetch,
+                                       int64_t num_prefetch) = nullptr;
   /// Tiles of at least this many rows run through the bf16 entries when the caller allows them (runtime/exec/
-  /// attention_cpu.h); int64 max: never (the scalar variant's entries are the reference the SIMD ones are tested
-  /// against, not faster than its f32 ones).
+  /// attention_cpu.h): 1 on AVX-512 with AVX512_BF16 (decode tiles too); int64 max: never (the scalar variant's
+  /// entries are the reference the SIMD ones are tested against, not faster than its f32 ones).
   int64_t attn_tile_bf16_min_rows = std::numeric_limits<int64_t>::max();
 };
 

@@ -729,6 +729,58 @@ TEST_P(KvAttentionPerIsa, Bf16TileUpdateMatchesScalarBf16AndF32WithinBf16Roundin
   std::printf("bf16 tile NMSE: vs scalar bf16 %.3g, vs f32 %.3g\n", nmse(all_ref, all_got), nmse(all_f32, all_got));
 }
 
+// attn_tile_update_bf16_kv_f16 (f16 K and V rows in place) gives the bits of attn_tile_update_bf16 on kv_rows_f32_f16's
+// rows at every ISA that has it: 1, 8, 9 and 24 rows, head_dim 32, 64 and 128, 1, 7, 33 and 64 keys (an odd count:
+// the last pair's second K row is zeros in place, the zero padding row through f32), rows 16 values apart beyond
+// head_dim, two key blocks with the odd-shapes test's masks, prefetch ranges on the second.
+TEST_P(KvAttentionPerIsa, Bf16TileUpdateFromF16RowsGivesTheBitsOfConvertedRows) {
+  if (table().attn_tile_update_bf16_kv_f16 == nullptr) GTEST_SKIP() << "no bf16 tile products in this variant";
+  const std::vector<uint8_t> far(1 << 16, 0);  // prefetched, never read
+  const cpu::PrefetchRange ranges[2] = {{far.data() + 3, 5000}, {far.data() + 8192, 8192}};
+  for (int64_t num_rows : {1, 8, 9, 24}) {
+    for (int64_t head_dim : {32, 64, 128}) {
+      for (int64_t num_keys : {1, 7, 33, 64}) {
+        const int64_t pitch = cpu::attn_tile_pitch(head_dim), stride = head_dim + 16;
+        const auto stride_bytes = stride * static_cast<int64_t>(sizeof(uint16_t));
+        const auto q = random_floats(num_rows * head_dim, 501 + static_cast<uint32_t>(num_rows), 1.5f);
+        std::vector<uint16_t> qt(static_cast<size_t>(cpu::attn_tile_qt_floats(num_rows, head_dim)), 0);
+        table().attn_tile_pack_q_bf16(q.data(), num_rows, head_dim, 0, qt.data());
+        TileState want_state(num_rows, head_dim), got_state(num_rows, head_dim);
+        for (int block = 0; block < 2; ++block) {
+          const uint32_t seed = 600 + static_cast<uint32_t>(block * 1000 + num_keys + head_dim);
+          std::vector<uint16_t> k16(static_cast<size_t>(num_keys * stride)), v16(k16.size());
+          const auto kx = random_floats(num_keys * stride, seed, 1.0f), vx = random_floats(num_keys * stride, seed + 1);
+          for (size_t i = 0; i < k16.size(); ++i) k16[i] = ref::f32_to_f16(kx[i]), v16[i] = ref::f32_to_f16(vx[i]);
+          const auto* k_bytes = reinterpret_cast<const uint8_t*>(k16.data());
+          const auto* v_bytes = reinterpret_cast<const uint8_t*>(v16.data());
+          std::vector<float> k_rows(static_cast<size_t>((num_keys + 1) * pitch), 0.0f), v_rows(k_rows.size());
+          table().kv_rows_f32_f16(k_bytes, stride_bytes, num_keys, head_dim, k_rows.data());
+          table().kv_rows_f32_f16(v_bytes, stride_bytes, num_keys, head_dim, v_rows.data());
+          std::vector<int32_t> begin, end;
+          block_masks(num_rows, num_keys, block, begin, end);
+          const cpu::PrefetchRange* pf = block == 1 ? ranges : nullptr;
+          const int64_t num_pf = block == 1 ? 2 : 0;
+          table().attn_tile_update_bf16(qt.data(), num_rows, k_rows.data(), v_rows.data(), num_keys, head_dim, 0.125f,
+                                        begin.data(), end.data(), want_state.scores.data(), want_state.max.data(),
+                                        want_state.sum.data(), want_state.out.data(), pf, num_pf);
+          table().attn_tile_update_bf16_kv_f16(qt.data(), num_rows, k_bytes, stride_bytes, v_bytes, stride_bytes,
+                                               num_keys, head_dim, 0.125f, begin.data(), end.data(),
+                                               got_state.scores.data(), got_state.max.data(), got_state.sum.data(),
+                                               got_state.out.data(), pf, num_pf);
+        }
+        for (int64_t r = 0; r < num_rows; ++r) {
+          ASSERT_EQ(want_state.max[static_cast<size_t>(r)], got_state.max[static_cast<size_t>(r)]) << "row " << r;
+          ASSERT_EQ(want_state.sum[static_cast<size_t>(r)], got_state.sum[static_cast<size_t>(r)]) << "row " << r;
+          for (int64_t d = 0; d < head_dim; ++d)
+            ASSERT_EQ(want_state.out[static_cast<size_t>(r * pitch + d)], got_state.out[static_cast<size_t>(r * pitch + d)])
+                << "rows " << num_rows << " head_dim " << head_dim << " keys " << num_keys << " row " << r << " dim "
+                << d;
+        }
+      }
+    }
+  }
+}
+
 /// attention_tile over query tokens at `positions` (one sequence) for KV head kv_head of `layer`, split into
 /// num_chunks chunks of the span and combined: out[tokens][group][head_dim].
 std::vector<float> tiled_attention(const KernelTable& kernels, const KvCache& kv, uint32_t layer, uint32_t kv_head,
@@ -836,44 +888,45 @@ TEST_P(KvAttentionPerIsa, TiledPrefillAttentionMatchesPerKeyPathForEveryToken) {
   }
 }
 
-// Prefill tiles with the bf16 products allowed (KvTileKernels::bf16, what CpuForward runs): tiles of at least
-// attn_tile_bf16_min_rows rows (6 and 8 tokens × 3 heads) within bf16 rounding of the per-key path and different
-// from the f32 tiles; smaller tiles (5 tokens: 15 rows; decode) the f32 tiles' bits.
-TEST_P(KvAttentionPerIsa, TiledPrefillAttentionInBf16ForLargeTilesOnly) {
-  if (table().attn_tile_update_bf16 == nullptr || table().attn_tile_bf16_min_rows > 16)
+// Tiles with the bf16 products allowed (KvTileKernels::bf16, what CpuForward runs with --attention-bf16): decode (1
+// token) and prefill tiles (5 and 8 tokens × 3 heads), a sliding layer whose ring wraps inside the span and a full
+// layer, unsplit and in 2 chunks, an f16 cache (rows read in place, through f32 rows where the ring wraps) and a
+// q8_0/q4_0 one (through f32 rows): within bf16 rounding of the per-key path, and not the f32 tiles' results where
+// the variant runs bf16 tiles of that size.
+TEST_P(KvAttentionPerIsa, TiledAttentionInBf16StaysWithinBf16RoundingOfThePerKeyPath) {
+  if (table().attn_tile_update_bf16 == nullptr || table().attn_tile_bf16_min_rows > 64)
     GTEST_SKIP() << "this variant does not run bf16 tiles on this CPU";
   const uint32_t group = 3, head_dim = 64;
   const ModelHparams hp = attention_hparams(head_dim);
   const std::vector<float> sinks = {1.0f, -3.0f, 6.0f};
-  const KvTypePair types = kTypePairs[0];
-  const KvAttentionKernels kk = kv_attention_kernels(table(), types.k, types.v);
   const uint32_t last = 700;
-  const KvCache kv = filled_cache(hp, types.k, types.v, last + 1, /*extra_sliding_slots=*/7);
-  for (uint32_t num_tokens : {1u, 5u, 6u, 8u}) {
-    std::vector<uint32_t> positions;
-    for (uint32_t i = 0; i < num_tokens; ++i) positions.push_back(last + 1 - num_tokens + i);
-    const auto q = random_floats(num_tokens * group * head_dim, 300 + num_tokens, 2.0f);
-    for (uint32_t layer : {0u, 1u}) {
-      std::vector<float> want;
-      for (uint32_t i = 0; i < num_tokens; ++i) {
-        const uint32_t first = kv.first_visible_position(layer, positions[i]);
-        const uint32_t n = positions[i] - first + 1;
-        std::vector<float> scores(group * n), o(group * head_dim);
-        const std::vector<float> qi(q.begin() + i * group * head_dim, q.begin() + (i + 1) * group * head_dim);
-        attention_full(table(), kk, kv, layer, 0, first, n, qi.data(), group, 0.125f, sinks.data(), scores.data(),
-                       o.data());
-        want.insert(want.end(), o.begin(), o.end());
-      }
-      for (uint32_t chunks : {1u, 2u}) {
-        const auto f32 = tiled_attention(table(), kv, layer, 0, positions, q, group, 0.125f, sinks, chunks);
-        const auto got = tiled_attention(table(), kv, layer, 0, positions, q, group, 0.125f, sinks, chunks, true);
-        const std::string where = "tokens " + std::to_string(num_tokens) + " layer " + std::to_string(layer) +
-                                  " chunks " + std::to_string(chunks);
-        if (num_tokens * group >= 16) {
+  for (KvTypePair types : {kTypePairs[0], kTypePairs[3]}) {
+    const KvAttentionKernels kk = kv_attention_kernels(table(), types.k, types.v);
+    const KvCache kv = filled_cache(hp, types.k, types.v, last + 1, /*extra_sliding_slots=*/7);
+    for (uint32_t num_tokens : {1u, 5u, 8u}) {
+      std::vector<uint32_t> positions;
+      for (uint32_t i = 0; i < num_tokens; ++i) positions.push_back(last + 1 - num_tokens + i);
+      const auto q = random_floats(num_tokens * group * head_dim, 300 + num_tokens, 2.0f);
+      for (uint32_t layer : {0u, 1u}) {
+        std::vector<float> want;
+        for (uint32_t i = 0; i < num_tokens; ++i) {
+          const uint32_t first = kv.first_visible_position(layer, positions[i]);
+          const uint32_t n = positions[i] - first + 1;
+          std::vector<float> scores(group * n), o(group * head_dim);
+          const std::vector<float> qi(q.begin() + i * group * head_dim, q.begin() + (i + 1) * group * head_dim);
+          attention_full(table(), kk, kv, layer, 0, first, n, qi.data(), group, 0.125f, sinks.data(), scores.data(),
+                         o.data());
+          want.insert(want.end(), o.begin(), o.end());
+        }
+        for (uint32_t chunks : {1u, 2u}) {
+          const auto f32 = tiled_attention(table(), kv, layer, 0, positions, q, group, 0.125f, sinks, chunks);
+          const auto got = tiled_attention(table(), kv, layer, 0, positions, q, group, 0.125f, sinks, chunks, true);
+          const std::string where = pair_name(types) + " tokens " + std::to_string(num_tokens) + " layer " +
+                                    std::to_string(layer) + " chunks " + std::to_string(chunks);
           EXPECT_LE(nmse(want, got), kBf16VsF32Nmse) << where;
-          EXPECT_GT(nmse(f32, got), 0.0) << where;
-        } else {
-          EXPECT_EQ(f32, got) << where;
+          if (num_tokens * group >= table().attn_tile_bf16_min_rows) {
+            EXPECT_GT(nmse(f32, got), 0.0) << where;
+          }
         }
       }
     }

@@ -138,8 +138,8 @@ void add_device_options(CLI::App* cmd, DeviceArgs& args) {
                 "CPU path: keep the weights (MXFP4 experts, Q8_0 matrices) in the file's layout instead of repacking "
                 "them at load for the AVX-512 kernels (llama.cpp's --no-repack; to measure the repack's gain)");
   cmd->add_flag("--attention-bf16", args.attention_bf16,
-                "CPU path: multiply prefill attention in bf16 instead of f32 where the CPU has AVX512_BF16 (gpt-oss's "
-                "training precision; ~30 % less attention time at depth, logits differ from f32 by more than rounding)");
+                "CPU path: multiply attention in bf16 instead of f32 where the CPU has AVX512_BF16 (gpt-oss's "
+                "training precision; less attention time at depth; logits differ from f32 by more than rounding)");
   auto* n_cpu_moe = cmd->add_option("--n-cpu-moe", args.num_cpu_moe_layers,
                   "The experts of the first N blocks on the CPU, the others' on the GPU (a static plan, as llama.cpp)")
       ->check(int_range(0, 1 << 16));

@@ -29,7 +29,7 @@ struct DeviceArgs {
   bool cpu_moe = false;
   bool no_overlap = false;   // --no-overlap: the hybrid's GPU experts after its CPU experts (ForwardOptions::overlap)
   bool no_repack = false;    // --no-repack: the CPU path keeps the file's layout (ForwardOptions::repack_weights)
-  bool attention_bf16 = false;  // --attention-bf16: prefill attention products in bf16 (ForwardOptions::attention_bf16)
+  bool attention_bf16 = false;  // --attention-bf16: attention products in bf16 (ForwardOptions::attention_bf16)
   int num_cpu_moe_layers = -1;  // --n-cpu-moe N: the first N blocks' experts on the CPU; -1: not given
   std::string plan_path;     // --plan FILE: a Plan from `hetmoe plan`, executed as is
   std::string stats_path;    // --stats FILE: expert statistics for the optimizer (default: router-bias prior)

@@ -106,6 +106,7 @@ KvTileKernels kv_tile_kernels(const cpu::KernelTable& kernels, KvCacheType k_typ
                       kernels.kv_rows_f32_q4_0);
   k.v_f16 = v_type == KvCacheType::kF16;
   k.bf16 = allow_bf16 && kernels.attn_tile_update_bf16 != nullptr && kernels.attn_tile_pack_q_bf16 != nullptr;
+  k.kv_f16 = k_type == KvCacheType::kF16 && v_type == KvCacheType::kF16;
   return k;
 }
 
@@ -135,7 +136,7 @@ void attention_tile(const cpu::KernelTable& kernels, const KvTileKernels& tile_k
   std::fill(sum, sum + rows, 0.0f);
   float* qt = scratch.qt();
   std::fill(qt, qt + cpu::attn_tile_qt_floats(num_rows, hd), 0.0f);
-  // bf16 products for large tiles (prefill); the bf16 qt takes the first half of the f32 qt's bytes.
+  // bf16 products where allowed (KvTileKernels::bf16); the bf16 qt takes the first half of the f32 qt's bytes.
   const bool bf16 = tile_kernels.bf16 && num_rows >= kernels.attn_tile_bf16_min_rows;
   auto* qt16 = reinterpret_cast<uint16_t*>(qt);
   for (uint32_t i = 0; i < tile.num_tokens; ++i) {
@@ -154,12 +155,18 @@ void attention_tile(const cpu::KernelTable& kernels, const KvTileKernels& tile_k
   int32_t* key_end = scratch.key_end();
   const uint32_t capacity = kv.capacity(layer_idx);
   const bool v_in_place_ok = !bf16 && tile_kernels.v_f16 && hd == pitch && num_rows <= kernels.attn_v_f16_max_rows;
-  for (uint32_t block = span_lo; block < span_hi; block += static_cast<uint32_t>(cpu::kAttnTileMaxKeys)) {
-    const auto n = static_cast<uint32_t>(std::min<int64_t>(cpu::kAttnTileMaxKeys, span_hi - block));
+  const bool bf16_in_place_ok = bf16 && tile_kernels.kv_f16 && hd == pitch &&
+                                kernels.attn_tile_update_bf16_kv_f16 != nullptr;
+  // Blocks start at multiples of kAttnTileMaxKeys (the first one may begin before span_lo: those keys are masked, and
+  // their ring slots hold finite rows of some position), so a row sees the same blocks — the same running maxima, and
+  // in bf16 the same rounded probabilities — in a prefill tile and in a decode tile of its own.
+  constexpr auto kBlock = static_cast<uint32_t>(cpu::kAttnTileMaxKeys);
+  for (uint32_t block = span_lo - span_lo % kBlock; block < span_hi; block += kBlock) {
+    const auto n = static_cast<uint32_t>(std::min<int64_t>(kBlock, span_hi - block));
     bool any = false;
     for (uint32_t i = 0; i < tile.num_tokens; ++i) {
-      // Token i's keys inside the block, as offsets from its start.
-      const uint32_t lo = std::clamp(tile.key_lo[i], block, block + n) - block;
+      // Token i's keys inside the block and the span, as offsets from the block's start.
+      const uint32_t lo = std::clamp(std::max(tile.key_lo[i], span_lo), block, block + n) - block;
       const uint32_t hi = std::clamp(tile.key_hi[i], block, block + n) - block;
       any |= lo < hi;
       for (uint32_t h = 0; h < group; ++h) {
@@ -171,13 +178,17 @@ void attention_tile(const cpu::KernelTable& kernels, const KvTileKernels& tile_k
     // f16 V rows are read in place when the block is one run of slots and the kernels say the tile is small enough
     // (KernelTable::attn_v_f16_max_rows): widening them inside the values loop (once per row group) costs less than
     // the f32 copy's stores and loads, and keeps the block's working set in L1.
-    const bool v_in_place = v_in_place_ok && block % capacity + n <= capacity;
-    for_each_slot_run(kv, layer_idx, block, n, [&](uint32_t j, uint32_t run) {
-      tile_kernels.k_rows(kv.k_row(layer_idx, block + j, kv_head_idx), k_stride, run, hd, k + j * pitch);
-      if (!v_in_place)
-        tile_kernels.v_rows(kv.v_row(layer_idx, block + j, kv_head_idx), v_stride, run, hd, v + j * pitch);
-    });
-    if (n % 2 != 0) std::fill(k + n * pitch, k + (n + 1) * pitch, 0.0f);  // read by the SIMD scores, masked
+    const bool one_run = block % capacity + n <= capacity;
+    const bool v_in_place = v_in_place_ok && one_run;
+    const bool kv_in_place = bf16_in_place_ok && one_run;  // bf16 products from the f16 rows themselves
+    if (!kv_in_place) {
+      for_each_slot_run(kv, layer_idx, block, n, [&](uint32_t j, uint32_t run) {
+        tile_kernels.k_rows(kv.k_row(layer_idx, block + j, kv_head_idx), k_stride, run, hd, k + j * pitch);
+        if (!v_in_place)
+          tile_kernels.v_rows(kv.v_row(layer_idx, block + j, kv_head_idx), v_stride, run, hd, v + j * pitch);
+      });
+      if (n % 2 != 0) std::fill(k + n * pitch, k + (n + 1) * pitch, 0.0f);  // read by the SIMD scores, masked
+    }
     // The next block's K/V rows (one byte range per slot run), prefetched while this block computes.
     std::vector<cpu::PrefetchRange>& ranges = scratch.prefetch();
     ranges.clear();
@@ -189,7 +200,12 @@ void attention_tile(const cpu::KernelTable& kernels, const KvTileKernels& tile_k
         ranges.push_back({kv.v_row(layer_idx, next + j, kv_head_idx), v_stride * run});
       });
     }
-    if (bf16)
+    if (kv_in_place)
+      kernels.attn_tile_update_bf16_kv_f16(qt16, num_rows, kv.k_row(layer_idx, block, kv_head_idx), k_stride,
+                                           kv.v_row(layer_idx, block, kv_head_idx), v_stride, n, hd, tile.scale,
+                                           key_begin, key_end, scratch.s(), max, sum, out, ranges.data(),
+                                           static_cast<int64_t>(ranges.size()));
+    else if (bf16)
       kernels.attn_tile_update_bf16(qt16, num_rows, k, v, n, hd, tile.scale, key_begin, key_end, scratch.s(), max, sum,
                                     out, ranges.data(), static_cast<int64_t>(ranges.size()));
     else if (v_in_place)

@@ -14,8 +14,8 @@
 // sequence (prefill) — through blocks of kAttnTileMaxKeys keys whose K rows are converted once to f32 (V rows too,
 // unless they are f16 in one run of slots and the tile is small: then read in place, attn_tile_update_v_f16), with
 // an online softmax (cpu::KernelTable::attn_tile_update), so each K/V row is read once per tile instead of once per
-// token, and the scores stay in cache. Large tiles multiply in bf16 where the kernels can and the caller allows it
-// (KvTileKernels::bf16).
+// token, and the scores stay in cache. Tiles multiply in bf16 where the kernels can and the caller allows it
+// (KvTileKernels::bf16), from f16 K/V rows in place.
 
 #include <cstdint>
 #include <vector>
@@ -83,8 +83,10 @@ struct KvTileKernels {
   /// V stored as f16: attention_tile reads the V rows in place (KernelTable::attn_tile_update_v_f16) in tiles of up to
   /// KernelTable::attn_v_f16_max_rows rows.
   bool v_f16 = false;
-  /// Tiles of at least KernelTable::attn_tile_bf16_min_rows rows multiply in bf16 (attn_tile_update_bf16).
+  /// Tiles of at least KernelTable::attn_tile_bf16_min_rows rows multiply in bf16 (attn_tile_update_bf16; with K and
+  /// V in f16, in one run of slots and head_dim a multiple of 32, from the rows in place: attn_tile_update_bf16_kv_f16).
   bool bf16 = false;
+  bool kv_f16 = false;  // K and V stored as f16
 };
 /// allow_bf16: the bf16 tile products where `kernels` has them (KernelTable::attn_tile_update_bf16; prefill tiles).
 KvTileKernels kv_tile_kernels(const cpu::KernelTable& kernels, KvCacheType k_type, KvCacheType v_type,

@@ -35,10 +35,9 @@ struct CpuForwardOptions {
   int num_threads = 0;           // 0 = all cores
   uint32_t max_batch_tokens = 64;  // prefill tokens processed together (buffers are sized for it)
   uint32_t rollback_slots = 0;     // positions truncate() may go back; costs this many sliding-ring slots per layer
-  /// Prefill attention tiles (≥ KernelTable::attn_tile_bf16_min_rows rows) multiply in bf16 where the kernels have
-  /// bf16 products (attention_cpu.h: KvTileKernels::bf16; gpt-oss's own attention precision); decode stays f32.
-  /// Off by default: a token's logits then depend on the tile it was prefilled in (a cached prompt's next turn can
-  /// differ from the same turn computed from scratch by more than float rounding), as with other precisions.
+  /// Attention tiles (prefill and decode, ≥ KernelTable::attn_tile_bf16_min_rows rows) multiply in bf16 where the
+  /// kernels have bf16 products (attention_cpu.h: KvTileKernels::bf16; gpt-oss's own attention precision). Off by
+  /// default: the logits then differ from the f32 attention's by more than rounding.
   bool attention_bf16 = false;
   /// Hook for thread placement: an arena the caller configured (pinned workers, NUMA constraints; the placement
   /// issue attaches a task_scheduler_observer to it) and keeps alive. nullptr: an own arena of num_threads.

@@ -175,7 +175,7 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
   const cpu::KernelTable& kernels = cpu::kernel_table(*isa);
   if (options.attention_bf16 && kernels.attn_tile_bf16_min_rows == std::numeric_limits<int64_t>::max() && notes)
     notes->push_back(fmt::format("--attention-bf16: the {} kernels have no bf16 products on this CPU (they need "
-                                 "AVX512_BF16); prefill attention stays f32",
+                                 "AVX512_BF16); attention stays f32",
                                  cpu::isa_name(*isa)));
   if (options.repack_weights && (kernels.gemm_mxfp4_r16 != nullptr || kernels.gemm_q8_0_r16 != nullptr) &&
       model.file && model.file->in_memory()) {
@@ -251,7 +251,7 @@ std::string forward_path_name(const ForwardOptions& options, const ForwardPass* 
   std::string cpu_name = std::string("cpu ") + (isa ? cpu::isa_name(*isa) : "?");
   if (isa && options.attention_bf16 &&
       cpu::kernel_table(*isa).attn_tile_bf16_min_rows != std::numeric_limits<int64_t>::max())
-    cpu_name += " bf16-attn";  // prefill attention tiles in bf16
+    cpu_name += " bf16-attn";  // attention tiles in bf16
   if (const auto* hybrid = dynamic_cast<const HybridForward*>(forward))
     return hybrid->gpu_only() ? "gpu" : "gpu + " + cpu_name;
   if (forward) return cpu_name;

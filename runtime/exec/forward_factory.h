@@ -39,7 +39,7 @@ struct ForwardOptions {
   /// has such kernels (AVX-512). The model then serves only CPU passes (the reference and the GPU refuse it), so a
   /// caller that makes other passes from the same model leaves it off; the CLI turns it on (--no-repack: off).
   bool repack_weights = false;
-  /// CPU path: prefill attention tiles multiply in bf16 where the kernels have bf16 products (AVX512_BF16;
+  /// CPU path: attention multiplies in bf16 where the kernels have bf16 products (AVX512_BF16;
   /// CpuForwardOptions::attention_bf16; --attention-bf16); false: f32.
   bool attention_bf16 = false;
   placement::ThreadLayoutOptions thread_layout;  // CPU path: pinned workers (NUMA nodes, SMT, PU list); the count
