@@ -231,17 +231,10 @@ void update_bf16_rows(const uint16_t* qt, int64_t num_rows, const T* k, int64_t 
                       int64_t v_stride, int64_t num_keys, int64_t head_dim, float scale, const int32_t* key_begin,
                       const int32_t* key_end, float* s, float* max_io, float* sum_io, float* out,
                       const PrefetchRange* prefetch, int64_t num_prefetch) {
-  switch (attn_tile_pitch(head_dim)) {
-    case 64:
-      return update_bf16_pitch<64>(qt, num_rows, k, k_stride, v, v_stride, num_keys, head_dim, scale, key_begin,
-                                   key_end, s, max_io, sum_io, out, prefetch, num_prefetch);
-    case 128:
-      return update_bf16_pitch<128>(qt, num_rows, k, k_stride, v, v_stride, num_keys, head_dim, scale, key_begin,
-                                    key_end, s, max_io, sum_io, out, prefetch, num_prefetch);
-    default:
-      return update_bf16_pitch<0>(qt, num_rows, k, k_stride, v, v_stride, num_keys, head_dim, scale, key_begin,
-                                  key_end, s, max_io, sum_io, out, prefetch, num_prefetch);
-  }
+  with_tile_pitch(head_dim, [&](auto pitch) {
+    update_bf16_pitch<decltype(pitch)::value>(qt, num_rows, k, k_stride, v, v_stride, num_keys, head_dim, scale,
+                                              key_begin, key_end, s, max_io, sum_io, out, prefetch, num_prefetch);
+  });
 }
 
 void update_bf16(const uint16_t* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,

@@ -147,10 +147,12 @@ void attn_tile_pack_q(const float* q, int64_t num_rows, int64_t head_dim, int64_
     std::copy(q + r * head_dim, q + (r + 1) * head_dim, qt + (row_begin + r) * pitch);
 }
 
-void attn_tile_update(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
-                      int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
-                      float* max_io, float* sum_io, float* out, const PrefetchRange* /*prefetch*/,
-                      int64_t /*num_prefetch*/) {
+/// One key block of the online softmax (KernelTable::attn_tile_update's contract) with the operands of P: P::q(qt
+/// value), P::kv(K or V value) and P::p(probability) as multiplied, P::exp for the probabilities.
+template <class P, class Q>
+void tile_update_rows(const Q* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys, int64_t head_dim,
+                      float scale, const int32_t* key_begin, const int32_t* key_end, float* s, float* max_io,
+                      float* sum_io, float* out) {
   const int64_t pitch = attn_tile_pitch(head_dim);
   for (int64_t r = 0; r < num_rows; ++r) {
     const int64_t begin = key_begin[r], end = std::min<int64_t>(key_end[r], num_keys);
@@ -159,20 +161,36 @@ void attn_tile_update(const float* qt, int64_t num_rows, const float* k, const f
     float m = max_io[r];
     for (int64_t j = begin; j < end; ++j) {
       float acc = 0.0f;
-      for (int64_t d = 0; d < head_dim; ++d) acc += qt[r * pitch + d] * k[j * pitch + d];
+      for (int64_t d = 0; d < head_dim; ++d) acc += P::q(qt[r * pitch + d]) * P::kv(k[j * pitch + d]);
       sr[j] = scale * acc;
       m = std::max(m, sr[j]);
     }
     const float alpha = std::exp(max_io[r] - m);  // 0 for a row's first keys (max_io = −∞)
     float sum = 0.0f;
-    for (int64_t j = begin; j < end; ++j) sum += (sr[j] = std::exp(sr[j] - m));
+    for (int64_t j = begin; j < end; ++j) sum += (sr[j] = P::exp(sr[j] - m));
     sum_io[r] = alpha * sum_io[r] + sum;
     max_io[r] = m;
     float* o = out + r * pitch;
     for (int64_t d = 0; d < head_dim; ++d) o[d] *= alpha;
     for (int64_t j = begin; j < end; ++j)
-      for (int64_t d = 0; d < head_dim; ++d) o[d] += sr[j] * v[j * pitch + d];
+      for (int64_t d = 0; d < head_dim; ++d) o[d] += P::p(sr[j]) * P::kv(v[j * pitch + d]);
   }
+}
+
+/// f32 tiles: every operand as it is.
+struct F32Operands {
+  static float q(float x) { return x; }
+  static float kv(float x) { return x; }
+  static float p(float x) { return x; }
+  static float exp(float x) { return std::exp(x); }
+};
+
+void attn_tile_update(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
+                      int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
+                      float* max_io, float* sum_io, float* out, const PrefetchRange* /*prefetch*/,
+                      int64_t /*num_prefetch*/) {
+  tile_update_rows<F32Operands>(qt, num_rows, k, v, num_keys, head_dim, scale, key_begin, key_end, s, max_io, sum_io,
+                                out);
 }
 
 void attn_tile_update_v_f16(const float* qt, int64_t num_rows, const float* k, const uint8_t* v,
@@ -207,32 +225,20 @@ float exp_bf16_tile(float x) {
   return std::ldexp(p, static_cast<int>(n));
 }
 
+/// bf16 tiles: q packed in bf16, K, V and the probabilities rounded where they are multiplied.
+struct Bf16Operands {
+  static float q(uint16_t x) { return ref::bf16_to_f32(x); }
+  static float kv(float x) { return round_bf16(x); }
+  static float p(float x) { return round_bf16(x); }
+  static float exp(float x) { return exp_bf16_tile(x); }
+};
+
 void attn_tile_update_bf16(const uint16_t* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
                            int64_t head_dim, float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
                            float* max_io, float* sum_io, float* out, const PrefetchRange* /*prefetch*/,
                            int64_t /*num_prefetch*/) {
-  const int64_t pitch = attn_tile_pitch(head_dim);
-  for (int64_t r = 0; r < num_rows; ++r) {
-    const int64_t begin = key_begin[r], end = std::min<int64_t>(key_end[r], num_keys);
-    if (begin >= end) continue;
-    float* sr = s + r * kAttnTileMaxKeys;
-    float m = max_io[r];
-    for (int64_t j = begin; j < end; ++j) {
-      float acc = 0.0f;
-      for (int64_t d = 0; d < head_dim; ++d) acc += ref::bf16_to_f32(qt[r * pitch + d]) * round_bf16(k[j * pitch + d]);
-      sr[j] = scale * acc;
-      m = std::max(m, sr[j]);
-    }
-    const float alpha = std::exp(max_io[r] - m);  // 0 for a row's first keys (max_io = −∞)
-    float sum = 0.0f;
-    for (int64_t j = begin; j < end; ++j) sum += (sr[j] = exp_bf16_tile(sr[j] - m));
-    sum_io[r] = alpha * sum_io[r] + sum;
-    max_io[r] = m;
-    float* o = out + r * pitch;
-    for (int64_t d = 0; d < head_dim; ++d) o[d] *= alpha;
-    for (int64_t j = begin; j < end; ++j)
-      for (int64_t d = 0; d < head_dim; ++d) o[d] += round_bf16(sr[j]) * round_bf16(v[j * pitch + d]);
-  }
+  tile_update_rows<Bf16Operands>(qt, num_rows, k, v, num_keys, head_dim, scale, key_begin, key_end, s, max_io, sum_io,
+                                 out);
 }
 
 void attn_tile_update_bf16_kv_f16(const uint16_t* qt, int64_t num_rows, const uint8_t* k, int64_t k_stride_bytes,

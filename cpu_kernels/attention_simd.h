@@ -426,23 +426,36 @@ void attn_tile_update_pitch(const float* qt, int64_t num_rows, const float* k, c
   spread.finish();
 }
 
+/// A tile pitch as a type: P > 0 known at compile time, 0 for any.
+template <int64_t P>
+struct PitchTag {
+  static constexpr int64_t value = P;
+};
+
+/// f(PitchTag<P>{}) with P the pitch of head_dim where a tile kernel has a compile-time instance (64: gpt-oss, 128),
+/// else P = 0 (the pitch at run time).
+template <class F>
+inline void with_tile_pitch(int64_t head_dim, F&& f) {
+  switch (attn_tile_pitch(head_dim)) {
+    case 64:
+      return f(PitchTag<64>{});
+    case 128:
+      return f(PitchTag<128>{});
+    default:
+      return f(PitchTag<0>{});
+  }
+}
+
 /// attn_tile_update_pitch for the pitch of head_dim.
 inline void attn_tile_update_any(const float* qt, int64_t num_rows, const float* k, const float* v,
                                  const uint16_t* v16, int64_t v16_stride, int64_t num_keys, int64_t head_dim,
                                  float scale, const int32_t* key_begin, const int32_t* key_end, float* s,
                                  float* max_io, float* sum_io, float* out, const PrefetchRange* prefetch,
                                  int64_t num_prefetch) {
-  switch (attn_tile_pitch(head_dim)) {
-    case 64:
-      return attn_tile_update_pitch<64>(qt, num_rows, k, v, v16, v16_stride, num_keys, head_dim, scale, key_begin,
-                                        key_end, s, max_io, sum_io, out, prefetch, num_prefetch);
-    case 128:
-      return attn_tile_update_pitch<128>(qt, num_rows, k, v, v16, v16_stride, num_keys, head_dim, scale, key_begin,
-                                         key_end, s, max_io, sum_io, out, prefetch, num_prefetch);
-    default:
-      return attn_tile_update_pitch<0>(qt, num_rows, k, v, v16, v16_stride, num_keys, head_dim, scale, key_begin,
-                                       key_end, s, max_io, sum_io, out, prefetch, num_prefetch);
-  }
+  with_tile_pitch(head_dim, [&](auto pitch) {
+    attn_tile_update_pitch<decltype(pitch)::value>(qt, num_rows, k, v, v16, v16_stride, num_keys, head_dim, scale,
+                                                   key_begin, key_end, s, max_io, sum_io, out, prefetch, num_prefetch);
+  });
 }
 
 inline void attn_tile_update(const float* qt, int64_t num_rows, const float* k, const float* v, int64_t num_keys,
