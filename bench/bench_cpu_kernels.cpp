@@ -1245,7 +1245,10 @@ void register_benchmarks(const std::vector<Isa>& isas) {
       if (hetmoe::cpu::kernel_table(isa).attn_tile_bf16_min_rows <= 64)
         configure(benchmark::RegisterBenchmark(("BM_AttnTile" + sfx).c_str(), BM_AttnTile, isa, type))
             ->ArgNames({"keys", "tokens", "v_in_place", "bf16"})
-            ->ArgsProduct({{128, 4096}, {1, 8}, type == TensorType::kF16 ? std::vector<int64_t>{0, 1} : std::vector<int64_t>{0}, {1}});
+            ->ArgsProduct({{128, 4096},
+                           {1, 8},
+                           type == TensorType::kF16 ? std::vector<int64_t>{0, 1} : std::vector<int64_t>{0},
+                           {1}});
       configure(benchmark::RegisterBenchmark(("BM_RowDot" + sfx).c_str(), BM_RowHelper, isa, type, RowOp::kDot))
           ->ArgName("keys")
           ->Arg(128)

@@ -63,7 +63,8 @@ void k_rows_bf16(const T* k, int64_t stride, int64_t num_keys, int64_t pitch, ui
   const int64_t n = std::is_same_v<T, float> ? (num_keys + 1) / 2 * 2 : num_keys;
   for (int64_t j = 0; j < n; ++j)
     for (int64_t d = 0; d < pitch; d += 32)
-      _mm512_storeu_si512(kb + j * pitch + d, bf16_from(load_row16(k + j * stride + d), load_row16(k + j * stride + d + 16)));
+      _mm512_storeu_si512(kb + j * pitch + d,
+                          bf16_from(load_row16(k + j * stride + d), load_row16(k + j * stride + d + 16)));
   if (n % 2 != 0) std::memset(kb + n * pitch, 0, static_cast<size_t>(pitch) * sizeof(uint16_t));
 }
 
@@ -71,8 +72,9 @@ void k_rows_bf16(const T* k, int64_t stride, int64_t num_keys, int64_t pitch, ui
 template <class T>
 void v_pairs_bf16(const T* v, int64_t stride, int64_t num_keys, int64_t pitch, uint16_t* vb) {
   // bf16 from (row a: 0..15, row b: 16..31) → a0 b0 a1 b1 … a15 b15.
-  alignas(64) static constexpr uint16_t kInterleave[32] = {0, 16, 1, 17, 2,  18, 3,  19, 4,  20, 5,  21, 6,  22, 7,  23,
-                                                           8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  alignas(64) static constexpr uint16_t kInterleave[32] = {0,  16, 1,  17, 2,  18, 3,  19, 4,  20, 5,
+                                                           21, 6,  22, 7,  23, 8,  24, 9,  25, 10, 26,
+                                                           11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
   const __m512i perm = _mm512_load_si512(kInterleave);
   for (int64_t j = 0; j < num_keys; j += 2) {
     const T* a = v + j * stride;
@@ -215,7 +217,8 @@ void update_bf16_pitch(const uint16_t* qt, int64_t num_rows, const T* k, int64_t
                        exp_for_bf16);
     for (int64_t kv = 0; kv < num_key_pairs; ++kv) {
       float* p = s_group + kv * s_key_stride;
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(_mm512_loadu_ps(p))));
+      const __m256bh p16 = _mm512_cvtneps_pbh(_mm512_loadu_ps(p));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), reinterpret_cast<__m256i>(p16));
     }
     // 3. Values, kValueRows rows × kValueVecs vectors of head dims at a time.
     for (int64_t r = 0; r < 8; r += kValueRows)

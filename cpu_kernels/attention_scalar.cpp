@@ -215,7 +215,8 @@ void attn_tile_pack_q_bf16(const float* q, int64_t num_rows, int64_t head_dim, i
 
 float round_bf16(float x) { return ref::bf16_to_f32(ref::f32_to_bf16(x)); }
 
-/// detail::Bf16TileExp: the SIMD variants' operations one by one (nearbyint rounds to nearest even, ldexp as vscalefps).
+/// detail::Bf16TileExp: the SIMD variants' operations one by one (nearbyint rounds to nearest even, ldexp as
+/// vscalefps).
 float exp_bf16_tile(float x) {
   using E = detail::Bf16TileExp;
   const float t = std::max(x * E::kLog2e, E::kMinT);

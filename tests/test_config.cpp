@@ -149,6 +149,7 @@ context = 4096
 kv_type = "f32"
 kv_type_k = "q8_0"
 kv_type_v = "q4_0"
+attention_bf16 = true
 [placement]
 mode = "dynamic"
 num_gpu_experts = 12
@@ -182,6 +183,7 @@ output = "run \"1\".json"
   EXPECT_EQ(c->model.kv_type, KvCacheType::kF32);
   EXPECT_EQ(c->model.kv_type_k, KvCacheType::kQ8_0);
   EXPECT_EQ(c->model.kv_type_v, KvCacheType::kQ4_0);
+  EXPECT_EQ(c->model.attention_bf16, true);
   EXPECT_EQ(c->placement.mode, PlacementMode::kDynamic);
   EXPECT_EQ(c->placement.num_gpu_experts, 12u);
   EXPECT_EQ(c->placement.prefill_crossover, 48u);
@@ -245,7 +247,8 @@ TEST(ConfigTest, CpuListsParseRangesAndRejectJunk) {
 /// The default file with its example assignments uncommented: lines "# key = ..." and "# [[...]]" (prose lines
 /// never start that way, runtime/app/config.h).
 std::string uncommented_default() {
-  return std::regex_replace(default_config_text(), std::regex("^# (\\[\\[|[a-z_]+ = )", std::regex::multiline), "$1");
+  return std::regex_replace(default_config_text(), std::regex("^# (\\[\\[|[a-z][a-z0-9_]* = )", std::regex::multiline),
+                            "$1");
 }
 
 TEST(ConfigTest, DefaultFileParsesToTheDefaults) {
@@ -262,7 +265,8 @@ TEST(ConfigTest, DefaultFileCoversEveryKeyTheParserKnows) {
   EXPECT_TRUE(c->threads.count && c->threads.per_node && c->threads.cores && c->threads.smt);
   EXPECT_TRUE(c->numa.policy);
   EXPECT_TRUE(c->gpu.id && c->gpu.vram_budget_bytes && c->gpu.ram_budget_bytes);
-  EXPECT_TRUE(c->model.context_length && c->model.kv_type && c->model.kv_type_k && c->model.kv_type_v);
+  EXPECT_TRUE(c->model.context_length && c->model.kv_type && c->model.kv_type_k && c->model.kv_type_v &&
+              c->model.attention_bf16);
   EXPECT_TRUE(c->placement.mode && c->placement.num_gpu_experts && c->placement.prefill_crossover);
   EXPECT_EQ(c->placement.expert_overrides.size(), 1u);
   EXPECT_EQ(c->placement.tensor_overrides.size(), 1u);

@@ -772,7 +772,8 @@ TEST_P(KvAttentionPerIsa, Bf16TileUpdateFromF16RowsGivesTheBitsOfConvertedRows) 
           ASSERT_EQ(want_state.max[static_cast<size_t>(r)], got_state.max[static_cast<size_t>(r)]) << "row " << r;
           ASSERT_EQ(want_state.sum[static_cast<size_t>(r)], got_state.sum[static_cast<size_t>(r)]) << "row " << r;
           for (int64_t d = 0; d < head_dim; ++d)
-            ASSERT_EQ(want_state.out[static_cast<size_t>(r * pitch + d)], got_state.out[static_cast<size_t>(r * pitch + d)])
+            ASSERT_EQ(want_state.out[static_cast<size_t>(r * pitch + d)],
+                      got_state.out[static_cast<size_t>(r * pitch + d)])
                 << "rows " << num_rows << " head_dim " << head_dim << " keys " << num_keys << " row " << r << " dim "
                 << d;
         }

@@ -184,5 +184,23 @@ TEST(RuntimeConfig, ThreadNumaAndGpuKeysMapOntoForwardOptions) {
   EXPECT_NE(s.error().message.find("threads.count and threads.per_node"), std::string::npos);
 }
 
+// [model] attention_bf16: true turns ForwardOptions::attention_bf16 on; false leaves a flag's true as it is.
+TEST(RuntimeConfig, AttentionBf16KeyTurnsTheOptionOnAndFalseKeepsTheFlag) {
+  RuntimeConfig on;
+  on.model.attention_bf16 = true;
+  ForwardOptions o;
+  ASSERT_TRUE(apply_runtime_config(on, false, o));
+  EXPECT_TRUE(o.attention_bf16);
+  RuntimeConfig off;
+  off.model.attention_bf16 = false;
+  ForwardOptions flagged;
+  flagged.attention_bf16 = true;  // --attention-bf16
+  ASSERT_TRUE(apply_runtime_config(off, false, flagged));
+  EXPECT_TRUE(flagged.attention_bf16);
+  ForwardOptions plain;
+  ASSERT_TRUE(apply_runtime_config(RuntimeConfig{}, false, plain));
+  EXPECT_FALSE(plain.attention_bf16);
+}
+
 }  // namespace
 }  // namespace hetmoe

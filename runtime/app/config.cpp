@@ -90,7 +90,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& schema() {
       {"threads", {"count", "per_node", "cores", "smt"}},
       {"numa", {"policy"}},
       {"gpu", {"id", "vram_budget", "ram_budget"}},
-      {"model", {"context", "kv_type", "kv_type_k", "kv_type_v"}},
+      {"model", {"context", "kv_type", "kv_type_k", "kv_type_v", "attention_bf16"}},
       {"placement", {"mode", "num_gpu_experts", "prefill_crossover", "overrides", "tensor_overrides", "dynamic"}},
       {"placement.overrides", {"layer", "expert", "device"}},
       {"placement.tensor_overrides", {"name", "device"}},
@@ -369,6 +369,7 @@ class Parser {
     if (key == "kv_type") kv_type(m.kv_type);
     if (key == "kv_type_k") kv_type(m.kv_type_k);
     if (key == "kv_type_v") kv_type(m.kv_type_v);
+    if (key == "attention_bf16") set(m.attention_bf16, boolean(v, path));
   }
 
   void placement(const std::string& key, const toml::node& v, const std::string& path) {
@@ -588,6 +589,7 @@ std::string format_config(const RuntimeConfig& c) {
   if (c.model.kv_type) kv("kv_type", quoted(kv_cache_type_name(*c.model.kv_type)));
   if (c.model.kv_type_k) kv("kv_type_k", quoted(kv_cache_type_name(*c.model.kv_type_k)));
   if (c.model.kv_type_v) kv("kv_type_v", quoted(kv_cache_type_name(*c.model.kv_type_v)));
+  if (c.model.attention_bf16) kv("attention_bf16", *c.model.attention_bf16 ? "true" : "false");
   table("model");
   const auto& p = c.placement;
   if (p.mode) kv("mode", quoted(placement_mode_name(*p.mode)));
@@ -678,6 +680,9 @@ std::string default_config_text() {
 # K's or V's type alone (as -ctk / -ctv), over kv_type. Same choices. Default: kv_type.
 # kv_type_k = "q8_0"
 # kv_type_v = "q8_0"
+# CPU attention multiplies in bf16 where the CPU has AVX512_BF16 (= --attention-bf16; gpt-oss's training precision,
+# faster at depth, logits further from f32 attention's). Default: false.
+# attention_bf16 = true
 
 [placement]
 # "static" (placement chosen once at start) or "dynamic" (re-planned from the expert statistics while running;

@@ -60,6 +60,7 @@ struct RuntimeConfig {
     std::optional<KvCacheType> kv_type;      // K and V (= --kv-type)
     std::optional<KvCacheType> kv_type_k;    // K alone, over kv_type (= -ctk)
     std::optional<KvCacheType> kv_type_v;    // V alone, over kv_type (= -ctv)
+    std::optional<bool> attention_bf16;      // CPU attention products in bf16 (= --attention-bf16)
     bool operator==(const Model&) const = default;
   } model;
   using Placement = placement::PlacementSettings;

@@ -21,6 +21,7 @@ Status apply_runtime_config(const RuntimeConfig& config, bool threads_given, For
   }
   if (config.numa.policy) options.numa_policy = *config.numa.policy;
   if (config.gpu.id) options.gpu_idx = *config.gpu.id;
+  if (config.model.attention_bf16.value_or(false)) options.attention_bf16 = true;
   return {};
 }
 

@@ -83,8 +83,9 @@ struct KvTileKernels {
   /// V stored as f16: attention_tile reads the V rows in place (KernelTable::attn_tile_update_v_f16) in tiles of up to
   /// KernelTable::attn_v_f16_max_rows rows.
   bool v_f16 = false;
-  /// Tiles of at least KernelTable::attn_tile_bf16_min_rows rows multiply in bf16 (attn_tile_update_bf16; with K and
-  /// V in f16, in one run of slots and head_dim a multiple of 32, from the rows in place: attn_tile_update_bf16_kv_f16).
+  /// Tiles of at least KernelTable::attn_tile_bf16_min_rows rows multiply in bf16 (attn_tile_update_bf16; with K
+  /// and V in f16, in one run of slots and head_dim a multiple of 32, from the rows in place:
+  /// attn_tile_update_bf16_kv_f16).
   bool bf16 = false;
   bool kv_f16 = false;  // K and V stored as f16
 };
