@@ -203,6 +203,8 @@ TEST(ForwardFactory, AttentionBf16IsNamedWhereItRunsAndNotedWhereItCannot) {
     ASSERT_TRUE(pass.has_value()) << pass.error().to_string();
     const std::string name = forward_path_name(o, pass->get());
     EXPECT_EQ(name.find("bf16-attn") != std::string::npos, on && runs) << name;
+    const std::string asked = forward_path_name(o);  // the CPU pass the options ask for, before creating it
+    EXPECT_EQ(asked.find("bf16-attn") != std::string::npos, on && runs) << asked;
     bool noted = false;
     for (const auto& n : notes) noted |= n.find("--attention-bf16") != std::string::npos;
     EXPECT_EQ(noted, on && !runs) << cpu::isa_name(*isa);

@@ -89,7 +89,7 @@ struct KvTileKernels {
   bool bf16 = false;
   bool kv_f16 = false;  // K and V stored as f16
 };
-/// allow_bf16: the bf16 tile products where `kernels` has them (KernelTable::attn_tile_update_bf16; prefill tiles).
+/// allow_bf16: the bf16 tile products where `kernels` has them (KernelTable::attn_tile_update_bf16).
 KvTileKernels kv_tile_kernels(const cpu::KernelTable& kernels, KvCacheType k_type, KvCacheType v_type,
                               bool allow_bf16 = false);
 

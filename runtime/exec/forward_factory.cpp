@@ -248,15 +248,16 @@ Expected<std::unique_ptr<MultiSequenceForward>> create_multi_forward(const Model
 std::string forward_path_name(const ForwardOptions& options, const ForwardPass* forward) {
   if (options.use_reference) return "reference";
   auto isa = cpu::selected_isa();
-  std::string cpu_name = std::string("cpu ") + (isa ? cpu::isa_name(*isa) : "?");
-  if (isa && options.attention_bf16 &&
-      cpu::kernel_table(*isa).attn_tile_bf16_min_rows != std::numeric_limits<int64_t>::max())
-    cpu_name += " bf16-attn";  // attention tiles in bf16
+  const std::string cpu_name = std::string("cpu ") + (isa ? cpu::isa_name(*isa) : "?");
   if (const auto* hybrid = dynamic_cast<const HybridForward*>(forward))
-    return hybrid->gpu_only() ? "gpu" : "gpu + " + cpu_name;
-  if (forward) return cpu_name;
+    return hybrid->gpu_only() ? "gpu" : "gpu + " + cpu_name;  // attention on the GPU: attention_bf16 does nothing
+  // The CPU pass's attention tiles in bf16.
+  const bool bf16_tiles = isa && options.attention_bf16 &&
+                          cpu::kernel_table(*isa).attn_tile_bf16_min_rows != std::numeric_limits<int64_t>::max();
+  const std::string cpu_pass = bf16_tiles ? cpu_name + " bf16-attn" : cpu_name;
+  if (forward) return cpu_pass;
   switch (options.device) {
-    case ForwardOptions::Device::kCpu: return cpu_name;
+    case ForwardOptions::Device::kCpu: return cpu_pass;
     case ForwardOptions::Device::kGpu: return "gpu + " + cpu_name;
     case ForwardOptions::Device::kAuto: return "auto (gpu when usable) + " + cpu_name;
   }

@@ -120,8 +120,8 @@ Expected<std::unique_ptr<MultiSequenceForward>> create_multi_forward(const Model
 Expected<std::unique_ptr<ForwardPass>> create_gpu_forward(const Model& model, const ForwardOptions& options,
                                                           std::vector<std::string>* notes);
 
-/// "reference", the CPU path with its ISA, e.g. "cpu avx512" ("cpu avx512 bf16-attn" when attention_bf16 is set and
-/// the kernels run bf16 tiles), or the GPU pass: "gpu" (every expert resident) or
+/// "reference", the CPU path with its ISA, e.g. "cpu avx512" ("cpu avx512 bf16-attn" for the CPU pass when
+/// attention_bf16 is set and the kernels run bf16 tiles; the GPU pass runs attention on the GPU), or the GPU pass: "gpu" (every expert resident) or
 /// "gpu + cpu avx512" (hybrid). With `forward` (from create_forward) the name of the pass actually created; without,
 /// the one the options ask for ("auto (gpu when usable) + cpu avx512" for --device auto).
 std::string forward_path_name(const ForwardOptions& options, const ForwardPass* forward = nullptr);
