@@ -326,9 +326,37 @@ inline constexpr int64_t kLaneRowsAhead = 2;
 /// layout the tile kernel reads: tokens across the lanes); per group of Lanes::kRows rows, every weight block is
 /// decoded once (Q::decode_lane, rows read front to back) and the chunk's tiles pass over the decoded group.
 /// Returns false (nothing written) when the thread's scratch buffer cannot grow; the caller then uses the row tiles.
+/// gemm_lanes is the same over any weight layout: decode_rows(r, wd) writes the decoded blocks of rows [r, r +
+/// Lanes::kRows) into wd ([num_blocks][kRows]; in place of rows past row_end, any rows of the range).
+template <class Q, class DecodeRows>
+bool gemm_lanes(int64_t row_begin, int64_t row_end, const ActQ8Block* x, int64_t num_tokens, int64_t num_blocks,
+                float* y, int64_t y_stride, const DecodeRows& decode_rows);
+
 template <class Q>
 bool gemm_quant_lanes(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
                       int64_t num_tokens, int64_t num_blocks, float* y, int64_t y_stride) {
+  using WeightBlock = typename Q::Lanes::WeightBlock;
+  constexpr int64_t kR = Q::Lanes::kRows;
+  // A last group with fewer rows decodes the range's last row again in the missing places (never read past it).
+  // Rows are read front to back, one at a time, and the row kLaneRowsAhead further on is prefetched at the same
+  // pace: without it the decode loop waited on its weight loads (58 % of the kernel's samples on the two weight
+  // loads in a perf profile of pp64, where each expert's rows are read once for ~8 tokens).
+  const auto decode_rows = [&](int64_t r, WeightBlock* wd) {
+    for (int64_t i = 0; i < kR; ++i) {
+      const uint8_t* row = w + std::min(r + i, row_end - 1) * row_bytes;
+      const uint8_t* ahead = w + std::min(r + i + kLaneRowsAhead, row_end - 1) * row_bytes;
+      for (int64_t b = 0; b < num_blocks; ++b) {
+        __builtin_prefetch(ahead + b * Q::kBlockBytes, 0, 3);
+        Q::decode_lane(row + b * Q::kBlockBytes, wd + b * kR + i);
+      }
+    }
+  };
+  return gemm_lanes<Q>(row_begin, row_end, x, num_tokens, num_blocks, y, y_stride, decode_rows);
+}
+
+template <class Q, class DecodeRows>
+bool gemm_lanes(int64_t row_begin, int64_t row_end, const ActQ8Block* x, int64_t num_tokens, int64_t num_blocks,
+                float* y, int64_t y_stride, const DecodeRows& decode_rows) {
   using L = typename Q::Lanes;
   using ActBlock = typename L::ActBlock;
   using WeightBlock = typename L::WeightBlock;
@@ -355,18 +383,7 @@ bool gemm_quant_lanes(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, i
       L::pack(x + (t0 + tile * kT) * num_blocks, num_blocks, std::min(kT, chunk_tokens - tile * kT),
               act + tile * num_blocks);
     for (int64_t r = row_begin; r < row_end; r += kR) {
-      // A last group with fewer rows decodes the range's last row again in the missing places (never read past it).
-      // Rows are read front to back, one at a time, and the row kLaneRowsAhead further on is prefetched at the same
-      // pace: without it the decode loop waited on its weight loads (58 % of the kernel's samples on the two weight
-      // loads in a perf profile of pp64, where each expert's rows are read once for ~8 tokens).
-      for (int64_t i = 0; i < kR; ++i) {
-        const uint8_t* row = w + std::min(r + i, row_end - 1) * row_bytes;
-        const uint8_t* ahead = w + std::min(r + i + kLaneRowsAhead, row_end - 1) * row_bytes;
-        for (int64_t b = 0; b < num_blocks; ++b) {
-          __builtin_prefetch(ahead + b * Q::kBlockBytes, 0, 3);
-          Q::decode_lane(row + b * Q::kBlockBytes, wd + b * kR + i);
-        }
-      }
+      decode_rows(r, wd);
       const int64_t rows = std::min(kR, row_end - r);
       for (int64_t tile = 0; tile < chunk_num_tiles; ++tile) {
         L::template tile<kR>(wd, act + tile * num_blocks, num_blocks, out);

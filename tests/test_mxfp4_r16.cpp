@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -197,6 +198,32 @@ TEST_P(Mxfp4R16Simd, ExtremeCodesAndActivationsDoNotOverflow) {
     for (int i = 0; i < 16; ++i) {
       EXPECT_EQ(want[i], expect) << "row " << i;
       EXPECT_EQ(got[i], expect) << "row " << i;
+    }
+  }
+}
+
+TEST_P(Mxfp4R16Simd, EveryScaleExponentAtEveryRowOfAGroupGivesTheScalarBits) {
+  const KernelTable& table = kernel_table(GetParam());
+  if (table.gemm_mxfp4_r16 == nullptr) GTEST_SKIP() << "no R16 kernel";
+  // One block per row (32 columns), so no other block's sum hides a wrong scale: 16 calls put the exponents
+  // 16c .. 16c + 15 at rows 0..15 (every e in 0..255 at its own lane; e = 0, 1 are the subnormal scales, the AVX2
+  // kernel builds those bits apart from the others). d_x = 2^-20 keeps e = 255 finite.
+  constexpr int64_t kCols = 32;
+  const uint64_t row_bytes = 17;
+  auto w = random_mxfp4(16, kCols, 9);
+  auto x = random_acts(4, kCols, 10);
+  for (auto& xb : x) xb.d = 0x1p-20f;
+  for (int c = 0; c < 16; ++c) {
+    for (int i = 0; i < 16; ++i) w[i * row_bytes] = static_cast<uint8_t>(16 * c + i);
+    const auto r = repacked(w, row_bytes);
+    for (const int64_t num_tokens : {1, 4}) {
+      std::vector<float> want(static_cast<size_t>(16 * num_tokens)), got(want.size());
+      gemm_mxfp4_r16_scalar(r.data(), row_bytes, 0, 16, x.data(), num_tokens, kCols, want.data(), 16);
+      table.gemm_mxfp4_r16(r.data(), row_bytes, 0, 16, x.data(), num_tokens, kCols, got.data(), 16);
+      for (int64_t t = 0; t < num_tokens; ++t)
+        for (int i = 0; i < 16; ++i)
+          EXPECT_EQ(std::bit_cast<uint32_t>(want[t * 16 + i]), std::bit_cast<uint32_t>(got[t * 16 + i]))
+              << "e = " << 16 * c + i << ", token " << t;
     }
   }
 }

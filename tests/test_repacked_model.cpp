@@ -51,6 +51,16 @@ std::vector<float> decode_all(CpuForward& f, std::span<const int32_t> ids, size_
   return out;
 }
 
+/// The tiny fixture in memory, repacked for what the variant has kernels for (AVX2: the MXFP4 experts only).
+Model repacked_for(cpu::Isa isa) {
+  Model model = load_tiny(gguf::File::LoadMode::kMemory);
+  const cpu::KernelTable& k = cpu::kernel_table(isa);
+  const auto r = repack_weights_r16(
+      model, 2, {.mxfp4_experts = k.gemm_mxfp4_r16 != nullptr, .q8_0_matrices = k.gemm_q8_0_r16 != nullptr});
+  EXPECT_TRUE(r.has_value()) << (r ? "" : r.error().to_string());
+  return model;
+}
+
 /// The supported variants with R16 kernels.
 std::vector<cpu::Isa> r16_isas() {
   std::vector<cpu::Isa> isas;
@@ -103,54 +113,52 @@ TEST(RepackedModel, RepacksEveryTargetTensorOnceAndOnlyInMemory) {
 TEST(RepackedModel, MeetsTheFixtureAgreementBarAndStaysNearTheFileLayout) {
   if (r16_isas().empty()) GTEST_SKIP() << "no kernel variant with R16 kernels on this CPU";
   Model file_layout = load_tiny(gguf::File::LoadMode::kMemory);
-  Model repacked = load_tiny(gguf::File::LoadMode::kMemory);
-  ASSERT_TRUE(repack_weights_r16(repacked, 2).has_value());
-  const size_t vocab = repacked.hparams.vocab_size;
-  for (const cpu::Isa r16 : r16_isas()) {
-  const auto isa = std::optional<cpu::Isa>(r16);
-  auto f = make(repacked, *isa);
-  auto g = make(file_layout, *isa);
-  ASSERT_TRUE(f && g);
-  const auto ours = decode_all(*f, fixture_ids(), vocab);
-  const auto theirs = decode_all(*g, fixture_ids(), vocab);
-  for (float x : ours) ASSERT_TRUE(std::isfinite(x));
-  const auto reference = test::read_f32_file(kData + "/gpt-oss-tiny.reference.logits.f32");
-  const auto margin = test::read_numbers<double>(kData + "/gpt-oss-tiny.router-margin.txt");
-  const auto a = test::agreement(reference, ours, 4106, margin);
-  std::printf("[ agreement ] cpu %s, repacked experts and matrices, vs f32 reference: KL p50 %.3g, p99 (margin >= "
-              "0.15) %.3g, top-1 %.1f %%\n",
-              cpu::isa_name(*isa), a.p50_all, a.p99_confident, 100 * a.top1);
-  EXPECT_LE(a.p50_all, 1e-3) << cpu::isa_name(*isa);  // the fixture's bar (tests/test_forward_cpu.cpp)
-  EXPECT_LE(a.p99_confident, 5e-3) << cpu::isa_name(*isa);
-  // The R16 kernel sums each row's blocks in order (the file layout's AVX-512 GEMV in 4 lane groups), ~1e-13 apart per
-  // matrix; over 200 steps an int8 rounding of a later activation can flip, so the two passes differ by quantization
-  // noise: far below their distance to the f32 reference (a wrong row or scale gives NMSE ~1).
-  const double between = test::nmse(theirs, ours), to_reference = test::nmse(reference, theirs);
-  std::printf("[ NMSE     ] %s: repacked vs file layout %.3g; file layout vs f32 reference %.3g\n",
-              cpu::isa_name(*isa), between, to_reference);
-  EXPECT_LT(between, 0.2 * to_reference) << cpu::isa_name(*isa);
+  const size_t vocab = file_layout.hparams.vocab_size;
+  for (const cpu::Isa isa : r16_isas()) {
+    Model repacked = repacked_for(isa);
+    auto f = make(repacked, isa);
+    auto g = make(file_layout, isa);
+    ASSERT_TRUE(f && g);
+    const auto ours = decode_all(*f, fixture_ids(), vocab);
+    const auto theirs = decode_all(*g, fixture_ids(), vocab);
+    for (float x : ours) ASSERT_TRUE(std::isfinite(x));
+    const auto reference = test::read_f32_file(kData + "/gpt-oss-tiny.reference.logits.f32");
+    const auto margin = test::read_numbers<double>(kData + "/gpt-oss-tiny.router-margin.txt");
+    const auto a = test::agreement(reference, ours, 4106, margin);
+    std::printf("[ agreement ] cpu %s, repacked, vs f32 reference: KL p50 %.3g, p99 (margin >= 0.15) %.3g, top-1 "
+                "%.1f %%\n",
+                cpu::isa_name(isa), a.p50_all, a.p99_confident, 100 * a.top1);
+    EXPECT_LE(a.p50_all, 1e-3) << cpu::isa_name(isa);  // the fixture's bar (tests/test_forward_cpu.cpp)
+    EXPECT_LE(a.p99_confident, 5e-3) << cpu::isa_name(isa);
+    // The R16 kernels sum each row's blocks in order (the file layout's GEMVs in lane groups or block pairs), ~1e-13
+    // apart per matrix; over 200 steps an int8 rounding of a later activation can flip, so the two passes differ by
+    // quantization noise: far below their distance to the f32 reference (a wrong row or scale gives NMSE ~1).
+    const double between = test::nmse(theirs, ours), to_reference = test::nmse(reference, theirs);
+    std::printf("[ NMSE     ] %s: repacked vs file layout %.3g; file layout vs f32 reference %.3g\n",
+                cpu::isa_name(isa), between, to_reference);
+    EXPECT_LT(between, 0.2 * to_reference) << cpu::isa_name(isa);
   }
 }
 
 TEST(RepackedModel, BatchedPrefillMatchesTokenByToken) {
   if (r16_isas().empty()) GTEST_SKIP() << "no kernel variant with R16 kernels on this CPU";
-  Model repacked = load_tiny(gguf::File::LoadMode::kMemory);
-  ASSERT_TRUE(repack_weights_r16(repacked, 2).has_value());
-  const size_t vocab = repacked.hparams.vocab_size;
   const auto& ids = fixture_ids();
-  for (const cpu::Isa r16 : r16_isas()) {
-  const auto isa = std::optional<cpu::Isa>(r16);
-  auto one = make(repacked, *isa);
-  const auto step = decode_all(*one, std::span<const int32_t>(ids).subspan(0, 100), vocab);
-  for (uint32_t batch : {64u, 7u}) {
-    auto f = make(repacked, *isa, batch);
-    std::vector<float> last(vocab);
-    ASSERT_TRUE(f->forward_batch(std::span<const int32_t>(ids).subspan(0, 100), last).has_value());
-    const std::vector<float> want(step.begin() + 99 * vocab, step.end());
-    // The experts give every token of a batch the bits it gets alone; attention and the Q8_0 matrices sum in another
-    // order from 9 tokens on (tests/test_forward_cpu.cpp, check_batched): quantization noise, NMSE ~1e-4.
-    EXPECT_LT(test::nmse(want, last), batch < 9 ? 1e-3 : 2e-3) << cpu::isa_name(r16) << ", batch " << batch;
-  }
+  for (const cpu::Isa isa : r16_isas()) {
+    Model repacked = repacked_for(isa);
+    const size_t vocab = repacked.hparams.vocab_size;
+    auto one = make(repacked, isa);
+    ASSERT_TRUE(one);
+    const auto step = decode_all(*one, std::span<const int32_t>(ids).subspan(0, 100), vocab);
+    for (uint32_t batch : {64u, 7u}) {
+      auto f = make(repacked, isa, batch);
+      ASSERT_TRUE(f);
+      std::vector<float> last(vocab);
+      ASSERT_TRUE(f->forward_batch(std::span<const int32_t>(ids).subspan(0, 100), last).has_value());
+      const std::vector<float> want(step.begin() + 99 * vocab, step.end());
+      // The experts give every token of a batch the bits it gets alone; attention and the Q8_0 matrices sum in
+      // another order from 9 tokens on (tests/test_forward_cpu.cpp, check_batched): quantization noise, NMSE ~1e-4.
+      EXPECT_LT(test::nmse(want, last), batch < 9 ? 1e-3 : 2e-3) << cpu::isa_name(isa) << ", batch " << batch;
+    }
   }
 }
 
@@ -168,9 +176,9 @@ TEST(RepackedModel, ReadersOfTheFileLayoutRefuseIt) {
   auto via_factory = create_forward(repacked, options);
   ASSERT_FALSE(via_factory.has_value());
   EXPECT_NE(via_factory.error().message.find("--reference"), std::string::npos) << via_factory.error().message;
-  // A CPU variant without R16 kernels.
+  // A CPU variant without R16 kernels for every repacked type (scalar: none; AVX2: no Q8_0_R16).
   for (cpu::Isa isa : cpu::supported_isas()) {
-    if (cpu::kernel_table(isa).gemm_mxfp4_r16 != nullptr) continue;
+    if (cpu::kernel_table(isa).gemm_mxfp4_r16 != nullptr && cpu::kernel_table(isa).gemm_q8_0_r16 != nullptr) continue;
     CpuForwardOptions o;
     o.context_length = 64;
     o.num_threads = 1;
@@ -178,6 +186,8 @@ TEST(RepackedModel, ReadersOfTheFileLayoutRefuseIt) {
     ASSERT_FALSE(f.has_value()) << cpu::isa_name(isa);
     EXPECT_EQ(f.error().code, ErrorCode::kUnsupported);
     EXPECT_NE(f.error().message.find(cpu::isa_name(isa)), std::string::npos) << f.error().message;
+    const char* missing = cpu::kernel_table(isa).gemm_mxfp4_r16 == nullptr ? "(MXFP4_R16)" : "(Q8_0_R16)";
+    EXPECT_NE(f.error().message.find(missing), std::string::npos) << f.error().message;
   }
 }
 

@@ -11,6 +11,7 @@
 #include <memory>
 #include <numeric>
 #include <thread>
+#include <utility>
 
 #include "cpu_kernels/reference.h"
 #include "runtime/exec/attention_cpu.h"
@@ -90,11 +91,13 @@ Expected<std::unique_ptr<CpuForward>> CpuForward::create(const Model& model, con
   if (options.rollback_slots > (1u << 20))
     return make_error(ErrorCode::kInvalidArgument,
                       fmt::format("rollback_slots {} is out of range (expected 0..{})", options.rollback_slots, 1u << 20));
-  if ((kernels.gemm_mxfp4_r16 == nullptr || kernels.gemm_q8_0_r16 == nullptr) && has_repacked_weights(model))
-    return make_error(ErrorCode::kUnsupported,
-                      fmt::format("the model's weights are repacked (MXFP4_R16, Q8_0_R16) for kernels the {} "
-                                  "variant does not have: load the model again without repacking (--no-repack)",
-                                  cpu::isa_name(kernels.isa)));
+  for (const auto& [type, kernel] : {std::pair{TensorType::kMXFP4_R16, kernels.gemm_mxfp4_r16 != nullptr},
+                                      std::pair{TensorType::kQ8_0_R16, kernels.gemm_q8_0_r16 != nullptr}})
+    if (!kernel && has_repacked_weights(model, type))
+      return make_error(ErrorCode::kUnsupported,
+                        fmt::format("the model's weights are repacked ({}) for kernels the {} variant does not have: "
+                                    "load the model again without repacking (--no-repack)",
+                                    tensor_type_traits(type).name, cpu::isa_name(kernels.isa)));
   if (!options.node_arenas.empty()) {
     const size_t expected = static_cast<size_t>(hp.num_layers) * hp.num_experts;
     if (options.node_arenas.size() > 255 || options.node_arenas[0] != options.arena ||

@@ -28,15 +28,18 @@ std::vector<WeightView*> dense_matrices(Model& model) {
   return out;
 }
 
-bool is_repacked(TensorType type) { return type == TensorType::kMXFP4_R16 || type == TensorType::kQ8_0_R16; }
 
 }  // namespace
 
 bool has_repacked_weights(const Model& model) {
+  return has_repacked_weights(model, TensorType::kMXFP4_R16) || has_repacked_weights(model, TensorType::kQ8_0_R16);
+}
+
+bool has_repacked_weights(const Model& model, TensorType type) {
   for (const LayerWeights& w : model.layers)
     for (const WeightView* v : {&w.gate_exps, &w.up_exps, &w.down_exps, &w.wq, &w.wk, &w.wv, &w.wo})
-      if (is_repacked(v->type)) return true;
-  return is_repacked(model.output.type);
+      if (v->type == type) return true;
+  return model.output.type == type;
 }
 
 Expected<RepackResult> repack_weights_r16(Model& model, int num_threads, RepackTargets targets) {

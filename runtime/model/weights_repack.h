@@ -13,6 +13,8 @@ namespace hetmoe {
 
 /// Whether any weight view is in a repacked layout (kMXFP4_R16 experts, kQ8_0_R16 matrices).
 bool has_repacked_weights(const Model& model);
+/// Whether any weight view has the repacked type (kMXFP4_R16 or kQ8_0_R16).
+bool has_repacked_weights(const Model& model, TensorType type);
 
 /// Which weights repack_weights_r16 rewrites (a variant repacks only what it has a kernel for).
 struct RepackTargets {
