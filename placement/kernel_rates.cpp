@@ -105,7 +105,7 @@ Expected<double> measure_cpu_gemv_bytes_per_s(TensorType type, uint64_t num_byte
   return static_cast<double>(num_rows * row_bytes) / best_s;
 }
 
-Expected<double> measure_cpu_attention_flops(int num_threads, int num_reps) {
+Expected<double> measure_cpu_attention_flops(int num_threads, int num_reps, bool bf16) {
   if (num_threads < 1 || num_reps < 1)
     return make_error(ErrorCode::kInvalidArgument, "attention rate: num_threads and num_reps must be >= 1");
   auto isa = cpu::selected_isa();
@@ -131,13 +131,18 @@ Expected<double> measure_cpu_attention_flops(int num_threads, int num_reps) {
   const int64_t chunks = std::max<int64_t>(1, (num_threads + kKvHeads - 1) / kKvHeads);
   const int64_t num_tasks = kKvHeads * chunks;
   const int64_t pitch = cpu::attn_tile_pitch(kHeadDim), rows = cpu::attn_tile_rows(kGroup);
+  // The bf16 tiles where the runtime would run them (attention_cpu.cpp: f16 K/V read in place), else the f32 ones.
+  const bool use_bf16 = bf16 && k.attn_tile_pack_q_bf16 != nullptr && k.attn_tile_update_bf16_kv_f16 != nullptr &&
+                        kGroup >= k.attn_tile_bf16_min_rows;
   struct Scratch {
+    std::vector<uint16_t> qt16;
     std::vector<float> qt, k, s, out, max, sum;
     std::vector<int32_t> begin, end;
   };
   std::vector<Scratch> scratch(static_cast<size_t>(num_tasks));
   for (Scratch& sc : scratch) {
     sc.qt.assign(static_cast<size_t>(cpu::attn_tile_qt_floats(kGroup, kHeadDim)), 0.0f);
+    sc.qt16.assign(sc.qt.size(), 0);
     sc.k.assign(static_cast<size_t>((cpu::kAttnTileMaxKeys + 1) * pitch), 0.0f);
     sc.s.assign(static_cast<size_t>(cpu::attn_tile_scores_floats(kGroup)), 0.0f);
     sc.out.assign(static_cast<size_t>(rows * pitch), 0.0f);
@@ -152,19 +157,30 @@ Expected<double> measure_cpu_attention_flops(int num_threads, int num_reps) {
     Scratch& sc = scratch[static_cast<size_t>(task)];
     const uint8_t* kh = kv.data() + (layer * kKvHeads + head) * 2 * kHeadBytes;
     const uint8_t* vh = kh + kHeadBytes;
-    std::fill(sc.qt.begin(), sc.qt.end(), 0.0f);
-    k.attn_tile_pack_q(q.data() + head * kGroup * kHeadDim, kGroup, kHeadDim, 0, sc.qt.data());
+    if (use_bf16) {
+      std::fill(sc.qt16.begin(), sc.qt16.end(), uint16_t{0});
+      k.attn_tile_pack_q_bf16(q.data() + head * kGroup * kHeadDim, kGroup, kHeadDim, 0, sc.qt16.data());
+    } else {
+      std::fill(sc.qt.begin(), sc.qt.end(), 0.0f);
+      k.attn_tile_pack_q(q.data() + head * kGroup * kHeadDim, kGroup, kHeadDim, 0, sc.qt.data());
+    }
     std::fill(sc.out.begin(), sc.out.end(), 0.0f);
     std::fill(sc.max.begin(), sc.max.end(), -std::numeric_limits<float>::infinity());
     std::fill(sc.sum.begin(), sc.sum.end(), 0.0f);
     const int64_t lo = kKeys * c / chunks, hi = kKeys * (c + 1) / chunks;
     for (int64_t j = lo; j < hi; j += cpu::kAttnTileMaxKeys) {
       const int64_t n = std::min(cpu::kAttnTileMaxKeys, hi - j);
-      k.kv_rows_f32_f16(kh + j * kRowBytes, kRowBytes, n, kHeadDim, sc.k.data());
       std::fill(sc.end.begin(), sc.end.end(), static_cast<int32_t>(n));
       const int64_t next_n = std::min(cpu::kAttnTileMaxKeys, hi - j - n);
       const cpu::PrefetchRange next[2] = {{kh + (j + n) * kRowBytes, next_n * kRowBytes},
                                           {vh + (j + n) * kRowBytes, next_n * kRowBytes}};
+      if (use_bf16) {
+        k.attn_tile_update_bf16_kv_f16(sc.qt16.data(), kGroup, kh + j * kRowBytes, kRowBytes, vh + j * kRowBytes,
+                                       kRowBytes, n, kHeadDim, scale, sc.begin.data(), sc.end.data(), sc.s.data(),
+                                       sc.max.data(), sc.sum.data(), sc.out.data(), next, next_n > 0 ? 2 : 0);
+        continue;
+      }
+      k.kv_rows_f32_f16(kh + j * kRowBytes, kRowBytes, n, kHeadDim, sc.k.data());
       k.attn_tile_update_v_f16(sc.qt.data(), kGroup, sc.k.data(), vh + j * kRowBytes, kRowBytes, n, kHeadDim, scale,
                                sc.begin.data(), sc.end.data(), sc.s.data(), sc.max.data(), sc.sum.data(),
                                sc.out.data(), next, next_n > 0 ? 2 : 0);

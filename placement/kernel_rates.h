@@ -23,7 +23,8 @@ Expected<double> measure_cpu_gemv_bytes_per_s(TensorType type, uint64_t num_byte
 /// over gpt-oss's 12 full-attention layers at depth 4096 (8 KV heads × 8 query heads, head_dim 64; ~100 MB of K/V in
 /// huge pages), one parallel region per layer, each head's keys split over the threads when there are fewer heads;
 /// best of `num_reps` after a warm-up. FLOP = 4 · query heads · keys · head_dim per layer (scores and values).
+/// bf16: the bf16 tiles (--attention-bf16) where the variant has them, else the f32 ones (as the runtime falls back).
 /// Errors: kInvalidArgument for num_threads or num_reps < 1; selected_isa()'s; kIo if the K/V cannot be allocated.
-Expected<double> measure_cpu_attention_flops(int num_threads, int num_reps = 3);
+Expected<double> measure_cpu_attention_flops(int num_threads, int num_reps = 3, bool bf16 = false);
 
 }  // namespace hetmoe::placement

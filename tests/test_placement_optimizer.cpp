@@ -244,12 +244,15 @@ TEST(PlacementCostModel, CpuAttentionAtDepthCostsItsFlops) {
   EXPECT_GT(expected, 0.1);  // the term is there: 0.1 s and more at this rate
 }
 
-// The attention rate probe runs the tiled kernels and returns a finite positive FLOP rate; bad arguments are errors.
+// The attention rate probe runs the tiled kernels (f32, and bf16 where the CPU has them) and returns a finite positive
+// FLOP rate; bad arguments are errors.
 TEST(PlacementCostModel, AttentionRateProbeMeasuresAndRefusesBadArguments) {
-  auto rate = measure_cpu_attention_flops(1, 1);
-  ASSERT_TRUE(rate) << rate.error().to_string();
-  EXPECT_TRUE(std::isfinite(*rate));
-  EXPECT_GT(*rate, 0.0);
+  for (const bool bf16 : {false, true}) {
+    auto rate = measure_cpu_attention_flops(1, 1, bf16);
+    ASSERT_TRUE(rate) << rate.error().to_string();
+    EXPECT_TRUE(std::isfinite(*rate)) << bf16;
+    EXPECT_GT(*rate, 0.0) << bf16;
+  }
   EXPECT_FALSE(measure_cpu_attention_flops(0, 1));
   EXPECT_FALSE(measure_cpu_attention_flops(1, 0));
 }

@@ -49,6 +49,7 @@ struct PlanArgs {
   std::string placement = "dynamic";
   int check_decode_tokens = 0;
   int check_rounds = 3;
+  bool attention_bf16 = false;
 };
 
 /// A budget flag's value (runtime/base/byte_size.h), the error prefixed with the flag.
@@ -64,7 +65,8 @@ std::string id_ranges(const std::vector<uint32_t>& ids) {
   for (size_t i = 0; i < ids.size();) {
     size_t j = i;
     while (j + 1 < ids.size() && ids[j + 1] == ids[j] + 1) ++j;
-    s += (s.empty() ? "" : ",") + (j > i ? fmt::format("{}-{}", ids[i], ids[j]) : fmt::format("{}", ids[i]));
+    if (!s.empty()) s += ',';
+    s += j > i ? fmt::format("{}-{}", ids[i], ids[j]) : fmt::format("{}", ids[i]);
     i = j + 1;
   }
   return s.empty() ? "-" : s;
@@ -128,7 +130,7 @@ void print_plan(const placement::Plan& plan, const placement::Plan& per_layer, c
 
 /// Read bandwidth, the GEMV kernels' rates and the decode attention FLOP rate, so the CPU efficiencies and
 /// cpu_attention_flops are this machine's (placement/kernel_rates.h).
-Status measure_cpu_rates(int num_threads, placement::DeviceRates* rates) {
+Status measure_cpu_rates(int num_threads, bool attention_bf16, placement::DeviceRates* rates) {
   constexpr uint64_t kProbeBytes = 512ull << 20;
   rates->cpu_read_bytes_per_s = profiler::measure_read_bandwidth(kProbeBytes, num_threads);
   double expert_rate = 0, dense_rate = 0;
@@ -140,7 +142,8 @@ Status measure_cpu_rates(int num_threads, placement::DeviceRates* rates) {
   // the probe (`--check-decode`, Zen 4 VM), which would predict decode above the memory roofline.
   rates->cpu_expert_efficiency = std::min(1.0, expert_rate / rates->cpu_read_bytes_per_s);
   rates->cpu_dense_efficiency = std::min(1.0, dense_rate / rates->cpu_read_bytes_per_s);
-  HETMOE_ASSIGN_OR_RETURN(rates->cpu_attention_flops, placement::measure_cpu_attention_flops(num_threads));
+  HETMOE_ASSIGN_OR_RETURN(rates->cpu_attention_flops,
+                          placement::measure_cpu_attention_flops(num_threads, 3, attention_bf16));
   return {};
 }
 
@@ -163,6 +166,7 @@ int check_decode(const PlanArgs& args, placement::Plan plan, placement::CostInpu
   // check measured the file layout, 12–18 % slower than predicted (session 12, Zen 4).
   options.repack_weights = true;
   options.rollback_slots = n;
+  options.attention_bf16 = args.attention_bf16;
   options.plan = &plan;
   auto forward = create_forward(*model, options);
   if (!forward) return report_error("plan", forward.error());
@@ -177,7 +181,8 @@ int check_decode(const PlanArgs& args, placement::Plan plan, placement::CostInpu
     if (auto s = (*forward)->forward_batch(prompt, logits); !s) return report_error("plan", s.error());
   std::vector<double> ratios;
   for (int round = 0; round < args.check_rounds; ++round) {
-    if (auto s = measure_cpu_rates(args.num_threads, &inputs.rates); !s) return report_error("plan", s.error());
+    if (auto s = measure_cpu_rates(args.num_threads, args.attention_bf16, &inputs.rates); !s)
+      return report_error("plan", s.error());
     auto cost_model = placement::CostModel::create(inputs);
     if (!cost_model) return report_error("plan", cost_model.error());
     placement::Plan predicted = plan;
@@ -257,7 +262,8 @@ int run_plan(const PlanArgs& args) {
                  (args.gpu_bw_gbs > 0 ? args.gpu_bw_gbs * 1e9 : rates.gpu_read_bytes_per_s) / 1e9);
   }
   if (args.measure_cpu_bw || args.check_decode_tokens > 0)
-    if (auto s = measure_cpu_rates(args.num_threads, &rates); !s) return report_error("plan", s.error());
+    if (auto s = measure_cpu_rates(args.num_threads, args.attention_bf16, &rates); !s)
+      return report_error("plan", s.error());
   if (args.cpu_bw_gbs > 0) rates.cpu_read_bytes_per_s = args.cpu_bw_gbs * 1e9;
   if (args.gpu_bw_gbs > 0) rates.gpu_read_bytes_per_s = args.gpu_bw_gbs * 1e9;
   if (args.pcie_bw_gbs > 0) rates.pcie_bytes_per_s = args.pcie_bw_gbs * 1e9;
@@ -381,6 +387,9 @@ void add_plan_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--check-rounds", args->check_rounds, "Rounds of --check-decode")
       ->check(int_range(1, 100))
       ->capture_default_str();
+  cmd->add_flag("--attention-bf16", args->attention_bf16,
+                "Time CPU attention with bf16 products for the prediction (--measure-cpu-bw, --check-decode), and "
+                "run --check-decode with them: the plan for `generate --attention-bf16`");
   cmd->callback([args, &exit_code] { exit_code = run_plan(*args); });
 }
 
