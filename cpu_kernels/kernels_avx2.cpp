@@ -13,6 +13,7 @@
 
 #include <immintrin.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -478,38 +479,43 @@ struct Q8Ops {
 
 namespace hetmoe::cpu::HETMOE_SIMD_NS {
 
-// ---- kMXFP4_R16: 8 rows per ymm (cpu_kernels/repack.h) ---------------------------------------------------------
+// ---- kMXFP4_R16 (and kQ8_0_R16 with VNNI): 8 rows per ymm (cpu_kernels/repack.h) --------------------------------
 //
-// A group's block holds, for k in [0, 4), 64 code bytes: rows 0–7's dwords qs[4k..4k+3] in the first 32, rows 8–15's
-// in the second. So a ymm load is 8 rows × 4 code bytes; AND / shift+AND and vpshufb give the offset values (code +
-// 12, unsigned) of values 4k..4k+3 and 16+4k..16+4k+3 of the 8 rows, and each meets the token's activation dword at
-// x_q + 4k (x_q + 16 + 4k), broadcast, in one maddubs (two int16 pair sums per row; |pair| ≤ 2 · 24 · 127 = 6096, so
-// four add in int16 before one madd widens them; with AVX-VNNI one vpdpbusd each). The int32 lanes are the rows: the
-// dot starts at −12 · Σ_j x_q[j] (the offset's correction) and ends with the row's exact Σ_j w_q[j] · x_q[j]; then
-// acc += (float(dot) · d_x) · d_w in block order, the scalar GEMV's operations, so every token gets the scalar bits.
-// Per 8 rows and block: ~24 instructions decode the weights (shared by the tile's tokens), then per token 8
-// broadcasts, 8 maddubs, 6 int16 adds, 2 madd, 2 adds, convert, multiply, fma. AVX2's 16 ymm registers hold one
-// half-group's 8 decoded weight registers and a few tokens' accumulators.
+// A group's block holds 64-byte chunks of code dwords: rows 0–7's in the first 32 bytes, rows 8–15's in the second.
+// So a ymm load is 8 rows × 4 codes, and chunk j of a row half meets the token's activation dword at x_q + 4j
+// broadcast (MXFP4: chunks 0–3 are the low nibbles, values 4j..4j+3, decoded by AND and vpshufb into the offset
+// values code + 12 (unsigned); chunks 4–7 the high nibbles of the same 4 loads, values 16 + 4(j − 4)..; Q8_0: the 8
+// stored chunks, q + 128, as loaded). One maddubs per chunk (two int16 pair sums per row; MXFP4 |pair| ≤ 2 · 24 · 127
+// = 6096, so four add in int16 before one madd widens them; with AVX-VNNI one vpdpbusd each, which also makes Q8_0's
+// q + 128 possible: maddubs would saturate there, so plain AVX2 keeps Q8_0 in the file's layout). The int32 lanes are
+// the rows: the dot starts at −offset · Σ_j x_q[j] (12 or 128: the offset's correction) and ends with the row's exact
+// Σ_j w_q[j] · x_q[j]; then acc += (float(dot) · d_x) · d_w in block order, the scalar GEMV's operations, so every
+// token gets the scalar bits. MXFP4 per 8 rows and block: ~24 instructions decode the weights (shared by the tile's
+// tokens), then per token 8 broadcasts, 8 maddubs, 6 int16 adds, 2 madd, 2 adds, convert, multiply, fma. AVX2's 16
+// ymm registers hold one half-group's 8 weight vectors and a few temporaries.
 
 /// Tokens per pass over a group (the weights are decoded again for each pass, from cache).
 inline constexpr int kR16Tokens = 8;
 
 /// From this many tokens on the token lanes (rows decoded from the groups) instead of passes: BM_Gemm (one 2880 × 2880
-/// expert from DRAM, 1 thread, Zen 4, best of 3 interleaved): passes 9 / 12 / 16 / 64 tokens ~905 (estimated from
-/// 4 + 5) / ~1120 / 1400 / 5590 µs, lanes 1076 / 1305 / 1515 / 5293.
+/// MXFP4 expert from DRAM, 1 thread, Zen 4, best of 3 interleaved): passes 9 / 12 / 16 / 64 tokens ~905 (estimated
+/// from 4 + 5) / ~1120 / 1400 / 5590 µs, lanes 1076 / 1305 / 1515 / 5293.
 inline constexpr int64_t kR16LaneMinTokens = 17;
 
 /// Bytes ahead of the block being decoded that the loop prefetches into L2.
 inline constexpr int64_t kR16PrefetchBytes = 8192;
 
-/// −12 · Σ_j x_q[j] of one activation block (the offset's correction).
-inline int32_t mxfp4_r16_seed(const ActQ8Block& xb) {
-  const __m256i pairs = _mm256_maddubs_epi16(_mm256_set1_epi8(detail::kMxfp4Offset), load_act_q(xb));
-  const __m256i sum = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+/// −offset · Σ_j x_q[j] of one activation block (the correction of weights stored with an offset).
+template <int kOffset>
+inline int32_t r16_offset_seed(const ActQ8Block& xb) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i q = load_act_q(xb);
+  // maddubs(1, q): int16 pairs of |sum| ≤ 254, then madd: int32 sums of 4; the offset multiplies the total.
+  const __m256i sum = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), ones);
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
   s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
-  return -_mm_cvtsi128_si32(s);
+  return -kOffset * _mm_cvtsi128_si32(s);
 }
 
 /// d_w = 2^(e − 128) of 8 rows from their 8 scale bytes, the bits of detail::kMxfp4Scale: (e − 1) << 23 for e ≥ 2,
@@ -521,18 +527,50 @@ inline __m256 mxfp4_r16_scales(const uint8_t* e8) {
   return _mm256_castsi256_ps(_mm256_blendv_epi8(normal, subnormal, _mm256_cmpgt_epi32(_mm256_set1_epi32(2), e)));
 }
 
-/// G groups (16 rows each, at groups[0..G)) × T tokens: y[gi][t · y_stride + i] for rows i in [0, 16). seeds:
-/// [T][num_blocks] (token stride seed_stride) or nullptr (computed here, the same values). x: [T][num_blocks].
-template <int T, int G, bool kSeeds>
-inline void mxfp4_r16_tile_seeded(const uint8_t* const* groups, int64_t num_blocks, const ActQ8Block* x,
-                                  const int32_t* seeds, int64_t seed_stride, float* const* y, int64_t y_stride) {
-  constexpr int kPrefetchLines = static_cast<int>((kMxfp4R16BlockBytes + 63) / 64);
-  const __m256i lut =
+/// The two R16 layouts' row halves for the tiles below: decode(blk, h, w) gives rows 8h..8h+7's 8 unsigned weight
+/// vectors (w[j] meets the activation dword at x_q + 4j) and their d_w. Q: the file layout's ops of the type (its
+/// Lanes for the token lanes).
+struct Mxfp4R16Half {
+  using Q = Mxfp4Ops;
+  static constexpr int64_t kBytes = kMxfp4R16BlockBytes;
+  static int32_t seed(const ActQ8Block& xb) { return r16_offset_seed<detail::kMxfp4Offset>(xb); }
+  __m256i lut =
       _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(detail::kMxfp4OffsetValues.v)));
-  const __m256i mask = _mm256_set1_epi8(0x0F);
-  // The accumulators live in L1 (a load and a store per token and half-block): in registers they would leave too few
-  // for the 8 decoded weight vectors, and GCC 12's unrolled token loops spilled the weights instead.
-  constexpr bool kRegisterAcc = T * G <= 2;  // BM_Gemm: 2 tokens 264 µs in registers, 284 in L1
+  __m256i mask = _mm256_set1_epi8(0x0F);
+  __m256 decode(const uint8_t* blk, int64_t h, __m256i* w) const {
+    for (int k = 0; k < 4; ++k) {
+      const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 64 * k + 32 * h));
+      w[k] = _mm256_shuffle_epi8(lut, _mm256_and_si256(c, mask));
+      w[k + 4] = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(c, 4), mask));
+    }
+    return mxfp4_r16_scales(blk + 8 * h);
+  }
+};
+
+#if HETMOE_AVX2_VNNI
+struct Q8R16Half {
+  using Q = Q8Ops;
+  static constexpr int64_t kBytes = kQ8R16BlockBytes;
+  static int32_t seed(const ActQ8Block& xb) { return r16_offset_seed<128>(xb); }
+  __m256 decode(const uint8_t* blk, int64_t h, __m256i* w) const {
+    for (int k = 0; k < 8; ++k) w[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32 + 64 * k + 32 * h));
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 16 * h)));
+  }
+};
+#endif
+
+/// G groups (16 rows each, at groups[0..G)) × T tokens of the layout Half: y[gi][t · y_stride + i] for rows i in
+/// [0, 16). seeds: [T][num_blocks] (token stride seed_stride) or nullptr (computed here, the same values).
+/// x: [T][num_blocks].
+template <class Half, int T, int G, bool kSeeds>
+inline void r16_tile_seeded(const uint8_t* const* groups, int64_t num_blocks, const ActQ8Block* x,
+                            const int32_t* seeds, int64_t seed_stride, float* const* y, int64_t y_stride) {
+  constexpr int kPrefetchLines = static_cast<int>((Half::kBytes + 63) / 64);
+  const Half half;
+  // Up to 2 accumulators live in registers; more in L1 (a load and a store per token and half-block): in registers
+  // they would leave too few for the 8 weight vectors, and GCC 12's unrolled token loops spilled the weights instead
+  // (BM_Gemm MXFP4: 2 tokens 264 µs in registers against 284 in L1; 4 tokens 425 in L1 against 464).
+  constexpr bool kRegisterAcc = T * G <= 2;
   alignas(32) float acc[G][2][T][8] = {};
   __m256 racc[G][2][T];
   if constexpr (kRegisterAcc)
@@ -541,34 +579,26 @@ inline void mxfp4_r16_tile_seeded(const uint8_t* const* groups, int64_t num_bloc
         for (int t = 0; t < T; ++t) racc[g][h][t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < num_blocks; ++b) {
     for (int g = 0; g < G; ++g) {
-      const uint8_t* blk = groups[g] + b * kMxfp4R16BlockBytes;
+      const uint8_t* blk = groups[g] + b * Half::kBytes;
       for (int q = 0; q < kPrefetchLines; ++q) __builtin_prefetch(blk + kR16PrefetchBytes + 64 * q, 0, 1);
       for (int h = 0; h < 2; ++h) {  // rows 8h .. 8h + 7
-        __m256i lo[4], hi[4];
-        for (int k = 0; k < 4; ++k) {
-          const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 64 * k + 32 * h));
-          lo[k] = _mm256_shuffle_epi8(lut, _mm256_and_si256(c, mask));
-          hi[k] = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(c, 4), mask));
-        }
-        const __m256 dw = mxfp4_r16_scales(blk + 8 * h);
+        __m256i w[8];
+        const __m256 dw = half.decode(blk, h, w);
 #pragma GCC unroll 2
         for (int t = 0; t < T; ++t) {
           const ActQ8Block& xb = x[t * num_blocks + b];
           const auto* q = reinterpret_cast<const uint8_t*>(xb.q);
-          __m256i dot = _mm256_set1_epi32(kSeeds ? seeds[t * seed_stride + b] : mxfp4_r16_seed(xb));
+          __m256i dot = _mm256_set1_epi32(kSeeds ? seeds[t * seed_stride + b] : Half::seed(xb));
 #if HETMOE_AVX2_VNNI
-          for (int k = 0; k < 4; ++k) {
-            dot = _mm256_dpbusd_avx_epi32(dot, lo[k], broadcast_dword(q + 4 * k));
-            dot = _mm256_dpbusd_avx_epi32(dot, hi[k], broadcast_dword(q + 16 + 4 * k));
-          }
+          for (int j = 0; j < 8; ++j) dot = _mm256_dpbusd_avx_epi32(dot, w[j], broadcast_dword(q + 4 * j));
 #else
           const __m256i ones = _mm256_set1_epi16(1);
-          for (int k = 0; k < 4; k += 2) {  // ≤ 4 · 6096 in each int16 lane
+          for (int j = 0; j < 8; j += 4) {  // ≤ 4 · 6096 in each int16 lane (MXFP4 only)
             const __m256i p = _mm256_add_epi16(
-                _mm256_add_epi16(_mm256_maddubs_epi16(lo[k], broadcast_dword(q + 4 * k)),
-                                 _mm256_maddubs_epi16(hi[k], broadcast_dword(q + 16 + 4 * k))),
-                _mm256_add_epi16(_mm256_maddubs_epi16(lo[k + 1], broadcast_dword(q + 4 * k + 4)),
-                                 _mm256_maddubs_epi16(hi[k + 1], broadcast_dword(q + 16 + 4 * k + 4))));
+                _mm256_add_epi16(_mm256_maddubs_epi16(w[j], broadcast_dword(q + 4 * j)),
+                                 _mm256_maddubs_epi16(w[j + 1], broadcast_dword(q + 4 * j + 4))),
+                _mm256_add_epi16(_mm256_maddubs_epi16(w[j + 2], broadcast_dword(q + 4 * j + 8)),
+                                 _mm256_maddubs_epi16(w[j + 3], broadcast_dword(q + 4 * j + 12))));
             dot = _mm256_add_epi32(dot, _mm256_madd_epi16(p, ones));
           }
 #endif
@@ -591,87 +621,99 @@ inline void mxfp4_r16_tile_seeded(const uint8_t* const* groups, int64_t num_bloc
       }
 }
 
-template <int T, int G>
-inline void mxfp4_r16_tile(const uint8_t* const* groups, int64_t num_blocks, const ActQ8Block* x,
-                           const int32_t* seeds, int64_t seed_stride, float* const* y, int64_t y_stride) {
-  if (seeds != nullptr) return mxfp4_r16_tile_seeded<T, G, true>(groups, num_blocks, x, seeds, seed_stride, y, y_stride);
-  mxfp4_r16_tile_seeded<T, G, false>(groups, num_blocks, x, seeds, seed_stride, y, y_stride);
+template <class Half, int T, int G>
+inline void r16_tile(const uint8_t* const* groups, int64_t num_blocks, const ActQ8Block* x, const int32_t* seeds,
+                     int64_t seed_stride, float* const* y, int64_t y_stride) {
+  if (seeds != nullptr)
+    return r16_tile_seeded<Half, T, G, true>(groups, num_blocks, x, seeds, seed_stride, y, y_stride);
+  r16_tile_seeded<Half, T, G, false>(groups, num_blocks, x, seeds, seed_stride, y, y_stride);
 }
 
-template <int T = 1>
-inline void mxfp4_r16_tile_of(int64_t num_tokens, const uint8_t* group, int64_t num_blocks, const ActQ8Block* x,
-                              const int32_t* seeds, int64_t seed_stride, float* y, int64_t y_stride) {
+template <class Half, int T = 1>
+inline void r16_tile_of(int64_t num_tokens, const uint8_t* group, int64_t num_blocks, const ActQ8Block* x,
+                        const int32_t* seeds, int64_t seed_stride, float* y, int64_t y_stride) {
   if constexpr (T <= kR16Tokens) {
-    if (num_tokens == T) return mxfp4_r16_tile<T, 1>(&group, num_blocks, x, seeds, seed_stride, &y, y_stride);
-    mxfp4_r16_tile_of<T + 1>(num_tokens, group, num_blocks, x, seeds, seed_stride, y, y_stride);
+    if (num_tokens == T) return r16_tile<Half, T, 1>(&group, num_blocks, x, seeds, seed_stride, &y, y_stride);
+    r16_tile_of<Half, T + 1>(num_tokens, group, num_blocks, x, seeds, seed_stride, y, y_stride);
   }
 }
 
-/// Rows [r, r + 8) of an MXFP4_R16 matrix (r a multiple of 8: half h = (r / 8) % 2 of group r / 16) decoded for the
-/// token lanes: wd[b · 8 + i] = row r + i's block b as Mxfp4LaneGemm::WeightBlock (codes + 12 in value order, d_w).
-/// The half-block's 4 code vectors (lane i: row i's 4 bytes of values 4k..4k+3, resp. 16+4k..) are transposed with
-/// unpacks into rows: ~60 instructions per 8 rows and block against ~6 per row for the file layout's decode_lane.
-inline void mxfp4_r16_decode_lane_rows(const uint8_t* w, uint64_t row_bytes, int64_t r, int64_t num_blocks,
-                                       Mxfp4LaneGemm::WeightBlock* wd) {
-  const __m256i lut =
-      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(detail::kMxfp4OffsetValues.v)));
-  const __m256i mask = _mm256_set1_epi8(0x0F);
+/// Rows [r, r + kR) of an R16 matrix, kR = Half::Q::Lanes::kRows (8 for MXFP4, 4 for Q8_0; r a multiple of kR: in
+/// half h = (r / 8) % 2 of group r / 16) decoded for the token lanes: wd[b · kR + i] = row r + i's block b as
+/// Half::Q::Lanes::WeightBlock (unsigned codes in value order, d_w). The half-block's 8 weight vectors (lane i: row
+/// i's 4 codes of chunk j) are transposed with unpacks into rows: ~60 instructions per 8 rows and block against ~6
+/// per row for the file layout's decode_lane (4 rows: the whole half-block is decoded for either four).
+template <class Half>
+inline void r16_decode_lane_rows(const uint8_t* w, uint64_t row_bytes, int64_t r, int64_t num_blocks,
+                                 typename Half::Q::Lanes::WeightBlock* wd) {
+  constexpr int64_t kR = Half::Q::Lanes::kRows;
+  static_assert(kR == 4 || kR == 8);
+  const Half half;
   const int64_t h = (r / 8) % 2;
+  const int upper = kR == 4 ? static_cast<int>((r / 4) % 2) : 0;  // 4 rows: rows 4..7 of the half
   const uint8_t* group = w + (r / kR16Rows) * kR16Rows * static_cast<int64_t>(row_bytes);
+  // rows[i]: row i's 16 bytes of chunks v[0..3] in the low 128-bit lane, row i + 4's in the high one (i in [0, 4)).
+  const auto transpose = [](const __m256i* v, __m256i* rows) {
+    const __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    rows[0] = _mm256_unpacklo_epi64(t0, t2);
+    rows[1] = _mm256_unpackhi_epi64(t0, t2);
+    rows[2] = _mm256_unpacklo_epi64(t1, t3);
+    rows[3] = _mm256_unpackhi_epi64(t1, t3);
+  };
   for (int64_t b = 0; b < num_blocks; ++b) {
-    const uint8_t* blk = group + b * kMxfp4R16BlockBytes;
-    for (int q = 0; q < 5; ++q) __builtin_prefetch(blk + kR16PrefetchBytes + 64 * q, 0, 1);
-    __m256i lo[4], hi[4];
-    for (int k = 0; k < 4; ++k) {
-      const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 64 * k + 32 * h));
-      lo[k] = _mm256_shuffle_epi8(lut, _mm256_and_si256(c, mask));
-      hi[k] = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(c, 4), mask));
-    }
-    // rows[j]: row j's 16 bytes in the low 128-bit lane, row j + 4's in the high one (j in [0, 4)).
-    const auto transpose = [](const __m256i* v, __m256i* rows) {
-      const __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
-      const __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
-      rows[0] = _mm256_unpacklo_epi64(t0, t2);
-      rows[1] = _mm256_unpackhi_epi64(t0, t2);
-      rows[2] = _mm256_unpacklo_epi64(t1, t3);
-      rows[3] = _mm256_unpackhi_epi64(t1, t3);
-    };
-    __m256i rlo[4], rhi[4];
-    transpose(lo, rlo);
-    transpose(hi, rhi);
-    Mxfp4LaneGemm::WeightBlock* out = wd + b * 8;
-    for (int j = 0; j < 4; ++j) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[j].q), _mm256_permute2x128_si256(rlo[j], rhi[j], 0x20));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[j + 4].q), _mm256_permute2x128_si256(rlo[j], rhi[j], 0x31));
-    }
+    const uint8_t* blk = group + b * Half::kBytes;
+    for (int q = 0; q < static_cast<int>((Half::kBytes + 63) / 64); ++q)
+      __builtin_prefetch(blk + kR16PrefetchBytes + 64 * q, 0, 1);
+    __m256i v[8];
     alignas(32) float d[8];
-    _mm256_store_ps(d, mxfp4_r16_scales(blk + 8 * h));
-    for (int i = 0; i < 8; ++i) out[i].d = d[i];
+    _mm256_store_ps(d, half.decode(blk, h, v));
+    __m256i lo[4], hi[4];  // values 0..15 and 16..31
+    transpose(v, lo);
+    transpose(v + 4, hi);
+    auto* out = wd + b * kR;
+    if constexpr (kR == 8) {
+      for (int i = 0; i < 4; ++i) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(&out[i]), _mm256_permute2x128_si256(lo[i], hi[i], 0x20));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(&out[i + 4]), _mm256_permute2x128_si256(lo[i], hi[i], 0x31));
+      }
+    } else {
+      for (int i = 0; i < 4; ++i)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(&out[i]), upper != 0
+                                                                      ? _mm256_permute2x128_si256(lo[i], hi[i], 0x31)
+                                                                      : _mm256_permute2x128_si256(lo[i], hi[i], 0x20));
+    }
+    for (int i = 0; i < kR; ++i) out[i].d = d[i + 4 * upper];
   }
 }
 
-/// KernelTable::gemm_mxfp4_r16. One token: two streams (the first and the second half of the groups, side by side);
-/// more: each group in passes of up to kR16Tokens tokens, the passes as even as the count allows; from
-/// kR16LaneMinTokens on the token lanes (a last partial tile of fewer than kLaneMinTail tokens in passes).
-void gemm_mxfp4_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
-                    int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride) {
+/// KernelTable::gemm_mxfp4_r16 / gemm_q8_0_r16 for the layout Half. One token: two streams (the first and the second
+/// half of the groups, side by side); more: each group in passes of up to kR16Tokens tokens, the passes as even as
+/// the count allows; from kR16LaneMinTokens on the token lanes (a last partial tile of fewer than kLaneMinTail tokens
+/// in passes).
+template <class Half>
+void gemm_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
+              int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride) {
+  using Q = typename Half::Q;
+  using WeightBlock = typename Q::Lanes::WeightBlock;
+  static_assert(offsetof(WeightBlock, d) == 32 && sizeof(WeightBlock) == 36, "32 code bytes, then d_w");
   const int64_t num_blocks = num_cols / kBlock;
   if (row_end <= row_begin || num_tokens <= 0) return;
   if (num_tokens >= kR16LaneMinTokens) {
-    constexpr int64_t kT = Mxfp4LaneGemm::kTokens;
+    constexpr int64_t kT = Q::Lanes::kTokens;
     const int64_t tail = num_tokens % kT;
-    const int64_t lane_tokens = tail >= Mxfp4Ops::kLaneMinTail ? num_tokens : num_tokens - tail;
-    const auto decode_rows = [&](int64_t r, Mxfp4LaneGemm::WeightBlock* wd) {
-      mxfp4_r16_decode_lane_rows(w, row_bytes, r, num_blocks, wd);
+    const int64_t lane_tokens = tail >= Q::kLaneMinTail ? num_tokens : num_tokens - tail;
+    const auto decode_rows = [&](int64_t r, WeightBlock* wd) {
+      r16_decode_lane_rows<Half>(w, row_bytes, r, num_blocks, wd);
     };
-    if (gemm_lanes<Mxfp4Ops>(row_begin, row_end, x, lane_tokens, num_blocks, y, y_stride, decode_rows)) {
+    if (gemm_lanes<Q>(row_begin, row_end, x, lane_tokens, num_blocks, y, y_stride, decode_rows)) {
       if (lane_tokens == num_tokens) return;
       x += lane_tokens * num_blocks;
       y += lane_tokens * y_stride;
       num_tokens -= lane_tokens;
     }
   }
-  const int32_t* seeds = r16_seeds<mxfp4_r16_seed>(x, num_tokens * num_blocks);  // [num_tokens][num_blocks]
+  const int32_t* seeds = r16_seeds<Half::seed>(x, num_tokens * num_blocks);  // [num_tokens][num_blocks]
   const int64_t group_bytes = kR16Rows * static_cast<int64_t>(row_bytes);
   const int64_t g_begin = row_begin / kR16Rows, g_end = row_end / kR16Rows;
   int64_t g0 = g_begin;
@@ -680,7 +722,7 @@ void gemm_mxfp4_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int
     for (; g0 < g_begin + half; ++g0) {
       const uint8_t* groups[2] = {w + g0 * group_bytes, w + (g0 + half) * group_bytes};
       float* ys[2] = {y + (g0 - g_begin) * kR16Rows, y + (g0 + half - g_begin) * kR16Rows};
-      mxfp4_r16_tile<1, 2>(groups, num_blocks, x, seeds, num_blocks, ys, y_stride);
+      r16_tile<Half, 1, 2>(groups, num_blocks, x, seeds, num_blocks, ys, y_stride);
     }
     g0 = g_begin + 2 * half;  // an odd count's last group alone below
   }
@@ -689,8 +731,8 @@ void gemm_mxfp4_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int
     const uint8_t* group = w + g * group_bytes;
     float* yg = y + (g - g_begin) * kR16Rows;
     for (int64_t p = 0, t0 = 0; p < num_passes; ++p) {
-      const int64_t n = (num_tokens - t0) / (num_passes - p);  // even passes: 4 tokens → 2 + 2
-      mxfp4_r16_tile_of(n, group, num_blocks, x + t0 * num_blocks, seeds ? seeds + t0 * num_blocks : nullptr,
+      const int64_t n = (num_tokens - t0) / (num_passes - p);  // even passes: 12 tokens → 6 + 6
+      r16_tile_of<Half>(n, group, num_blocks, x + t0 * num_blocks, seeds ? seeds + t0 * num_blocks : nullptr,
                         num_blocks, yg + t0 * y_stride, y_stride);
       t0 += n;
     }
@@ -702,17 +744,21 @@ void gemm_mxfp4_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int
 namespace hetmoe::cpu::detail {
 
 #if HETMOE_AVX2_VNNI
-const KernelTable& kernel_table_avx2_vnni() {
+#ifndef HETMOE_AVX2_VNNI_TABLE
+#define HETMOE_AVX2_VNNI_TABLE kernel_table_avx2_vnni  // tests/avx2_vnni_evex_kernels.cpp builds another
+#endif
+const KernelTable& HETMOE_AVX2_VNNI_TABLE() {
   static constexpr KernelTable kTable = [] {
     KernelTable t = HETMOE_SIMD_NS::make_kernel_table(Isa::kAvx2Vnni);
-    t.gemm_mxfp4_r16 = HETMOE_SIMD_NS::gemm_mxfp4_r16;
+    t.gemm_mxfp4_r16 = HETMOE_SIMD_NS::gemm_r16<HETMOE_SIMD_NS::Mxfp4R16Half>;
+    t.gemm_q8_0_r16 = HETMOE_SIMD_NS::gemm_r16<HETMOE_SIMD_NS::Q8R16Half>;
     return t;
   }();
 #else
 const KernelTable& kernel_table_avx2() {
   static constexpr KernelTable kTable = [] {
     KernelTable t = HETMOE_SIMD_NS::make_kernel_table(Isa::kAvx2);
-    t.gemm_mxfp4_r16 = HETMOE_SIMD_NS::gemm_mxfp4_r16;
+    t.gemm_mxfp4_r16 = HETMOE_SIMD_NS::gemm_r16<HETMOE_SIMD_NS::Mxfp4R16Half>;
     return t;
   }();
 #endif
