@@ -559,81 +559,72 @@ struct Q8R16Half {
 };
 #endif
 
-/// G groups (16 rows each, at groups[0..G)) × T tokens of the layout Half: y[gi][t · y_stride + i] for rows i in
-/// [0, 16). seeds: [T][num_blocks] (token stride seed_stride) or nullptr (computed here, the same values).
-/// x: [T][num_blocks].
-template <class Half, int T, int G, bool kSeeds>
-inline void r16_tile_seeded(const uint8_t* const* groups, int64_t num_blocks, const ActQ8Block* x,
-                            const int32_t* seeds, int64_t seed_stride, float* const* y, int64_t y_stride) {
+/// One group (16 rows) × T tokens of the layout Half: y[t · y_stride + i] for rows i in [0, 16). seeds:
+/// [T][num_blocks] (token stride seed_stride) or nullptr (computed here, the same values). x: [T][num_blocks].
+template <class Half, int T, bool kSeeds>
+inline void r16_tile_seeded(const uint8_t* group, int64_t num_blocks, const ActQ8Block* x, const int32_t* seeds,
+                            int64_t seed_stride, float* y, int64_t y_stride) {
   constexpr int kPrefetchLines = static_cast<int>((Half::kBytes + 63) / 64);
   const Half half;
   // Up to 2 accumulators live in registers; more in L1 (a load and a store per token and half-block): in registers
   // they would leave too few for the 8 weight vectors, and GCC 12's unrolled token loops spilled the weights instead
   // (BM_Gemm MXFP4: 2 tokens 264 µs in registers against 284 in L1; 4 tokens 425 in L1 against 464).
-  constexpr bool kRegisterAcc = T * G <= 2;
-  alignas(32) float acc[G][2][T][8] = {};
-  __m256 racc[G][2][T];
+  constexpr bool kRegisterAcc = T <= 2;
+  alignas(32) float acc[2][T][8] = {};
+  __m256 racc[2][T];
   if constexpr (kRegisterAcc)
-    for (int g = 0; g < G; ++g)
-      for (int h = 0; h < 2; ++h)
-        for (int t = 0; t < T; ++t) racc[g][h][t] = _mm256_setzero_ps();
+    for (int h = 0; h < 2; ++h)
+      for (int t = 0; t < T; ++t) racc[h][t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < num_blocks; ++b) {
-    for (int g = 0; g < G; ++g) {
-      const uint8_t* blk = groups[g] + b * Half::kBytes;
-      for (int q = 0; q < kPrefetchLines; ++q) __builtin_prefetch(blk + kR16PrefetchBytes + 64 * q, 0, 1);
-      for (int h = 0; h < 2; ++h) {  // rows 8h .. 8h + 7
-        __m256i w[8];
-        const __m256 dw = half.decode(blk, h, w);
+    const uint8_t* blk = group + b * Half::kBytes;
+    for (int q = 0; q < kPrefetchLines; ++q) __builtin_prefetch(blk + kR16PrefetchBytes + 64 * q, 0, 1);
+    for (int h = 0; h < 2; ++h) {  // rows 8h .. 8h + 7
+      __m256i w[8];
+      const __m256 dw = half.decode(blk, h, w);
 #pragma GCC unroll 2
-        for (int t = 0; t < T; ++t) {
-          const ActQ8Block& xb = x[t * num_blocks + b];
-          const auto* q = reinterpret_cast<const uint8_t*>(xb.q);
-          __m256i dot = _mm256_set1_epi32(kSeeds ? seeds[t * seed_stride + b] : Half::seed(xb));
+      for (int t = 0; t < T; ++t) {
+        const ActQ8Block& xb = x[t * num_blocks + b];
+        const auto* q = reinterpret_cast<const uint8_t*>(xb.q);
+        __m256i dot = _mm256_set1_epi32(kSeeds ? seeds[t * seed_stride + b] : Half::seed(xb));
 #if HETMOE_AVX2_VNNI
-          for (int j = 0; j < 8; ++j) dot = _mm256_dpbusd_avx_epi32(dot, w[j], broadcast_dword(q + 4 * j));
+        for (int j = 0; j < 8; ++j) dot = _mm256_dpbusd_avx_epi32(dot, w[j], broadcast_dword(q + 4 * j));
 #else
-          const __m256i ones = _mm256_set1_epi16(1);
-          for (int j = 0; j < 8; j += 4) {  // ≤ 4 · 6096 in each int16 lane (MXFP4 only)
-            const __m256i p = _mm256_add_epi16(
-                _mm256_add_epi16(_mm256_maddubs_epi16(w[j], broadcast_dword(q + 4 * j)),
-                                 _mm256_maddubs_epi16(w[j + 1], broadcast_dword(q + 4 * j + 4))),
-                _mm256_add_epi16(_mm256_maddubs_epi16(w[j + 2], broadcast_dword(q + 4 * j + 8)),
-                                 _mm256_maddubs_epi16(w[j + 3], broadcast_dword(q + 4 * j + 12))));
-            dot = _mm256_add_epi32(dot, _mm256_madd_epi16(p, ones));
-          }
+        const __m256i ones = _mm256_set1_epi16(1);
+        for (int j = 0; j < 8; j += 4) {  // ≤ 4 · 6096 in each int16 lane (MXFP4 only)
+          const __m256i p = _mm256_add_epi16(
+              _mm256_add_epi16(_mm256_maddubs_epi16(w[j], broadcast_dword(q + 4 * j)),
+                               _mm256_maddubs_epi16(w[j + 1], broadcast_dword(q + 4 * j + 4))),
+              _mm256_add_epi16(_mm256_maddubs_epi16(w[j + 2], broadcast_dword(q + 4 * j + 8)),
+                               _mm256_maddubs_epi16(w[j + 3], broadcast_dword(q + 4 * j + 12))));
+          dot = _mm256_add_epi32(dot, _mm256_madd_epi16(p, ones));
+        }
 #endif
-          const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(xb.d));
-          if constexpr (kRegisterAcc) {
-            racc[g][h][t] = _mm256_fmadd_ps(scaled, dw, racc[g][h][t]);
-          } else {
-            float* a = acc[g][h][t];
-            _mm256_store_ps(a, _mm256_fmadd_ps(scaled, dw, _mm256_load_ps(a)));
-          }
+        const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(xb.d));
+        if constexpr (kRegisterAcc) {
+          racc[h][t] = _mm256_fmadd_ps(scaled, dw, racc[h][t]);
+        } else {
+          float* a = acc[h][t];
+          _mm256_store_ps(a, _mm256_fmadd_ps(scaled, dw, _mm256_load_ps(a)));
         }
       }
     }
   }
-  for (int g = 0; g < G; ++g)
-    for (int h = 0; h < 2; ++h)
-      for (int t = 0; t < T; ++t) {
-        if constexpr (kRegisterAcc) _mm256_storeu_ps(y[g] + t * y_stride + 8 * h, racc[g][h][t]);
-        else std::memcpy(y[g] + t * y_stride + 8 * h, acc[g][h][t], sizeof acc[g][h][t]);
-      }
-}
-
-template <class Half, int T, int G>
-inline void r16_tile(const uint8_t* const* groups, int64_t num_blocks, const ActQ8Block* x, const int32_t* seeds,
-                     int64_t seed_stride, float* const* y, int64_t y_stride) {
-  if (seeds != nullptr)
-    return r16_tile_seeded<Half, T, G, true>(groups, num_blocks, x, seeds, seed_stride, y, y_stride);
-  r16_tile_seeded<Half, T, G, false>(groups, num_blocks, x, seeds, seed_stride, y, y_stride);
+  for (int h = 0; h < 2; ++h)
+    for (int t = 0; t < T; ++t) {
+      if constexpr (kRegisterAcc) _mm256_storeu_ps(y + t * y_stride + 8 * h, racc[h][t]);
+      else std::memcpy(y + t * y_stride + 8 * h, acc[h][t], sizeof acc[h][t]);
+    }
 }
 
 template <class Half, int T = 1>
 inline void r16_tile_of(int64_t num_tokens, const uint8_t* group, int64_t num_blocks, const ActQ8Block* x,
                         const int32_t* seeds, int64_t seed_stride, float* y, int64_t y_stride) {
   if constexpr (T <= kR16Tokens) {
-    if (num_tokens == T) return r16_tile<Half, T, 1>(&group, num_blocks, x, seeds, seed_stride, &y, y_stride);
+    if (num_tokens == T) {
+      if (seeds != nullptr)
+        return r16_tile_seeded<Half, T, true>(group, num_blocks, x, seeds, seed_stride, y, y_stride);
+      return r16_tile_seeded<Half, T, false>(group, num_blocks, x, seeds, seed_stride, y, y_stride);
+    }
     r16_tile_of<Half, T + 1>(num_tokens, group, num_blocks, x, seeds, seed_stride, y, y_stride);
   }
 }
@@ -687,10 +678,11 @@ inline void r16_decode_lane_rows(const uint8_t* w, uint64_t row_bytes, int64_t r
   }
 }
 
-/// KernelTable::gemm_mxfp4_r16 / gemm_q8_0_r16 for the layout Half. One token: two streams (the first and the second
-/// half of the groups, side by side); more: each group in passes of up to kR16Tokens tokens, the passes as even as
-/// the count allows; from kR16LaneMinTokens on the token lanes (a last partial tile of fewer than kLaneMinTail tokens
-/// in passes).
+/// KernelTable::gemm_mxfp4_r16 / gemm_q8_0_r16 for the layout Half: each group in passes of up to kR16Tokens tokens,
+/// the passes as even as the count allows; from kR16LaneMinTokens on the token lanes (a last partial tile of fewer
+/// than kLaneMinTail tokens in passes). One token reads one stream: two groups side by side, as the AVX-512 kernel
+/// decodes, were not faster here (BM_Gemv MXFP4 expert_4x3, Zen 4, three alternating pairs: 1 thread 17–23 against
+/// 19–24 GB/s, 2 threads 27–31 against 29–37).
 template <class Half>
 void gemm_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
               int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride) {
@@ -716,18 +708,8 @@ void gemm_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t r
   const int32_t* seeds = r16_seeds<Half::seed>(x, num_tokens * num_blocks);  // [num_tokens][num_blocks]
   const int64_t group_bytes = kR16Rows * static_cast<int64_t>(row_bytes);
   const int64_t g_begin = row_begin / kR16Rows, g_end = row_end / kR16Rows;
-  int64_t g0 = g_begin;
-  if (num_tokens == 1) {
-    const int64_t half = (g_end - g_begin) / 2;
-    for (; g0 < g_begin + half; ++g0) {
-      const uint8_t* groups[2] = {w + g0 * group_bytes, w + (g0 + half) * group_bytes};
-      float* ys[2] = {y + (g0 - g_begin) * kR16Rows, y + (g0 + half - g_begin) * kR16Rows};
-      r16_tile<Half, 1, 2>(groups, num_blocks, x, seeds, num_blocks, ys, y_stride);
-    }
-    g0 = g_begin + 2 * half;  // an odd count's last group alone below
-  }
   const int64_t num_passes = (num_tokens + kR16Tokens - 1) / kR16Tokens;
-  for (int64_t g = g0; g < g_end; ++g) {
+  for (int64_t g = g_begin; g < g_end; ++g) {
     const uint8_t* group = w + g * group_bytes;
     float* yg = y + (g - g_begin) * kR16Rows;
     for (int64_t p = 0, t0 = 0; p < num_passes; ++p) {
