@@ -8,12 +8,12 @@
 #include <bit>
 #include <cstdint>
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "cpu_kernels/kernels.h"
 #include "cpu_kernels/reference.h"
 #include "cpu_kernels/repack.h"
+#include "tests/quant_blocks.h"
 
 #if defined(__x86_64__)
 namespace hetmoe::cpu::detail {
@@ -29,35 +29,12 @@ bool evex_runs() {
   return false;
 }
 
-/// num_rows rows of random blocks: MXFP4 (17 bytes, scale 118..134 and now and then the subnormal 0 or 1) or Q8_0
-/// (34 bytes, f16 scale in [1e-3, 5e-2) or 0, codes −128..127).
 std::vector<uint8_t> random_blocks(bool mxfp4, int64_t num_rows, int64_t num_cols, uint32_t seed) {
-  std::mt19937 rng(seed);
-  const int64_t block_bytes = mxfp4 ? 17 : 34;
-  std::vector<uint8_t> w(static_cast<size_t>(num_rows * num_cols / 32 * block_bytes));
-  std::uniform_int_distribution<int> byte(0, 255), e(118, 134);
-  std::uniform_real_distribution<float> d(1e-3f, 5e-2f);
-  for (size_t b = 0; b < w.size() / block_bytes; ++b) {
-    uint8_t* blk = w.data() + b * block_bytes;
-    for (int64_t j = 0; j < block_bytes; ++j) blk[j] = static_cast<uint8_t>(byte(rng));
-    if (mxfp4) {
-      blk[0] = static_cast<uint8_t>(b % 29 == 3 ? b % 2 : e(rng));
-    } else {
-      const uint16_t h = ref::f32_to_f16(b % 31 == 4 ? 0.0f : d(rng));
-      std::memcpy(blk, &h, 2);
-    }
-  }
-  return w;
+  return mxfp4 ? test::random_mxfp4(num_rows, num_cols, seed) : test::random_q8_0(num_rows, num_cols, seed);
 }
 
 std::vector<ActQ8Block> random_acts(int64_t num_tokens, int64_t num_cols, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(num_tokens * num_cols));
-  for (float& v : x) v = normal(rng);
-  std::vector<ActQ8Block> xq(static_cast<size_t>(num_tokens * num_cols / 32));
-  kernel_table(Isa::kScalar).quantize_act_q8(x.data(), xq.data(), num_tokens * num_cols);
-  return xq;
+  return test::random_act_blocks(num_tokens, num_cols, seed);
 }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {

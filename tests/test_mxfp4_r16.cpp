@@ -19,6 +19,7 @@
 #include "cpu_kernels/repack.h"
 #include "runtime/base/ggml_types.h"
 #include "tests/logit_metrics.h"
+#include "tests/quant_blocks.h"
 
 namespace hetmoe::cpu {
 namespace {
@@ -33,27 +34,11 @@ constexpr double kSimdVsScalarNmse = 1e-10;
 constexpr int64_t kRows = 48;
 constexpr int64_t kNumCols[] = {32, 96, 2880};
 
-std::vector<uint8_t> random_mxfp4(int64_t num_rows, int64_t num_cols, uint32_t seed) {
-  std::mt19937 rng(seed);
-  const uint64_t row_bytes = tensor_row_bytes(TensorType::kMXFP4, static_cast<uint64_t>(num_cols));
-  std::vector<uint8_t> w(row_bytes * static_cast<uint64_t>(num_rows));
-  std::uniform_int_distribution<int> e_dist(122, 132), byte(0, 255);
-  for (size_t b = 0; b < w.size() / kMXFP4BlockBytes; ++b) {
-    uint8_t* block = w.data() + b * kMXFP4BlockBytes;
-    block[0] = static_cast<uint8_t>(b % 37 == 5 ? b % 2 : e_dist(rng));  // e = 0, 1: the subnormal scales
-    for (int j = 1; j < 17; ++j) block[j] = static_cast<uint8_t>(byte(rng));
-  }
-  return w;
-}
+using test::random_mxfp4;
+using test::random_q8_0;
 
 std::vector<ActQ8Block> random_acts(int64_t num_tokens, int64_t num_cols, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::vector<float> x(static_cast<size_t>(num_tokens * num_cols));
-  for (float& v : x) v = normal(rng);
-  std::vector<ActQ8Block> xq(static_cast<size_t>(num_tokens * num_cols / 32));
-  kernel_table(Isa::kScalar).quantize_act_q8(x.data(), xq.data(), num_tokens * num_cols);
-  return xq;
+  return test::random_act_blocks(num_tokens, num_cols, seed);
 }
 
 std::vector<uint8_t> repacked(std::vector<uint8_t> w, uint64_t row_bytes) {
@@ -229,21 +214,6 @@ TEST_P(Mxfp4R16Simd, EveryScaleExponentAtEveryRowOfAGroupGivesTheScalarBits) {
 }
 
 // ---- kQ8_0_R16 ---------------------------------------------------------------------------------------------------
-
-std::vector<uint8_t> random_q8_0(int64_t num_rows, int64_t num_cols, uint32_t seed) {
-  std::mt19937 rng(seed);
-  const uint64_t row_bytes = tensor_row_bytes(TensorType::kQ8_0, static_cast<uint64_t>(num_cols));
-  std::vector<uint8_t> w(row_bytes * static_cast<uint64_t>(num_rows));
-  std::uniform_real_distribution<float> d_dist(1e-3f, 5e-2f);
-  std::uniform_int_distribution<int> byte(0, 255);
-  for (size_t b = 0; b < w.size() / kQ8_0BlockBytes; ++b) {
-    uint8_t* block = w.data() + b * kQ8_0BlockBytes;
-    const uint16_t d = ref::f32_to_f16(b % 41 == 7 ? 0.0f : d_dist(rng));  // a zero scale now and then
-    std::memcpy(block, &d, 2);
-    for (int j = 2; j < 34; ++j) block[j] = static_cast<uint8_t>(byte(rng));  // −128 included
-  }
-  return w;
-}
 
 std::vector<uint8_t> repacked_q8(std::vector<uint8_t> w, uint64_t row_bytes) {
   std::vector<uint8_t> scratch(16 * row_bytes);
