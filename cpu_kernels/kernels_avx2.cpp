@@ -13,6 +13,7 @@
 
 #include <immintrin.h>
 
+#include <cassert>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -489,8 +490,9 @@ namespace hetmoe::cpu::HETMOE_SIMD_NS {
 // = 6096, so four add in int16 before one madd widens them; with AVX-VNNI one vpdpbusd each, which also makes Q8_0's
 // q + 128 possible: maddubs would saturate there, so plain AVX2 keeps Q8_0 in the file's layout). The int32 lanes are
 // the rows: the dot starts at −offset · Σ_j x_q[j] (12 or 128: the offset's correction) and ends with the row's exact
-// Σ_j w_q[j] · x_q[j]; then acc += (float(dot) · d_x) · d_w in block order, the scalar GEMV's operations, so every
-// token gets the scalar bits. MXFP4 per 8 rows and block: ~24 instructions decode the weights (shared by the tile's
+// Σ_j w_q[j] · x_q[j]; then acc += (float(dot) · d_x) · d_w in block order by an fma, and every token gets the bits it
+// gets alone: for MXFP4 the scalar kernel's (d_w a power of two, so the fma rounds as its multiply and add), for Q8_0
+// the AVX-512 R16 kernel's. MXFP4 per 8 rows and block: ~24 instructions decode the weights (shared by the tile's
 // tokens), then per token 8 broadcasts, 8 maddubs, 6 int16 adds, 2 madd, 2 adds, convert, multiply, fma. AVX2's 16
 // ymm registers hold one half-group's 8 weight vectors and a few temporaries.
 
@@ -548,6 +550,8 @@ struct Mxfp4R16Half {
 };
 
 #if HETMOE_AVX2_VNNI
+/// kQ8_0_R16's row half: the 8 code chunks as stored (q + 128, unsigned; vpdpbusd only: maddubs would saturate) and
+/// the 8 f16 scales converted.
 struct Q8R16Half {
   using Q = Q8Ops;
   static constexpr int64_t kBytes = kQ8R16BlockBytes;
@@ -616,6 +620,8 @@ inline void r16_tile_seeded(const uint8_t* group, int64_t num_blocks, const ActQ
     }
 }
 
+/// r16_tile_seeded for the T in [T, kR16Tokens] that equals num_tokens (none when outside), with precomputed seeds
+/// when there are.
 template <class Half, int T = 1>
 inline void r16_tile_of(int64_t num_tokens, const uint8_t* group, int64_t num_blocks, const ActQ8Block* x,
                         const int32_t* seeds, int64_t seed_stride, float* y, int64_t y_stride) {
@@ -690,6 +696,7 @@ void gemm_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t r
   using WeightBlock = typename Q::Lanes::WeightBlock;
   static_assert(offsetof(WeightBlock, d) == 32 && sizeof(WeightBlock) == 36, "32 code bytes, then d_w");
   const int64_t num_blocks = num_cols / kBlock;
+  assert(row_begin % kR16Rows == 0 && row_end % kR16Rows == 0);  // whole groups (KernelTable::gemm_mxfp4_r16)
   if (row_end <= row_begin || num_tokens <= 0) return;
   if (num_tokens >= kR16LaneMinTokens) {
     constexpr int64_t kT = Q::Lanes::kTokens;

@@ -18,6 +18,7 @@
 
 #include <immintrin.h>
 
+#include <cassert>
 #include <cstdint>
 #include <cstring>
 
@@ -543,6 +544,7 @@ template <class Block>
 void gemm_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, const ActQ8Block* x,
               int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride) {
   const int64_t num_blocks = num_cols / kBlock;
+  assert(row_begin % kR16Rows == 0 && row_end % kR16Rows == 0);  // whole groups (KernelTable::gemm_mxfp4_r16)
   if (row_end <= row_begin || num_tokens <= 0) return;
   const int32_t* seeds = r16_seeds<Block::seed>(x, num_tokens * num_blocks);  // [num_tokens][num_blocks]
   const int64_t group_bytes = kR16Rows * static_cast<int64_t>(row_bytes);

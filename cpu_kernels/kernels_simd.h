@@ -326,8 +326,6 @@ inline constexpr int64_t kLaneRowsAhead = 2;
 /// layout the tile kernel reads: tokens across the lanes); per group of Lanes::kRows rows, every weight block is
 /// decoded once (Q::decode_lane, rows read front to back) and the chunk's tiles pass over the decoded group.
 /// Returns false (nothing written) when the thread's scratch buffer cannot grow; the caller then uses the row tiles.
-/// gemm_lanes is the same over any weight layout: decode_rows(r, wd) writes the decoded blocks of rows [r, r +
-/// Lanes::kRows) into wd ([num_blocks][kRows]; in place of rows past row_end, any rows of the range).
 template <class Q, class DecodeRows>
 bool gemm_lanes(int64_t row_begin, int64_t row_end, const ActQ8Block* x, int64_t num_tokens, int64_t num_blocks,
                 float* y, int64_t y_stride, const DecodeRows& decode_rows);
@@ -354,6 +352,8 @@ bool gemm_quant_lanes(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, i
   return gemm_lanes<Q>(row_begin, row_end, x, num_tokens, num_blocks, y, y_stride, decode_rows);
 }
 
+/// gemm_quant_lanes over any weight layout: decode_rows(r, wd) writes the decoded blocks of rows [r, r +
+/// Lanes::kRows) into wd ([num_blocks][kRows]; in place of rows past row_end, any rows of the range). Same return.
 template <class Q, class DecodeRows>
 bool gemm_lanes(int64_t row_begin, int64_t row_end, const ActQ8Block* x, int64_t num_tokens, int64_t num_blocks,
                 float* y, int64_t y_stride, const DecodeRows& decode_rows) {

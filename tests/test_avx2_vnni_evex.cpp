@@ -85,8 +85,9 @@ TEST(Avx2VnniEvex, R16KernelsGiveTheReferenceBitsForEveryTokenCount) {
       auto w = random_blocks(mxfp4, num_rows, num_cols, 5);
       std::vector<uint8_t> scratch(16 * row_bytes);
       (mxfp4 ? repack_mxfp4_r16 : repack_q8_0_r16)(w.data(), row_bytes, 0, num_rows / 16, scratch.data());
-      // 1: two streams; 2–16: passes; 17 and 24: the token lanes (17 with a tail of 1 in a pass); 33: lanes + tail.
-      for (const int64_t num_tokens : {1, 2, 3, 7, 8, 9, 16, 17, 24, 33}) {
+      // 1–16: passes; 17, 24: the token lanes (17 with a tail of 1 in a pass); 23, 31: a partial lane tile of 7
+      // (MXFP4; Q8_0's lanes take whole tiles); 33: lanes + tail; 200: more than one lane chunk at 2880 columns.
+      for (const int64_t num_tokens : {1, 2, 3, 7, 8, 9, 16, 17, 23, 24, 31, 33, 200}) {
         const auto x = random_acts(num_tokens, num_cols, 11 + static_cast<uint32_t>(num_tokens));
         for (const auto& [r0, r1] : {std::pair<int64_t, int64_t>{0, 48}, {16, 32}}) {
           std::vector<float> want(static_cast<size_t>(num_tokens * (r1 - r0))), got(want.size());

@@ -118,7 +118,9 @@ double check_simd_against_scalar(R16Kernel simd, R16Kernel scalar, uint64_t bloc
     const std::vector<uint8_t> r = repacked_of(num_cols);
     for (const auto& [row_begin, row_end] : {std::pair<int64_t, int64_t>{0, 16}, {16, 48}, {0, 48}}) {
       const int64_t n = row_end - row_begin;
-      for (const int64_t num_tokens : {1, 2, 3, 7, 8, 9, 17, 24}) {
+      // 17, 24: token lanes (17 with a tail of 1 in a pass); 23, 31: a partial lane tile of 7 tokens; 200: more than one
+      // lane chunk at 2880 columns.
+      for (const int64_t num_tokens : {1, 2, 3, 7, 8, 9, 17, 23, 24, 31, 200}) {
         const auto xq = random_acts(num_tokens, num_cols, 5 + static_cast<uint32_t>(num_tokens));
         const int64_t y_stride = n + 3;  // a stride wider than the rows: the gap must stay untouched
         std::vector<float> want(static_cast<size_t>(num_tokens * y_stride), -7.0f), got(want.size(), -7.0f);

@@ -136,8 +136,8 @@ void add_device_options(CLI::App* cmd, DeviceArgs& args) {
                 "overlap's gain)");
   cmd->add_flag("--no-repack", args.no_repack,
                 "CPU path: keep the weights (MXFP4 experts, Q8_0 matrices) in the file's layout instead of repacking "
-                "them at load for the SIMD kernels (AVX-512: both; AVX2: the experts) (llama.cpp's --no-repack; to "
-                "measure the repack's gain)");
+                "them at load for the SIMD kernels (AVX-512 and AVX2 with AVX-VNNI: both; AVX2: the experts) "
+                "(llama.cpp's --no-repack; to measure the repack's gain)");
   cmd->add_flag("--attention-bf16", args.attention_bf16,
                 "CPU path: multiply attention in bf16 instead of f32 where the CPU has AVX512_BF16 (gpt-oss's "
                 "training precision; less attention time at depth; logits differ from f32 by more than rounding)");

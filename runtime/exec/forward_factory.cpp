@@ -186,10 +186,11 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
                                 .q8_0_matrices = kernels.gemm_q8_0_r16 != nullptr};
     HETMOE_ASSIGN_OR_RETURN(RepackResult repack, repack_weights_r16(const_cast<Model&>(model), threads, targets));
     if (repack.num_tensors > 0 && notes)
-      notes->push_back(fmt::format("repacked {} tensors (MXFP4 experts, Q8_0 matrices; {:.2f} GB) into the {} "
-                                   "kernels' layout in {:.1f} s (--no-repack keeps the file's)",
-                                   repack.num_tensors, static_cast<double>(repack.num_bytes) / 1e9,
-                                   cpu::isa_name(*isa), repack.seconds));
+      notes->push_back(fmt::format("repacked {} tensors ({}; {:.2f} GB) into the {} kernels' layout in {:.1f} s "
+                                   "(--no-repack keeps the file's)",
+                                   repack.num_tensors,
+                                   targets.q8_0_matrices ? "MXFP4 experts, Q8_0 matrices" : "MXFP4 experts",
+                                   static_cast<double>(repack.num_bytes) / 1e9, cpu::isa_name(*isa), repack.seconds));
   }
   CpuForwardOptions cpu_options;
   cpu_options.context_length = options.context_length;

@@ -28,7 +28,6 @@ std::vector<WeightView*> dense_matrices(Model& model) {
   return out;
 }
 
-
 }  // namespace
 
 bool has_repacked_weights(const Model& model) {
