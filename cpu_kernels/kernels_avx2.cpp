@@ -499,11 +499,6 @@ namespace hetmoe::cpu::HETMOE_SIMD_NS {
 /// Tokens per pass over a group (the weights are decoded again for each pass, from cache).
 inline constexpr int kR16Tokens = 8;
 
-/// From this many tokens on the token lanes (rows decoded from the groups) instead of passes: BM_Gemm (one 2880 × 2880
-/// MXFP4 expert from DRAM, 1 thread, Zen 4, best of 3 interleaved): passes 9 / 12 / 16 / 64 tokens ~905 (estimated
-/// from 4 + 5) / ~1120 / 1400 / 5590 µs, lanes 1076 / 1305 / 1515 / 5293.
-inline constexpr int64_t kR16LaneMinTokens = 17;
-
 /// Bytes ahead of the block being decoded that the loop prefetches into L2.
 inline constexpr int64_t kR16PrefetchBytes = 8192;
 
@@ -535,6 +530,10 @@ inline __m256 mxfp4_r16_scales(const uint8_t* e8) {
 struct Mxfp4R16Half {
   using Q = Mxfp4Ops;
   static constexpr int64_t kBytes = kMxfp4R16BlockBytes;
+  /// From this many tokens on the token lanes (rows decoded from the groups) instead of passes: BM_Gemm (one 2880 ×
+  /// 2880 expert from DRAM, 1 thread, Zen 4, best of 3 interleaved): passes 9 / 12 / 16 / 64 tokens ~905 (estimated
+  /// from 4 + 5) / ~1120 / 1400 / 5590 µs, lanes 1076 / 1305 / 1515 / 5293.
+  static constexpr int64_t kLaneMinTokens = 17;
   static int32_t seed(const ActQ8Block& xb) { return r16_offset_seed<detail::kMxfp4Offset>(xb); }
   __m256i lut =
       _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(detail::kMxfp4OffsetValues.v)));
@@ -555,6 +554,10 @@ struct Mxfp4R16Half {
 struct Q8R16Half {
   using Q = Q8Ops;
   static constexpr int64_t kBytes = kQ8R16BlockBytes;
+  /// Q8LaneGemm's 4-row tiles each decode a whole 8-row half-block, so the passes win longer: 2880 × 2880 from DRAM,
+  /// 1 thread, the EVEX build on Zen 4 standing in for AVX-VNNI, passes against lanes at 17 / 24 / 32 / 64 tokens
+  /// 1388 / 1862 / 2483 / 4903 against 1917 / 2225 / 2734 / 4731 µs.
+  static constexpr int64_t kLaneMinTokens = 48;
   static int32_t seed(const ActQ8Block& xb) { return r16_offset_seed<128>(xb); }
   __m256 decode(const uint8_t* blk, int64_t h, __m256i* w) const {
     for (int k = 0; k < 8; ++k) w[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32 + 64 * k + 32 * h));
@@ -685,7 +688,7 @@ inline void r16_decode_lane_rows(const uint8_t* w, uint64_t row_bytes, int64_t r
 }
 
 /// KernelTable::gemm_mxfp4_r16 / gemm_q8_0_r16 for the layout Half: each group in passes of up to kR16Tokens tokens,
-/// the passes as even as the count allows; from kR16LaneMinTokens on the token lanes (a last partial tile of fewer
+/// the passes as even as the count allows; from Half::kLaneMinTokens on the token lanes (a last partial tile of fewer
 /// than kLaneMinTail tokens in passes). One token reads one stream: two groups side by side, as the AVX-512 kernel
 /// decodes, were not faster here (BM_Gemv MXFP4 expert_4x3, Zen 4, three alternating pairs: 1 thread 17–23 against
 /// 19–24 GB/s, 2 threads 27–31 against 29–37).
@@ -698,7 +701,7 @@ void gemm_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t r
   const int64_t num_blocks = num_cols / kBlock;
   assert(row_begin % kR16Rows == 0 && row_end % kR16Rows == 0);  // whole groups (KernelTable::gemm_mxfp4_r16)
   if (row_end <= row_begin || num_tokens <= 0) return;
-  if (num_tokens >= kR16LaneMinTokens) {
+  if (num_tokens >= Half::kLaneMinTokens) {
     constexpr int64_t kT = Q::Lanes::kTokens;
     const int64_t tail = num_tokens % kT;
     const int64_t lane_tokens = tail >= Q::kLaneMinTail ? num_tokens : num_tokens - tail;
