@@ -554,9 +554,10 @@ struct Mxfp4R16Half {
 struct Q8R16Half {
   using Q = Q8Ops;
   static constexpr int64_t kBytes = kQ8R16BlockBytes;
-  /// Q8LaneGemm's 4-row tiles each decode a whole 8-row half-block, so the passes win longer: 2880 × 2880 from DRAM,
-  /// 1 thread, the EVEX build on Zen 4 standing in for AVX-VNNI, passes against lanes at 17 / 24 / 32 / 64 tokens
-  /// 1388 / 1862 / 2483 / 4903 against 1917 / 2225 / 2734 / 4731 µs.
+  /// The passes win longer than for MXFP4: 2880 × 2880 from DRAM, 1 thread, the EVEX build on Zen 4 standing in for
+  /// AVX-VNNI, passes against lanes at 17 / 24 / 32 / 48 / 64 tokens 1371 / 1861 / 2510 / 3735 / 4968 against 1889 /
+  /// 2208 / 2708 / 3773 / 4739 µs. (Q8LaneGemm's 4-row tiles each decode a whole 8-row half-block here; a decoder of
+  /// just the 4 rows in 128-bit vectors measured the same.)
   static constexpr int64_t kLaneMinTokens = 48;
   static int32_t seed(const ActQ8Block& xb) { return r16_offset_seed<128>(xb); }
   __m256 decode(const uint8_t* blk, int64_t h, __m256i* w) const {
