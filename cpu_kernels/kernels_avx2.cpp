@@ -534,6 +534,7 @@ struct Mxfp4R16Half {
   /// 2880 expert from DRAM, 1 thread, Zen 4, best of 3 interleaved): passes 9 / 12 / 16 / 64 tokens ~905 (estimated
   /// from 4 + 5) / ~1120 / 1400 / 5590 µs, lanes 1076 / 1305 / 1515 / 5293.
   static constexpr int64_t kLaneMinTokens = 17;
+  static constexpr bool kActRecords = true;  // ActsRecords (see there)
   static int32_t seed(const ActQ8Block& xb) { return r16_offset_seed<detail::kMxfp4Offset>(xb); }
   __m256i lut =
       _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(detail::kMxfp4OffsetValues.v)));
@@ -559,6 +560,7 @@ struct Q8R16Half {
   /// 2208 / 2708 / 3773 / 4739 µs. (Q8LaneGemm's 4-row tiles each decode a whole 8-row half-block here; a decoder of
   /// just the 4 rows in 128-bit vectors measured the same.)
   static constexpr int64_t kLaneMinTokens = 48;
+  static constexpr bool kActRecords = false;
   static int32_t seed(const ActQ8Block& xb) { return r16_offset_seed<128>(xb); }
   __m256 decode(const uint8_t* blk, int64_t h, __m256i* w) const {
     for (int k = 0; k < 8; ++k) w[k] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32 + 64 * k + 32 * h));
@@ -567,11 +569,59 @@ struct Q8R16Half {
 };
 #endif
 
-/// One group (16 rows) × T tokens of the layout Half: y[t · y_stride + i] for rows i in [0, 16). seeds:
-/// [T][num_blocks] (token stride seed_stride) or nullptr (computed here, the same values). x: [T][num_blocks].
-template <class Half, int T, bool kSeeds>
-inline void r16_tile_seeded(const uint8_t* group, int64_t num_blocks, const ActQ8Block* x, const int32_t* seeds,
-                            int64_t seed_stride, float* y, int64_t y_stride) {
+/// The activations as the R16 tiles read them, per token t and block b: the dword x_q[4j..4j+3] in all 8 lanes
+/// (act(t, b, j), j in [0, 8)), the block's seed −offset · Σ x_q and d_x likewise.
+/// ActsBroadcast broadcasts them from the ActQ8Blocks x ([T][num_blocks], token stride `stride` blocks) where they are
+/// used (seeds: [T][num_blocks] precomputed, or nullptr: computed there). ActsRecords reads them from R16ActBlock
+/// records built once per call (r16_broadcast_acts): the MXFP4 tiles then feed maddubs whole vectors instead of
+/// broadcasting 10 values per token and 8-row half-block (BM_Gemm MXFP4 AVX2, two alternating rounds: 1 / 2 / 4 / 8
+/// tokens 153–166 / 235–236 / 368–374 / 670–677 µs against 175–187 / 260–272 / 424–432 / 711–747). Q8_0's tiles
+/// stay with ActsBroadcast: their records (T · 320 bytes per 544-byte block) fall out of L1 (EVEX stand-in, 4 / 8
+/// tokens 453 / 861 against 376 / 633 µs).
+template <class Half>
+struct ActsBroadcast {
+  const ActQ8Block* x;
+  const int32_t* seeds;
+  int64_t stride;
+  __m256i seed(int64_t t, int64_t b) const {
+    return _mm256_set1_epi32(seeds != nullptr ? seeds[t * stride + b] : Half::seed(x[t * stride + b]));
+  }
+  __m256i act(int64_t t, int64_t b, int j) const {
+    return broadcast_dword(reinterpret_cast<const uint8_t*>(x[t * stride + b].q) + 4 * j);
+  }
+  __m256 dx(int64_t t, int64_t b) const { return _mm256_set1_ps(x[t * stride + b].d); }
+  ActsBroadcast advance(int64_t t0) const { return {x + t0 * stride, seeds ? seeds + t0 * stride : nullptr, stride}; }
+};
+
+struct alignas(32) R16ActBlock {
+  __m256i a[8];
+  __m256i seed;
+  __m256 dx;
+};
+
+template <int32_t (*Seed)(const ActQ8Block&)>
+inline void r16_broadcast_acts(const ActQ8Block* x, int64_t n, R16ActBlock* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    const auto* q = reinterpret_cast<const uint8_t*>(x[i].q);
+    for (int j = 0; j < 8; ++j) _mm256_store_si256(&out[i].a[j], broadcast_dword(q + 4 * j));
+    _mm256_store_si256(&out[i].seed, _mm256_set1_epi32(Seed(x[i])));
+    _mm256_store_ps(reinterpret_cast<float*>(&out[i].dx), _mm256_set1_ps(x[i].d));
+  }
+}
+
+struct ActsRecords {
+  const R16ActBlock* xa;
+  int64_t stride;
+  __m256i seed(int64_t t, int64_t b) const { return _mm256_load_si256(&xa[t * stride + b].seed); }
+  __m256i act(int64_t t, int64_t b, int j) const { return _mm256_load_si256(&xa[t * stride + b].a[j]); }
+  __m256 dx(int64_t t, int64_t b) const { return xa[t * stride + b].dx; }
+  ActsRecords advance(int64_t t0) const { return {xa + t0 * stride, stride}; }
+};
+
+/// One group (16 rows) × T tokens of the layout Half: y[t · y_stride + i] for rows i in [0, 16); the activations
+/// from `acts` (tokens 0..T−1).
+template <class Half, int T, class Acts>
+inline void r16_tile(const uint8_t* group, int64_t num_blocks, const Acts& acts, float* y, int64_t y_stride) {
   constexpr int kPrefetchLines = static_cast<int>((Half::kBytes + 63) / 64);
   const Half half;
   // Up to 2 accumulators live in registers; more in L1 (a load and a store per token and half-block): in registers
@@ -591,23 +641,20 @@ inline void r16_tile_seeded(const uint8_t* group, int64_t num_blocks, const ActQ
       const __m256 dw = half.decode(blk, h, w);
 #pragma GCC unroll 2
       for (int t = 0; t < T; ++t) {
-        const ActQ8Block& xb = x[t * num_blocks + b];
-        const auto* q = reinterpret_cast<const uint8_t*>(xb.q);
-        __m256i dot = _mm256_set1_epi32(kSeeds ? seeds[t * seed_stride + b] : Half::seed(xb));
+        __m256i dot = acts.seed(t, b);
 #if HETMOE_AVX2_VNNI
-        for (int j = 0; j < 8; ++j) dot = _mm256_dpbusd_avx_epi32(dot, w[j], broadcast_dword(q + 4 * j));
+        for (int j = 0; j < 8; ++j) dot = _mm256_dpbusd_avx_epi32(dot, w[j], acts.act(t, b, j));
 #else
         const __m256i ones = _mm256_set1_epi16(1);
         for (int j = 0; j < 8; j += 4) {  // ≤ 4 · 6096 in each int16 lane (MXFP4 only)
-          const __m256i p = _mm256_add_epi16(
-              _mm256_add_epi16(_mm256_maddubs_epi16(w[j], broadcast_dword(q + 4 * j)),
-                               _mm256_maddubs_epi16(w[j + 1], broadcast_dword(q + 4 * j + 4))),
-              _mm256_add_epi16(_mm256_maddubs_epi16(w[j + 2], broadcast_dword(q + 4 * j + 8)),
-                               _mm256_maddubs_epi16(w[j + 3], broadcast_dword(q + 4 * j + 12))));
+          const __m256i p = _mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(w[j], acts.act(t, b, j)),
+                                                              _mm256_maddubs_epi16(w[j + 1], acts.act(t, b, j + 1))),
+                                             _mm256_add_epi16(_mm256_maddubs_epi16(w[j + 2], acts.act(t, b, j + 2)),
+                                                              _mm256_maddubs_epi16(w[j + 3], acts.act(t, b, j + 3))));
           dot = _mm256_add_epi32(dot, _mm256_madd_epi16(p, ones));
         }
 #endif
-        const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(xb.d));
+        const __m256 scaled = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), acts.dx(t, b));
         if constexpr (kRegisterAcc) {
           racc[h][t] = _mm256_fmadd_ps(scaled, dw, racc[h][t]);
         } else {
@@ -624,18 +671,31 @@ inline void r16_tile_seeded(const uint8_t* group, int64_t num_blocks, const ActQ
     }
 }
 
-/// r16_tile_seeded for the T in [T, kR16Tokens] that equals num_tokens (none when outside), with precomputed seeds
-/// when there are.
-template <class Half, int T = 1>
-inline void r16_tile_of(int64_t num_tokens, const uint8_t* group, int64_t num_blocks, const ActQ8Block* x,
-                        const int32_t* seeds, int64_t seed_stride, float* y, int64_t y_stride) {
+/// r16_tile for the T in [T, kR16Tokens] that equals num_tokens (none when outside).
+template <class Half, class Acts, int T = 1>
+inline void r16_tile_of(int64_t num_tokens, const uint8_t* group, int64_t num_blocks, const Acts& acts, float* y,
+                        int64_t y_stride) {
   if constexpr (T <= kR16Tokens) {
-    if (num_tokens == T) {
-      if (seeds != nullptr)
-        return r16_tile_seeded<Half, T, true>(group, num_blocks, x, seeds, seed_stride, y, y_stride);
-      return r16_tile_seeded<Half, T, false>(group, num_blocks, x, seeds, seed_stride, y, y_stride);
+    if (num_tokens == T) return r16_tile<Half, T>(group, num_blocks, acts, y, y_stride);
+    r16_tile_of<Half, Acts, T + 1>(num_tokens, group, num_blocks, acts, y, y_stride);
+  }
+}
+
+/// Every group of rows [row_begin, row_end) in passes of up to kR16Tokens tokens, the passes as even as the count
+/// allows (12 tokens: 6 + 6).
+template <class Half, class Acts>
+inline void r16_passes(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end, int64_t num_tokens,
+                       int64_t num_blocks, const Acts& acts, float* y, int64_t y_stride) {
+  const int64_t group_bytes = kR16Rows * static_cast<int64_t>(row_bytes);
+  const int64_t num_passes = (num_tokens + kR16Tokens - 1) / kR16Tokens;
+  for (int64_t g = row_begin / kR16Rows; g < row_end / kR16Rows; ++g) {
+    const uint8_t* group = w + g * group_bytes;
+    float* yg = y + (g * kR16Rows - row_begin);
+    for (int64_t p = 0, t0 = 0; p < num_passes; ++p) {
+      const int64_t n = (num_tokens - t0) / (num_passes - p);
+      r16_tile_of<Half>(n, group, num_blocks, acts.advance(t0), yg + t0 * y_stride, y_stride);
+      t0 += n;
     }
-    r16_tile_of<Half, T + 1>(num_tokens, group, num_blocks, x, seeds, seed_stride, y, y_stride);
   }
 }
 
@@ -688,9 +748,8 @@ inline void r16_decode_lane_rows(const uint8_t* w, uint64_t row_bytes, int64_t r
   }
 }
 
-/// KernelTable::gemm_mxfp4_r16 / gemm_q8_0_r16 for the layout Half: each group in passes of up to kR16Tokens tokens,
-/// the passes as even as the count allows; from Half::kLaneMinTokens on the token lanes (a last partial tile of fewer
-/// than kLaneMinTail tokens in passes). One token reads one stream: two groups side by side, as the AVX-512 kernel
+/// KernelTable::gemm_mxfp4_r16 / gemm_q8_0_r16 for the layout Half: r16_passes, from Half::kLaneMinTokens on the
+/// token lanes (a last partial tile of fewer than kLaneMinTail tokens in passes). One token reads one stream: two groups side by side, as the AVX-512 kernel
 /// decodes, were not faster here (BM_Gemv MXFP4 expert_4x3, Zen 4, three alternating pairs: 1 thread 17–23 against
 /// 19–24 GB/s, 2 threads 27–31 against 29–37).
 template <class Half>
@@ -716,20 +775,18 @@ void gemm_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t r
       num_tokens -= lane_tokens;
     }
   }
-  const int32_t* seeds = r16_seeds<Half::seed>(x, num_tokens * num_blocks);  // [num_tokens][num_blocks]
-  const int64_t group_bytes = kR16Rows * static_cast<int64_t>(row_bytes);
-  const int64_t g_begin = row_begin / kR16Rows, g_end = row_end / kR16Rows;
-  const int64_t num_passes = (num_tokens + kR16Tokens - 1) / kR16Tokens;
-  for (int64_t g = g_begin; g < g_end; ++g) {
-    const uint8_t* group = w + g * group_bytes;
-    float* yg = y + (g - g_begin) * kR16Rows;
-    for (int64_t p = 0, t0 = 0; p < num_passes; ++p) {
-      const int64_t n = (num_tokens - t0) / (num_passes - p);  // even passes: 12 tokens → 6 + 6
-      r16_tile_of<Half>(n, group, num_blocks, x + t0 * num_blocks, seeds ? seeds + t0 * num_blocks : nullptr,
-                        num_blocks, yg + t0 * y_stride, y_stride);
-      t0 += n;
+  if constexpr (Half::kActRecords) {
+    auto* xa = static_cast<R16ActBlock*>(
+        detail::thread_scratch(static_cast<uint64_t>(num_tokens * num_blocks) * sizeof(R16ActBlock)));
+    if (xa != nullptr) {
+      r16_broadcast_acts<Half::seed>(x, num_tokens * num_blocks, xa);  // [num_tokens][num_blocks]
+      return r16_passes<Half>(w, row_bytes, row_begin, row_end, num_tokens, num_blocks, ActsRecords{xa, num_blocks},
+                              y, y_stride);
     }
   }
+  const int32_t* seeds = r16_seeds<Half::seed>(x, num_tokens * num_blocks);  // [num_tokens][num_blocks] or nullptr
+  r16_passes<Half>(w, row_bytes, row_begin, row_end, num_tokens, num_blocks, ActsBroadcast<Half>{x, seeds, num_blocks},
+                   y, y_stride);
 }
 
 }  // namespace hetmoe::cpu::HETMOE_SIMD_NS
