@@ -430,14 +430,20 @@ namespace hetmoe::cpu::HETMOE_SIMD_NS {
 /// against the file layout's token lanes 2338–2914.
 inline constexpr int kR16Tokens = 16;
 
-/// Bytes ahead of the block being decoded that the loop prefetches, per stream: with two streams side by side
-/// (decode and 2-token batches) 4 KB into L1, with one (3 tokens and more, the prefill tiles) 8 KB into L2.
-/// Session 9 (Zen 5, runs interleaved): BM_Gemv mxfp4_r16 expert_4x3 on 1 thread 22–24 GB/s with 4 KB into L1 against
-/// 16–21 with 8 KB into L2 (6 KB into L1 22–25, 2–3 KB 16–24, one stream with 4 KB 15–18); decode tg32 end to end
-/// ahead in 9 of 9 rounds (+1–11 %), then level in a noisier window. For prefill 4 KB into L1 was not better (pp512
-/// mean of 6 interleaved rounds 105.9 against 110.2 tok/s, pp64 86.6 against 88.0), so the one-stream tiles keep 8 KB
-/// into L2. Before (session 6): 1 KB into L1 with one stream 72–83 % of the probe, 8 KB into L2 with two 83–86 %.
-inline constexpr int64_t kR16PairPrefetchBytes = 4096;
+/// Up to this many tokens (decode, 2-token batches) a group is read as one plain stream without software prefetch
+/// (the hardware prefetchers follow it); more tokens prefetch kR16PrefetchBytes ahead into L2 (below).
+/// Session 15 (Zen 4 VM), decode step against adjacent step in one process (median ratio of 767 pairs, ~35 GB/s
+/// windows): 0.931 and 0.933 of the step time of session 9's choice on Zen 5 (two streams side by side, each 4 KB
+/// ahead into L1). Along the way, two streams: prefetch distance 4096 → 2048 −4.5 %, 1536 −1 %, 1024 −1.8 %, 768
+/// −2.6 %, 256 −4.2 %, none −5 % (−16 % in ~60 GB/s windows); no prefetch, one stream against two: −6.4 % at
+/// ~60 GB/s, −1 % at ~35; one stream 8 KB ahead into L2: +22 %. BM_Gemm (one 2880 × 2880 expert from DRAM,
+/// 1 thread): 1 token MXFP4_R16 138–142 µs against 154–164, Q8_0_R16 271–279 against 448–466; 2 tokens 183–196
+/// against 179–208 (MXFP4), 339–358 against 425–438 (Q8_0).
+inline constexpr int64_t kR16StreamTokens = 2;
+/// Bytes ahead that the tiles of 3 and more tokens prefetch into L2. They need it: without, pp512 took 4 % and pp64
+/// 24 % longer (session 15, prompt against adjacent prompt) and BM_Gemm 4 tokens 367–403 µs against 219–234.
+/// Session 9 (Zen 5): 4 KB into L1 was not better for prefill (pp512 105.9 against 110.2 tok/s, pp64 86.6 against
+/// 88.0).
 inline constexpr int64_t kR16PrefetchBytes = 8192;
 
 /// −kOffset · Σ_j x_q[j] of one activation block: the correction of weights stored with an offset (unsigned): 12
@@ -485,59 +491,44 @@ struct Q8R16Block {
   }
 };
 
-/// G groups (16 rows each, at groups[0..G)) × T tokens of the R16 layout Block: y[gi][t · y_stride + i] for rows i
-/// in [0, 16). seeds: [T][num_blocks] for these tokens (token stride seed_stride), or nullptr: computed here (the same
-/// values). x: [T][num_blocks]. With G > 1 the groups' bytes are G streams read side by side (decode: one token leaves
-/// the core's loads too little work per byte to keep one stream's prefetch far enough ahead).
-template <class Block, int T, int G>
-inline void r16_tile(const uint8_t* const* groups, int64_t num_blocks, const ActQ8Block* x, const int32_t* seeds,
-                     int64_t seed_stride, float* const* y, int64_t y_stride) {
+/// One group (16 rows at `group`) × T tokens of the R16 layout Block: y[t · y_stride + i] for rows i in [0, 16).
+/// seeds: [T][num_blocks] for these tokens (token stride seed_stride), or nullptr: computed here (the same values).
+/// x: [T][num_blocks]. kPrefetch: each block prefetches the one kR16PrefetchBytes further on into L2.
+template <class Block, int T, bool kPrefetch>
+inline void r16_tile(const uint8_t* group, int64_t num_blocks, const ActQ8Block* x, const int32_t* seeds,
+                     int64_t seed_stride, float* y, int64_t y_stride) {
   constexpr int kPrefetchLines = static_cast<int>((Block::kBytes + 63) / 64);
   const Block block;
-  __m512 acc[G][T];
-  for (int g = 0; g < G; ++g)
-    for (int t = 0; t < T; ++t) acc[g][t] = _mm512_setzero_ps();
+  __m512 acc[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < num_blocks; ++b) {
-    for (int g = 0; g < G; ++g) {
-      const uint8_t* blk = groups[g] + b * Block::kBytes;
-      for (int q = 0; q < kPrefetchLines; ++q) {
-        if constexpr (G == 2) {
-          __builtin_prefetch(blk + kR16PairPrefetchBytes + 64 * q, 0, 3);
-        } else {
-          __builtin_prefetch(blk + kR16PrefetchBytes + 64 * q, 0, 1);
-        }
+    const uint8_t* blk = group + b * Block::kBytes;
+    if constexpr (kPrefetch)
+      for (int q = 0; q < kPrefetchLines; ++q) __builtin_prefetch(blk + kR16PrefetchBytes + 64 * q, 0, 1);
+    __m512i lo[4], hi[4];
+    const __m512 dw = block.decode(blk, lo, hi);
+    for (int t = 0; t < T; ++t) {
+      const ActQ8Block& xb = x[t * num_blocks + b];
+      __m512i dot = _mm512_set1_epi32(seeds != nullptr ? seeds[t * seed_stride + b] : Block::seed(xb));
+      for (int k = 0; k < 4; ++k) {
+        dot = LaneGemm::dpbusd_broadcast(dot, lo[k], xb.q + 4 * k);
+        dot = LaneGemm::dpbusd_broadcast(dot, hi[k], xb.q + 16 + 4 * k);
       }
-      __m512i lo[4], hi[4];
-      const __m512 dw = block.decode(blk, lo, hi);
-      for (int t = 0; t < T; ++t) {
-        const ActQ8Block& xb = x[t * num_blocks + b];
-        __m512i dot = _mm512_set1_epi32(seeds != nullptr ? seeds[t * seed_stride + b] : Block::seed(xb));
-        for (int k = 0; k < 4; ++k) {
-          dot = LaneGemm::dpbusd_broadcast(dot, lo[k], xb.q + 4 * k);
-          dot = LaneGemm::dpbusd_broadcast(dot, hi[k], xb.q + 16 + 4 * k);
-        }
-        acc[g][t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(xb.d)), dw, acc[g][t]);
-      }
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(xb.d)), dw, acc[t]);
     }
   }
-  for (int g = 0; g < G; ++g)
-    for (int t = 0; t < T; ++t) _mm512_storeu_ps(y[g] + t * y_stride, acc[g][t]);
+  for (int t = 0; t < T; ++t) _mm512_storeu_ps(y + t * y_stride, acc[t]);
 }
 
 template <class Block, int T = 1>
 inline void r16_tile_of(int64_t num_tokens, const uint8_t* group, int64_t num_blocks, const ActQ8Block* x,
                         const int32_t* seeds, int64_t seed_stride, float* y, int64_t y_stride) {
   if constexpr (T <= kR16Tokens) {
-    if (num_tokens == T) return r16_tile<Block, T, 1>(&group, num_blocks, x, seeds, seed_stride, &y, y_stride);
+    if (num_tokens == T)
+      return r16_tile<Block, T, (T > kR16StreamTokens)>(group, num_blocks, x, seeds, seed_stride, y, y_stride);
     r16_tile_of<Block, T + 1>(num_tokens, group, num_blocks, x, seeds, seed_stride, y, y_stride);
   }
 }
-
-
-/// Batches of up to this many tokens read two groups side by side (2 × 8 weight registers + 2 × T accumulators).
-/// BM_Gemm (one 2880 × 2880 expert from DRAM, 1 thread, best of 3 interleaved): 2 tokens 159 µs paired against 202
-/// alone; 4 tokens 273 paired against 210 alone (the compiler spills), so 4 and more read one group.
-inline constexpr int64_t kR16PairTokens = 2;
 
 /// KernelTable::gemm_mxfp4_r16 / gemm_q8_0_r16 for the layout Block.
 template <class Block>
@@ -549,21 +540,7 @@ void gemm_r16(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t r
   const int32_t* seeds = r16_seeds<Block::seed>(x, num_tokens * num_blocks);  // [num_tokens][num_blocks]
   const int64_t group_bytes = kR16Rows * static_cast<int64_t>(row_bytes);
   const int64_t g_begin = row_begin / kR16Rows, g_end = row_end / kR16Rows;
-  int64_t g0 = g_begin;
-  if (num_tokens <= kR16PairTokens) {
-    // Decode and small batches: two streams, the first and the second half of the range, group by group.
-    const int64_t half = (g_end - g_begin) / 2;
-    for (; g0 < g_begin + half; ++g0) {
-      const uint8_t* groups[2] = {w + g0 * group_bytes, w + (g0 + half) * group_bytes};
-      float* ys[2] = {y + (g0 - g_begin) * kR16Rows, y + (g0 + half - g_begin) * kR16Rows};
-      switch (num_tokens) {
-        case 1: r16_tile<Block, 1, 2>(groups, num_blocks, x, seeds, num_blocks, ys, y_stride); break;
-        default: r16_tile<Block, 2, 2>(groups, num_blocks, x, seeds, num_blocks, ys, y_stride); break;
-      }
-    }
-    g0 = g_begin + 2 * half;  // an odd count's last group alone below
-  }
-  for (int64_t g = g0; g < g_end; ++g) {
+  for (int64_t g = g_begin; g < g_end; ++g) {
     const uint8_t* group = w + g * group_bytes;
     float* yg = y + (g - g_begin) * kR16Rows;
     for (int64_t t0 = 0; t0 < num_tokens; t0 += kR16Tokens) {
