@@ -281,6 +281,29 @@ Expected<TraceSummary> summarize_trace(std::string_view json_text, const std::st
     --it;
     if (s.ts < it->end) op_bytes[*it->kind][*it->name] += s.bytes;
   }
+  // Outside the work: per step, its length minus the union of the chunk/expert spans starting in it (clipped).
+  std::vector<std::vector<std::pair<double, double>>> step_work(steps.size());  // (begin, end) per step
+  for (const Span& s : spans) {
+    if (s.category != "chunk" && s.category != "expert") continue;
+    auto it = std::upper_bound(steps.begin(), steps.end(), s.ts,
+                               [](double ts, const StepWindow& w) { return ts < w.begin; });
+    if (it == steps.begin()) continue;
+    --it;
+    if (s.ts >= it->end) continue;
+    step_work[static_cast<size_t>(it - steps.begin())].emplace_back(s.ts, std::min(s.end, it->end));
+  }
+  for (size_t i = 0; i < steps.size(); ++i) {
+    std::vector<std::pair<double, double>>& work = step_work[i];
+    std::sort(work.begin(), work.end());
+    double covered = 0, open_end = steps[i].begin;
+    for (const auto& [b, e] : work) {
+      if (e > open_end) covered += e - std::max(b, open_end);
+      open_end = std::max(open_end, e);
+    }
+    TraceSummary::StepKind& k = kinds[steps[i].kind];
+    k.num_work_spans += work.size();
+    k.outside_work_us += (steps[i].end - steps[i].begin) - covered;
+  }
   for (auto& [name, k] : kinds) {
     for (const auto& [op, us] : op_us[name]) k.ops.emplace_back(op, us);
     std::sort(k.ops.begin(), k.ops.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
@@ -355,6 +378,10 @@ std::string format_trace_summary(const TraceSummary& s, size_t top_n) {
     const double n = static_cast<double>(k.num_steps);
     add("\n{}: {} step{}, {:.3f} ms per step; ops started inside them, per step\n", k.name, k.num_steps,
         k.num_steps == 1 ? "" : "s", ms(k.step_us) / n);
+    if (k.num_work_spans > 0)
+      add("no chunk or expert span open (serial steps between the parallel regions, fork and join): {:.3f} ms per "
+          "step ({:.1f} % of the step)\n",
+          ms(k.outside_work_us) / n, k.step_us > 0 ? 100.0 * k.outside_work_us / k.step_us : 0.0);
     add("| op | ms per step | share of the step | MB read per step | read GB/s |\n");
     add("| --- | ---: | ---: | ---: | ---: |\n");
     for (size_t i = 0; i < k.ops.size(); ++i) {

@@ -16,6 +16,9 @@
 //   op read rate     = the bytes (arg "bytes") of the chunk and expert spans that start inside an op's spans of the
 //                      kind's steps ÷ those op spans' duration: the op's weight read rate, to set against the
 //                      machine's read bandwidth (bench's probe) one op at a time.
+//   outside the work = a kind's step time during which no chunk or expert span (that started inside the step) is
+//                      open on any track, the spans clipped to the step: the serial steps between the parallel
+//                      regions, their fork and join, and the time before the first and after the last region.
 
 #include <algorithm>
 #include <cstdint>
@@ -53,6 +56,8 @@ struct TraceSummary {
     double step_us = 0;      // summed durations of its step spans
     std::vector<std::pair<std::string, double>> ops;  // op name → summed µs inside its steps, by time, descending
     std::vector<double> op_bytes;  // per ops[i]: the bytes its work spans read (0: none recorded)
+    uint64_t num_work_spans = 0;   // chunk and expert spans that start inside its steps
+    double outside_work_us = 0;    // summed time of its steps with none of those spans open (see the top)
   };
   struct Counter {
     std::string name;  // "<name> <series>", as Perfetto names the track

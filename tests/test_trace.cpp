@@ -467,6 +467,33 @@ TEST(TraceSummary, OpReadRateIsItsWorkSpansBytesOverItsTime) {
   EXPECT_NE(out.find("| rope | 0.005 | 0.5 % | — | — |"), std::string::npos) << out;
 }
 
+TEST(TraceSummary, TimeOutsideTheWorkIsTheStepMinusTheUnionOfItsWorkSpans) {
+  // Step 1 [0,100]: chunks [10,40] and [20,50] on two tracks overlap (40 µs covered), an expert span [60,70]: 50 µs
+  // outside. Step 2 [200,300]: a chunk [210,310] clipped to 90 µs, a chunk [150,250] that started before the step
+  // (not counted): 10 µs outside. A prefill step [400,500] has no work spans: no line for it.
+  const std::string text = R"({"traceEvents":[
+    {"ph":"X","pid":1,"tid":1,"cat":"step","name":"decode","ts":0,"dur":100,"args":{"num_tokens":1}},
+    {"ph":"X","pid":1,"tid":1,"cat":"step","name":"decode","ts":200,"dur":100,"args":{"num_tokens":1}},
+    {"ph":"X","pid":1,"tid":1,"cat":"step","name":"prefill","ts":400,"dur":100,"args":{"num_tokens":8}},
+    {"ph":"X","pid":1,"tid":1,"cat":"chunk","name":"qkv","ts":10,"dur":30},
+    {"ph":"X","pid":1,"tid":2,"cat":"chunk","name":"qkv","ts":20,"dur":30},
+    {"ph":"X","pid":1,"tid":2,"cat":"expert","name":"expert down","ts":60,"dur":10},
+    {"ph":"X","pid":1,"tid":2,"cat":"chunk","name":"output","ts":150,"dur":100},
+    {"ph":"X","pid":1,"tid":1,"cat":"chunk","name":"output","ts":210,"dur":100}
+  ]})";
+  auto s = profiler::summarize_trace(text, "outside.json");
+  ASSERT_TRUE(s.has_value()) << s.error().message;
+  ASSERT_EQ(s->step_kinds.size(), 2u);
+  const auto& decode = s->step_kinds[0];
+  EXPECT_EQ(decode.num_work_spans, 4u);
+  EXPECT_DOUBLE_EQ(decode.outside_work_us, 60);
+  EXPECT_EQ(s->step_kinds[1].num_work_spans, 0u);
+  EXPECT_DOUBLE_EQ(s->step_kinds[1].outside_work_us, 100);
+  const std::string out = profiler::format_trace_summary(*s, 3);
+  EXPECT_NE(out.find("fork and join): 0.030 ms per step (30.0 % of the step)"), std::string::npos) << out;
+  EXPECT_EQ(out.find("(100.0 % of the step)"), std::string::npos) << out;
+}
+
 TEST(TraceSummary, ABadFileIsAnErrorNamingTheFileAndWhatWasExpected) {
   for (const std::string& text : {std::string("hello"), std::string("{\"events\":[]}"),
                                   std::string("{\"traceEvents\":[{\"ph\":\"X\",\"ts\":1}]}"),
