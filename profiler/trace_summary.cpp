@@ -253,6 +253,14 @@ Expected<TraceSummary> summarize_trace(std::string_view json_text, const std::st
     k.step_us += s.end - s.ts;
   }
   std::sort(steps.begin(), steps.end(), [](const StepWindow& a, const StepWindow& b) { return a.begin < b.begin; });
+  // The step that a span starting at ts starts in, or nullptr.
+  const auto step_at = [&steps](double ts) -> const StepWindow* {
+    auto it = std::upper_bound(steps.begin(), steps.end(), ts,
+                               [](double t, const StepWindow& w) { return t < w.begin; });
+    if (it == steps.begin()) return nullptr;
+    --it;
+    return ts < it->end ? &*it : nullptr;
+  };
   std::map<std::string, std::map<std::string, double>> op_us;  // kind → op → µs
   struct OpWindow {
     double begin, end;
@@ -262,13 +270,10 @@ Expected<TraceSummary> summarize_trace(std::string_view json_text, const std::st
   std::vector<OpWindow> op_windows;  // the op spans inside steps (one track runs them one after another)
   for (const Span& s : spans) {
     if (s.category != "op") continue;
-    auto it = std::upper_bound(steps.begin(), steps.end(), s.ts,
-                               [](double ts, const StepWindow& w) { return ts < w.begin; });
-    if (it == steps.begin()) continue;
-    --it;
-    if (s.ts >= it->end) continue;
-    op_us[it->kind][s.name] += s.end - s.ts;
-    op_windows.push_back({s.ts, s.end, &it->kind, &s.name});
+    const StepWindow* step = step_at(s.ts);
+    if (step == nullptr) continue;
+    op_us[step->kind][s.name] += s.end - s.ts;
+    op_windows.push_back({s.ts, s.end, &step->kind, &s.name});
   }
   std::sort(op_windows.begin(), op_windows.end(),
             [](const OpWindow& a, const OpWindow& b) { return a.begin < b.begin; });
@@ -285,12 +290,9 @@ Expected<TraceSummary> summarize_trace(std::string_view json_text, const std::st
   std::vector<std::vector<std::pair<double, double>>> step_work(steps.size());  // (begin, end) per step
   for (const Span& s : spans) {
     if (s.category != "chunk" && s.category != "expert") continue;
-    auto it = std::upper_bound(steps.begin(), steps.end(), s.ts,
-                               [](double ts, const StepWindow& w) { return ts < w.begin; });
-    if (it == steps.begin()) continue;
-    --it;
-    if (s.ts >= it->end) continue;
-    step_work[static_cast<size_t>(it - steps.begin())].emplace_back(s.ts, std::min(s.end, it->end));
+    const StepWindow* step = step_at(s.ts);
+    if (step != nullptr)
+      step_work[static_cast<size_t>(step - steps.data())].emplace_back(s.ts, std::min(s.end, step->end));
   }
   for (size_t i = 0; i < steps.size(); ++i) {
     std::vector<std::pair<double, double>>& work = step_work[i];
