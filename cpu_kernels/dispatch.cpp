@@ -24,6 +24,7 @@ struct CpuFeatures {
   bool avx = false, avx2 = false, fma = false, f16c = false, avx_vnni = false;
   bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false, avx512vnni = false;
   bool avx512bf16 = false;
+  bool avx512vbmi = false;
   bool os_ymm = false;  // XCR0 bits 1 and 2: SSE and AVX state
   bool os_zmm = false;  // XCR0 bits 1, 2 and 5..7: plus opmask, ZMM0-15 upper halves, ZMM16-31
 };
@@ -54,6 +55,7 @@ CpuFeatures detect_features() {
     f.avx512dq = (ebx >> 17) & 1;
     f.avx512bw = (ebx >> 30) & 1;
     f.avx512vl = (ebx >> 31) & 1;
+    f.avx512vbmi = (ecx >> 1) & 1;  // leaf 7.0 ECX bit 1
     f.avx512vnni = (ecx >> 11) & 1;
   }
   if (__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) {
@@ -144,10 +146,16 @@ const KernelTable& kernel_table(Isa isa) {
   if (isa == Isa::kAvx2Vnni)
     return complete_table<detail::kernel_table_avx2_vnni, detail::add_attention_kernels_avx2>();
   if (isa == Isa::kAvx512) {
-    // The bf16 tile entries where the CPU has AVX512_BF16 (the AVX-512 variant itself does not need it).
-    if (cpu_features().avx512bf16)
-      return complete_table<detail::kernel_table_avx512, detail::add_attention_kernels_avx512_with_bf16>();
-    return complete_table<detail::kernel_table_avx512, detail::add_attention_kernels_avx512>();
+    // The bf16 tile entries where the CPU has AVX512_BF16 and the MXFP4_R16 kernel with vpermb where it has
+    // AVX512_VBMI (the AVX-512 variant itself needs neither).
+    static const KernelTable table = [] {
+      KernelTable t = detail::kernel_table_avx512();
+      if (cpu_features().avx512bf16) detail::add_attention_kernels_avx512_with_bf16(t);
+      else detail::add_attention_kernels_avx512(t);
+      if (cpu_features().avx512vbmi) t.gemm_mxfp4_r16 = detail::gemm_mxfp4_r16_avx512vbmi;
+      return t;
+    }();
+    return table;
   }
 #endif
   (void)isa;

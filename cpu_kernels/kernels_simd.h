@@ -52,6 +52,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "cpu_kernels/kernels_r16_seeds.h"
 #include "cpu_kernels/kernels_variants.h"
 
 namespace hetmoe::cpu::HETMOE_SIMD_NS {
@@ -472,17 +473,6 @@ void gemm_quant(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t
       gemm_quant_rows<Q, 1>(w + r * row_bytes, row_bytes, xc, n, num_blocks, yc + (r - row_begin), y_stride,
                             t0 == 0 ? w + r * row_bytes : nullptr, packed);
   }
-}
-
-/// The R16 kernels' offset corrections (Seed: −offset · Σ_j x_q[j] of one block) for num_blocks blocks of x, once
-/// per call, in the calling thread's scratch: [num_blocks]. nullptr when the buffer cannot grow (the kernels then
-/// compute each where they need it, with the same values).
-template <int32_t (*Seed)(const ActQ8Block&)>
-const int32_t* r16_seeds(const ActQ8Block* x, int64_t num_blocks) {
-  auto* seeds = static_cast<int32_t*>(detail::thread_scratch(static_cast<uint64_t>(num_blocks) * sizeof(int32_t)));
-  if (seeds != nullptr)
-    for (int64_t i = 0; i < num_blocks; ++i) seeds[i] = Seed(x[i]);
-  return seeds;
 }
 
 // ---- float-weight GEMV / GEMM -----------------------------------------------------------------------------------

@@ -16,6 +16,10 @@ const KernelTable& kernel_table_scalar();
 const KernelTable& kernel_table_avx2();
 const KernelTable& kernel_table_avx2_vnni();
 const KernelTable& kernel_table_avx512();
+/// KernelTable::gemm_mxfp4_r16 built with AVX512_VBMI as well (kernels_avx512vbmi.cpp): dispatch.cpp puts it in the
+/// AVX-512 table where the CPU has VBMI; kernel_table_avx512() keeps the kernel without it.
+void gemm_mxfp4_r16_avx512vbmi(const uint8_t* w, uint64_t row_bytes, int64_t row_begin, int64_t row_end,
+                               const ActQ8Block* x, int64_t num_tokens, int64_t num_cols, float* y, int64_t y_stride);
 #endif
 
 /// Set the q8_0/q4_0 attention entries, softmax_partial and the tiled attention entries (kv_rows_f32_*, attn_tile_*) of

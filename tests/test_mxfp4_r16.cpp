@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -147,21 +148,23 @@ double check_simd_against_scalar(R16Kernel simd, R16Kernel scalar, uint64_t bloc
   return worst;
 }
 
+double check_mxfp4_against_scalar(R16Kernel simd) {
+  return check_simd_against_scalar(simd, gemm_mxfp4_r16_scalar, kMXFP4BlockBytes, [](int64_t num_cols) {
+    return repacked(random_mxfp4(kRows, num_cols, 4), num_cols / 32 * 17);
+  });
+}
+
 TEST_P(Mxfp4R16Simd, MatchesScalarAndEachTokenGetsItsAloneBits) {
   const KernelTable& table = kernel_table(GetParam());
   if (table.gemm_mxfp4_r16 == nullptr) {
     EXPECT_NE(GetParam(), Isa::kAvx512) << "the AVX-512 variant has the R16 kernel";
     GTEST_SKIP() << isa_name(GetParam()) << " has no R16 kernel (weights stay in the file's layout there)";
   }
-  const double worst = check_simd_against_scalar(
-      table.gemm_mxfp4_r16, gemm_mxfp4_r16_scalar, kMXFP4BlockBytes,
-      [](int64_t num_cols) { return repacked(random_mxfp4(kRows, num_cols, 4), num_cols / 32 * 17); });
+  const double worst = check_mxfp4_against_scalar(table.gemm_mxfp4_r16);
   std::printf("[ NMSE     ] %s gemm_mxfp4_r16 vs scalar: max %.3g\n", isa_name(GetParam()), worst);
 }
 
-TEST_P(Mxfp4R16Simd, ExtremeCodesAndActivationsDoNotOverflow) {
-  const KernelTable& table = kernel_table(GetParam());
-  if (table.gemm_mxfp4_r16 == nullptr) GTEST_SKIP() << "no R16 kernel";
+void check_extreme_codes(R16Kernel simd) {
   // Every code ±6 (nibble 0x7 / 0xF: the doubled value ±12, the offset byte 24 or 0) and activations ±127 of one sign:
   // |Σ| = 32 · 12 · 127 per block, the largest the dot can reach.
   constexpr int64_t kCols = 2880;
@@ -180,7 +183,7 @@ TEST_P(Mxfp4R16Simd, ExtremeCodesAndActivationsDoNotOverflow) {
     }
     std::vector<float> want(16), got(16);
     gemm_mxfp4_r16_scalar(r.data(), row_bytes, 0, 16, xq.data(), 1, kCols, want.data(), 16);
-    table.gemm_mxfp4_r16(r.data(), row_bytes, 0, 16, xq.data(), 1, kCols, got.data(), 16);
+    simd(r.data(), row_bytes, 0, 16, xq.data(), 1, kCols, got.data(), 16);
     const float expect = (code == 0x77 ? 1.0f : -1.0f) * 90 * 32 * 12 * 127 * 0.5f;  // d_w = 2^(127 − 128)
     for (int i = 0; i < 16; ++i) {
       EXPECT_EQ(want[i], expect) << "row " << i;
@@ -189,9 +192,13 @@ TEST_P(Mxfp4R16Simd, ExtremeCodesAndActivationsDoNotOverflow) {
   }
 }
 
-TEST_P(Mxfp4R16Simd, EveryScaleExponentAtEveryRowOfAGroupGivesTheScalarBits) {
+TEST_P(Mxfp4R16Simd, ExtremeCodesAndActivationsDoNotOverflow) {
   const KernelTable& table = kernel_table(GetParam());
   if (table.gemm_mxfp4_r16 == nullptr) GTEST_SKIP() << "no R16 kernel";
+  check_extreme_codes(table.gemm_mxfp4_r16);
+}
+
+void check_every_scale_exponent(R16Kernel simd) {
   // One block per row (32 columns), so no other block's sum hides a wrong scale: 16 calls put the exponents
   // 16c .. 16c + 15 at rows 0..15 (every e in 0..255 at its own lane; e = 0, 1 are the subnormal scales, the AVX2
   // kernel builds those bits apart from the others). d_x = 2^-20 keeps e = 255 finite.
@@ -206,7 +213,7 @@ TEST_P(Mxfp4R16Simd, EveryScaleExponentAtEveryRowOfAGroupGivesTheScalarBits) {
     for (const int64_t num_tokens : {1, 4}) {
       std::vector<float> want(static_cast<size_t>(16 * num_tokens)), got(want.size());
       gemm_mxfp4_r16_scalar(r.data(), row_bytes, 0, 16, x.data(), num_tokens, kCols, want.data(), 16);
-      table.gemm_mxfp4_r16(r.data(), row_bytes, 0, 16, x.data(), num_tokens, kCols, got.data(), 16);
+      simd(r.data(), row_bytes, 0, 16, x.data(), num_tokens, kCols, got.data(), 16);
       for (int64_t t = 0; t < num_tokens; ++t)
         for (int i = 0; i < 16; ++i)
           EXPECT_EQ(std::bit_cast<uint32_t>(want[t * 16 + i]), std::bit_cast<uint32_t>(got[t * 16 + i]))
@@ -214,6 +221,34 @@ TEST_P(Mxfp4R16Simd, EveryScaleExponentAtEveryRowOfAGroupGivesTheScalarBits) {
     }
   }
 }
+
+TEST_P(Mxfp4R16Simd, EveryScaleExponentAtEveryRowOfAGroupGivesTheScalarBits) {
+  const KernelTable& table = kernel_table(GetParam());
+  if (table.gemm_mxfp4_r16 == nullptr) GTEST_SKIP() << "no R16 kernel";
+  check_every_scale_exponent(table.gemm_mxfp4_r16);
+}
+
+#if defined(__x86_64__)
+}  // namespace
+namespace detail {
+const KernelTable& kernel_table_avx512();  // cpu_kernels/kernels_variants.h: the AVX-512 variant's own table
+}  // namespace detail
+namespace {
+
+// On a CPU with AVX512_VBMI the AVX-512 table holds the vpermb kernel (kernels_avx512vbmi.cpp); the AVX-512
+// variant's own kernel (AND + vpshufb), which CPUs without VBMI run, gets the same checks here.
+TEST(Mxfp4R16Avx512, KernelWithoutVbmiPassesTheSameChecks) {
+  const auto isas = supported_isas();
+  if (std::find(isas.begin(), isas.end(), Isa::kAvx512) == isas.end()) GTEST_SKIP() << "no AVX-512";
+  const R16Kernel base = detail::kernel_table_avx512().gemm_mxfp4_r16;
+  if (base == kernel_table(Isa::kAvx512).gemm_mxfp4_r16)
+    GTEST_SKIP() << "no AVX512_VBMI: the AVX-512 table runs this kernel (Mxfp4R16Simd/avx512)";
+  const double worst = check_mxfp4_against_scalar(base);
+  std::printf("[ NMSE     ] avx512 without VBMI gemm_mxfp4_r16 vs scalar: max %.3g\n", worst);
+  check_extreme_codes(base);
+  check_every_scale_exponent(base);
+}
+#endif
 
 // ---- kQ8_0_R16 ---------------------------------------------------------------------------------------------------
 
