@@ -166,10 +166,16 @@ struct Mxfp4LaneGemm {
       const __m256i neg_offset = _mm256_load_si256(reinterpret_cast<const __m256i*>(xb.neg_offset));
       for (int i = 0; i < R; ++i) {
 #if HETMOE_AVX2_VNNI
-        __m256i dot = neg_offset;
-        for (int k = 0; k < 8; ++k)
+        // Two chains of 4 vpdpbusd (columns 0..15, 16..31). EVEX stand-in on Zen 4, 256 × 2880 in L2, best of 20 in
+        // four alternating rounds: 64 / 256 tokens 429 / 1673 µs with one chain of 8, 374 / 1465 with two.
+        __m256i dot = neg_offset, dot_hi = _mm256_setzero_si256();
+        for (int k = 0; k < 4; ++k) {
           dot = _mm256_dpbusd_avx_epi32(dot, broadcast_dword(wb[i].q + 4 * k),
                                         _mm256_load_si256(reinterpret_cast<const __m256i*>(xb.x[k])));
+          dot_hi = _mm256_dpbusd_avx_epi32(dot_hi, broadcast_dword(wb[i].q + 4 * k + 16),
+                                           _mm256_load_si256(reinterpret_cast<const __m256i*>(xb.x[k + 4])));
+        }
+        dot = _mm256_add_epi32(dot, dot_hi);
 #else
         __m256i half[2];
         for (int h = 0; h < 2; ++h) {
@@ -225,12 +231,19 @@ struct Q8LaneGemm {
       const WeightBlock* wb = w + b * R;
       __m256i dot[R];
 #if HETMOE_AVX2_VNNI
+      // Two chains per row, as in Mxfp4LaneGemm: 64 / 256 tokens 382 / 1500 µs → 352 / 1354 (EVEX stand-in).
       const __m256i neg_offset = _mm256_load_si256(reinterpret_cast<const __m256i*>(xb.neg_offset));
-      for (int i = 0; i < R; ++i) dot[i] = neg_offset;
-      for (int k = 0; k < 8; ++k) {
+      __m256i dot_hi[R];
+      for (int i = 0; i < R; ++i) dot[i] = neg_offset, dot_hi[i] = _mm256_setzero_si256();
+      for (int k = 0; k < 4; ++k) {
         const __m256i xk = _mm256_load_si256(reinterpret_cast<const __m256i*>(xb.x[k]));
-        for (int i = 0; i < R; ++i) dot[i] = _mm256_dpbusd_avx_epi32(dot[i], broadcast_dword(wb[i].u + 4 * k), xk);
+        const __m256i xk_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(xb.x[k + 4]));
+        for (int i = 0; i < R; ++i) {
+          dot[i] = _mm256_dpbusd_avx_epi32(dot[i], broadcast_dword(wb[i].u + 4 * k), xk);
+          dot_hi[i] = _mm256_dpbusd_avx_epi32(dot_hi[i], broadcast_dword(wb[i].u + 4 * k + 16), xk_hi);
+        }
       }
+      for (int i = 0; i < R; ++i) dot[i] = _mm256_add_epi32(dot[i], dot_hi[i]);
 #else
       for (int i = 0; i < R; ++i) dot[i] = _mm256_setzero_si256();
       for (int k = 0; k < 8; ++k) {
