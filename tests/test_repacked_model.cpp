@@ -140,6 +140,75 @@ TEST(RepackedModel, MeetsTheFixtureAgreementBarAndStaysNearTheFileLayout) {
   }
 }
 
+/// The file byte range of expert e of an expert view.
+gguf::File::ByteRange expert_range(const Model& model, const WeightView& v, uint64_t e) {
+  return {model.file->data_offset() + v.info->offset + e * v.num_rows * v.row_bytes, v.num_rows * v.row_bytes};
+}
+
+TEST(RepackedModel, RamTierRepacksOnlyTheResidentExpertsAndMatrices) {
+  if (r16_isas().empty()) GTEST_SKIP() << "no kernel variant with R16 kernels on this CPU";
+  Model file_layout = load_tiny(gguf::File::LoadMode::kMemory);
+  const size_t vocab = file_layout.hparams.vocab_size;
+  const uint64_t E = file_layout.hparams.num_experts;
+  for (const cpu::Isa isa : r16_isas()) {
+    Model model = load_tiny(gguf::File::LoadMode::kMmap);
+    auto nothing = repack_resident_weights_r16(model, 2);  // nothing resident yet
+    ASSERT_FALSE(nothing.has_value());
+    EXPECT_EQ(nothing.error().code, ErrorCode::kUnsupported);
+    // A RAM tier's shape: the attention matrices and the even experts resident, the odd ones paged from the file.
+    std::vector<gguf::File::ByteRange> ranges;
+    for (const LayerWeights& w : model.layers) {
+      for (const WeightView* v : {&w.wq, &w.wk, &w.wv, &w.wo})
+        ranges.push_back({model.file->data_offset() + v->info->offset, v->info->num_bytes});
+      for (const WeightView* v : {&w.gate_exps, &w.up_exps, &w.down_exps})
+        for (uint64_t e = 0; e < E; e += 2) ranges.push_back(expert_range(model, *v, e));
+    }
+    ASSERT_TRUE(model.file->make_resident(ranges, /*lock=*/false).has_value());
+    const cpu::KernelTable& k = cpu::kernel_table(isa);
+    const RepackTargets targets{.mxfp4_experts = k.gemm_mxfp4_r16 != nullptr,
+                                .q8_0_matrices = k.gemm_q8_0_r16 != nullptr};
+    auto r = repack_resident_weights_r16(model, 2, targets);
+    ASSERT_TRUE(r.has_value()) << r.error().to_string();
+    // Pages are rounded out, so a paged expert next to a resident one may be resident too: each expert is repacked
+    // exactly when all its bytes are resident, and in this fixture some are and some are not.
+    uint64_t num_repacked = 0, num_paged = 0;
+    for (const LayerWeights& w : model.layers)
+      for (const WeightView* v : {&w.gate_exps, &w.up_exps, &w.down_exps}) {
+        EXPECT_EQ(v->type, TensorType::kMXFP4);
+        for (uint64_t e = 0; e < E; ++e) {
+          const auto range = expert_range(model, *v, e);
+          const bool resident = model.file->is_resident(range.offset, range.num_bytes);
+          EXPECT_EQ(v->expert_type(e), resident ? TensorType::kMXFP4_R16 : TensorType::kMXFP4) << "expert " << e;
+          (resident ? num_repacked : num_paged) += 1;
+        }
+      }
+    EXPECT_EQ(r->num_experts, num_repacked);
+    EXPECT_GT(num_repacked, 0u);
+    EXPECT_GT(num_paged, 0u);
+    EXPECT_EQ(r->num_tensors, targets.q8_0_matrices ? 4u * model.hparams.num_layers : 0u);
+    EXPECT_EQ(model.layers[0].wq.type, targets.q8_0_matrices ? TensorType::kQ8_0_R16 : TensorType::kQ8_0);
+    EXPECT_EQ(model.output.type, TensorType::kQ8_0);  // not resident (and 4106 rows)
+    EXPECT_TRUE(has_repacked_weights(model));
+    // The reference pass needs the file's layout everywhere.
+    EXPECT_FALSE(ReferenceForward::create(model, 64, KvCacheType::kF16, KvCacheType::kF16, 1).has_value());
+    // The mixed model against the file layout, as above.
+    auto f = make(model, isa);
+    auto g = make(file_layout, isa);
+    ASSERT_TRUE(f && g);
+    const auto ours = decode_all(*f, fixture_ids(), vocab);
+    const auto theirs = decode_all(*g, fixture_ids(), vocab);
+    const auto reference = test::read_f32_file(kData + "/gpt-oss-tiny.reference.logits.f32");
+    const auto margin = test::read_numbers<double>(kData + "/gpt-oss-tiny.router-margin.txt");
+    const auto a = test::agreement(reference, ours, 4106, margin);
+    EXPECT_LE(a.p50_all, 1e-3) << cpu::isa_name(isa);
+    EXPECT_LE(a.p99_confident, 5e-3) << cpu::isa_name(isa);
+    const double between = test::nmse(theirs, ours), to_reference = test::nmse(reference, theirs);
+    std::printf("[ NMSE     ] %s RAM tier: repacked resident vs file layout %.3g; file layout vs reference %.3g\n",
+                cpu::isa_name(isa), between, to_reference);
+    EXPECT_LT(between, 0.2 * to_reference) << cpu::isa_name(isa);
+  }
+}
+
 TEST(RepackedModel, BatchedPrefillMatchesTokenByToken) {
   if (r16_isas().empty()) GTEST_SKIP() << "no kernel variant with R16 kernels on this CPU";
   const auto& ids = fixture_ids();

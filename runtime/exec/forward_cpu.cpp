@@ -31,13 +31,14 @@ void run_job_rows(const cpu::KernelTable& k, const CpuForward::MatJob& job, int6
   const WeightView& w = *job.w;
   const uint8_t* base = w.row(0, job.expert_idx);
   const auto num_cols = static_cast<int64_t>(w.num_cols);
-  if (w.type == TensorType::kMXFP4_R16 || w.type == TensorType::kQ8_0_R16) {
-    (w.type == TensorType::kMXFP4_R16 ? k.gemm_mxfp4_r16 : k.gemm_q8_0_r16)(
+  const TensorType type = w.expert_type(job.expert_idx);  // a RAM tier repacks only its resident experts
+  if (type == TensorType::kMXFP4_R16 || type == TensorType::kQ8_0_R16) {
+    (type == TensorType::kMXFP4_R16 ? k.gemm_mxfp4_r16 : k.gemm_q8_0_r16)(
         base, w.row_bytes, r0, r1, job.x_q8, job.num_tokens, num_cols, job.y + r0,
         job.num_tokens == 1 ? r1 - r0 : job.y_stride);
   } else if (job.num_tokens == 1) {
     float* y = job.y + r0;
-    switch (w.type) {
+    switch (type) {
       case TensorType::kMXFP4: k.gemv_mxfp4(base, w.row_bytes, r0, r1, job.x_q8, num_cols, y); break;
       case TensorType::kQ8_0: k.gemv_q8_0(base, w.row_bytes, r0, r1, job.x_q8, num_cols, y); break;
       case TensorType::kF32: k.gemv_f32(base, w.row_bytes, r0, r1, job.x_f32, num_cols, y); break;
@@ -47,7 +48,7 @@ void run_job_rows(const cpu::KernelTable& k, const CpuForward::MatJob& job, int6
       case TensorType::kQ8_0_R16: break;  // above
     }
   } else {
-    switch (w.type) {
+    switch (type) {
       case TensorType::kMXFP4:
         k.gemm_mxfp4(base, w.row_bytes, r0, r1, job.x_q8, job.num_tokens, num_cols, job.y + r0, job.y_stride);
         break;

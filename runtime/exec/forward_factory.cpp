@@ -177,20 +177,27 @@ Expected<std::unique_ptr<ForwardPass>> create_forward(const Model& model, const 
     notes->push_back(fmt::format("--attention-bf16: the {} kernels have no bf16 products on this CPU (they need "
                                  "AVX512_BF16); attention stays f32",
                                  cpu::isa_name(*isa)));
+  // A mapped model repacks what its RAM tier made resident (the paged experts keep the file's layout).
   if (options.repack_weights && (kernels.gemm_mxfp4_r16 != nullptr || kernels.gemm_q8_0_r16 != nullptr) &&
-      model.file && model.file->in_memory()) {
+      model.file && (model.file->in_memory() || model.file->resident_bytes() > 0)) {
     const int threads = options.num_threads > 0 ? options.num_threads
                                                 : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
     // Not const: the CPU pass is the model's only reader from here on (the guard above refuses the others).
     const RepackTargets targets{.mxfp4_experts = kernels.gemm_mxfp4_r16 != nullptr,
                                 .q8_0_matrices = kernels.gemm_q8_0_r16 != nullptr};
-    HETMOE_ASSIGN_OR_RETURN(RepackResult repack, repack_weights_r16(const_cast<Model&>(model), threads, targets));
-    if (repack.num_tensors > 0 && notes)
-      notes->push_back(fmt::format("repacked {} tensors ({}; {:.2f} GB) into the {} kernels' layout in {:.1f} s "
-                                   "(--no-repack keeps the file's)",
+    const bool resident = !model.file->in_memory();
+    HETMOE_ASSIGN_OR_RETURN(RepackResult repack,
+                            resident ? repack_resident_weights_r16(const_cast<Model&>(model), threads, targets)
+                                     : repack_weights_r16(const_cast<Model&>(model), threads, targets));
+    if (repack.num_tensors + repack.num_experts > 0 && notes)
+      notes->push_back(fmt::format("repacked {} tensors{} ({}; {:.2f} GB) into the {} kernels' layout in {:.1f} s "
+                                   "(--no-repack keeps the file's{})",
                                    repack.num_tensors,
+                                   resident ? fmt::format(" and {} resident expert matrices", repack.num_experts)
+                                            : std::string(),
                                    targets.q8_0_matrices ? "MXFP4 experts, Q8_0 matrices" : "MXFP4 experts",
-                                   static_cast<double>(repack.num_bytes) / 1e9, cpu::isa_name(*isa), repack.seconds));
+                                   static_cast<double>(repack.num_bytes) / 1e9, cpu::isa_name(*isa), repack.seconds,
+                                   resident ? "; the experts paged from disk keep it" : ""));
   }
   CpuForwardOptions cpu_options;
   cpu_options.context_length = options.context_length;

@@ -793,6 +793,34 @@ Status File::rewrite_in_memory(const std::function<void()>& rewrite) const {
   return {};
 }
 
+Status File::rewrite_resident(const std::function<void()>& rewrite) const {
+  if (in_memory_ || mapping_ == nullptr || mapping_->resident.empty())
+    return make_error(ErrorCode::kUnsupported,
+                      path_ + ": no weights of the mapped file were made resident: there is nothing to rewrite");
+  const auto protect = [&](int prot) {
+    for (const ByteRange& r : mapping_->resident)
+      if (::mprotect(const_cast<uint8_t*>(base_) + r.offset, r.num_bytes, prot) != 0) return false;
+    return true;
+  };
+  if (!protect(PROT_READ | PROT_WRITE)) {
+    const int err = errno;
+    protect(PROT_READ);
+    return make_error(ErrorCode::kIo, path_ + ": cannot make the resident weights writable: " + std::strerror(err));
+  }
+  rewrite();
+  protect(PROT_READ);
+  return {};
+}
+
+bool File::is_resident(uint64_t offset, uint64_t num_bytes) const {
+  if (offset > size_ || num_bytes > size_ - offset) return false;
+  if (in_memory_) return true;
+  if (mapping_ == nullptr) return false;
+  return std::any_of(mapping_->resident.begin(), mapping_->resident.end(), [&](const ByteRange& r) {
+    return r.offset <= offset && offset + num_bytes <= r.offset + r.num_bytes;
+  });
+}
+
 uint64_t File::resident_bytes() const {
   uint64_t total = 0;
   if (mapping_ != nullptr)

@@ -153,6 +153,13 @@ class File {
   /// again. Not logically const: the caller owns what the bytes then mean. Errors: kUnsupported for a mapped file
   /// (its pages are the page cache's); kIo naming the file when mprotect fails (rewrite not called).
   Status rewrite_in_memory(const std::function<void()>& rewrite) const;
+  /// For a mapped file with resident ranges (make_resident): makes those ranges writable, calls `rewrite` (which may
+  /// change bytes inside them only, as rewrite_in_memory's), and makes them read-only again. Errors: kUnsupported for
+  /// a file in memory or one with nothing resident; kIo naming the file when mprotect fails (rewrite not called).
+  Status rewrite_resident(const std::function<void()>& rewrite) const;
+  /// Whether the file's bytes [offset, offset + num_bytes) are this process's own memory: the whole file when
+  /// in_memory(), else inside one range make_resident copied.
+  bool is_resident(uint64_t offset, uint64_t num_bytes) const;
 
   /// True when the bytes live in anonymous memory (LoadMode::kMemory, or kAuto that chose it).
   bool in_memory() const { return in_memory_; }

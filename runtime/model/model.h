@@ -52,8 +52,15 @@ struct WeightView {
   uint64_t num_cols = 0;    // ne[0] = K
   uint64_t num_rows = 0;    // ne[1] = N
   uint64_t row_bytes = 0;   // bytes of one row of K values
+  /// Experts whose rows are in kMXFP4_R16 while `type` is kMXFP4: a RAM tier repacks only its resident experts
+  /// (runtime/model/weights_repack.h). Empty, or one flag per expert (1: repacked).
+  std::vector<uint8_t> r16_experts{};
   /// Row n of expert e (e = 0 for a plain matrix).
   const uint8_t* row(uint64_t n, uint64_t e = 0) const { return data + (e * num_rows + n) * row_bytes; }
+  /// The layout of expert e's rows: `type`, or kMXFP4_R16 where r16_experts marks e.
+  TensorType expert_type(uint64_t e) const {
+    return e < r16_experts.size() && r16_experts[e] != 0 ? TensorType::kMXFP4_R16 : type;
+  }
 };
 
 /// Weights of one transformer block. Small vectors are dequantized to f32 at load time.

@@ -25,6 +25,7 @@ struct RepackTargets {
 /// What repack_weights_r16 did.
 struct RepackResult {
   uint64_t num_tensors = 0;  // tensors rewritten (experts: gate, up, down of each layer; matrices)
+  uint64_t num_experts = 0;  // single experts rewritten (repack_resident_weights_r16: gate, up, down each count)
   uint64_t num_bytes = 0;    // their bytes
   double seconds = 0.0;      // wall time
 };
@@ -36,5 +37,13 @@ struct RepackResult {
 /// the weights are mapped rather than in memory (gguf::File::rewrite_in_memory), kIo when the workers' 16-row scratch
 /// buffers cannot be allocated or from mprotect.
 Expected<RepackResult> repack_weights_r16(Model& model, int num_threads, RepackTargets targets = {});
+
+/// The same for a mapped model whose RAM tier made part of the weights resident (gguf::File::make_resident): only
+/// resident bytes are rewritten — each targeted matrix whose bytes are all resident (its view's type changes) and
+/// each resident expert of a targeted expert tensor, one by one (WeightView::r16_experts marks it; the experts paged
+/// from disk keep the file's layout, and their view's type stays kMXFP4). Call it once, before the forward pass
+/// reads the weights. Errors: as repack_weights_r16 (rewrite_resident for mprotect); kUnsupported for a file in
+/// memory or one with nothing resident (the model unchanged).
+Expected<RepackResult> repack_resident_weights_r16(Model& model, int num_threads, RepackTargets targets = {});
 
 }  // namespace hetmoe
