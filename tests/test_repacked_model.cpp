@@ -1,7 +1,8 @@
 // A model whose MXFP4 experts and Q8_0 matrices are repacked in memory for the CPU kernels (kMXFP4_R16, kQ8_0_R16,
 // runtime/model/weights_repack.h):
 // the CPU pass on it meets the fixture agreement bar and stays within quantization noise of the file layout's pass,
-// repacking is refused for a mapped file and is idempotent, and every reader that needs the file's layout (the
+// repacking is refused for a mapped file and is idempotent, a mapped model with a RAM tier repacks exactly its
+// resident matrices and experts (the paged ones keep the file's layout) and still meets the bar, and every reader that needs the file's layout (the
 // reference pass, a CPU variant without R16 kernels) refuses a repacked model with an error naming the cause.
 #include <gtest/gtest.h>
 

@@ -13,7 +13,8 @@ namespace hetmoe {
 
 /// Whether any weight view is in a repacked layout (kMXFP4_R16 experts, kQ8_0_R16 matrices).
 bool has_repacked_weights(const Model& model);
-/// Whether any weight view has the repacked type (kMXFP4_R16 or kQ8_0_R16).
+/// Whether any weight view has the repacked type (kMXFP4_R16 or kQ8_0_R16); for kMXFP4_R16 also an expert marked in
+/// WeightView::r16_experts (repack_resident_weights_r16).
 bool has_repacked_weights(const Model& model, TensorType type);
 
 /// Which weights repack_weights_r16 rewrites (a variant repacks only what it has a kernel for).
